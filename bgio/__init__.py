@@ -1,0 +1,37 @@
+"""bgio: throttled, ordered background writes for interactive programs.
+
+Call :func:`bgwrite` and go on: the data is written from a background
+thread in chunks, paced by a priority profile, in order per destination,
+and the returned handle tells when it is done or why it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import compat
+from .api import Writer, bgwrite, bgwrite_chunk
+from .errors import BgioError, ChainError
+from .handle import BackgroundWriteProcess
+from .priority import PRESETS, BackgroundIOPriority
+from .source import chunk_data
+from .version import __version__
+from .writer import wait_all
+
+__all__ = [
+    "PRESETS",
+    "BackgroundIOPriority",
+    "BackgroundWriteProcess",
+    "BgioError",
+    "ChainError",
+    "Writer",
+    "__version__",
+    "bgwrite",
+    "bgwrite_chunk",
+    "chunk_data",
+    "compat",
+    "wait_all",
+]
+
+# A library logs; the application decides where it goes.
+logging.getLogger("bgio").addHandler(logging.NullHandler())

@@ -1,0 +1,196 @@
+"""Drop-in replacement for ``nonblock.BackgroundWrite``: its names and camelCase keywords.
+
+Replace ``from nonblock import bgwrite`` (or ``from nonblock.BackgroundWrite
+import ...``) with ``from bgio.compat import ...``. The calls behave as
+before, with these differences, each a fix:
+
+* ``bandwidthPct`` means what it says: at 20 the writer is busy 20 % of the
+  time (the older module's arithmetic gave 56 %).
+* Data is never copied or sliced in the caller; ``bgwrite`` returns at once.
+* Chained writes wait on an event instead of polling every ``chainPollTime``
+  (the value is still accepted and stored).
+* Errors are kept on the handle: ``result()`` re-raises them, ``finished``
+  becomes True, and chained writes fail with :class:`bgio.ChainError`
+  instead of waiting forever.
+* Writes to one file object are ordered even without ``chainAfter``.
+* The handle is not a :class:`threading.Thread`, but keeps ``start()``,
+  ``join()``, ``is_alive()``, ``startedWriting`` and ``finished``.
+  ``remainingData`` is not kept (the data is not split up front); use
+  ``bytes_written`` and ``total_bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import prepare
+from .handle import BackgroundWriteProcess as _Handle
+from .priority import PRESETS, resolve_priority
+from .priority import BackgroundIOPriority as _Profile
+from .sinks import sink_for
+from .source import Block
+from .source import chunk_data as _chunk_data
+from .writer import submit
+
+__all__ = [
+    "BG_IO_PRIOS",
+    "BackgroundIOPriority",
+    "BackgroundWriteProcess",
+    "bgwrite",
+    "bgwrite_chunk",
+    "chunk_data",
+]
+
+_FIELDS = ("chainPollTime", "defaultChunkSize", "bandwidthPct", "numChunksRateSmoothing")
+
+
+class BackgroundIOPriority:
+    """A priority profile with the older module's camelCase fields (mutable, item access too).
+
+    Values are validated like :class:`bgio.BackgroundIOPriority` when the
+    profile is created and again when a write uses it.
+    """
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        chainPollTime: float,
+        defaultChunkSize: float,
+        bandwidthPct: float,
+        numChunksRateSmoothing: int = 5,
+    ) -> None:
+        self.chainPollTime = chainPollTime
+        self.defaultChunkSize = defaultChunkSize
+        self.bandwidthPct = bandwidthPct
+        self.numChunksRateSmoothing = numChunksRateSmoothing
+        self.to_profile()
+
+    def to_profile(self) -> _Profile:
+        """The equivalent :class:`bgio.BackgroundIOPriority` (raises if a field is invalid)."""
+        return _Profile(self.chainPollTime, self.defaultChunkSize, self.bandwidthPct,
+                        self.numChunksRateSmoothing)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELDS:
+            return getattr(self, key)
+        raise KeyError(f"Unknown key: {key}")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _FIELDS:
+            setattr(self, key, value)
+            return
+        raise KeyError(f"Unknown key: {key}")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
+        return f"BackgroundIOPriority({fields})"
+
+
+#: The ten presets under the older module's name (camelCase profiles).
+BG_IO_PRIOS = {
+    level: BackgroundIOPriority(p.chain_poll_time, p.default_chunk_size, p.bandwidth_pct,
+                                p.num_chunks_rate_smoothing)
+    for level, p in PRESETS.items()
+}
+
+
+def _profile(ioPrio: object) -> _Profile:
+    if isinstance(ioPrio, BackgroundIOPriority):
+        return ioPrio.to_profile()
+    return resolve_priority(ioPrio, "ioPrio")
+
+
+class BackgroundWriteProcess(_Handle):
+    """A background write created but not started, as in the older module.
+
+    ``bgwrite`` and ``bgwrite_chunk`` return one already started. Created
+    directly, it starts with :meth:`start`. All of :class:`bgio.BackgroundWriteProcess`
+    is available too (``result()``, ``cancel()``, progress, ...).
+
+    Parameters
+    ----------
+    fileObj, dataBlocks, closeWhenFinished, chainAfter, ioPrio
+        As ``file``, ``data``, ``close_when_finished``, ``chain_after`` and
+        ``priority`` of :func:`bgio.bgwrite`.
+    """
+
+    def __init__(
+        self,
+        fileObj: object,
+        dataBlocks: object,
+        closeWhenFinished: bool = False,
+        chainAfter: _Handle | None = None,
+        ioPrio: object = 4,
+        *,
+        _chunkSize: int | None = None,
+    ) -> None:
+        super().__init__()
+        sink = sink_for(fileObj, "fileObj")
+        profile = _profile(ioPrio)
+        self.fileObj = fileObj
+        self.closeWhenFinished = bool(closeWhenFinished)
+        self.chainAfter = chainAfter
+        self.startedWriting = False
+        self._job = prepare(self, sink, dataBlocks, profile, _chunkSize, closeWhenFinished,
+                            chainAfter)
+
+    @property
+    def finished(self) -> bool:
+        """True once the write is done: written (and closed if asked), failed or cancelled."""
+        return self.done()
+
+    def start(self) -> None:
+        """Queue the write (once).
+
+        Raises
+        ------
+        RuntimeError
+            If called more than once, as :meth:`threading.Thread.start` does.
+        """
+        job, self._job = self._job, None
+        if job is None:
+            raise RuntimeError("BackgroundWriteProcess can only be started once")
+        submit(job)
+
+    def _start(self) -> bool:
+        started = super()._start()
+        if started:
+            self.startedWriting = True
+        return started
+
+
+def bgwrite(
+    fileObj: object,
+    data: object,
+    closeWhenFinished: bool = False,
+    chainAfter: _Handle | None = None,
+    ioPrio: object = 4,
+) -> BackgroundWriteProcess:
+    """Start a background write; see :func:`bgio.bgwrite`."""
+    process = BackgroundWriteProcess(fileObj, data, closeWhenFinished, chainAfter, ioPrio)
+    process.start()
+    return process
+
+
+def bgwrite_chunk(
+    fileObj: object,
+    data: object,
+    chunkSize: int,
+    closeWhenFinished: bool = False,
+    chainAfter: _Handle | None = None,
+    ioPrio: object = 4,
+) -> BackgroundWriteProcess:
+    """Start a background write in chunks of ``chunkSize``; see :func:`bgio.bgwrite_chunk`."""
+    from .priority import _chunk_size
+
+    size = _chunk_size("chunkSize", chunkSize)
+    process = BackgroundWriteProcess(fileObj, data, closeWhenFinished, chainAfter, ioPrio,
+                                     _chunkSize=size)
+    process.start()
+    return process
+
+
+def chunk_data(data: object, chunkSize: int) -> list[Block]:
+    """Split ``data`` into chunks of at most ``chunkSize`` without copying; see :func:`bgio.chunk_data`."""
+    return _chunk_data(data, chunkSize)

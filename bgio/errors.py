@@ -1,0 +1,27 @@
+"""The exceptions bgio raises of its own; each says what happened and what to do next."""
+
+from __future__ import annotations
+
+__all__ = ["BgioError", "ChainError"]
+
+
+class BgioError(Exception):
+    """Base class of bgio's own exceptions."""
+
+
+class ChainError(BgioError):
+    """A write that did not run because an earlier one failed or was cancelled.
+
+    Nothing of this write was written, so the destination has no gap after
+    the failed write's last byte. ``__cause__`` is the earlier write's
+    exception (a :class:`concurrent.futures.CancelledError` if it was
+    cancelled) and :attr:`predecessor` is its handle.
+
+    Writes to one file object stay failed after an error: open a new file
+    object (or a new :class:`bgio.Writer`) to write again once the cause is
+    dealt with.
+    """
+
+    def __init__(self, message: str, predecessor: object = None) -> None:
+        super().__init__(message)
+        self.predecessor = predecessor

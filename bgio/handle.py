@@ -1,0 +1,326 @@
+"""The Future-like handle of one background write: state, progress, result, callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import CancelledError, TimeoutError
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+__all__ = ["BackgroundWriteProcess", "CancelledError", "TimeoutError"]
+
+logger = logging.getLogger("bgio")
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+CANCELLED = "CANCELLED"
+
+_FINAL = (FINISHED, CANCELLED)
+
+
+class BackgroundWriteProcess:
+    """The handle of one background write, modelled on :class:`concurrent.futures.Future`.
+
+    Returned by :func:`bgio.bgwrite`, :func:`bgio.bgwrite_chunk` and
+    :meth:`bgio.Writer.write`; not meant to be created by users. It is safe
+    to use from any thread. It is also awaitable (``await handle`` gives
+    :meth:`result`), a context manager (leaving the block waits for the write
+    and re-raises its error), and offers :meth:`join` and :meth:`is_alive`
+    for code written against the older thread-based module.
+
+    States: *pending* (queued, or waiting for the write it is chained
+    after), *running* (writing), then *done*: finished with a result, failed
+    with an exception, or cancelled.
+
+    Progress attributes are updated by the worker after every chunk and may
+    be read at any time without locking.
+
+    Attributes
+    ----------
+    bytes_written : int
+        Bytes (characters for text streams) written so far.
+    total_bytes : int or None
+        Bytes the write will take in all, or ``None`` when the data is a lazy
+        iterable whose size is not known in advance.
+    """
+
+    def __init__(self, total_bytes: int | None = None) -> None:
+        self._condition = threading.Condition()
+        self._state = PENDING
+        self._result: int | None = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[BackgroundWriteProcess], object]] = []
+        self._cancel_requested = False
+        self.total_bytes = total_bytes
+        self.bytes_written = 0
+        self._busy = 0.0
+        self._first_start: float | None = None
+        self._last_end = 0.0
+        self._rate: float | None = None
+
+    def __repr__(self) -> str:
+        with self._condition:
+            state = self._state
+            if state == FINISHED:
+                state = "failed" if self._exception is not None else "finished"
+            return (
+                f"<{type(self).__name__} at {id(self):#x} state={state.lower()} "
+                f"bytes_written={self.bytes_written} total_bytes={self.total_bytes}>"
+            )
+
+    # -- state ---------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Return True if the write has finished, failed or been cancelled."""
+        return self._state in _FINAL
+
+    def running(self) -> bool:
+        """Return True while the worker is writing this data."""
+        return self._state == RUNNING
+
+    def cancelled(self) -> bool:
+        """Return True if the write was cancelled (some bytes may have been written)."""
+        return self._state == CANCELLED
+
+    def cancel(self) -> bool:
+        """Ask the write to stop.
+
+        A pending write is cancelled at once and nothing of it is written. A
+        running write stops before its next chunk (a pacing pause is cut
+        short); what was written stays, :attr:`bytes_written` says how much,
+        and the handle becomes cancelled when the worker has stopped, which
+        :meth:`wait` waits for. Later writes to the same destination then
+        fail with :class:`bgio.ChainError`, so nothing is written after the gap.
+
+        Returns
+        -------
+        bool
+            False if the write had already finished or failed; True otherwise
+            (the handle will end up cancelled).
+        """
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state == CANCELLED:
+                return True
+            if self._state == RUNNING:
+                self._cancel_requested = True
+                self._condition.notify_all()
+                return True
+            self._state = CANCELLED
+            self._condition.notify_all()
+        self._invoke_callbacks()
+        return True
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the write is done; return True if it is, False on timeout."""
+        with self._condition:
+            return self._condition.wait_for(self.done, timeout)
+
+    def result(self, timeout: float | None = None) -> int:
+        """Wait for the write and return the number of bytes written.
+
+        Raises
+        ------
+        concurrent.futures.CancelledError
+            If the write was cancelled.
+        TimeoutError
+            If it is not done after ``timeout`` seconds
+            (:class:`concurrent.futures.TimeoutError`).
+        Exception
+            Whatever ended the write (an ``OSError`` from the file, a
+            :class:`bgio.ChainError`, ...), re-raised as it was.
+        """
+        with self._condition:
+            if not self._condition.wait_for(self.done, timeout):
+                raise TimeoutError(f"write not done after {timeout} s")
+            if self._state == CANCELLED:
+                raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
+            if self._exception is not None:
+                raise self._exception
+            assert self._result is not None
+            return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the write and return its exception, or None if it succeeded.
+
+        Raises
+        ------
+        concurrent.futures.CancelledError
+            If the write was cancelled.
+        TimeoutError
+            If it is not done after ``timeout`` seconds.
+        """
+        with self._condition:
+            if not self._condition.wait_for(self.done, timeout):
+                raise TimeoutError(f"write not done after {timeout} s")
+            if self._state == CANCELLED:
+                raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
+            return self._exception
+
+    def add_done_callback(self, fn: Callable[[BackgroundWriteProcess], object]) -> None:
+        """Call ``fn(handle)`` once the write is done (at once if it already is).
+
+        The callback runs in the worker thread (or in the caller's thread if
+        the write is already done); an exception it raises is logged on the
+        ``bgio`` logger and otherwise ignored, as
+        :meth:`concurrent.futures.Future.add_done_callback` does.
+        """
+        with self._condition:
+            if self._state not in _FINAL:
+                self._callbacks.append(fn)
+                return
+        _call(fn, self)
+
+    # -- thread-style and other protocols ---------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait like :meth:`threading.Thread.join`: return when done or after ``timeout``."""
+        self.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """Return True until the write is done, like :meth:`threading.Thread.is_alive`."""
+        return not self.done()
+
+    def __await__(self) -> Generator[Any, None, int]:
+        if not self.done():
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+
+            def wake(_: BackgroundWriteProcess) -> None:
+                try:
+                    loop.call_soon_threadsafe(_resolve, waiter)
+                except RuntimeError:  # the loop was closed before the write ended
+                    pass
+
+            self.add_done_callback(wake)
+            # Cancelling the awaiting task does not cancel the write (call cancel() for that).
+            yield from asyncio.shield(waiter).__await__()
+        return self.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.wait()
+        if exc_type is None and not self.cancelled() and self._exception is not None:
+            raise self._exception
+
+    # -- progress ------------------------------------------------------------------------
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction written, 0..1, or None when :attr:`total_bytes` is unknown."""
+        total = self.total_bytes
+        if total is None:
+            return None
+        if total == 0:
+            return 1.0 if self._state == FINISHED else 0.0
+        return self.bytes_written / total
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes per second over the last few chunks (the profile's smoothing window).
+
+        None until the first chunk is written.
+        """
+        return self._rate
+
+    @property
+    def duty_cycle(self) -> float | None:
+        """Measured busy fraction (0..1): time spent writing over wall time since the first chunk.
+
+        None until the first chunk is written.
+        """
+        if self._first_start is None:
+            return None
+        elapsed = self._last_end - self._first_start
+        return 1.0 if elapsed <= 0 else min(1.0, self._busy / elapsed)
+
+    # -- for the worker (private) -------------------------------------------------------------
+
+    def _start(self) -> bool:
+        """Mark running; False if the write was cancelled while pending."""
+        with self._condition:
+            if self._state != PENDING:
+                return False
+            self._state = RUNNING
+            return True
+
+    def _record(self, started: float, finished: float, rate: float | None) -> None:
+        if self._first_start is None:
+            self._first_start = started
+        self._busy += finished - started
+        self._last_end = finished
+        self._rate = rate
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep for a pacing pause, cut short by cancel(); True if cancel was asked."""
+        deadline = time.perf_counter() + seconds
+        with self._condition:
+            while not self._cancel_requested:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            return self._cancel_requested
+
+    def _wait_for(self, other: BackgroundWriteProcess) -> bool:
+        """Wait until ``other`` is done, or this pending write is cancelled; True if done."""
+        other.add_done_callback(self._notify)
+        with self._condition:
+            self._condition.wait_for(lambda: other.done() or self._state == CANCELLED)
+            return self._state != CANCELLED
+
+    def _notify(self, _: BackgroundWriteProcess) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    def _finish(self, result: int | None, exception: BaseException | None) -> None:
+        """Set the final state: a result, an exception, or cancelled if cancel() was asked."""
+        with self._condition:
+            if self._state in _FINAL:
+                return
+            if exception is not None:
+                self._exception = exception
+                self._state = FINISHED
+            elif self._cancel_requested:
+                self._state = CANCELLED
+            else:
+                self._result = result
+                self._state = FINISHED
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def _invoke_callbacks(self) -> None:
+        with self._condition:
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            _call(fn, self)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWriteProcess) -> None:
+    try:
+        fn(handle)
+    except Exception:
+        logger.exception("exception calling callback for %r", handle)

@@ -1,0 +1,192 @@
+"""Priority profiles: how big each chunk is and how hard a background write may push."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+__all__ = ["PRESETS", "BackgroundIOPriority", "resolve_priority"]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundIOPriority:
+    """A pacing profile for background writes.
+
+    Parameters
+    ----------
+    chain_poll_time : float
+        Seconds. Kept for compatibility with the older ``nonblock`` module,
+        where it was the polling interval of a chained write. bgio never
+        polls (a chained write waits on an event), so this value is only
+        validated and stored.
+    default_chunk_size : int
+        Bytes (characters for text streams) written per chunk when the data
+        is not chunked by the caller. Larger chunks mean fewer system calls
+        and higher throughput; smaller chunks mean finer pacing. Floats are
+        truncated, as the older module did.
+    bandwidth_pct : float
+        Share of wall time, in percent (0 < p <= 100), that the worker may
+        spend writing. After each chunk it sleeps so that, over the last
+        ``num_chunks_rate_smoothing`` chunks, ``busy / (busy + idle)`` equals
+        ``p / 100``. 100 means no duty-cycle pacing.
+    num_chunks_rate_smoothing : int, default 5
+        The smoothing window, in chunks, over which the duty cycle and the
+        reported rate are averaged.
+    max_rate : float or None, keyword-only
+        An absolute cap in bytes per second (characters per second for text
+        streams), applied as a token bucket on top of ``bandwidth_pct``.
+        ``None`` means no cap.
+
+    Raises
+    ------
+    TypeError
+        If a value has the wrong type (names the parameter).
+    ValueError
+        If a value is out of range (names the parameter).
+
+    Examples
+    --------
+    >>> import bgio
+    >>> gentle = bgio.BackgroundIOPriority(0.002, 512 * 1024, 30, max_rate=50e6)
+    >>> gentle.bandwidth_pct
+    30.0
+    """
+
+    chain_poll_time: float
+    default_chunk_size: int
+    bandwidth_pct: float
+    num_chunks_rate_smoothing: int = 5
+    max_rate: float | None = None
+
+    def __init__(
+        self,
+        chain_poll_time: float,
+        default_chunk_size: int,
+        bandwidth_pct: float,
+        num_chunks_rate_smoothing: int = 5,
+        *,
+        max_rate: float | None = None,
+    ) -> None:
+        # The dataclass is frozen (profiles are shared by many writes), so
+        # validated values are stored with object.__setattr__.
+        setter = object.__setattr__
+        setter(self, "chain_poll_time", _non_negative_real("chain_poll_time", chain_poll_time))
+        setter(self, "default_chunk_size", _chunk_size("default_chunk_size", default_chunk_size))
+        pct = _real("bandwidth_pct", bandwidth_pct)
+        if not 0 < pct <= 100:
+            raise ValueError(f"bandwidth_pct must be > 0 and <= 100, got {bandwidth_pct!r}")
+        setter(self, "bandwidth_pct", pct)
+        setter(
+            self,
+            "num_chunks_rate_smoothing",
+            _positive_int("num_chunks_rate_smoothing", num_chunks_rate_smoothing),
+        )
+        if max_rate is not None:
+            rate = _real("max_rate", max_rate)
+            if rate <= 0:
+                raise ValueError(f"max_rate must be > 0 bytes per second or None, got {max_rate!r}")
+            max_rate = rate
+        setter(self, "max_rate", max_rate)
+
+    def replace(self, **changes: object) -> BackgroundIOPriority:
+        """Return a copy of this profile with some fields changed (validated again).
+
+        Examples
+        --------
+        >>> import bgio
+        >>> bgio.PRESETS[1].replace(max_rate=10e6).max_rate
+        10000000.0
+        """
+        fields = {
+            "chain_poll_time": self.chain_poll_time,
+            "default_chunk_size": self.default_chunk_size,
+            "bandwidth_pct": self.bandwidth_pct,
+            "num_chunks_rate_smoothing": self.num_chunks_rate_smoothing,
+            "max_rate": self.max_rate,
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"replace() got unknown field(s): {', '.join(sorted(unknown))}")
+        fields.update(changes)
+        max_rate = fields.pop("max_rate")
+        return BackgroundIOPriority(**fields, max_rate=max_rate)  # type: ignore[arg-type]
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    result = float(value)
+    if math.isnan(result) or math.isinf(result):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return result
+
+
+def _non_negative_real(name: str, value: object) -> float:
+    result = _real(name, value)
+    if result < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return result
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(value)
+
+
+def _chunk_size(name: str, value: object) -> int:
+    """A chunk size in bytes; floats are truncated (the older presets use 1.6 MiB)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        truncated = _real(name, value)
+        if truncated < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
+        return int(truncated)
+    return _positive_int(name, value)
+
+
+def _preset(poll: float, mib: float, pct: float) -> BackgroundIOPriority:
+    return BackgroundIOPriority(poll, int(_MIB * mib), pct)
+
+
+#: The ten presets of the older ``nonblock`` module, same knobs. 1 favours
+#: throughput (5 MiB chunks, no pacing); 10 favours the rest of the program
+#: (256 KiB chunks, busy 20 % of the time).
+PRESETS: dict[int, BackgroundIOPriority] = {
+    1: _preset(0.0009, 5, 100),
+    2: _preset(0.0009, 4, 90),
+    3: _preset(0.0015, 3, 78),
+    4: _preset(0.0015, 2, 72),
+    5: _preset(0.0019, 1.6, 65),
+    6: _preset(0.0019, 0.75, 55),
+    7: _preset(0.0024, 0.69, 45),
+    8: _preset(0.0024, 0.5, 35),
+    9: _preset(0.0031, 0.3, 30),
+    10: _preset(0.0100, 0.25, 20),
+}
+
+
+def resolve_priority(priority: object, name: str = "priority") -> BackgroundIOPriority:
+    """Turn a preset number (1..10) or a profile into a profile.
+
+    Raises
+    ------
+    TypeError
+        If ``priority`` is neither an int nor a :class:`BackgroundIOPriority`.
+    ValueError
+        If it is an int outside 1..10.
+    """
+    if isinstance(priority, BackgroundIOPriority):
+        return priority
+    if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int 1..10 or a BackgroundIOPriority, got {type(priority).__name__}"
+        )
+    try:
+        return PRESETS[int(priority)]
+    except KeyError:
+        raise ValueError(f"{name} must be 1..10 (a preset), got {priority!r}") from None

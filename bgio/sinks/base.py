@@ -1,0 +1,36 @@
+"""The small protocol every destination adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Protocol
+
+from ..source import Block, Kind
+
+__all__ = ["Sink"]
+
+
+class Sink(Protocol):
+    """A destination the worker writes chunks into.
+
+    ``target`` is the caller's destination object; ``key`` identifies it: writes with the same key share one
+    ordered queue. ``kind`` is "bytes", "text", or None when the adapter
+    cannot tell (then every block's kind is accepted).
+    """
+
+    key: Hashable
+    target: object
+    kind: Kind | None
+    name: str
+
+    def write(self, block: Block) -> int:
+        """Write some of ``block``; return how many bytes (characters) were taken."""
+
+    def flush(self) -> None:
+        """Hand buffered data to the operating system."""
+
+    def sync(self) -> None:
+        """Flush, then ask the operating system to put the data on disk."""
+
+    def close(self) -> None:
+        """Close the destination."""

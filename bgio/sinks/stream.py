@@ -1,0 +1,100 @@
+"""Sink for file objects: binary and text streams, buffered or raw."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+
+from ..source import Block, Kind
+
+__all__ = ["StreamSink"]
+
+
+def _stream_kind(file: object) -> Kind | None:
+    if isinstance(file, io.TextIOBase):
+        return "text"
+    if isinstance(file, (io.RawIOBase, io.BufferedIOBase)):
+        return "bytes"
+    mode = getattr(file, "mode", None)
+    if isinstance(mode, str) and mode:
+        return "bytes" if "b" in mode else "text"
+    return None
+
+
+class StreamSink:
+    """Writes into any object with a ``write`` method.
+
+    ``write`` may take part of a chunk (raw streams) or report that it
+    would block (non-blocking raw streams return None; a buffered writer
+    over a non-blocking fd raises :class:`BlockingIOError` with
+    ``characters_written``): the sink then waits until the fd is writable
+    and reports what was taken, so the worker resumes exactly there.
+    """
+
+    __slots__ = ("_flush", "_raw", "_write", "file", "key", "kind", "name", "target")
+
+    def __init__(self, file: object, name: str = "file") -> None:
+        write = getattr(file, "write", None)
+        if not callable(write):
+            raise TypeError(
+                f"{name} must be a writable file object (with a write method), "
+                f"got {type(file).__qualname__}"
+            )
+        if getattr(file, "closed", False) is True:
+            raise ValueError(f"{name} is closed")
+        writable = getattr(file, "writable", None)
+        if callable(writable):
+            try:
+                ok = writable()
+            except ValueError as exc:  # io raises ValueError on a closed file
+                raise ValueError(f"{name} is closed or unusable: {exc}") from None
+            if not ok:
+                raise ValueError(f"{name} is not writable (opened for reading?)")
+        self.file = self.target = file
+        self.key = ("file", id(file))
+        self.kind = _stream_kind(file)
+        self.name = getattr(file, "name", None) or repr(file)
+        if not isinstance(self.name, str):
+            self.name = str(self.name)
+        self._write = write
+        flush = getattr(file, "flush", None)
+        self._flush = flush if callable(flush) else None
+        # Only a raw stream's None means "would block"; other objects return None for "all".
+        self._raw = isinstance(file, io.RawIOBase)
+
+    def write(self, block: Block) -> int:
+        try:
+            taken = self._write(block)
+        except BlockingIOError as exc:
+            self._wait_writable()
+            return exc.characters_written
+        if taken is None:
+            if self._raw:
+                self._wait_writable()
+                return 0
+            return len(block)
+        return taken
+
+    def flush(self) -> None:
+        if self._flush is not None:
+            while True:
+                try:
+                    self._flush()
+                    return
+                except BlockingIOError:
+                    self._wait_writable()
+
+    def sync(self) -> None:
+        self.flush()
+        os.fdatasync(self.file.fileno())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.file.close()  # type: ignore[attr-defined]
+
+    def _wait_writable(self) -> None:
+        # A non-blocking destination is full: block in poll() until it drains
+        # (never spin, never copy the unwritten rest).
+        poller = select.poll()
+        poller.register(self.file.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
+        poller.poll()

@@ -1,0 +1,211 @@
+"""Turn what the caller passes as data into a lazy stream of chunks, without copying it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Literal
+
+__all__ = ["Block", "Kind", "Source", "as_block", "chunk_data", "make_source"]
+
+#: What a sink receives: a flat byte view, or a piece of text.
+Block = memoryview | str
+#: "bytes" or "text"; ``None`` where it is only known once a lazy iterable is consumed.
+Kind = Literal["bytes", "text"]
+
+
+def _describe(obj: object) -> str:
+    return type(obj).__qualname__
+
+
+def as_block(obj: object, name: str = "data") -> Block:
+    """Return ``obj`` as a flat unsigned-byte memoryview (no copy), or unchanged if it is a str.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is neither str nor an object with the buffer protocol, or
+        is a numpy array of Python objects.
+    ValueError
+        If the buffer is not C-contiguous (bgio never copies behind your back).
+    """
+    if isinstance(obj, str):
+        return obj
+    numpy = sys.modules.get("numpy")  # an ndarray cannot exist unless numpy is imported
+    if numpy is not None and isinstance(obj, numpy.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError(f"{name}: a numpy array of Python objects has no raw bytes to write")
+        if not obj.flags.c_contiguous:
+            raise ValueError(
+                f"{name}: the numpy array is not C-contiguous (a strided view or Fortran order); "
+                "pass numpy.ascontiguousarray(array) to write a C-order copy"
+            )
+        # reshape(-1) and view(uint8) of a C-contiguous array are views, never copies;
+        # going through uint8 also covers dtypes with no buffer format (datetime64).
+        return memoryview(obj.reshape(-1).view(numpy.uint8))
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name}: expected bytes, a buffer (bytearray, memoryview, numpy array, ...), str, "
+            f"or an iterable of those, got {_describe(obj)}"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError(
+            f"{name}: the buffer is not C-contiguous; pass a contiguous copy to write it"
+        )
+    if view.format == "B" and view.ndim == 1:
+        return view
+    return view.cast("B")
+
+
+def _kind(block: Block) -> Kind:
+    return "text" if isinstance(block, str) else "bytes"
+
+
+def _chunks(blocks: Iterable[Block], chunk_size: int) -> Iterator[Block]:
+    for block in blocks:
+        size = len(block)
+        if size <= chunk_size:
+            if size:
+                yield block
+            continue
+        for start in range(0, size, chunk_size):
+            yield block[start : start + chunk_size]
+
+
+class Source:
+    """Data prepared for writing: its kind, its size if known, and its blocks.
+
+    ``blocks`` is either a list of ready blocks (checked in the caller) or a
+    lazy iterable whose items are checked as the worker consumes them.
+    """
+
+    __slots__ = ("_blocks", "_lazy", "kind", "total")
+
+    def __init__(self, blocks: Iterable[object], kind: Kind | None, total: int | None, lazy: bool):
+        self.kind = kind
+        self.total = total
+        self._blocks = blocks
+        self._lazy = lazy
+
+    def chunks(self, chunk_size: int, expected: Kind | None = None) -> Iterator[Block]:
+        """Yield chunks of at most ``chunk_size`` bytes (characters for text).
+
+        Items of a lazy iterable are converted here, in the worker; one of
+        the wrong type or kind raises ``TypeError`` there, which ends the
+        write with that error on its handle.
+        """
+        if not self._lazy:
+            return _chunks(self._blocks, chunk_size)  # type: ignore[arg-type]
+        return _chunks(self._checked(expected), chunk_size)
+
+    def _checked(self, expected: Kind | None) -> Iterator[Block]:
+        for index, item in enumerate(self._blocks):
+            block = as_block(item, f"data[{index}]")
+            kind = _kind(block)
+            if expected is None:
+                expected = kind
+            elif kind != expected:
+                raise TypeError(_kind_message(f"data[{index}]", kind, expected))
+            yield block
+
+    def release(self) -> None:
+        """Drop the reference to the caller's data once the write has ended."""
+        self._blocks = ()
+
+
+def _kind_message(name: str, got: Kind, expected: Kind) -> str:
+    if got == "text":
+        return f"{name}: str cannot be written to a binary stream; encode it first"
+    return f"{name}: bytes cannot be written to a text stream; decode it or use the binary buffer"
+
+
+def make_source(data: object, expected: Kind | None = None, name: str = "data") -> Source:
+    """Check ``data`` in the caller's thread and wrap it as a :class:`Source`.
+
+    ``expected`` is the destination's kind when known; a mismatch raises.
+
+    Raises
+    ------
+    TypeError
+        Unsupported type, a set or mapping (no defined order), mixed str and
+        bytes blocks, or a kind the destination cannot take.
+    ValueError
+        A buffer that is not C-contiguous.
+    """
+    if isinstance(data, (str, bytes, bytearray, memoryview)) or _has_buffer(data):
+        block = as_block(data, name)
+        kind = _kind(block)
+        _check_kind(name, kind, expected)
+        return Source((block,), kind, len(block), lazy=False)
+    if isinstance(data, (list, tuple)):
+        blocks = [as_block(item, f"{name}[{index}]") for index, item in enumerate(data)]
+        kind = expected
+        for index, block in enumerate(blocks):
+            block_kind = _kind(block)
+            if kind is None:
+                kind = block_kind
+            elif block_kind != kind:
+                raise TypeError(
+                    _kind_message(f"{name}[{index}]", block_kind, kind)
+                    if expected is not None
+                    else f"{name}: mixes str and bytes blocks ({name}[{index}] differs from the first)"
+                )
+        return Source(blocks, kind, sum(len(block) for block in blocks), lazy=False)
+    if isinstance(data, (Mapping, AbstractSet)):
+        raise TypeError(f"{name}: a {_describe(data)} has no defined order; pass a list of blocks")
+    if isinstance(data, Iterable):
+        return Source(data, expected, None, lazy=True)
+    return Source((as_block(data, name),), None, None, lazy=False)  # raises TypeError
+
+
+def _has_buffer(obj: object) -> bool:
+    try:
+        memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+def _check_kind(name: str, kind: Kind, expected: Kind | None) -> None:
+    if expected is not None and kind != expected:
+        raise TypeError(_kind_message(name, kind, expected))
+
+
+def chunk_data(data: object, chunk_size: int) -> list[Block]:
+    """Split ``data`` into chunks of at most ``chunk_size`` without copying.
+
+    Parameters
+    ----------
+    data : bytes-like, numpy array or str
+        Buffers give ``memoryview`` slices of the original memory (keep the
+        data unchanged until written); str gives str slices.
+    chunk_size : int
+        Bytes (characters for str) per chunk, >= 1. Floats are truncated.
+
+    Returns
+    -------
+    list of memoryview or str
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not a buffer or str, or ``chunk_size`` is not a number.
+    ValueError
+        If ``chunk_size`` < 1 or the buffer is not C-contiguous.
+
+    Examples
+    --------
+    >>> import bgio
+    >>> [bytes(c) for c in bgio.chunk_data(b"123456789", 2)]
+    [b'12', b'34', b'56', b'78', b'9']
+    >>> bgio.chunk_data("abcde", 2)
+    ['ab', 'cd', 'e']
+    """
+    from .priority import _chunk_size
+
+    size = _chunk_size("chunk_size", chunk_size)
+    block = as_block(data)
+    return list(_chunks((block,), size))

@@ -1,0 +1,107 @@
+"""Pacing maths: how long to wait before the next chunk, as a pure function of the past.
+
+Nothing here sleeps or touches a file. The worker asks :meth:`Throttle.delay`
+how long to wait before a chunk, waits (interruptibly), writes, and reports
+the write with :meth:`Throttle.record`. Tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .priority import BackgroundIOPriority
+
+__all__ = ["Throttle"]
+
+
+class Throttle:
+    """Duty-cycle pacing over a window of chunks, plus an optional token bucket.
+
+    Duty cycle: with ``p = bandwidth_pct``, the worker may be busy writing
+    ``p`` % of the wall time. Over the last ``N = num_chunks_rate_smoothing``
+    chunks, with ``B`` the time they spent writing and ``W`` the wall time
+    since the first of them started, the next chunk may start once
+    ``W >= B * 100 / p``. Overhead and oversleeping count as idle time, so
+    the busy fraction converges on ``p / 100`` rather than drifting.
+
+    Absolute rate: with ``max_rate`` set, a chunk of ``n`` bytes started at
+    ``t`` lets the next one start no earlier than ``t + n / max_rate``. Idle
+    time earns no credit, so a burst never exceeds one chunk.
+
+    Parameters
+    ----------
+    profile : BackgroundIOPriority
+        The pacing profile. :attr:`profile` may be replaced between chunks
+        (a destination's writes can have different priorities); history is kept.
+    clock : callable returning float seconds, default :func:`time.perf_counter`
+        A monotonic clock; tests pass a fake one.
+
+    Examples
+    --------
+    >>> from bgio import BackgroundIOPriority
+    >>> now = [0.0]
+    >>> t = Throttle(BackgroundIOPriority(0, 1024, 25), clock=lambda: now[0])
+    >>> t.delay()                # nothing written yet
+    0.0
+    >>> t.record(1024, 0.0, 1.0) # one second busy writing
+    >>> now[0] = 1.0
+    >>> t.delay()                # busy 25 %: idle three seconds
+    3.0
+    """
+
+    __slots__ = ("_clock", "_last_end", "_next_rate_start", "_window", "profile")
+
+    def __init__(
+        self,
+        profile: BackgroundIOPriority,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.profile = profile
+        self._clock = clock
+        # (start, busy seconds, bytes) of the most recent chunks, oldest first.
+        self._window: deque[tuple[float, float, int]] = deque()
+        self._next_rate_start = float("-inf")
+        self._last_end = 0.0
+
+    def delay(self) -> float:
+        """Seconds to wait before writing the next chunk (never negative)."""
+        now = self._clock()
+        wait = 0.0
+        profile = self.profile
+        pct = profile.bandwidth_pct
+        window = self._window
+        if pct < 100 and window:
+            # Only the newest N chunks count, even if the profile's window shrank.
+            excess = len(window) - profile.num_chunks_rate_smoothing
+            chunks = list(window)[excess:] if excess > 0 else window
+            busy = sum(chunk[1] for chunk in chunks)
+            start = chunks[0][0]
+            wait = start + busy * 100.0 / pct - now
+        if profile.max_rate is not None:
+            wait = max(wait, self._next_rate_start - now)
+        return wait if wait > 0 else 0.0
+
+    def record(self, nbytes: int, started: float, finished: float) -> None:
+        """Account for a chunk of ``nbytes`` written between two clock readings."""
+        window = self._window
+        window.append((started, finished - started, nbytes))
+        while len(window) > self.profile.num_chunks_rate_smoothing:
+            window.popleft()
+        if self.profile.max_rate is not None:
+            self._next_rate_start = max(self._next_rate_start, started) + nbytes / self.profile.max_rate
+        self._last_end = finished
+
+    def rate(self, since: float = float("-inf")) -> float | None:
+        """Bytes per second over the smoothing window's chunks started at or after ``since``.
+
+        Returns ``None`` when no such chunk has been recorded yet.
+        """
+        chunks = [chunk for chunk in self._window if chunk[0] >= since]
+        if not chunks:
+            return None
+        elapsed = self._last_end - chunks[0][0]
+        if elapsed <= 0:
+            return None
+        return sum(chunk[2] for chunk in chunks) / elapsed

@@ -1,0 +1,76 @@
+"""Shared test helpers: destinations that record, block on demand, or fail."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import bgio
+
+
+_recorders: list[Recorder] = []
+
+
+class Recorder:
+    """A binary destination that records every write (as bytes) and can be held shut.
+
+    ``gate`` is an Event: while clear, each write waits for it (a slow disk
+    under the test's control). ``fail_after`` makes the write that would
+    exceed that many bytes raise ``OSError``.
+    """
+
+    mode = "wb"
+
+    def __init__(self, fail_after: int | None = None, gated: bool = False) -> None:
+        self.writes: list[bytes] = []
+        self.flushes = 0
+        self.closed = False
+        self.fail_after = fail_after
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.entered = threading.Event()  # set when a write has started
+        _recorders.append(self)
+
+    def write(self, data: memoryview) -> int:
+        self.entered.set()
+        self.gate.wait()
+        if self.fail_after is not None and self.size + len(data) > self.fail_after:
+            raise OSError(28, "No space left on device")
+        self.writes.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def size(self) -> int:
+        return sum(len(w) for w in self.writes)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.writes)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_writes():
+    """Every test must leave no write running behind it (gates are opened first)."""
+    yield
+    for rec in _recorders:
+        rec.gate.set()
+    _recorders.clear()
+    assert bgio.wait_all(timeout=30), "background writes still pending after the test"
+
+
+@pytest.fixture
+def fast() -> bgio.BackgroundIOPriority:
+    """A profile with small chunks and no pacing, for tests about content and order."""
+    return bgio.BackgroundIOPriority(0, 7, 100)

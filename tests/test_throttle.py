@@ -1,0 +1,137 @@
+"""Pacing maths with a fake clock: no sleeping, exact figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from bgio import BackgroundIOPriority
+from bgio.throttle import Throttle
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(throttle: Throttle, clock: FakeClock, chunks: int, busy: float, nbytes: int = 1000):
+    """Drive the throttle as the worker does; return (total busy, total wall, waits)."""
+    start = clock.now
+    waits = []
+    for _ in range(chunks):
+        wait = throttle.delay()
+        assert wait >= 0
+        waits.append(wait)
+        clock.now += wait
+        started = clock.now
+        clock.now += busy
+        throttle.record(nbytes, started, clock.now)
+    return chunks * busy, clock.now - start, waits
+
+
+@pytest.mark.parametrize("pct", [20, 45, 50, 72, 80, 99])
+def test_duty_cycle_is_the_requested_percentage(pct):
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, pct), clock=clock)
+    busy, wall, waits = run(t, clock, 200, busy=0.01)
+    # Nothing waits after the last chunk, so the busy share is exact up to that one pause.
+    expected_wall = busy * 100 / pct - 0.01 * (100 - pct) / pct
+    assert wall == pytest.approx(expected_wall)
+    assert waits[0] == 0.0
+
+
+def test_first_pause_is_the_full_pause():
+    # The older module slept 5x too little in its first window.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 20), clock=clock)
+    _, _, waits = run(t, clock, 2, busy=1.0)
+    assert waits == [0.0, pytest.approx(4.0)]
+
+
+def test_full_bandwidth_never_waits():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100), clock=clock)
+    _, _, waits = run(t, clock, 50, busy=0.3)
+    assert waits == [0.0] * 50
+
+
+def test_window_averages_over_the_last_chunks():
+    # One slow chunk followed by fast ones: the slow chunk's pause is spread
+    # over the window, and forgotten once it has left the window.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 3), clock=clock)
+    run(t, clock, 1, busy=3.0)
+    _, _, waits = run(t, clock, 5, busy=0.0)
+    assert waits[0] == pytest.approx(3.0)  # owed after the slow chunk
+    assert waits[1:] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_overhead_and_oversleeping_count_as_idle_time():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50), clock=clock)
+    t.record(1000, 0.0, 1.0)
+    clock.now = 1.5  # half a second of overhead since the write
+    assert t.delay() == pytest.approx(0.5)
+    clock.now = 2.7  # overslept
+    assert t.delay() == 0.0
+
+
+def test_idle_time_earns_no_wait():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 20), clock=clock)
+    t.record(1000, 0.0, 1.0)
+    clock.now = 100.0
+    assert t.delay() == 0.0
+
+
+def test_max_rate_paces_to_the_byte_rate():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100, max_rate=1e6), clock=clock)
+    _, wall, waits = run(t, clock, 101, busy=0.0001, nbytes=100_000)
+    # 100 chunks of 100 kB after the first must take 0.1 s each: 10 s for 10 MB.
+    assert wall == pytest.approx(10.0001, rel=1e-6)
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(0.0999)
+
+
+def test_max_rate_gives_no_credit_for_idle_time():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100, max_rate=1000.0), clock=clock)
+    t.record(1000, 0.0, 0.0)
+    clock.now = 60.0  # a minute idle
+    assert t.delay() == 0.0
+    t.record(1000, 60.0, 60.0)
+    assert t.delay() == pytest.approx(1.0)  # no burst above one chunk
+
+
+def test_duty_cycle_and_rate_combine_taking_the_longer_wait():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, max_rate=100.0), clock=clock)
+    t.record(1000, 0.0, 1.0)
+    clock.now = 1.0
+    assert t.delay() == pytest.approx(9.0)  # rate wins: 1000 bytes at 100 B/s
+    t2 = Throttle(BackgroundIOPriority(0, 1000, 10, max_rate=1e9), clock=clock)
+    t2.record(1000, 0.0, 1.0)
+    assert t2.delay() == pytest.approx(9.0)  # duty cycle wins
+
+
+def test_profile_may_change_between_chunks():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100, 5), clock=clock)
+    run(t, clock, 5, busy=1.0)
+    t.profile = BackgroundIOPriority(0, 1000, 50, 2)
+    # Only the newest two chunks count now: 2 s busy -> 4 s of wall from their start.
+    assert t.delay() == pytest.approx(2.0)
+
+
+def test_rate_over_the_window_since_a_time():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100, 2), clock=clock)
+    assert t.rate() is None
+    t.record(100, 0.0, 1.0)
+    t.record(300, 1.0, 2.0)
+    assert t.rate() == pytest.approx(200.0)
+    assert t.rate(since=1.0) == pytest.approx(300.0)
+    assert t.rate(since=5.0) is None
