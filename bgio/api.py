@@ -7,10 +7,11 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .errors import ChainError
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority, _chunk_size, resolve_priority
 from .sinks import Sink, sink_for
-from .source import make_source
+from .source import Source, make_source
 from .writer import Job, submit
 
 if TYPE_CHECKING:
@@ -198,7 +199,6 @@ class Writer:
         self._close_when_finished = bool(close_when_finished)
         self._lock = threading.Lock()
         self._last: BackgroundWriteProcess | None = None
-        self._error: BaseException | None = None
         self._closed = False
 
     @property
@@ -221,23 +221,25 @@ class Writer:
         TypeError
             As :func:`bgwrite` does for ``data``.
         """
-        return self._submit(data, close=False)
+        # Kept lean: a Writer is how programs issue many small writes, and
+        # this is the caller's whole cost per write.
+        sink = self._sink
+        if type(data) is bytes and sink.kind != "text":
+            size = len(data)
+            source = Source((data,), "bytes", size, False, size)
+        else:
+            source = make_source(data, sink.kind)
+        job = Job(BackgroundWriteProcess(source.total), sink, source, self._profile)
+        return self._submit(job)
 
-    def _submit(self, data: object, close: bool) -> BackgroundWriteProcess:
+    def _submit(self, job: Job) -> BackgroundWriteProcess:
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
-            handle = submit(prepare(BackgroundWriteProcess, self._sink, data, self._profile,
-                                    close_when_finished=close))
-            self._last = handle
-            if close:
+            if job.close:
                 self._closed = True
-        handle.add_done_callback(self._note_error)
-        return handle
-
-    def _note_error(self, handle: BackgroundWriteProcess) -> None:
-        if self._error is None and not handle.cancelled() and handle._exception is not None:
-            self._error = handle._exception
+            self._last = submit(job)
+        return job.handle
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything written so far is in the file (flushed), or raise.
@@ -256,10 +258,19 @@ class Writer:
                 raise TimeoutError(f"writes not done after {timeout} s")
             self._raise_error(last)
 
-    def _raise_error(self, last: BackgroundWriteProcess) -> None:
-        if self._error is not None:
-            raise self._error
-        last.result(0)
+    @staticmethod
+    def _raise_error(last: BackgroundWriteProcess) -> None:
+        """Raise the error that started the failure (not the ChainErrors after it)."""
+        if last.cancelled():
+            last.result(0)  # raises CancelledError
+        error = last._exception
+        while isinstance(error, ChainError) and isinstance(error.predecessor, BackgroundWriteProcess):
+            earlier = error.predecessor
+            if earlier.cancelled():
+                earlier.result(0)
+            error = earlier._exception
+        if error is not None:
+            raise error
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting writes, wait for the queued ones, and close the file if asked.
@@ -282,7 +293,8 @@ class Writer:
         if self._close_when_finished:
             # The close is queued as the last, empty write: it happens in
             # order, after every pending write, and even after a failure.
-            self._submit(b"" if self._sink.kind != "text" else "", close=True)
+            self._submit(prepare(BackgroundWriteProcess, self._sink, b"" if self._sink.kind != "text"
+                                 else "", self._profile, close_when_finished=True))
         self.flush(timeout)
 
     def __enter__(self) -> Self:

@@ -25,6 +25,12 @@ CANCELLED = "CANCELLED"
 
 _FINAL = (FINISHED, CANCELLED)
 
+# One lock guards the state of every handle. It is held for a few
+# instructions at a time, and sparing each handle a Condition of its own
+# makes creating one several times cheaper; a handle gets a Condition on
+# this lock only when somebody actually waits for it.
+_lock = threading.Lock()
+
 
 class BackgroundWriteProcess:
     """The handle of one background write, modelled on :class:`concurrent.futures.Future`.
@@ -52,29 +58,58 @@ class BackgroundWriteProcess:
         iterable whose size is not known in advance.
     """
 
+    # Slots keep creation cheap: a Writer may create tens of thousands of handles.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_busy",
+        "_callbacks",
+        "_cancel_requested",
+        "_exception",
+        "_first_start",
+        "_last_end",
+        "_rate_of",
+        "_result",
+        "_state",
+        "_waiters",
+        "bytes_written",
+        "total_bytes",
+    )
+
     def __init__(self, total_bytes: int | None = None) -> None:
-        self._condition = threading.Condition()
         self._state = PENDING
         self._result: int | None = None
         self._exception: BaseException | None = None
-        self._callbacks: list[Callable[[BackgroundWriteProcess], object]] = []
+        self._callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
         self._cancel_requested = False
+        self._waiters: threading.Condition | None = None  # made when somebody waits
         self.total_bytes = total_bytes
         self.bytes_written = 0
         self._busy = 0.0
         self._first_start: float | None = None
         self._last_end = 0.0
-        self._rate: float | None = None
+        self._rate_of: Callable[[float, float], float | None] | None = None
 
     def __repr__(self) -> str:
-        with self._condition:
-            state = self._state
-            if state == FINISHED:
-                state = "failed" if self._exception is not None else "finished"
-            return (
-                f"<{type(self).__name__} at {id(self):#x} state={state.lower()} "
-                f"bytes_written={self.bytes_written} total_bytes={self.total_bytes}>"
-            )
+        state = self._state
+        if state == FINISHED:
+            state = "failed" if self._exception is not None else "finished"
+        return (
+            f"<{type(self).__name__} at {id(self):#x} state={state.lower()} "
+            f"bytes_written={self.bytes_written} total_bytes={self.total_bytes}>"
+        )
+
+    def _condition(self) -> threading.Condition:
+        """This handle's condition over the shared lock (call with ``_lock`` held)."""
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = threading.Condition(_lock)
+        return waiters
+
+    def _notify_waiters(self) -> None:
+        """Wake whoever waits on this handle (call with ``_lock`` held)."""
+        if self._waiters is not None:
+            self._waiters.notify_all()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -95,28 +130,31 @@ class BackgroundWriteProcess:
 
         A pending write is cancelled at once and nothing of it is written. A
         running write stops before its next chunk (a pacing pause is cut
-        short); what was written stays, :attr:`bytes_written` says how much,
+        short): what was written stays, :attr:`bytes_written` says how much,
         and the handle becomes cancelled when the worker has stopped, which
-        :meth:`wait` waits for. Later writes to the same destination then
-        fail with :class:`bgio.ChainError`, so nothing is written after the gap.
+        :meth:`wait` waits for. If the worker had already written every
+        byte, the write finishes normally instead; :meth:`cancelled` tells
+        which happened. Later writes to the same destination as a cancelled
+        write fail with :class:`bgio.ChainError`, so nothing is written after
+        the gap.
 
         Returns
         -------
         bool
-            False if the write had already finished or failed; True otherwise
-            (the handle will end up cancelled).
+            False if the write had already finished or failed; True if it
+            was cancelled or asked to stop.
         """
-        with self._condition:
+        with _lock:
             if self._state == FINISHED:
                 return False
             if self._state == CANCELLED:
                 return True
             if self._state == RUNNING:
                 self._cancel_requested = True
-                self._condition.notify_all()
+                self._notify_waiters()
                 return True
             self._state = CANCELLED
-            self._condition.notify_all()
+            self._notify_waiters()
         self._invoke_callbacks()
         return True
 
@@ -124,8 +162,10 @@ class BackgroundWriteProcess:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the write is done; return True if it is, False on timeout."""
-        with self._condition:
-            return self._condition.wait_for(self.done, timeout)
+        with _lock:
+            if self._state in _FINAL:
+                return True
+            return self._condition().wait_for(self.done, timeout)
 
     def result(self, timeout: float | None = None) -> int:
         """Wait for the write and return the number of bytes written.
@@ -141,8 +181,8 @@ class BackgroundWriteProcess:
             Whatever ended the write (an ``OSError`` from the file, a
             :class:`bgio.ChainError`, ...), re-raised as it was.
         """
-        with self._condition:
-            if not self._condition.wait_for(self.done, timeout):
+        with _lock:
+            if self._state not in _FINAL and not self._condition().wait_for(self.done, timeout):
                 raise TimeoutError(f"write not done after {timeout} s")
             if self._state == CANCELLED:
                 raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
@@ -161,8 +201,8 @@ class BackgroundWriteProcess:
         TimeoutError
             If it is not done after ``timeout`` seconds.
         """
-        with self._condition:
-            if not self._condition.wait_for(self.done, timeout):
+        with _lock:
+            if self._state not in _FINAL and not self._condition().wait_for(self.done, timeout):
                 raise TimeoutError(f"write not done after {timeout} s")
             if self._state == CANCELLED:
                 raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
@@ -176,9 +216,12 @@ class BackgroundWriteProcess:
         ``bgio`` logger and otherwise ignored, as
         :meth:`concurrent.futures.Future.add_done_callback` does.
         """
-        with self._condition:
+        with _lock:
             if self._state not in _FINAL:
-                self._callbacks.append(fn)
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
         _call(fn, self)
 
@@ -239,7 +282,10 @@ class BackgroundWriteProcess:
 
         None until the first chunk is written.
         """
-        return self._rate
+        rate_of = self._rate_of
+        if rate_of is None or self._first_start is None:
+            return None
+        return rate_of(self._first_start, self._last_end)
 
     @property
     def duty_cycle(self) -> float | None:
@@ -256,62 +302,101 @@ class BackgroundWriteProcess:
 
     def _start(self) -> bool:
         """Mark running; False if the write was cancelled while pending."""
-        with self._condition:
+        with _lock:
             if self._state != PENDING:
                 return False
             self._state = RUNNING
             return True
 
-    def _record(self, started: float, finished: float, rate: float | None) -> None:
+    def _record(self, started: float, finished: float) -> None:
         if self._first_start is None:
             self._first_start = started
         self._busy += finished - started
         self._last_end = finished
-        self._rate = rate
 
     def _pause(self, seconds: float) -> bool:
-        """Sleep for a pacing pause, cut short by cancel(); True if cancel was asked."""
+        """Sleep for a pacing pause, cut short by cancel(); True if cancel was asked.
+
+        Works whether the write is running or still pending.
+        """
         deadline = time.perf_counter() + seconds
-        with self._condition:
-            while not self._cancel_requested:
+        with _lock:
+            while not (self._cancel_requested or self._state == CANCELLED):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
-                self._condition.wait(remaining)
-            return self._cancel_requested
+                self._condition().wait(remaining)
+            return self._cancel_requested or self._state == CANCELLED
 
     def _wait_for(self, other: BackgroundWriteProcess) -> bool:
         """Wait until ``other`` is done, or this pending write is cancelled; True if done."""
         other.add_done_callback(self._notify)
-        with self._condition:
-            self._condition.wait_for(lambda: other.done() or self._state == CANCELLED)
+        with _lock:
+            self._condition().wait_for(lambda: other.done() or self._state == CANCELLED)
             return self._state != CANCELLED
 
     def _notify(self, _: BackgroundWriteProcess) -> None:
-        with self._condition:
-            self._condition.notify_all()
+        with _lock:
+            self._notify_waiters()
 
-    def _finish(self, result: int | None, exception: BaseException | None) -> None:
-        """Set the final state: a result, an exception, or cancelled if cancel() was asked."""
-        with self._condition:
+    def _finish(
+        self, result: int | None, exception: BaseException | None, cancelled: bool = False
+    ) -> None:
+        """Set the final state: an exception, cancelled (stopped early), or a result."""
+        with _lock:
             if self._state in _FINAL:
                 return
             if exception is not None:
                 self._exception = exception
                 self._state = FINISHED
-            elif self._cancel_requested:
+            elif cancelled:
                 self._state = CANCELLED
             else:
                 self._result = result
                 self._state = FINISHED
-            self._condition.notify_all()
-        self._invoke_callbacks()
+            self._notify_waiters()
+            callbacks, self._callbacks = self._callbacks, None
+        if callbacks is not None:
+            for fn in callbacks:
+                _call(fn, self)
 
     def _invoke_callbacks(self) -> None:
-        with self._condition:
-            callbacks, self._callbacks = self._callbacks, []
+        with _lock:
+            callbacks, self._callbacks = self._callbacks, None
+        if callbacks is None:
+            return
         for fn in callbacks:
             _call(fn, self)
+
+
+def start_all(handles: list[BackgroundWriteProcess]) -> int:
+    """Mark a run of pending handles running under one lock; return how many, from the first,
+    were still pending (the worker stops at a cancelled one)."""
+    with _lock:
+        for count, handle in enumerate(handles):
+            if handle._state != PENDING:
+                return count
+            handle._state = RUNNING
+    return len(handles)
+
+
+def finish_all(handles: list[BackgroundWriteProcess]) -> None:
+    """Complete a run of successful writes under one lock (their results are their byte counts)."""
+    with_callbacks = []
+    with _lock:
+        for handle in handles:
+            if handle._state in _FINAL:
+                continue
+            handle._result = handle.bytes_written
+            handle._state = FINISHED
+            if handle._waiters is not None:
+                handle._waiters.notify_all()
+            if handle._callbacks is not None:
+                with_callbacks.append((handle, handle._callbacks))
+                handle._callbacks = None
+    for handle, callbacks in with_callbacks:
+        for fn in callbacks:
+            _call(fn, handle)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

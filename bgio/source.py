@@ -64,13 +64,15 @@ def _kind(block: Block) -> Kind:
     return "text" if isinstance(block, str) else "bytes"
 
 
-def _chunks(blocks: Iterable[Block], chunk_size: int) -> Iterator[Block]:
+def _chunks(blocks: Iterable[Block | bytes], chunk_size: int) -> Iterator[Block | bytes]:
     for block in blocks:
         size = len(block)
         if size <= chunk_size:
             if size:
                 yield block
             continue
+        if type(block) is bytes:
+            block = memoryview(block)  # slicing bytes would copy
         for start in range(0, size, chunk_size):
             yield block[start : start + chunk_size]
 
@@ -82,13 +84,21 @@ class Source:
     lazy iterable whose items are checked as the worker consumes them.
     """
 
-    __slots__ = ("_blocks", "_lazy", "kind", "total")
+    __slots__ = ("_blocks", "_largest", "_lazy", "kind", "total")
 
-    def __init__(self, blocks: Iterable[object], kind: Kind | None, total: int | None, lazy: bool):
+    def __init__(
+        self,
+        blocks: Iterable[object],
+        kind: Kind | None,
+        total: int | None,
+        lazy: bool,
+        largest: int = 0,
+    ) -> None:
         self.kind = kind
         self.total = total
         self._blocks = blocks
         self._lazy = lazy
+        self._largest = largest  # the longest block, when known
 
     def chunks(self, chunk_size: int, expected: Kind | None = None) -> Iterator[Block]:
         """Yield chunks of at most ``chunk_size`` bytes (characters for text).
@@ -97,9 +107,18 @@ class Source:
         the wrong type or kind raises ``TypeError`` there, which ends the
         write with that error on its handle.
         """
-        if not self._lazy:
-            return _chunks(self._blocks, chunk_size)  # type: ignore[arg-type]
-        return _chunks(self._checked(expected), chunk_size)
+        if self._lazy:
+            return _chunks(self._checked(expected), chunk_size)
+        if self._largest <= chunk_size and self.total:
+            return iter(self._blocks)  # type: ignore[arg-type]  # already chunk-sized
+        return _chunks(self._blocks, chunk_size)  # type: ignore[arg-type]
+
+    def only_chunk(self, chunk_size: int) -> Block | bytes | None:
+        """The data as one chunk, if it is a single non-empty block of at most ``chunk_size``."""
+        if self._lazy or self._largest != self.total or not 0 < self._largest <= chunk_size:
+            return None
+        blocks = self._blocks
+        return blocks[0] if len(blocks) == 1 else None  # type: ignore[index]
 
     def _checked(self, expected: Kind | None) -> Iterator[Block]:
         for index, item in enumerate(self._blocks):
@@ -135,11 +154,17 @@ def make_source(data: object, expected: Kind | None = None, name: str = "data") 
     ValueError
         A buffer that is not C-contiguous.
     """
-    if isinstance(data, (str, bytes, bytearray, memoryview)) or _has_buffer(data):
+    if type(data) is bytes:
+        # The common case, kept short: bytes are immutable, so the block can
+        # stay as it is (chunking slices it through a memoryview).
+        if expected == "text":
+            raise TypeError(_kind_message(name, "bytes", "text"))
+        return Source((data,), "bytes", len(data), False, len(data))
+    if isinstance(data, (str, bytearray, memoryview)) or _has_buffer(data):
         block = as_block(data, name)
         kind = _kind(block)
         _check_kind(name, kind, expected)
-        return Source((block,), kind, len(block), lazy=False)
+        return Source((block,), kind, len(block), False, len(block))
     if isinstance(data, (list, tuple)):
         blocks = [as_block(item, f"{name}[{index}]") for index, item in enumerate(data)]
         kind = expected
@@ -153,7 +178,9 @@ def make_source(data: object, expected: Kind | None = None, name: str = "data") 
                     if expected is not None
                     else f"{name}: mixes str and bytes blocks ({name}[{index}] differs from the first)"
                 )
-        return Source(blocks, kind, sum(len(block) for block in blocks), lazy=False)
+        blocks = [block for block in blocks if len(block)]
+        total = sum(len(block) for block in blocks)
+        return Source(blocks, kind, total, False, max(map(len, blocks), default=0))
     if isinstance(data, (Mapping, AbstractSet)):
         raise TypeError(f"{name}: a {_describe(data)} has no defined order; pass a list of blocks")
     if isinstance(data, Iterable):

@@ -51,7 +51,7 @@ class Throttle:
     3.0
     """
 
-    __slots__ = ("_clock", "_last_end", "_next_rate_start", "_window", "profile")
+    __slots__ = ("_clock", "_next_rate_start", "_window", "_window_busy", "profile")
 
     def __init__(
         self,
@@ -60,48 +60,54 @@ class Throttle:
     ) -> None:
         self.profile = profile
         self._clock = clock
-        # (start, busy seconds, bytes) of the most recent chunks, oldest first.
+        # (start, busy seconds, bytes) of the most recent chunks, oldest first,
+        # and the sum of their busy times (kept so delay() is O(1)).
         self._window: deque[tuple[float, float, int]] = deque()
+        self._window_busy = 0.0
         self._next_rate_start = float("-inf")
-        self._last_end = 0.0
 
     def delay(self) -> float:
         """Seconds to wait before writing the next chunk (never negative)."""
-        now = self._clock()
-        wait = 0.0
         profile = self.profile
         pct = profile.bandwidth_pct
+        max_rate = profile.max_rate
+        if pct >= 100 and max_rate is None:
+            return 0.0
+        now = self._clock()
+        wait = 0.0
         window = self._window
         if pct < 100 and window:
-            # Only the newest N chunks count, even if the profile's window shrank.
-            excess = len(window) - profile.num_chunks_rate_smoothing
-            chunks = list(window)[excess:] if excess > 0 else window
-            busy = sum(chunk[1] for chunk in chunks)
-            start = chunks[0][0]
-            wait = start + busy * 100.0 / pct - now
-        if profile.max_rate is not None:
+            self._trim(profile.num_chunks_rate_smoothing)
+            wait = window[0][0] + self._window_busy * 100.0 / pct - now
+        if max_rate is not None:
             wait = max(wait, self._next_rate_start - now)
         return wait if wait > 0 else 0.0
 
     def record(self, nbytes: int, started: float, finished: float) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings."""
+        busy = finished - started
+        self._window.append((started, busy, nbytes))
+        self._window_busy += busy
+        profile = self.profile
+        self._trim(profile.num_chunks_rate_smoothing)
+        if profile.max_rate is not None:
+            self._next_rate_start = max(self._next_rate_start, started) + nbytes / profile.max_rate
+
+    def _trim(self, size: int) -> None:
         window = self._window
-        window.append((started, finished - started, nbytes))
-        while len(window) > self.profile.num_chunks_rate_smoothing:
-            window.popleft()
-        if self.profile.max_rate is not None:
-            self._next_rate_start = max(self._next_rate_start, started) + nbytes / self.profile.max_rate
-        self._last_end = finished
+        while len(window) > size:
+            self._window_busy -= window.popleft()[1]
 
-    def rate(self, since: float = float("-inf")) -> float | None:
-        """Bytes per second over the smoothing window's chunks started at or after ``since``.
+    def rate(self, since: float = float("-inf"), until: float = float("inf")) -> float | None:
+        """Bytes per second over the smoothing window's chunks started in ``[since, until]``.
 
-        Returns ``None`` when no such chunk has been recorded yet.
+        Returns ``None`` when no such chunk has been recorded.
         """
-        chunks = [chunk for chunk in self._window if chunk[0] >= since]
+        chunks = [chunk for chunk in self._window if since <= chunk[0] <= until]
         if not chunks:
             return None
-        elapsed = self._last_end - chunks[0][0]
+        last = chunks[-1]
+        elapsed = last[0] + last[1] - chunks[0][0]
         if elapsed <= 0:
             return None
         return sum(chunk[2] for chunk in chunks) / elapsed

@@ -303,3 +303,132 @@ def test_failure_in_a_script_leaves_no_traceback_on_stderr(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.strip() == "OSError"
     assert proc.stderr == ""
+
+
+# ---- small writes merged into one pass (the worker's group path) --------------------------
+
+SMALL = bgio.BackgroundIOPriority(0, 1024, 100)
+
+
+def _queue_behind_a_gate(dest, count, size=4):
+    """Queue `count` small writes while the worker is held in a first write to `dest`."""
+    gate = threading.Event()
+    original = dest.write
+
+    def held(data):
+        gate.wait()
+        return original(data)
+
+    dest.write = held
+    first = bgio.bgwrite(dest, b"<", priority=SMALL)
+    handles = [bgio.bgwrite(dest, bytes([65 + i % 26]) * size, priority=SMALL)
+               for i in range(count)]
+    return gate, first, handles
+
+
+def test_a_failure_inside_a_group_fails_the_rest_with_chain_error():
+    rec = Recorder(fail_after=1 + 10 * 4)  # the 11th small write does not fit
+    gate, first, handles = _queue_behind_a_gate(rec, 30)
+    gate.set()
+    first.result(timeout=30)
+    for h in handles[:10]:
+        assert h.result(timeout=30) == 4
+    with pytest.raises(OSError):
+        handles[10].result(timeout=30)
+    for h in handles[11:]:
+        with pytest.raises(bgio.ChainError):
+            h.result(timeout=30)
+    assert rec.getvalue() == b"<" + b"".join(bytes([65 + i]) * 4 for i in range(10))
+
+
+def test_a_cancel_inside_a_group_stops_the_rest():
+    rec = Recorder()
+    gate, first, handles = _queue_behind_a_gate(rec, 20)
+    assert handles[7].cancel()
+    gate.set()
+    for h in handles[:7]:
+        assert h.result(timeout=30) == 4
+    assert handles[7].cancelled()
+    for h in handles[8:]:
+        with pytest.raises(bgio.ChainError, match="was cancelled"):
+            h.result(timeout=30)
+    assert rec.getvalue() == b"<" + b"".join(bytes([65 + i]) * 4 for i in range(7))
+
+
+def _file_behind_a_gate(path, count, size=4):
+    """Queue small writes to a real file while its lane waits (chain_after) on a held write."""
+    f = open(path, "wb")
+    gate = threading.Event()
+    held = bgio.bgwrite(GateOnWrite(gate), b"x", priority=SMALL)
+    first = bgio.bgwrite(f, b"<", chain_after=held, priority=SMALL)
+    handles = [bgio.bgwrite(f, bytes([65 + i % 26]) * size, priority=SMALL) for i in range(count)]
+    return f, gate, first, handles
+
+
+class GateOnWrite:
+    mode = "wb"
+
+    def __init__(self, gate):
+        self.gate = gate
+
+    def write(self, data):
+        self.gate.wait()
+        return len(data)
+
+
+def test_gathered_writes_to_a_file_are_exact(tmp_path):
+    f, gate, first, handles = _file_behind_a_gate(tmp_path / "g", 300)
+    calls = []
+    real = os.writev
+
+    def spy(fd, blocks):
+        calls.append(len(blocks))
+        return real(fd, blocks)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "writev", spy)
+        gate.set()
+        for h in handles:
+            assert h.result(timeout=30) == 4
+    f.close()
+    expected = b"<" + b"".join(bytes([65 + i % 26]) * 4 for i in range(300))
+    assert (tmp_path / "g").read_bytes() == expected
+    assert calls and max(calls) > 100  # really gathered, not one call per write
+
+
+def test_partial_gathered_write_resumes_exactly(tmp_path):
+    f, gate, first, handles = _file_behind_a_gate(tmp_path / "p", 50, size=10)
+    real = os.writev
+
+    def short(fd, blocks):
+        # Take 2.5 blocks at most, as a full pipe or a signal would.
+        data = b"".join(bytes(b) for b in blocks)[:25]
+        return real(fd, [data])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "writev", short)
+        gate.set()
+        for h in handles:
+            assert h.result(timeout=30) == 10
+    f.close()
+    expected = b"<" + b"".join(bytes([65 + i % 26]) * 10 for i in range(50))
+    assert (tmp_path / "p").read_bytes() == expected
+
+
+def test_failed_gathered_write_fails_the_group_in_order(tmp_path):
+    f, gate, first, handles = _file_behind_a_gate(tmp_path / "f", 20)
+
+    def broken(fd, blocks):
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "writev", broken)
+        gate.set()
+        first.result(timeout=30)
+        with pytest.raises(OSError, match="No space"):
+            handles[0].result(timeout=30)
+        for h in handles[1:]:
+            with pytest.raises(bgio.ChainError):
+                h.result(timeout=30)
+    f.close()
+    assert (tmp_path / "f").read_bytes() == b"<"

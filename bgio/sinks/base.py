@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from ..source import Block, Kind
@@ -22,6 +22,9 @@ class Sink(Protocol):
     target: object
     kind: Kind | None
     name: str
+    #: Optional gather write: takes a list of blocks, returns the bytes taken
+    #: (which may end inside a block). None when the destination has none.
+    write_many: Callable[[list[Block | bytes]], int] | None
 
     def write(self, block: Block) -> int:
         """Write some of ``block``; return how many bytes (characters) were taken."""

@@ -32,7 +32,8 @@ class StreamSink:
     and reports what was taken, so the worker resumes exactly there.
     """
 
-    __slots__ = ("_flush", "_raw", "_write", "file", "key", "kind", "name", "target")
+    __slots__ = ("_fd", "_flush", "_raw", "_write", "file", "key", "kind", "name", "target",
+                 "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
         write = getattr(file, "write", None)
@@ -62,6 +63,18 @@ class StreamSink:
         self._flush = flush if callable(flush) else None
         # Only a raw stream's None means "would block"; other objects return None for "all".
         self._raw = isinstance(file, io.RawIOBase)
+        # Many small blocks go out in one writev() straight to the fd of a
+        # plain binary file (after its buffer is flushed, so order holds):
+        # no copy into the buffer, one system call instead of hundreds.
+        self.write_many = None
+        self._fd = -1
+        if type(file) in (io.BufferedWriter, io.FileIO):
+            try:
+                self._fd = file.fileno()  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                pass
+            else:
+                self.write_many = self._writev
 
     def write(self, block: Block) -> int:
         try:
@@ -75,6 +88,15 @@ class StreamSink:
                 return 0
             return len(block)
         return taken
+
+    def _writev(self, blocks: list[Block | bytes]) -> int:
+        """Write as much of ``blocks`` as the fd takes in one call; return the byte count."""
+        self.flush()
+        try:
+            return os.writev(self._fd, blocks)
+        except BlockingIOError:
+            self._wait_writable()
+            return 0
 
     def flush(self) -> None:
         if self._flush is not None:

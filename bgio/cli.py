@@ -1,0 +1,214 @@
+"""The ``bgio`` command: ``bgio bench`` measures bgio against a plain write on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import NoReturn
+
+import psutil
+
+from . import bench
+from .version import __version__
+
+__all__ = ["main"]
+
+PROG = "bgio"
+#: The presets ``bgio bench`` compares: the fastest, the default, and two gentler ones.
+BENCH_PRESETS = (1, 4, 7, 10)
+
+
+class _UsageError(Exception):
+    """A bad argument or environment found before measuring: exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage before its error; one line is easier to
+    # read in a terminal and to match in a script, and --help has the rest.
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Throttled, ordered background writes: tools.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    b = commands.add_parser(
+        "bench",
+        help="measure bgio against a plain f.write on this machine",
+        description=(
+            "Write SIZE MiB synchronously with one f.write, then through bgio at presets "
+            f"{', '.join(map(str, BENCH_PRESETS))}, while the main thread runs a 1 ms sleep "
+            "loop; print throughput, requested and measured duty cycle, how long the call "
+            "blocked, the loop's p99 and longest iteration, and peak RSS above the input. "
+            "Runs are interleaved; with --repeat the medians are shown."
+        ),
+        epilog="Exit status: 0 on success, 1 if a measurement failed, 2 on a usage error.",
+    )
+    b.add_argument("--dir", metavar="DIR",
+                   help="write the test files in DIR (in a temporary subdirectory, removed "
+                        "afterwards) instead of the system's temporary directory")
+    b.add_argument("--size", type=_positive_float, default=256.0, metavar="MIB",
+                   help="MiB written per run (default: 256)")
+    b.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                   help="rounds; medians are shown when N > 1 (default: 1)")
+    b.add_argument("--json", metavar="FILE",
+                   help="also write every raw figure, versions and machine facts to FILE")
+    return parser
+
+
+def _check_bench_args(args: argparse.Namespace) -> int:
+    """Validate what argparse cannot; return the size in bytes."""
+    size = int(args.size * bench.MIB)
+    if size < 1:
+        raise _UsageError(f"--size {args.size:g} MiB is less than one byte")
+    if args.dir is not None:
+        if not os.path.isdir(args.dir):
+            raise _UsageError(f"--dir {args.dir}: no such directory")
+        if not os.access(args.dir, os.W_OK | os.X_OK):
+            raise _UsageError(f"--dir {args.dir}: not writable")
+    if args.json is not None:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            raise _UsageError(f"--json {args.json}: directory {parent} does not exist")
+        if os.path.isdir(args.json):
+            raise _UsageError(f"--json {args.json}: is a directory")
+    # The input lives in memory and a copy of it lands in the page cache or on disk;
+    # refuse up front rather than be killed half-way.
+    available = psutil.virtual_memory().available
+    if size > available // 2:
+        raise _UsageError(
+            f"--size {args.size:g} MiB: needs more than half of the "
+            f"{available / bench.MIB:.0f} MiB of available memory"
+        )
+    free = shutil.disk_usage(args.dir or tempfile.gettempdir()).free
+    if size > free:
+        raise _UsageError(
+            f"--size {args.size:g} MiB: only {free / bench.MIB:.0f} MiB free in "
+            f"{args.dir or tempfile.gettempdir()}"
+        )
+    return size
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(comparison: bench.Comparison) -> list[str]:
+    columns = [
+        ("MiB/s", "mib_s", 0),
+        ("duty req %", "requested_duty_pct", 0),
+        ("duty got %", "measured_duty_pct", 1),
+        ("call ms", "call_ms", 2),
+        ("loop p99 ms", "loop_p99_ms", 2),
+        ("loop max ms", "loop_max_ms", 2),
+        ("peak RSS +MiB", "peak_rss_mib", 1),
+    ]
+    rows = ([comparison.sync] if comparison.sync else []) + list(comparison.bgio.values())
+    width = max(len(row.label) for row in rows)
+    lines = ["  ".join([" " * width] + [name for name, _, _ in columns])]
+    for row in rows:
+        cells = [_cell(getattr(row, attr), digits).rjust(len(name)) for name, attr, digits in columns]
+        lines.append("  ".join([row.label.ljust(width), *cells]))
+    return lines
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm  # only the bench needs it; `bgio --help` stays quick
+
+    size = _check_bench_args(args)
+    repeat = args.repeat
+    with tempfile.TemporaryDirectory(prefix="bgio-bench-", dir=args.dir) as directory:
+        env = bench.environment(directory)
+        data = bench.make_data(size)
+        steps = bench.compare_steps(len(BENCH_PRESETS), repeat)
+        # tqdm's disable=None turns the bar off when stderr is not a terminal.
+        with tqdm(total=steps, desc="bgio bench", unit="run", file=sys.stderr,
+                  disable=None, leave=False) as bar:
+
+            def step(label: str) -> None:
+                bar.set_postfix_str(label, refresh=False)
+                bar.update()
+
+            comparison = bench.compare_writes(directory, data, BENCH_PRESETS, repeat,
+                                              on_step=step)
+    where = f"in {args.dir}" if args.dir else "in a temporary directory"
+    runs = "1 run" if repeat == 1 else f"median of {repeat} runs"
+    fs = env.get("filesystem")
+    print(f"bgio {__version__} bench: {size / bench.MIB:g} MiB per write, {runs}, "
+          f"{where}{f' ({fs})' if fs else ''}")
+    print("\n".join(_table(comparison)))
+    idle = comparison.idle
+    if idle is not None:
+        print(f"idle loop baseline (1 ms sleep, nothing running): p99 {idle.p99_ms:.2f} ms, "
+              f"max {idle.max_ms:.2f} ms")
+    if args.json is not None:
+        env["directory"] = args.dir  # the temporary subdirectory is gone
+        report = {
+            "settings": {"size_bytes": size, "repeat": repeat, "presets": list(BENCH_PRESETS)},
+            "environment": env,
+            "results": bench.to_jsonable(comparison),
+        }
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bgio`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        Arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 if a measurement failed, 2 on a
+        usage error (bad option, missing directory, no command).
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    prog = f"{PROG} {args.command}"
+    try:
+        return _run_bench(args)
+    except _UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError, TimeoutError, ValueError) as exc:
+        # A failed write (disk full, permission changed under us, ...): one line, no traceback.
+        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
