@@ -8,7 +8,6 @@ import pytest
 
 import bgio
 
-
 _recorders: list[Recorder] = []
 
 

@@ -136,8 +136,8 @@ def test_file_without_write_is_a_type_error():
 
 
 def test_closed_file_is_a_value_error(tmp_path):
-    f = open(tmp_path / "c", "wb")
-    f.close()
+    with open(tmp_path / "c", "wb") as f:
+        pass
     with pytest.raises(ValueError, match="file is closed"):
         bgio.bgwrite(f, b"x")
 

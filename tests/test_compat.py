@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from conftest import Recorder
 
 import bgio
 from bgio import compat
-from conftest import Recorder
 
 
 def test_names_match_the_older_module():
@@ -20,7 +20,7 @@ def test_names_match_the_older_module():
 
 def test_bgwrite_with_camel_case_keywords(tmp_path):
     path = tmp_path / "out"
-    f = open(path, "wb")
+    f = open(path, "wb")  # noqa: SIM115 - closed by the write (closeWhenFinished)
     first = compat.bgwrite(f, b"hello ", closeWhenFinished=False, ioPrio=3)
     second = compat.bgwrite(fileObj=f, data=b"world", closeWhenFinished=True, chainAfter=first,
                             ioPrio=10)

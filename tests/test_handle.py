@@ -11,9 +11,9 @@ from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeoutError
 
 import pytest
+from conftest import Recorder
 
 import bgio
-from conftest import Recorder
 
 FAST = bgio.BackgroundIOPriority(0, 4, 100)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,9 +13,9 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
+from conftest import Recorder
 
 import bgio
-from conftest import Recorder
 
 FAST = bgio.BackgroundIOPriority(0, 3, 100)
 
@@ -266,7 +266,7 @@ def _run_script(code: str, tmp_path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(Path(bgio.__file__).parent.parent))
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
     )
 
 
@@ -343,7 +343,7 @@ def test_a_failure_inside_a_group_fails_the_rest_with_chain_error():
 
 def test_a_cancel_inside_a_group_stops_the_rest():
     rec = Recorder()
-    gate, first, handles = _queue_behind_a_gate(rec, 20)
+    gate, _first, handles = _queue_behind_a_gate(rec, 20)
     assert handles[7].cancel()
     gate.set()
     for h in handles[:7]:
@@ -357,7 +357,7 @@ def test_a_cancel_inside_a_group_stops_the_rest():
 
 def _file_behind_a_gate(path, count, size=4):
     """Queue small writes to a real file while its lane waits (chain_after) on a held write."""
-    f = open(path, "wb")
+    f = open(path, "wb")  # noqa: SIM115 - the caller closes it
     gate = threading.Event()
     held = bgio.bgwrite(GateOnWrite(gate), b"x", priority=SMALL)
     first = bgio.bgwrite(f, b"<", chain_after=held, priority=SMALL)
@@ -377,7 +377,7 @@ class GateOnWrite:
 
 
 def test_gathered_writes_to_a_file_are_exact(tmp_path):
-    f, gate, first, handles = _file_behind_a_gate(tmp_path / "g", 300)
+    f, gate, _first, handles = _file_behind_a_gate(tmp_path / "g", 300)
     calls = []
     real = os.writev
 
@@ -397,7 +397,7 @@ def test_gathered_writes_to_a_file_are_exact(tmp_path):
 
 
 def test_partial_gathered_write_resumes_exactly(tmp_path):
-    f, gate, first, handles = _file_behind_a_gate(tmp_path / "p", 50, size=10)
+    f, gate, _first, handles = _file_behind_a_gate(tmp_path / "p", 50, size=10)
     real = os.writev
 
     def short(fd, blocks):
