@@ -7,9 +7,15 @@ settles the handle. A job whose predecessor on the lane, or whose
 ``chain_after``, failed or was cancelled writes nothing and fails with
 :class:`~bgio.errors.ChainError`, so a destination never has a gap.
 
-Workers are non-daemon threads that linger briefly when their lane empties
-(a stream of small writes reuses one thread) and leave at once when the
-interpreter starts to shut down, after draining what is queued.
+Workers are non-daemon threads. One serves a lane while it has work, then
+parks for a while, ready to be handed the next lane that needs one, so a
+call to :func:`submit` never waits for a thread to start once the program is
+warm. Parked workers leave at once when the interpreter shuts down; busy
+ones first drain what is queued, so no accepted write is lost at exit.
+
+A lane stays registered while its file object is alive (a weak reference
+says when it is gone), so pacing history and a failure are remembered
+across writes.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ __all__ = ["Job", "submit", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
-#: Seconds an idle worker waits for more work before its thread ends.
-LINGER = 0.25
+#: Seconds a parked worker waits for a lane before its thread ends.
+LINGER = 1.0
 
 _lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
 _all_done = threading.Condition(_lock)
 _lanes: dict[Hashable, _Lane] = {}
+_parked: list[_Worker] = []  # idle worker threads, ready to be handed a lane
 _unfinished = 0
 _shutting_down = False
 
@@ -80,19 +87,17 @@ class Job:
 class _Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
-    __slots__ = ("anchor", "idle", "jobs", "key", "last", "since_flush", "target", "throttle",
-                 "unflushed", "wakeup", "worker")
+    __slots__ = ("anchor", "jobs", "key", "last", "since_flush", "target", "throttle",
+                 "unflushed", "worker")
 
     def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
         self.key = key
         self.jobs: deque[Job] = deque()
-        self.worker: threading.Thread | None = None
-        self.idle = False  # the worker waits on `wakeup` for more jobs
+        self.worker: _Worker | None = None
         self.last: BackgroundWriteProcess | None = None  # the latest job's handle
         self.target: object = None  # the destination object of the job last run
         self.throttle = Throttle(profile)
-        self.wakeup = threading.Condition(_lock)
-        self.anchor: object = None  # weak reference keeping a failed lane while its file lives
+        self.anchor: object = None  # weak reference to the file; the lane goes with the file
         # Small writes are not flushed one by one: bytes written since the
         # last flush, and the jobs whose last bytes that flush will carry
         # (their handles complete only then, so done always means flushed).
@@ -100,10 +105,23 @@ class _Lane:
         self.unflushed: list[Job] = []
 
 
+class _Worker:
+    """A worker thread's hand-off slot: the lane it is to serve next."""
+
+    __slots__ = ("lane", "wakeup")
+
+    def __init__(self, lane: _Lane) -> None:
+        self.lane: _Lane | None = lane
+        self.wakeup = threading.Condition(_lock)
+
+
+_thread_count = 0
+
+
 def submit(job: Job) -> BackgroundWriteProcess:
     """Queue ``job`` on its destination's lane and make sure a worker serves it."""
-    global _unfinished
-    start = None
+    global _unfinished, _thread_count
+    new_worker = None
     with _lock:
         lane = _lanes.get(job.sink.key)
         if lane is None:
@@ -113,19 +131,37 @@ def submit(job: Job) -> BackgroundWriteProcess:
         lane.jobs.append(job)
         _unfinished += 1
         if lane.worker is None:
-            start = lane.worker = threading.Thread(
-                target=_serve, args=(lane,), name=f"bgio-{job.sink.name}"[:60]
-            )
-        elif lane.idle:
-            lane.wakeup.notify()
-    if start is not None:
+            if _parked:
+                worker = lane.worker = _parked.pop()
+                worker.lane = lane
+                worker.wakeup.notify()
+            else:
+                new_worker = lane.worker = _Worker(lane)
+                _thread_count += 1
+    if new_worker is not None:
+        thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
         try:
-            start.start()
+            thread.start()
         except RuntimeError:
             # No new threads during interpreter shutdown: write in this thread
             # rather than lose the data.
             _serve(lane)
     return job.handle
+
+
+def _work(worker: _Worker) -> None:
+    """A worker thread: serve the lane handed over, park, repeat; end when unused for LINGER."""
+    while True:
+        lane = worker.lane
+        assert lane is not None
+        _serve(lane)
+        with _lock:
+            worker.lane = None
+            _parked.append(worker)
+            while worker.lane is None:
+                if (_shutting_down or not worker.wakeup.wait(LINGER)) and worker.lane is None:
+                    _parked.remove(worker)
+                    return
 
 
 def _jobs_ended(count: int) -> None:
@@ -159,7 +195,7 @@ def wait_all(timeout: float | None = None) -> bool:
 
 
 def _serve(lane: _Lane) -> None:
-    """A lane's worker: run its jobs in order, flush when the queue runs dry, linger, end."""
+    """Run a lane's jobs in order, flush when its queue runs dry; return when it is empty."""
     while True:
         with _lock:
             # Take every queued job at once: one lock round trip per batch,
@@ -170,10 +206,6 @@ def _serve(lane: _Lane) -> None:
                 _flush(lane, lane.unflushed[-1].sink, raise_error=False)
                 continue  # more jobs may have come meanwhile
             with _lock:
-                if not lane.jobs and not _shutting_down:
-                    lane.idle = True
-                    lane.wakeup.wait(LINGER)
-                    lane.idle = False
                 if not lane.jobs:
                     lane.worker = None
                     _retire(lane)
@@ -201,39 +233,34 @@ def _serve(lane: _Lane) -> None:
 
 
 def _retire(lane: _Lane) -> None:
-    """Forget an idle lane, unless it must remember a failure (called under _lock)."""
-    last = lane.last
-    failed = last is not None and (last.cancelled() or last._exception is not None)
-    if not failed:
-        del _lanes[lane.key]
-        return
+    """Keep an idle lane while its file object lives; drop it otherwise (called under _lock)."""
     target, lane.target = lane.target, None
     if lane.anchor is not None:
         return
     try:
         lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
     except TypeError:
-        # Without a weak reference, the id could be reused by an unrelated
-        # object; drop the lane rather than fail that object's writes.
+        # Without a weak reference the id could be reused by an unrelated
+        # object: forget the lane now rather than lend it to that object.
         del _lanes[lane.key]
 
 
 def _forget(ref: weakref.ref[object], key: Hashable) -> None:
-    # Runs when a failed lane's file object is freed, possibly inside a
-    # `with _lock` of this same thread (garbage collection), so it must not
-    # take the lock. No job can be queued: each job holds its file alive.
+    # Runs when a lane's file object is freed, possibly inside a `with _lock`
+    # of this same thread (garbage collection), so it must not take the
+    # lock. No job can be queued then: each job holds its file alive.
     lane = _lanes.get(key)
     if lane is not None and lane.anchor is ref:
         _lanes.pop(key, None)
 
 
 def _shutdown() -> None:
-    """At interpreter exit: wake lingering workers so they end once their lanes are drained."""
+    """At interpreter exit: parked workers end now; busy ones once their lanes are drained."""
     global _shutting_down
     with _lock:
         _shutting_down = True
-        for lane in _lanes.values():
-            lane.wakeup.notify_all()
+        for worker in _parked:
+            worker.wakeup.notify()
 
 
 def _chain_failure(handle: BackgroundWriteProcess, what: str) -> ChainError:
