@@ -59,36 +59,25 @@ class BackgroundWriteProcess:
     """
 
     # Slots keep creation cheap: a Writer may create tens of thousands of handles.
-    __slots__ = (
-        "__dict__",
-        "__weakref__",
-        "_busy",
-        "_callbacks",
-        "_cancel_requested",
-        "_exception",
-        "_first_start",
-        "_last_end",
-        "_rate_of",
-        "_result",
-        "_state",
-        "_waiters",
-        "bytes_written",
-        "total_bytes",
-    )
+    # Slots for what every write sets; class-level defaults for what most
+    # never change (they land in the instance dict when they do). Creating
+    # a handle is part of every call, and a Writer may make tens of thousands.
+    __slots__ = ("__dict__", "__weakref__", "_state", "bytes_written", "total_bytes")
+
+    _result: int | None = None
+    _exception: BaseException | None = None
+    _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
+    _cancel_requested = False
+    _waiters: threading.Condition | None = None  # made when somebody waits
+    _busy = 0.0
+    _first_start: float | None = None
+    _last_end = 0.0
+    _rate_of: Callable[[float, float], float | None] | None = None
 
     def __init__(self, total_bytes: int | None = None) -> None:
         self._state = PENDING
-        self._result: int | None = None
-        self._exception: BaseException | None = None
-        self._callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
-        self._cancel_requested = False
-        self._waiters: threading.Condition | None = None  # made when somebody waits
         self.total_bytes = total_bytes
         self.bytes_written = 0
-        self._busy = 0.0
-        self._first_start: float | None = None
-        self._last_end = 0.0
-        self._rate_of: Callable[[float, float], float | None] | None = None
 
     def __repr__(self) -> str:
         state = self._state
