@@ -14,6 +14,7 @@ from typing import NoReturn
 import psutil
 
 from . import bench
+from .errors import BgioError
 from .version import __version__
 
 __all__ = ["main"]
@@ -62,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure bgio against a plain f.write on this machine",
         description=(
-            "Write SIZE MiB synchronously with one f.write, then through bgio at presets "
+            "Write --size MiB synchronously with one f.write, then through bgio at presets "
             f"{', '.join(map(str, BENCH_PRESETS))}, while the main thread runs a 1 ms sleep "
             "loop; print throughput, requested and measured duty cycle, how long the call "
             "blocked, the loop's p99 and longest iteration, and peak RSS above the input. "
@@ -88,8 +89,10 @@ def _check_bench_args(args: argparse.Namespace) -> int:
     if size < 1:
         raise _UsageError(f"--size {args.size:g} MiB is less than one byte")
     if args.dir is not None:
-        if not os.path.isdir(args.dir):
+        if not os.path.exists(args.dir):
             raise _UsageError(f"--dir {args.dir}: no such directory")
+        if not os.path.isdir(args.dir):
+            raise _UsageError(f"--dir {args.dir}: not a directory")
         if not os.access(args.dir, os.W_OK | os.X_OK):
             raise _UsageError(f"--dir {args.dir}: not writable")
     if args.json is not None:
@@ -155,7 +158,7 @@ def _run_bench(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(label, refresh=False)
                 bar.update()
 
-            comparison = bench.compare_writes(directory, data, BENCH_PRESETS, repeat,
+            comparison = bench.compare_writes(data, BENCH_PRESETS, repeat, directory=directory,
                                               on_step=step)
     where = f"in {args.dir}" if args.dir else "in a temporary directory"
     runs = "1 run" if repeat == 1 else f"median of {repeat} runs"
@@ -208,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, MemoryError, TimeoutError, ValueError) as exc:
+    except (OSError, MemoryError, TimeoutError, BgioError) as exc:
         # A failed write (disk full, permission changed under us, ...): one line, no traceback.
         print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -30,6 +30,11 @@ class Throttle:
     ``t`` lets the next one start no earlier than ``t + n / max_rate``. Idle
     time earns no credit, so a burst never exceeds one chunk.
 
+    A pause shorter than ``min_pause`` is not asked for (waking up costs
+    more than it gives); the chunks that owe it are kept in the window until
+    together they owe at least ``min_pause``, so the duty cycle holds on
+    fast devices too.
+
     Parameters
     ----------
     profile : BackgroundIOPriority
@@ -37,6 +42,8 @@ class Throttle:
         (a destination's writes can have different priorities); history is kept.
     clock : callable returning float seconds, default :func:`time.perf_counter`
         A monotonic clock; tests pass a fake one.
+    min_pause : float, default 0
+        Seconds; the shortest pause worth taking.
 
     Examples
     --------
@@ -51,23 +58,29 @@ class Throttle:
     3.0
     """
 
-    __slots__ = ("_clock", "_next_rate_start", "_window", "_window_busy", "profile")
+    __slots__ = ("_clock", "_min_pause", "_next_rate_start", "_window", "_window_busy",
+                 "profile")
+
+    #: Chunks kept at most while short pauses add up (bounds memory on a very fast device).
+    MAX_RETAINED = 4096
 
     def __init__(
         self,
         profile: BackgroundIOPriority,
         clock: Callable[[], float] = time.perf_counter,
+        min_pause: float = 0.0,
     ) -> None:
         self.profile = profile
         self._clock = clock
-        # (start, busy seconds, bytes) of the most recent chunks, oldest first,
-        # and the sum of their busy times (kept so delay() is O(1)).
+        self._min_pause = min_pause
+        # (start, busy seconds, bytes) of recent chunks, oldest first: the
+        # last N, and more while the pauses they owe are too short to take.
         self._window: deque[tuple[float, float, int]] = deque()
-        self._window_busy = 0.0
+        self._window_busy = 0.0  # busy time of every chunk in the window
         self._next_rate_start = float("-inf")
 
     def delay(self) -> float:
-        """Seconds to wait before writing the next chunk (never negative)."""
+        """Seconds to wait before writing the next chunk (0, or at least ``min_pause``)."""
         profile = self.profile
         pct = profile.bandwidth_pct
         max_rate = profile.max_rate
@@ -77,11 +90,21 @@ class Throttle:
         wait = 0.0
         window = self._window
         if pct < 100 and window:
-            self._trim(profile.num_chunks_rate_smoothing)
-            wait = window[0][0] + self._window_busy * 100.0 / pct - now
+            size = profile.num_chunks_rate_smoothing
+            if len(window) <= size:
+                wait = window[0][0] + self._window_busy * 100.0 / pct - now
+            else:
+                recent = list(window)[-size:]
+                wait = recent[0][0] + sum(chunk[1] for chunk in recent) * 100.0 / pct - now
+                if wait < self._min_pause:
+                    # Pauses too short to take add up over the chunks kept
+                    # since the last pause, so the duty cycle still holds.
+                    wait = window[0][0] + self._window_busy * 100.0 / pct - now
+            if wait >= self._min_pause or wait <= 0:
+                self._trim(size)  # nothing owed beyond the last N chunks
         if max_rate is not None:
             wait = max(wait, self._next_rate_start - now)
-        return wait if wait > 0 else 0.0
+        return wait if wait >= self._min_pause and wait > 0 else 0.0
 
     def record(self, nbytes: int, started: float, finished: float) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings."""
@@ -89,7 +112,10 @@ class Throttle:
         self._window.append((started, busy, nbytes))
         self._window_busy += busy
         profile = self.profile
-        self._trim(profile.num_chunks_rate_smoothing)
+        if profile.bandwidth_pct >= 100:
+            self._trim(profile.num_chunks_rate_smoothing)
+        else:
+            self._trim(self.MAX_RETAINED)
         if profile.max_rate is not None:
             self._next_rate_start = max(self._next_rate_start, started) + nbytes / profile.max_rate
 

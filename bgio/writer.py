@@ -42,6 +42,11 @@ logger = logging.getLogger("bgio")
 #: Seconds a parked worker waits for a lane before its thread ends.
 LINGER = 1.0
 
+#: The shortest pacing pause taken: waking up again costs more than a shorter
+#: one gives (a GIL round trip can take 5 ms when the application is busy).
+#: The throttle lets short pauses add up until they reach this.
+MIN_PAUSE = 0.0005
+
 _lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
 _all_done = threading.Condition(_lock)
 _lanes: dict[Hashable, _Lane] = {}
@@ -96,7 +101,7 @@ class _Lane:
         self.worker: _Worker | None = None
         self.last: BackgroundWriteProcess | None = None  # the latest job's handle
         self.target: object = None  # the destination object of the job last run
-        self.throttle = Throttle(profile)
+        self.throttle = Throttle(profile, min_pause=MIN_PAUSE)
         self.anchor: object = None  # weak reference to the file; the lane goes with the file
         # Small writes are not flushed one by one: bytes written since the
         # last flush, and the jobs whose last bytes that flush will carry
@@ -154,7 +159,16 @@ def _work(worker: _Worker) -> None:
     while True:
         lane = worker.lane
         assert lane is not None
-        _serve(lane)
+        try:
+            _serve(lane)
+        except BaseException:  # a bug in bgio: fail what is queued rather than hang it
+            logger.exception("bgio worker failed serving %s", lane.key)
+            with _lock:
+                jobs, lane.jobs = lane.jobs, deque()
+                lane.worker = None
+            for job in jobs:
+                job.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
+            _jobs_ended(len(jobs))
         with _lock:
             worker.lane = None
             _parked.append(worker)
@@ -216,8 +230,9 @@ def _serve(lane: _Lane) -> None:
             while batch:
                 job = batch.popleft()
                 lane.target = job.sink.target
-                group = _small_group(job, batch)
+                group = None
                 try:
+                    group = _small_group(job, batch)
                     if group is None:
                         ended += _run(lane, job, more=bool(batch) or bool(lane.jobs))
                     else:
@@ -371,7 +386,7 @@ def _run_group(lane: _Lane, jobs: list[Job], blocks: list[Block | bytes], more: 
     throttle = lane.throttle
     throttle.profile = first.profile
     pause = throttle.delay()
-    if pause > MIN_PAUSE:
+    if pause:
         if lane.since_flush or lane.unflushed:
             _flush(lane, sink, raise_error=False)
         first.handle._pause(pause)
@@ -492,10 +507,6 @@ def _failed(handle: BackgroundWriteProcess) -> bool:
     return handle.cancelled() or handle._exception is not None
 
 
-#: Pacing pauses shorter than this are skipped: waking up again costs more
-#: (a GIL round trip can take 5 ms when the application is busy), and the
-#: pacing maths carries the skipped time into the next pause.
-MIN_PAUSE = 0.0005
 
 
 def _write_chunks(lane: _Lane, job: Job) -> bool:
@@ -515,7 +526,7 @@ def _write_chunks(lane: _Lane, job: Job) -> bool:
         if handle._cancel_requested:
             return True
         pause = throttle.delay()
-        if pause > MIN_PAUSE:
+        if pause:
             if lane.since_flush:
                 _flush(lane, sink)  # idle time is the time to hand data on
             if handle._pause(pause):

@@ -135,3 +135,29 @@ def test_rate_over_the_window_since_a_time():
     assert t.rate() == pytest.approx(200.0)
     assert t.rate(since=1.0) == pytest.approx(300.0)
     assert t.rate(since=5.0) is None
+
+
+@pytest.mark.parametrize("pct", [20, 50, 80, 95])
+def test_short_pauses_add_up_instead_of_being_lost(pct):
+    # A fast device: 0.1 ms per chunk owes pauses far below min_pause each;
+    # they are taken together, and the duty cycle holds.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, pct), clock=clock, min_pause=0.0005)
+    busy, wall, waits = run(t, clock, 2000, busy=0.0001)
+    assert all(w == 0.0 or w >= 0.0005 for w in waits)
+    assert busy / wall == pytest.approx(pct / 100, rel=0.02)
+
+
+def test_min_pause_applies_to_the_rate_cap_without_losing_time():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100, max_rate=1e7), clock=clock, min_pause=0.001)
+    _, wall, waits = run(t, clock, 1001, busy=0.0, nbytes=1000)  # 1 MB at 10 MB/s
+    assert all(w == 0.0 or w >= 0.001 for w in waits)
+    assert wall == pytest.approx(0.1, abs=0.0011)
+
+
+def test_kept_chunks_are_bounded():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 99.99), clock=clock, min_pause=10.0)
+    run(t, clock, Throttle.MAX_RETAINED + 500, busy=1e-9)
+    assert len(t._window) <= Throttle.MAX_RETAINED
