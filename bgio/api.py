@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from .errors import ChainError
 from .handle import BackgroundWriteProcess
-from .priority import BackgroundIOPriority, _chunk_size, resolve_priority
+from .jobs import Job
+from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .sinks import Sink, sink_for
 from .source import Source, make_source
-from .writer import Job, submit
+from .writer import submit
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
@@ -148,7 +149,7 @@ def bgwrite_chunk(
     (6, 'abcdef')
     """
     sink = sink_for(file)
-    size = _chunk_size("chunk_size", chunk_size)
+    size = validate_chunk_size("chunk_size", chunk_size)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,
                           chain_after))

@@ -25,7 +25,7 @@ from typing import Any
 
 from .api import prepare
 from .handle import BackgroundWriteProcess as _Handle
-from .priority import PRESETS, resolve_priority
+from .priority import PRESETS, resolve_priority, validate_chunk_size
 from .priority import BackgroundIOPriority as _Profile
 from .sinks import sink_for
 from .source import Block
@@ -182,9 +182,7 @@ def bgwrite_chunk(
     ioPrio: object = 4,
 ) -> BackgroundWriteProcess:
     """Start a background write in chunks of ``chunkSize``; see :func:`bgio.bgwrite_chunk`."""
-    from .priority import _chunk_size
-
-    size = _chunk_size("chunkSize", chunkSize)
+    size = validate_chunk_size("chunkSize", chunkSize)
     process = BackgroundWriteProcess(fileObj, data, closeWhenFinished, chainAfter, ioPrio,
                                      _chunkSize=size)
     process.start()

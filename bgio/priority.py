@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-__all__ = ["PRESETS", "BackgroundIOPriority", "resolve_priority"]
+__all__ = ["PRESETS", "BackgroundIOPriority", "resolve_priority", "validate_chunk_size"]
 
 _MIB = 1024 * 1024
 
@@ -74,7 +74,7 @@ class BackgroundIOPriority:
         # validated values are stored with object.__setattr__.
         setter = object.__setattr__
         setter(self, "chain_poll_time", _non_negative_real("chain_poll_time", chain_poll_time))
-        setter(self, "default_chunk_size", _chunk_size("default_chunk_size", default_chunk_size))
+        setter(self, "default_chunk_size", validate_chunk_size("default_chunk_size", default_chunk_size))
         pct = _real("bandwidth_pct", bandwidth_pct)
         if not 0 < pct <= 100:
             raise ValueError(f"bandwidth_pct must be > 0 and <= 100, got {bandwidth_pct!r}")
@@ -139,8 +139,16 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _chunk_size(name: str, value: object) -> int:
-    """A chunk size in bytes; floats are truncated (the older presets use 1.6 MiB)."""
+def validate_chunk_size(name: str, value: object) -> int:
+    """Check a chunk size named ``name``; return it in bytes (floats truncated, as 1.6 MiB is).
+
+    Raises
+    ------
+    TypeError
+        If it is not a number.
+    ValueError
+        If it is below 1.
+    """
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
         truncated = _real(name, value)
         if truncated < 1:

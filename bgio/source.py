@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Literal
 
+from .priority import validate_chunk_size
+
 __all__ = ["Block", "Kind", "Source", "as_block", "chunk_data", "make_source"]
 
 #: What a sink receives: a flat byte view, or a piece of text.
@@ -231,8 +233,6 @@ def chunk_data(data: object, chunk_size: int) -> list[Block]:
     >>> bgio.chunk_data("abcde", 2)
     ['ab', 'cd', 'e']
     """
-    from .priority import _chunk_size
-
-    size = _chunk_size("chunk_size", chunk_size)
+    size = validate_chunk_size("chunk_size", chunk_size)
     block = as_block(data)
     return list(_chunks((block,), size))
