@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from .priority import BackgroundIOPriority
 
@@ -94,8 +95,10 @@ class Throttle:
             if len(window) <= size:
                 wait = window[0][0] + self._window_busy * 100.0 / pct - now
             else:
-                recent = list(window)[-size:]
-                wait = recent[0][0] + sum(chunk[1] for chunk in recent) * 100.0 / pct - now
+                busy = start = 0.0
+                for start, chunk_busy, _ in islice(reversed(window), size):  # newest N only
+                    busy += chunk_busy
+                wait = start + busy * 100.0 / pct - now
                 if wait < self._min_pause:
                     # Pauses too short to take add up over the chunks kept
                     # since the last pause, so the duty cycle still holds.
