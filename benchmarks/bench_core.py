@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_core.py [--dir DIR] [--repeat 5] [--size 512] [--json FILE]
 
-This script only chooses sizes and prints; the measuring code is bgio/bench.py.
+This script only chooses sizes and prints; the measuring code is the bgio.bench package.
 """
 
 from __future__ import annotations
