@@ -12,7 +12,7 @@ from .handle import BackgroundWriteProcess
 from .jobs import Job
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .sinks import Sink, sink_for
-from .source import Source, make_source
+from .source import make_source
 from .writer import submit
 
 if TYPE_CHECKING:
@@ -189,6 +189,10 @@ class Writer:
     b'line 0\\nline 1\\nline 2\\n'
     """
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.Writer {state} file={self._sink.name!r}>"
+
     def __init__(
         self,
         file: object,
@@ -222,16 +226,11 @@ class Writer:
         TypeError
             As :func:`bgwrite` does for ``data``.
         """
-        # Kept lean: a Writer is how programs issue many small writes, and
-        # this is the caller's whole cost per write.
-        sink = self._sink
-        if type(data) is bytes and sink.kind != "text":
-            size = len(data)
-            source = Source((data,), "bytes", size, False, size)
-        else:
-            source = make_source(data, sink.kind)
-        job = Job(BackgroundWriteProcess(source.total), sink, source, self._profile)
-        return self._submit(job)
+        # Kept lean (no prepare(): no chain, no close to check): a Writer is
+        # how programs issue many small writes, and this is their whole cost.
+        source = make_source(data, self._sink.kind)
+        return self._submit(Job(BackgroundWriteProcess(source.total), self._sink, source,
+                                self._profile))
 
     def _submit(self, job: Job) -> BackgroundWriteProcess:
         with self._lock:
