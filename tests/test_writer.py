@@ -432,3 +432,11 @@ def test_failed_gathered_write_fails_the_group_in_order(tmp_path):
                 h.result(timeout=30)
     f.close()
     assert (tmp_path / "f").read_bytes() == b"<"
+
+
+def test_writer_exposes_its_file_and_state(recorder):
+    w = bgio.Writer(recorder)
+    assert w.file is recorder and not w.closed
+    assert "open" in repr(w)
+    w.close()
+    assert w.closed and "closed" in repr(w)
