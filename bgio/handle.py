@@ -317,12 +317,11 @@ class BackgroundWriteProcess:
                 self._condition().wait(remaining)
             return self._cancel_requested or self._state == CANCELLED
 
-    def _wait_for(self, other: BackgroundWriteProcess) -> bool:
-        """Wait until ``other`` is done, or this pending write is cancelled; True if done."""
+    def _wait_for(self, other: BackgroundWriteProcess) -> None:
+        """Wait until ``other`` is done, or this pending write is cancelled."""
         other.add_done_callback(self._notify)
         with _lock:
             self._condition().wait_for(lambda: other.done() or self._state == CANCELLED)
-            return self._state != CANCELLED
 
     def _notify(self, _: BackgroundWriteProcess) -> None:
         with _lock:

@@ -162,9 +162,8 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
             # itself be waiting for them (a chain across two files).
             if lane.since_flush or lane.unflushed:
                 _flush(lane, sink)
-            if not handle._wait_for(chain_after):
-                return True  # cancelled while waiting (finally closes if asked)
-        if chain_after is not None and _failed(chain_after):
+            handle._wait_for(chain_after)  # or for cancel(), which _start() then sees
+        if chain_after is not None and chain_after.done() and _failed(chain_after):
             raise _chain_failure(chain_after, "the write it was chained after")
         if handle._start():
             stopped = _write_chunks(lane, job)
