@@ -73,6 +73,7 @@ class BackgroundWriteProcess:
     _first_start: float | None = None
     _last_end = 0.0
     _rate_of: Callable[[float, float], float | None] | None = None
+    _interrupt: Callable[[], None] | None = None  # wakes the worker if it waits on the file
 
     def __init__(self, total_bytes: int | None = None) -> None:
         self._state = PENDING
@@ -141,6 +142,8 @@ class BackgroundWriteProcess:
             if self._state == RUNNING:
                 self._cancel_requested = True
                 self._notify_waiters()
+                if self._interrupt is not None:
+                    self._interrupt()  # under the lock: the worker unhooks it under the lock too
                 return True
             self._state = CANCELLED
             self._notify_waiters()
@@ -297,10 +300,10 @@ class BackgroundWriteProcess:
             self._state = RUNNING
             return True
 
-    def _record(self, started: float, finished: float) -> None:
+    def _record(self, started: float, finished: float, waited: float = 0.0) -> None:
         if self._first_start is None:
             self._first_start = started
-        self._busy += finished - started
+        self._busy += finished - started - waited
         self._last_end = finished
 
     def _pause(self, seconds: float) -> bool:
@@ -366,6 +369,13 @@ def start_all(handles: list[BackgroundWriteProcess]) -> int:
                 return count
             handle._state = RUNNING
     return len(handles)
+
+
+def set_interrupt(handles: list[BackgroundWriteProcess], interrupt: Callable[[], None] | None) -> None:
+    """Hook up (or, with None, unhook) what cancel() calls to wake a worker stuck on its file."""
+    with _lock:
+        for handle in handles:
+            handle._interrupt = interrupt
 
 
 def finish_all(handles: list[BackgroundWriteProcess]) -> None:

@@ -16,9 +16,9 @@ from collections.abc import Hashable
 from concurrent.futures import CancelledError
 
 from .errors import ChainError
-from .handle import BackgroundWriteProcess, start_all
+from .handle import BackgroundWriteProcess, set_interrupt, start_all
 from .priority import BackgroundIOPriority
-from .sinks import Sink
+from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source
 from .throttle import Throttle
 
@@ -73,7 +73,7 @@ class Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
     __slots__ = ("anchor", "jobs", "key", "last", "settled", "since_flush", "target",
-                 "throttle", "unflushed", "worker")
+                 "throttle", "unflushed", "waiter", "worker")
 
     def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
         self.key = key
@@ -89,6 +89,20 @@ class Lane:
         self.since_flush = 0
         self.unflushed: list[Job] = []
         self.settled = 0  # deferred jobs completed by flushes, not yet counted as ended
+        self.waiter: Waiter | None = None  # made when first needed, closed when idle
+
+    def bind(self, sink: Sink) -> Waiter:
+        """Give ``sink`` this lane's waiter (how it waits for a full destination)."""
+        if self.waiter is None:
+            self.waiter = Waiter()
+        sink.waiter = self.waiter
+        return self.waiter
+
+    def close_waiter(self) -> None:
+        """Release the waiter's fd while the lane is idle (no handle can reach it then)."""
+        if self.waiter is not None:
+            self.waiter.close()
+            self.waiter = None
 
 
 def run_batch(lane: Lane, batch: deque[Job]) -> int:
@@ -150,6 +164,7 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
     """
     handle = job.handle
     sink = job.sink
+    waiter = lane.bind(sink)
     error: BaseException | None = None
     deferred = stopped = False
     try:
@@ -166,10 +181,17 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
         if chain_after is not None and chain_after.done() and _failed(chain_after):
             raise _chain_failure(chain_after, "the write it was chained after")
         if handle._start():
-            stopped = _write_chunks(lane, job)
-            if lane.since_flush and (job.close or stopped or not more):
-                _flush(lane, sink)
-            deferred = lane.since_flush > 0
+            set_interrupt([handle], waiter.interrupt)
+            try:
+                stopped = _write_chunks(lane, job)
+                if lane.since_flush and (job.close or stopped or not more):
+                    _flush(lane, sink)
+            except WriteInterrupted:  # cancel() while waiting for a full destination
+                stopped = True
+            finally:
+                set_interrupt([handle], None)
+                waiter.clear()
+            deferred = lane.since_flush > 0 and not stopped
     except BaseException as exc:  # noqa: BLE001 - every failure belongs on the handle
         error = exc
     finally:
@@ -226,6 +248,7 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
     """
     first = jobs[0]
     sink = first.sink
+    waiter = lane.bind(sink)
     predecessor = first.predecessor
     if predecessor is not None and _failed(predecessor):
         return sum(_run(lane, job, more=True) for job in jobs)
@@ -238,6 +261,22 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
         first.handle._pause(pause)
     handles = [job.handle for job in jobs]
     started = start_all(handles)  # stops at a write cancelled while queued
+    waiter.take_waited()
+    set_interrupt(handles[:started], waiter.interrupt)
+    try:
+        return _write_group(lane, jobs, blocks, started, more)
+    finally:
+        set_interrupt(handles[:started], None)
+        waiter.clear()
+
+
+def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], started: int,
+                 more: bool) -> int:
+    """Write the first ``started`` jobs of a group (already marked running); settle them all."""
+    first = jobs[0]
+    sink = first.sink
+    throttle = lane.throttle
+    handles = [job.handle for job in jobs]
     write = sink.write
     written = 0
     error: BaseException | None = None
@@ -288,15 +327,21 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
     if error is not None or lane.since_flush >= first.chunk_size or not more or started < len(jobs):
         _flush(lane, sink, raise_error=False)  # completes the written ones
     finished = clock()
-    throttle.record(written, began, finished)
+    waited = sink.waiter.take_waited() if sink.waiter is not None else 0.0
+    throttle.record(written, began, finished, waited)
     for handle in handles[:ok]:
-        handle._first_start, handle._last_end, handle._busy = began, finished, finished - began
+        handle._first_start, handle._last_end = began, finished
+        handle._busy = finished - began - waited
         handle._rate_of = throttle.rate
     ended = 0
     if error is not None:
+        # Cancelled while waiting for the destination: that write stops where
+        # it is (bytes_written says how far); the rest of the group is not written.
+        interrupted = isinstance(error, WriteInterrupted)
         failed = handles[failed_at]
-        _report(sink, failed, error)
-        failed._finish(failed.bytes_written, error)
+        if not interrupted:
+            _report(sink, failed, error)
+        failed._finish(failed.bytes_written, None if interrupted else error, cancelled=interrupted)
         ended += 1
         for job in jobs[failed_at + 1 : started]:  # started, never written
             job.handle._finish(0, _chain_failure(job.predecessor, "an earlier write to this destination"))
@@ -366,6 +411,9 @@ def _write_chunks(lane: Lane, job: Job) -> bool:
     throttle.profile = job.profile
     chunk_size = job.chunk_size
     clock = time.perf_counter
+    waiter = sink.waiter
+    assert waiter is not None
+    waiter.take_waited()
     handle._rate_of = throttle.rate
     for chunk in job.source.chunks(chunk_size, sink.kind):
         if handle._cancel_requested:
@@ -392,6 +440,8 @@ def _write_chunks(lane: Lane, job: Job) -> bool:
         if lane.since_flush >= chunk_size:
             _flush(lane, sink)
         finished = clock()
-        throttle.record(size, started, finished)
-        handle._record(started, finished)
+        # Time spent waiting for a slow reader is back-pressure, not work.
+        waited = waiter.take_waited()
+        throttle.record(size, started, finished, waited)
+        handle._record(started, finished, waited)
     return False

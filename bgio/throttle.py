@@ -74,9 +74,9 @@ class Throttle:
         self.profile = profile
         self._clock = clock
         self._min_pause = min_pause
-        # (start, busy seconds, bytes) of recent chunks, oldest first: the
+        # (start, busy seconds, bytes, end) of recent chunks, oldest first: the
         # last N, and more while the pauses they owe are too short to take.
-        self._window: deque[tuple[float, float, int]] = deque()
+        self._window: deque[tuple[float, float, int, float]] = deque()
         self._window_busy = 0.0  # busy time of every chunk in the window
         self._next_rate_start = float("-inf")
 
@@ -96,7 +96,7 @@ class Throttle:
                 wait = window[0][0] + self._window_busy * 100.0 / pct - now
             else:
                 busy = start = 0.0
-                for start, chunk_busy, _ in islice(reversed(window), size):  # newest N only
+                for start, chunk_busy, _, _ in islice(reversed(window), size):  # newest N only
                     busy += chunk_busy
                 wait = start + busy * 100.0 / pct - now
                 if wait < self._min_pause:
@@ -109,10 +109,14 @@ class Throttle:
             wait = max(wait, self._next_rate_start - now)
         return wait if wait >= self._min_pause and wait > 0 else 0.0
 
-    def record(self, nbytes: int, started: float, finished: float) -> None:
-        """Account for a chunk of ``nbytes`` written between two clock readings."""
-        busy = finished - started
-        self._window.append((started, busy, nbytes))
+    def record(self, nbytes: int, started: float, finished: float, waited: float = 0.0) -> None:
+        """Account for a chunk of ``nbytes`` written between two clock readings.
+
+        ``waited`` is the part of that time spent waiting for the destination
+        to drain (back-pressure): it is not busy time.
+        """
+        busy = finished - started - waited
+        self._window.append((started, busy, nbytes, finished))
         self._window_busy += busy
         profile = self.profile
         if profile.bandwidth_pct >= 100:
@@ -135,8 +139,7 @@ class Throttle:
         chunks = [chunk for chunk in self._window if since <= chunk[0] <= until]
         if not chunks:
             return None
-        last = chunks[-1]
-        elapsed = last[0] + last[1] - chunks[0][0]
+        elapsed = chunks[-1][3] - chunks[0][0]
         if elapsed <= 0:
             return None
         return sum(chunk[2] for chunk in chunks) / elapsed

@@ -162,6 +162,7 @@ def _serve(lane: Lane) -> None:
 def _retire(lane: Lane) -> None:
     """Keep an idle lane while its file object lives; drop it otherwise (called under _lock)."""
     target, lane.target = lane.target, None
+    lane.close_waiter()
     if lane.anchor is not None:
         return
     try:

@@ -222,7 +222,7 @@ def test_writer_exit_with_an_exception_keeps_the_body_error():
 
 def test_writer_validates_in_the_caller(tmp_path):
     with pytest.raises(TypeError, match="file must be"):
-        bgio.Writer(42)
+        bgio.Writer(4.2)
     with pytest.raises(ValueError, match="priority"):
         bgio.Writer(io.BytesIO(), priority=12)
     w = bgio.Writer(io.BytesIO())

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from .base import Sink
-from .stream import StreamSink
+import numbers
+import socket
 
-__all__ = ["Sink", "StreamSink", "sink_for"]
+from .base import Sink
+from .fd import FdSink, SocketSink
+from .stream import StreamSink
+from .wait import Waiter, WriteInterrupted
+
+__all__ = ["FdSink", "Sink", "SocketSink", "StreamSink", "Waiter", "WriteInterrupted", "sink_for"]
 
 
 def sink_for(file: object, name: str = "file") -> Sink:
     """Return the sink that writes into ``file``, checked in the caller's thread.
 
+    ``file`` may be a file object (anything with ``write``), an int file
+    descriptor, or a connected stream socket.
+
     Raises
     ------
     TypeError
-        If ``file`` has no ``write`` method.
+        If ``file`` is none of those.
     ValueError
-        If ``file`` is closed or not writable.
+        If it is closed or not open for writing.
     """
+    if isinstance(file, socket.socket):
+        return SocketSink(file, name)
+    if isinstance(file, numbers.Integral) and not isinstance(file, bool):
+        return FdSink(int(file), name)
     return StreamSink(file, name)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from ..source import Block, Kind
+from .wait import Waiter
 
 __all__ = ["Sink"]
 
@@ -25,6 +26,8 @@ class Sink(Protocol):
     #: Optional gather write: takes a list of blocks, returns the bytes taken
     #: (which may end inside a block). None when the destination has none.
     write_many: Callable[[list[Block | bytes]], int] | None
+    #: Set by the worker before writing: how the sink waits for a full destination.
+    waiter: Waiter | None
 
     def write(self, block: Block) -> int:
         """Write some of ``block``; return how many bytes (characters) were taken."""

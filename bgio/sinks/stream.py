@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-import select
 
 from ..source import Block, Kind
+from .wait import Waiter
 
 __all__ = ["StreamSink"]
 
@@ -33,7 +33,7 @@ class StreamSink:
     """
 
     __slots__ = ("_fd", "_flush", "_raw", "_write", "file", "key", "kind", "name", "target",
-                 "write_many")
+                 "waiter", "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
         write = getattr(file, "write", None)
@@ -66,6 +66,7 @@ class StreamSink:
         # Many small blocks go out in one writev() straight to the fd of a
         # plain binary file (after its buffer is flushed, so order holds):
         # no copy into the buffer, one system call instead of hundreds.
+        self.waiter: Waiter | None = None
         self.write_many = None
         self._fd = -1
         if type(file) in (io.BufferedWriter, io.FileIO):
@@ -117,6 +118,5 @@ class StreamSink:
     def _wait_writable(self) -> None:
         # A non-blocking destination is full: block in poll() until it drains
         # (never spin, never copy the unwritten rest).
-        poller = select.poll()
-        poller.register(self.file.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
-        poller.poll()
+        assert self.waiter is not None, "the worker binds a waiter before writing"
+        self.waiter.wait_writable(self.file.fileno())  # type: ignore[attr-defined]

@@ -1,0 +1,129 @@
+"""Sinks for raw file descriptors (files, pipes, FIFOs, blocking or not) and sockets."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+
+from ..source import Block
+from .wait import Waiter
+
+__all__ = ["FdSink", "SocketSink"]
+
+
+def _check_fd(fd: int, name: str) -> os.stat_result:
+    try:
+        info = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise ValueError(f"{name}: file descriptor {fd} is not open") from None
+        raise
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise ValueError(f"{name}: file descriptor {fd} is not open for writing")
+    return info
+
+
+class FdSink:
+    """Writes with ``os.write``/``os.writev`` to a file descriptor the caller owns.
+
+    A non-blocking fd that is full (a pipe whose reader lags) raises
+    ``BlockingIOError``; the sink then waits in ``poll()`` until it drains
+    (cancel() cuts the wait short) and reports how much was taken, so the
+    worker resumes exactly there without copying the rest.
+    """
+
+    __slots__ = ("_fd", "_regular", "key", "kind", "name", "target", "waiter")
+
+    def __init__(self, fd: int, name: str = "file") -> None:
+        if fd < 0:
+            raise ValueError(f"{name}: file descriptor must be >= 0, got {fd}")
+        info = _check_fd(fd, name)
+        self._fd = fd
+        self._regular = stat.S_ISREG(info.st_mode)
+        self.target: object = fd
+        # Ints cannot be weakly referenced, so a lane keyed on an fd is
+        # forgotten when idle: a reused fd number never inherits a failure.
+        self.key: object = ("fd", fd)
+        self.kind = "bytes"
+        self.name = f"fd {fd}"
+        self.waiter: Waiter | None = None
+
+    def write(self, block: Block | bytes) -> int:
+        try:
+            return os.write(self._fd, block)
+        except BlockingIOError:
+            self._wait()
+            return 0
+
+    def write_many(self, blocks: list[Block | bytes]) -> int:
+        try:
+            return os.writev(self._fd, blocks)
+        except BlockingIOError:
+            self._wait()
+            return 0
+
+    def flush(self) -> None:
+        """Nothing is buffered in this process."""
+
+    def sync(self) -> None:
+        # Pipes and sockets have nothing to put on disk (fdatasync says EINVAL).
+        if self._regular:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _wait(self) -> None:
+        assert self.waiter is not None, "the worker binds a waiter before writing"
+        self.waiter.wait_writable(self._fd)
+
+
+class SocketSink:
+    """Writes with ``send``/``sendmsg`` to a connected stream socket (TLS sockets through ``send``)."""
+
+    __slots__ = ("_sock", "key", "kind", "name", "target", "waiter", "write_many")
+
+    def __init__(self, sock: socket.socket, name: str = "file") -> None:
+        if sock.fileno() < 0:
+            raise ValueError(f"{name} is a closed socket")
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"{name} must be a stream socket (SOCK_STREAM), got {sock.type!r}")
+        self._sock = sock
+        self.target: object = sock
+        self.key: object = ("file", id(sock))
+        self.kind = "bytes"
+        self.name = f"socket fd {sock.fileno()}"
+        self.waiter: Waiter | None = None
+        # sendmsg would bypass the encryption of a TLS socket: plain sockets only.
+        self.write_many = self._sendmsg if type(sock) is socket.socket else None
+
+    def write(self, block: Block | bytes) -> int:
+        try:
+            return self._sock.send(block)
+        except BlockingIOError:
+            self._wait()
+            return 0
+
+    def _sendmsg(self, blocks: list[Block | bytes]) -> int:
+        try:
+            return self._sock.sendmsg(blocks)
+        except BlockingIOError:
+            self._wait()
+            return 0
+
+    def flush(self) -> None:
+        """Nothing is buffered in this process."""
+
+    def sync(self) -> None:
+        """A socket has nothing to put on disk."""
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _wait(self) -> None:
+        assert self.waiter is not None, "the worker binds a waiter before writing"
+        self.waiter.wait_writable(self._sock.fileno())

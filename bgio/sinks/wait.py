@@ -1,0 +1,73 @@
+"""Waiting for a full destination to drain, without spinning, and so that cancel() can cut it short."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+__all__ = ["Waiter", "WriteInterrupted"]
+
+
+class WriteInterrupted(Exception):
+    """The write was cancelled while it waited for its destination (internal to bgio)."""
+
+
+class Waiter:
+    """Blocks in ``poll()`` until an fd is writable or :meth:`interrupt` is called.
+
+    One per lane (a destination's queue), made by its worker. The wake-up fd
+    is an eventfd: :meth:`interrupt` may be called from any thread, before
+    or during a wait, and the wait then raises :class:`WriteInterrupted`.
+    :attr:`waited` adds up the seconds spent waiting: that is back-pressure
+    from a slow reader, not time spent writing, and pacing must not count it.
+    """
+
+    __slots__ = ("_wake_fd", "waited")
+
+    def __init__(self) -> None:
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.waited = 0.0
+
+    def wait_writable(self, fd: int) -> None:
+        """Return once ``fd`` can take more (or has failed: the next write says how).
+
+        Raises
+        ------
+        WriteInterrupted
+            If :meth:`interrupt` was called.
+        """
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        poller.register(self._wake_fd, select.POLLIN)
+        started = time.perf_counter()
+        try:
+            events = poller.poll()
+        finally:
+            self.waited += time.perf_counter() - started
+        if any(ready == self._wake_fd for ready, _ in events):
+            self.clear()
+            raise WriteInterrupted
+
+    def take_waited(self) -> float:
+        """Seconds waited since the last call."""
+        waited, self.waited = self.waited, 0.0
+        return waited
+
+    def interrupt(self) -> None:
+        """Make the current or next wait raise :class:`WriteInterrupted` (thread-safe).
+
+        Called by a handle's cancel() only while the worker has it hooked up,
+        so never after :meth:`close`.
+        """
+        os.eventfd_write(self._wake_fd, 1)
+
+    def clear(self) -> None:
+        """Forget an interrupt that came when nothing was waiting."""
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self._wake_fd)

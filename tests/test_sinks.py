@@ -1,0 +1,184 @@
+"""Every destination kind byte-exact: fds, pipes (blocking or not), sockets, buffered writers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import bgio
+
+FAST = bgio.BackgroundIOPriority(0, 64 * 1024, 100)
+DATA = bytes(range(256)) * 4096  # 1 MiB, every byte value, position-dependent
+
+
+def _slow_reader(fd: int, out: list[bytes], pause: float = 0.002, size: int = 16 * 1024,
+                 stop_after: int | None = None) -> threading.Thread:
+    """Read `fd` in small bites with pauses until EOF (a reader that lags behind)."""
+
+    def run() -> None:
+        got = 0
+        while True:
+            block = os.read(fd, size)
+            if not block:
+                break
+            out.append(block)
+            got += len(block)
+            if stop_after is not None and got >= stop_after:
+                break
+            time.sleep(pause)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_int_fd_of_a_regular_file(tmp_path):
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    handle = bgio.bgwrite(fd, DATA, priority=FAST, close_when_finished=True)
+    assert handle.result(timeout=30) == len(DATA)
+    assert (tmp_path / "f").read_bytes() == DATA
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed as asked
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_pipe_with_a_slow_reader(blocking):
+    r, w = os.pipe()
+    os.set_blocking(w, blocking)
+    got: list[bytes] = []
+    reader = _slow_reader(r, got)
+    with bgio.Writer(w, priority=FAST, close_when_finished=True) as writer:
+        for start in range(0, len(DATA), 100_000):
+            writer.write(memoryview(DATA)[start : start + 100_000])
+    reader.join(30)
+    os.close(r)
+    assert b"".join(got) == DATA
+
+
+def test_non_blocking_socketpair_with_a_pausing_reader():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got: list[bytes] = []
+    reader = _slow_reader(b.fileno(), got, pause=0.005, size=64 * 1024)
+    handle = bgio.bgwrite(a, DATA, priority=FAST)
+    assert handle.result(timeout=60) == len(DATA)
+    a.shutdown(socket.SHUT_WR)
+    reader.join(30)
+    a.close()
+    b.close()
+    assert b"".join(got) == DATA
+
+
+def test_many_small_writes_to_a_non_blocking_socket_gather_and_stay_exact():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got: list[bytes] = []
+    reader = _slow_reader(b.fileno(), got, pause=0.001)
+    blocks = [bytes([i % 251]) * 1000 for i in range(3000)]
+    with bgio.Writer(a, priority=1) as writer:
+        for block in blocks:
+            writer.write(block)
+    a.shutdown(socket.SHUT_WR)
+    reader.join(30)
+    a.close()
+    b.close()
+    assert b"".join(got) == b"".join(blocks)
+
+
+def test_buffered_writer_over_a_non_blocking_pipe_loses_nothing():
+    # BufferedWriter raises BlockingIOError with characters_written mid-chunk;
+    # the write must resume exactly there.
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    f = os.fdopen(w, "wb")
+    got: list[bytes] = []
+    reader = _slow_reader(r, got)
+    handle = bgio.bgwrite_chunk(f, DATA, 300_000, close_when_finished=True, priority=1)
+    assert handle.result(timeout=60) == len(DATA)
+    reader.join(30)
+    os.close(r)
+    assert b"".join(got) == DATA
+
+
+def test_reader_going_away_is_an_error_on_the_handle():
+    r, w = os.pipe()
+    got: list[bytes] = []
+    reader = _slow_reader(r, got, stop_after=100_000)
+    handle = bgio.bgwrite(w, DATA * 4, priority=FAST)
+    reader.join(30)
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        handle.result(timeout=30)
+    assert 100_000 <= handle.bytes_written < len(DATA) * 4
+    os.close(w)
+
+
+def test_reset_socket_is_an_error_on_the_handle():
+    a, b = socket.socketpair()
+    b.close()
+    handle = bgio.bgwrite(a, DATA, priority=FAST)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        handle.result(timeout=30)
+    a.close()
+
+
+def test_cancel_while_waiting_for_a_stuck_reader():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    handle = bgio.bgwrite(w, DATA, priority=FAST)
+    time.sleep(0.1)  # the pipe (64 KiB) is full; the worker waits in poll()
+    assert handle.running()
+    assert handle.cancel()
+    assert handle.wait(timeout=10)
+    assert handle.cancelled()
+    os.set_blocking(r, False)
+    drained = b""
+    while True:
+        try:
+            block = os.read(r, 1 << 20)
+        except BlockingIOError:
+            break
+        drained += block
+    assert drained == DATA[: handle.bytes_written]  # exactly what was taken, no more
+    os.close(r)
+    os.close(w)
+
+
+def test_waiting_for_a_slow_reader_is_not_busy_time():
+    # Paced at 50 %: if the time blocked on the reader counted as writing, the
+    # worker would add as much sleep again and report a 50 % duty cycle.
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    got: list[bytes] = []
+    reader = _slow_reader(r, got, pause=0.01, size=64 * 1024)
+    handle = bgio.bgwrite(w, DATA, priority=bgio.BackgroundIOPriority(0, 64 * 1024, 50))
+    handle.result(timeout=60)
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    assert b"".join(got) == DATA
+    assert handle.duty_cycle < 0.3
+
+
+def test_fd_and_socket_checks_happen_in_the_caller(tmp_path):
+    with pytest.raises(ValueError, match="file descriptor -1 is not valid|must be >= 0"):
+        bgio.bgwrite(-1, b"x")
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(ValueError, match=f"file descriptor {w} is not open"):
+        bgio.bgwrite(w, b"x")
+    with pytest.raises(ValueError, match=f"file descriptor {r} is not open for writing"):
+        bgio.bgwrite(r, b"x")
+    os.close(r)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with pytest.raises(ValueError, match="must be a stream socket"):
+        bgio.bgwrite(s, b"x")
+    s.close()
+    with pytest.raises(ValueError, match="closed socket"):
+        bgio.bgwrite(s, b"x")
+    with pytest.raises(TypeError, match="str cannot be written"):
+        bgio.bgwrite(1, "text")
