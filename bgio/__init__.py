@@ -11,7 +11,7 @@ import logging
 
 from . import compat
 from .api import Writer, bgwrite, bgwrite_chunk
-from .errors import BgioError, ChainError
+from .errors import BgioError, ChainError, QueueFull
 from .handle import BackgroundWriteProcess
 from .priority import PRESETS, BackgroundIOPriority
 from .source import chunk_data
@@ -24,6 +24,7 @@ __all__ = [
     "BackgroundWriteProcess",
     "BgioError",
     "ChainError",
+    "QueueFull",
     "Writer",
     "__version__",
     "bgwrite",

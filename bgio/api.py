@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import ChainError
+from .errors import ChainError, QueueFull
 from .handle import BackgroundWriteProcess
 from .jobs import Job
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
-from .sinks import Sink, sink_for
+from .sinks import PathSink, Sink, sink_can_sync, sink_for
 from .source import make_source
 from .writer import submit
 
@@ -43,19 +44,39 @@ def prepare(
     chunk_size: int | None = None,
     close_when_finished: bool = False,
     chain_after: object = None,
+    *,
+    fsync: bool = False,
+    copy: bool = False,
 ) -> Job:
     """Check ``data`` and ``chain_after`` in the caller and build the job (not queued yet).
 
     ``handle`` is a handle class to instantiate, or an instance whose
     ``total_bytes`` is filled in (the compatibility layer's thread-like handle).
     """
-    source = make_source(data, sink.kind)
+    source = make_source(data, sink.kind, copy=copy)
     chain = _check_chain_after(chain_after)
     if isinstance(handle, type):
         handle = handle(source.total)
     else:
         handle.total_bytes = source.total
-    return Job(handle, sink, source, profile, chunk_size, bool(close_when_finished), chain)
+    # A path is opened for the write, so it is closed after it too.
+    close = bool(close_when_finished) or isinstance(sink, PathSink)
+    return Job(handle, sink, source, profile, chunk_size, close, chain, fsync)
+
+
+def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool) -> Sink:
+    """The sink for ``file`` with the path-only options checked (in the caller)."""
+    if isinstance(file, (str, bytes, os.PathLike)):
+        return PathSink(file, "wb" if mode is None else mode, bool(atomic))
+    if mode is not None:
+        raise ValueError(f"mode applies to paths only; got {mode!r} with {type(file).__qualname__}")
+    if atomic:
+        raise ValueError(f"atomic=True applies to paths only, not to {type(file).__qualname__}")
+    sink = sink_for(file)
+    if fsync and not sink_can_sync(sink):
+        raise ValueError("fsync=True needs a destination with a file descriptor "
+                         f"({type(file).__qualname__} has none)")
+    return sink
 
 
 def bgwrite(
@@ -64,6 +85,11 @@ def bgwrite(
     close_when_finished: bool = False,
     chain_after: BackgroundWriteProcess | None = None,
     priority: PriorityLike = 4,
+    *,
+    mode: str | None = None,
+    fsync: bool = False,
+    atomic: bool = False,
+    copy: bool = False,
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -73,9 +99,12 @@ def bgwrite(
 
     Parameters
     ----------
-    file : writable file object
+    file : file object, path, int file descriptor or socket
         A binary or text stream (anything with a ``write`` method), open and
-        writable.
+        writable; a path (``str`` or ``os.PathLike``), opened by the worker
+        and closed when the write ends; an int file descriptor (a file, a
+        pipe end, blocking or not); or a connected stream socket. A full
+        non-blocking destination is waited for, never spun on.
     data : bytes-like, numpy array, str, list of those, or iterable of those
         Buffers are written as their raw bytes (numpy arrays in C order; a
         non-contiguous array is refused). str goes to text streams only,
@@ -90,6 +119,20 @@ def bgwrite(
         :class:`bgio.ChainError`.
     priority : int 1..10 or BackgroundIOPriority, default 4
         A preset of :data:`bgio.PRESETS` (1 fastest, 10 gentlest) or a profile.
+    mode : {"wb", "ab", "xb"}, keyword-only, paths only
+        Truncate (the default), append, or create a new file.
+    fsync : bool, keyword-only, default False
+        Make the data durable (flush and ``fdatasync``) before the handle
+        completes. Pipes and sockets have nothing to sync.
+    atomic : bool, keyword-only, default False, paths only
+        Write a temporary file in the same directory and rename it over the
+        target once complete and synced: a crash leaves the old file or the
+        new one, never a part; a failure or cancel leaves the old one and no
+        temporary file.
+    copy : bool, keyword-only, default False
+        Snapshot the data now (one copy), for programs that reuse their
+        buffers; a lazy iterable is then consumed at once. Without it the
+        buffer must stay unchanged until the write is done.
 
     Returns
     -------
@@ -104,8 +147,10 @@ def bgwrite(
         wrong kind for the stream (str to binary, bytes to text);
         ``priority`` or ``chain_after`` has the wrong type.
     ValueError
-        ``file`` is closed or not writable; ``priority`` is out of range; a
-        buffer is not contiguous.
+        ``file`` is closed or not writable (or a path in a missing
+        directory); ``priority`` is out of range; a buffer is not contiguous;
+        ``mode`` or ``atomic`` given for something that is not a path;
+        ``fsync`` for a destination without a file descriptor.
 
     Examples
     --------
@@ -114,10 +159,10 @@ def bgwrite(
     >>> bgio.bgwrite(out, b"hello " * 3, priority=7).result()
     18
     """
-    sink = sink_for(file)
+    sink = open_sink(file, mode, fsync, atomic)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
-                          chain_after))
+                          chain_after, fsync=bool(fsync), copy=bool(copy)))
 
 
 def bgwrite_chunk(
@@ -127,6 +172,11 @@ def bgwrite_chunk(
     close_when_finished: bool = False,
     chain_after: BackgroundWriteProcess | None = None,
     priority: PriorityLike = 4,
+    *,
+    mode: str | None = None,
+    fsync: bool = False,
+    atomic: bool = False,
+    copy: bool = False,
 ) -> BackgroundWriteProcess:
     """Like :func:`bgwrite`, with chunks of ``chunk_size`` bytes instead of the profile's.
 
@@ -148,15 +198,15 @@ def bgwrite_chunk(
     >>> bgio.bgwrite_chunk(out, "abcdef", 4).result(), out.getvalue()
     (6, 'abcdef')
     """
-    sink = sink_for(file)
+    sink = open_sink(file, mode, fsync, atomic)
     size = validate_chunk_size("chunk_size", chunk_size)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,
-                          chain_after))
+                          chain_after, fsync=bool(fsync), copy=bool(copy)))
 
 
 class Writer:
-    """An ordered stream of background writes into one file object.
+    """An ordered stream of background writes into one destination.
 
     Every :meth:`write` returns at once with a handle; the data are written
     in call order by one worker thread, however many writes are queued. If
@@ -166,17 +216,30 @@ class Writer:
 
     Parameters
     ----------
-    file : writable file object
-        The destination, as for :func:`bgwrite`.
+    file : file object, path, int file descriptor or socket
+        The destination, as for :func:`bgwrite`. A path is opened on the
+        first write and closed by :meth:`close`.
     priority : int 1..10 or BackgroundIOPriority, default 4
         Pacing of every write of this Writer.
     close_when_finished : bool, default False
-        Close ``file`` when the Writer is closed, after the last write.
+        Close ``file`` when the Writer is closed, after the last write
+        (always done for a path, which the Writer opened itself).
+    mode, fsync, atomic, copy : keyword-only
+        As for :func:`bgwrite`, for every write. With ``atomic=True`` the
+        file appears under its name, complete, when :meth:`close` succeeds;
+        after a failure the old file is left as it was.
+    max_pending_bytes : int or None, keyword-only
+        Bound on bytes accepted but not yet written. A :meth:`write` that
+        would exceed it waits for room (or raises :class:`bgio.QueueFull`,
+        see :meth:`write`); a single write larger than the bound is
+        accepted once nothing else is pending. None means no bound. Data
+        of a lazy iterable counts as 0 bytes (its size is unknown).
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`bgwrite` does for ``file`` and ``priority``.
+        As :func:`bgwrite` does for its arguments; ``max_pending_bytes``
+        below 1.
 
     Examples
     --------
@@ -189,22 +252,35 @@ class Writer:
     b'line 0\\nline 1\\nline 2\\n'
     """
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<bgio.Writer {state} file={self._sink.name!r}>"
-
     def __init__(
         self,
         file: object,
         priority: PriorityLike = 4,
         close_when_finished: bool = False,
+        *,
+        mode: str | None = None,
+        fsync: bool = False,
+        atomic: bool = False,
+        copy: bool = False,
+        max_pending_bytes: int | None = None,
     ) -> None:
-        self._sink = sink_for(file)
+        self._sink = open_sink(file, mode, fsync, atomic)
         self._profile = resolve_priority(priority)
-        self._close_when_finished = bool(close_when_finished)
+        self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
+        self._fsync = bool(fsync)
+        self._copy = bool(copy)
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        self._max_pending = max_pending_bytes
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # signalled as pending bytes are written
+        self._pending = 0
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.Writer {state} file={self._sink.name!r}>"
 
     @property
     def closed(self) -> bool:
@@ -213,11 +289,27 @@ class Writer:
 
     @property
     def file(self) -> object:
-        """The destination file object."""
+        """The destination as given (file object, fd, socket), or None for a path."""
         return self._sink.target
 
-    def write(self, data: object) -> BackgroundWriteProcess:
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted by :meth:`write` and not yet written."""
+        return self._pending
+
+    def write(
+        self, data: object, *, block: bool = True, timeout: float | None = None
+    ) -> BackgroundWriteProcess:
         """Queue ``data`` after everything written so far; return its handle at once.
+
+        Parameters
+        ----------
+        data : as for :func:`bgwrite`
+        block : bool, keyword-only, default True
+            With ``max_pending_bytes`` set and no room: wait for room (True)
+            or raise :class:`bgio.QueueFull` at once (False).
+        timeout : float or None, keyword-only
+            Seconds to wait for room at most; then :class:`bgio.QueueFull`.
 
         Raises
         ------
@@ -225,12 +317,17 @@ class Writer:
             If the Writer is closed (or as :func:`bgwrite` does for ``data``).
         TypeError
             As :func:`bgwrite` does for ``data``.
+        bgio.QueueFull
+            If there is no room for ``data`` (``block=False``, or ``timeout``).
         """
         # Kept lean (no prepare(): no chain, no close to check): a Writer is
         # how programs issue many small writes, and this is their whole cost.
-        source = make_source(data, self._sink.kind)
-        return self._submit(Job(BackgroundWriteProcess(source.total), self._sink, source,
-                                self._profile))
+        source = make_source(data, self._sink.kind, copy=self._copy)
+        job = Job(BackgroundWriteProcess(source.total), self._sink, source, self._profile,
+                  fsync=self._fsync)
+        if self._max_pending is None:
+            return self._submit(job)
+        return self._submit_bounded(job, source.total or 0, block, timeout)
 
     def _submit(self, job: Job) -> BackgroundWriteProcess:
         with self._lock:
@@ -238,11 +335,41 @@ class Writer:
                 raise ValueError("write to a closed bgio.Writer")
             if job.close:
                 self._closed = True
+                self._room.notify_all()  # writers waiting for room get their ValueError
             self._last = submit(job)
         return job.handle
 
+    def _submit_bounded(self, job: Job, size: int, block: bool,
+                        timeout: float | None) -> BackgroundWriteProcess:
+        bound = self._max_pending
+        assert bound is not None
+        with self._lock:
+            def has_room() -> bool:
+                return self._closed or self._pending == 0 or self._pending + size <= bound
+
+            if not has_room():
+                if not block:
+                    raise QueueFull(f"{self._pending} bytes pending, bound {bound}: no room for "
+                                    f"{size} more")
+                if not self._room.wait_for(has_room, timeout):
+                    raise QueueFull(f"no room for {size} bytes after {timeout} s "
+                                    f"({self._pending} pending, bound {bound})")
+            if self._closed:
+                raise ValueError("write to a closed bgio.Writer")
+            self._pending += size
+            self._last = submit(job)
+        job.handle.add_done_callback(lambda _: self._written(size))
+        return job.handle
+
+    def _written(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+            self._room.notify_all()
+
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything written so far is in the file (flushed), or raise.
+        """Wait until everything written so far is in the file, or raise.
+
+        With ``fsync=True`` that means on disk.
 
         Raises
         ------
@@ -290,11 +417,13 @@ class Writer:
                 return
             if not self._close_when_finished:
                 self._closed = True
+                self._room.notify_all()
         if self._close_when_finished:
             # The close is queued as the last, empty write: it happens in
             # order, after every pending write, and even after a failure.
-            self._submit(prepare(BackgroundWriteProcess, self._sink, b"" if self._sink.kind != "text"
-                                 else "", self._profile, close_when_finished=True))
+            empty = b"" if self._sink.kind != "text" else ""
+            self._submit(prepare(BackgroundWriteProcess, self._sink, empty, self._profile,
+                                 close_when_finished=True, fsync=self._fsync))
         self.flush(timeout)
 
     def __enter__(self) -> Self:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BgioError", "ChainError"]
+__all__ = ["BgioError", "ChainError", "QueueFull"]
 
 
 class BgioError(Exception):
@@ -25,3 +25,12 @@ class ChainError(BgioError):
     def __init__(self, message: str, predecessor: object = None) -> None:
         super().__init__(message)
         self.predecessor = predecessor
+
+
+class QueueFull(BgioError):
+    """A :class:`bgio.Writer` with ``max_pending_bytes`` has no room for a write.
+
+    Raised by ``write(..., block=False)`` at once, or by a blocking write
+    after its ``timeout``. Nothing was queued: retry later, or wait for the
+    writes in flight (``Writer.flush()``).
+    """

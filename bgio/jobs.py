@@ -42,6 +42,7 @@ class Job:
         "chain_after",
         "chunk_size",
         "close",
+        "fsync",
         "handle",
         "predecessor",
         "profile",
@@ -58,6 +59,7 @@ class Job:
         chunk_size: int | None = None,
         close: bool = False,
         chain_after: BackgroundWriteProcess | None = None,
+        fsync: bool = False,
     ) -> None:
         self.handle = handle
         self.sink = sink
@@ -66,6 +68,7 @@ class Job:
         self.chunk_size = chunk_size or profile.default_chunk_size
         self.close = close
         self.chain_after = chain_after
+        self.fsync = fsync
         self.predecessor: BackgroundWriteProcess | None = None
 
 
@@ -184,7 +187,9 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
             set_interrupt([handle], waiter.interrupt)
             try:
                 stopped = _write_chunks(lane, job)
-                if lane.since_flush and (job.close or stopped or not more):
+                if job.fsync and not stopped:
+                    _flush(lane, sink, sync=True)  # done means on disk
+                elif lane.since_flush and (job.close or stopped or not more):
                     _flush(lane, sink)
             except WriteInterrupted:  # cancel() while waiting for a full destination
                 stopped = True
@@ -201,7 +206,7 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
             # get a flush of their own, and its error if it fails.
             _flush(lane, sink, raise_error=False)
         if job.close:
-            error = _close(sink, error)
+            error = _close(sink, error, failed=error is not None or stopped or handle.cancelled())
     if deferred and error is None:
         lane.unflushed.append(job)
         return False
@@ -351,9 +356,11 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
     return ended
 
 
-def _close(sink: Sink, error: BaseException | None) -> BaseException | None:
+def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseException | None:
+    """Close the destination, or discard what an atomic write made if ``failed``; return the error."""
+    closer = getattr(sink, "discard", None) if failed else None
     try:
-        sink.close()
+        (closer or sink.close)()
     except Exception as exc:  # noqa: BLE001 - reported on the handle or logged
         if error is None:
             return exc
@@ -371,18 +378,22 @@ def _report(sink: Sink, handle: BackgroundWriteProcess, error: BaseException | N
                      sink.name, handle.bytes_written, exc_info=error)
 
 
-def _flush(lane: Lane, sink: Sink, raise_error: bool = True) -> None:
+def _flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) -> None:
     """Flush the destination and complete the writes that were waiting for it.
 
-    If the flush fails, those writes fail with its error (their bytes may
-    not have reached the file), and so does the current one unless
-    ``raise_error`` is False.
+    With ``sync``, or if one of those writes asked for ``fsync``, the data
+    is put on disk too. If the flush fails, those writes fail with its error
+    (their bytes may not have reached the file), and so does the current one
+    unless ``raise_error`` is False.
     """
     jobs, lane.unflushed = lane.unflushed, []
     lane.since_flush = 0
     error: BaseException | None = None
     try:
-        sink.flush()
+        if sync or any(job.fsync for job in jobs):
+            sink.sync()
+        else:
+            sink.flush()
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
     for job in jobs:

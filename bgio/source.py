@@ -143,10 +143,14 @@ def _kind_message(name: str, got: Kind, expected: Kind) -> str:
     return f"{name}: bytes cannot be written to a text stream; decode it or use the binary buffer"
 
 
-def make_source(data: object, expected: Kind | None = None, name: str = "data") -> Source:
+def make_source(
+    data: object, expected: Kind | None = None, name: str = "data", copy: bool = False
+) -> Source:
     """Check ``data`` in the caller's thread and wrap it as a :class:`Source`.
 
     ``expected`` is the destination's kind when known; a mismatch raises.
+    With ``copy`` the data is snapshotted now (bytes and str are immutable
+    and kept as they are; a lazy iterable is consumed now).
 
     Raises
     ------
@@ -162,13 +166,18 @@ def make_source(data: object, expected: Kind | None = None, name: str = "data") 
         if expected == "text":
             raise TypeError(_kind_message(name, "bytes", "text"))
         return Source((data,), "bytes", len(data), False, len(data))
+    if copy and not isinstance(data, (str, bytes, list, tuple)) and isinstance(data, Iterable) \
+            and not _has_buffer(data):
+        data = list(data)  # a lazy iterable: consumed now, then copied block by block
     if isinstance(data, (str, bytearray, memoryview)) or _has_buffer(data):
-        block = as_block(data, name)
+        block = _snapshot(as_block(data, name)) if copy else as_block(data, name)
         kind = _kind(block)
         _check_kind(name, kind, expected)
         return Source((block,), kind, len(block), False, len(block))
     if isinstance(data, (list, tuple)):
         blocks = [as_block(item, f"{name}[{index}]") for index, item in enumerate(data)]
+        if copy:
+            blocks = [_snapshot(block) for block in blocks]
         kind = expected
         for index, block in enumerate(blocks):
             block_kind = _kind(block)
@@ -188,6 +197,11 @@ def make_source(data: object, expected: Kind | None = None, name: str = "data") 
     if isinstance(data, Iterable):
         return Source(data, expected, None, lazy=True)
     return Source((as_block(data, name),), None, None, lazy=False)  # raises TypeError
+
+
+def _snapshot(block: Block) -> Block:
+    """A copy the caller cannot change (str is immutable already)."""
+    return block if isinstance(block, str) else memoryview(block.tobytes())
 
 
 def _has_buffer(obj: object) -> bool:

@@ -7,10 +7,12 @@ import socket
 
 from .base import Sink
 from .fd import FdSink, SocketSink
+from .path import PathSink
 from .stream import StreamSink
 from .wait import Waiter, WriteInterrupted
 
-__all__ = ["FdSink", "Sink", "SocketSink", "StreamSink", "Waiter", "WriteInterrupted", "sink_for"]
+__all__ = ["FdSink", "PathSink", "Sink", "SocketSink", "StreamSink", "Waiter", "WriteInterrupted",
+           "sink_can_sync", "sink_for"]
 
 
 def sink_for(file: object, name: str = "file") -> Sink:
@@ -31,3 +33,17 @@ def sink_for(file: object, name: str = "file") -> Sink:
     if isinstance(file, numbers.Integral) and not isinstance(file, bool):
         return FdSink(int(file), name)
     return StreamSink(file, name)
+
+
+def sink_can_sync(sink: Sink) -> bool:
+    """Whether ``fsync=True`` can be honoured: the sink reaches a file descriptor."""
+    if not isinstance(sink, StreamSink):
+        return True
+    fileno = getattr(sink.file, "fileno", None)
+    if not callable(fileno):
+        return False
+    try:
+        fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 
 from ..source import Block, Kind
 from .wait import Waiter
@@ -110,7 +111,10 @@ class StreamSink:
 
     def sync(self) -> None:
         self.flush()
-        os.fdatasync(self.file.fileno())  # type: ignore[attr-defined]
+        fd = self.file.fileno()  # type: ignore[attr-defined]
+        # Pipes and sockets have nothing to put on disk (fdatasync says EINVAL).
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fdatasync(fd)
 
     def close(self) -> None:
         self.file.close()  # type: ignore[attr-defined]
