@@ -12,6 +12,7 @@ import logging
 from . import compat
 from .api import Writer, bgwrite, bgwrite_chunk
 from .errors import BgioError, ChainError, QueueFull
+from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .priority import PRESETS, BackgroundIOPriority
 from .source import chunk_data
@@ -20,6 +21,7 @@ from .writer import wait_all
 
 __all__ = [
     "PRESETS",
+    "BackgroundFile",
     "BackgroundIOPriority",
     "BackgroundWriteProcess",
     "BgioError",
@@ -31,6 +33,7 @@ __all__ = [
     "bgwrite_chunk",
     "chunk_data",
     "compat",
+    "open",
     "wait_all",
 ]
 

@@ -1,0 +1,244 @@
+"""``bgio.open``: a file object whose writes return at once and are written in the background."""
+
+from __future__ import annotations
+
+import io
+import os
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .api import PriorityLike, Writer
+from .handle import BackgroundWriteProcess
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+__all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
+
+#: Default bound on bytes written but not yet on their way to the file.
+DEFAULT_MAX_PENDING = 64 * 1024 * 1024
+#: Small writes are gathered into blocks of this size before being queued.
+BUFFER_SIZE = 256 * 1024
+
+_BINARY = {"wb": "wb", "ab": "ab", "xb": "xb", "w": "wb", "a": "ab", "x": "xb"}
+
+
+class BackgroundFile(io.BufferedIOBase):
+    """A write-only binary file object over a :class:`bgio.Writer`.
+
+    Made by :func:`bgio.open`. :meth:`write` copies what it is given, as a
+    buffered file does (bytes objects, being immutable, are not copied),
+    returns its length at once, and the data is written in order by a
+    worker thread, paced by the priority. Small writes are gathered into
+    blocks of :data:`BUFFER_SIZE` bytes first. Memory stays bounded:
+    :meth:`write` waits when ``max_pending_bytes`` are still on their way.
+
+    An error in the background is raised by the next :meth:`write`,
+    :meth:`flush` or :meth:`close` (and the file writes nothing more).
+    """
+
+    def __init__(self, writer: Writer, name: object) -> None:
+        super().__init__()
+        self._writer = writer
+        self._name = name
+        self._buffer = bytearray()
+        self._position = 0
+        self._failed: BackgroundWriteProcess | None = None
+
+    @property
+    def name(self) -> object:
+        """The path, file object or descriptor this file writes to."""
+        return self._name
+
+    @property
+    def mode(self) -> str:
+        """Always ``"wb"``: a binary file open for writing."""
+        return "wb"
+
+    def __repr__(self) -> str:
+        return f"<bgio.BackgroundFile name={self._name!r}{' closed' if self.closed else ''}>"
+
+    def writable(self) -> bool:
+        """True: the file is open for writing (``ValueError`` once closed)."""
+        self._check_open()
+        return True
+
+    def readable(self) -> bool:
+        """False: the file is write-only."""
+        return False
+
+    def seekable(self) -> bool:
+        """False: writes go out in order; there is no seeking back."""
+        return False
+
+    def tell(self) -> int:
+        """Bytes accepted by :meth:`write` so far."""
+        self._check_open()
+        return self._position
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        """Accept ``data`` for writing; return its length at once.
+
+        Raises
+        ------
+        ValueError
+            If the file is closed.
+        TypeError
+            If ``data`` is not a bytes-like object.
+        Exception
+            An error of an earlier background write.
+        """
+        self._check_open()
+        self._raise_failure()
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        size = len(view)
+        if size >= BUFFER_SIZE:
+            self._queue_buffer()
+            # Large: queued as is when immutable, else snapshotted (one copy).
+            self._queue(view if isinstance(view, bytes) else view.tobytes())
+        else:
+            self._buffer += view
+            if len(self._buffer) >= BUFFER_SIZE:
+                self._queue_buffer()
+        self._position += size
+        return size
+
+    def flush(self) -> None:
+        """Wait until everything written so far is in the file (on disk with ``fsync``), or raise."""
+        if self.closed:
+            return
+        self._queue_buffer()
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Write what is left, wait for it, and close the file; raise an earlier error if any."""
+        if self.closed:
+            return
+        try:
+            self._queue_buffer()
+            self._writer.close()
+        finally:
+            super().close()
+
+    def fileno(self) -> int:
+        """Not available: the file is written by a worker thread."""
+        raise io.UnsupportedOperation("a bgio file has no file descriptor of its own")
+
+    def detach(self) -> io.RawIOBase:
+        """Not available: a bgio file has no raw stream."""
+        raise io.UnsupportedOperation("a bgio file cannot be detached")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed bgio file")
+
+    def _queue_buffer(self) -> None:
+        if self._buffer:
+            # The bytearray itself is queued (no second copy) and a new one
+            # started; the worker's view keeps it from being resized.
+            buffer, self._buffer = self._buffer, bytearray()
+            self._queue(buffer)
+
+    def _queue(self, block: bytes | bytearray) -> None:
+        handle = self._writer.write(block)
+        handle.add_done_callback(self._note_failure)
+
+    def _note_failure(self, handle: BackgroundWriteProcess) -> None:
+        if self._failed is None and (handle.cancelled() or handle._exception is not None):
+            self._failed = handle
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            self._writer.flush()  # raises the first error of the writes
+
+
+# bgio.open is the background counterpart of the builtin, and named so on purpose.
+def open(
+    file: str | os.PathLike[str] | int | object,
+    mode: str = "wb",
+    *,
+    priority: PriorityLike = 4,
+    max_pending_bytes: int | None = DEFAULT_MAX_PENDING,
+    fsync: bool = False,
+    atomic: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+) -> BackgroundFile | io.TextIOWrapper:
+    """Open a file for writing in the background: ``write`` returns at once.
+
+    Parameters
+    ----------
+    file : path, int file descriptor, socket, or writable file object
+        As for :func:`bgio.bgwrite`. The file is closed by :meth:`close`.
+    mode : {"wb", "ab", "xb", "w", "a", "x"}, default "wb"
+        Truncate, append or create; without ``b`` the file is a text file
+        (an :class:`io.TextIOWrapper` over the binary one). Append and
+        create apply to paths.
+    priority : int 1..10 or BackgroundIOPriority, keyword-only, default 4
+        Pacing of the background writes.
+    max_pending_bytes : int or None, keyword-only, default 64 MiB
+        Bound on bytes accepted and not yet written: ``write`` waits for
+        room beyond it. None means no bound.
+    fsync, atomic : bool, keyword-only
+        As for :func:`bgio.bgwrite`; ``atomic`` makes the whole file appear
+        at :meth:`close`.
+    encoding, errors, newline : keyword-only
+        For text mode, as for :func:`open` (the encoding defaults to UTF-8).
+
+    Returns
+    -------
+    BackgroundFile or io.TextIOWrapper
+
+    Raises
+    ------
+    ValueError
+        An unknown ``mode``, text options in binary mode, or as
+        :func:`bgio.bgwrite` does for ``file`` and the options.
+    TypeError
+        As :func:`bgio.bgwrite` does.
+
+    Examples
+    --------
+    >>> import bgio, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "log.txt")
+    >>> with bgio.open(path, "w", encoding="utf-8") as f:
+    ...     _ = f.write("written in the background\\n")
+    >>> print(path.read_text(encoding="utf-8"), end="")
+    written in the background
+    """
+    if mode not in _BINARY:
+        raise ValueError(f"mode must be one of {', '.join(_BINARY)}, got {mode!r}")
+    text = "b" not in mode
+    if not text and (encoding is not None or errors is not None or newline is not None):
+        raise ValueError("encoding, errors and newline apply to text mode only")
+    is_path = isinstance(file, (str, bytes, os.PathLike))
+    if not is_path and mode[0] != "w":
+        raise ValueError(f"mode {mode!r} applies to paths only; use 'w' or 'wb'")
+    writer = Writer(
+        file,
+        priority,
+        close_when_finished=True,
+        mode=_BINARY[mode] if is_path else None,
+        fsync=fsync,
+        atomic=atomic,
+        max_pending_bytes=max_pending_bytes,
+    )
+    if writer._sink.kind == "text":
+        raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")
+    binary = BackgroundFile(writer, file)
+    if not text:
+        return binary
+    return io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,  # type: ignore[arg-type]
+                            newline=newline)

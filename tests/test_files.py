@@ -1,0 +1,130 @@
+"""bgio.open: a file object whose writes return at once."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from conftest import Recorder
+
+import bgio
+
+
+def test_binary_round_trip(tmp_path):
+    path = tmp_path / "b.bin"
+    blocks = [os.urandom(n) for n in (1, 4096, 100, 300_000, 7, 1 << 20)]
+    with bgio.open(path, priority=1) as f:
+        assert f.writable() and not f.readable() and not f.seekable()
+        for block in blocks:
+            assert f.write(block) == len(block)
+        assert f.tell() == sum(map(len, blocks))
+        f.write(np.arange(10, dtype=np.uint16))
+    assert f.closed
+    assert path.read_bytes() == b"".join(blocks) + np.arange(10, dtype=np.uint16).tobytes()
+
+
+def test_many_small_writes(tmp_path):
+    path = tmp_path / "small"
+    with bgio.open(path) as f:
+        for i in range(20_000):
+            f.write(b"%05d\n" % i)
+    assert path.read_bytes() == b"".join(b"%05d\n" % i for i in range(20_000))
+
+
+def test_text_mode(tmp_path):
+    path = tmp_path / "t.txt"
+    with bgio.open(path, "w", encoding="utf-8") as f:
+        assert isinstance(f, io.TextIOWrapper)
+        for i in range(1000):
+            f.write(f"línea {i}\n")
+    assert path.read_text(encoding="utf-8") == "".join(f"línea {i}\n" for i in range(1000))
+    with bgio.open(path, "a", encoding="latin-1", newline="\r\n") as f:
+        f.write("fin\n")
+    assert path.read_bytes().endswith(b"fin\r\n")
+
+
+def test_write_copies_like_a_buffered_file(tmp_path):
+    path = tmp_path / "c"
+    buf = bytearray(b"first")
+    big = bytearray(b"A" * 400_000)
+    with bgio.open(path) as f:
+        f.write(buf)
+        buf[:] = b"XXXXX"  # a file's write() has taken what it was given
+        f.write(big)
+        big[:1] = b"Z"
+    assert path.read_bytes() == b"first" + b"A" * 400_000
+
+
+def test_background_error_is_raised_by_the_next_call():
+    rec = Recorder(fail_after=10)
+    f = bgio.open(rec)
+    f.write(b"x" * 300_000)  # large: queued at once, and fails
+    with pytest.raises(OSError, match="No space"):
+        f.flush()
+    with pytest.raises(OSError, match="No space"):
+        f.write(b"more")
+    with pytest.raises(OSError, match="No space"):
+        f.close()
+    assert f.closed and rec.closed
+
+
+def test_closed_file_refuses_writes(tmp_path):
+    f = bgio.open(tmp_path / "x")
+    f.close()
+    f.close()  # twice is fine
+    with pytest.raises(ValueError, match="closed"):
+        f.write(b"late")
+    with pytest.raises(ValueError, match="closed"):
+        f.tell()
+
+
+def test_fd_and_file_object_destinations_are_closed_with_it(tmp_path):
+    fd = os.open(tmp_path / "fd", os.O_WRONLY | os.O_CREAT)
+    with bgio.open(fd) as f:
+        f.write(b"via fd")
+    assert (tmp_path / "fd").read_bytes() == b"via fd"
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    raw = open(tmp_path / "obj", "wb")  # noqa: SIM115 - closed by bgio's close()
+    with bgio.open(raw) as f:
+        f.write(b"via object")
+    assert raw.closed and (tmp_path / "obj").read_bytes() == b"via object"
+
+
+def test_atomic_open(tmp_path):
+    path = tmp_path / "a"
+    path.write_bytes(b"old")
+    with bgio.open(path, atomic=True, fsync=True) as f:
+        f.write(b"new content")
+        f.flush()
+        assert path.read_bytes() == b"old"
+    assert path.read_bytes() == b"new content"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        (("rb",), {}, ValueError, "mode must be one of"),
+        (("w+",), {}, ValueError, "mode must be one of"),
+        (("wb",), {"encoding": "utf-8"}, ValueError, "text mode only"),
+    ],
+)
+def test_bad_arguments(tmp_path, args, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        bgio.open(tmp_path / "x", *args, **kwargs)
+
+
+def test_text_destinations_and_non_path_modes_are_refused():
+    with pytest.raises(TypeError, match="binary destination"):
+        bgio.open(io.StringIO())
+    with pytest.raises(ValueError, match="applies to paths only"):
+        bgio.open(io.BytesIO(), "ab")
+
+
+def test_no_fileno():
+    f = bgio.open(io.BytesIO())
+    with pytest.raises(io.UnsupportedOperation):
+        f.fileno()
+    f.close()
