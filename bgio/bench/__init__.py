@@ -9,6 +9,13 @@ from .overhead import CallLatency, SmallWrites, call_latency, small_writes
 from .pacing import RateRun, duty_cycles, max_rate
 from .report import environment, to_jsonable
 from .stats import median_of
+from .streams import (
+    MemoryBound,
+    StreamRun,
+    memory_bound,
+    open_small_writes,
+    pipe_and_socket,
+)
 from .writes import WriteRun, measure_bgio, measure_sync, priority_label
 
 __all__ = [
@@ -16,8 +23,10 @@ __all__ = [
     "CallLatency",
     "Comparison",
     "LoopStats",
+    "MemoryBound",
     "RateRun",
     "SmallWrites",
+    "StreamRun",
     "WriteRun",
     "call_latency",
     "compare_steps",
@@ -31,6 +40,9 @@ __all__ = [
     "measure_bgio",
     "measure_sync",
     "median_of",
+    "memory_bound",
+    "open_small_writes",
+    "pipe_and_socket",
     "priority_label",
     "small_writes",
     "to_jsonable",
