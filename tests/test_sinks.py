@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -182,3 +184,35 @@ def test_fd_and_socket_checks_happen_in_the_caller(tmp_path):
         bgio.bgwrite(s, b"x")
     with pytest.raises(TypeError, match="str cannot be written"):
         bgio.bgwrite(1, "text")
+
+
+def test_subprocess_stdin_with_a_slow_reader(tmp_path):
+    # A real consumer process that reads slowly; Popen.stdin is a BufferedWriter on a pipe.
+    out = tmp_path / "received"
+    reader = (
+        "import sys, time\n"
+        f"with open({str(out)!r}, 'wb') as f:\n"
+        "    while True:\n"
+        "        block = sys.stdin.buffer.read1(32768)\n"
+        "        if not block:\n"
+        "            break\n"
+        "        f.write(block)\n"
+        "        time.sleep(0.001)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", reader], stdin=subprocess.PIPE)
+    with bgio.Writer(proc.stdin, priority=4, close_when_finished=True) as writer:
+        for start in range(0, len(DATA), 50_000):
+            writer.write(DATA[start : start + 50_000])
+        for i in range(2000):
+            writer.write(b"%04d" % i)
+    assert proc.wait(timeout=60) == 0
+    assert out.read_bytes() == DATA + b"".join(b"%04d" % i for i in range(2000))
+
+
+def test_raw_file_object(tmp_path):
+    with open(tmp_path / "raw", "wb", buffering=0) as raw:
+        bgio.bgwrite(raw, DATA, priority=FAST).result(timeout=30)
+        with bgio.Writer(raw, priority=1) as writer:
+            for i in range(500):
+                writer.write(b"%03d" % i)
+    assert (tmp_path / "raw").read_bytes() == DATA + b"".join(b"%03d" % i for i in range(500))
