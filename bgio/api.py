@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ChainError, QueueFull
 from .handle import BackgroundWriteProcess
-from .jobs import Job
+from .jobs import Job, failed
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .sinks import PathSink, Sink, sink_can_sync, sink_for
 from .source import make_source
@@ -329,10 +329,18 @@ class Writer:
             return self._submit(job)
         return self._submit_bounded(job, source.total or 0, block, timeout)
 
+    def _after_failure(self, job: Job) -> None:
+        """Chain ``job`` to a failed last write, so the Writer stays failed even when
+        the destination's queue has forgotten (a path, an fd): nothing after a gap."""
+        last = self._last
+        if last is not None and last.done() and failed(last):
+            job.chain_after = last
+
     def _submit(self, job: Job) -> BackgroundWriteProcess:
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
+            self._after_failure(job)
             if job.close:
                 self._closed = True
                 self._room.notify_all()  # writers waiting for room get their ValueError
@@ -356,6 +364,7 @@ class Writer:
                                     f"({self._pending} pending, bound {bound})")
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
+            self._after_failure(job)
             self._pending += size
             self._last = submit(job)
         job.handle.add_done_callback(lambda _: self._written(size))

@@ -22,7 +22,7 @@ from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source
 from .throttle import Throttle
 
-__all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "flush_pending", "run_batch"]
+__all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "failed", "flush_pending", "run_batch"]
 
 logger = logging.getLogger("bgio")
 
@@ -172,7 +172,7 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
     deferred = stopped = False
     try:
         predecessor = job.predecessor
-        if predecessor is not None and _failed(predecessor):
+        if predecessor is not None and failed(predecessor):
             raise _chain_failure(predecessor, "an earlier write to this destination")
         chain_after = job.chain_after
         if chain_after is not None and not chain_after.done():
@@ -181,7 +181,7 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
             if lane.since_flush or lane.unflushed:
                 _flush(lane, sink)
             handle._wait_for(chain_after)  # or for cancel(), which _start() then sees
-        if chain_after is not None and chain_after.done() and _failed(chain_after):
+        if chain_after is not None and chain_after.done() and failed(chain_after):
             raise _chain_failure(chain_after, "the write it was chained after")
         if handle._start():
             set_interrupt([handle], waiter.interrupt)
@@ -255,7 +255,7 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
     sink = first.sink
     waiter = lane.bind(sink)
     predecessor = first.predecessor
-    if predecessor is not None and _failed(predecessor):
+    if predecessor is not None and failed(predecessor):
         return sum(_run(lane, job, more=True) for job in jobs)
     throttle = lane.throttle
     throttle.profile = first.profile
@@ -404,7 +404,8 @@ def _flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False)
         raise error
 
 
-def _failed(handle: BackgroundWriteProcess) -> bool:
+def failed(handle: BackgroundWriteProcess) -> bool:
+    """True if the write failed or was cancelled (what makes later writes ChainErrors)."""
     return handle.cancelled() or handle._exception is not None
 
 

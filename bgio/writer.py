@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from .handle import BackgroundWriteProcess
-from .jobs import Job, Lane, flush_pending, run_batch
+from .jobs import Job, Lane, failed, flush_pending, run_batch
 
 __all__ = ["submit", "wait_all"]
 
@@ -37,6 +37,10 @@ _lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
 _all_done = threading.Condition(_lock)
 _lanes: dict[Hashable, Lane] = {}
 _parked: list[Worker] = []  # idle worker threads, ready to be handed a lane
+_remembered: deque[Hashable] = deque()  # failed fd lanes kept, oldest first
+
+#: Failed fd lanes remembered at most (each is a few hundred bytes).
+MAX_REMEMBERED = 1024
 _unfinished = 0
 _shutting_down = False
 
@@ -167,10 +171,20 @@ def _retire(lane: Lane) -> None:
         return
     try:
         lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
+        return
     except TypeError:
-        # Without a weak reference the id could be reused by an unrelated
-        # object: forget the lane now rather than lend it to that object.
-        del _lanes[lane.key]
+        pass
+    # No object to follow. An fd's key names the open file itself (device and
+    # inode), so a failure on it is remembered (a bounded number of them);
+    # any other lane (a path: each write opens the file anew) is forgotten.
+    if lane.key[0] == "fd" and lane.last is not None and failed(lane.last):
+        _remembered.append(lane.key)
+        if len(_remembered) > MAX_REMEMBERED:
+            oldest = _lanes.get(_remembered.popleft())
+            if oldest is not None and oldest.worker is None and not oldest.jobs:
+                del _lanes[oldest.key]
+        return
+    del _lanes[lane.key]
 
 
 def _forget(ref: weakref.ref[object], key: Hashable) -> None:

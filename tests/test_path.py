@@ -182,3 +182,39 @@ def test_atomic_write_killed_midway_leaves_old_or_new_never_partial(tmp_path):
     content = path.read_bytes()
     assert content in (b"old" * 1000, bytes(range(256)) * 4096 * 8)
     assert content == b"old" * 1000  # killed well before the end
+
+
+def test_failed_atomic_writer_never_commits_even_after_its_queue_went_idle(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"old")
+    w = bgio.Writer(path, atomic=True, priority=FAST)
+    w.write(b"good ")
+
+    def broken():
+        yield b"half"
+        raise RuntimeError("producer failed")
+
+    failed = w.write(broken())
+    failed.wait(timeout=30)
+    assert bgio.wait_all(timeout=30)  # the path's queue is idle (and forgotten) now
+    later = w.write(b"after the gap")
+    with pytest.raises(bgio.ChainError):
+        later.result(timeout=30)
+    with pytest.raises(RuntimeError, match="producer failed"):
+        w.close()
+    assert path.read_bytes() == b"old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_later_write_to_a_path_starts_afresh(tmp_path):
+    path = tmp_path / "retry"
+
+    def broken():
+        yield b"x"
+        raise RuntimeError("first attempt failed")
+
+    with pytest.raises(RuntimeError):
+        bgio.bgwrite(path, broken(), atomic=True).result(timeout=30)
+    assert bgio.wait_all(timeout=30)
+    assert bgio.bgwrite(path, b"second attempt", atomic=True).result(timeout=30) == 14
+    assert path.read_bytes() == b"second attempt"

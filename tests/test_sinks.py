@@ -216,3 +216,21 @@ def test_raw_file_object(tmp_path):
             for i in range(500):
                 writer.write(b"%03d" % i)
     assert (tmp_path / "raw").read_bytes() == DATA + b"".join(b"%03d" % i for i in range(500))
+
+
+def test_an_fd_stays_failed_while_it_is_the_same_open_file():
+    r, w = os.pipe()
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        bgio.bgwrite(w, b"x", priority=FAST).result(timeout=30)
+    assert bgio.wait_all(timeout=30)
+    with pytest.raises(bgio.ChainError):
+        bgio.bgwrite(w, b"y", priority=FAST).result(timeout=30)
+    os.close(w)
+    r2, w2 = os.pipe()  # may well reuse the same fd numbers: a new file all the same
+    try:
+        assert bgio.bgwrite(w2, b"fresh", priority=FAST).result(timeout=30) == 5
+        assert os.read(r2, 10) == b"fresh"
+    finally:
+        os.close(r2)
+        os.close(w2)

@@ -45,9 +45,9 @@ class FdSink:
         self._fd = fd
         self._regular = stat.S_ISREG(info.st_mode)
         self.target: object = fd
-        # Ints cannot be weakly referenced, so a lane keyed on an fd is
-        # forgotten when idle: a reused fd number never inherits a failure.
-        self.key: object = ("fd", fd)
+        # The key names the open file, not just the number: a reused fd
+        # number for another file never inherits this one's order or failure.
+        self.key: object = ("fd", fd, info.st_dev, info.st_ino)
         self.kind = "bytes"
         self.name = f"fd {fd}"
         self.waiter: Waiter | None = None
