@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -218,3 +219,19 @@ def test_a_later_write_to_a_path_starts_afresh(tmp_path):
     assert bgio.wait_all(timeout=30)
     assert bgio.bgwrite(path, b"second attempt", atomic=True).result(timeout=30) == 14
     assert path.read_bytes() == b"second attempt"
+
+
+def _abandon(objects: list) -> None:
+    objects.clear()
+    gc.collect()
+
+
+def test_an_abandoned_atomic_writer_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "abandoned"
+    writers = [bgio.Writer(path, atomic=True, priority=FAST)]
+    writers[0].write(b"never committed")
+    writers[0].flush()
+    assert len(_leftovers(tmp_path)) == 1
+    with pytest.warns(ResourceWarning, match="never closed"):
+        _abandon(writers)
+    assert _leftovers(tmp_path) == [] and not path.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 
 from ..source import Block
 from .fd import FdSink
@@ -102,6 +103,18 @@ class PathSink:
                 os.unlink(temp)
                 raise
             _sync_directory(os.path.dirname(os.path.abspath(self._path)))
+
+    def __del__(self) -> None:
+        # A Writer dropped without close(): like an unclosed file, warn and
+        # release the fd; an unfinished atomic write leaves no temporary file.
+        # (getattr: __init__ may have refused its arguments before setting these)
+        if getattr(self, "_fd", None) is not None or getattr(self, "_temp", None) is not None:
+            warnings.warn(f"bgio: {self.name!r} was never closed", ResourceWarning, stacklevel=1)
+            try:
+                self.discard()
+            except OSError as exc:
+                warnings.warn(f"bgio: could not clean up {self.name!r}: {exc}", ResourceWarning,
+                              stacklevel=1)
 
     def discard(self) -> None:
         """Close after a failure or cancel; an atomic write leaves no trace and the target intact."""
