@@ -341,9 +341,6 @@ class Writer:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             self._after_failure(job)
-            if job.close:
-                self._closed = True
-                self._room.notify_all()  # writers waiting for room get their ValueError
             self._last = submit(job)
         return job.handle
 
@@ -400,11 +397,8 @@ class Writer:
         if last.cancelled():
             last.result(0)  # raises CancelledError
         error = last._exception
-        while isinstance(error, ChainError) and isinstance(error.predecessor, BackgroundWriteProcess):
-            earlier = error.predecessor
-            if earlier.cancelled():
-                earlier.result(0)
-            error = earlier._exception
+        if isinstance(error, ChainError) and error.root_cause is not None:
+            error = error.root_cause
         if error is not None:
             raise error
 
@@ -424,15 +418,16 @@ class Writer:
         with self._lock:
             if self._closed:
                 return
-            if not self._close_when_finished:
-                self._closed = True
-                self._room.notify_all()
-        if self._close_when_finished:
-            # The close is queued as the last, empty write: it happens in
-            # order, after every pending write, and even after a failure.
-            empty = b"" if self._sink.kind != "text" else ""
-            self._submit(prepare(BackgroundWriteProcess, self._sink, empty, self._profile,
-                                 close_when_finished=True, fsync=self._fsync))
+            self._closed = True
+            self._room.notify_all()  # writers waiting for room get their ValueError
+            if self._close_when_finished:
+                # The close is queued as the last, empty write: it happens in
+                # order, after every pending write, and even after a failure.
+                empty = b"" if self._sink.kind != "text" else ""
+                job = prepare(BackgroundWriteProcess, self._sink, empty, self._profile,
+                              close_when_finished=True, fsync=self._fsync)
+                self._after_failure(job)
+                self._last = submit(job)
         self.flush(timeout)
 
     def __enter__(self) -> Self:

@@ -15,16 +15,21 @@ class ChainError(BgioError):
     Nothing of this write was written, so the destination has no gap after
     the failed write's last byte. ``__cause__`` is the earlier write's
     exception (a :class:`concurrent.futures.CancelledError` if it was
-    cancelled) and :attr:`predecessor` is its handle.
+    cancelled), :attr:`predecessor` is its handle, and :attr:`root_cause` is
+    the error that started the run of failures (the same as ``__cause__``
+    unless that is a ChainError too).
 
     Writes to one file object stay failed after an error: open a new file
     object (or a new :class:`bgio.Writer`) to write again once the cause is
     dealt with.
     """
 
-    def __init__(self, message: str, predecessor: object = None) -> None:
+    def __init__(
+        self, message: str, predecessor: object = None, root_cause: BaseException | None = None
+    ) -> None:
         super().__init__(message)
         self.predecessor = predecessor
+        self.root_cause = root_cause
 
 
 class QueueFull(BgioError):

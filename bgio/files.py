@@ -37,10 +37,11 @@ class BackgroundFile(io.BufferedIOBase):
     :meth:`flush` or :meth:`close` (and the file writes nothing more).
     """
 
-    def __init__(self, writer: Writer, name: object) -> None:
+    def __init__(self, writer: Writer, name: object, mode: str = "wb") -> None:
         super().__init__()
         self._writer = writer
         self._name = name
+        self._mode = mode
         self._buffer = bytearray()
         self._position = 0
         self._failed: BackgroundWriteProcess | None = None
@@ -52,8 +53,8 @@ class BackgroundFile(io.BufferedIOBase):
 
     @property
     def mode(self) -> str:
-        """Always ``"wb"``: a binary file open for writing."""
-        return "wb"
+        """The binary mode it was opened with: ``"wb"``, ``"ab"`` or ``"xb"``."""
+        return self._mode
 
     def __repr__(self) -> str:
         return f"<bgio.BackgroundFile name={self._name!r}{' closed' if self.closed else ''}>"
@@ -237,7 +238,7 @@ def open(
     )
     if writer._sink.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")
-    binary = BackgroundFile(writer, file)
+    binary = BackgroundFile(writer, file, _BINARY[mode])
     if not text:
         return binary
     return io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,  # type: ignore[arg-type]

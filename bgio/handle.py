@@ -405,5 +405,5 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWriteProcess) -> None:
     try:
         fn(handle)
-    except Exception:
+    except BaseException:  # even SystemExit: a worker must go on settling the other handles
         logger.exception("exception calling callback for %r", handle)

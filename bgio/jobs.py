@@ -150,13 +150,33 @@ def _chain_failure(handle: BackgroundWriteProcess, what: str) -> ChainError:
     cause = handle._exception if handle._exception is not None else CancelledError(
         f"cancelled after {handle.bytes_written} bytes"
     )
-    error = ChainError(
-        f"not written: {what} {'was cancelled' if handle.cancelled() else 'failed'} "
-        f"({type(cause).__name__}: {cause})",
-        handle,
-    )
+    # The message names the error that started it all, not the ChainError
+    # before this one: a thousand writes after a failure stay short.
+    root = cause.root_cause if isinstance(cause, ChainError) else cause
+    if isinstance(root, CancelledError):
+        reason = "was cancelled"
+    else:
+        reason = f"failed ({type(root).__name__}: {root})"
+    error = ChainError(f"not written: {what} {reason}", handle, root)
     error.__cause__ = cause
     return error
+
+
+def _release_frames(error: BaseException | None) -> None:
+    """Drop the worker's traceback from an error about to be stored on a handle.
+
+    A failed handle is kept (by its Writer, by the destination's queue), and
+    a traceback holds the worker's frames, whose locals are the caller's file
+    and data: they would never be freed. The traceback has been logged on the
+    ``bgio`` logger already; ``result()`` re-raises the error without it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        if error.__context__ is not None and error.__context__ is not error.__cause__:
+            _release_frames(error.__context__)
+        error = error.__cause__
 
 
 def _run(lane: Lane, job: Job, more: bool) -> bool:
@@ -183,6 +203,9 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
             handle._wait_for(chain_after)  # or for cancel(), which _start() then sees
         if chain_after is not None and chain_after.done() and failed(chain_after):
             raise _chain_failure(chain_after, "the write it was chained after")
+        if job.source.lazy and (lane.since_flush or lane.unflushed):
+            # A generator may wait on an earlier write's handle: complete those first.
+            _flush(lane, sink)
         if handle._start():
             set_interrupt([handle], waiter.interrupt)
             try:
@@ -201,9 +224,10 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
         error = exc
     finally:
         job.source.release()
-        if error is not None and (lane.since_flush or lane.unflushed):
+        if (error is not None or job.close) and (lane.since_flush or lane.unflushed):
             # Earlier writes' bytes may still sit in the stream's buffer; they
-            # get a flush of their own, and its error if it fails.
+            # get a flush of their own (and its error if it fails) before the
+            # destination is closed or left behind.
             _flush(lane, sink, raise_error=False)
         if job.close:
             error = _close(sink, error, failed=error is not None or stopped or handle.cancelled())
@@ -211,6 +235,7 @@ def _run(lane: Lane, job: Job, more: bool) -> bool:
         lane.unflushed.append(job)
         return False
     _report(sink, handle, error)
+    _release_frames(error)
     handle._finish(handle.bytes_written, error, cancelled=stopped)
     return True
 
@@ -219,7 +244,8 @@ def _small_group(job: Job, batch: deque[Job]) -> tuple[list[Job], list[Block | b
     """Take the run of small writes that starts with ``job`` off ``batch``, if there is one.
 
     A run is consecutive plain writes (no chain_after, no close) of one
-    chunk each, with one profile, totalling at most one chunk: the worker
+    chunk each, through one sink with one profile and chunk size, totalling
+    at most one chunk: the worker
     writes them in one pass, paced and flushed as a single chunk, which
     spares the per-write overhead that would otherwise dwarf a 4 KiB write.
     """
@@ -232,7 +258,9 @@ def _small_group(job: Job, batch: deque[Job]) -> tuple[list[Job], list[Block | b
     jobs, blocks, size = [job], [block], len(block)
     while batch and len(jobs) < MAX_GROUP:
         following = batch[0]
-        if following.chain_after is not None or following.close or following.profile is not job.profile:
+        if (following.chain_after is not None or following.close
+                or not _same_sink(following.sink, job.sink)
+                or following.profile is not job.profile or following.chunk_size != chunk_size):
             break
         block = following.source.only_chunk(chunk_size)
         if block is None or size + len(block) > chunk_size:
@@ -243,6 +271,15 @@ def _small_group(job: Job, batch: deque[Job]) -> tuple[list[Job], list[Block | b
     if len(jobs) == 1:
         return None
     return jobs, blocks
+
+
+def _same_sink(one: Sink, other: Sink) -> bool:
+    """Whether two writes go out through the same open file.
+
+    Calls on one file object, fd or socket make sinks of their own around
+    the same target; two paths' sinks each open a file of their own.
+    """
+    return one is other or (one.target is not None and one.key == other.key)
 
 
 def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: bool) -> int:
@@ -263,6 +300,8 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
     if pause:
         if lane.since_flush or lane.unflushed:
             _flush(lane, sink, raise_error=False)
+            if predecessor is not None and failed(predecessor):  # that flush failed it
+                return sum(_run(lane, job, more=True) for job in jobs)
         first.handle._pause(pause)
     handles = [job.handle for job in jobs]
     started = start_all(handles)  # stops at a write cancelled while queued
@@ -292,6 +331,8 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
     if sink.write_many is not None and started > 1:
         try:
             taken = sink.write_many(blocks[:started])
+        except WriteInterrupted:
+            pass  # nothing taken: the plain writes below see which write was cancelled
         except BaseException as exc:  # noqa: BLE001 - the group's first write failed
             error, first_index = exc, started
         else:
@@ -306,26 +347,36 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
             if taken and first_index < started:
                 handles[first_index].bytes_written += taken
                 blocks[first_index] = memoryview(blocks[first_index])[taken:]
-    for index in range(first_index, started):
+    index = first_index
+    while index < started:
         handle = handles[index]
+        if handle._cancel_requested:
+            # Stop here: this write is cancelled where it stands, the rest not written.
+            error, failed_at = WriteInterrupted(), index
+            break
         block = blocks[index]
-        remaining = len(block)
         try:
             taken = write(block)
-            while taken < remaining:
+            while taken < len(block):
                 handle.bytes_written += taken
                 written += taken
                 if type(block) is bytes:
                     block = memoryview(block)  # slicing bytes would copy
                 block = block[taken:]
-                remaining = len(block)
                 taken = write(block)
+        except WriteInterrupted:
+            # cancel() was asked while the destination was full; whose it was
+            # is seen at the top of the loop (a later write's cancel does not
+            # cut this one short: it goes on from where it stands).
+            blocks[index] = block
+            continue
         except BaseException as exc:  # noqa: BLE001 - goes to this write's handle
             error = exc
             failed_at = index
             break
         handle.bytes_written += taken
         written += taken
+        index += 1
     lane.since_flush += written
     ok = failed_at if error is not None else started
     lane.unflushed.extend(jobs[:ok])
@@ -368,8 +419,8 @@ def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseExcepti
     return error
 
 
-def _report(sink: Sink, handle: BackgroundWriteProcess, error: BaseException | None) -> None:
-    if error is None:
+def _report(sink: Sink, handle: BackgroundWriteProcess | None, error: BaseException | None) -> None:
+    if error is None or handle is None:
         return
     if isinstance(error, ChainError):
         logger.debug("write to %s not run: %s", sink.name, error)
@@ -387,17 +438,24 @@ def _flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False)
     unless ``raise_error`` is False.
     """
     jobs, lane.unflushed = lane.unflushed, []
-    lane.since_flush = 0
+    since_flush, lane.since_flush = lane.since_flush, 0
     error: BaseException | None = None
     try:
         if sync or any(job.fsync for job in jobs):
             sink.sync()
         else:
             sink.flush()
+    except WriteInterrupted:
+        # A cancel() of the write under way, not a failure of these: they
+        # stay waiting for a later flush.
+        lane.unflushed[:0] = jobs
+        lane.since_flush += since_flush
+        raise
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
+    _report(sink, jobs[0].handle if jobs else None, error)
+    _release_frames(error)
     for job in jobs:
-        _report(job.sink, job.handle, error)
         job.handle._finish(job.handle.bytes_written, error)
     lane.settled += len(jobs)
     if error is not None and raise_error:

@@ -115,6 +115,11 @@ class Source:
             return iter(self._blocks)  # type: ignore[arg-type]  # already chunk-sized
         return _chunks(self._blocks, chunk_size)  # type: ignore[arg-type]
 
+    @property
+    def lazy(self) -> bool:
+        """True for an iterable consumed as the worker goes (its size is unknown)."""
+        return self._lazy
+
     def only_chunk(self, chunk_size: int) -> Block | bytes | None:
         """The data as one chunk, if it is a single non-empty block of at most ``chunk_size``."""
         if self._lazy or self._largest != self.total or not 0 < self._largest <= chunk_size:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from .handle import BackgroundWriteProcess
-from .jobs import Job, Lane, failed, flush_pending, run_batch
+from .jobs import Job, Lane, flush_pending, run_batch
 
 __all__ = ["submit", "wait_all"]
 
@@ -37,10 +37,7 @@ _lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
 _all_done = threading.Condition(_lock)
 _lanes: dict[Hashable, Lane] = {}
 _parked: list[Worker] = []  # idle worker threads, ready to be handed a lane
-_remembered: deque[Hashable] = deque()  # failed fd lanes kept, oldest first
 
-#: Failed fd lanes remembered at most (each is a few hundred bytes).
-MAX_REMEMBERED = 1024
 _unfinished = 0
 _shutting_down = False
 
@@ -61,7 +58,7 @@ _thread_count = 0
 def submit(job: Job) -> BackgroundWriteProcess:
     """Queue ``job`` on its destination's lane and make sure a worker serves it."""
     global _unfinished, _thread_count
-    new_worker = None
+    new_worker = inline = None
     with _lock:
         lane = _lanes.get(job.sink.key)
         if lane is None:
@@ -75,10 +72,16 @@ def submit(job: Job) -> BackgroundWriteProcess:
                 worker = lane.worker = _parked.pop()
                 worker.lane = lane
                 worker.wakeup.notify()
+            elif _shutting_down:
+                # Threads started now (from an atexit handler, say) would never
+                # be joined: the write is done in the caller's thread instead.
+                inline = lane.worker = Worker(lane)
             else:
                 new_worker = lane.worker = Worker(lane)
                 _thread_count += 1
-    if new_worker is not None:
+    if inline is not None:
+        _serve(lane)
+    elif new_worker is not None:
         thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
         try:
             thread.start()
@@ -99,8 +102,11 @@ def _work(worker: Worker) -> None:
         except BaseException:  # a bug in bgio: fail what is queued rather than hang it
             logger.exception("bgio worker failed serving %s", lane.key)
             with _lock:
-                jobs, lane.jobs = lane.jobs, deque()
+                jobs, lane.jobs = list(lane.jobs), deque()
+                jobs += lane.unflushed
+                lane.unflushed = []
                 lane.worker = None
+                lane.close_waiter()
             for job in jobs:
                 job.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
             _jobs_ended(len(jobs))
@@ -159,32 +165,29 @@ def _serve(lane: Lane) -> None:
         with _lock:
             if not lane.jobs:
                 lane.worker = None
-                _retire(lane)
-                return
+                target = _retire(lane)
+                break
+    # Dropped only now, outside the lock: if this was the file object's last
+    # reference, its close() may well write through bgio again.
+    del target
 
 
-def _retire(lane: Lane) -> None:
-    """Keep an idle lane while its file object lives; drop it otherwise (called under _lock)."""
+def _retire(lane: Lane) -> object:
+    """Keep an idle lane while its file object lives, or drop it (called under _lock).
+
+    Returns the lane's reference to its destination object, for the caller
+    to drop once the lock is released.
+    """
     target, lane.target = lane.target, None
     lane.close_waiter()
-    if lane.anchor is not None:
-        return
-    try:
-        lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
-        return
-    except TypeError:
-        pass
-    # No object to follow. An fd's key names the open file itself (device and
-    # inode), so a failure on it is remembered (a bounded number of them);
-    # any other lane (a path: each write opens the file anew) is forgotten.
-    if lane.key[0] == "fd" and lane.last is not None and failed(lane.last):
-        _remembered.append(lane.key)
-        if len(_remembered) > MAX_REMEMBERED:
-            oldest = _lanes.get(_remembered.popleft())
-            if oldest is not None and oldest.worker is None and not oldest.jobs:
-                del _lanes[oldest.key]
-        return
-    del _lanes[lane.key]
+    if lane.anchor is None:
+        try:
+            lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
+        except TypeError:
+            # Nothing to follow (a path, an fd number): forget the lane. Its
+            # queued writes are done; a Writer remembers its own failure.
+            del _lanes[lane.key]
+    return target
 
 
 def _forget(ref: weakref.ref[object], key: Hashable) -> None:

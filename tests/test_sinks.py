@@ -218,16 +218,19 @@ def test_raw_file_object(tmp_path):
     assert (tmp_path / "raw").read_bytes() == DATA + b"".join(b"%03d" % i for i in range(500))
 
 
-def test_an_fd_stays_failed_while_it_is_the_same_open_file():
+def test_after_a_failure_on_an_fd_a_writer_stays_failed_and_a_new_pipe_is_fine():
     r, w = os.pipe()
     os.close(r)
+    writer = bgio.Writer(w, priority=FAST)
     with pytest.raises(BrokenPipeError):
-        bgio.bgwrite(w, b"x", priority=FAST).result(timeout=30)
-    assert bgio.wait_all(timeout=30)
-    with pytest.raises(bgio.ChainError):
-        bgio.bgwrite(w, b"y", priority=FAST).result(timeout=30)
+        writer.write(b"x").result(timeout=30)
+    assert bgio.wait_all(timeout=30)  # the fd's queue is idle and forgotten
+    with pytest.raises(bgio.ChainError, match="BrokenPipeError"):
+        writer.write(b"y").result(timeout=30)
+    with pytest.raises(BrokenPipeError):
+        writer.close()
     os.close(w)
-    r2, w2 = os.pipe()  # may well reuse the same fd numbers: a new file all the same
+    r2, w2 = os.pipe()  # may well reuse the same fd numbers: another file all the same
     try:
         assert bgio.bgwrite(w2, b"fresh", priority=FAST).result(timeout=30) == 5
         assert os.read(r2, 10) == b"fresh"

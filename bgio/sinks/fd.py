@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import socket
+import ssl
 import stat
 
 from ..source import Block
@@ -45,8 +47,8 @@ class FdSink:
         self._fd = fd
         self._regular = stat.S_ISREG(info.st_mode)
         self.target: object = fd
-        # The key names the open file, not just the number: a reused fd
-        # number for another file never inherits this one's order or failure.
+        # The key names the open file, not just the number: writes through a
+        # reused fd number for another file never queue behind this one's.
         self.key: object = ("fd", fd, info.st_dev, info.st_ino)
         self.kind = "bytes"
         self.name = f"fd {fd}"
@@ -104,8 +106,11 @@ class SocketSink:
     def write(self, block: Block | bytes) -> int:
         try:
             return self._sock.send(block)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             self._wait()
+            return 0
+        except ssl.SSLWantReadError:  # a TLS renegotiation: the peer must be heard first
+            self._wait(select.POLLIN)
             return 0
 
     def _sendmsg(self, blocks: list[Block | bytes]) -> int:
@@ -124,6 +129,6 @@ class SocketSink:
     def close(self) -> None:
         self._sock.close()
 
-    def _wait(self) -> None:
+    def _wait(self, events: int = select.POLLOUT) -> None:
         assert self.waiter is not None, "the worker binds a waiter before writing"
-        self.waiter.wait_writable(self._sock.fileno())
+        self.waiter.wait_writable(self._sock.fileno(), events)

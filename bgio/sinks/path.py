@@ -89,20 +89,20 @@ class PathSink:
     def close(self) -> None:
         """Close the file; an atomic write is made durable and renamed over the target."""
         sink = self._open()  # an empty write still creates (or replaces) the file
-        try:
-            if self._atomic:
-                sink.sync()  # the data must be on disk before the name points at it
-        finally:
-            sink.close()
+        if not self._atomic:
             self._fd = None
-        if self._atomic and self._temp is not None:
-            temp, self._temp = self._temp, None
-            try:
-                os.replace(temp, self._path)
-            except BaseException:
-                os.unlink(temp)
-                raise
-            _sync_directory(os.path.dirname(os.path.abspath(self._path)))
+            sink.close()
+            return
+        try:
+            sink.sync()  # the data must be on disk before the name points at it
+            self._fd = None
+            sink.close()
+            os.replace(self._temp, self._path)  # type: ignore[arg-type]
+        except BaseException:
+            self.discard()  # the target stays as it was; no temporary is left
+            raise
+        self._temp = None
+        _sync_directory(os.path.dirname(os.path.abspath(self._path)))
 
     def __del__(self) -> None:
         # A Writer dropped without close(): like an unclosed file, warn and

@@ -29,8 +29,11 @@ class Waiter:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.waited = 0.0
 
-    def wait_writable(self, fd: int) -> None:
+    def wait_writable(self, fd: int, events: int = select.POLLOUT) -> None:
         """Return once ``fd`` can take more (or has failed: the next write says how).
+
+        ``events`` is what to wait for: ``POLLOUT``, or ``POLLIN`` for a TLS
+        socket that must read before it can write again.
 
         Raises
         ------
@@ -38,7 +41,7 @@ class Waiter:
             If :meth:`interrupt` was called.
         """
         poller = select.poll()
-        poller.register(fd, select.POLLOUT)
+        poller.register(fd, events)
         poller.register(self._wake_fd, select.POLLIN)
         started = time.perf_counter()
         try:

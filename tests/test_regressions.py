@@ -1,0 +1,193 @@
+"""Scenarios found in review, each once a real defect: they must stay fixed."""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+from conftest import Recorder
+
+import bgio
+
+FAST = bgio.BackgroundIOPriority(0, 1000, 100)
+
+
+def test_a_file_object_closed_by_its_finalizer_in_the_worker_does_not_deadlock(tmp_path):
+    # The worker drops the last reference to a bgio.open file, whose close()
+    # writes through bgio again: that must not happen under the engine's lock.
+    path = tmp_path / "inner"
+    handle = bgio.bgwrite(bgio.open(path), b"payload", priority=FAST)
+    assert handle.result(timeout=30) == 7
+    assert bgio.wait_all(timeout=10)
+    gc.collect()
+    assert bgio.wait_all(timeout=10)
+    assert path.read_bytes() == b"payload"
+
+
+def test_a_failed_write_does_not_keep_the_file_or_the_data_alive(caplog):
+    # (A log handler that keeps records keeps their tracebacks: none here.)
+    caplog.set_level(logging.CRITICAL, logger="bgio")
+    f = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - freed by the test
+    data = bytearray(1 << 20)
+    handle = bgio.bgwrite(f, data, priority=FAST)
+    assert isinstance(handle.exception(timeout=30), OSError)
+    file_ref = weakref.ref(f)
+    del f, data
+    gc.collect()
+    assert file_ref() is None
+    assert handle.exception().__traceback__ is None  # logged already; not kept
+
+
+def test_chain_error_messages_stay_short():
+    w = bgio.Writer(Recorder(fail_after=0), priority=FAST)
+    handles = [w.write(b"x") for _ in range(1000)]
+    assert bgio.wait_all(timeout=30)
+    last = handles[-1].exception()
+    assert isinstance(last, bgio.ChainError)
+    assert len(str(last)) < 200
+    assert isinstance(last.root_cause, OSError)
+    assert "No space left on device" in str(last)
+
+
+def test_a_write_from_an_atexit_handler_is_complete(tmp_path):
+    out = tmp_path / "late.bin"
+    script = textwrap.dedent(f"""
+        import atexit, bgio
+        def save():
+            bgio.bgwrite({str(out)!r}, b"x" * (8 << 20), priority=10)
+        atexit.register(save)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(bgio.__file__).parent.parent))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size == 8 << 20
+
+
+def test_cancelling_a_later_small_write_leaves_the_earlier_one_whole():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    filler = b"." * 65536
+    while True:  # fill the pipe
+        try:
+            os.write(w, filler)
+        except BlockingIOError:
+            break
+    gate = threading.Event()
+
+    class Held:
+        mode = "wb"
+
+        def write(self, data):
+            gate.wait()
+            return len(data)
+
+    held = bgio.bgwrite(Held(), b"x", priority=FAST)
+    first = bgio.bgwrite(w, b"1" * 100, chain_after=held, priority=FAST)
+    kept = bgio.bgwrite(w, b"2" * 100, priority=FAST)
+    cancelled = bgio.bgwrite(w, b"3" * 100, priority=FAST)
+    gate.set()
+    time.sleep(0.2)
+    assert cancelled.cancel()
+    os.set_blocking(r, False)
+    drained = b""
+    deadline = time.monotonic() + 10
+    while not (kept.done() and cancelled.done()) and time.monotonic() < deadline:
+        try:
+            drained += os.read(r, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert first.result(timeout=10) == 100 and kept.result(timeout=10) == 100
+    assert cancelled.cancelled()
+    while True:
+        try:
+            drained += os.read(r, 1 << 16)
+        except BlockingIOError:
+            break
+    assert drained.replace(b".", b"") == b"1" * 100 + b"2" * 100
+    os.close(r)
+    os.close(w)
+
+
+def test_a_cancelled_closing_write_still_flushes_the_earlier_ones(tmp_path):
+    rec = Recorder(gated=True)
+    blocker = bgio.bgwrite(rec, b"b", priority=FAST)
+    out = open(tmp_path / "f", "wb")  # noqa: SIM115 - closed by the closing write
+    earlier = bgio.bgwrite(out, b"1" * 100, chain_after=blocker, priority=FAST)
+    closing = bgio.bgwrite(out, b"2" * 100, close_when_finished=True, priority=FAST)
+    assert closing.cancel()
+    rec.gate.set()
+    assert earlier.result(timeout=30) == 100
+    assert bgio.wait_all(timeout=30)
+    assert out.closed and (tmp_path / "f").read_bytes() == b"1" * 100
+
+
+def test_a_generator_may_wait_for_an_earlier_small_write():
+    out = io.BytesIO()
+    first = bgio.bgwrite(out, b"header", priority=FAST)
+
+    def body():
+        first.result(timeout=10)  # complete before the body is produced
+        yield b"body"
+
+    second = bgio.bgwrite(out, body(), priority=FAST)
+    assert second.result(timeout=15) == 4
+    assert out.getvalue() == b"headerbody"
+
+
+def test_two_writers_on_one_path_keep_their_own_files(tmp_path):
+    path = tmp_path / "shared"
+    appender = bgio.Writer(path, mode="ab", priority=FAST)
+    replacer = bgio.Writer(path, atomic=True, priority=FAST)
+    for i in (1, 2):
+        appender.write(b"A%d " % i)
+        replacer.write(b"B%d " % i)
+    appender.close()
+    assert path.read_bytes() == b"A1 A2 "
+    replacer.close()
+    assert path.read_bytes() == b"B1 B2 "
+
+
+def test_an_atomic_write_whose_sync_fails_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "a"
+    path.write_bytes(b"old")
+
+    def broken(fd):
+        raise OSError(5, "EIO (injected)")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="EIO"):
+        bgio.bgwrite(path, b"new", atomic=True, priority=FAST).result(timeout=30)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_closing_a_writer_from_two_threads(recorder):
+    w = bgio.Writer(recorder, close_when_finished=True, priority=FAST)
+    w.write(b"data")
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            w.close()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert bgio.wait_all(timeout=10)
+    assert recorder.closed and recorder.getvalue() == b"data"
