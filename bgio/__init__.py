@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 
 from . import compat
-from .api import Writer, bgwrite, bgwrite_chunk
+from .api import bgwrite, bgwrite_chunk
+from .engine import wait_all
 from .errors import BgioError, ChainError, QueueFull
 from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .priority import PRESETS, BackgroundIOPriority
 from .source import chunk_data
 from .version import __version__
-from .writer import wait_all
+from .writer import Writer
 
 __all__ = [
     "PRESETS",

@@ -24,13 +24,13 @@ from __future__ import annotations
 from typing import Any
 
 from .api import prepare
+from .engine import submit
 from .handle import BackgroundWriteProcess as _Handle
 from .priority import PRESETS, resolve_priority, validate_chunk_size
 from .priority import BackgroundIOPriority as _Profile
 from .sinks import sink_for
 from .source import Block
 from .source import chunk_data as _chunk_data
-from .writer import submit
 
 __all__ = [
     "BG_IO_PRIOS",

@@ -7,8 +7,9 @@ import os
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .api import PriorityLike, Writer
+from .api import PriorityLike
 from .handle import BackgroundWriteProcess
+from .writer import Writer
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time

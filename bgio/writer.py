@@ -1,216 +1,269 @@
-"""The engine: one ordered queue per destination, worker threads to serve them, exit drain.
-
-Every write is a job on its destination's *lane*; a lane's worker takes its
-jobs in call order and runs them (:mod:`bgio.jobs`). At most one worker
-serves a lane at a time.
-
-Workers are non-daemon threads. One serves a lane while it has work, then
-parks for a while, ready to be handed the next lane that needs one, so a
-call to :func:`submit` never waits for a thread to start once the program is
-warm. Parked workers leave at once when the interpreter shuts down; busy
-ones first drain what is queued, so no accepted write is lost at exit.
-
-A lane stays registered while its file object is alive (a weak reference
-says when it is gone), so pacing history and a failure are remembered
-across writes.
-"""
+"""``Writer``: an ordered stream of background writes into one destination, with bounded memory."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
-from collections import deque
-from collections.abc import Hashable
+from types import TracebackType
+from typing import TYPE_CHECKING
 
+from .api import PriorityLike, open_sink, prepare
+from .engine import submit
+from .errors import ChainError, QueueFull
 from .handle import BackgroundWriteProcess
-from .jobs import Job, Lane, flush_pending, run_batch
+from .jobs import Job, failed
+from .priority import resolve_priority, validate_chunk_size
+from .sinks import PathSink
+from .source import make_source
 
-__all__ = ["submit", "wait_all"]
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+__all__ = ["Writer"]
 
 logger = logging.getLogger("bgio")
 
-#: Seconds a parked worker waits for a lane before its thread ends.
-LINGER = 1.0
 
-_lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
-_all_done = threading.Condition(_lock)
-_lanes: dict[Hashable, Lane] = {}
-_parked: list[Worker] = []  # idle worker threads, ready to be handed a lane
+class Writer:
+    """An ordered stream of background writes into one destination.
 
-_unfinished = 0
-_shutting_down = False
-
-
-class Worker:
-    """A worker thread's hand-off slot: the lane it is to serve next."""
-
-    __slots__ = ("lane", "wakeup")
-
-    def __init__(self, lane: Lane) -> None:
-        self.lane: Lane | None = lane
-        self.wakeup = threading.Condition(_lock)
-
-
-_thread_count = 0
-
-
-def submit(job: Job) -> BackgroundWriteProcess:
-    """Queue ``job`` on its destination's lane and make sure a worker serves it."""
-    global _unfinished, _thread_count
-    new_worker = inline = None
-    with _lock:
-        lane = _lanes.get(job.sink.key)
-        if lane is None:
-            lane = _lanes[job.sink.key] = Lane(job.sink.key, job.profile)
-        job.predecessor = lane.last
-        lane.last = job.handle
-        lane.jobs.append(job)
-        _unfinished += 1
-        if lane.worker is None:
-            if _parked:
-                worker = lane.worker = _parked.pop()
-                worker.lane = lane
-                worker.wakeup.notify()
-            elif _shutting_down:
-                # Threads started now (from an atexit handler, say) would never
-                # be joined: the write is done in the caller's thread instead.
-                inline = lane.worker = Worker(lane)
-            else:
-                new_worker = lane.worker = Worker(lane)
-                _thread_count += 1
-    if inline is not None:
-        _serve(lane)
-    elif new_worker is not None:
-        thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
-        try:
-            thread.start()
-        except RuntimeError:
-            # No new threads during interpreter shutdown: write in this thread
-            # rather than lose the data.
-            _serve(lane)
-    return job.handle
-
-
-def _work(worker: Worker) -> None:
-    """A worker thread: serve the lane handed over, park, repeat; end when unused for LINGER."""
-    while True:
-        lane = worker.lane
-        assert lane is not None
-        try:
-            _serve(lane)
-        except BaseException:  # a bug in bgio: fail what is queued rather than hang it
-            logger.exception("bgio worker failed serving %s", lane.key)
-            with _lock:
-                jobs, lane.jobs = list(lane.jobs), deque()
-                jobs += lane.unflushed
-                lane.unflushed = []
-                lane.worker = None
-                lane.close_waiter()
-            for job in jobs:
-                job.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
-            _jobs_ended(len(jobs))
-        with _lock:
-            worker.lane = None
-            _parked.append(worker)
-            while worker.lane is None:
-                if (_shutting_down or not worker.wakeup.wait(LINGER)) and worker.lane is None:
-                    _parked.remove(worker)
-                    return
-
-
-def _jobs_ended(count: int) -> None:
-    # Counted when the worker is through with a job (flushed, file closed),
-    # not when its handle is done: a write cancelled while queued is done at
-    # once, but its close_when_finished still happens in order later.
-    global _unfinished
-    if not count:
-        return
-    with _lock:
-        _unfinished -= count
-        if _unfinished == 0:
-            _all_done.notify_all()
-
-
-def wait_all(timeout: float | None = None) -> bool:
-    """Wait until every background write started so far is done.
+    Every :meth:`write` returns at once with a handle; the data are written
+    in call order by one worker thread, however many writes are queued. If
+    one write fails (or is cancelled), every later one fails with
+    :class:`bgio.ChainError` and :meth:`flush` and :meth:`close` raise the
+    first error, so nothing is written after a gap.
 
     Parameters
     ----------
-    timeout : float or None
-        Seconds to wait at most; None waits as long as it takes.
+    file : file object, path, int file descriptor or socket
+        The destination, as for :func:`bgwrite`. A path is opened on the
+        first write and closed by :meth:`close`.
+    priority : int 1..10 or BackgroundIOPriority, default 4
+        Pacing of every write of this Writer.
+    close_when_finished : bool, default False
+        Close ``file`` when the Writer is closed, after the last write
+        (always done for a path, which the Writer opened itself).
+    mode, fsync, atomic, copy : keyword-only
+        As for :func:`bgwrite`, for every write. With ``atomic=True`` the
+        file appears under its name, complete, when :meth:`close` succeeds;
+        after a failure the old file is left as it was.
+    max_pending_bytes : int or None, keyword-only
+        Bound on bytes accepted but not yet written. A :meth:`write` that
+        would exceed it waits for room (or raises :class:`bgio.QueueFull`,
+        see :meth:`write`); a single write larger than the bound is
+        accepted once nothing else is pending. None means no bound. Data
+        of a lazy iterable counts as 0 bytes (its size is unknown).
 
-    Returns
-    -------
-    bool
-        True if nothing is pending any more, False on timeout.
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`bgwrite` does for its arguments; ``max_pending_bytes``
+        below 1.
+
+    Examples
+    --------
+    >>> import bgio, io
+    >>> out = io.BytesIO()
+    >>> with bgio.Writer(out, priority=1) as w:
+    ...     for i in range(3):
+    ...         _ = w.write(b"line %d\\n" % i)
+    >>> out.getvalue()
+    b'line 0\\nline 1\\nline 2\\n'
     """
-    with _lock:
-        return _all_done.wait_for(lambda: _unfinished == 0, timeout)
 
+    def __init__(
+        self,
+        file: object,
+        priority: PriorityLike = 4,
+        close_when_finished: bool = False,
+        *,
+        mode: str | None = None,
+        fsync: bool = False,
+        atomic: bool = False,
+        copy: bool = False,
+        max_pending_bytes: int | None = None,
+    ) -> None:
+        self._sink = open_sink(file, mode, fsync, atomic)
+        self._profile = resolve_priority(priority)
+        self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
+        self._fsync = bool(fsync)
+        self._copy = bool(copy)
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        self._max_pending = max_pending_bytes
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # signalled as pending bytes are written
+        self._pending = 0
+        self._last: BackgroundWriteProcess | None = None
+        self._closed = False
 
-def _serve(lane: Lane) -> None:
-    """Run a lane's jobs in order, flush when its queue runs dry; return when it is empty."""
-    while True:
-        with _lock:
-            # Take every queued job at once: one lock round trip per batch,
-            # not per job (a Writer may queue thousands of small writes).
-            batch, lane.jobs = lane.jobs, deque()
-        if batch:
-            _jobs_ended(run_batch(lane, batch))
-            continue
-        if lane.unflushed:
-            _jobs_ended(flush_pending(lane))
-            continue  # more jobs may have come meanwhile
-        with _lock:
-            if not lane.jobs:
-                lane.worker = None
-                target = _retire(lane)
-                break
-    # Dropped only now, outside the lock: if this was the file object's last
-    # reference, its close() may well write through bgio again.
-    del target
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.Writer {state} file={self._sink.name!r}>"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
-def _retire(lane: Lane) -> object:
-    """Keep an idle lane while its file object lives, or drop it (called under _lock).
+    @property
+    def file(self) -> object:
+        """The destination as given (file object, fd, socket), or None for a path."""
+        return self._sink.target
 
-    Returns the lane's reference to its destination object, for the caller
-    to drop once the lock is released.
-    """
-    target, lane.target = lane.target, None
-    lane.close_waiter()
-    if lane.anchor is None:
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted by :meth:`write` and not yet written."""
+        return self._pending
+
+    def write(
+        self, data: object, *, block: bool = True, timeout: float | None = None
+    ) -> BackgroundWriteProcess:
+        """Queue ``data`` after everything written so far; return its handle at once.
+
+        Parameters
+        ----------
+        data : as for :func:`bgwrite`
+        block : bool, keyword-only, default True
+            With ``max_pending_bytes`` set and no room: wait for room (True)
+            or raise :class:`bgio.QueueFull` at once (False).
+        timeout : float or None, keyword-only
+            Seconds to wait for room at most; then :class:`bgio.QueueFull`.
+
+        Raises
+        ------
+        ValueError
+            If the Writer is closed (or as :func:`bgwrite` does for ``data``).
+        TypeError
+            As :func:`bgwrite` does for ``data``.
+        bgio.QueueFull
+            If there is no room for ``data`` (``block=False``, or ``timeout``).
+        """
+        # Kept lean (no prepare(): no chain, no close to check): a Writer is
+        # how programs issue many small writes, and this is their whole cost.
+        source = make_source(data, self._sink.kind, copy=self._copy)
+        job = Job(BackgroundWriteProcess(source.total), self._sink, source, self._profile,
+                  fsync=self._fsync)
+        if self._max_pending is None:
+            return self._submit(job)
+        return self._submit_bounded(job, source.total or 0, block, timeout)
+
+    def _after_failure(self, job: Job) -> None:
+        """Chain ``job`` to a failed last write, so the Writer stays failed even when
+        the destination's queue has forgotten (a path, an fd): nothing after a gap."""
+        last = self._last
+        if last is not None and last.done() and failed(last):
+            job.chain_after = last
+
+    def _submit(self, job: Job) -> BackgroundWriteProcess:
+        with self._lock:
+            if self._closed:
+                raise ValueError("write to a closed bgio.Writer")
+            self._after_failure(job)
+            self._last = submit(job)
+        return job.handle
+
+    def _submit_bounded(self, job: Job, size: int, block: bool,
+                        timeout: float | None) -> BackgroundWriteProcess:
+        bound = self._max_pending
+        assert bound is not None
+        with self._lock:
+            def has_room() -> bool:
+                return self._closed or self._pending == 0 or self._pending + size <= bound
+
+            if not has_room():
+                if not block:
+                    raise QueueFull(f"{self._pending} bytes pending, bound {bound}: no room for "
+                                    f"{size} more")
+                if not self._room.wait_for(has_room, timeout):
+                    raise QueueFull(f"no room for {size} bytes after {timeout} s "
+                                    f"({self._pending} pending, bound {bound})")
+            if self._closed:
+                raise ValueError("write to a closed bgio.Writer")
+            self._after_failure(job)
+            self._pending += size
+            self._last = submit(job)
+        job.handle.add_done_callback(lambda _: self._written(size))
+        return job.handle
+
+    def _written(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+            self._room.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything written so far is in the file, or raise.
+
+        With ``fsync=True`` that means on disk.
+
+        Raises
+        ------
+        TimeoutError
+            If the writes are not done after ``timeout`` seconds.
+        Exception
+            The first error of this Writer's writes, or
+            :class:`concurrent.futures.CancelledError` if one was cancelled.
+        """
+        last = self._last
+        if last is not None:
+            if not last.wait(timeout):
+                raise TimeoutError(f"writes not done after {timeout} s")
+            self._raise_error(last)
+
+    @staticmethod
+    def _raise_error(last: BackgroundWriteProcess) -> None:
+        """Raise the error that started the failure (not the ChainErrors after it)."""
+        if last.cancelled():
+            last.result(0)  # raises CancelledError
+        error = last._exception
+        if isinstance(error, ChainError) and error.root_cause is not None:
+            error = error.root_cause
+        if error is not None:
+            raise error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting writes, wait for the queued ones, and close the file if asked.
+
+        Calling it again does nothing.
+
+        Raises
+        ------
+        TimeoutError
+            If the writes are not done after ``timeout`` seconds.
+        Exception
+            The first error of this Writer's writes (the file is closed all
+            the same when ``close_when_finished`` is set).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._room.notify_all()  # writers waiting for room get their ValueError
+            if self._close_when_finished:
+                # The close is queued as the last, empty write: it happens in
+                # order, after every pending write, and even after a failure.
+                empty = b"" if self._sink.kind != "text" else ""
+                job = prepare(BackgroundWriteProcess, self._sink, empty, self._profile,
+                              close_when_finished=True, fsync=self._fsync)
+                self._after_failure(job)
+                self._last = submit(job)
+        self.flush(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
         try:
-            lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
-        except TypeError:
-            # Nothing to follow (a path, an fd number): forget the lane. Its
-            # queued writes are done; a Writer remembers its own failure.
-            del _lanes[lane.key]
-    return target
-
-
-def _forget(ref: weakref.ref[object], key: Hashable) -> None:
-    # Runs when a lane's file object is freed, possibly inside a `with _lock`
-    # of this same thread (garbage collection), so it must not take the
-    # lock. No job can be queued then: each job holds its file alive.
-    lane = _lanes.get(key)
-    if lane is not None and lane.anchor is ref:
-        _lanes.pop(key, None)
-
-
-def _shutdown() -> None:
-    """At interpreter exit: parked workers end now; busy ones once their lanes are drained."""
-    global _shutting_down
-    with _lock:
-        _shutting_down = True
-        for worker in _parked:
-            worker.wakeup.notify()
-
-
-try:
-    threading._register_atexit(_shutdown)  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover - very old interpreters
-    import atexit
-
-    atexit.register(_shutdown)
+            self.close()
+        except Exception as close_error:  # noqa: BLE001 - already on the handle and logged
+            # The body's exception is the one to propagate; the write's own
+            # error was logged by the worker when it happened.
+            logger.debug("closing %r after an exception in its block: %r", self, close_error)

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..api import PriorityLike, Writer, bgwrite
+from ..api import PriorityLike, bgwrite
+from ..writer import Writer
 from .data import make_data, nbytes
 from .prepare import fresh_file, scratch, workdir
 from .schedule import interleave, progress, warm_up

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..api import Writer, bgwrite
+from ..api import bgwrite
 from ..files import open as bg_open
 from ..priority import PRESETS
+from ..writer import Writer
 from .data import MIB
 from .loop import rss
 from .prepare import settle

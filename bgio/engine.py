@@ -1,0 +1,218 @@
+"""The engine: one ordered queue per destination, worker threads to serve them, exit drain.
+
+Every write is a job on its destination's *lane*; a lane's worker takes its
+jobs in call order and runs them (:mod:`bgio.batch`, :mod:`bgio.jobs`). At
+most one worker serves a lane at a time.
+
+Workers are non-daemon threads. One serves a lane while it has work, then
+parks for a while, ready to be handed the next lane that needs one, so a
+call to :func:`submit` never waits for a thread to start once the program is
+warm. Parked workers leave at once when the interpreter shuts down; busy
+ones first drain what is queued, so no accepted write is lost at exit.
+
+A lane stays registered while its file object is alive (a weak reference
+says when it is gone), so pacing history and a failure are remembered
+across writes. A path's or an fd's lane is forgotten when idle (a Writer
+remembers its own failures).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import Hashable
+
+from .batch import flush_pending, run_batch
+from .handle import BackgroundWriteProcess
+from .jobs import Job, Lane
+
+__all__ = ["submit", "wait_all"]
+
+logger = logging.getLogger("bgio")
+
+#: Seconds a parked worker waits for a lane before its thread ends.
+LINGER = 1.0
+
+_lock = threading.Lock()  # guards _lanes, every lane's queue, and _unfinished
+_all_done = threading.Condition(_lock)
+_lanes: dict[Hashable, Lane] = {}
+_parked: list[Worker] = []  # idle worker threads, ready to be handed a lane
+
+_unfinished = 0
+_shutting_down = False
+
+
+class Worker:
+    """A worker thread's hand-off slot: the lane it is to serve next."""
+
+    __slots__ = ("lane", "wakeup")
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane: Lane | None = lane
+        self.wakeup = threading.Condition(_lock)
+
+
+_thread_count = 0
+
+
+def submit(job: Job) -> BackgroundWriteProcess:
+    """Queue ``job`` on its destination's lane and make sure a worker serves it."""
+    global _unfinished, _thread_count
+    new_worker = inline = None
+    with _lock:
+        lane = _lanes.get(job.sink.key)
+        if lane is None:
+            lane = _lanes[job.sink.key] = Lane(job.sink.key, job.profile)
+        job.predecessor = lane.last
+        lane.last = job.handle
+        lane.jobs.append(job)
+        _unfinished += 1
+        if lane.worker is None:
+            if _parked:
+                worker = lane.worker = _parked.pop()
+                worker.lane = lane
+                worker.wakeup.notify()
+            elif _shutting_down:
+                # Threads started now (from an atexit handler, say) would never
+                # be joined: the write is done in the caller's thread instead.
+                inline = lane.worker = Worker(lane)
+            else:
+                new_worker = lane.worker = Worker(lane)
+                _thread_count += 1
+    if inline is not None:
+        _serve(lane)
+    elif new_worker is not None:
+        thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
+        try:
+            thread.start()
+        except RuntimeError:
+            # No new threads during interpreter shutdown: write in this thread
+            # rather than lose the data.
+            _serve(lane)
+    return job.handle
+
+
+def _work(worker: Worker) -> None:
+    """A worker thread: serve the lane handed over, park, repeat; end when unused for LINGER."""
+    while True:
+        lane = worker.lane
+        assert lane is not None
+        try:
+            _serve(lane)
+        except BaseException:  # a bug in bgio: fail what is queued rather than hang it
+            logger.exception("bgio worker failed serving %s", lane.key)
+            with _lock:
+                jobs, lane.jobs = list(lane.jobs), deque()
+                jobs += lane.unflushed
+                lane.unflushed = []
+                lane.worker = None
+                lane.close_waiter()
+            for job in jobs:
+                job.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
+            _jobs_ended(len(jobs))
+        with _lock:
+            worker.lane = None
+            _parked.append(worker)
+            while worker.lane is None:
+                if (_shutting_down or not worker.wakeup.wait(LINGER)) and worker.lane is None:
+                    _parked.remove(worker)
+                    return
+
+
+def _jobs_ended(count: int) -> None:
+    # Counted when the worker is through with a job (flushed, file closed),
+    # not when its handle is done: a write cancelled while queued is done at
+    # once, but its close_when_finished still happens in order later.
+    global _unfinished
+    if not count:
+        return
+    with _lock:
+        _unfinished -= count
+        if _unfinished == 0:
+            _all_done.notify_all()
+
+
+def wait_all(timeout: float | None = None) -> bool:
+    """Wait until every background write started so far is done.
+
+    Parameters
+    ----------
+    timeout : float or None
+        Seconds to wait at most; None waits as long as it takes.
+
+    Returns
+    -------
+    bool
+        True if nothing is pending any more, False on timeout.
+    """
+    with _lock:
+        return _all_done.wait_for(lambda: _unfinished == 0, timeout)
+
+
+def _serve(lane: Lane) -> None:
+    """Run a lane's jobs in order, flush when its queue runs dry; return when it is empty."""
+    while True:
+        with _lock:
+            # Take every queued job at once: one lock round trip per batch,
+            # not per job (a Writer may queue thousands of small writes).
+            batch, lane.jobs = lane.jobs, deque()
+        if batch:
+            _jobs_ended(run_batch(lane, batch))
+            continue
+        if lane.unflushed:
+            _jobs_ended(flush_pending(lane))
+            continue  # more jobs may have come meanwhile
+        with _lock:
+            if not lane.jobs:
+                lane.worker = None
+                target = _retire(lane)
+                break
+    # Dropped only now, outside the lock: if this was the file object's last
+    # reference, its close() may well write through bgio again.
+    del target
+
+
+def _retire(lane: Lane) -> object:
+    """Keep an idle lane while its file object lives, or drop it (called under _lock).
+
+    Returns the lane's reference to its destination object, for the caller
+    to drop once the lock is released.
+    """
+    target, lane.target = lane.target, None
+    lane.close_waiter()
+    if lane.anchor is None:
+        try:
+            lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
+        except TypeError:
+            # Nothing to follow (a path, an fd number): forget the lane. Its
+            # queued writes are done; a Writer remembers its own failure.
+            del _lanes[lane.key]
+    return target
+
+
+def _forget(ref: weakref.ref[object], key: Hashable) -> None:
+    # Runs when a lane's file object is freed, possibly inside a `with _lock`
+    # of this same thread (garbage collection), so it must not take the
+    # lock. No job can be queued then: each job holds its file alive.
+    lane = _lanes.get(key)
+    if lane is not None and lane.anchor is ref:
+        _lanes.pop(key, None)
+
+
+def _shutdown() -> None:
+    """At interpreter exit: parked workers end now; busy ones once their lanes are drained."""
+    global _shutting_down
+    with _lock:
+        _shutting_down = True
+        for worker in _parked:
+            worker.wakeup.notify()
+
+
+try:
+    threading._register_atexit(_shutdown)  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - very old interpreters
+    import atexit
+
+    atexit.register(_shutdown)
