@@ -6,7 +6,7 @@ import logging
 import time
 from collections import deque
 
-from .handle import set_interrupt, start_all
+from .handle import WriteTiming, set_interrupt, start_all
 from .jobs import (
     Job,
     Lane,
@@ -30,10 +30,12 @@ MAX_GROUP = 1024
 def run_batch(lane: Lane, batch: deque[Job]) -> int:
     """Run a batch of jobs taken off ``lane`` in order; return how many ended.
 
-    A job whose handle completes with a later flush ends then; it is counted
-    by the call in which that flush happens.
+    A job ends when its handle is settled and its file closed if asked;
+    ends are counted once each (:meth:`Lane.end`), whatever path got there.
+
+    A job whose handle completes with a later flush ends then, and is
+    counted by the call in which that flush happens.
     """
-    ended = 0
     while batch:
         job = batch.popleft()
         lane.target = job.sink.target
@@ -41,28 +43,25 @@ def run_batch(lane: Lane, batch: deque[Job]) -> int:
         try:
             group = _small_group(job, batch)
             if group is None:
-                ended += run_job(lane, job, more=bool(batch) or bool(lane.jobs))
+                run_job(lane, job, more=bool(batch) or bool(lane.jobs))
             else:
-                ended += _run_group(lane, *group, more=bool(batch) or bool(lane.jobs))
+                _run_group(lane, *group, more=bool(batch) or bool(lane.jobs))
         except BaseException:  # a bug in bgio itself; keep the lane alive for the others
             failed_jobs = [job] if group is None else group[0]
             logger.exception("bgio worker failed on %r", failed_jobs[0].handle)
-            for failed in failed_jobs:
-                failed.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
-            ended += len(failed_jobs)
-    return ended + _take_settled(lane)
+            for stuck in failed_jobs:
+                if stuck in lane.unflushed:
+                    lane.unflushed.remove(stuck)
+                stuck.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
+                lane.end(stuck)
+    return lane.take_ended()
 
 
 def flush_pending(lane: Lane) -> int:
     """Flush what an idle lane still holds back; return how many jobs that ended."""
     if lane.unflushed:
         flush(lane, lane.unflushed[-1].sink, raise_error=False)
-    return _take_settled(lane)
-
-
-def _take_settled(lane: Lane) -> int:
-    settled, lane.settled = lane.settled, 0
-    return settled
+    return lane.take_ended()
 
 
 def _small_group(job: Job, batch: deque[Job]) -> tuple[list[Job], list[Block | bytes]] | None:
@@ -107,18 +106,24 @@ def _same_sink(one: Sink, other: Sink) -> bool:
     return one is other or (one.target is not None and one.key == other.key)
 
 
-def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: bool) -> int:
-    """Run a group of small writes in order; return how many jobs ended now.
+def _one_by_one(lane: Lane, jobs: list[Job]) -> None:
+    for job in jobs:
+        run_job(lane, job, more=True)
 
-    Behaves exactly as running each with :func:`_run`: a failed or
-    cancelled write fails the ones after it with ChainError.
+
+def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: bool) -> None:
+    """Run a group of small writes in order.
+
+    Behaves exactly as running each with :func:`~bgio.jobs.run_job`: a
+    failed or cancelled write fails the ones after it with ChainError.
     """
     first = jobs[0]
     sink = first.sink
     waiter = lane.bind(sink)
     predecessor = first.predecessor
     if predecessor is not None and failed(predecessor):
-        return sum(run_job(lane, job, more=True) for job in jobs)
+        _one_by_one(lane, jobs)  # each fails with ChainError, as usual
+        return
     throttle = lane.throttle
     throttle.profile = first.profile
     pause = throttle.delay()
@@ -126,21 +131,22 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
         if lane.since_flush or lane.unflushed:
             flush(lane, sink, raise_error=False)
             if predecessor is not None and failed(predecessor):  # that flush failed it
-                return sum(run_job(lane, job, more=True) for job in jobs)
+                _one_by_one(lane, jobs)
+                return
         first.handle._pause(pause)
     handles = [job.handle for job in jobs]
     started = start_all(handles)  # stops at a write cancelled while queued
     waiter.take_waited()
     set_interrupt(handles[:started], waiter.interrupt)
     try:
-        return _write_group(lane, jobs, blocks, started, more)
+        _write_group(lane, jobs, blocks, started, more)
     finally:
         set_interrupt(handles[:started], None)
         waiter.clear()
 
 
 def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], started: int,
-                 more: bool) -> int:
+                 more: bool) -> None:
     """Write the first ``started`` jobs of a group (already marked running); settle them all."""
     first = jobs[0]
     sink = first.sink
@@ -210,11 +216,9 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
     finished = clock()
     waited = sink.waiter.take_waited() if sink.waiter is not None else 0.0
     throttle.record(written, began, finished, waited)
+    timing = WriteTiming(began, finished, finished - began - waited, throttle.rate)
     for handle in handles[:ok]:
-        handle._first_start, handle._last_end = began, finished
-        handle._busy = finished - began - waited
-        handle._rate_of = throttle.rate
-    ended = 0
+        handle._timing = timing  # one pass for all: one record, shared
     if error is not None:
         # Cancelled while waiting for the destination: that write stops where
         # it is (bytes_written says how far); the rest of the group is not written.
@@ -223,10 +227,8 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
         if not interrupted:
             report(sink, failed, error)
         failed._finish(failed.bytes_written, None if interrupted else error, cancelled=interrupted)
-        ended += 1
+        lane.end(jobs[failed_at])
         for job in jobs[failed_at + 1 : started]:  # started, never written
             job.handle._finish(0, chain_failure(job.predecessor, "an earlier write to this destination"))
-            ended += 1
-    for job in jobs[started:]:  # from a write cancelled while queued on: as usual
-        ended += run_job(lane, job, more=True)
-    return ended
+            lane.end(job)
+    _one_by_one(lane, jobs[started:])  # from a write cancelled while queued on: as usual

@@ -32,6 +32,23 @@ _FINAL = (FINISHED, CANCELLED)
 _lock = threading.Lock()
 
 
+class WriteTiming:
+    """When a write ran and how long it was busy: what ``rate`` and ``duty_cycle`` report.
+
+    One per write, or one shared by a run of small writes made in one pass.
+    ``rate_of(since, until)`` is the pacing window's rate over that span.
+    """
+
+    __slots__ = ("busy", "first_start", "last_end", "rate_of")
+
+    def __init__(self, first_start: float, last_end: float, busy: float,
+                 rate_of: Callable[[float, float], float | None]) -> None:
+        self.first_start = first_start
+        self.last_end = last_end
+        self.busy = busy
+        self.rate_of = rate_of
+
+
 class BackgroundWriteProcess:
     """The handle of one background write, modelled on :class:`concurrent.futures.Future`.
 
@@ -69,10 +86,7 @@ class BackgroundWriteProcess:
     _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
     _cancel_requested = False
     _waiters: threading.Condition | None = None  # made when somebody waits
-    _busy = 0.0
-    _first_start: float | None = None
-    _last_end = 0.0
-    _rate_of: Callable[[float, float], float | None] | None = None
+    _timing: WriteTiming | None = None  # set by the worker with the first chunk
     _interrupt: Callable[[], None] | None = None  # wakes the worker if it waits on the file
 
     def __init__(self, total_bytes: int | None = None) -> None:
@@ -274,10 +288,10 @@ class BackgroundWriteProcess:
 
         None until the first chunk is written.
         """
-        rate_of = self._rate_of
-        if rate_of is None or self._first_start is None:
+        timing = self._timing
+        if timing is None:
             return None
-        return rate_of(self._first_start, self._last_end)
+        return timing.rate_of(timing.first_start, timing.last_end)
 
     @property
     def duty_cycle(self) -> float | None:
@@ -285,10 +299,11 @@ class BackgroundWriteProcess:
 
         None until the first chunk is written.
         """
-        if self._first_start is None:
+        timing = self._timing
+        if timing is None:
             return None
-        elapsed = self._last_end - self._first_start
-        return 1.0 if elapsed <= 0 else min(1.0, self._busy / elapsed)
+        elapsed = timing.last_end - timing.first_start
+        return 1.0 if elapsed <= 0 else min(1.0, timing.busy / elapsed)
 
     # -- for the worker (private) -------------------------------------------------------------
 
@@ -300,11 +315,14 @@ class BackgroundWriteProcess:
             self._state = RUNNING
             return True
 
-    def _record(self, started: float, finished: float, waited: float = 0.0) -> None:
-        if self._first_start is None:
-            self._first_start = started
-        self._busy += finished - started - waited
-        self._last_end = finished
+    def _record(self, started: float, finished: float, waited: float,
+                rate_of: Callable[[float, float], float | None]) -> None:
+        timing = self._timing
+        if timing is None:
+            self._timing = WriteTiming(started, finished, finished - started - waited, rate_of)
+        else:
+            timing.busy += finished - started - waited
+            timing.last_end = finished
 
     def _pause(self, seconds: float) -> bool:
         """Sleep for a pacing pause, cut short by cancel(); True if cancel was asked.

@@ -39,6 +39,7 @@ class Job:
         "chain_after",
         "chunk_size",
         "close",
+        "ended",
         "fsync",
         "handle",
         "predecessor",
@@ -66,6 +67,7 @@ class Job:
         self.close = close
         self.chain_after = chain_after
         self.fsync = fsync
+        self.ended = False  # counted as ended by its lane (see Lane.end)
         self.predecessor: BackgroundWriteProcess | None = None
 
 
@@ -88,8 +90,19 @@ class Lane:
         # (their handles complete only then, so done always means flushed).
         self.since_flush = 0
         self.unflushed: list[Job] = []
-        self.settled = 0  # deferred jobs completed by flushes, not yet counted as ended
+        self.settled = 0  # jobs ended and not yet reported to the engine
         self.waiter: Waiter | None = None  # made when first needed, closed when idle
+
+    def end(self, job: Job) -> None:
+        """Count ``job`` as ended (settled, file closed), once whatever the path."""
+        if not job.ended:
+            job.ended = True
+            self.settled += 1
+
+    def take_ended(self) -> int:
+        """How many jobs ended since the last call."""
+        settled, self.settled = self.settled, 0
+        return settled
 
     def bind(self, sink: Sink) -> Waiter:
         """Give ``sink`` this lane's waiter (how it waits for a full destination)."""
@@ -138,8 +151,8 @@ def release_frames(error: BaseException | None) -> None:
         error = error.__cause__
 
 
-def run_job(lane: Lane, job: Job, more: bool) -> bool:
-    """Run one job; False if its handle completes later, with the next flush.
+def run_job(lane: Lane, job: Job, more: bool) -> None:
+    """Run one job; it ends now, or (small and not yet flushed) with a later flush.
 
     ``more`` says whether other jobs are queued behind this one: if not, the
     destination is flushed now rather than after the next write.
@@ -192,11 +205,11 @@ def run_job(lane: Lane, job: Job, more: bool) -> bool:
             error = _close(sink, error, failed=error is not None or stopped or handle.cancelled())
     if deferred and error is None:
         lane.unflushed.append(job)
-        return False
+        return
     report(sink, handle, error)
     release_frames(error)
     handle._finish(handle.bytes_written, error, cancelled=stopped)
-    return True
+    lane.end(job)
 
 
 def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseException | None:
@@ -249,7 +262,7 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     release_frames(error)
     for job in jobs:
         job.handle._finish(job.handle.bytes_written, error)
-    lane.settled += len(jobs)
+        lane.end(job)
     if error is not None and raise_error:
         raise error
 
@@ -276,7 +289,7 @@ def _write_chunks(lane: Lane, job: Job) -> bool:
     waiter = sink.waiter
     assert waiter is not None
     waiter.take_waited()
-    handle._rate_of = throttle.rate
+    rate_of = throttle.rate
     for chunk in job.source.chunks(chunk_size, sink.kind):
         if handle._cancel_requested:
             return True
@@ -305,5 +318,5 @@ def _write_chunks(lane: Lane, job: Job) -> bool:
         # Time spent waiting for a slow reader is back-pressure, not work.
         waited = waiter.take_waited()
         throttle.record(size, started, finished, waited)
-        handle._record(started, finished, waited)
+        handle._record(started, finished, waited, rate_of)
     return False

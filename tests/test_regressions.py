@@ -191,3 +191,24 @@ def test_closing_a_writer_from_two_threads(recorder):
     assert errors == []
     assert bgio.wait_all(timeout=10)
     assert recorder.closed and recorder.getvalue() == b"data"
+
+
+def test_a_bug_in_the_worker_fails_the_writes_and_leaves_wait_all_working(monkeypatch, caplog):
+    import bgio.batch
+
+    def broken(*args, **kwargs):
+        raise NameError("simulated bug")
+
+    monkeypatch.setattr(bgio.batch, "_write_group", broken)
+    caplog.set_level(logging.CRITICAL, logger="bgio")
+    rec = Recorder(gated=True)
+    first = bgio.bgwrite(rec, b"x" * 2000, priority=FAST)  # two chunks: never in a group
+    handles = [bgio.bgwrite(rec, b"y", priority=FAST) for _ in range(10)]  # a group
+    rec.gate.set()
+    assert first.result(timeout=10) == 2000
+    for h in handles:
+        assert isinstance(h.exception(timeout=10), (RuntimeError, bgio.ChainError))
+    assert bgio.wait_all(timeout=10)
+    monkeypatch.undo()
+    assert bgio.bgwrite(Recorder(), b"after", priority=FAST).result(timeout=10) == 5
+    assert bgio.wait_all(timeout=10)
