@@ -137,6 +137,9 @@ def _run_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], more: b
     handles = [job.handle for job in jobs]
     started = start_all(handles)  # stops at a write cancelled while queued
     waiter.take_waited()
+    if not sink.nonblocking:  # it never waits: nothing for cancel() to wake
+        _write_group(lane, jobs, blocks, started, more)
+        return
     set_interrupt(handles[:started], waiter.interrupt)
     try:
         _write_group(lane, jobs, blocks, started, more)

@@ -179,7 +179,8 @@ def run_job(lane: Lane, job: Job, more: bool) -> None:
             # A generator may wait on an earlier write's handle: complete those first.
             flush(lane, sink)
         if handle._start():
-            set_interrupt([handle], waiter.interrupt)
+            if sink.nonblocking:
+                set_interrupt([handle], waiter.interrupt)
             try:
                 stopped = _write_chunks(lane, job)
                 if job.fsync and not stopped:
@@ -189,8 +190,9 @@ def run_job(lane: Lane, job: Job, more: bool) -> None:
             except WriteInterrupted:  # cancel() while waiting for a full destination
                 stopped = True
             finally:
-                set_interrupt([handle], None)
-                waiter.clear()
+                if sink.nonblocking:
+                    set_interrupt([handle], None)
+                    waiter.clear()
             deferred = lane.since_flush > 0 and not stopped
     except BaseException as exc:  # noqa: BLE001 - every failure belongs on the handle
         error = exc

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .api import PriorityLike, open_sink, prepare
 from .engine import submit
 from .errors import ChainError, QueueFull
-from .handle import BackgroundWriteProcess
+from .handle import PENDING, RUNNING, BackgroundWriteProcess
 from .jobs import Job, failed
 from .priority import resolve_priority, validate_chunk_size
 from .sinks import PathSink
@@ -159,7 +159,9 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
-            self._after_failure(job)
+            last = self._last
+            if last is not None and last._state is not PENDING and last._state is not RUNNING:
+                self._after_failure(job)  # (inlined test: this is every write's path)
             self._last = submit(job)
         return job.handle
 

@@ -28,6 +28,9 @@ class Sink(Protocol):
     write_many: Callable[[list[Block | bytes]], int] | None
     #: Set by the worker before writing: how the sink waits for a full destination.
     waiter: Waiter | None
+    #: True if the destination may say "would block" (a non-blocking fd or
+    #: socket): the worker may then wait on it, and cancel() must wake it.
+    nonblocking: bool
 
     def write(self, block: Block) -> int:
         """Write some of ``block``; return how many bytes (characters) were taken."""

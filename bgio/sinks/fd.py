@@ -38,7 +38,7 @@ class FdSink:
     worker resumes exactly there without copying the rest.
     """
 
-    __slots__ = ("_fd", "_regular", "key", "kind", "name", "target", "waiter")
+    __slots__ = ("_fd", "_regular", "key", "kind", "name", "nonblocking", "target", "waiter")
 
     def __init__(self, fd: int, name: str = "file") -> None:
         if fd < 0:
@@ -46,6 +46,7 @@ class FdSink:
         info = _check_fd(fd, name)
         self._fd = fd
         self._regular = stat.S_ISREG(info.st_mode)
+        self.nonblocking = not os.get_blocking(fd)
         self.target: object = fd
         # The key names the open file, not just the number: writes through a
         # reused fd number for another file never queue behind this one's.
@@ -87,7 +88,7 @@ class FdSink:
 class SocketSink:
     """Writes with ``send``/``sendmsg`` to a connected stream socket (TLS sockets through ``send``)."""
 
-    __slots__ = ("_sock", "key", "kind", "name", "target", "waiter", "write_many")
+    __slots__ = ("_sock", "key", "kind", "name", "nonblocking", "target", "waiter", "write_many")
 
     def __init__(self, sock: socket.socket, name: str = "file") -> None:
         if sock.fileno() < 0:
@@ -95,6 +96,8 @@ class SocketSink:
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name} must be a stream socket (SOCK_STREAM), got {sock.type!r}")
         self._sock = sock
+        # A timeout > 0 is waited for inside send(); only 0 means "would block".
+        self.nonblocking = sock.gettimeout() == 0.0
         self.target: object = sock
         self.key: object = ("file", id(sock))
         self.kind = "bytes"

@@ -30,8 +30,8 @@ class PathSink:
     it was. New files get the usual permissions (0666 less the umask).
     """
 
-    __slots__ = ("_atomic", "_fd", "_flags", "_path", "_temp", "key", "kind", "name", "target",
-                 "waiter", "write_many")
+    __slots__ = ("_atomic", "_fd", "_flags", "_path", "_temp", "key", "kind", "name",
+                 "nonblocking", "target", "waiter", "write_many")
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "wb", atomic: bool = False,
                  name: str = "file") -> None:
@@ -60,6 +60,7 @@ class PathSink:
         self.kind = "bytes"
         self.name = text
         self.waiter = None
+        self.nonblocking = False  # opened by bgio, blocking
         self.write_many = self._write_many
 
     def _open(self) -> FdSink:

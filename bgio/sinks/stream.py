@@ -23,6 +23,16 @@ def _stream_kind(file: object) -> Kind | None:
     return None
 
 
+def _is_nonblocking(file: object) -> bool:
+    fileno = getattr(file, "fileno", None)
+    if not callable(fileno):
+        return False
+    try:
+        return not os.get_blocking(fileno())
+    except (OSError, ValueError):  # no fd (io.UnsupportedOperation is both)
+        return False
+
+
 class StreamSink:
     """Writes into any object with a ``write`` method.
 
@@ -33,8 +43,8 @@ class StreamSink:
     and reports what was taken, so the worker resumes exactly there.
     """
 
-    __slots__ = ("_fd", "_flush", "_raw", "_write", "file", "key", "kind", "name", "target",
-                 "waiter", "write_many")
+    __slots__ = ("_fd", "_flush", "_raw", "_write", "file", "key", "kind", "name", "nonblocking",
+                 "target", "waiter", "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
         write = getattr(file, "write", None)
@@ -68,6 +78,7 @@ class StreamSink:
         # plain binary file (after its buffer is flushed, so order holds):
         # no copy into the buffer, one system call instead of hundreds.
         self.waiter: Waiter | None = None
+        self.nonblocking = _is_nonblocking(file)
         self.write_many = None
         self._fd = -1
         if type(file) in (io.BufferedWriter, io.FileIO):
