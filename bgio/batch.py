@@ -52,7 +52,7 @@ def run_batch(lane: Lane, batch: deque[Job]) -> int:
             for stuck in failed_jobs:
                 if stuck in lane.unflushed:
                     lane.unflushed.remove(stuck)
-                stuck.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
+                stuck.handle._finish(RuntimeError("bgio worker failed; see the bgio log"))
                 lane.end(stuck)
     return lane.take_ended()
 
@@ -80,11 +80,12 @@ def _small_group(job: Job, batch: deque[Job]) -> tuple[list[Job], list[Block | b
     if block is None:
         return None
     jobs, blocks, size = [job], [block], len(block)
+    sink, profile = job.sink, job.profile
     while batch and len(jobs) < MAX_GROUP:
         following = batch[0]
         if (following.chain_after is not None or following.close
-                or not _same_sink(following.sink, job.sink)
-                or following.profile is not job.profile or following.chunk_size != chunk_size):
+                or (following.sink is not sink and not _same_sink(following.sink, sink))
+                or following.profile is not profile or following.chunk_size != chunk_size):
             break
         block = following.source.only_chunk(chunk_size)
         if block is None or size + len(block) > chunk_size:
@@ -229,9 +230,9 @@ def _write_group(lane: Lane, jobs: list[Job], blocks: list[Block | bytes], start
         failed = handles[failed_at]
         if not interrupted:
             report(sink, failed, error)
-        failed._finish(failed.bytes_written, None if interrupted else error, cancelled=interrupted)
+        failed._finish(None if interrupted else error, cancelled=interrupted)
         lane.end(jobs[failed_at])
         for job in jobs[failed_at + 1 : started]:  # started, never written
-            job.handle._finish(0, chain_failure(job.predecessor, "an earlier write to this destination"))
+            job.handle._finish(chain_failure(job.predecessor, "an earlier write to this destination"))
             lane.end(job)
     _one_by_one(lane, jobs[started:])  # from a write cancelled while queued on: as usual

@@ -110,7 +110,7 @@ def _work(worker: Worker) -> None:
                 lane.worker = None
                 lane.close_waiter()
             for job in jobs:
-                job.handle._finish(None, RuntimeError("bgio worker failed; see the bgio log"))
+                job.handle._finish(RuntimeError("bgio worker failed; see the bgio log"))
             _jobs_ended(len(jobs))
         with _lock:
             worker.lane = None

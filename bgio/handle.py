@@ -81,7 +81,6 @@ class BackgroundWriteProcess:
     # a handle is part of every call, and a Writer may make tens of thousands.
     __slots__ = ("__dict__", "__weakref__", "_state", "bytes_written", "total_bytes")
 
-    _result: int | None = None
     _exception: BaseException | None = None
     _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
     _cancel_requested = False
@@ -194,8 +193,7 @@ class BackgroundWriteProcess:
                 raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
             if self._exception is not None:
                 raise self._exception
-            assert self._result is not None
-            return self._result
+            return self.bytes_written
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the write and return its exception, or None if it succeeded.
@@ -348,10 +346,11 @@ class BackgroundWriteProcess:
         with _lock:
             self._notify_waiters()
 
-    def _finish(
-        self, result: int | None, exception: BaseException | None, cancelled: bool = False
-    ) -> None:
-        """Set the final state: an exception, cancelled (stopped early), or a result."""
+    def _finish(self, exception: BaseException | None, cancelled: bool = False) -> None:
+        """Set the final state: an exception, cancelled (stopped early), or success.
+
+        A successful write's result is its :attr:`bytes_written`.
+        """
         with _lock:
             if self._state in _FINAL:
                 return
@@ -361,7 +360,6 @@ class BackgroundWriteProcess:
             elif cancelled:
                 self._state = CANCELLED
             else:
-                self._result = result
                 self._state = FINISHED
             self._notify_waiters()
             callbacks, self._callbacks = self._callbacks, None
@@ -397,13 +395,12 @@ def set_interrupt(handles: list[BackgroundWriteProcess], interrupt: Callable[[],
 
 
 def finish_all(handles: list[BackgroundWriteProcess]) -> None:
-    """Complete a run of successful writes under one lock (their results are their byte counts)."""
+    """Complete a run of successful writes under one lock."""
     with_callbacks = []
     with _lock:
         for handle in handles:
             if handle._state in _FINAL:
                 continue
-            handle._result = handle.bytes_written
             handle._state = FINISHED
             if handle._waiters is not None:
                 handle._waiters.notify_all()

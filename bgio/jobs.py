@@ -16,7 +16,7 @@ from collections.abc import Hashable
 from concurrent.futures import CancelledError
 
 from .errors import ChainError
-from .handle import BackgroundWriteProcess, set_interrupt
+from .handle import BackgroundWriteProcess, finish_all, set_interrupt
 from .priority import BackgroundIOPriority
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Source
@@ -210,7 +210,7 @@ def run_job(lane: Lane, job: Job, more: bool) -> None:
         return
     report(sink, handle, error)
     release_frames(error)
-    handle._finish(handle.bytes_written, error, cancelled=stopped)
+    handle._finish(error, cancelled=stopped)
     lane.end(job)
 
 
@@ -260,10 +260,14 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
         raise
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
-    report(sink, jobs[0].handle if jobs else None, error)
-    release_frames(error)
+    if error is None:
+        finish_all([job.handle for job in jobs])  # one lock for the lot
+    else:
+        report(sink, jobs[0].handle if jobs else None, error)
+        release_frames(error)
+        for job in jobs:
+            job.handle._finish(error)
     for job in jobs:
-        job.handle._finish(job.handle.bytes_written, error)
         lane.end(job)
     if error is not None and raise_error:
         raise error
