@@ -1,0 +1,90 @@
+"""HDF5 filter pipelines bgio reproduces byte for byte: shuffle and deflate (gzip), in any order."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+__all__ = ["DEFLATE", "SHUFFLE", "SUPPORTED", "ChunkPipeline", "pipeline_of"]
+
+#: HDF5's filter ids (H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE).
+DEFLATE = 1
+SHUFFLE = 2
+#: The filters bgio applies itself; a dataset with any other takes h5py's own path.
+SUPPORTED = frozenset({DEFLATE, SHUFFLE})
+
+
+@dataclass(frozen=True)
+class ChunkPipeline:
+    """The filters of a chunked dataset, in HDF5's order, as bgio applies them.
+
+    Attributes
+    ----------
+    steps : tuple of (filter id, client data)
+        What HDF5 would apply to each chunk on writing, first to last.
+    itemsize : int
+        Bytes per element of the dataset's dtype.
+    """
+
+    steps: tuple[tuple[int, tuple[int, ...]], ...]
+    itemsize: int
+
+    @property
+    def compresses(self) -> bool:
+        """True if a chunk is deflated (its stored size then varies)."""
+        return any(step == DEFLATE for step, _ in self.steps)
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        """Filter one whole chunk as HDF5 would, for ``write_direct_chunk``.
+
+        Runs without h5py's lock: numpy's byte shuffle and zlib (which
+        releases the GIL) do the work, so several chunks can be encoded in
+        parallel while other threads use h5py.
+
+        Parameters
+        ----------
+        chunk : numpy.ndarray
+            Exactly one chunk (the dataset's chunk shape and dtype), C-contiguous.
+
+        Returns
+        -------
+        bytes
+        """
+        if not chunk.flags.c_contiguous:
+            raise ValueError("chunk: must be C-contiguous")
+        data: bytes | memoryview = memoryview(chunk.reshape(-1).view(np.uint8))
+        for step, options in self.steps:
+            if step == SHUFFLE:
+                data = _shuffle(data, self.itemsize)
+            else:
+                data = zlib.compress(data, options[0] if options else 6)
+        return bytes(data)
+
+
+def _shuffle(data: bytes | memoryview, itemsize: int) -> bytes | memoryview:
+    # Byte k of every element, then byte k + 1, ...: HDF5's shuffle filter.
+    if itemsize <= 1:
+        return data
+    grid = np.frombuffer(data, dtype=np.uint8).reshape(-1, itemsize)
+    return grid.T.tobytes()
+
+
+def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:
+    """The pipeline bgio can apply for ``dataset``, or None if it must leave filtering to HDF5.
+
+    None for contiguous (unchunked) datasets and for any filter outside
+    :data:`SUPPORTED` (lzf, szip, fletcher32, scale-offset, plugins).
+    """
+    if dataset.chunks is None:
+        return None
+    plist = dataset.id.get_create_plist()
+    steps = []
+    for index in range(plist.get_nfilters()):
+        filter_id, _flags, options = plist.get_filter(index)[:3]
+        if filter_id not in SUPPORTED:
+            return None
+        steps.append((int(filter_id), tuple(int(value) for value in options)))
+    return ChunkPipeline(tuple(steps), dataset.dtype.itemsize)
