@@ -22,8 +22,8 @@ from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Source
 from .throttle import Throttle
 
-__all__ = ["MIN_PAUSE", "Job", "Lane", "chain_failure", "failed", "flush", "release_frames",
-           "report", "run_job"]
+__all__ = ["MIN_PAUSE", "Job", "Lane", "chain_failure", "failed", "flush", "raise_root_error",
+           "release_frames", "report", "run_job"]
 
 logger = logging.getLogger("bgio")
 
@@ -270,6 +270,18 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     for job in jobs:
         lane.end(job)
     if error is not None and raise_error:
+        raise error
+
+
+def raise_root_error(handle: BackgroundWriteProcess) -> None:
+    """Raise what ended a done write: the error that started a run of failures, not
+    the ChainErrors after it (a CancelledError if the start was a cancel)."""
+    if handle.cancelled():
+        handle.result(0)  # raises CancelledError
+    error = handle._exception
+    if isinstance(error, ChainError) and error.root_cause is not None:
+        error = error.root_cause
+    if error is not None:
         raise error
 
 

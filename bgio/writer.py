@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from .api import PriorityLike, open_sink, prepare
 from .engine import submit
-from .errors import ChainError, QueueFull
+from .errors import QueueFull
 from .handle import PENDING, RUNNING, BackgroundWriteProcess
-from .jobs import Job, failed
+from .jobs import Job, failed, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .sinks import PathSink
 from .source import make_source
@@ -210,18 +210,7 @@ class Writer:
         if last is not None:
             if not last.wait(timeout):
                 raise TimeoutError(f"writes not done after {timeout} s")
-            self._raise_error(last)
-
-    @staticmethod
-    def _raise_error(last: BackgroundWriteProcess) -> None:
-        """Raise the error that started the failure (not the ChainErrors after it)."""
-        if last.cancelled():
-            last.result(0)  # raises CancelledError
-        error = last._exception
-        if isinstance(error, ChainError) and error.root_cause is not None:
-            error = error.root_cause
-        if error is not None:
-            raise error
+            raise_root_error(last)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting writes, wait for the queued ones, and close the file if asked.

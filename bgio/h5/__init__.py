@@ -11,5 +11,6 @@ a millisecond. :mod:`bgio.h5.filters` reproduces the pipelines it can.
 from __future__ import annotations
 
 from .filters import ChunkPipeline, pipeline_of
+from .frames import FrameWriter
 
-__all__ = ["ChunkPipeline", "pipeline_of"]
+__all__ = ["ChunkPipeline", "FrameWriter", "pipeline_of"]

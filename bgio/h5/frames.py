@@ -1,0 +1,317 @@
+"""``FrameWriter``: frames appended to a growing HDF5 dataset in the background, chunk by chunk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+
+from ..engine import submit
+from ..handle import BackgroundWriteProcess
+from ..jobs import Job, raise_root_error
+from ..priority import resolve_priority
+from ..source import Source
+from .filters import ChunkPipeline, pipeline_of
+from .layout import as_frames, default_chunks
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+    from ..api import PriorityLike
+
+__all__ = ["FrameWriter"]
+
+logger = logging.getLogger("bgio")
+
+
+class _Chunk:
+    """One chunk's worth of frames on its way to the dataset (a block for the engine)."""
+
+    __slots__ = ("count", "frames", "index")
+
+    def __init__(self, index: int, frames: np.ndarray, count: int) -> None:
+        self.index = index  # position of the chunk along axis 0, in chunks
+        self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
+        self.count = count  # frames that are real data
+
+    def __len__(self) -> int:
+        # The engine paces and counts in bytes: a chunk weighs its real frames.
+        return self.count * self.frames[0].nbytes
+
+
+class _DatasetSink:
+    """Stores whole chunks: filtered by bgio and written direct, or through h5py when it must."""
+
+    kind = None
+    nonblocking = False
+    write_many = None
+
+    def __init__(self, dataset: h5py.Dataset, pipeline: ChunkPipeline | None,
+                 own_file: h5py.File | None) -> None:
+        self.dataset = dataset
+        self.pipeline = pipeline
+        self.chunk_frames = dataset.chunks[0]
+        self.extent = dataset.shape[0]
+        self.target: object = dataset
+        self.key: object = ("h5", id(dataset))
+        self.name = f"{dataset.file.filename}:{dataset.name}"
+        self.waiter = None
+        self._own_file = own_file
+
+    def write(self, chunk: _Chunk) -> int:  # type: ignore[override]
+        start = chunk.index * self.chunk_frames
+        end = start + chunk.count
+        dataset = self.dataset
+        if end > self.extent:
+            dataset.resize(end, axis=0)
+            self.extent = end
+        if self.pipeline is not None:
+            # The filtering runs here, without h5py's lock; only the store takes it, briefly.
+            data = self.pipeline.encode(chunk.frames)
+            dataset.id.write_direct_chunk((start,) + (0,) * (chunk.frames.ndim - 1), data)
+        else:
+            # A filter bgio cannot apply: h5py filters this one chunk under its lock.
+            dataset[start:end] = chunk.frames[: chunk.count]
+        return len(chunk)
+
+    def flush(self) -> None:
+        """Chunks are stored as they are written; nothing waits in this process."""
+
+    def sync(self) -> None:
+        self.dataset.file.flush()
+
+    def close(self) -> None:
+        self.dataset.file.flush()
+        if self._own_file is not None:
+            self._own_file.close()
+
+
+class FrameWriter:
+    """Append frames to an HDF5 dataset from a background thread, chunk by chunk.
+
+    The dataset has shape ``(n, *frame_shape)`` and grows along axis 0. With
+    gzip (deflate) and shuffle, or no filter, bgio filters each chunk itself
+    and stores it with ``write_direct_chunk``, so h5py's process-wide lock is
+    held about a millisecond per chunk and the rest of the program can go on
+    calling h5py; other filters go through h5py one chunk at a time.
+
+    Frames smaller than a chunk are gathered into the current chunk (copied
+    into it) and stored when it is full, at :meth:`flush` and at
+    :meth:`close`. A 2-D frame of 256 KiB or more is a chunk of its own and
+    is written from the caller's array without a copy: leave it unchanged
+    until its handle is done.
+
+    Parameters
+    ----------
+    target : path or h5py.File or h5py.Group
+        Where the dataset is created. A path is opened (``"a"``) and closed
+        by :meth:`close`.
+    name : str
+        The dataset's name in ``target``; it must not exist.
+    frame_shape : tuple of int
+        Shape of one frame.
+    dtype : numpy dtype
+        Stored exactly; frames that would lose values in it are refused.
+    compression, compression_opts, shuffle
+        As for ``h5py.Group.create_dataset``.
+    chunk_frames : int or None
+        Frames per chunk; None chooses (see :func:`bgio.h5.layout.default_chunks`).
+    priority : int 1..10 or bgio.BackgroundIOPriority
+        Pacing of the background work (filtering and storing, not the
+        handing of bytes to HDF5's cache).
+
+    Examples
+    --------
+    >>> import bgio.h5, numpy as np, tempfile, os, h5py
+    >>> path = os.path.join(tempfile.mkdtemp(), "frames.h5")
+    >>> with bgio.h5.FrameWriter(path, "frames", (4, 4), "uint16", compression="gzip") as w:
+    ...     for i in range(3):
+    ...         _ = w.append(np.full((4, 4), i, dtype="uint16"))
+    >>> with h5py.File(path) as f:
+    ...     f["frames"].shape, int(f["frames"][2, 0, 0])
+    ((3, 4, 4), 2)
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | h5py.File | h5py.Group,
+        name: str,
+        frame_shape: tuple[int, ...],
+        dtype: np.dtype | str,
+        *,
+        compression: str | int | None = None,
+        compression_opts: object = None,
+        shuffle: bool = False,
+        chunk_frames: int | None = None,
+        priority: PriorityLike = 4,
+    ) -> None:
+        self._profile = resolve_priority(priority)
+        self._dtype = np.dtype(dtype)
+        self._frame_shape = tuple(int(n) for n in frame_shape)
+        chunks = default_chunks(self._frame_shape, self._dtype)
+        if chunk_frames is not None:
+            if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+                raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
+            chunks = (chunk_frames, *self._frame_shape)
+        own_file = None
+        if isinstance(target, (str, bytes, os.PathLike)):
+            own_file = group = h5py.File(target, "a")
+        elif isinstance(target, (h5py.File, h5py.Group)):
+            group = target
+        else:
+            raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
+                            f"{type(target).__qualname__}")
+        try:
+            if name in group:
+                raise ValueError(f"name: {name!r} already exists in {group.name!r}")
+            dataset = group.create_dataset(
+                name, shape=(0, *self._frame_shape), maxshape=(None, *self._frame_shape),
+                dtype=self._dtype, chunks=chunks, compression=compression,
+                compression_opts=compression_opts, shuffle=shuffle,
+            )
+        except BaseException:
+            if own_file is not None:
+                own_file.close()
+            raise
+        self._dataset = dataset
+        self._sink = _DatasetSink(dataset, pipeline_of(dataset), own_file)
+        self._chunk_frames = chunks[0]
+        self._lock = threading.Lock()
+        self._frames = 0  # frames accepted
+        self._buffer: np.ndarray | None = None  # the chunk being filled
+        self._buffer_handle: BackgroundWriteProcess | None = None
+        self._last: BackgroundWriteProcess | None = None
+        self._closed = False
+
+    @property
+    def dataset(self) -> h5py.Dataset:
+        """The dataset being written."""
+        return self._dataset
+
+    @property
+    def frames_written(self) -> int:
+        """Frames accepted by :meth:`append` so far."""
+        return self._frames
+
+    def append(self, frames: object) -> BackgroundWriteProcess:
+        """Queue one frame (``frame_shape``) or a stack of frames after the others.
+
+        Returns
+        -------
+        bgio.BackgroundWriteProcess
+            The handle of the chunk write that stores the last of these frames.
+
+        Raises
+        ------
+        ValueError
+            Wrong frame shape, or the writer is closed.
+        TypeError
+            A dtype that would lose values in the dataset's.
+        """
+        stack = as_frames(frames, self._frame_shape, self._dtype)
+        with self._lock:
+            if self._closed:
+                raise ValueError("append to a closed FrameWriter")
+            handle = None
+            for frame_index in range(len(stack)):
+                handle = self._put(stack, frame_index)
+            assert handle is not None or len(stack) == 0
+            return handle if handle is not None else self._idle_handle()
+
+    def _put(self, stack: np.ndarray, frame_index: int) -> BackgroundWriteProcess:
+        per_chunk = self._chunk_frames
+        position = self._frames % per_chunk
+        if per_chunk == 1:
+            # A chunk per frame: the caller's frame goes as it is (no copy).
+            handle = self._submit(self._frames, stack[frame_index : frame_index + 1], 1)
+            self._frames += 1
+            return handle
+        if self._buffer is None:
+            self._buffer = np.zeros((per_chunk, *self._frame_shape), self._dtype)
+            self._buffer_handle = BackgroundWriteProcess(self._buffer.nbytes)
+        self._buffer[position] = stack[frame_index]
+        self._frames += 1
+        handle = self._buffer_handle
+        assert handle is not None
+        if position + 1 == per_chunk:
+            self._submit(self._frames - per_chunk, self._buffer, per_chunk, handle)
+            self._buffer = self._buffer_handle = None
+        return handle
+
+    def _submit(self, first_frame: int, frames: np.ndarray, count: int,
+                handle: BackgroundWriteProcess | None = None) -> BackgroundWriteProcess:
+        chunk = _Chunk(first_frame // self._chunk_frames, frames, count)
+        if handle is None:
+            handle = BackgroundWriteProcess(len(chunk))
+        else:
+            handle.total_bytes = len(chunk)
+        source = Source((chunk,), None, len(chunk), False, len(chunk))
+        # One chunk is one block for the engine: never split, however large.
+        job = Job(handle, self._sink, source, self._profile, chunk_size=max(len(chunk), 1))
+        self._last = submit(job)
+        return handle
+
+    def _idle_handle(self) -> BackgroundWriteProcess:
+        handle = BackgroundWriteProcess(0)
+        handle._finish(None)
+        return handle
+
+    def _write_partial(self) -> None:
+        """Queue the chunk being filled as it stands (padded), keeping it for more frames."""
+        if self._buffer is None:
+            return
+        count = self._frames % self._chunk_frames
+        snapshot = self._buffer.copy()  # later frames keep filling the original
+        self._submit(self._frames - count, snapshot, count)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Store every frame appended so far (a partial chunk too) and flush the file.
+
+        Raises
+        ------
+        TimeoutError
+            If the writes are not done after ``timeout`` seconds.
+        Exception
+            The first error of the background writes.
+        """
+        with self._lock:
+            self._write_partial()
+            last = self._last
+        if last is not None:
+            if not last.wait(timeout):
+                raise TimeoutError(f"frames not stored after {timeout} s")
+            raise_root_error(last)
+        self._sink.sync()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Store what is left, flush, and close the file if this writer opened it.
+
+        Calling it again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._write_partial()
+            self._buffer = None
+            handle = BackgroundWriteProcess(0)
+            source = Source((), None, 0, False, 0)
+            self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
+        self._last.wait(timeout)
+        raise_root_error(self._last)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

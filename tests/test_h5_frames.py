@@ -1,0 +1,103 @@
+"""FrameWriter: frames read back byte-exact through plain h5py, whatever the chunking and filters."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+import bgio
+from bgio.bench.h5 import realistic_frames
+from bgio.h5 import FrameWriter
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "<u2", "<f4"])
+@pytest.mark.parametrize(("compression", "shuffle"), [(None, False), ("gzip", False), ("gzip", True)])
+def test_a_chunk_per_frame(tmp_path, dtype, compression, shuffle):
+    frames = realistic_frames(5, shape=(512, 512)).astype(dtype)  # >= 256 KiB: own chunks
+    with FrameWriter(tmp_path / "f.h5", "frames", (512, 512), dtype, compression=compression,
+                     shuffle=shuffle, priority=1) as w:
+        handles = [w.append(frame) for frame in frames]
+        assert w.dataset.chunks == (1, 512, 512)
+    assert all(h.done() and h.exception() is None for h in handles)
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        ds = f["frames"]
+        assert ds.dtype == np.dtype(dtype) and ds.compression == compression and ds.shuffle == shuffle
+        assert ds[...].tobytes() == frames.tobytes()
+
+
+def test_small_frames_are_gathered_into_chunks(tmp_path):
+    frames = realistic_frames(10, shape=(16, 16))
+    with FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
+                     chunk_frames=4, priority=1) as w:
+        w.append(frames[0])
+        w.append(frames[1:4])  # fills the first chunk
+        w.flush()  # nothing partial
+        w.append(frames[4:9])
+        w.flush()  # a partial chunk is stored, then completed below
+        assert w.dataset.shape == (9, 16, 16)
+        assert np.array_equal(w.dataset[...], frames[:9])
+        w.append(frames[9])
+        assert w.frames_written == 10
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (10, 16, 16)  # no trailing fill frames
+        assert np.array_equal(f["frames"][...], frames)
+
+
+def test_filters_bgio_cannot_apply_go_through_h5py(tmp_path):
+    frames = realistic_frames(6, shape=(32, 32))
+    with FrameWriter(tmp_path / "f.h5", "frames", (32, 32), "<u2", compression="lzf",
+                     chunk_frames=4) as w:
+        w.append(frames)
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].compression == "lzf"
+        assert np.array_equal(f["frames"][...], frames)
+
+
+def test_an_open_file_is_left_open(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        group = f.create_group("run1")
+        with FrameWriter(group, "frames", (8, 8), "u1", chunk_frames=2) as w:
+            w.append(np.ones((3, 8, 8), "u1"))
+        assert f  # still open
+        assert np.array_equal(group["frames"][...], np.ones((3, 8, 8), "u1"))
+
+
+def test_checks_in_the_caller(tmp_path):
+    with FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<i2") as w:
+        with pytest.raises(TypeError, match="uint16 cannot be stored as int16"):
+            w.append(np.zeros((8, 8), "<u2"))
+        with pytest.raises(TypeError, match="float64 cannot be stored as int16"):
+            w.append(np.zeros((8, 8)))
+        with pytest.raises(ValueError, match=r"expected one frame of shape \(8, 8\)"):
+            w.append(np.zeros((8, 9), "<i2"))
+    with pytest.raises(ValueError, match="append to a closed FrameWriter"):
+        w.append(np.zeros((8, 8), "<i2"))
+    with pytest.raises(ValueError, match="already exists"):
+        FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<i2")
+    with pytest.raises(TypeError, match="target must be a path"):
+        FrameWriter(42, "frames", (8, 8), "<i2")
+    with pytest.raises(ValueError, match="chunk_frames"):
+        FrameWriter(tmp_path / "g.h5", "frames", (8, 8), "<i2", chunk_frames=0)
+
+
+def test_a_storage_error_surfaces_on_close(tmp_path, monkeypatch):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=1,
+                    compression="gzip")
+
+    class Full:
+        def encode(self, chunk):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(w._sink, "pipeline", Full())
+    handle = w.append(np.zeros((8, 8), "u1"))
+    with pytest.raises(OSError, match="No space"):
+        handle.result(timeout=30)
+    later = w.append(np.zeros((8, 8), "u1"))
+    with pytest.raises(bgio.ChainError):
+        later.result(timeout=30)
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    assert bgio.wait_all(timeout=30)
+    with h5py.File(tmp_path / "f.h5", "r") as f:  # closed and valid after the failure
+        assert f["frames"].shape[1:] == (8, 8)
