@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..h5 import pipeline_of
+from ..h5 import FrameWriter, pipeline_of
 from .stats import percentile
 
-__all__ = ["H5Gaps", "direct_chunk_thread", "h5_call_gaps", "plain_thread", "realistic_frames"]
+__all__ = ["H5Gaps", "direct_chunk_thread", "frame_writer_gaps", "h5_call_gaps", "plain_thread",
+           "realistic_frames", "sync_seconds"]
 
 
 def realistic_frames(count: int, shape: tuple[int, int] = (1024, 1024), seed: int = 0,
@@ -105,18 +106,68 @@ def h5_call_gaps(
                 done.set()
 
         thread = threading.Thread(target=run)
-        gaps: list[float] = []
         started = time.perf_counter()
         thread.start()
-        previous = started
-        while not done.is_set():
-            values[0:10]  # one small read: takes h5py's lock like any call
-            time.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - previous)
-            previous = now
+        gaps = _main_loop(values, done.is_set)  # small reads: each takes h5py's lock
         seconds = time.perf_counter() - started
         thread.join()
     os.remove(small_path)
     os.remove(big_path)
     return H5Gaps(label, seconds, percentile(gaps, 99) * 1e3, max(gaps, default=0.0) * 1e3)
+
+
+def _main_loop(values: h5py.Dataset, done: Callable[[], bool]) -> list[float]:
+    """The main thread's loop: a small h5py read, a 1 ms sleep; return the gaps (seconds)."""
+    gaps: list[float] = []
+    previous = time.perf_counter()
+    while not done():
+        values[0:10]
+        time.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - previous)
+        previous = now
+    return gaps
+
+
+def frame_writer_gaps(directory: str, frames: np.ndarray, priority: int = 1,
+                      compression: str | None = "gzip", level: int = 4) -> H5Gaps:
+    """Append ``frames`` with :class:`bgio.h5.FrameWriter` while the main thread reads h5py.
+
+    The time runs from the first ``append`` until the last frame is stored
+    (``close()`` is outside it, as it only flushes and closes).
+    """
+    small_path = os.path.join(directory, "small.h5")
+    big_path = os.path.join(directory, "frames.h5")
+    with h5py.File(small_path, "w") as small:
+        small["values"] = np.arange(100, dtype="f8")
+    with h5py.File(small_path, "r") as small:
+        writer = FrameWriter(big_path, "frames", frames.shape[1:], frames.dtype,
+                             compression=compression,
+                             compression_opts=level if compression else None, priority=priority)
+        started = time.perf_counter()
+        last = None
+        for frame in frames:
+            last = writer.append(frame)
+        assert last is not None
+        gaps = _main_loop(small["values"], last.done)
+        seconds = time.perf_counter() - started
+        writer.close()
+    os.remove(small_path)
+    os.remove(big_path)
+    return H5Gaps(f"FrameWriter p{priority}", seconds, percentile(gaps, 99) * 1e3,
+                  max(gaps, default=0.0) * 1e3)
+
+
+def sync_seconds(directory: str, frames: np.ndarray, compression: str | None = "gzip",
+                 level: int = 4) -> float:
+    """Seconds for a synchronous ``dset[i] = frame`` loop, same layout and filter."""
+    path = os.path.join(directory, "sync.h5")
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("frames", shape=frames.shape, dtype=frames.dtype,
+                                   chunks=(1, *frames.shape[1:]), compression=compression,
+                                   compression_opts=level if compression else None)
+        started = time.perf_counter()
+        plain_thread(dataset, frames)
+        seconds = time.perf_counter() - started
+    os.remove(path)
+    return seconds
