@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-from types import TracebackType
-from typing import TYPE_CHECKING
 
 from .api import PriorityLike
 from .handle import BackgroundWriteProcess
 from .writer import Writer
-
-if TYPE_CHECKING:
-    from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
 
@@ -130,16 +125,6 @@ class BackgroundFile(io.BufferedIOBase):
         """Not available: a bgio file has no raw stream."""
         raise io.UnsupportedOperation("a bgio file cannot be detached")
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_open(self) -> None:
         if self.closed:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from types import TracebackType
-from typing import TYPE_CHECKING
 
 from .api import PriorityLike, open_sink, prepare
+from .closing import ClosesOnExit
 from .engine import submit
 from .errors import QueueFull
 from .handle import PENDING, RUNNING, BackgroundWriteProcess
@@ -16,15 +15,12 @@ from .priority import resolve_priority, validate_chunk_size
 from .sinks import PathSink
 from .source import make_source
 
-if TYPE_CHECKING:
-    from typing import Self  # Python 3.11; annotations are not evaluated at run time
-
 __all__ = ["Writer"]
 
 logger = logging.getLogger("bgio")
 
 
-class Writer:
+class Writer(ClosesOnExit):
     """An ordered stream of background writes into one destination.
 
     Every :meth:`write` returns at once with a handle; the data are written
@@ -239,22 +235,3 @@ class Writer:
                 self._after_failure(job)
                 self._last = submit(job)
         self.flush(timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception as close_error:  # noqa: BLE001 - already on the handle and logged
-            # The body's exception is the one to propagate; the write's own
-            # error was logged by the worker when it happened.
-            logger.debug("closing %r after an exception in its block: %r", self, close_error)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
+from ..closing import ClosesOnExit
 from ..engine import submit
 from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
@@ -20,7 +20,6 @@ from .filters import ChunkPipeline, pipeline_of
 from .layout import as_frames, default_chunks
 
 if TYPE_CHECKING:
-    from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
     from ..api import PriorityLike
 
@@ -91,7 +90,7 @@ class _DatasetSink:
             self._own_file.close()
 
 
-class FrameWriter:
+class FrameWriter(ClosesOnExit):
     """Append frames to an HDF5 dataset from a background thread, chunk by chunk.
 
     The dataset has shape ``(n, *frame_shape)`` and grows along axis 0. With
@@ -304,14 +303,3 @@ class FrameWriter:
             self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
         self._last.wait(timeout)
         raise_root_error(self._last)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
