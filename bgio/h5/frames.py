@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import h5py
@@ -31,12 +32,14 @@ logger = logging.getLogger("bgio")
 class _Chunk:
     """One chunk's worth of frames on its way to the dataset (a block for the engine)."""
 
-    __slots__ = ("count", "frames", "index")
+    __slots__ = ("count", "encoded", "frames", "index")
 
-    def __init__(self, index: int, frames: np.ndarray, count: int) -> None:
+    def __init__(self, index: int, frames: np.ndarray, count: int,
+                 encoded: Future[bytes] | None = None) -> None:
         self.index = index  # position of the chunk along axis 0, in chunks
         self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
         self.count = count  # frames that are real data
+        self.encoded = encoded  # filtering already under way on the pool, if any
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: a chunk weighs its real frames.
@@ -70,8 +73,12 @@ class _DatasetSink:
             dataset.resize(end, axis=0)
             self.extent = end
         if self.pipeline is not None:
-            # The filtering runs here, without h5py's lock; only the store takes it, briefly.
-            data = self.pipeline.encode(chunk.frames)
+            # The filtering runs without h5py's lock (here, or ahead on the pool);
+            # only the store takes it, briefly.
+            if chunk.encoded is not None:
+                data = chunk.encoded.result()
+            else:
+                data = self.pipeline.encode(chunk.frames)
             dataset.id.write_direct_chunk((start,) + (0,) * (chunk.frames.ndim - 1), data)
         else:
             # A filter bgio cannot apply: h5py filters this one chunk under its lock.
@@ -186,6 +193,14 @@ class FrameWriter(ClosesOnExit):
         self._buffer_handle: BackgroundWriteProcess | None = None
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
+        # At full bandwidth (no duty-cycle pacing) chunks are compressed ahead
+        # on a pool, one thread per core: zlib releases the GIL, so the cores
+        # compress in parallel while the worker stores in order. Gentler
+        # profiles compress in the worker itself, where pacing governs it.
+        self._pool: ThreadPoolExecutor | None = None
+        if self._profile.bandwidth_pct >= 100 and (os.cpu_count() or 1) > 1:
+            self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1),
+                                            thread_name_prefix="bgio-h5-filter")
 
     @property
     def dataset(self) -> h5py.Dataset:
@@ -244,7 +259,11 @@ class FrameWriter(ClosesOnExit):
 
     def _submit(self, first_frame: int, frames: np.ndarray, count: int,
                 handle: BackgroundWriteProcess | None = None) -> BackgroundWriteProcess:
-        chunk = _Chunk(first_frame // self._chunk_frames, frames, count)
+        encoded = None
+        pipeline = self._sink.pipeline
+        if self._pool is not None and pipeline is not None and pipeline.compresses:
+            encoded = self._pool.submit(pipeline.encode, frames)
+        chunk = _Chunk(first_frame // self._chunk_frames, frames, count, encoded)
         if handle is None:
             handle = BackgroundWriteProcess(len(chunk))
         else:
@@ -302,4 +321,6 @@ class FrameWriter(ClosesOnExit):
             source = Source((), None, 0, False, 0)
             self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
         self._last.wait(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(self._last)
