@@ -71,7 +71,7 @@ def test_checks_in_the_caller(tmp_path):
             w.append(np.zeros((8, 8)))
         with pytest.raises(ValueError, match=r"expected one frame of shape \(8, 8\)"):
             w.append(np.zeros((8, 9), "<i2"))
-    with pytest.raises(ValueError, match="append to a closed FrameWriter"):
+    with pytest.raises(ValueError, match="write to a closed FrameWriter"):
         w.append(np.zeros((8, 8), "<i2"))
     with pytest.raises(ValueError, match="already exists"):
         FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<i2")
@@ -101,3 +101,59 @@ def test_a_storage_error_surfaces_on_close(tmp_path, monkeypatch):
     assert bgio.wait_all(timeout=30)
     with h5py.File(tmp_path / "f.h5", "r") as f:  # closed and valid after the failure
         assert f["frames"].shape[1:] == (8, 8)
+
+
+def test_frames_out_of_order_from_several_threads(tmp_path):
+    import threading
+
+    frames = realistic_frames(40, shape=(16, 16))
+    with FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
+                     shuffle=True, chunk_frames=8) as w:
+
+        def producer(indices):
+            for i in indices:
+                w.write_at(i, frames[i])
+
+        threads = [threading.Thread(target=producer, args=(range(k, 40, 4)[::-1],))
+                   for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert w.frames_written == 40
+    assert w.missing == []
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert np.array_equal(f["frames"][...], frames)
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 4])
+def test_slots_never_written_are_reported(tmp_path, chunk_frames):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", chunk_frames=chunk_frames)
+    w.write_at(0, np.full((4, 4), 1, "u1"))
+    w.write_at(5, np.full((2, 4, 4), 5, "u1"))  # 5 and 6; 1..4 never come
+    with pytest.warns(RuntimeWarning, match=r"4 frame\(s\) of 7 never written"):
+        w.close()
+    assert w.missing == [1, 2, 3, 4]
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        data = f["frames"][...]
+    assert data.shape == (7, 4, 4)  # trimmed to the last frame written
+    assert (data[0] == 1).all() and (data[5:] == 5).all() and (data[1:5] == 0).all()
+
+
+def test_missing_slots_can_raise(tmp_path):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", on_missing="raise")
+    w.write_at(2, np.zeros((4, 4), "u1"))
+    with pytest.raises(ValueError, match="never written"):
+        w.close()
+    with h5py.File(tmp_path / "f.h5", "r") as f:  # closed all the same
+        assert f["frames"].shape == (3, 4, 4)
+
+
+def test_write_at_checks(tmp_path):
+    with FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", on_missing="ignore") as w:
+        with pytest.raises(ValueError, match="index must be >= 0"):
+            w.write_at(-1, np.zeros((4, 4), "u1"))
+        with pytest.raises(TypeError, match="index must be an int"):
+            w.write_at(1.5, np.zeros((4, 4), "u1"))
+    with pytest.raises(ValueError, match="on_missing"):
+        FrameWriter(tmp_path / "g.h5", "frames", (4, 4), "u1", on_missing="shout")

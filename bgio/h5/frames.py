@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,17 @@ class _Chunk:
     def __len__(self) -> int:
         # The engine paces and counts in bytes: a chunk weighs its real frames.
         return self.count * self.frames[0].nbytes
+
+
+class _OpenChunk:
+    """A chunk being filled, frame by frame, in any order."""
+
+    __slots__ = ("filled", "frames", "handle")
+
+    def __init__(self, per_chunk: int, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.frames = np.zeros((per_chunk, *frame_shape), dtype)
+        self.filled: set[int] = set()
+        self.handle = BackgroundWriteProcess(self.frames.nbytes)
 
 
 class _DatasetSink:
@@ -129,7 +141,13 @@ class FrameWriter(ClosesOnExit):
         Frames per chunk; None chooses (see :func:`bgio.h5.layout.default_chunks`).
     priority : int 1..10 or bgio.BackgroundIOPriority
         Pacing of the background work (filtering and storing, not the
-        handing of bytes to HDF5's cache).
+        handing of bytes to HDF5's cache). At full bandwidth (preset 1),
+        chunks are compressed ahead on a pool, one thread per core.
+    on_missing : {"warn", "raise", "ignore"}, keyword-only
+        What :meth:`close` does about slots below the last frame that were
+        never written (:meth:`write_at`): they are listed in
+        :attr:`missing` in every case; "warn" also warns, "raise" raises
+        ``ValueError`` (after closing).
 
     Examples
     --------
@@ -155,7 +173,10 @@ class FrameWriter(ClosesOnExit):
         shuffle: bool = False,
         chunk_frames: int | None = None,
         priority: PriorityLike = 4,
+        on_missing: str = "warn",
     ) -> None:
+        if on_missing not in ("warn", "raise", "ignore"):
+            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
         self._profile = resolve_priority(priority)
         self._dtype = np.dtype(dtype)
         self._frame_shape = tuple(int(n) for n in frame_shape)
@@ -188,9 +209,12 @@ class FrameWriter(ClosesOnExit):
         self._sink = _DatasetSink(dataset, pipeline_of(dataset), own_file)
         self._chunk_frames = chunks[0]
         self._lock = threading.Lock()
-        self._frames = 0  # frames accepted
-        self._buffer: np.ndarray | None = None  # the chunk being filled
-        self._buffer_handle: BackgroundWriteProcess | None = None
+        self._next = 0  # where append() goes: after the highest frame written
+        self._count = 0  # frames accepted
+        self._holes: set[int] = set()  # indices below _next not written (yet): few, usually
+        self._open: dict[int, _OpenChunk] = {}  # chunks being filled, by chunk index
+        self._missing_policy = on_missing
+        self.missing: list[int] = []  # after close(): slots below the end never written
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
         # At full bandwidth (no duty-cycle pacing) chunks are compressed ahead
@@ -209,11 +233,11 @@ class FrameWriter(ClosesOnExit):
 
     @property
     def frames_written(self) -> int:
-        """Frames accepted by :meth:`append` so far."""
-        return self._frames
+        """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
+        return self._count
 
     def append(self, frames: object) -> BackgroundWriteProcess:
-        """Queue one frame (``frame_shape``) or a stack of frames after the others.
+        """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
 
         Returns
         -------
@@ -229,33 +253,60 @@ class FrameWriter(ClosesOnExit):
         """
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
-            if self._closed:
-                raise ValueError("append to a closed FrameWriter")
-            handle = None
-            for frame_index in range(len(stack)):
-                handle = self._put(stack, frame_index)
-            assert handle is not None or len(stack) == 0
-            return handle if handle is not None else self._idle_handle()
+            return self._place(self._next, stack)
 
-    def _put(self, stack: np.ndarray, frame_index: int) -> BackgroundWriteProcess:
+    def write_at(self, index: int, frames: object) -> BackgroundWriteProcess:
+        """Put frames at ``index`` (and after), for frames that arrive out of order.
+
+        Several producer threads may call it at once. A chunk is stored once
+        all its frames have come (or at :meth:`flush` / :meth:`close`); slots
+        never written are reported by :meth:`close` (see ``on_missing``).
+
+        Raises
+        ------
+        ValueError
+            A negative index, wrong frame shape, or the writer is closed.
+        TypeError
+            A dtype that would lose values, or a non-integer index.
+        """
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index}")
+        stack = as_frames(frames, self._frame_shape, self._dtype)
+        with self._lock:
+            return self._place(index, stack)
+
+    def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
+        if self._closed:
+            raise ValueError("write to a closed FrameWriter")
+        handle = None
+        for offset in range(len(stack)):
+            handle = self._put(index + offset, stack, offset)
+        return handle if handle is not None else self._idle_handle()
+
+    def _put(self, index: int, stack: np.ndarray, offset: int) -> BackgroundWriteProcess:
+        if index >= self._next:
+            self._holes.update(range(self._next, index))  # skipped slots, for now
+            self._next = index + 1
+            self._count += 1
+        elif index in self._holes:
+            self._holes.discard(index)
+            self._count += 1
         per_chunk = self._chunk_frames
-        position = self._frames % per_chunk
         if per_chunk == 1:
             # A chunk per frame: the caller's frame goes as it is (no copy).
-            handle = self._submit(self._frames, stack[frame_index : frame_index + 1], 1)
-            self._frames += 1
-            return handle
-        if self._buffer is None:
-            self._buffer = np.zeros((per_chunk, *self._frame_shape), self._dtype)
-            self._buffer_handle = BackgroundWriteProcess(self._buffer.nbytes)
-        self._buffer[position] = stack[frame_index]
-        self._frames += 1
-        handle = self._buffer_handle
-        assert handle is not None
-        if position + 1 == per_chunk:
-            self._submit(self._frames - per_chunk, self._buffer, per_chunk, handle)
-            self._buffer = self._buffer_handle = None
-        return handle
+            return self._submit(index, stack[offset : offset + 1], 1)
+        chunk_index, position = divmod(index, per_chunk)
+        chunk = self._open.get(chunk_index)
+        if chunk is None:
+            chunk = self._open[chunk_index] = _OpenChunk(per_chunk, self._frame_shape, self._dtype)
+        chunk.frames[position] = stack[offset]
+        chunk.filled.add(position)
+        if len(chunk.filled) == per_chunk:
+            del self._open[chunk_index]
+            self._submit(chunk_index * per_chunk, chunk.frames, per_chunk, chunk.handle)
+        return chunk.handle
 
     def _submit(self, first_frame: int, frames: np.ndarray, count: int,
                 handle: BackgroundWriteProcess | None = None) -> BackgroundWriteProcess:
@@ -280,12 +331,11 @@ class FrameWriter(ClosesOnExit):
         return handle
 
     def _write_partial(self) -> None:
-        """Queue the chunk being filled as it stands (padded), keeping it for more frames."""
-        if self._buffer is None:
-            return
-        count = self._frames % self._chunk_frames
-        snapshot = self._buffer.copy()  # later frames keep filling the original
-        self._submit(self._frames - count, snapshot, count)
+        """Queue the chunks being filled as they stand (zeros where frames have not come)."""
+        for chunk_index, chunk in sorted(self._open.items()):
+            count = max(chunk.filled) + 1  # up to the last frame that came
+            snapshot = chunk.frames.copy()  # later frames keep filling the original
+            self._submit(chunk_index * self._chunk_frames, snapshot, count)
 
     def flush(self, timeout: float | None = None) -> None:
         """Store every frame appended so far (a partial chunk too) and flush the file.
@@ -316,7 +366,8 @@ class FrameWriter(ClosesOnExit):
                 return
             self._closed = True
             self._write_partial()
-            self._buffer = None
+            self._open.clear()
+            self.missing = sorted(self._holes)
             handle = BackgroundWriteProcess(0)
             source = Source((), None, 0, False, 0)
             self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
@@ -324,3 +375,9 @@ class FrameWriter(ClosesOnExit):
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(self._last)
+        if self.missing and self._missing_policy != "ignore":
+            message = (f"{len(self.missing)} frame(s) of {self._next} never written "
+                       f"(first: {self.missing[:10]}); they read as the fill value")
+            if self._missing_policy == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
