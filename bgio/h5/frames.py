@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import h5py
@@ -18,8 +18,9 @@ from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority
 from ..source import Source
-from .filters import ChunkPipeline, pipeline_of
+from .filters import pipeline_of
 from .layout import as_frames, default_chunks
+from .sink import Chunk, DatasetSink
 
 if TYPE_CHECKING:
 
@@ -28,23 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["FrameWriter"]
 
 logger = logging.getLogger("bgio")
-
-
-class _Chunk:
-    """One chunk's worth of frames on its way to the dataset (a block for the engine)."""
-
-    __slots__ = ("count", "encoded", "frames", "index")
-
-    def __init__(self, index: int, frames: np.ndarray, count: int,
-                 encoded: Future[bytes] | None = None) -> None:
-        self.index = index  # position of the chunk along axis 0, in chunks
-        self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
-        self.count = count  # frames that are real data
-        self.encoded = encoded  # filtering already under way on the pool, if any
-
-    def __len__(self) -> int:
-        # The engine paces and counts in bytes: a chunk weighs its real frames.
-        return self.count * self.frames[0].nbytes
 
 
 class _OpenChunk:
@@ -56,57 +40,6 @@ class _OpenChunk:
         self.frames = np.zeros((per_chunk, *frame_shape), dtype)
         self.filled: set[int] = set()
         self.handle = BackgroundWriteProcess(self.frames.nbytes)
-
-
-class _DatasetSink:
-    """Stores whole chunks: filtered by bgio and written direct, or through h5py when it must."""
-
-    kind = None
-    nonblocking = False
-    write_many = None
-
-    def __init__(self, dataset: h5py.Dataset, pipeline: ChunkPipeline | None,
-                 own_file: h5py.File | None) -> None:
-        self.dataset = dataset
-        self.pipeline = pipeline
-        self.chunk_frames = dataset.chunks[0]
-        self.extent = dataset.shape[0]
-        self.target: object = dataset
-        self.key: object = ("h5", id(dataset))
-        self.name = f"{dataset.file.filename}:{dataset.name}"
-        self.waiter = None
-        self._own_file = own_file
-
-    def write(self, chunk: _Chunk) -> int:  # type: ignore[override]
-        start = chunk.index * self.chunk_frames
-        end = start + chunk.count
-        dataset = self.dataset
-        if end > self.extent:
-            dataset.resize(end, axis=0)
-            self.extent = end
-        if self.pipeline is not None:
-            # The filtering runs without h5py's lock (here, or ahead on the pool);
-            # only the store takes it, briefly.
-            if chunk.encoded is not None:
-                data = chunk.encoded.result()
-            else:
-                data = self.pipeline.encode(chunk.frames)
-            dataset.id.write_direct_chunk((start,) + (0,) * (chunk.frames.ndim - 1), data)
-        else:
-            # A filter bgio cannot apply: h5py filters this one chunk under its lock.
-            dataset[start:end] = chunk.frames[: chunk.count]
-        return len(chunk)
-
-    def flush(self) -> None:
-        """Chunks are stored as they are written; nothing waits in this process."""
-
-    def sync(self) -> None:
-        self.dataset.file.flush()
-
-    def close(self) -> None:
-        self.dataset.file.flush()
-        if self._own_file is not None:
-            self._own_file.close()
 
 
 class FrameWriter(ClosesOnExit):
@@ -206,7 +139,7 @@ class FrameWriter(ClosesOnExit):
                 own_file.close()
             raise
         self._dataset = dataset
-        self._sink = _DatasetSink(dataset, pipeline_of(dataset), own_file)
+        self._sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
         self._chunk_frames = chunks[0]
         self._lock = threading.Lock()
         self._next = 0  # where append() goes: after the highest frame written
@@ -314,7 +247,7 @@ class FrameWriter(ClosesOnExit):
         pipeline = self._sink.pipeline
         if self._pool is not None and pipeline is not None and pipeline.compresses:
             encoded = self._pool.submit(pipeline.encode, frames)
-        chunk = _Chunk(first_frame // self._chunk_frames, frames, count, encoded)
+        chunk = Chunk(first_frame // self._chunk_frames, frames, count, encoded)
         if handle is None:
             handle = BackgroundWriteProcess(len(chunk))
         else:

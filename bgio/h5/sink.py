@@ -1,0 +1,108 @@
+"""The engine's sink for an HDF5 dataset: whole chunks stored direct, edges through h5py."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+
+import h5py
+import numpy as np
+
+from .filters import ChunkPipeline
+
+__all__ = ["Chunk", "DatasetSink", "Slab"]
+
+
+class Chunk:
+    """One chunk's worth of frames on its way to the dataset (a block for the engine)."""
+
+    __slots__ = ("count", "encoded", "frames", "index")
+
+    def __init__(self, index: int, frames: np.ndarray, count: int,
+                 encoded: Future[bytes] | None = None) -> None:
+        self.index = index  # position of the chunk along axis 0, in chunks
+        self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
+        self.count = count  # frames that are real data
+        self.encoded = encoded  # filtering already under way on the pool, if any
+
+    def __len__(self) -> int:
+        # The engine paces and counts in bytes: a chunk weighs its real frames.
+        return self.count * self.frames[0].nbytes
+
+
+class Slab:
+    """Frames that do not fill a whole chunk of their own: stored through h5py."""
+
+    __slots__ = ("frames", "start")
+
+    def __init__(self, start: int, frames: np.ndarray) -> None:
+        self.start = start  # first frame's index along axis 0
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return int(self.frames.nbytes)
+
+
+class DatasetSink:
+    """Stores whole chunks: filtered by bgio and written direct, or through h5py when it must."""
+
+    kind = None
+    nonblocking = False
+    write_many = None
+
+    def __init__(self, dataset: h5py.Dataset, pipeline: ChunkPipeline | None,
+                 own_file: h5py.File | None) -> None:
+        self.dataset = dataset
+        self.pipeline = pipeline
+        self.chunk_frames = dataset.chunks[0]
+        self.extent: int | None = None  # read in the worker, when the write's turn comes
+        self.target: object = dataset
+        # One queue per dataset, whichever h5py object names it.
+        self.key: object = ("h5", os.path.realpath(dataset.file.filename), dataset.name)
+        self.name = f"{dataset.file.filename}:{dataset.name}"
+        self.waiter = None
+        self._own_file = own_file
+
+    def write(self, chunk: Chunk | Slab) -> int:  # type: ignore[override]
+        dataset = self.dataset
+        if self.extent is None:
+            self.extent = dataset.shape[0]
+        if isinstance(chunk, Slab):
+            end = chunk.start + len(chunk.frames)
+            self._grow(end)
+            dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
+            return len(chunk)
+        start = chunk.index * self.chunk_frames
+        end = start + chunk.count
+        self._grow(end)
+        if self.pipeline is not None:
+            # The filtering runs without h5py's lock (here, or ahead on the pool);
+            # only the store takes it, briefly.
+            if chunk.encoded is not None:
+                data = chunk.encoded.result()
+            else:
+                data = self.pipeline.encode(chunk.frames)
+            dataset.id.write_direct_chunk((start,) + (0,) * (chunk.frames.ndim - 1), data)
+        else:
+            # A filter bgio cannot apply: h5py filters this one chunk under its lock.
+            dataset[start:end] = chunk.frames[: chunk.count]
+        return len(chunk)
+
+    def _grow(self, end: int) -> None:
+        assert self.extent is not None
+        if end > self.extent:
+            self.dataset.resize(end, axis=0)
+            self.extent = end
+
+    def flush(self) -> None:
+        """Chunks are stored as they are written; nothing waits in this process."""
+
+    def sync(self) -> None:
+        self.dataset.file.flush()
+
+    def close(self) -> None:
+        self.dataset.file.flush()
+        if self._own_file is not None:
+            self._own_file.close()
+
+
