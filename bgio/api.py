@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from .engine import submit
 from .handle import BackgroundWriteProcess
@@ -80,6 +81,7 @@ def bgwrite(
     fsync: bool = False,
     atomic: bool = False,
     copy: bool = False,
+    offset: int | None = None,
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -123,6 +125,12 @@ def bgwrite(
         Snapshot the data now (one copy), for programs that reuse their
         buffers; a lazy iterable is then consumed at once. Without it the
         buffer must stay unchanged until the write is done.
+    offset : int or None, keyword-only, h5py datasets only
+        ``file`` may be an ``h5py.Dataset``: ``data`` is one frame
+        (``dataset.shape[1:]``) or a stack of frames, appended along axis 0
+        (the dataset must be able to grow) or written from frame ``offset``.
+        A dtype that would lose values is a ``TypeError``; a wrong frame
+        shape a ``ValueError``.
 
     Returns
     -------
@@ -149,10 +157,30 @@ def bgwrite(
     >>> bgio.bgwrite(out, b"hello " * 3, priority=7).result()
     18
     """
+    h5py = sys.modules.get("h5py")  # a Dataset cannot exist unless h5py is imported
+    if h5py is not None and isinstance(file, h5py.Dataset):
+        return _bgwrite_dataset(file, data, close_when_finished, chain_after, priority, mode,
+                                fsync, atomic, copy, offset)
+    if offset is not None:
+        raise ValueError("offset applies to h5py datasets only")
     sink = open_sink(file, mode, fsync, atomic)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
+
+
+def _bgwrite_dataset(dataset: object, data: object, close_when_finished: bool,
+                     chain_after: object, priority: PriorityLike, mode: str | None,
+                     fsync: bool, atomic: bool, copy: bool,
+                     offset: int | None) -> BackgroundWriteProcess:
+    if mode is not None or atomic or close_when_finished:
+        raise ValueError("mode, atomic and close_when_finished do not apply to an h5py dataset")
+    from .h5.dataset import write_dataset  # h5py is loaded already if we are here
+
+    profile = resolve_priority(priority)
+    return write_dataset(dataset, data, profile, offset=offset,  # type: ignore[arg-type]
+                         chain_after=_check_chain_after(chain_after), fsync=bool(fsync),
+                         copy=bool(copy))
 
 
 def bgwrite_chunk(
