@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from .api import PriorityLike, open_sink, prepare
@@ -16,8 +15,6 @@ from .sinks import PathSink
 from .source import make_source
 
 __all__ = ["Writer"]
-
-logger = logging.getLogger("bgio")
 
 
 class Writer(ClosesOnExit):

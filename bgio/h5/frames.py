@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import warnings
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from ..api import PriorityLike
 
 __all__ = ["FrameWriter"]
-
-logger = logging.getLogger("bgio")
 
 
 class _OpenChunk:

@@ -37,13 +37,4 @@ def sink_for(file: object, name: str = "file") -> Sink:
 
 def sink_can_sync(sink: Sink) -> bool:
     """Whether ``fsync=True`` can be honoured: the sink reaches a file descriptor."""
-    if not isinstance(sink, StreamSink):
-        return True
-    fileno = getattr(sink.file, "fileno", None)
-    if not callable(fileno):
-        return False
-    try:
-        fileno()
-    except (OSError, ValueError):  # io.UnsupportedOperation is both
-        return False
-    return True
+    return not isinstance(sink, StreamSink) or sink.fd >= 0

@@ -23,14 +23,15 @@ def _stream_kind(file: object) -> Kind | None:
     return None
 
 
-def _is_nonblocking(file: object) -> bool:
+def _fileno(file: object) -> int:
+    """The object's file descriptor, or -1 if it has none (BytesIO, custom writers)."""
     fileno = getattr(file, "fileno", None)
     if not callable(fileno):
-        return False
+        return -1
     try:
-        return not os.get_blocking(fileno())
-    except (OSError, ValueError):  # no fd (io.UnsupportedOperation is both)
-        return False
+        return int(fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return -1
 
 
 class StreamSink:
@@ -43,7 +44,7 @@ class StreamSink:
     and reports what was taken, so the worker resumes exactly there.
     """
 
-    __slots__ = ("_fd", "_flush", "_raw", "_write", "file", "key", "kind", "name", "nonblocking",
+    __slots__ = ("_flush", "_raw", "_write", "fd", "file", "key", "kind", "name", "nonblocking",
                  "target", "waiter", "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
@@ -78,16 +79,11 @@ class StreamSink:
         # plain binary file (after its buffer is flushed, so order holds):
         # no copy into the buffer, one system call instead of hundreds.
         self.waiter: Waiter | None = None
-        self.nonblocking = _is_nonblocking(file)
+        self.fd = _fileno(file)  # read once: it is consulted on every wait and sync
+        self.nonblocking = self.fd >= 0 and not os.get_blocking(self.fd)
         self.write_many = None
-        self._fd = -1
-        if type(file) in (io.BufferedWriter, io.FileIO):
-            try:
-                self._fd = file.fileno()  # type: ignore[attr-defined]
-            except (OSError, ValueError):
-                pass
-            else:
-                self.write_many = self._writev
+        if self.fd >= 0 and type(file) in (io.BufferedWriter, io.FileIO):
+            self.write_many = self._writev
 
     def write(self, block: Block) -> int:
         try:
@@ -106,7 +102,7 @@ class StreamSink:
         """Write as much of ``blocks`` as the fd takes in one call; return the byte count."""
         self.flush()
         try:
-            return os.writev(self._fd, blocks)
+            return os.writev(self.fd, blocks)
         except BlockingIOError:
             self._wait_writable()
             return 0
@@ -122,7 +118,7 @@ class StreamSink:
 
     def sync(self) -> None:
         self.flush()
-        fd = self.file.fileno()  # type: ignore[attr-defined]
+        fd = self.fd
         # Pipes and sockets have nothing to put on disk (fdatasync says EINVAL).
         if stat.S_ISREG(os.fstat(fd).st_mode):
             os.fdatasync(fd)
@@ -134,4 +130,4 @@ class StreamSink:
         # A non-blocking destination is full: block in poll() until it drains
         # (never spin, never copy the unwritten rest).
         assert self.waiter is not None, "the worker binds a waiter before writing"
-        self.waiter.wait_writable(self.file.fileno())  # type: ignore[attr-defined]
+        self.waiter.wait_writable(self.fd)
