@@ -12,5 +12,6 @@ from __future__ import annotations
 
 from .filters import ChunkPipeline, pipeline_of
 from .frames import FrameWriter
+from .records import RecordWriter
 
-__all__ = ["ChunkPipeline", "FrameWriter", "pipeline_of"]
+__all__ = ["ChunkPipeline", "FrameWriter", "RecordWriter", "pipeline_of"]

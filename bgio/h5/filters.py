@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
-__all__ = ["DEFLATE", "SHUFFLE", "SUPPORTED", "ChunkPipeline", "pipeline_of"]
+from ..priority import BackgroundIOPriority
+
+__all__ = ["DEFLATE", "MAX_POOL", "SHUFFLE", "SUPPORTED", "ChunkPipeline", "encoding_pool",
+           "pipeline_of"]
 
 #: HDF5's filter ids (H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE).
 DEFLATE = 1
 SHUFFLE = 2
 #: The filters bgio applies itself; a dataset with any other takes h5py's own path.
 SUPPORTED = frozenset({DEFLATE, SHUFFLE})
+#: Most threads compressing chunks ahead of the worker.
+MAX_POOL = 4
 
 
 @dataclass(frozen=True)
@@ -88,3 +95,19 @@ def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:
             return None
         steps.append((int(filter_id), tuple(int(value) for value in options)))
     return ChunkPipeline(tuple(steps), dataset.dtype.itemsize)
+
+
+def encoding_pool(profile: BackgroundIOPriority) -> ThreadPoolExecutor | None:
+    """Threads that compress chunks ahead of the worker, as ``profile`` allows, or None.
+
+    At full bandwidth (``bandwidth_pct`` 100, preset 1) there is no pacing
+    to respect, so one thread per core (at most :data:`MAX_POOL`) compresses
+    chunks in parallel (zlib releases the GIL) while the worker stores them
+    in order. Under a duty cycle the worker compresses each chunk itself,
+    inside the busy time that pacing governs, so a gentle preset takes a
+    share of one core and no more. A single core gains nothing from a pool.
+    """
+    cores = os.cpu_count() or 1
+    if profile.bandwidth_pct < 100 or cores < 2:
+        return None
+    return ThreadPoolExecutor(min(MAX_POOL, cores), thread_name_prefix="bgio-h5-filter")

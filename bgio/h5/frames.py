@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import h5py
@@ -17,7 +16,7 @@ from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority
 from ..source import Source
-from .filters import pipeline_of
+from .filters import encoding_pool, pipeline_of
 from .layout import as_frames, default_chunks
 from .sink import Chunk, DatasetSink
 
@@ -147,14 +146,7 @@ class FrameWriter(ClosesOnExit):
         self.missing: list[int] = []  # after close(): slots below the end never written
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
-        # At full bandwidth (no duty-cycle pacing) chunks are compressed ahead
-        # on a pool, one thread per core: zlib releases the GIL, so the cores
-        # compress in parallel while the worker stores in order. Gentler
-        # profiles compress in the worker itself, where pacing governs it.
-        self._pool: ThreadPoolExecutor | None = None
-        if self._profile.bandwidth_pct >= 100 and (os.cpu_count() or 1) > 1:
-            self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1),
-                                            thread_name_prefix="bgio-h5-filter")
+        self._pool = encoding_pool(self._profile)
 
     @property
     def dataset(self) -> h5py.Dataset:

@@ -10,7 +10,27 @@ import numpy as np
 
 from .filters import ChunkPipeline
 
-__all__ = ["Chunk", "DatasetSink", "Slab"]
+__all__ = ["MISSING_ATTRIBUTE", "Chunk", "DatasetSink", "Slab", "store_chunk"]
+
+#: The attribute listing the frames never written, set on close when there are any.
+MISSING_ATTRIBUTE = "missing_frames"
+
+
+def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: int,
+                rows: np.ndarray, count: int, encoded: Future[bytes] | None = None) -> None:
+    """Store one whole chunk whose first row is ``start`` (a chunk boundary on axis 0).
+
+    ``rows`` has the dataset's chunk shape; its first ``count`` rows are
+    data (the dataset's extent must already cover them), the rest padding.
+    With a pipeline bgio can apply, the chunk is filtered without h5py's
+    lock (here, or already on a pool: ``encoded``) and only the store takes
+    the lock, briefly; otherwise h5py filters this one chunk under its lock.
+    """
+    if pipeline is not None:
+        data = encoded.result() if encoded is not None else pipeline.encode(rows)
+        dataset.id.write_direct_chunk((start,) + (0,) * (rows.ndim - 1), data)
+    else:
+        dataset[start : start + count] = rows[:count]
 
 
 class Chunk:
@@ -61,6 +81,7 @@ class DatasetSink:
         self.key: object = ("h5", os.path.realpath(dataset.file.filename), dataset.name)
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter = None
+        self.missing: list[int] = []  # slots never written, recorded as an attribute on close
         self._own_file = own_file
 
     def write(self, chunk: Chunk | Slab) -> int:  # type: ignore[override]
@@ -73,19 +94,8 @@ class DatasetSink:
             dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
             return len(chunk)
         start = chunk.index * self.chunk_frames
-        end = start + chunk.count
-        self._grow(end)
-        if self.pipeline is not None:
-            # The filtering runs without h5py's lock (here, or ahead on the pool);
-            # only the store takes it, briefly.
-            if chunk.encoded is not None:
-                data = chunk.encoded.result()
-            else:
-                data = self.pipeline.encode(chunk.frames)
-            dataset.id.write_direct_chunk((start,) + (0,) * (chunk.frames.ndim - 1), data)
-        else:
-            # A filter bgio cannot apply: h5py filters this one chunk under its lock.
-            dataset[start:end] = chunk.frames[: chunk.count]
+        self._grow(start + chunk.count)
+        store_chunk(dataset, self.pipeline, start, chunk.frames, chunk.count, chunk.encoded)
         return len(chunk)
 
     def _grow(self, end: int) -> None:
@@ -101,8 +111,12 @@ class DatasetSink:
         self.dataset.file.flush()
 
     def close(self) -> None:
-        self.dataset.file.flush()
-        if self._own_file is not None:
-            self._own_file.close()
+        try:
+            if self.missing:
+                self.dataset.attrs[MISSING_ATTRIBUTE] = np.asarray(self.missing, dtype=np.int64)
+            self.dataset.file.flush()
+        finally:
+            if self._own_file is not None:
+                self._own_file.close()
 
 

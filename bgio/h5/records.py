@@ -1,0 +1,686 @@
+"""``RecordWriter``: per-frame events stored in frame order, whatever order the frames come in.
+
+A group holds one dataset per feature (axis 0: events), an ``index``
+dataset (the frame of each event) and an ``nevents`` dataset (events per
+frame). The events of frame ``f`` are rows ``offset[f]`` to
+``offset[f] + nevents[f]`` of every feature dataset, where ``offset`` is the
+running sum of ``nevents``.
+
+Frames are put in order in the caller's threads (frames that come early
+wait, by reference, for the missing ones), their events copied into the
+open chunk of every column, and whole chunks go to the worker, which
+filters them outside h5py's lock and stores them, the ``nevents`` rows that
+announce the frames last.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+
+from ..closing import ClosesOnExit
+from ..engine import submit
+from ..errors import QueueFull
+from ..handle import BackgroundWriteProcess, finish_all
+from ..jobs import Job, raise_root_error
+from ..priority import resolve_priority, validate_chunk_size
+from ..source import Source
+from .filters import ChunkPipeline, encoding_pool, pipeline_of
+from .layout import CHUNK_BYTES, check_lossless
+from .sink import MISSING_ATTRIBUTE, store_chunk
+
+if TYPE_CHECKING:
+    from ..api import PriorityLike
+
+__all__ = ["NEVENTS_CHUNK", "RecordWriter", "default_chunk_events"]
+
+#: Frames per chunk of the ``nevents`` dataset (128 KiB of int64).
+NEVENTS_CHUNK = 16384
+#: Bytes of the ``index`` dataset per event (int64).
+_INDEX_BYTES = 8
+
+
+def default_chunk_events(row_bytes: list[int]) -> int:
+    """Events per chunk for columns whose rows (one event) take ``row_bytes`` each.
+
+    Every column of a group shares one chunk length, so their chunks fill in
+    step: about 1 MiB (:data:`bgio.h5.layout.CHUNK_BYTES`) for the widest.
+
+    Examples
+    --------
+    >>> default_chunk_events([4, 4, 8])
+    131072
+    >>> default_chunk_events([4 * 64 * 64])
+    64
+    """
+    return max(1, CHUNK_BYTES // max(row_bytes, default=1))
+
+
+class _Column:
+    """One dataset of the group, as the writer knows it: layout, filters and name."""
+
+    __slots__ = ("dataset", "dtype", "name", "pipeline", "row_bytes", "shape")
+
+    def __init__(self, name: str, dataset: h5py.Dataset) -> None:
+        self.name = name
+        self.dataset = dataset
+        self.shape: tuple[int, ...] = dataset.shape[1:]
+        self.dtype = dataset.dtype
+        self.row_bytes = math.prod(self.shape) * self.dtype.itemsize
+        self.pipeline: ChunkPipeline | None = pipeline_of(dataset)
+
+
+class _OpenChunk:
+    """The chunk being filled (one buffer per column), and the frames it will announce."""
+
+    __slots__ = ("fill", "frames", "index", "rows")
+
+    def __init__(self, index: int, columns: list[_Column], length: int) -> None:
+        self.index = index
+        self.rows = [np.zeros((length, *column.shape), column.dtype) for column in columns]
+        self.fill = 0  # rows filled so far
+        # Frames whose last event is in this chunk (or which have none), not
+        # yet announced: (events, handle) in frame order.
+        self.frames: list[tuple[int, BackgroundWriteProcess]] = []
+
+
+class RecordBlock:
+    """One store for the worker: a chunk's rows for every column, then ``nevents`` rows."""
+
+    __slots__ = ("count", "encoded", "index", "nevents", "row_bytes", "rows")
+
+    def __init__(self, index: int, rows: list[np.ndarray], count: int, nevents: list[int],
+                 row_bytes: int, encoded: list[Future[bytes] | None]) -> None:
+        self.index = index  # the chunk's position along axis 0, in chunks
+        self.rows = rows  # one whole chunk per column; rows past `count` are padding
+        self.count = count
+        self.nevents = nevents  # events of each frame this store announces, in frame order
+        self.row_bytes = row_bytes
+        self.encoded = encoded  # per column: filtering under way on the pool, or None
+
+    def __len__(self) -> int:
+        # The engine paces and counts in bytes: the real rows, and the counts.
+        return self.count * self.row_bytes + len(self.nevents) * 8
+
+
+class RecordSink:
+    """The worker's side: stores every column's chunk, then the ``nevents`` that announce it."""
+
+    kind = None
+    nonblocking = False
+    write_many = None
+
+    def __init__(self, group: h5py.Group, columns: list[_Column], nevents: h5py.Dataset,
+                 own_file: h5py.File | None) -> None:
+        self.group = group
+        self.columns = columns
+        self.nevents = nevents
+        self.nevents_pipeline = pipeline_of(nevents)
+        self.target: object = group
+        self.key: object = ("h5", os.path.realpath(group.file.filename), group.name)
+        self.name = f"{group.file.filename}:{group.name}"
+        self.waiter = None
+        self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
+        self._extent = 0  # events stored (the columns' extent along axis 0)
+        self._frames = 0  # frames announced (nevents' extent)
+        self._counts = np.zeros(NEVENTS_CHUNK, np.int64)  # nevents' last chunk
+        self._own_file = own_file
+
+    def write(self, block: RecordBlock) -> int:  # type: ignore[override]
+        if block.count:
+            start = block.index * len(block.rows[0])
+            end = start + block.count
+            if end > self._extent:
+                for column in self.columns:
+                    column.dataset.resize(end, axis=0)
+                self._extent = end
+            for column, rows, encoded in zip(self.columns, block.rows, block.encoded, strict=True):
+                store_chunk(column.dataset, column.pipeline, start, rows, block.count, encoded)
+        if block.nevents:
+            self._announce(block.nevents)
+        return len(block)
+
+    def _announce(self, counts: list[int]) -> None:
+        """Append the frames' event counts to ``nevents``: stored after the events they count."""
+        dataset = self.nevents
+        first = self._frames
+        dataset.resize(first + len(counts), axis=0)
+        position = 0
+        while position < len(counts):
+            into = (first + position) % NEVENTS_CHUNK
+            take = min(NEVENTS_CHUNK - into, len(counts) - position)
+            self._counts[into : into + take] = counts[position : position + take]
+            chunk_start = first + position - into
+            store_chunk(dataset, self.nevents_pipeline, chunk_start, self._counts, into + take)
+            position += take
+            if into + take == NEVENTS_CHUNK:
+                self._counts = np.zeros(NEVENTS_CHUNK, np.int64)
+        self._frames = first + len(counts)
+
+    def flush(self) -> None:
+        """Chunks are stored as they are written; nothing waits in this process."""
+
+    def sync(self) -> None:
+        self.group.file.flush()
+
+    def close(self) -> None:
+        try:
+            if self.missing:
+                self.nevents.attrs[MISSING_ATTRIBUTE] = np.asarray(self.missing, dtype=np.int64)
+            self.group.file.flush()
+        finally:
+            if self._own_file is not None:
+                self._own_file.close()
+
+
+class RecordWriter(ClosesOnExit):
+    """Store per-frame events (records) in frame order, from frames that arrive in any order.
+
+    Each frame has any number of events (zero included); each event has a
+    value for every feature. The group gets one dataset per feature, of
+    shape ``(events, *feature_shape)``; an ``index`` dataset (int64, the
+    frame of each event); and an ``nevents`` dataset (int64, events per
+    frame). The events of frame ``f`` are rows ``offset[f]`` to
+    ``offset[f] + nevents[f]`` of every feature dataset, where ``offset`` is
+    the running sum of ``nevents`` (``numpy.cumsum``, shifted by one).
+
+    Several threads may call :meth:`append` at once, for frames in any
+    order. A frame that comes before the frames ahead of it waits for them
+    (by reference: leave its arrays unchanged until its handle is done);
+    then its events are copied into the open chunks, which the worker
+    stores, filtered outside h5py's lock, when they are full, at
+    :meth:`flush` and at :meth:`close`. Memory is bounded: frames that wait
+    for a missing one, and chunks not yet stored, take at most
+    ``max_pending_bytes``; a producer beyond that blocks (or raises
+    :class:`bgio.QueueFull`). The missing frame itself is always let in.
+
+    Parameters
+    ----------
+    target : path or h5py.File or h5py.Group
+        Where the group is created. A path is opened (``"a"``) and closed
+        by :meth:`close`.
+    group : str
+        The group's name in ``target``: created if missing; none of the
+        datasets may exist in it yet.
+    features : mapping of str to (shape, dtype)
+        Each feature's per-event shape (``()`` for a scalar, an int for a
+        vector) and dtype, stored exactly.
+    compression, compression_opts, shuffle : keyword-only
+        As for ``h5py.Group.create_dataset``, for every dataset of the group.
+    chunk_events : int or None, keyword-only
+        Events per chunk, the same for every feature; None chooses about
+        1 MiB for the widest (see :func:`default_chunk_events`).
+    priority : int 1..10 or bgio.BackgroundIOPriority, keyword-only, default 4
+        Pacing of the filtering and storing.
+    max_pending_bytes : int or None, keyword-only, default 64 MiB
+        Bound on the bytes of events accepted and not yet stored; None for
+        no bound.
+    index_name, nevents_name : str, keyword-only
+        Names of the ``index`` and ``nevents`` datasets.
+    on_missing : {"warn", "raise", "ignore"}, keyword-only
+        What :meth:`close` does about frames below the last one appended
+        that never came: they are stored with no events, listed in
+        :attr:`missing` and in the ``missing_frames`` attribute of
+        ``nevents``; "warn" also warns, "raise" raises ``ValueError``
+        (after closing).
+
+    Examples
+    --------
+    >>> import bgio.h5, numpy as np, tempfile, os, h5py
+    >>> path = os.path.join(tempfile.mkdtemp(), "events.h5")
+    >>> features = {"area": ((), "f4"), "centroid": ((2,), "f4")}
+    >>> with bgio.h5.RecordWriter(path, "events", features) as w:
+    ...     _ = w.append(1, {"area": [5.0], "centroid": [[3, 4]]})  # early: waits for 0
+    ...     _ = w.append(0, {"area": [1.0, 2.0], "centroid": [[0, 1], [1, 2]]})
+    ...     _ = w.append(2, {})  # no events
+    >>> with h5py.File(path) as f:
+    ...     f["events/nevents"][:].tolist(), f["events/index"][:].tolist(), f["events/area"][:].tolist()
+    ([2, 1, 0], [0, 0, 1], [1.0, 2.0, 5.0])
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | h5py.File | h5py.Group,
+        group: str,
+        features: Mapping[str, tuple[object, object]],
+        *,
+        compression: str | int | None = None,
+        compression_opts: object = None,
+        shuffle: bool = False,
+        chunk_events: int | None = None,
+        priority: PriorityLike = 4,
+        max_pending_bytes: int | None = 64 * 1024 * 1024,
+        index_name: str = "index",
+        nevents_name: str = "nevents",
+        on_missing: str = "warn",
+    ) -> None:
+        if on_missing not in ("warn", "raise", "ignore"):
+            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"group must be a non-empty str, got {group!r}")
+        layouts = _check_features(features, (index_name, nevents_name))
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        if chunk_events is None:
+            chunk_events = default_chunk_events(
+                [math.prod(shape) * dtype.itemsize for shape, dtype in layouts.values()]
+                + [_INDEX_BYTES])
+        elif isinstance(chunk_events, bool) or not isinstance(chunk_events, int) or chunk_events < 1:
+            raise ValueError(f"chunk_events must be an int >= 1, got {chunk_events!r}")
+        self._profile = resolve_priority(priority)
+        own_file = None
+        if isinstance(target, (str, bytes, os.PathLike)):
+            own_file = h5py.File(target, "a")
+            parent: h5py.Group = own_file
+        elif isinstance(target, (h5py.File, h5py.Group)):
+            parent = target
+        else:
+            raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
+                            f"{type(target).__qualname__}")
+        options = {"compression": compression, "compression_opts": compression_opts,
+                   "shuffle": shuffle}
+        try:
+            where = parent.require_group(group)
+            taken = [name for name in (*layouts, index_name, nevents_name) if name in where]
+            if taken:
+                raise ValueError(f"group: {where.name!r} already has {taken}")
+            columns = [
+                _Column(name, where.create_dataset(
+                    name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                    chunks=(chunk_events, *shape), **options))
+                for name, (shape, dtype) in layouts.items()
+            ]
+            columns.append(_Column(index_name, where.create_dataset(
+                index_name, shape=(0,), maxshape=(None,), dtype=np.int64,
+                chunks=(chunk_events,), **options)))
+            nevents = where.create_dataset(
+                nevents_name, shape=(0,), maxshape=(None,), dtype=np.int64,
+                chunks=(NEVENTS_CHUNK,), **options)
+        except BaseException:
+            if own_file is not None:
+                own_file.close()
+            raise
+        self._group = where
+        self._columns = columns
+        self._features = layouts
+        self._chunk_events = chunk_events
+        self._row_bytes = sum(column.row_bytes for column in columns)
+        self._sink = RecordSink(where, columns, nevents, own_file)
+        self._pool = encoding_pool(self._profile)
+        self._bound = max_pending_bytes
+        self._missing_policy = on_missing
+        # Reentrant: a submit during interpreter exit runs the store in this
+        # thread, and its done callback takes the lock again.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._next = 0  # the next frame to put in order
+        self._held: dict[int, tuple[dict[str, np.ndarray], int, int, BackgroundWriteProcess]] = {}
+        self._held_bytes = 0
+        self._queued_bytes = 0  # in stores not yet done
+        self._events = 0  # events put in order
+        self._open = _OpenChunk(0, columns, chunk_events)
+        self._last: BackgroundWriteProcess | None = None
+        self._closed = False
+        self.missing: list[int] = []  # after close(): frames that never came
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.h5.RecordWriter {state} {self._sink.name!r} frames={self._next}>"
+
+    @property
+    def group(self) -> h5py.Group:
+        """The group being written (set attributes on it, or on its datasets, as usual)."""
+        return self._group
+
+    @property
+    def frames_written(self) -> int:
+        """Frames put in order so far (not counting those waiting for a missing one)."""
+        return self._next
+
+    @property
+    def events_written(self) -> int:
+        """Events of the frames put in order so far."""
+        return self._events
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of events accepted and not yet stored (waiting frames and queued chunks)."""
+        return self._held_bytes + self._queued_bytes
+
+    def append(self, frame_index: int, events: Mapping[str, object], *, block: bool = True,
+               timeout: float | None = None) -> BackgroundWriteProcess:
+        """Accept the events of frame ``frame_index``; return a handle at once.
+
+        Parameters
+        ----------
+        frame_index : int
+            The frame's number, from 0; each frame is appended once.
+        events : mapping of str to array-like
+            For every feature, an array of shape ``(n, *feature_shape)``, the
+            same ``n >= 0`` for all; an empty mapping means no events.
+        block : bool, keyword-only, default True
+            With no room under ``max_pending_bytes``: wait (True) or raise
+            :class:`bgio.QueueFull` at once (False). A producer that must
+            itself provide the missing frame should not block forever.
+        timeout : float or None, keyword-only
+            Seconds to wait for room at most; then :class:`bgio.QueueFull`.
+
+        Returns
+        -------
+        bgio.BackgroundWriteProcess
+            Done when the frame's events and its ``nevents`` row are in the
+            file; it raises the error of the store if that failed. Events
+            accepted are stored: cancelling the handle does not take them back.
+
+        Raises
+        ------
+        TypeError
+            A non-integer index, a non-mapping, or a dtype that would lose values.
+        ValueError
+            A negative or repeated index, missing or unknown features, shapes
+            or event counts that do not match, or the writer is closed.
+        bgio.QueueFull
+            No room (``block=False``, or after ``timeout``); nothing was accepted.
+        """
+        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+            raise TypeError(f"frame_index must be an int, got {type(frame_index).__name__}")
+        frame_index = int(frame_index)
+        if frame_index < 0:
+            raise ValueError(f"frame_index must be >= 0, got {frame_index}")
+        arrays, count = self._check_events(events)
+        size = count * self._row_bytes
+        handle = _frame_handle(size)
+        with self._lock:
+            self._check_open(frame_index)
+            if not self._has_room(frame_index, size):
+                if not block:
+                    raise QueueFull(f"{self.pending_bytes} bytes pending, bound {self._bound}: "
+                                    f"no room for frame {frame_index} ({size} bytes)")
+                if not self._room.wait_for(lambda: self._closed or self._has_room(frame_index, size),
+                                           timeout):
+                    raise QueueFull(f"no room for frame {frame_index} ({size} bytes) after "
+                                    f"{timeout} s ({self.pending_bytes} pending, "
+                                    f"bound {self._bound})")
+                self._check_open(frame_index)  # closed, or appended by another thread meanwhile
+            if frame_index != self._next:
+                self._held[frame_index] = (arrays, count, size, handle)
+                self._held_bytes += size
+                return handle
+            self._put(arrays, count, handle)
+            self._release_held()
+        return handle
+
+    def _check_open(self, frame_index: int) -> None:
+        if self._closed:
+            raise ValueError("append to a closed RecordWriter")
+        if frame_index < self._next or frame_index in self._held:
+            raise ValueError(f"frame_index: frame {frame_index} was already appended")
+
+    def _has_room(self, frame_index: int, size: int) -> bool:
+        bound = self._bound
+        if bound is None:
+            return True
+        if frame_index == self._next:
+            # The frame the others wait for: only stores still queued hold it back.
+            return self._queued_bytes == 0 or self._queued_bytes + size <= bound
+        pending = self._held_bytes + self._queued_bytes
+        return pending == 0 or pending + size <= bound
+
+    def _check_events(self, events: object) -> tuple[dict[str, np.ndarray], int]:
+        if not isinstance(events, Mapping):
+            raise TypeError(f"events must be a mapping of feature name to array, got "
+                            f"{type(events).__name__}")
+        if not events:
+            return {}, 0
+        unknown = [name for name in events if name not in self._features]
+        missing = [name for name in self._features if name not in events]
+        if unknown or missing:
+            raise ValueError(f"events: missing features {missing}, unknown features {unknown}")
+        arrays: dict[str, np.ndarray] = {}
+        count = None
+        for name, (shape, dtype) in self._features.items():
+            label = f"events[{name!r}]"
+            value = events[name]
+            if isinstance(value, np.ndarray):
+                array = value
+                check_lossless(array.dtype, dtype, label)
+            else:
+                array = _from_values(value, dtype, label)
+            if array.ndim != len(shape) + 1 or array.shape[1:] != shape:
+                raise ValueError(f"{label}: expected shape (n, *{shape}), got {array.shape}")
+            if count is None:
+                count = len(array)
+            elif len(array) != count:
+                first = next(iter(arrays))
+                raise ValueError(f"events: every feature needs the same number of events; "
+                                 f"{first!r} has {count}, {name!r} has {len(array)}")
+            arrays[name] = array
+        assert count is not None
+        return arrays, count
+
+    def _put(self, arrays: dict[str, np.ndarray], count: int, handle: BackgroundWriteProcess) -> None:
+        """Copy frame ``self._next``'s events into the open chunks, storing each one filled."""
+        frame = self._next
+        length = self._chunk_events
+        done = 0
+        while done < count:
+            chunk = self._open
+            take = min(length - chunk.fill, count - done)
+            into = slice(chunk.fill, chunk.fill + take)
+            *feature_rows, index_rows = chunk.rows
+            for column, rows in zip(self._columns, feature_rows, strict=False):
+                rows[into] = arrays[column.name][done : done + take]
+            index_rows[into] = frame
+            chunk.fill += take
+            done += take
+            if chunk.fill == length and done < count:
+                self._store_open()  # the frame goes on in the next chunk
+        self._open.frames.append((count, handle))
+        if self._open.fill == length:
+            self._store_open()
+        self._next = frame + 1
+        self._events += count
+
+    def _release_held(self) -> None:
+        """Put the frames that waited for the one just put, as far as they run in order."""
+        held = self._held
+        freed = False
+        while self._next in held:
+            arrays, count, size, handle = held.pop(self._next)
+            self._held_bytes -= size
+            self._put(arrays, count, handle)
+            freed = True
+        if freed:
+            self._room.notify_all()
+
+    def _store_open(self, copy: bool = False) -> None:
+        """Queue the open chunk's rows and the frames it announces.
+
+        A full chunk is done with and a new one opened. A partial one goes
+        on filling and is stored again when full: what is queued now is a
+        copy of it (``copy``), unless nothing will be added (closing).
+        """
+        chunk = self._open
+        if chunk.fill == self._chunk_events:
+            rows = chunk.rows
+            self._open = _OpenChunk(chunk.index + 1, self._columns, self._chunk_events)
+        elif copy:
+            rows = [array.copy() for array in chunk.rows]
+        else:
+            rows = chunk.rows
+        announced, chunk.frames = chunk.frames, []
+        encoded: list[Future[bytes] | None] = [None] * len(rows)
+        if self._pool is not None and chunk.fill:
+            encoded = [self._pool.submit(column.pipeline.encode, array)
+                       if column.pipeline is not None and column.pipeline.compresses else None
+                       for column, array in zip(self._columns, rows, strict=True)]
+        block = RecordBlock(chunk.index, rows, chunk.fill, [count for count, _ in announced],
+                            self._row_bytes, encoded)
+        size = len(block)
+        store = BackgroundWriteProcess(size)
+        source = Source((block,), None, size, False, size)
+        self._queued_bytes += size
+        handles = [handle for _, handle in announced]
+        store.add_done_callback(lambda done: self._stored(done, size, handles))
+        # One block per store, however large: chunk_size is the block's size.
+        self._last = submit(Job(store, self._sink, source, self._profile,
+                                chunk_size=max(size, 1)))
+
+    def _stored(self, store: BackgroundWriteProcess, size: int,
+                handles: list[BackgroundWriteProcess]) -> None:
+        """A store is done: free its room and settle the frames it announced."""
+        with self._lock:
+            self._queued_bytes -= size
+            self._room.notify_all()
+        error = store.exception() if not store.cancelled() else None
+        if error is None:
+            for handle in handles:
+                handle.bytes_written = handle.total_bytes or 0
+            finish_all(handles)
+        else:
+            for handle in handles:
+                handle._finish(error)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Store every frame put in order so far (a partial chunk too) and flush the file.
+
+        Frames waiting for a missing one stay waiting.
+
+        Raises
+        ------
+        TimeoutError
+            If the stores are not done after ``timeout`` seconds.
+        Exception
+            The first error of the background stores.
+        """
+        with self._lock:
+            if not self._closed and (self._open.fill or self._open.frames):
+                self._store_open(copy=True)
+            last = self._last
+        if last is not None:
+            if not last.wait(timeout):
+                raise TimeoutError(f"records not stored after {timeout} s")
+            raise_root_error(last)
+        self._sink.sync()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Store what is left, flush, and close the file if this writer opened it.
+
+        Frames that never came, below the last one appended, are stored with
+        no events and reported (see ``on_missing``). Calling it again does
+        nothing.
+
+        Raises
+        ------
+        TimeoutError
+            If the stores are not done after ``timeout`` seconds.
+        Exception
+            The first error of the background stores (the file is closed all the same).
+        ValueError
+            With ``on_missing="raise"``, if frames never came.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._room.notify_all()  # producers waiting for room get their ValueError
+            end = max(self._held, default=-1) + 1
+            while self._next < end:
+                if self._next not in self._held:
+                    self.missing.append(self._next)
+                    self._put({}, 0, _frame_handle(0))
+                self._release_held()
+            if self._open.fill or self._open.frames:
+                self._store_open()
+            self._sink.missing = list(self.missing)
+            handle = BackgroundWriteProcess(0)
+            source = Source((), None, 0, False, 0)
+            self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
+        if not self._last.wait(timeout):
+            raise TimeoutError(f"records not stored after {timeout} s")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
+        raise_root_error(self._last)
+        if self.missing and self._missing_policy != "ignore":
+            message = (f"{len(self.missing)} frame(s) of {self._next} never appended "
+                       f"(first: {self.missing[:10]}); stored with no events")
+            if self._missing_policy == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _frame_handle(size: int) -> BackgroundWriteProcess:
+    """A frame's handle: running from the start, as accepted events are stored whatever
+    happens to the handle (it is settled by the store that announces the frame)."""
+    handle = BackgroundWriteProcess(size)
+    handle._start()
+    return handle
+
+
+def _from_values(value: object, dtype: np.dtype, label: str) -> np.ndarray:
+    """Plain values (lists, scalars) as an array of ``dtype``, if every value fits exactly.
+
+    Python numbers have no dtype of their own (``[5.0]`` is float64), so
+    they are judged by value, where an array is judged by its dtype.
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{label}: expected an array, got {type(value).__name__}") from exc
+    if array.dtype == dtype or array.size == 0:
+        return array.astype(dtype, copy=False)
+    if np.can_cast(array.dtype, dtype, casting="safe"):
+        return array.astype(dtype)
+    try:
+        with np.errstate(all="ignore"):
+            converted = array.astype(dtype)
+            exact = np.array_equal(converted.astype(array.dtype), array,
+                                   equal_nan=array.dtype.kind in "fc")
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise TypeError(f"{label}: these values cannot be stored as {dtype} without loss; "
+                        f"convert them yourself if that is what you want")
+    return converted
+
+
+def _check_features(features: object,
+                    reserved: tuple[str, str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``features`` as {name: (shape, dtype)}, checked in the caller."""
+    if not isinstance(features, Mapping) or not features:
+        raise TypeError(f"features must be a non-empty mapping of name to (shape, dtype), "
+                        f"got {features!r}")
+    layouts = {}
+    for name, spec in features.items():
+        if not isinstance(name, str) or not name or "/" in name or name == ".":
+            raise ValueError(f"features: {name!r} is not a dataset name")
+        if name in reserved:
+            raise ValueError(f"features: {name!r} is the name of the index or nevents dataset")
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise TypeError(f"features[{name!r}] must be a (shape, dtype) tuple, got {spec!r}")
+        shape, dtype = spec
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (int(shape),)
+        try:
+            shape = tuple(int(n) for n in shape)  # type: ignore[union-attr]
+        except TypeError as exc:
+            raise TypeError(f"features[{name!r}]: shape must be a tuple of ints, "
+                            f"got {shape!r}") from exc
+        if any(n < 1 for n in shape):
+            raise ValueError(f"features[{name!r}]: shape must have positive sizes, got {shape}")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"features[{name!r}]: {dtype!r} is not a dtype") from exc
+        if dtype.hasobject:
+            raise TypeError(f"features[{name!r}]: dtype {dtype} holds Python objects")
+        layouts[name] = (shape, dtype)
+    return layouts
