@@ -157,3 +157,71 @@ def test_write_at_checks(tmp_path):
             w.write_at(1.5, np.zeros((4, 4), "u1"))
     with pytest.raises(ValueError, match="on_missing"):
         FrameWriter(tmp_path / "g.h5", "frames", (4, 4), "u1", on_missing="shout")
+
+
+def test_handles_of_a_partial_chunk_complete_on_close(tmp_path):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", chunk_frames=4)
+    handles = [w.append(np.full((4, 4), i, "u1")) for i in range(6)]  # 1 whole chunk + 2
+    w.flush()
+    assert handles[0].done() and not handles[5].done()  # its chunk is not whole yet
+    w.close()
+    assert all(h.done() and h.exception() is None for h in handles)
+    assert w.pending_bytes == 0
+
+
+def test_missing_slots_are_an_attribute_of_the_dataset(tmp_path):
+    with (pytest.warns(RuntimeWarning),
+          FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", chunk_frames=2) as w):
+        w.write_at(3, np.zeros((4, 4), "u1"))
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].attrs["missing_frames"].tolist() == [0, 1, 2]
+
+
+def test_max_pending_bytes_bounds_a_fast_producer(tmp_path, monkeypatch):
+    import time
+
+    from bgio.h5 import sink
+
+    real_write = sink.DatasetSink.write
+
+    def slow_write(self, chunk):
+        time.sleep(0.002)
+        return real_write(self, chunk)
+
+    monkeypatch.setattr(sink.DatasetSink, "write", slow_write)
+    frames = realistic_frames(60, shape=(16, 16))
+    chunk_bytes = 4 * frames[0].nbytes
+    bound = 3 * chunk_bytes
+    w = FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", chunk_frames=4,
+                    max_pending_bytes=bound)
+    peak = 0
+    for frame in frames:
+        w.append(frame)
+        peak = max(peak, w.pending_bytes)
+    w.close()
+    assert bound // 2 < peak <= bound
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert np.array_equal(f["frames"][...], frames)
+
+
+def test_no_room_raises_queue_full_and_the_awaited_frame_is_let_in(tmp_path):
+    import threading
+
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=2,
+                    max_pending_bytes=2 * 64)  # one chunk
+    w.write_at(1, np.ones((8, 8), "u1"))  # opens chunk 0, which waits for frame 0
+    with pytest.raises(bgio.QueueFull, match="no room for 1 frame"):
+        w.write_at(2, np.ones((8, 8), "u1"), block=False)
+    with pytest.raises(bgio.QueueFull, match="after 0.05 s"):
+        w.append(np.ones((8, 8), "u1"), timeout=0.05)
+    later = []
+    thread = threading.Thread(target=lambda: later.append(w.write_at(2, np.full((8, 8), 2, "u1"))))
+    thread.start()
+    w.write_at(0, np.zeros((8, 8), "u1"))  # goes into the open chunk: no room needed
+    thread.join(timeout=30)
+    assert later and not thread.is_alive()
+    w.close()
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert [int(frame[0, 0]) for frame in f["frames"]] == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_pending_bytes"):
+        FrameWriter(tmp_path / "g.h5", "frames", (8, 8), "u1", max_pending_bytes=-1)

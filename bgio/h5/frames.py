@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import h5py
@@ -12,9 +14,10 @@ import numpy as np
 
 from ..closing import ClosesOnExit
 from ..engine import submit
+from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
-from ..priority import resolve_priority
+from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
 from .filters import encoding_pool, pipeline_of
 from .layout import as_frames, default_chunks
@@ -72,6 +75,11 @@ class FrameWriter(ClosesOnExit):
         Pacing of the background work (filtering and storing, not the
         handing of bytes to HDF5's cache). At full bandwidth (preset 1),
         chunks are compressed ahead on a pool, one thread per core.
+    max_pending_bytes : int or None, keyword-only
+        Bound on the bytes held for frames not yet stored (chunks being
+        filled and chunks queued); a call that would exceed it waits for
+        room (or raises :class:`bgio.QueueFull`, see :meth:`append`).
+        None, the default, means no bound.
     on_missing : {"warn", "raise", "ignore"}, keyword-only
         What :meth:`close` does about slots below the last frame that were
         never written (:meth:`write_at`): they are listed in
@@ -102,10 +110,13 @@ class FrameWriter(ClosesOnExit):
         shuffle: bool = False,
         chunk_frames: int | None = None,
         priority: PriorityLike = 4,
+        max_pending_bytes: int | None = None,
         on_missing: str = "warn",
     ) -> None:
         if on_missing not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._profile = resolve_priority(priority)
         self._dtype = np.dtype(dtype)
         self._frame_shape = tuple(int(n) for n in frame_shape)
@@ -137,7 +148,13 @@ class FrameWriter(ClosesOnExit):
         self._dataset = dataset
         self._sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
         self._chunk_frames = chunks[0]
-        self._lock = threading.Lock()
+        # Reentrant: a submit during interpreter exit runs the store in this
+        # thread, and its done callback takes the lock again.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._bound = max_pending_bytes
+        self._pending = 0  # bytes of chunks being filled, and of stores not yet done
+        self._chunk_bytes = self._chunk_frames * math.prod(self._frame_shape) * self._dtype.itemsize
         self._next = 0  # where append() goes: after the highest frame written
         self._count = 0  # frames accepted
         self._holes: set[int] = set()  # indices below _next not written (yet): few, usually
@@ -158,13 +175,31 @@ class FrameWriter(ClosesOnExit):
         """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
         return self._count
 
-    def append(self, frames: object) -> BackgroundWriteProcess:
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for frames not yet stored: chunks being filled, and chunks queued."""
+        return self._pending
+
+    def append(self, frames: object, *, block: bool = True,
+               timeout: float | None = None) -> BackgroundWriteProcess:
         """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
+
+        Parameters
+        ----------
+        frames : array-like
+            One frame, or a stack ``(n, *frame_shape)``.
+        block : bool, keyword-only, default True
+            With no room under ``max_pending_bytes``: wait (True) or raise
+            :class:`bgio.QueueFull` at once (False).
+        timeout : float or None, keyword-only
+            Seconds to wait for room at most; then :class:`bgio.QueueFull`.
 
         Returns
         -------
         bgio.BackgroundWriteProcess
-            The handle of the chunk write that stores the last of these frames.
+            The handle of the store of the chunk that holds the last of
+            these frames: done once that chunk is stored whole (when all its
+            frames have come, or at :meth:`close`).
 
         Raises
         ------
@@ -172,17 +207,25 @@ class FrameWriter(ClosesOnExit):
             Wrong frame shape, or the writer is closed.
         TypeError
             A dtype that would lose values in the dataset's.
+        bgio.QueueFull
+            No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
+            if self._bound is not None:
+                self._wait_for_room(lambda: self._next, stack, block, timeout)
             return self._place(self._next, stack)
 
-    def write_at(self, index: int, frames: object) -> BackgroundWriteProcess:
+    def write_at(self, index: int, frames: object, *, block: bool = True,
+                 timeout: float | None = None) -> BackgroundWriteProcess:
         """Put frames at ``index`` (and after), for frames that arrive out of order.
 
         Several producer threads may call it at once. A chunk is stored once
         all its frames have come (or at :meth:`flush` / :meth:`close`); slots
         never written are reported by :meth:`close` (see ``on_missing``).
+        ``block`` and ``timeout`` are as for :meth:`append`; a frame that
+        goes into a chunk already being filled needs no room, so the frames
+        others wait for are always let in.
 
         Raises
         ------
@@ -190,6 +233,8 @@ class FrameWriter(ClosesOnExit):
             A negative index, wrong frame shape, or the writer is closed.
         TypeError
             A dtype that would lose values, or a non-integer index.
+        bgio.QueueFull
+            No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
@@ -197,7 +242,39 @@ class FrameWriter(ClosesOnExit):
             raise ValueError(f"index must be >= 0, got {index}")
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
+            if self._bound is not None:
+                self._wait_for_room(lambda: index, stack, block, timeout)
             return self._place(index, stack)
+
+    def _cost(self, index: int, stack: np.ndarray) -> int:
+        """Bytes that placing ``stack`` at ``index`` would add to :attr:`pending_bytes`."""
+        per_chunk = self._chunk_frames
+        if per_chunk == 1:
+            return int(stack.nbytes)
+        first, last = index // per_chunk, (index + len(stack) - 1) // per_chunk
+        new = sum(1 for chunk in range(first, last + 1) if chunk not in self._open)
+        return new * self._chunk_bytes
+
+    def _wait_for_room(self, where: Callable[[], int], stack: np.ndarray, block: bool,
+                       timeout: float | None) -> None:
+        """Wait (lock held) until ``stack`` fits under ``max_pending_bytes``, or raise QueueFull."""
+        bound = self._bound
+        assert bound is not None
+
+        def has_room() -> bool:
+            if self._closed:
+                return True  # _place raises the ValueError
+            cost = self._cost(where(), stack)
+            return cost == 0 or self._pending == 0 or self._pending + cost <= bound
+
+        if has_room():
+            return
+        if not block:
+            raise QueueFull(f"{self._pending} bytes pending, bound {bound}: no room for "
+                            f"{len(stack)} frame(s)")
+        if not self._room.wait_for(has_room, timeout):
+            raise QueueFull(f"no room for {len(stack)} frame(s) after {timeout} s "
+                            f"({self._pending} pending, bound {bound})")
 
     def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
         if self._closed:
@@ -223,15 +300,20 @@ class FrameWriter(ClosesOnExit):
         chunk = self._open.get(chunk_index)
         if chunk is None:
             chunk = self._open[chunk_index] = _OpenChunk(per_chunk, self._frame_shape, self._dtype)
+            self._pending += chunk.frames.nbytes  # until stored
         chunk.frames[position] = stack[offset]
         chunk.filled.add(position)
         if len(chunk.filled) == per_chunk:
             del self._open[chunk_index]
-            self._submit(chunk_index * per_chunk, chunk.frames, per_chunk, chunk.handle)
+            self._submit(chunk_index * per_chunk, chunk.frames, per_chunk, chunk.handle,
+                         counted=True)
         return chunk.handle
 
     def _submit(self, first_frame: int, frames: np.ndarray, count: int,
-                handle: BackgroundWriteProcess | None = None) -> BackgroundWriteProcess:
+                handle: BackgroundWriteProcess | None = None,
+                counted: bool = False) -> BackgroundWriteProcess:
+        """Queue one chunk's store; its bytes count as pending until it is done
+        (``counted``: they already do, since the chunk was opened)."""
         encoded = None
         pipeline = self._sink.pipeline
         if self._pool is not None and pipeline is not None and pipeline.compresses:
@@ -244,20 +326,39 @@ class FrameWriter(ClosesOnExit):
         source = Source((chunk,), None, len(chunk), False, len(chunk))
         # One chunk is one block for the engine: never split, however large.
         job = Job(handle, self._sink, source, self._profile, chunk_size=max(len(chunk), 1))
+        held = frames.nbytes
+        if not counted:
+            self._pending += held
+        handle.add_done_callback(lambda _: self._stored(held))
         self._last = submit(job)
         return handle
+
+    def _stored(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+            self._room.notify_all()
 
     def _idle_handle(self) -> BackgroundWriteProcess:
         handle = BackgroundWriteProcess(0)
         handle._finish(None)
         return handle
 
-    def _write_partial(self) -> None:
-        """Queue the chunks being filled as they stand (zeros where frames have not come)."""
+    def _write_partial(self, final: bool = False) -> None:
+        """Queue the chunks being filled as they stand (zeros where frames have not come).
+
+        They go on filling and are stored again when full, so a copy is
+        queued, with a handle of its own; when closing (``final``), the
+        chunks themselves go, and with them the handles their frames got.
+        """
         for chunk_index, chunk in sorted(self._open.items()):
             count = max(chunk.filled) + 1  # up to the last frame that came
-            snapshot = chunk.frames.copy()  # later frames keep filling the original
-            self._submit(chunk_index * self._chunk_frames, snapshot, count)
+            start = chunk_index * self._chunk_frames
+            if final:
+                self._submit(start, chunk.frames, count, chunk.handle, counted=True)
+            else:
+                self._submit(start, chunk.frames.copy(), count)
+        if final:
+            self._open.clear()
 
     def flush(self, timeout: float | None = None) -> None:
         """Store every frame appended so far (a partial chunk too) and flush the file.
@@ -287,9 +388,10 @@ class FrameWriter(ClosesOnExit):
             if self._closed:
                 return
             self._closed = True
-            self._write_partial()
-            self._open.clear()
+            self._room.notify_all()  # producers waiting for room get their ValueError
+            self._write_partial(final=True)
             self.missing = sorted(self._holes)
+            self._sink.missing = self.missing
             handle = BackgroundWriteProcess(0)
             source = Source((), None, 0, False, 0)
             self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
