@@ -27,15 +27,23 @@ def test_both_writers_store_the_frames(tmp_path, writer):
         assert np.array_equal(f["x"][...], frames)
 
 
-def test_gap_measurement_runs(tmp_path):
-    result = h5.h5_call_gaps(str(tmp_path), h5.realistic_frames(3, shape=(64, 64)),
-                             h5.direct_chunk_thread, "direct")
-    assert result.label == "direct" and result.seconds > 0 and result.max_ms >= result.p99_ms >= 0
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_direct_chunks_need_one_frame_per_chunk(tmp_path):
     with h5py.File(tmp_path / "f.h5", "w") as f:
         ds = f.create_dataset("x", shape=(4, 8, 8), dtype="u1", chunks=(2, 8, 8), compression="gzip")
         with pytest.raises(ValueError, match="one frame per chunk"):
             h5.direct_chunk_thread(ds, np.zeros((4, 8, 8), "u1"))
+
+
+def test_every_side_runs_and_cleans_up(tmp_path):
+    frames = h5.realistic_frames(3, shape=(64, 64))
+    steps = []
+    runs = h5.h5_scenario(str(tmp_path), frames, repeat=1, on_step=steps.append)
+    assert list(runs) == list(h5.ARMS)
+    assert len(steps) == 2 * len(h5.ARMS)  # a warm-up and one round
+    for label, run in runs.items():
+        assert run.label == label and run.seconds > 0
+        if "main" in label:
+            assert run.max_ms >= run.p99_ms > 0
+        else:
+            assert run.p99_ms is None and run.mib_s > 0
+    assert list(tmp_path.iterdir()) == []

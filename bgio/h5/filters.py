@@ -44,7 +44,7 @@ class ChunkPipeline:
         """True if a chunk is deflated (its stored size then varies)."""
         return any(step == DEFLATE for step, _ in self.steps)
 
-    def encode(self, chunk: np.ndarray) -> bytes:
+    def encode(self, chunk: np.ndarray) -> bytes | memoryview:
         """Filter one whole chunk as HDF5 would, for ``write_direct_chunk``.
 
         Runs without h5py's lock: numpy's byte shuffle and zlib (which
@@ -58,7 +58,9 @@ class ChunkPipeline:
 
         Returns
         -------
-        bytes
+        bytes or memoryview
+            The stored form of the chunk; a view of ``chunk`` itself when
+            there is no filter to apply.
         """
         if not chunk.flags.c_contiguous:
             raise ValueError("chunk: must be C-contiguous")
@@ -68,7 +70,7 @@ class ChunkPipeline:
                 data = _shuffle(data, self.itemsize)
             else:
                 data = zlib.compress(data, options[0] if options else 6)
-        return bytes(data)
+        return data  # with no filter, the chunk's own memory: stored without a copy
 
 
 def _shuffle(data: bytes | memoryview, itemsize: int) -> bytes | memoryview:
