@@ -86,6 +86,12 @@ class FrameWriter(ClosesOnExit):
         :attr:`missing` in every case; "warn" also warns, "raise" raises
         ``ValueError`` (after closing).
 
+    Attributes
+    ----------
+    missing : list of int
+        After :meth:`close`: the slots below the last frame that were never
+        written (also the dataset's ``missing_frames`` attribute).
+
     Examples
     --------
     >>> import bgio.h5, numpy as np, tempfile, os, h5py

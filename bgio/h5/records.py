@@ -232,6 +232,12 @@ class RecordWriter(ClosesOnExit):
         ``nevents``; "warn" also warns, "raise" raises ``ValueError``
         (after closing).
 
+    Attributes
+    ----------
+    missing : list of int
+        After :meth:`close`: the frames below the last one appended that
+        never came (also the ``missing_frames`` attribute of ``nevents``).
+
     Examples
     --------
     >>> import bgio.h5, numpy as np, tempfile, os, h5py
