@@ -209,7 +209,7 @@ def test_feature_and_option_checks(tmp_path):
         RecordWriter(path, "e", {"a": "f4"})
     with pytest.raises(ValueError, match="'a/b' is not a dataset name"):
         RecordWriter(path, "e", {"a/b": ((), "f4")})
-    with pytest.raises(ValueError, match="'index' is the name of the index or nevents dataset"):
+    with pytest.raises(ValueError, match="'index' is the name of the index, nevents or keys dataset"):
         RecordWriter(path, "e", {"index": ((), "f4")})
     with pytest.raises(ValueError, match="shape must have positive sizes"):
         RecordWriter(path, "e", {"a": ((0,), "f4")})

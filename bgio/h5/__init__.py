@@ -11,7 +11,10 @@ a millisecond. :mod:`bgio.h5.filters` reproduces the pipelines it can.
 from __future__ import annotations
 
 from .filters import ChunkPipeline, pipeline_of
+from .follow import Follower, FollowTimeout, RecordFollower, follow, follow_records
 from .frames import FrameWriter
+from .live import open_live
 from .records import RecordWriter
 
-__all__ = ["ChunkPipeline", "FrameWriter", "RecordWriter", "pipeline_of"]
+__all__ = ["ChunkPipeline", "FollowTimeout", "Follower", "FrameWriter", "RecordFollower",
+           "RecordWriter", "follow", "follow_records", "open_live", "pipeline_of"]

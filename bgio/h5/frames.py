@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 import threading
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,20 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
 from .filters import encoding_pool, pipeline_of
 from .layout import as_frames, default_chunks
+from .live import (
+    DEFAULT_FLUSH_INTERVAL,
+    Announce,
+    Announcer,
+    Keys,
+    check_flush_options,
+    check_live,
+    claim_finished,
+    create_finished,
+    create_keys,
+    open_live,
+    release_finished,
+    start_swmr,
+)
 from .sink import Chunk, DatasetSink
 
 if TYPE_CHECKING:
@@ -118,11 +133,19 @@ class FrameWriter(ClosesOnExit):
         priority: PriorityLike = 4,
         max_pending_bytes: int | None = None,
         on_missing: str = "warn",
+        swmr: bool = False,
+        flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
+        flush_every: int | None = None,
+        keys: str | None = None,
+        finished: str = "finished",
     ) -> None:
         if on_missing not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        swmr = bool(swmr)
+        if swmr:
+            flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
         self._profile = resolve_priority(priority)
         self._dtype = np.dtype(dtype)
         self._frame_shape = tuple(int(n) for n in frame_shape)
@@ -133,13 +156,16 @@ class FrameWriter(ClosesOnExit):
             chunks = (chunk_frames, *self._frame_shape)
         own_file = None
         if isinstance(target, (str, bytes, os.PathLike)):
-            own_file = group = h5py.File(target, "a")
+            own_file = group = open_live(target) if swmr else h5py.File(target, "a")
         elif isinstance(target, (h5py.File, h5py.Group)):
             group = target
         else:
             raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
                             f"{type(target).__qualname__}")
+        key_dataset = finished_flag = None
         try:
+            if swmr:
+                check_live(group)
             if name in group:
                 raise ValueError(f"name: {name!r} already exists in {group.name!r}")
             dataset = group.create_dataset(
@@ -147,12 +173,23 @@ class FrameWriter(ClosesOnExit):
                 dtype=self._dtype, chunks=chunks, compression=compression,
                 compression_opts=compression_opts, shuffle=shuffle,
             )
+            if swmr:
+                key_dataset = create_keys(dataset.parent,
+                                          keys or f"{posixpath.basename(dataset.name)}_keys")
+                finished_flag = create_finished(dataset.parent, finished)
         except BaseException:
             if own_file is not None:
                 own_file.close()
             raise
         self._dataset = dataset
         self._sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
+        self._swmr = swmr
+        self._finished = finished_flag
+        if key_dataset is not None and finished_flag is not None:
+            self._sink.keys = Keys(key_dataset)
+            claim_finished(finished_flag)
+        self._unannounced: list[int] = []  # live: frames accepted, keys not yet set
+        self._announcer = Announcer(flush_interval, flush_every, self._tick)
         self._chunk_frames = chunks[0]
         # Reentrant: a submit during interpreter exit runs the store in this
         # thread, and its done callback takes the lock again.
@@ -285,10 +322,40 @@ class FrameWriter(ClosesOnExit):
     def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
         if self._closed:
             raise ValueError("write to a closed FrameWriter")
+        if self._swmr:
+            start_swmr(self._dataset.file)  # every writer of the file exists by now
         handle = None
         for offset in range(len(stack)):
             handle = self._put(index + offset, stack, offset)
+        if self._swmr:
+            self._unannounced.extend(range(index, index + len(stack)))
+            if self._announcer.accepted(len(stack)):
+                self._announce()
         return handle if handle is not None else self._idle_handle()
+
+    def _announce(self) -> None:
+        """Live files: store what the open chunks hold, then set the keys of every frame
+        accepted since the last time (lock held). The worker flushes the data first."""
+        self._announcer.announced()
+        if not self._unannounced:
+            return
+        self._write_partial()
+        frames = sorted(set(self._unannounced))
+        self._unannounced.clear()
+        self._submit_announce(frames)
+
+    def _submit_announce(self, frames: list[int]) -> None:
+        block = Announce(frames)
+        handle = BackgroundWriteProcess(len(block))
+        source = Source((block,), None, len(block), False, len(block))
+        self._last = submit(Job(handle, self._sink, source, self._profile,
+                                chunk_size=max(len(block), 1)))
+
+    def _tick(self) -> None:
+        """The announcer's timer: announce what waits, unless closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._announce()
 
     def _put(self, index: int, stack: np.ndarray, offset: int) -> BackgroundWriteProcess:
         if index >= self._next:
@@ -377,7 +444,10 @@ class FrameWriter(ClosesOnExit):
             The first error of the background writes.
         """
         with self._lock:
-            self._write_partial()
+            if self._swmr and not self._closed:
+                self._announce()  # stores the partial chunks too
+            else:
+                self._write_partial()
             last = self._last
         if last is not None:
             if not last.wait(timeout):
@@ -395,7 +465,13 @@ class FrameWriter(ClosesOnExit):
                 return
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
+            self._announcer.close()
             self._write_partial(final=True)
+            if self._unannounced:
+                self._submit_announce(sorted(set(self._unannounced)))
+                self._unannounced.clear()
+            if self._finished is not None and release_finished(self._finished):
+                self._sink.finished = self._finished  # the last writer sharing it sets it
             self.missing = sorted(self._holes)
             self._sink.missing = self.missing
             handle = BackgroundWriteProcess(0)

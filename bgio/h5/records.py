@@ -35,7 +35,21 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
 from .filters import ChunkPipeline, encoding_pool, pipeline_of
 from .layout import CHUNK_BYTES, check_lossless
-from .sink import MISSING_ATTRIBUTE, store_chunk
+from .live import (
+    DEFAULT_FLUSH_INTERVAL,
+    Announce,
+    Announcer,
+    Keys,
+    check_flush_options,
+    check_live,
+    claim_finished,
+    create_finished,
+    create_keys,
+    open_live,
+    release_finished,
+    start_swmr,
+)
+from .sink import set_finished, set_missing, store_chunk
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -129,12 +143,20 @@ class RecordSink:
         self.name = f"{group.file.filename}:{group.name}"
         self.waiter = None
         self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
+        self.keys: Keys | None = None  # live files: the key dataset that announces frames
+        self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._extent = 0  # events stored (the columns' extent along axis 0)
         self._frames = 0  # frames announced (nevents' extent)
         self._counts = np.zeros(NEVENTS_CHUNK, np.int64)  # nevents' last chunk
         self._own_file = own_file
 
-    def write(self, block: RecordBlock) -> int:  # type: ignore[override]
+    def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
+        if isinstance(block, Announce):
+            # SWMR: events and counts reach the file before the keys that announce them.
+            self._flush_data()
+            assert self.keys is not None
+            self.keys.mark(block.frames)
+            return len(block)
         if block.count:
             start = block.index * len(block.rows[0])
             end = start + block.count
@@ -165,6 +187,11 @@ class RecordSink:
                 self._counts = np.zeros(NEVENTS_CHUNK, np.int64)
         self._frames = first + len(counts)
 
+    def _flush_data(self) -> None:
+        for column in self.columns:
+            column.dataset.flush()
+        self.nevents.flush()
+
     def flush(self) -> None:
         """Chunks are stored as they are written; nothing waits in this process."""
 
@@ -174,7 +201,10 @@ class RecordSink:
     def close(self) -> None:
         try:
             if self.missing:
-                self.nevents.attrs[MISSING_ATTRIBUTE] = np.asarray(self.missing, dtype=np.int64)
+                set_missing(self.nevents, self.missing)
+            if self.finished is not None:
+                self._flush_data()
+                set_finished(self.finished)
             self.group.file.flush()
         finally:
             if self._own_file is not None:
@@ -267,12 +297,20 @@ class RecordWriter(ClosesOnExit):
         index_name: str = "index",
         nevents_name: str = "nevents",
         on_missing: str = "warn",
+        swmr: bool = False,
+        flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
+        flush_every: int | None = None,
+        keys: str = "keys",
+        finished: str = "finished",
     ) -> None:
         if on_missing not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
         if not isinstance(group, str) or not group:
             raise TypeError(f"group must be a non-empty str, got {group!r}")
-        layouts = _check_features(features, (index_name, nevents_name))
+        swmr = bool(swmr)
+        if swmr:
+            flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
+        layouts = _check_features(features, (index_name, nevents_name, keys))
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         if chunk_events is None:
@@ -284,7 +322,7 @@ class RecordWriter(ClosesOnExit):
         self._profile = resolve_priority(priority)
         own_file = None
         if isinstance(target, (str, bytes, os.PathLike)):
-            own_file = h5py.File(target, "a")
+            own_file = open_live(target) if swmr else h5py.File(target, "a")
             parent: h5py.Group = own_file
         elif isinstance(target, (h5py.File, h5py.Group)):
             parent = target
@@ -293,9 +331,13 @@ class RecordWriter(ClosesOnExit):
                             f"{type(target).__qualname__}")
         options = {"compression": compression, "compression_opts": compression_opts,
                    "shuffle": shuffle}
+        key_dataset = finished_flag = None
         try:
+            if swmr:
+                check_live(parent)
             where = parent.require_group(group)
-            taken = [name for name in (*layouts, index_name, nevents_name) if name in where]
+            names = (*layouts, index_name, nevents_name, *((keys,) if swmr else ()))
+            taken = [name for name in names if name in where]
             if taken:
                 raise ValueError(f"group: {where.name!r} already has {taken}")
             columns = [
@@ -310,6 +352,9 @@ class RecordWriter(ClosesOnExit):
             nevents = where.create_dataset(
                 nevents_name, shape=(0,), maxshape=(None,), dtype=np.int64,
                 chunks=(NEVENTS_CHUNK,), **options)
+            if swmr:
+                key_dataset = create_keys(where, keys)
+                finished_flag = create_finished(parent, finished)
         except BaseException:
             if own_file is not None:
                 own_file.close()
@@ -320,6 +365,13 @@ class RecordWriter(ClosesOnExit):
         self._chunk_events = chunk_events
         self._row_bytes = sum(column.row_bytes for column in columns)
         self._sink = RecordSink(where, columns, nevents, own_file)
+        self._swmr = swmr
+        self._finished = finished_flag
+        if key_dataset is not None and finished_flag is not None:
+            self._sink.keys = Keys(key_dataset)
+            claim_finished(finished_flag)
+        self._announced = 0  # live: frames below this have their keys set (or queued)
+        self._announcer = Announcer(flush_interval, flush_every, self._tick)
         self._pool = encoding_pool(self._profile)
         self._bound = max_pending_bytes
         self._missing_policy = on_missing
@@ -416,13 +468,42 @@ class RecordWriter(ClosesOnExit):
                                     f"{timeout} s ({self.pending_bytes} pending, "
                                     f"bound {self._bound})")
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
+            if self._swmr:
+                start_swmr(self._group.file)  # every writer of the file exists by now
             if frame_index != self._next:
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size
                 return handle
+            before = self._next
             self._put(arrays, count, handle)
             self._release_held()
+            if self._swmr and self._announcer.accepted(self._next - before):
+                self._announce()
         return handle
+
+    def _announce(self) -> None:
+        """Live files: store the open chunks as they stand, then set the keys of the
+        frames put in order since the last time (lock held)."""
+        self._announcer.announced()
+        if self._next == self._announced:
+            return
+        if self._open.fill or self._open.frames:
+            self._store_open(copy=True)
+        self._submit_announce()
+
+    def _submit_announce(self) -> None:
+        block = Announce(range(self._announced, self._next))
+        self._announced = self._next
+        handle = BackgroundWriteProcess(len(block))
+        source = Source((block,), None, len(block), False, len(block))
+        self._last = submit(Job(handle, self._sink, source, self._profile,
+                                chunk_size=max(len(block), 1)))
+
+    def _tick(self) -> None:
+        """The announcer's timer: announce what waits, unless closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._announce()
 
     def _check_open(self, frame_index: int) -> None:
         if self._closed:
@@ -568,7 +649,9 @@ class RecordWriter(ClosesOnExit):
             The first error of the background stores.
         """
         with self._lock:
-            if not self._closed and (self._open.fill or self._open.frames):
+            if self._swmr and not self._closed:
+                self._announce()  # stores the open chunks too
+            elif not self._closed and (self._open.fill or self._open.frames):
                 self._store_open(copy=True)
             last = self._last
         if last is not None:
@@ -606,6 +689,11 @@ class RecordWriter(ClosesOnExit):
                 self._release_held()
             if self._open.fill or self._open.frames:
                 self._store_open()
+            self._announcer.close()
+            if self._swmr and self._next > self._announced:
+                self._submit_announce()
+            if self._finished is not None and release_finished(self._finished):
+                self._sink.finished = self._finished  # the last writer sharing it sets it
             self._sink.missing = list(self.missing)
             handle = BackgroundWriteProcess(0)
             source = Source((), None, 0, False, 0)
@@ -669,7 +757,7 @@ def _check_features(features: object,
         if not isinstance(name, str) or not name or "/" in name or name == ".":
             raise ValueError(f"features: {name!r} is not a dataset name")
         if name in reserved:
-            raise ValueError(f"features: {name!r} is the name of the index or nevents dataset")
+            raise ValueError(f"features: {name!r} is the name of the index, nevents or keys dataset")
         if not isinstance(spec, tuple) or len(spec) != 2:
             raise TypeError(f"features[{name!r}] must be a (shape, dtype) tuple, got {spec!r}")
         shape, dtype = spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import Future
 
@@ -9,8 +10,12 @@ import h5py
 import numpy as np
 
 from .filters import ChunkPipeline
+from .live import Announce, Keys
 
-__all__ = ["MISSING_ATTRIBUTE", "Chunk", "DatasetSink", "Slab", "store_chunk"]
+__all__ = ["MISSING_ATTRIBUTE", "Chunk", "DatasetSink", "Slab", "set_finished", "set_missing",
+           "store_chunk"]
+
+logger = logging.getLogger("bgio")
 
 #: The attribute listing the frames never written, set on close when there are any.
 MISSING_ATTRIBUTE = "missing_frames"
@@ -31,6 +36,28 @@ def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: in
         dataset.id.write_direct_chunk((start,) + (0,) * (rows.ndim - 1), data)
     else:
         dataset[start : start + count] = rows[:count]
+
+
+def set_missing(dataset: h5py.Dataset, missing: list[int]) -> None:
+    """Record the frames never written as an attribute of ``dataset``.
+
+    Some HDF5 versions cannot create attributes in SWMR mode; the frames
+    are listed on the writer and in its warning all the same, so that is
+    logged rather than raised.
+    """
+    try:
+        dataset.attrs[MISSING_ATTRIBUTE] = np.asarray(missing, dtype=np.int64)
+    except Exception as exc:
+        if not dataset.file.swmr_mode:
+            raise
+        logger.warning("could not record %s on %s in SWMR mode: %r", MISSING_ATTRIBUTE,
+                       dataset.name, exc)
+
+
+def set_finished(flag: h5py.Dataset) -> None:
+    """Set a live file's finished flag, after everything else, and flush it."""
+    flag[0] = 1
+    flag.flush()
 
 
 class Chunk:
@@ -82,10 +109,18 @@ class DatasetSink:
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter = None
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
+        self.keys: Keys | None = None  # live files: the key dataset that announces frames
+        self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._own_file = own_file
 
-    def write(self, chunk: Chunk | Slab) -> int:  # type: ignore[override]
+    def write(self, chunk: Chunk | Slab | Announce) -> int:  # type: ignore[override]
         dataset = self.dataset
+        if isinstance(chunk, Announce):
+            # SWMR: the frames' data reaches the file before the keys that announce them.
+            dataset.flush()
+            assert self.keys is not None
+            self.keys.mark(chunk.frames)
+            return len(chunk)
         if self.extent is None:
             self.extent = dataset.shape[0]
         if isinstance(chunk, Slab):
@@ -113,7 +148,10 @@ class DatasetSink:
     def close(self) -> None:
         try:
             if self.missing:
-                self.dataset.attrs[MISSING_ATTRIBUTE] = np.asarray(self.missing, dtype=np.int64)
+                set_missing(self.dataset, self.missing)
+            if self.finished is not None:
+                self.dataset.flush()
+                set_finished(self.finished)
             self.dataset.file.flush()
         finally:
             if self._own_file is not None:

@@ -1,0 +1,258 @@
+"""Live files: SWMR writing that announces complete frames with the key convention.
+
+Readers of a file that is still being written (HDF5's single-writer /
+multiple-reader mode, SWMR) learn which frames are complete from *key*
+datasets: one integer per frame, 0 (the fill value) until the frame is
+complete, then non-zero. A ``(1,)``-shaped *finished* dataset turns 1 when
+the writer is done. The writer's rules: every dataset is created (chunked,
+with ``maxshape``) before the file switches to SWMR mode; each frame's data
+is flushed before the key that announces it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "DEFAULT_FLUSH_INTERVAL",
+    "KEY_CHUNK",
+    "Announce",
+    "Announcer",
+    "Keys",
+    "check_flush_options",
+    "check_live",
+    "claim_finished",
+    "create_finished",
+    "create_keys",
+    "open_live",
+    "release_finished",
+    "start_swmr",
+]
+
+#: Seconds between announcements by default: readers see a frame about this soon.
+DEFAULT_FLUSH_INTERVAL = 0.25
+#: Keys per chunk of a key dataset (32 KiB of int64).
+KEY_CHUNK = 4096
+
+# libver bounds whose files can switch to SWMR mode (superblock version 3).
+_SWMR_LIBVERS = ("v110", "v112", "v114", "v200", "latest")
+
+
+def open_live(path: str | os.PathLike[str], mode: str = "a") -> h5py.File:
+    """Open (or create) an HDF5 file in the format SWMR needs (``libver="latest"``).
+
+    For an acquisition with several writers in one file: open it with this,
+    create every writer with ``swmr=True`` on it, then append. The file
+    switches to SWMR mode at the first append of any of them, after which
+    no dataset can be created in it.
+
+    Parameters
+    ----------
+    path : path-like
+    mode : {"a", "w", "x"}, default "a"
+        As for :class:`h5py.File`.
+
+    Returns
+    -------
+    h5py.File
+    """
+    if mode not in ("a", "w", "x", "w-"):
+        raise ValueError(f"mode must be 'a', 'w' or 'x' for a live file, got {mode!r}")
+    return h5py.File(path, mode, libver="latest")
+
+
+def check_live(group: h5py.Group) -> None:
+    """Refuse a file that cannot take new datasets for SWMR writing, with the reason.
+
+    Raises
+    ------
+    ValueError
+        If the file is read-only, already in SWMR mode, or opened without
+        a libver that SWMR needs.
+    """
+    file = group.file
+    if file.mode != "r+":
+        raise ValueError(f"target: {file.filename!r} is open read-only")
+    if file.swmr_mode:
+        raise ValueError(
+            f"target: {file.filename!r} is already in SWMR mode, where no dataset can be "
+            f"created; create every writer of the file before the first append")
+    if file.libver[0] not in _SWMR_LIBVERS:
+        raise ValueError(
+            f"target: SWMR needs a file opened with libver='latest' "
+            f"(bgio.h5.open_live(path), or h5py.File(path, mode, libver='latest')); "
+            f"{file.filename!r} has libver {file.libver}")
+
+
+_switch_lock = threading.Lock()
+
+
+def start_swmr(file: h5py.File) -> None:
+    """Switch ``file`` to SWMR mode, once, whichever of its writers gets there first."""
+    with _switch_lock:
+        if not file.swmr_mode:
+            file.swmr_mode = True
+
+
+def create_keys(group: h5py.Group, name: str) -> h5py.Dataset:
+    """The key dataset of a frame dataset: int64 per frame, fill value 0."""
+    if name in group:
+        raise ValueError(f"keys: {name!r} already exists in {group.name!r}")
+    return group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(KEY_CHUNK,),
+                                dtype=np.int64, fillvalue=0)
+
+
+def create_finished(group: h5py.Group, name: str) -> h5py.Dataset:
+    """The ``(1,)``-shaped finished flag (int32, 0 while writing); shared if it exists."""
+    if name in group:
+        existing = group[name]
+        if not isinstance(existing, h5py.Dataset) or existing.shape != (1,) \
+                or existing.dtype.kind not in "iu":
+            raise ValueError(f"finished: {existing.name!r} exists and is not a (1,) integer dataset")
+        return existing
+    return group.create_dataset(name, shape=(1,), maxshape=(1,), dtype=np.int32, fillvalue=0)
+
+
+# Writers sharing one finished flag: it is set when the last of them closes.
+_finished_users: dict[tuple[str, str], int] = {}
+_finished_lock = threading.Lock()
+
+
+def _finished_key(dataset: h5py.Dataset) -> tuple[str, str]:
+    return (os.path.realpath(dataset.file.filename), dataset.name)
+
+
+def claim_finished(dataset: h5py.Dataset) -> None:
+    """Count a writer that will set ``dataset`` when it is done."""
+    with _finished_lock:
+        key = _finished_key(dataset)
+        _finished_users[key] = _finished_users.get(key, 0) + 1
+
+
+def release_finished(dataset: h5py.Dataset) -> bool:
+    """A writer is done; True if it was the last, and so sets the flag."""
+    with _finished_lock:
+        key = _finished_key(dataset)
+        users = _finished_users.get(key, 1) - 1
+        if users <= 0:
+            _finished_users.pop(key, None)
+            return True
+        _finished_users[key] = users
+        return False
+
+
+class Announce:
+    """A block for the worker: flush the data, then mark these frames complete."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: Sequence[int]) -> None:
+        self.frames = frames  # increasing frame indices
+
+    def __len__(self) -> int:
+        return 8 * len(self.frames)  # the key bytes written: what pacing counts
+
+
+class Keys:
+    """The worker's side of a key dataset: marks frames complete, then flushes."""
+
+    __slots__ = ("dataset", "extent")
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self.dataset = dataset
+        self.extent = dataset.shape[0]
+
+    def mark(self, frames: Sequence[int]) -> None:
+        """Set the keys of ``frames`` (increasing) non-zero (index + 1) and flush them."""
+        if not len(frames):
+            return
+        dataset = self.dataset
+        end = int(frames[-1]) + 1
+        if end > self.extent:
+            dataset.resize(end, axis=0)
+            self.extent = end
+        for start, stop in _runs(frames):
+            dataset[start:stop] = np.arange(start + 1, stop + 1, dtype=np.int64)
+        dataset.flush()
+
+
+def _runs(frames: Sequence[int]) -> list[tuple[int, int]]:
+    """Increasing indices as ``[start, stop)`` runs of consecutive ones."""
+    if isinstance(frames, range) and frames.step == 1:
+        return [(frames.start, frames.stop)]
+    runs: list[tuple[int, int]] = []
+    start = previous = int(frames[0])
+    for frame in frames[1:]:
+        frame = int(frame)
+        if frame != previous + 1:
+            runs.append((start, previous + 1))
+            start = frame
+        previous = frame
+    runs.append((start, previous + 1))
+    return runs
+
+
+class Announcer:
+    """When a live writer announces its frames: every ``interval`` seconds, or every
+    ``every`` frames, whichever comes first.
+
+    The writer tells it of accepted frames (under its own lock); it answers
+    whether to announce now (``every`` reached), and otherwise makes sure a
+    timer will call ``fire`` within ``interval``. The timer is armed only
+    while frames wait to be announced, so an idle writer costs nothing.
+    """
+
+    def __init__(self, interval: float | None, every: int | None,
+                 fire: Callable[[], None]) -> None:
+        self.interval = interval
+        self.every = every
+        self._fire = fire
+        self._waiting = 0
+        self._timer: threading.Timer | None = None
+
+    def accepted(self, frames: int) -> bool:
+        """``frames`` more await announcement; True if they should be announced now."""
+        self._waiting += frames
+        if self.every is not None and self._waiting >= self.every:
+            return True
+        if self.interval is not None and self._timer is None:
+            timer = threading.Timer(self.interval, self._on_timer)
+            timer.daemon = True  # a flush at exit is close()'s job, not the timer's
+            timer.name = "bgio-h5-announce"
+            self._timer = timer
+            timer.start()
+        return False
+
+    def announced(self) -> None:
+        """Everything accepted so far is being announced."""
+        self._waiting = 0
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _on_timer(self) -> None:
+        self._fire()
+
+    def close(self) -> None:
+        self.announced()
+
+
+def check_flush_options(flush_interval: object, flush_every: object) -> tuple[float | None, int | None]:
+    """Validate ``flush_interval`` (seconds > 0, or None) and ``flush_every`` (frames >= 1, or None)."""
+    if flush_interval is not None:
+        if isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float)) \
+                or not flush_interval > 0:
+            raise ValueError(f"flush_interval must be seconds > 0 or None, got {flush_interval!r}")
+        flush_interval = float(flush_interval)
+    if flush_every is not None and (isinstance(flush_every, bool)
+                                    or not isinstance(flush_every, int) or flush_every < 1):
+        raise ValueError(f"flush_every must be an int >= 1 or None, got {flush_every!r}")
+    if flush_interval is None and flush_every is None:
+        raise ValueError("flush_interval and flush_every cannot both be None: readers would "
+                         "see frames only at close")
+    return flush_interval, flush_every
