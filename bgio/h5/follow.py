@@ -60,6 +60,7 @@ class _Following:
         self.finished = False
         self._own = not isinstance(source, h5py.File)
         self.file = _open_swmr(source, self.timeout) if self._own else source
+        self._filename = self.file.filename
         self._done = False
         self._last_progress = time.monotonic()
 
@@ -106,7 +107,7 @@ class _Following:
         self.close()
         if self.timed_out and self._raise:
             raise FollowTimeout(f"no new frame for {self.timeout} s and the file "
-                                f"{self.file.filename!r} is not finished")
+                                f"{self._filename!r} is not finished")
         raise StopIteration
 
     def close(self) -> None:

@@ -1,0 +1,254 @@
+"""Live files: a SWMR writer in another process, followed here; crash consistency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import subprocess
+import time
+
+import h5py
+import live_writers
+import numpy as np
+import pytest
+from live_writers import FEATURES, FRAME_SHAPE, events, frame
+
+import bgio.h5
+from bgio.h5 import FollowTimeout, FrameWriter, RecordWriter
+
+spawn = multiprocessing.get_context("spawn")
+
+
+def start(target, *args, **kwargs):
+    process = spawn.Process(target=target, args=args, kwargs=kwargs)
+    process.start()
+    return process
+
+
+def plain_follow(path, name, keys, finished, timeout=20.0):
+    """A follower written against h5py and the key convention only (no bgio)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            f = h5py.File(path, "r", swmr=True)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "file never became readable"
+            time.sleep(0.01)
+    got = {}
+    with f:
+        data, key, flag = f[name], f[keys], f[finished]
+        position = 0
+        while time.monotonic() < deadline:
+            key.refresh()
+            complete = key[position:]
+            ready = int(np.argmax(complete == 0)) if (complete == 0).any() else len(complete)
+            if ready:
+                data.refresh()
+                for index in range(position, position + ready):
+                    got[index] = data[index]
+                position += ready
+                continue
+            flag.refresh()
+            if flag[0]:
+                key.refresh()
+                if (key[position:] == 0).all():
+                    return got
+                continue
+            time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_follow_a_bgio_writer_in_another_process(tmp_path):
+    path = str(tmp_path / "live.h5")
+    writer = start(live_writers.bgio_frames, path, 40, 0.005)
+    seen = []
+    with bgio.h5.follow(path, "frames", timeout=30) as follower:
+        for index, image in follower:
+            assert image.tobytes() == frame(index).tobytes()
+            seen.append(index)
+    writer.join(60)
+    assert writer.exitcode == 0
+    assert seen == list(range(40))
+    assert follower.finished and not follower.timed_out and follower.frames_read == 40
+    with h5py.File(path, "r") as f:  # closed properly: a normal open works
+        assert f["frames"].shape == (40, *FRAME_SHAPE) and f["frames"].compression == "gzip"
+        assert f["frames_keys"][:].tolist() == list(range(1, 41))
+        assert f["finished"][:].tolist() == [1]
+
+
+def test_a_reader_knowing_only_h5py_follows_a_bgio_file(tmp_path):
+    path = str(tmp_path / "live.h5")
+    writer = start(live_writers.bgio_frames, path, 25, 0.005)
+    got = plain_follow(path, "frames", "frames_keys", "finished")
+    writer.join(60)
+    assert sorted(got) == list(range(25))
+    assert all(got[index].tobytes() == frame(index).tobytes() for index in got)
+
+
+def test_follow_a_plain_h5py_writer_of_the_convention(tmp_path):
+    path = str(tmp_path / "plain.h5")
+    writer = start(live_writers.plain_h5py_frames, path, 25, 0.005)
+    with bgio.h5.follow(path, "data/images", keys="/keys/images", finished="/finished",
+                        timeout=30) as follower:
+        seen = [(index, image.tobytes()) for index, image in follower]
+    writer.join(60)
+    assert [index for index, _ in seen] == list(range(25))
+    assert all(data == frame(index).tobytes() for index, data in seen)
+    assert follower.finished
+
+
+def test_follow_records_from_another_process(tmp_path):
+    path = str(tmp_path / "events.h5")
+    writer = start(live_writers.bgio_records, path, 30, 0.005)
+    seen = []
+    with bgio.h5.follow_records(path, "events", timeout=30) as follower:
+        for index, got in follower:
+            want = events(index)
+            assert set(got) == set(FEATURES)
+            for name in FEATURES:
+                assert got[name].tobytes() == want[name].tobytes(), (index, name)
+            seen.append(index)
+    writer.join(60)
+    assert seen == list(range(30)) and follower.finished
+
+
+def test_a_stalled_writer_times_out_and_a_killed_one_leaves_its_frames(tmp_path):
+    path = str(tmp_path / "stalled.h5")
+    stalled = spawn.Event()
+    # 6 frames, flushed; a pause; then more frames, slowly, until it is killed.
+    writer = start(live_writers.bgio_frames, path, 100000, 0.002, flush_interval=0.05,
+                   stall_after=6, stalled=stalled, stall=1.5)
+    try:
+        assert stalled.wait(60)
+        started = time.monotonic()
+        follower = bgio.h5.follow(path, "frames", timeout=0.5)
+        assert [index for index, _ in follower] == list(range(6))
+        assert follower.timed_out and not follower.finished
+        assert time.monotonic() - started < 1.4  # ended by the timeout, within the pause
+        with pytest.raises(FollowTimeout, match="no new frame for 0.3 s"):
+            list(bgio.h5.follow(path, "frames", timeout=0.3, on_timeout="raise"))
+        time.sleep(1.5)  # the writer is appending again
+    finally:
+        writer.kill()
+        writer.join(60)
+    # SIGKILL mid-write: a SWMR reader gets every frame announced, byte-exact, in order.
+    with bgio.h5.follow(path, "frames", timeout=0.5) as follower:
+        seen = [(index, image.tobytes()) for index, image in follower]
+    assert len(seen) > 6 and [index for index, _ in seen] == list(range(len(seen)))
+    assert all(data == frame(index).tobytes() for index, data in seen)
+    assert follower.timed_out and not follower.finished
+    # A normal open fails until the crashed writer's marks are cleared.
+    copy = str(tmp_path / "copy.h5")
+    shutil.copy(path, copy)
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(path, "r")
+    assert bgio.h5.recover(path) is True
+    assert bgio.h5.recover(path) is False  # nothing left to do
+    with h5py.File(path, "r") as f:
+        frames = f["frames"]
+        assert frames.shape[0] >= len(seen)
+        for index, data in seen:
+            assert frames[index].tobytes() == data
+    if shutil.which("h5clear"):  # HDF5's own tool makes the same repair
+        subprocess.run(["h5clear", "-s", "--increment=0", copy], check=True, capture_output=True)
+        with open(path, "rb") as ours, open(copy, "rb") as theirs:
+            assert ours.read() == theirs.read()
+
+
+def test_recover_refuses_what_it_cannot_check(tmp_path):
+    (tmp_path / "x.h5").write_bytes(b"not hdf5 at all" * 100)
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        bgio.h5.recover(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "old.h5", "w") as f:  # libver earliest: superblock version 0
+        f["x"] = 1
+    with pytest.raises(ValueError, match="superblock version 0 keeps no write marks"):
+        bgio.h5.recover(tmp_path / "old.h5")
+    with h5py.File(tmp_path / "new.h5", "w", libver="latest") as f:
+        f["x"] = 1
+    assert bgio.h5.recover(tmp_path / "new.h5") is False
+    with open(tmp_path / "new.h5", "r+b") as f:
+        f.seek(20)
+        f.write(b"\x01")  # damage an address: the checksum no longer verifies
+    with pytest.raises(ValueError, match="checksum does not verify"):
+        bgio.h5.recover(tmp_path / "new.h5")
+
+
+def test_several_writers_share_one_live_file(tmp_path):
+    path = tmp_path / "run.h5"
+    with bgio.h5.open_live(path, "w") as f:
+        frames = FrameWriter(f, "frames", FRAME_SHAPE, "<u2", swmr=True)
+        records = RecordWriter(f, "events", FEATURES, swmr=True)
+        assert not f.swmr_mode  # until the first append
+        frames.append(frame(0))
+        assert f.swmr_mode
+        with pytest.raises(ValueError, match="already in SWMR mode"):
+            FrameWriter(f, "late", FRAME_SHAPE, "<u2", swmr=True)
+        records.append(0, events(1))
+        frames.close()
+        assert f["finished"][0] == 0  # the records are still being written
+        records.close()
+        assert f["finished"][0] == 1
+        assert f["events/keys"][:].tolist() == [1]
+        assert f["frames_keys"][:].tolist() == [1]
+
+
+def test_frames_are_announced_by_time_and_by_count(tmp_path):
+    with FrameWriter(tmp_path / "a.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
+                     flush_interval=None, flush_every=3) as w:
+        for index in range(3):
+            w.append(frame(index))
+        w._last.wait(30)  # the announcement queued by the third frame
+        assert w.dataset.parent["frames_keys"][:].tolist() == [1, 2, 3]
+        w.append(frame(3))
+        w._last.wait(30)
+        assert w.dataset.parent["frames_keys"][:].tolist() == [1, 2, 3]  # one of three
+    with FrameWriter(tmp_path / "b.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
+                     flush_interval=0.05, chunk_frames=4) as w:
+        w.append(frame(0))  # a partial chunk: stored and announced by the timer
+        keys = w.dataset.parent["frames_keys"]
+        deadline = time.monotonic() + 10
+        while keys.shape[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert keys[:].tolist() == [1]
+        assert w.dataset[0].tobytes() == frame(0).tobytes()
+
+
+def test_live_options_are_checked(tmp_path):
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        with pytest.raises(ValueError, match="SWMR needs a file opened with libver='latest'"):
+            FrameWriter(f, "frames", FRAME_SHAPE, "<u2", swmr=True)
+        with pytest.raises(ValueError, match="SWMR needs"):
+            RecordWriter(f, "events", FEATURES, swmr=True)
+    for option in ({"flush_interval": 0}, {"flush_interval": "1s"}, {"flush_every": 0},
+                   {"flush_interval": None, "flush_every": None}):
+        with pytest.raises(ValueError, match="flush_"):
+            FrameWriter(tmp_path / "x.h5", "frames", FRAME_SHAPE, "<u2", swmr=True, **option)
+    with pytest.raises(ValueError, match="on_timeout"):
+        bgio.h5.follow(tmp_path / "x.h5", "frames", on_timeout="shout")
+    with pytest.raises(ValueError, match="timeout must be seconds > 0"):
+        bgio.h5.follow(tmp_path / "x.h5", "frames", timeout=0)
+    with FrameWriter(tmp_path / "done.h5", "frames", FRAME_SHAPE, "<u2", swmr=True) as w:
+        w.append(frame(0))
+    with pytest.raises(ValueError, match="keys: no dataset 'nope'"):
+        bgio.h5.follow(tmp_path / "done.h5", "frames", keys="nope")
+    with pytest.raises(ValueError, match="group: no group 'nope'"):
+        bgio.h5.follow_records(tmp_path / "done.h5", "nope")
+    # A finished file is followed to its end at once.
+    with bgio.h5.follow(tmp_path / "done.h5", "frames", timeout=5) as follower:
+        assert [index for index, _ in follower] == [0]
+    assert follower.finished
+
+
+def test_an_idle_follower_does_not_spin(tmp_path):
+    with FrameWriter(tmp_path / "idle.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
+                     finished="done") as w:
+        w.append(frame(0))
+        w.flush()
+        # Never finished while followed: the follower waits out its timeout.
+        started, cpu = time.monotonic(), time.process_time()
+        seen = list(bgio.h5.follow(tmp_path / "idle.h5", "frames", finished="done", timeout=1.0))
+        wall, used = time.monotonic() - started, time.process_time() - cpu
+    assert [index for index, _ in seen] == [0]
+    assert wall >= 1.0
+    assert used / wall < 0.1  # a generous bound: spinning would be near 1.0
