@@ -62,6 +62,8 @@ def submit(job: Job) -> BackgroundWriteProcess:
     global _unfinished, _thread_count
     new_worker = inline = None
     with _lock:
+        if _freed:
+            _bury()
         lane = _lanes.get(job.sink.key)
         if lane is None:
             lane = _lanes[job.sink.key] = Lane(job.sink.key, job.profile)
@@ -182,6 +184,10 @@ def _retire(lane: Lane) -> object:
     """
     target, lane.target = lane.target, None
     lane.close_waiter()
+    if _freed:
+        _bury()
+        if _lanes.get(lane.key) is not lane:
+            return target  # forgotten just now
     if lane.anchor is None:
         try:
             lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
@@ -192,13 +198,35 @@ def _retire(lane: Lane) -> object:
     return target
 
 
+# Lanes whose file object was freed: (weak reference, key), settled by _bury.
+_freed: list[tuple[weakref.ref[object], Hashable]] = []
+
+
 def _forget(ref: weakref.ref[object], key: Hashable) -> None:
     # Runs when a lane's file object is freed, possibly inside a `with _lock`
     # of this same thread (garbage collection), so it must not take the
-    # lock. No job can be queued then: each job holds its file alive.
-    lane = _lanes.get(key)
-    if lane is not None and lane.anchor is ref:
-        _lanes.pop(key, None)
+    # lock, nor touch the lanes: another object with the same key (a file
+    # reopened on the same fd) may be writing through the lane right now.
+    # It only notes the death (list.append is atomic); _bury settles it.
+    _freed.append((ref, key))
+
+
+def _bury() -> None:
+    """Drop the lanes whose file object was freed, unless busy (called under _lock).
+
+    A busy lane serves another object with the same key: it stays, and is
+    anchored to that object when it next goes idle. Dropping it would let
+    a second worker write to the same destination at the same time.
+    """
+    while _freed:
+        ref, key = _freed.pop()
+        lane = _lanes.get(key)
+        if lane is None or lane.anchor is not ref:
+            continue
+        if lane.worker is None and not lane.jobs:
+            del _lanes[key]
+        else:
+            lane.anchor = None
 
 
 def _shutdown() -> None:

@@ -212,3 +212,104 @@ def test_a_bug_in_the_worker_fails_the_writes_and_leaves_wait_all_working(monkey
     monkeypatch.undo()
     assert bgio.bgwrite(Recorder(), b"after", priority=FAST).result(timeout=10) == 5
     assert bgio.wait_all(timeout=10)
+
+
+class _Gate:
+    """A sink for the engine tests: each write waits for ``go`` and is recorded."""
+
+    kind = None
+    nonblocking = False
+    write_many = None
+    waiter = None
+
+    def __init__(self, key, log, go):
+        self.key = key
+        self.target = self  # what the lane anchors to
+        self.name = f"gate {key}"
+        self.log = log
+        self.go = go
+
+    def write(self, block):
+        self.log.append(("start", bytes(block)))
+        self.go.wait(30)
+        self.log.append(("end", bytes(block)))
+        return len(block)
+
+    def flush(self):
+        pass
+
+    def sync(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _job(sink, data):
+    from bgio.handle import BackgroundWriteProcess
+    from bgio.jobs import Job
+    from bgio.source import Source
+
+    return Job(BackgroundWriteProcess(len(data)), sink, Source((data,), "bytes", len(data), False,
+                                                                len(data)), FAST)
+
+
+def test_a_freed_object_does_not_take_its_key_from_a_live_one():
+    # Two objects with one key (an fd reused by a new file object): the first
+    # is freed while the second writes. Its lane must stay, or a second
+    # worker would write to the destination at the same time as the first.
+    from bgio import engine
+
+    log, go = [], threading.Event()
+    first = _Gate("shared", log, go)
+    go.set()
+    assert engine.submit(_job(first, b"a")).result(timeout=30) == 1
+    assert bgio.wait_all(timeout=10)  # idle: the lane is anchored to `first`
+    go.clear()
+    second = _Gate("shared", log, go)
+    busy = engine.submit(_job(second, b"b"))
+    while ("start", b"b") not in log:
+        time.sleep(0.001)
+    del first
+    gc.collect()  # `first` is freed while `second` writes
+    after = engine.submit(_job(second, b"c"))
+    time.sleep(0.05)
+    assert ("start", b"c") not in log  # queued behind b, not written beside it
+    go.set()
+    assert busy.result(timeout=30) == 1 and after.result(timeout=30) == 1
+    assert log[-4:] == [("start", b"b"), ("end", b"b"), ("start", b"c"), ("end", b"c")]
+    assert bgio.wait_all(timeout=10)
+    del second
+    gc.collect()
+    engine.submit(_job(_Gate("other", [], go), b"x")).result(timeout=30)  # settles the freed
+    assert "shared" not in engine._lanes
+
+
+def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
+    import h5py
+    import numpy as np
+
+    from bgio.h5 import FrameWriter
+
+    path = tmp_path / "f.h5"
+    old = FrameWriter(path, "frames", (8, 8), "u1", chunk_frames=1, compression="gzip")
+
+    class Broken:
+        compresses = True
+
+        def encode(self, chunk):
+            raise OSError(5, "Input/output error")
+
+    old._sink.pipeline = Broken()
+    with pytest.raises(OSError):
+        old.append(np.zeros((8, 8), "u1")).result(timeout=30)
+    with pytest.raises(OSError):
+        old.close()
+    path.unlink()  # `old` stays referenced: its lane and its failure live on
+    for swmr in (False, True, False):
+        with FrameWriter(path, "frames", (8, 8), "u1", swmr=swmr) as new:
+            for i in range(30):
+                new.append(np.full((8, 8), i, "u1"))
+        with h5py.File(path, "r") as f:
+            assert [int(frame[0, 0]) for frame in f["frames"]] == list(range(30))
+        path.unlink()

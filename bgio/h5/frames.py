@@ -184,6 +184,7 @@ class FrameWriter(ClosesOnExit):
         self._dataset = dataset
         self._sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
         self._swmr = swmr
+        self._swmr_started = False
         self._finished = finished_flag
         if key_dataset is not None and finished_flag is not None:
             self._sink.keys = Keys(key_dataset)
@@ -322,8 +323,9 @@ class FrameWriter(ClosesOnExit):
     def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
         if self._closed:
             raise ValueError("write to a closed FrameWriter")
-        if self._swmr:
+        if self._swmr and not self._swmr_started:  # (asking h5py would wait for its lock)
             start_swmr(self._dataset.file)  # every writer of the file exists by now
+            self._swmr_started = True
         handle = None
         for offset in range(len(stack)):
             handle = self._put(index + offset, stack, offset)

@@ -139,7 +139,7 @@ class RecordSink:
         self.nevents = nevents
         self.nevents_pipeline = pipeline_of(nevents)
         self.target: object = group
-        self.key: object = ("h5", os.path.realpath(group.file.filename), group.name)
+        self.key: object = ("h5", group.file.id.fileno, group.name)
         self.name = f"{group.file.filename}:{group.name}"
         self.waiter = None
         self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
@@ -366,6 +366,7 @@ class RecordWriter(ClosesOnExit):
         self._row_bytes = sum(column.row_bytes for column in columns)
         self._sink = RecordSink(where, columns, nevents, own_file)
         self._swmr = swmr
+        self._swmr_started = False
         self._finished = finished_flag
         if key_dataset is not None and finished_flag is not None:
             self._sink.keys = Keys(key_dataset)
@@ -468,8 +469,9 @@ class RecordWriter(ClosesOnExit):
                                     f"{timeout} s ({self.pending_bytes} pending, "
                                     f"bound {self._bound})")
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
-            if self._swmr:
+            if self._swmr and not self._swmr_started:  # (asking h5py would wait for its lock)
                 start_swmr(self._group.file)  # every writer of the file exists by now
+                self._swmr_started = True
             if frame_index != self._next:
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import Future
 
 import h5py
@@ -105,7 +104,7 @@ class DatasetSink:
         self.extent: int | None = None  # read in the worker, when the write's turn comes
         self.target: object = dataset
         # One queue per dataset, whichever h5py object names it.
-        self.key: object = ("h5", os.path.realpath(dataset.file.filename), dataset.name)
+        self.key: object = ("h5", dataset.file.id.fileno, dataset.name)
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter = None
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
