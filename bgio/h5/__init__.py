@@ -15,7 +15,7 @@ from .follow import Follower, FollowTimeout, RecordFollower, follow, follow_reco
 from .frames import FrameWriter
 from .live import open_live
 from .records import RecordWriter
-from .recover import recover
+from .superblock import recover
 
 __all__ = ["ChunkPipeline", "FollowTimeout", "Follower", "FrameWriter", "RecordFollower",
            "RecordWriter", "follow", "follow_records", "open_live", "pipeline_of", "recover"]
