@@ -151,7 +151,7 @@ def test_missing_slots_can_raise(tmp_path):
 
 def test_write_at_checks(tmp_path):
     with FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", on_missing="ignore") as w:
-        with pytest.raises(ValueError, match="index must be >= 0"):
+        with pytest.raises(ValueError, match="index must be an int >= 0"):
             w.write_at(-1, np.zeros((4, 4), "u1"))
         with pytest.raises(TypeError, match="index must be an int"):
             w.write_at(1.5, np.zeros((4, 4), "u1"))

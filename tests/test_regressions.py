@@ -14,6 +14,7 @@ import time
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import Recorder
 
@@ -313,3 +314,147 @@ def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
         with h5py.File(path, "r") as f:
             assert [int(frame[0, 0]) for frame in f["frames"]] == list(range(30))
         path.unlink()
+
+
+def test_the_producer_of_the_awaited_record_frame_is_woken(tmp_path):
+    from bgio.h5 import RecordWriter
+
+    w = RecordWriter(tmp_path / "r.h5", "ev", {"a": ((), "f8")}, max_pending_bytes=1000)
+    w.append(7, {"a": np.zeros(50)})  # held (800 bytes), waiting for 0..6
+    accepted = threading.Event()
+
+    def producer():
+        w.append(5, {"a": np.zeros(20)})  # 800 + 320 > 1000: waits, as frame 5 is not next
+        accepted.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    time.sleep(0.1)
+    for frame in range(5):  # 0..4 in order: frame 5 is now the awaited one
+        w.append(frame, {"a": np.zeros(1)})
+    assert accepted.wait(10)
+    thread.join()
+    w.append(6, {"a": np.zeros(1)})
+    w.close()
+
+
+def test_room_is_free_before_the_callbacks_of_a_chunks_handle_run(tmp_path):
+    from bgio.h5 import FrameWriter
+
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=4,
+                    max_pending_bytes=4 * 64)  # one chunk
+    seen = []
+
+    def appended_from_callback(handle):
+        seen.append(w.pending_bytes)
+        w.append(np.full((8, 8), 9, "u1"), block=False)  # QueueFull if the room were not free
+
+    first = w.append(np.zeros((4, 8, 8), "u1"))  # a whole chunk
+    first.add_done_callback(appended_from_callback)
+    first.result(timeout=30)
+    w.close()
+    assert seen == [0]
+    import h5py
+
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (5, 8, 8) and (f["frames"][4] == 9).all()
+
+
+def test_writing_a_frame_again_is_refused_not_stored_over_its_neighbours(tmp_path):
+    from bgio.h5 import FrameWriter
+
+    with FrameWriter(tmp_path / "f.h5", "frames", (2, 2), "u1", chunk_frames=4) as w:
+        w.append(np.arange(1, 5, dtype="u1").repeat(4).reshape(4, 2, 2))  # chunk 0, stored
+        with pytest.raises(ValueError, match="index: frame 2 was already written"):
+            w.write_at(2, np.full((2, 2), 99, "u1"))
+        w.write_at(5, np.full((2, 2), 6, "u1"))
+        w.write_at(4, np.full((2, 2), 5, "u1"))  # a hole: fine
+        with pytest.raises(ValueError, match="frame 5 was already written"):
+            w.write_at(5, np.zeros((2, 2, 2), "u1"))  # 5 and 6: 5 is taken
+    import h5py
+
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert [int(frame[0, 0]) for frame in f["frames"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_close_with_a_timeout_raises_and_a_second_close_waits(tmp_path, monkeypatch):
+    from bgio.h5 import FrameWriter, sink
+
+    release = threading.Event()
+    real = sink.DatasetSink.write
+
+    def slow(self, chunk):
+        release.wait(30)
+        return real(self, chunk)
+
+    monkeypatch.setattr(sink.DatasetSink, "write", slow)
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=1)
+    w.append(np.zeros((8, 8), "u1"))
+    with pytest.raises(TimeoutError, match="frames not stored after 0.05 s"):
+        w.close(timeout=0.05)
+    release.set()
+    w.close(timeout=30)  # waits for the stores this time
+    assert w._last.done()
+
+
+def test_bgwrite_into_a_contiguous_dataset_at_an_offset(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(10, 4), dtype="i4")  # contiguous
+        bgio.bgwrite(ds, np.ones((3, 4), "i4"), offset=2).result(timeout=30)
+        assert ds[:, 0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_fsync_on_a_dataset_reaches_the_disk(tmp_path, monkeypatch):
+    import h5py
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(0, 4), maxshape=(None, 4), chunks=(2, 4), dtype="i4")
+        bgio.bgwrite(ds, np.ones((3, 4), "i4"), fsync=True).result(timeout=30)
+        assert synced == [f.id.get_vfd_handle()]
+
+
+def test_a_chunk_written_alone_is_padded_with_the_fill_value(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(0, 2), maxshape=(None, 2), chunks=(4, 2), dtype="i4",
+                              fillvalue=-1, compression="gzip")
+        bgio.bgwrite(ds, np.ones((2, 2), "i4")).result(timeout=30)  # half a chunk, alone
+        ds.resize(4, axis=0)
+        assert ds[:, 0].tolist() == [1, 1, -1, -1]  # as h5py itself would have it
+
+
+def test_writers_left_open_are_closed_at_exit(tmp_path):
+    script = textwrap.dedent("""
+        import sys, numpy as np, bgio.h5
+        w = bgio.h5.FrameWriter(sys.argv[1], "frames", (8, 8), "u1", chunk_frames=4)
+        for i in range(6):
+            w.append(np.full((8, 8), i, "u1"))
+        r = bgio.h5.RecordWriter(sys.argv[1], "g", {"x": ((), "i4")})
+        r.append(1, {"x": [5]})
+        r.append(0, {"x": [1, 2]})
+    """)
+    path = tmp_path / "open.h5"
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                         text=True, timeout=120, check=False,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        assert f["frames"][:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
+        assert f["g/x"][:].tolist() == [1, 2, 5] and f["g/nevents"][:].tolist() == [2, 1]
+
+
+def test_a_write_far_ahead_costs_no_memory_per_skipped_slot(tmp_path):
+    from bgio.h5 import FrameWriter
+
+    w = FrameWriter(tmp_path / "f.h5", "frames", (2, 2), "u1", on_missing="ignore")
+    w.write_at(10**9, np.ones((2, 2), "u1"))  # a billion slots skipped: one range
+    w.write_at(5, np.ones((2, 2), "u1"))
+    assert len(w._holes) == 10**9 - 1 and 5 not in w._holes and 6 in w._holes

@@ -14,7 +14,7 @@ from ..jobs import Job
 from ..priority import BackgroundIOPriority
 from ..source import Source
 from .filters import pipeline_of
-from .layout import as_frames
+from .layout import as_frames, check_count
 from .sink import Chunk, DatasetSink, Slab
 
 __all__ = ["write_dataset"]
@@ -48,8 +48,7 @@ def write_dataset(
         raise ValueError(f"dataset: cannot grow along axis 0 (maxshape {dataset.maxshape}); "
                          "pass offset= to write into it")
     if offset is not None:
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+        offset = check_count(offset, "offset", minimum=0)
         if not grows and offset + len(frames) > dataset.shape[0]:
             raise ValueError(f"offset: frames {offset}..{offset + len(frames) - 1} do not fit in "
                              f"{dataset.shape[0]} (the dataset cannot grow)")
@@ -83,10 +82,17 @@ def _pieces(sink: DatasetSink, frames: np.ndarray, offset: int | None) -> Iterat
         alone = into == 0 and (take == per_chunk or index + take >= end_of_data)
         if alone and whole_chunks_only and sink.pipeline is not None:
             if take < per_chunk:
-                padded = np.zeros((per_chunk, *frames.shape[1:]), frames.dtype)
+                # The rest of the chunk reads as the fill value, as HDF5 would store it.
+                padded = np.full((per_chunk, *frames.shape[1:]), _fill(dataset), frames.dtype)
                 padded[:take] = piece
                 piece = padded
             yield Chunk(index // per_chunk, np.ascontiguousarray(piece), take)
         else:
             yield Slab(index, piece)
         position += take
+
+
+def _fill(dataset: h5py.Dataset) -> object:
+    """The dataset's fill value (0 when it has none)."""
+    fill = dataset.fillvalue
+    return 0 if fill is None else fill

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import posixpath
@@ -20,8 +21,16 @@ from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
+from .exit import track
 from .filters import encoding_pool, pipeline_of
-from .layout import as_frames, default_chunks
+from .layout import (
+    as_frames,
+    check_count,
+    check_dtype,
+    check_shape,
+    check_timeout,
+    default_chunks,
+)
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
@@ -43,6 +52,64 @@ if TYPE_CHECKING:
     from ..api import PriorityLike
 
 __all__ = ["FrameWriter"]
+
+
+class _Gaps:
+    """Frame slots below the end not written (yet), as sorted ``[start, stop)`` ranges.
+
+    Ranges, not a set of indices: a ``write_at`` far ahead (or a mistyped
+    index) costs one range, not memory for every slot it skips.
+    """
+
+    __slots__ = ("_starts", "_stops")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._stops: list[int] = []
+
+    def add(self, start: int, stop: int) -> None:
+        """Slots ``start..stop-1``, past every range so far, are skipped."""
+        if start >= stop:
+            return
+        if self._stops and self._stops[-1] == start:
+            self._stops[-1] = stop
+        else:
+            self._starts.append(start)
+            self._stops.append(stop)
+
+    def _find(self, index: int) -> int:
+        """Position of the range holding ``index``, or -1."""
+        position = bisect.bisect_right(self._starts, index) - 1
+        if position >= 0 and index < self._stops[position]:
+            return position
+        return -1
+
+    def __contains__(self, index: int) -> bool:
+        return self._find(index) >= 0
+
+    def discard(self, index: int) -> None:
+        """Slot ``index`` has been written."""
+        position = self._find(index)
+        if position < 0:
+            return
+        start, stop = self._starts[position], self._stops[position]
+        if start == index and stop == index + 1:
+            del self._starts[position], self._stops[position]
+        elif start == index:
+            self._starts[position] = index + 1
+        elif stop == index + 1:
+            self._stops[position] = index
+        else:  # split in two
+            self._stops[position] = index
+            self._starts.insert(position + 1, index + 1)
+            self._stops.insert(position + 1, stop)
+
+    def __len__(self) -> int:
+        return sum(stop - start for start, stop in zip(self._starts, self._stops, strict=True))
+
+    def indices(self) -> list[int]:
+        return [index for start, stop in zip(self._starts, self._stops, strict=True)
+                for index in range(start, stop)]
 
 
 class _OpenChunk:
@@ -146,14 +213,16 @@ class FrameWriter(ClosesOnExit):
         swmr = bool(swmr)
         if swmr:
             flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("name must not be empty")
         self._profile = resolve_priority(priority)
-        self._dtype = np.dtype(dtype)
-        self._frame_shape = tuple(int(n) for n in frame_shape)
+        self._dtype = check_dtype(dtype)
+        self._frame_shape = check_shape(frame_shape, "frame_shape")
         chunks = default_chunks(self._frame_shape, self._dtype)
         if chunk_frames is not None:
-            if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-                raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
-            chunks = (chunk_frames, *self._frame_shape)
+            chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
         own_file = None
         if isinstance(target, (str, bytes, os.PathLike)):
             own_file = group = open_live(target) if swmr else h5py.File(target, "a")
@@ -201,13 +270,18 @@ class FrameWriter(ClosesOnExit):
         self._chunk_bytes = self._chunk_frames * math.prod(self._frame_shape) * self._dtype.itemsize
         self._next = 0  # where append() goes: after the highest frame written
         self._count = 0  # frames accepted
-        self._holes: set[int] = set()  # indices below _next not written (yet): few, usually
+        self._holes = _Gaps()  # slots below _next not written (yet)
         self._open: dict[int, _OpenChunk] = {}  # chunks being filled, by chunk index
         self._missing_policy = on_missing
         self.missing: list[int] = []  # after close(): slots below the end never written
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
         self._pool = encoding_pool(self._profile)
+        track(self)  # closed at exit if the program does not
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.h5.FrameWriter {state} {self._sink.name!r} frames={self._count}>"
 
     @property
     def dataset(self) -> h5py.Dataset:
@@ -254,6 +328,7 @@ class FrameWriter(ClosesOnExit):
         bgio.QueueFull
             No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
+        timeout = check_timeout(timeout)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
             if self._bound is not None:
@@ -280,10 +355,8 @@ class FrameWriter(ClosesOnExit):
         bgio.QueueFull
             No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        if index < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
+        index = check_count(index, "index", minimum=0)
+        timeout = check_timeout(timeout)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
             if self._bound is not None:
@@ -323,6 +396,11 @@ class FrameWriter(ClosesOnExit):
     def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
         if self._closed:
             raise ValueError("write to a closed FrameWriter")
+        for slot in range(index, min(index + len(stack), self._next)):
+            if slot not in self._holes:
+                # Its chunk may be stored already; writing it again would
+                # store a chunk of this frame and fill over its neighbours.
+                raise ValueError(f"index: frame {slot} was already written")
         if self._swmr and not self._swmr_started:  # (asking h5py would wait for its lock)
             start_swmr(self._dataset.file)  # every writer of the file exists by now
             self._swmr_started = True
@@ -361,12 +439,11 @@ class FrameWriter(ClosesOnExit):
 
     def _put(self, index: int, stack: np.ndarray, offset: int) -> BackgroundWriteProcess:
         if index >= self._next:
-            self._holes.update(range(self._next, index))  # skipped slots, for now
+            self._holes.add(self._next, index)  # skipped slots, for now
             self._next = index + 1
-            self._count += 1
-        elif index in self._holes:
-            self._holes.discard(index)
-            self._count += 1
+        else:
+            self._holes.discard(index)  # checked by _place: a slot never written
+        self._count += 1
         per_chunk = self._chunk_frames
         if per_chunk == 1:
             # A chunk per frame: the caller's frame goes as it is (no copy).
@@ -375,7 +452,11 @@ class FrameWriter(ClosesOnExit):
         chunk = self._open.get(chunk_index)
         if chunk is None:
             chunk = self._open[chunk_index] = _OpenChunk(per_chunk, self._frame_shape, self._dtype)
-            self._pending += chunk.frames.nbytes  # until stored
+            held = chunk.frames.nbytes
+            self._pending += held  # until stored
+            # Registered first, so the room is free before the callbacks of
+            # whoever got this handle from append() run.
+            chunk.handle.add_done_callback(lambda _: self._stored(held))
         chunk.frames[position] = stack[offset]
         chunk.filled.add(position)
         if len(chunk.filled) == per_chunk:
@@ -401,10 +482,10 @@ class FrameWriter(ClosesOnExit):
         source = Source((chunk,), None, len(chunk), False, len(chunk))
         # One chunk is one block for the engine: never split, however large.
         job = Job(handle, self._sink, source, self._profile, chunk_size=max(len(chunk), 1))
-        held = frames.nbytes
         if not counted:
+            held = frames.nbytes
             self._pending += held
-        handle.add_done_callback(lambda _: self._stored(held))
+            handle.add_done_callback(lambda _: self._stored(held))
         self._last = submit(job)
         return handle
 
@@ -455,16 +536,24 @@ class FrameWriter(ClosesOnExit):
             if not last.wait(timeout):
                 raise TimeoutError(f"frames not stored after {timeout} s")
             raise_root_error(last)
-        self._sink.sync()
+        self._dataset.file.flush()
 
     def close(self, timeout: float | None = None) -> None:
         """Store what is left, flush, and close the file if this writer opened it.
 
-        Calling it again does nothing.
+        Calling it again waits for the stores (after a ``TimeoutError``)
+        and does nothing else.
         """
         with self._lock:
+            closed_before, last = self._closed, self._last
+        if closed_before:
+            # (The wait is outside the lock: the stores' callbacks take it.)
+            if last is not None and not last.wait(timeout):
+                raise TimeoutError(f"frames not stored after {timeout} s")
+            return
+        with self._lock:
             if self._closed:
-                return
+                return  # another thread closed it meanwhile
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
             self._announcer.close()
@@ -474,12 +563,13 @@ class FrameWriter(ClosesOnExit):
                 self._unannounced.clear()
             if self._finished is not None and release_finished(self._finished):
                 self._sink.finished = self._finished  # the last writer sharing it sets it
-            self.missing = sorted(self._holes)
+            self.missing = self._holes.indices()
             self._sink.missing = self.missing
             handle = BackgroundWriteProcess(0)
             source = Source((), None, 0, False, 0)
             self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
-        self._last.wait(timeout)
+        if not self._last.wait(timeout):
+            raise TimeoutError(f"frames not stored after {timeout} s")
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(self._last)

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "as_frames", "check_lossless", "default_chunks"]
+__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "as_frames", "check_count", "check_dtype",
+           "check_lossless", "check_shape", "check_timeout", "default_chunks", "from_values"]
 
 #: A 2-D frame at least this large gets a chunk of its own.
 FRAME_CHUNK_BYTES = 256 * 1024
@@ -37,6 +38,104 @@ def default_chunks(frame_shape: tuple[int, ...], dtype: np.dtype | str) -> tuple
     return (max(1, CHUNK_BYTES // max(1, frame_bytes)), *frame_shape)
 
 
+def check_shape(value: object, name: str) -> tuple[int, ...]:
+    """A shape argument as a tuple of positive ints (an int ``n`` is ``(n,)``, ``()`` a scalar).
+
+    Raises
+    ------
+    TypeError
+        If it is not an int or a sequence of ints.
+    ValueError
+        If a size is below 1.
+
+    Examples
+    --------
+    >>> check_shape(5, "frame_shape"), check_shape([2, 3], "frame_shape"), check_shape((), "shape")
+    ((5,), (2, 3), ())
+    """
+    if _is_int(value):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+    sizes = tuple(value)  # type: ignore[arg-type]
+    if not all(_is_int(size) for size in sizes):
+        raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+    shape = tuple(int(size) for size in sizes)  # type: ignore[call-overload]
+    if any(size < 1 for size in shape):
+        raise ValueError(f"{name} must have sizes >= 1, got {shape}")
+    return shape
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """An int argument (numpy ints too, not bools) of at least ``minimum``."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    count = int(value)  # type: ignore[call-overload]
+    if count < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {count}")
+    return count
+
+
+def check_dtype(value: object, name: str = "dtype") -> np.dtype:
+    """A dtype HDF5 can store as numbers or fixed records (no Python objects)."""
+    try:
+        dtype = np.dtype(value)  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise TypeError(f"{name}: {value!r} is not a dtype") from exc
+    if dtype.hasobject:
+        raise TypeError(f"{name}: {dtype} holds Python objects, which cannot be stored this way")
+    return dtype
+
+
+def check_timeout(value: object) -> float | None:
+    """A ``timeout`` argument: None, or seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"timeout must be seconds or None, got {type(value).__name__}")
+    if not value >= 0:
+        raise ValueError(f"timeout must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def from_values(value: object, dtype: np.dtype, name: str) -> np.ndarray:
+    """Plain values (lists, scalars) as an array of ``dtype``, if every value fits exactly.
+
+    Python numbers have no dtype of their own (``[5.0]`` is float64), so
+    they are judged by value, where an array is judged by its dtype.
+
+    Raises
+    ------
+    TypeError
+        If it is not array-like, or a value would change in ``dtype``.
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected an array, got {type(value).__name__}") from exc
+    if array.dtype == object:
+        raise TypeError(f"{name}: expected numbers, got {type(value).__name__} of objects")
+    if array.dtype == dtype or array.size == 0:
+        return array.astype(dtype, copy=False)
+    if np.can_cast(array.dtype, dtype, casting="safe"):
+        return array.astype(dtype)
+    try:
+        with np.errstate(all="ignore"):
+            converted = array.astype(dtype)
+            exact = np.array_equal(converted.astype(array.dtype), array,
+                                   equal_nan=array.dtype.kind in "fc")
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise TypeError(f"{name}: these values cannot be stored as {dtype} without loss; "
+                        f"convert them yourself if that is what you want")
+    return converted
+
+
 def check_lossless(source: np.dtype, target: np.dtype, name: str = "frames") -> None:
     """Refuse to store ``source`` values in a ``target`` dataset if any could change.
 
@@ -63,12 +162,10 @@ def as_frames(array: object, frame_shape: tuple[int, ...], dtype: np.dtype,
     ValueError
         If its frames do not have ``frame_shape``.
     """
-    if not isinstance(array, np.ndarray):
-        try:
-            array = np.asarray(array)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name}: expected an array of frames, got {type(array).__name__}") from exc
-    assert isinstance(array, np.ndarray)
+    if isinstance(array, np.ndarray):
+        check_lossless(array.dtype, dtype, name)
+    else:
+        array = from_values(array, dtype, name)
     frame_shape = tuple(frame_shape)
     if array.shape == frame_shape:
         array = array[np.newaxis]
@@ -77,7 +174,6 @@ def as_frames(array: object, frame_shape: tuple[int, ...], dtype: np.dtype,
             f"{name}: expected one frame of shape {frame_shape} or a stack (n, *{frame_shape}), "
             f"got shape {array.shape}"
         )
-    check_lossless(array.dtype, dtype, name)
     if array.dtype != dtype or not array.flags.c_contiguous:
         # A safe cast (uint8 into uint16) or a strided view: the one copy is needed.
         array = np.ascontiguousarray(array, dtype=dtype)

@@ -33,8 +33,17 @@ from ..handle import BackgroundWriteProcess, finish_all
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
+from .exit import track
 from .filters import ChunkPipeline, encoding_pool, pipeline_of
-from .layout import CHUNK_BYTES, check_lossless
+from .layout import (
+    CHUNK_BYTES,
+    check_count,
+    check_dtype,
+    check_lossless,
+    check_shape,
+    check_timeout,
+    from_values,
+)
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
@@ -49,7 +58,7 @@ from .live import (
     release_finished,
     start_swmr,
 )
-from .sink import set_finished, set_missing, store_chunk
+from .sink import set_finished, set_missing, store_chunk, sync_file
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -196,7 +205,8 @@ class RecordSink:
         """Chunks are stored as they are written; nothing waits in this process."""
 
     def sync(self) -> None:
-        self.group.file.flush()
+        """Flush HDF5's buffers to the file, then the file to the disk."""
+        sync_file(self.group.file)
 
     def close(self) -> None:
         try:
@@ -307,6 +317,13 @@ class RecordWriter(ClosesOnExit):
             raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
         if not isinstance(group, str) or not group:
             raise TypeError(f"group must be a non-empty str, got {group!r}")
+        for label, value in (("index_name", index_name), ("nevents_name", nevents_name),
+                             ("keys", keys), ("finished", finished)):
+            if not isinstance(value, str) or not value or "/" in value:
+                raise ValueError(f"{label} must be a dataset name, got {value!r}")
+        if len({index_name, nevents_name, keys}) < 3:
+            raise ValueError(f"index_name, nevents_name and keys must differ, got "
+                             f"{index_name!r}, {nevents_name!r} and {keys!r}")
         swmr = bool(swmr)
         if swmr:
             flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
@@ -317,8 +334,8 @@ class RecordWriter(ClosesOnExit):
             chunk_events = default_chunk_events(
                 [math.prod(shape) * dtype.itemsize for shape, dtype in layouts.values()]
                 + [_INDEX_BYTES])
-        elif isinstance(chunk_events, bool) or not isinstance(chunk_events, int) or chunk_events < 1:
-            raise ValueError(f"chunk_events must be an int >= 1, got {chunk_events!r}")
+        else:
+            chunk_events = check_count(chunk_events, "chunk_events")
         self._profile = resolve_priority(priority)
         own_file = None
         if isinstance(target, (str, bytes, os.PathLike)):
@@ -389,6 +406,7 @@ class RecordWriter(ClosesOnExit):
         self._last: BackgroundWriteProcess | None = None
         self._closed = False
         self.missing: list[int] = []  # after close(): frames that never came
+        track(self)  # closed at exit if the program does not
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -454,6 +472,7 @@ class RecordWriter(ClosesOnExit):
         frame_index = int(frame_index)
         if frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {frame_index}")
+        timeout = check_timeout(timeout)
         arrays, count = self._check_events(events)
         size = count * self._row_bytes
         handle = _frame_handle(size)
@@ -479,6 +498,8 @@ class RecordWriter(ClosesOnExit):
             before = self._next
             self._put(arrays, count, handle)
             self._release_held()
+            # The next frame changed: a producer waiting with it may go in now.
+            self._room.notify_all()
             if self._swmr and self._announcer.accepted(self._next - before):
                 self._announce()
         return handle
@@ -542,7 +563,7 @@ class RecordWriter(ClosesOnExit):
                 array = value
                 check_lossless(array.dtype, dtype, label)
             else:
-                array = _from_values(value, dtype, label)
+                array = from_values(value, dtype, label)
             if array.ndim != len(shape) + 1 or array.shape[1:] != shape:
                 raise ValueError(f"{label}: expected shape (n, *{shape}), got {array.shape}")
             if count is None:
@@ -660,14 +681,14 @@ class RecordWriter(ClosesOnExit):
             if not last.wait(timeout):
                 raise TimeoutError(f"records not stored after {timeout} s")
             raise_root_error(last)
-        self._sink.sync()
+        self._group.file.flush()
 
     def close(self, timeout: float | None = None) -> None:
         """Store what is left, flush, and close the file if this writer opened it.
 
         Frames that never came, below the last one appended, are stored with
-        no events and reported (see ``on_missing``). Calling it again does
-        nothing.
+        no events and reported (see ``on_missing``). Calling it again waits
+        for the stores (after a ``TimeoutError``) and does nothing else.
 
         Raises
         ------
@@ -679,8 +700,15 @@ class RecordWriter(ClosesOnExit):
             With ``on_missing="raise"``, if frames never came.
         """
         with self._lock:
+            closed_before, last = self._closed, self._last
+        if closed_before:
+            # (The wait is outside the lock: the stores' callbacks take it.)
+            if last is not None and not last.wait(timeout):
+                raise TimeoutError(f"records not stored after {timeout} s")
+            return
+        with self._lock:
             if self._closed:
-                return
+                return  # another thread closed it meanwhile
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
             end = max(self._held, default=-1) + 1
@@ -721,33 +749,6 @@ def _frame_handle(size: int) -> BackgroundWriteProcess:
     return handle
 
 
-def _from_values(value: object, dtype: np.dtype, label: str) -> np.ndarray:
-    """Plain values (lists, scalars) as an array of ``dtype``, if every value fits exactly.
-
-    Python numbers have no dtype of their own (``[5.0]`` is float64), so
-    they are judged by value, where an array is judged by its dtype.
-    """
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{label}: expected an array, got {type(value).__name__}") from exc
-    if array.dtype == dtype or array.size == 0:
-        return array.astype(dtype, copy=False)
-    if np.can_cast(array.dtype, dtype, casting="safe"):
-        return array.astype(dtype)
-    try:
-        with np.errstate(all="ignore"):
-            converted = array.astype(dtype)
-            exact = np.array_equal(converted.astype(array.dtype), array,
-                                   equal_nan=array.dtype.kind in "fc")
-    except (TypeError, ValueError):
-        exact = False
-    if not exact:
-        raise TypeError(f"{label}: these values cannot be stored as {dtype} without loss; "
-                        f"convert them yourself if that is what you want")
-    return converted
-
-
 def _check_features(features: object,
                     reserved: tuple[str, str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """``features`` as {name: (shape, dtype)}, checked in the caller."""
@@ -763,20 +764,6 @@ def _check_features(features: object,
         if not isinstance(spec, tuple) or len(spec) != 2:
             raise TypeError(f"features[{name!r}] must be a (shape, dtype) tuple, got {spec!r}")
         shape, dtype = spec
-        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-            shape = (int(shape),)
-        try:
-            shape = tuple(int(n) for n in shape)  # type: ignore[union-attr]
-        except TypeError as exc:
-            raise TypeError(f"features[{name!r}]: shape must be a tuple of ints, "
-                            f"got {shape!r}") from exc
-        if any(n < 1 for n in shape):
-            raise ValueError(f"features[{name!r}]: shape must have positive sizes, got {shape}")
-        try:
-            dtype = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(f"features[{name!r}]: {dtype!r} is not a dtype") from exc
-        if dtype.hasobject:
-            raise TypeError(f"features[{name!r}]: dtype {dtype} holds Python objects")
-        layouts[name] = (shape, dtype)
+        layouts[name] = (check_shape(shape, f"features[{name!r}] shape"),
+                         check_dtype(dtype, f"features[{name!r}] dtype"))
     return layouts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import Future
 
 import h5py
@@ -12,7 +13,7 @@ from .filters import ChunkPipeline
 from .live import Announce, Keys
 
 __all__ = ["MISSING_ATTRIBUTE", "Chunk", "DatasetSink", "Slab", "set_finished", "set_missing",
-           "store_chunk"]
+           "store_chunk", "sync_file"]
 
 logger = logging.getLogger("bgio")
 
@@ -35,6 +36,17 @@ def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: in
         dataset.id.write_direct_chunk((start,) + (0,) * (rows.ndim - 1), data)
     else:
         dataset[start : start + count] = rows[:count]
+
+
+def sync_file(file: h5py.File) -> None:
+    """``file.flush()``, then ``fsync`` the file's descriptor: on disk, not just in the page cache.
+
+    Only for drivers with one file descriptor (sec2, the default, and
+    stdio); others are flushed only.
+    """
+    file.flush()
+    if file.driver in ("sec2", "stdio"):
+        os.fsync(file.id.get_vfd_handle())
 
 
 def set_missing(dataset: h5py.Dataset, missing: list[int]) -> None:
@@ -100,7 +112,7 @@ class DatasetSink:
                  own_file: h5py.File | None) -> None:
         self.dataset = dataset
         self.pipeline = pipeline
-        self.chunk_frames = dataset.chunks[0]
+        self.chunk_frames = dataset.chunks[0] if dataset.chunks else 0  # 0: contiguous
         self.extent: int | None = None  # read in the worker, when the write's turn comes
         self.target: object = dataset
         # One queue per dataset, whichever h5py object names it.
@@ -142,7 +154,8 @@ class DatasetSink:
         """Chunks are stored as they are written; nothing waits in this process."""
 
     def sync(self) -> None:
-        self.dataset.file.flush()
+        """Flush HDF5's buffers to the file, then the file to the disk."""
+        sync_file(self.dataset.file)
 
     def close(self) -> None:
         try:

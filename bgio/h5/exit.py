@@ -1,0 +1,46 @@
+"""Writers still open when the program ends are closed, so the frames they accepted are stored.
+
+The engine finishes every queued store at exit, but a writer also holds
+frames of its own: chunks being filled, records waiting for a missing
+frame. Each writer registers here; at interpreter exit (before the engine
+stops, and before ``atexit`` handlers run) those still open are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Protocol
+
+__all__ = ["track"]
+
+logger = logging.getLogger("bgio")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_open: weakref.WeakSet[_Closable] = weakref.WeakSet()
+
+
+def track(writer: _Closable) -> None:
+    """Close ``writer`` at exit if it is still open then (it is only weakly referenced)."""
+    _open.add(writer)
+
+
+def _close_all() -> None:
+    for writer in list(_open):
+        try:
+            writer.close()
+        except Exception:
+            logger.exception("closing %r at exit failed", writer)
+
+
+try:
+    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - very old interpreters
+    import atexit
+
+    atexit.register(_close_all)
