@@ -94,13 +94,14 @@ def _h5py_loop(values: h5py.Dataset, done: Callable[[], bool]) -> list[float]:
     gaps: list[float] = []
     clock = time.perf_counter
     previous = clock()
-    while not done():
+    while True:  # one iteration at least, however soon the writer is done
         values[0:10]
         time.sleep(0.001)
         now = clock()
         gaps.append(now - previous)
         previous = now
-    return gaps
+        if done():
+            return gaps
 
 
 def _synchronous(directory: str, frames: np.ndarray, level: int | None, slab: bool) -> H5Run:

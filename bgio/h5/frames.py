@@ -167,6 +167,25 @@ class FrameWriter(ClosesOnExit):
         never written (:meth:`write_at`): they are listed in
         :attr:`missing` in every case; "warn" also warns, "raise" raises
         ``ValueError`` (after closing).
+    swmr : bool, keyword-only, default False
+        Write a live file that other processes read while it is written
+        (HDF5's SWMR mode; see the "Live files" page of the manual): the
+        file gets ``libver="latest"``, a key dataset and a finished flag
+        are created beside the dataset, the file switches to SWMR mode at
+        the first append, and complete frames are announced as below.
+    flush_interval : float or None, keyword-only, default 0.25
+        With ``swmr``: seconds between announcements of the frames accepted
+        meanwhile (they are stored, flushed, then their keys set), so
+        readers see a frame about this soon. None: by count only.
+    flush_every : int or None, keyword-only
+        With ``swmr``: also announce every this many frames.
+    keys : str or None, keyword-only
+        With ``swmr``: the key dataset's name, beside the dataset; None
+        means ``<name>_keys``.
+    finished : str, keyword-only, default "finished"
+        With ``swmr``: the finished flag's name, beside the dataset; shared
+        with the other writers of the file that name it, and set when the
+        last of them closes.
 
     Attributes
     ----------

@@ -271,6 +271,13 @@ class RecordWriter(ClosesOnExit):
         :attr:`missing` and in the ``missing_frames`` attribute of
         ``nevents``; "warn" also warns, "raise" raises ``ValueError``
         (after closing).
+    swmr, flush_interval, flush_every : keyword-only
+        Write a live file, as for :class:`bgio.h5.FrameWriter`: a frame is
+        announced once its events and its ``nevents`` row are stored.
+    keys : str, keyword-only, default "keys"
+        With ``swmr``: the key dataset's name, in the group (one key per frame).
+    finished : str, keyword-only, default "finished"
+        With ``swmr``: the finished flag's name, beside the group.
 
     Attributes
     ----------
