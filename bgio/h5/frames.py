@@ -6,22 +6,19 @@ import bisect
 import math
 import os
 import posixpath
-import threading
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
-from ..closing import ClosesOnExit
 from ..engine import submit
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
-from .exit import track
+from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool, pipeline_of
 from .layout import (
     as_frames,
@@ -35,15 +32,10 @@ from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
     Announcer,
-    Keys,
     check_flush_options,
     check_live,
-    claim_finished,
     create_finished,
     create_keys,
-    open_live,
-    release_finished,
-    start_swmr,
 )
 from .sink import Chunk, DatasetSink
 
@@ -123,7 +115,7 @@ class _OpenChunk:
         self.handle = BackgroundWriteProcess(self.frames.nbytes)
 
 
-class FrameWriter(ClosesOnExit):
+class FrameWriter(H5Writer):
     """Append frames to an HDF5 dataset from a background thread, chunk by chunk.
 
     The dataset has shape ``(n, *frame_shape)`` and grows along axis 0. With
@@ -205,6 +197,8 @@ class FrameWriter(ClosesOnExit):
     ((3, 4, 4), 2)
     """
 
+    _what = "frames"
+
     def __init__(
         self,
         target: str | os.PathLike[str] | h5py.File | h5py.Group,
@@ -225,8 +219,7 @@ class FrameWriter(ClosesOnExit):
         keys: str | None = None,
         finished: str = "finished",
     ) -> None:
-        if on_missing not in ("warn", "raise", "ignore"):
-            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
+        on_missing = check_on_missing(on_missing)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         swmr = bool(swmr)
@@ -236,20 +229,13 @@ class FrameWriter(ClosesOnExit):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not name:
             raise ValueError("name must not be empty")
-        self._profile = resolve_priority(priority)
+        profile = resolve_priority(priority)
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
         chunks = default_chunks(self._frame_shape, self._dtype)
         if chunk_frames is not None:
             chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
-        own_file = None
-        if isinstance(target, (str, bytes, os.PathLike)):
-            own_file = group = open_live(target) if swmr else h5py.File(target, "a")
-        elif isinstance(target, (h5py.File, h5py.Group)):
-            group = target
-        else:
-            raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
-                            f"{type(target).__qualname__}")
+        group, own_file = open_target(target, swmr)
         key_dataset = finished_flag = None
         try:
             if swmr:
@@ -270,20 +256,10 @@ class FrameWriter(ClosesOnExit):
                 own_file.close()
             raise
         self._dataset = dataset
-        self._sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
-        self._swmr = swmr
-        self._swmr_started = False
-        self._finished = finished_flag
-        if key_dataset is not None and finished_flag is not None:
-            self._sink.keys = Keys(key_dataset)
-            claim_finished(finished_flag)
+        sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
         self._unannounced: list[int] = []  # live: frames accepted, keys not yet set
         self._announcer = Announcer(flush_interval, flush_every, self._tick)
         self._chunk_frames = chunks[0]
-        # Reentrant: a submit during interpreter exit runs the store in this
-        # thread, and its done callback takes the lock again.
-        self._lock = threading.RLock()
-        self._room = threading.Condition(self._lock)
         self._bound = max_pending_bytes
         self._pending = 0  # bytes of chunks being filled, and of stores not yet done
         self._chunk_bytes = self._chunk_frames * math.prod(self._frame_shape) * self._dtype.itemsize
@@ -291,16 +267,9 @@ class FrameWriter(ClosesOnExit):
         self._count = 0  # frames accepted
         self._holes = _Gaps()  # slots below _next not written (yet)
         self._open: dict[int, _OpenChunk] = {}  # chunks being filled, by chunk index
-        self._missing_policy = on_missing
-        self.missing: list[int] = []  # after close(): slots below the end never written
-        self._last: BackgroundWriteProcess | None = None
-        self._closed = False
-        self._pool = encoding_pool(self._profile)
-        track(self)  # closed at exit if the program does not
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<bgio.h5.FrameWriter {state} {self._sink.name!r} frames={self._count}>"
+        self._pool = encoding_pool(profile)
+        self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
+                    flush_every)
 
     @property
     def dataset(self) -> h5py.Dataset:
@@ -420,9 +389,7 @@ class FrameWriter(ClosesOnExit):
                 # Its chunk may be stored already; writing it again would
                 # store a chunk of this frame and fill over its neighbours.
                 raise ValueError(f"index: frame {slot} was already written")
-        if self._swmr and not self._swmr_started:  # (asking h5py would wait for its lock)
-            start_swmr(self._dataset.file)  # every writer of the file exists by now
-            self._swmr_started = True
+        self._ensure_swmr(self._dataset.file)
         handle = None
         for offset in range(len(stack)):
             handle = self._put(index + offset, stack, offset)
@@ -441,20 +408,7 @@ class FrameWriter(ClosesOnExit):
         self._write_partial()
         frames = sorted(set(self._unannounced))
         self._unannounced.clear()
-        self._submit_announce(frames)
-
-    def _submit_announce(self, frames: list[int]) -> None:
-        block = Announce(frames)
-        handle = BackgroundWriteProcess(len(block))
-        source = Source((block,), None, len(block), False, len(block))
-        self._last = submit(Job(handle, self._sink, source, self._profile,
-                                chunk_size=max(len(block), 1)))
-
-    def _tick(self) -> None:
-        """The announcer's timer: announce what waits, unless closed meanwhile."""
-        with self._lock:
-            if not self._closed:
-                self._announce()
+        self._submit_block(Announce(frames))
 
     def _put(self, index: int, stack: np.ndarray, offset: int) -> BackgroundWriteProcess:
         if index >= self._next:
@@ -557,44 +511,14 @@ class FrameWriter(ClosesOnExit):
             raise_root_error(last)
         self._dataset.file.flush()
 
-    def close(self, timeout: float | None = None) -> None:
-        """Store what is left, flush, and close the file if this writer opened it.
+    def _store_rest(self) -> None:
+        """Closing: store the chunks being filled, announce what waits, list the gaps."""
+        self._write_partial(final=True)
+        if self._unannounced:
+            self._submit_block(Announce(sorted(set(self._unannounced))))
+            self._unannounced.clear()
+        self.missing = self._holes.indices()
 
-        Calling it again waits for the stores (after a ``TimeoutError``)
-        and does nothing else.
-        """
-        with self._lock:
-            closed_before, last = self._closed, self._last
-        if closed_before:
-            # (The wait is outside the lock: the stores' callbacks take it.)
-            if last is not None and not last.wait(timeout):
-                raise TimeoutError(f"frames not stored after {timeout} s")
-            return
-        with self._lock:
-            if self._closed:
-                return  # another thread closed it meanwhile
-            self._closed = True
-            self._room.notify_all()  # producers waiting for room get their ValueError
-            self._announcer.close()
-            self._write_partial(final=True)
-            if self._unannounced:
-                self._submit_announce(sorted(set(self._unannounced)))
-                self._unannounced.clear()
-            if self._finished is not None and release_finished(self._finished):
-                self._sink.finished = self._finished  # the last writer sharing it sets it
-            self.missing = self._holes.indices()
-            self._sink.missing = self.missing
-            handle = BackgroundWriteProcess(0)
-            source = Source((), None, 0, False, 0)
-            self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
-        if not self._last.wait(timeout):
-            raise TimeoutError(f"frames not stored after {timeout} s")
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
-        raise_root_error(self._last)
-        if self.missing and self._missing_policy != "ignore":
-            message = (f"{len(self.missing)} frame(s) of {self._next} never written "
-                       f"(first: {self.missing[:10]}); they read as the fill value")
-            if self._missing_policy == "raise":
-                raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    def _missing_message(self) -> str:
+        return (f"{len(self.missing)} frame(s) of {self._next} never written "
+                f"(first: {self.missing[:10]}); they read as the fill value")

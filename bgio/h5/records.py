@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -26,14 +24,13 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..closing import ClosesOnExit
 from ..engine import submit
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, finish_all
 from ..jobs import Job, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..source import Source
-from .exit import track
+from .base import H5Writer, check_on_missing, open_target
 from .filters import ChunkPipeline, encoding_pool, pipeline_of
 from .layout import (
     CHUNK_BYTES,
@@ -47,16 +44,11 @@ from .layout import (
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
-    Announcer,
     Keys,
     check_flush_options,
     check_live,
-    claim_finished,
     create_finished,
     create_keys,
-    open_live,
-    release_finished,
-    start_swmr,
 )
 from .sink import set_finished, set_missing, store_chunk, sync_file
 
@@ -221,7 +213,7 @@ class RecordSink:
                 self._own_file.close()
 
 
-class RecordWriter(ClosesOnExit):
+class RecordWriter(H5Writer):
     """Store per-frame events (records) in frame order, from frames that arrive in any order.
 
     Each frame has any number of events (zero included); each event has a
@@ -299,6 +291,8 @@ class RecordWriter(ClosesOnExit):
     ([2, 1, 0], [0, 0, 1], [1.0, 2.0, 5.0])
     """
 
+    _what = "records"
+
     def __init__(
         self,
         target: str | os.PathLike[str] | h5py.File | h5py.Group,
@@ -320,8 +314,7 @@ class RecordWriter(ClosesOnExit):
         keys: str = "keys",
         finished: str = "finished",
     ) -> None:
-        if on_missing not in ("warn", "raise", "ignore"):
-            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {on_missing!r}")
+        on_missing = check_on_missing(on_missing)
         if not isinstance(group, str) or not group:
             raise TypeError(f"group must be a non-empty str, got {group!r}")
         for label, value in (("index_name", index_name), ("nevents_name", nevents_name),
@@ -343,16 +336,8 @@ class RecordWriter(ClosesOnExit):
                 + [_INDEX_BYTES])
         else:
             chunk_events = check_count(chunk_events, "chunk_events")
-        self._profile = resolve_priority(priority)
-        own_file = None
-        if isinstance(target, (str, bytes, os.PathLike)):
-            own_file = open_live(target) if swmr else h5py.File(target, "a")
-            parent: h5py.Group = own_file
-        elif isinstance(target, (h5py.File, h5py.Group)):
-            parent = target
-        else:
-            raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
-                            f"{type(target).__qualname__}")
+        profile = resolve_priority(priority)
+        parent, own_file = open_target(target, swmr)
         options = {"compression": compression, "compression_opts": compression_opts,
                    "shuffle": shuffle}
         key_dataset = finished_flag = None
@@ -388,36 +373,18 @@ class RecordWriter(ClosesOnExit):
         self._features = layouts
         self._chunk_events = chunk_events
         self._row_bytes = sum(column.row_bytes for column in columns)
-        self._sink = RecordSink(where, columns, nevents, own_file)
-        self._swmr = swmr
-        self._swmr_started = False
-        self._finished = finished_flag
-        if key_dataset is not None and finished_flag is not None:
-            self._sink.keys = Keys(key_dataset)
-            claim_finished(finished_flag)
+        sink = RecordSink(where, columns, nevents, own_file)
         self._announced = 0  # live: frames below this have their keys set (or queued)
-        self._announcer = Announcer(flush_interval, flush_every, self._tick)
-        self._pool = encoding_pool(self._profile)
+        self._pool = encoding_pool(profile)
         self._bound = max_pending_bytes
-        self._missing_policy = on_missing
-        # Reentrant: a submit during interpreter exit runs the store in this
-        # thread, and its done callback takes the lock again.
-        self._lock = threading.RLock()
-        self._room = threading.Condition(self._lock)
         self._next = 0  # the next frame to put in order
         self._held: dict[int, tuple[dict[str, np.ndarray], int, int, BackgroundWriteProcess]] = {}
         self._held_bytes = 0
         self._queued_bytes = 0  # in stores not yet done
         self._events = 0  # events put in order
         self._open = _OpenChunk(0, columns, chunk_events)
-        self._last: BackgroundWriteProcess | None = None
-        self._closed = False
-        self.missing: list[int] = []  # after close(): frames that never came
-        track(self)  # closed at exit if the program does not
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<bgio.h5.RecordWriter {state} {self._sink.name!r} frames={self._next}>"
+        self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
+                    flush_every)
 
     @property
     def group(self) -> h5py.Group:
@@ -495,9 +462,7 @@ class RecordWriter(ClosesOnExit):
                                     f"{timeout} s ({self.pending_bytes} pending, "
                                     f"bound {self._bound})")
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
-            if self._swmr and not self._swmr_started:  # (asking h5py would wait for its lock)
-                start_swmr(self._group.file)  # every writer of the file exists by now
-                self._swmr_started = True
+            self._ensure_swmr(self._group.file)
             if frame_index != self._next:
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size
@@ -522,18 +487,8 @@ class RecordWriter(ClosesOnExit):
         self._submit_announce()
 
     def _submit_announce(self) -> None:
-        block = Announce(range(self._announced, self._next))
+        self._submit_block(Announce(range(self._announced, self._next)))
         self._announced = self._next
-        handle = BackgroundWriteProcess(len(block))
-        source = Source((block,), None, len(block), False, len(block))
-        self._last = submit(Job(handle, self._sink, source, self._profile,
-                                chunk_size=max(len(block), 1)))
-
-    def _tick(self) -> None:
-        """The announcer's timer: announce what waits, unless closed meanwhile."""
-        with self._lock:
-            if not self._closed:
-                self._announce()
 
     def _check_open(self, frame_index: int) -> None:
         if self._closed:
@@ -690,62 +645,22 @@ class RecordWriter(ClosesOnExit):
             raise_root_error(last)
         self._group.file.flush()
 
-    def close(self, timeout: float | None = None) -> None:
-        """Store what is left, flush, and close the file if this writer opened it.
+    def _store_rest(self) -> None:
+        """Closing: frames that never came get no events; everything held is stored."""
+        end = max(self._held, default=-1) + 1
+        while self._next < end:
+            if self._next not in self._held:
+                self.missing.append(self._next)
+                self._put({}, 0, _frame_handle(0))
+            self._release_held()
+        if self._open.fill or self._open.frames:
+            self._store_open()
+        if self._swmr and self._next > self._announced:
+            self._submit_announce()
 
-        Frames that never came, below the last one appended, are stored with
-        no events and reported (see ``on_missing``). Calling it again waits
-        for the stores (after a ``TimeoutError``) and does nothing else.
-
-        Raises
-        ------
-        TimeoutError
-            If the stores are not done after ``timeout`` seconds.
-        Exception
-            The first error of the background stores (the file is closed all the same).
-        ValueError
-            With ``on_missing="raise"``, if frames never came.
-        """
-        with self._lock:
-            closed_before, last = self._closed, self._last
-        if closed_before:
-            # (The wait is outside the lock: the stores' callbacks take it.)
-            if last is not None and not last.wait(timeout):
-                raise TimeoutError(f"records not stored after {timeout} s")
-            return
-        with self._lock:
-            if self._closed:
-                return  # another thread closed it meanwhile
-            self._closed = True
-            self._room.notify_all()  # producers waiting for room get their ValueError
-            end = max(self._held, default=-1) + 1
-            while self._next < end:
-                if self._next not in self._held:
-                    self.missing.append(self._next)
-                    self._put({}, 0, _frame_handle(0))
-                self._release_held()
-            if self._open.fill or self._open.frames:
-                self._store_open()
-            self._announcer.close()
-            if self._swmr and self._next > self._announced:
-                self._submit_announce()
-            if self._finished is not None and release_finished(self._finished):
-                self._sink.finished = self._finished  # the last writer sharing it sets it
-            self._sink.missing = list(self.missing)
-            handle = BackgroundWriteProcess(0)
-            source = Source((), None, 0, False, 0)
-            self._last = submit(Job(handle, self._sink, source, self._profile, close=True))
-        if not self._last.wait(timeout):
-            raise TimeoutError(f"records not stored after {timeout} s")
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
-        raise_root_error(self._last)
-        if self.missing and self._missing_policy != "ignore":
-            message = (f"{len(self.missing)} frame(s) of {self._next} never appended "
-                       f"(first: {self.missing[:10]}); stored with no events")
-            if self._missing_policy == "raise":
-                raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    def _missing_message(self) -> str:
+        return (f"{len(self.missing)} frame(s) of {self._next} never appended "
+                f"(first: {self.missing[:10]}); stored with no events")
 
 
 def _frame_handle(size: int) -> BackgroundWriteProcess:

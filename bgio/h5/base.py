@@ -1,0 +1,181 @@
+"""What FrameWriter and RecordWriter share: the target, stores handed to the engine,
+live-file announcements, and closing."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import h5py
+
+from ..closing import ClosesOnExit
+from ..engine import submit
+from ..handle import BackgroundWriteProcess
+from ..jobs import Job, raise_root_error
+from ..priority import BackgroundIOPriority
+from ..source import Source
+from .exit import track
+from .live import (
+    Announcer,
+    Keys,
+    claim_finished,
+    open_live,
+    release_finished,
+    start_swmr,
+)
+
+__all__ = ["H5Writer", "check_on_missing", "open_target"]
+
+
+def check_on_missing(value: object) -> str:
+    """The ``on_missing`` option, checked."""
+    if value not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def open_target(target: object, swmr: bool) -> tuple[h5py.Group, h5py.File | None]:
+    """The group to create datasets in, and the file to close with the writer (a path's).
+
+    Raises
+    ------
+    TypeError
+        If ``target`` is not a path, an ``h5py.File`` or an ``h5py.Group``.
+    """
+    if isinstance(target, (str, bytes, os.PathLike)):
+        file = open_live(target) if swmr else h5py.File(target, "a")
+        return file, file
+    if isinstance(target, (h5py.File, h5py.Group)):
+        return target, None
+    raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
+                    f"{type(target).__qualname__}")
+
+
+class _Sink(Protocol):
+    name: str
+    keys: Keys | None
+    finished: h5py.Dataset | None
+    missing: list[int]
+
+
+class H5Writer(ClosesOnExit):
+    """The machinery of a background HDF5 writer; subclasses say what to store.
+
+    A subclass calls :meth:`_start` at the end of its ``__init__`` and
+    provides :meth:`_announce` (live files: store what is held, then queue
+    the keys), :meth:`_store_rest` (closing: store everything left, set
+    :attr:`missing`) and :meth:`_missing_message`.
+    """
+
+    _what = "data"  # for messages: "frames", "records"
+    _sink: _Sink
+    _profile: BackgroundIOPriority
+    _pool: ThreadPoolExecutor | None
+
+    def _start(self, sink: _Sink, profile: BackgroundIOPriority, on_missing: str, swmr: bool,
+               keys: h5py.Dataset | None, finished: h5py.Dataset | None,
+               flush_interval: float | None, flush_every: int | None) -> None:
+        self._sink = sink
+        self._profile = profile
+        self._missing_policy = on_missing
+        # Reentrant: a submit during interpreter exit runs the store in this
+        # thread, and its done callback takes the lock again.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)  # signalled as room is freed
+        self._last: BackgroundWriteProcess | None = None
+        self._closed = False
+        self.missing: list[int] = []  # after close(): slots never written
+        self._swmr = swmr
+        self._swmr_started = False
+        self._finished = finished
+        if keys is not None and finished is not None:
+            sink.keys = Keys(keys)
+            claim_finished(finished)
+        self._announcer = Announcer(flush_interval, flush_every, self._tick)
+        track(self)  # closed at exit if the program does not
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        frames = getattr(self, "frames_written", "?")
+        return f"<bgio.h5.{type(self).__name__} {state} {self._sink.name!r} frames={frames}>"
+
+    def _ensure_swmr(self, file: h5py.File) -> None:
+        """Live files: switch to SWMR mode at the first write, when every writer of the
+        file exists (lock held). Remembered: asking h5py would wait for its lock."""
+        if self._swmr and not self._swmr_started:
+            start_swmr(file)
+            self._swmr_started = True
+
+    def _submit_block(self, block: object) -> BackgroundWriteProcess:
+        """Queue one block (a chunk, an announcement) as one store, in order (lock held)."""
+        size = len(block)  # type: ignore[arg-type]
+        handle = BackgroundWriteProcess(size)
+        source = Source((block,), None, size, False, size)
+        # One block per store, however large: chunk_size is the block's size.
+        self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
+                                chunk_size=max(size, 1)))
+        return handle
+
+    def _announce(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        """The announcer's timer: announce what waits, unless closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._announce()
+
+    def _store_rest(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _missing_message(self) -> str:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def close(self, timeout: float | None = None) -> None:
+        """Store what is left, flush, and close the file if this writer opened it.
+
+        Calling it again waits for the stores (after a ``TimeoutError``)
+        and does nothing else.
+
+        Raises
+        ------
+        TimeoutError
+            If the stores are not done after ``timeout`` seconds.
+        Exception
+            The first error of the background stores (the file is closed all the same).
+        ValueError
+            With ``on_missing="raise"``, if slots were never written.
+        """
+        with self._lock:
+            closed_before, last = self._closed, self._last
+        if closed_before:
+            # (The wait is outside the lock: the stores' callbacks take it.)
+            if last is not None and not last.wait(timeout):
+                raise TimeoutError(f"{self._what} not stored after {timeout} s")
+            return
+        with self._lock:
+            if self._closed:
+                return  # another thread closed it meanwhile
+            self._closed = True
+            self._room.notify_all()  # producers waiting for room get their ValueError
+            self._announcer.close()
+            self._store_rest()
+            if self._finished is not None and release_finished(self._finished):
+                self._sink.finished = self._finished  # the last writer sharing it sets it
+            self._sink.missing = list(self.missing)
+            closing = BackgroundWriteProcess(0)
+            self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
+                                    Source((), None, 0, False, 0), self._profile, close=True))
+        if not self._last.wait(timeout):
+            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
+        raise_root_error(self._last)
+        if self.missing and self._missing_policy != "ignore":
+            message = self._missing_message()
+            if self._missing_policy == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
