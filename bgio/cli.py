@@ -1,23 +1,28 @@
-"""The ``bgio`` command: ``bgio bench`` measures bgio against a plain write on this machine."""
+"""The ``bgio`` command: ``bgio bench`` measures bgio against plain writes on this machine;
+``bgio copy`` copies a file through the background engine, paced like ``pv -L``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
-from typing import NoReturn
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-import psutil
-
-from . import bench
 from .errors import BgioError
 from .version import __version__
 
+if TYPE_CHECKING:
+    from . import bench
+
 __all__ = ["main"]
+
+MIB = 1024 * 1024
 
 PROG = "bgio"
 #: The presets ``bgio bench`` compares: the fastest, the default, and two gentler ones.
@@ -80,12 +85,51 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="rounds; medians are shown when N > 1 (default: 1)")
     b.add_argument("--json", metavar="FILE",
                    help="also write every raw figure, versions and machine facts to FILE")
+    c = commands.add_parser(
+        "copy",
+        help="copy a file (or stdin, or to stdout) in the background engine, paced",
+        description=(
+            "Copy SRC to DST through bgio's engine, at a priority preset and optionally a "
+            "rate cap, with a progress bar (rate and ETA) on stderr when it is a terminal. "
+            "Use - for standard input or standard output."
+        ),
+        epilog=("Exit status: 0 on success, 1 if the copy failed (missing source, full disk, "
+                "broken pipe), 2 on a usage error, 130 if interrupted."),
+    )
+    c.add_argument("source", metavar="SRC", help="file to copy, or - for standard input")
+    c.add_argument("destination", metavar="DST", help="file to write, or - for standard output")
+    c.add_argument("--priority", type=_preset, default=4, metavar="N",
+                   help="priority preset 1 (fastest) .. 10 (gentlest) (default: 4)")
+    c.add_argument("--rate", type=_rate, default=None, metavar="RATE",
+                   help="at most RATE bytes per second; k, M, G suffixes are powers of 1024, "
+                        "as for pv -L (e.g. 50M)")
+    c.add_argument("--fsync", action="store_true", help="sync DST to disk before finishing")
+    c.add_argument("--atomic", action="store_true",
+                   help="write to a temporary file and rename it over DST when complete "
+                        "(a failure or Ctrl-C leaves DST as it was)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
+
+
+def _preset(text: str) -> int:
+    value = _positive_int(text)
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"must be a preset 1..10, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> int:
+    from .copy import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check_bench_args(args: argparse.Namespace) -> int:
     """Validate what argparse cannot; return the size in bytes."""
-    size = int(args.size * bench.MIB)
+    size = int(args.size * MIB)
     if size < 1:
         raise _UsageError(f"--size {args.size:g} MiB is less than one byte")
     if args.dir is not None:
@@ -103,16 +147,18 @@ def _check_bench_args(args: argparse.Namespace) -> int:
             raise _UsageError(f"--json {args.json}: is a directory")
     # The input lives in memory and a copy of it lands in the page cache or on disk;
     # refuse up front rather than be killed half-way.
+    import psutil
+
     available = psutil.virtual_memory().available
     if size > available // 2:
         raise _UsageError(
             f"--size {args.size:g} MiB: needs more than half of the "
-            f"{available / bench.MIB:.0f} MiB of available memory"
+            f"{available / MIB:.0f} MiB of available memory"
         )
     free = shutil.disk_usage(args.dir or tempfile.gettempdir()).free
     if size > free:
         raise _UsageError(
-            f"--size {args.size:g} MiB: only {free / bench.MIB:.0f} MiB free in "
+            f"--size {args.size:g} MiB: only {free / MIB:.0f} MiB free in "
             f"{args.dir or tempfile.gettempdir()}"
         )
     return size
@@ -142,7 +188,10 @@ def _table(comparison: bench.Comparison) -> list[str]:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from tqdm import tqdm  # only the bench needs it; `bgio --help` stays quick
+    # Imported here: `bgio copy` and `bgio --help` start without numpy and friends.
+    from tqdm import tqdm
+
+    from . import bench
 
     size = _check_bench_args(args)
     repeat = args.repeat
@@ -163,7 +212,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     where = f"in {args.dir}" if args.dir else "in a temporary directory"
     runs = "1 run" if repeat == 1 else f"median of {repeat} runs"
     fs = env.get("filesystem")
-    print(f"bgio {__version__} bench: {size / bench.MIB:g} MiB per write, {runs}, "
+    print(f"bgio {__version__} bench: {size / MIB:g} MiB per write, {runs}, "
           f"{where}{f' ({fs})' if fs else ''}")
     print("\n".join(_table(comparison)))
     idle = comparison.idle
@@ -181,6 +230,53 @@ def _run_bench(args: argparse.Namespace) -> int:
             json.dump(report, out, indent=2)
             out.write("\n")
     return 0
+
+
+def _run_copy(args: argparse.Namespace) -> int:
+    from .copy import copy_stream
+    from .priority import PRESETS
+
+    if args.atomic and args.destination == "-":
+        raise _UsageError("--atomic needs a file as DST, not standard output")
+    profile = PRESETS[args.priority]
+    if args.rate is not None:
+        profile = profile.replace(max_rate=args.rate)
+    if args.source == "-":
+        source = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+        label, total = "stdin", None
+    else:
+        if os.path.isdir(args.source):
+            raise IsADirectoryError(21, "Is a directory", args.source)
+        source = open(args.source, "rb", buffering=0)  # noqa: SIM115 - closed below
+        label, total = args.source, os.fstat(source.fileno()).st_size or None
+    destination: str | int = sys.stdout.fileno() if args.destination == "-" else args.destination
+    try:
+        with _progress_bar(total, os.path.basename(label), args.quiet) as progress:
+            copy_stream(source, destination, profile, fsync=args.fsync, atomic=args.atomic,
+                        on_progress=progress)
+    finally:
+        source.close()
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr (bytes, rate, ETA) when it is a terminal; yields its update."""
+    if quiet or not sys.stderr.isatty():
+        # No bar, and no tqdm import: a paced copy is timed from the start.
+        yield lambda _size: None
+        return
+    from tqdm import tqdm
+
+    lock = threading.Lock()
+    with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+              file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
+
+        def update(size: int) -> None:
+            with lock:  # called from the worker thread
+                bar.update(size)
+
+        yield update
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prog = f"{PROG} {args.command}"
     try:
+        if args.command == "copy":
+            return _run_copy(args)
         return _run_bench(args)
     except _UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -211,7 +309,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, MemoryError, TimeoutError, BgioError) as exc:
-        # A failed write (disk full, permission changed under us, ...): one line, no traceback.
-        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (`bgio copy big - | head`); stdout is unusable
+        # now, and Python flushing it at exit must not print a second error.
+        _silence_stdout()
+        print(f"{prog}: error: broken pipe (the reader of the output went away)", file=sys.stderr)
         return 1
+    except (OSError, MemoryError, TimeoutError, BgioError, ValueError) as exc:
+        # A failed write (disk full, permission changed under us, ...): one line, no traceback.
+        print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error: the OS's words for OS errors, with the file named."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

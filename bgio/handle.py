@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -12,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
 __all__ = ["BackgroundWriteProcess", "CancelledError", "TimeoutError"]
@@ -241,6 +241,8 @@ class BackgroundWriteProcess:
 
     def __await__(self) -> Generator[Any, None, int]:
         if not self.done():
+            import asyncio  # here: most programs never await a handle, and it takes 50 ms
+
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
 

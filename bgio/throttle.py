@@ -14,7 +14,12 @@ from itertools import islice
 
 from .priority import BackgroundIOPriority
 
-__all__ = ["Throttle"]
+__all__ = ["IDLE_SLACK", "Throttle"]
+
+#: Seconds a chunk may start after it could have and still count as written
+#: back to back (its lateness is made up under ``max_rate``); beyond that the
+#: destination sat idle.
+IDLE_SLACK = 0.02
 
 
 class Throttle:
@@ -27,9 +32,14 @@ class Throttle:
     ``W >= B * 100 / p``. Overhead and oversleeping count as idle time, so
     the busy fraction converges on ``p / 100`` rather than drifting.
 
-    Absolute rate: with ``max_rate`` set, a chunk of ``n`` bytes started at
-    ``t`` lets the next one start no earlier than ``t + n / max_rate``. Idle
-    time earns no credit, so a burst never exceeds one chunk.
+    Absolute rate: with ``max_rate`` set, a chunk of ``n`` bytes lets the
+    next one start ``n / max_rate`` after its own due start. A chunk that
+    starts late although it started as soon as it could (the write before
+    it stalled in the OS, a pause overslept) keeps its due start, so the
+    lost time is made up by the chunks after it, up to ``N`` chunks' worth:
+    the rate averages ``max_rate``. Time with nothing to write (a chunk that
+    starts more than :data:`IDLE_SLACK` after it could have) earns no
+    credit, so a burst after idling never exceeds one chunk.
 
     A pause shorter than ``min_pause`` is not asked for (waking up costs
     more than it gives); the chunks that owe it are kept in the window until
@@ -59,8 +69,8 @@ class Throttle:
     3.0
     """
 
-    __slots__ = ("_clock", "_min_pause", "_next_rate_start", "_window", "_window_busy",
-                 "profile")
+    __slots__ = ("_clock", "_last_end", "_min_pause", "_next_rate_start", "_window",
+                 "_window_busy", "profile")
 
     #: Chunks kept at most while short pauses add up (bounds memory on a very fast device).
     MAX_RETAINED = 4096
@@ -78,7 +88,8 @@ class Throttle:
         # last N, and more while the pauses they owe are too short to take.
         self._window: deque[tuple[float, float, int, float]] = deque()
         self._window_busy = 0.0  # busy time of every chunk in the window
-        self._next_rate_start = float("-inf")
+        self._next_rate_start = float("-inf")  # when the next chunk is due (max_rate)
+        self._last_end = float("-inf")  # when the last chunk's write ended
 
     def delay(self) -> float:
         """Seconds to wait before writing the next chunk (0, or at least ``min_pause``)."""
@@ -123,8 +134,19 @@ class Throttle:
             self._trim(profile.num_chunks_rate_smoothing)
         else:
             self._trim(self.MAX_RETAINED)
-        if profile.max_rate is not None:
-            self._next_rate_start = max(self._next_rate_start, started) + nbytes / profile.max_rate
+        max_rate = profile.max_rate
+        if max_rate is not None:
+            due = self._next_rate_start
+            could_start = max(due, self._last_end)
+            if started - could_start > IDLE_SLACK:
+                due = started  # it waited for data: idle time earns nothing
+            else:
+                # Late only because of the write before it or an oversleep:
+                # keep the schedule, owing at most N chunks' worth.
+                owed = profile.num_chunks_rate_smoothing * nbytes / max_rate
+                due = max(due, started - owed)
+            self._next_rate_start = due + nbytes / max_rate
+        self._last_end = finished
 
     def _trim(self, size: int) -> None:
         window = self._window

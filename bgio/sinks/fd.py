@@ -7,8 +7,8 @@ import fcntl
 import os
 import select
 import socket
-import ssl
 import stat
+import sys
 
 from ..source import Block
 from .wait import Waiter
@@ -88,7 +88,8 @@ class FdSink:
 class SocketSink:
     """Writes with ``send``/``sendmsg`` to a connected stream socket (TLS sockets through ``send``)."""
 
-    __slots__ = ("_sock", "key", "kind", "name", "nonblocking", "target", "waiter", "write_many")
+    __slots__ = ("_sock", "_want_read", "_want_write", "key", "kind", "name", "nonblocking",
+                 "target", "waiter", "write_many")
 
     def __init__(self, sock: socket.socket, name: str = "file") -> None:
         if sock.fileno() < 0:
@@ -105,14 +106,22 @@ class SocketSink:
         self.waiter: Waiter | None = None
         # sendmsg would bypass the encryption of a TLS socket: plain sockets only.
         self.write_many = self._sendmsg if type(sock) is socket.socket else None
+        # A TLS socket means ssl is loaded already; bgio does not load it
+        # for everybody else (it takes a while to import).
+        ssl = sys.modules.get("ssl")
+        self._want_write: tuple[type[BaseException], ...] = (BlockingIOError,)
+        self._want_read: tuple[type[BaseException], ...] = ()
+        if ssl is not None:
+            self._want_write += (ssl.SSLWantWriteError,)
+            self._want_read = (ssl.SSLWantReadError,)
 
     def write(self, block: Block | bytes) -> int:
         try:
             return self._sock.send(block)
-        except (BlockingIOError, ssl.SSLWantWriteError):
+        except self._want_write:
             self._wait()
             return 0
-        except ssl.SSLWantReadError:  # a TLS renegotiation: the peer must be heard first
+        except self._want_read:  # a TLS renegotiation: the peer must be heard first
             self._wait(select.POLLIN)
             return 0
 
