@@ -163,12 +163,16 @@ class H5Writer(ClosesOnExit):
             self._room.notify_all()  # producers waiting for room get their ValueError
             self._announcer.close()
             self._store_rest()
-            if self._finished is not None and release_finished(self._finished):
-                self._sink.finished = self._finished  # the last writer sharing it sets it
+            after = None
+            if self._finished is not None:
+                after = release_finished(self._finished, self._last)
+                if after is not None:  # the last writer sharing the flag sets it
+                    self._sink.finished = self._finished
             self._sink.missing = list(self.missing)
             closing = BackgroundWriteProcess(0)
             self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
-                                    Source((), None, 0, False, 0), self._profile, close=True))
+                                    Source((), None, 0, False, 0), self._profile, close=True,
+                                    chain_after=after))
         if not self._last.wait(timeout):
             raise TimeoutError(f"{self._what} not stored after {timeout} s")
         if self._pool is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ __all__ = ["FollowTimeout", "Follower", "RecordFollower", "follow", "follow_reco
 FIRST_POLL = 0.002
 #: Longest pause between looks, in seconds.
 MAX_POLL = 0.05
+#: Keys read per look at most.
+KEY_WINDOW = 4096
 
 
 class FollowTimeout(BgioError, TimeoutError):
@@ -48,7 +51,9 @@ class _Following:
         if on_timeout not in ("stop", "raise"):
             raise ValueError(f"on_timeout must be 'stop' or 'raise', got {on_timeout!r}")
         for label, value in (("timeout", timeout), ("poll", poll), ("max_poll", max_poll)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{label} must be seconds, got {type(value).__name__}")
+            if not 0 < value < float("inf"):
                 raise ValueError(f"{label} must be seconds > 0, got {value!r}")
         self.timeout = float(timeout)
         self._poll = float(poll)
@@ -65,11 +70,16 @@ class _Following:
         self._last_progress = time.monotonic()
 
     def _keys_ready(self, keys: h5py.Dataset, position: int) -> int:
-        """How many frames from ``position`` on are complete (their keys non-zero)."""
+        """How many frames from ``position`` on are complete (their keys non-zero).
+
+        Reads at most :data:`KEY_WINDOW` keys: a writer may size its key
+        dataset for the whole acquisition up front (the convention allows
+        it), and an idle look must not read them all.
+        """
         keys.refresh()
         if keys.shape[0] <= position:
             return 0
-        values = keys[position:]
+        values = keys[position : position + KEY_WINDOW]
         zeros = np.flatnonzero(values == 0)
         return int(zeros[0]) if len(zeros) else len(values)
 
@@ -145,6 +155,7 @@ class Follower(_Following):
                  timeout: float = 10.0, keys: str | None = None, finished: str | None = "finished",
                  poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
                  on_timeout: str = "stop") -> None:
+        _check_names(name=name, keys=keys, finished=finished)
         super().__init__(source, timeout=timeout, poll=poll, max_poll=max_poll,
                          on_timeout=on_timeout)
         try:
@@ -199,6 +210,12 @@ class RecordFollower(_Following):
                  nevents: str = "nevents", index: str = "index",
                  finished: str | None = "finished", poll: float = FIRST_POLL,
                  max_poll: float = MAX_POLL, on_timeout: str = "stop") -> None:
+        _check_names(group=group, keys=keys, nevents=nevents, index=index, finished=finished)
+        if features is not None:
+            if isinstance(features, (str, bytes)) or not all(
+                    isinstance(name, str) and name for name in features):
+                raise TypeError(f"features must be a list of dataset names, got {features!r}")
+            features = list(features)
         super().__init__(source, timeout=timeout, poll=poll, max_poll=max_poll,
                          on_timeout=on_timeout)
         try:
@@ -221,7 +238,7 @@ class RecordFollower(_Following):
             raise
         self.frames_read = 0
         self._offset = 0  # first event of the next frame
-        self._counts: list[int] = []  # event counts of complete frames not yet yielded
+        self._counts: deque[int] = deque()  # event counts of complete frames not yet yielded
 
     def __iter__(self) -> Iterator[tuple[int, Mapping[str, np.ndarray]]]:
         return self
@@ -235,10 +252,10 @@ class RecordFollower(_Following):
                 self._end()
             self.nevents.refresh()
             start = self.frames_read
-            self._counts = [int(n) for n in self.nevents[start : start + ready]]
+            self._counts = deque(int(n) for n in self.nevents[start : start + ready])
             for dataset in self.features.values():
                 dataset.refresh()
-        count = self._counts.pop(0)
+        count = self._counts.popleft()
         rows = slice(self._offset, self._offset + count)
         events = {name: dataset[rows] for name, dataset in self.features.items()}
         frame = self.frames_read
@@ -335,6 +352,17 @@ def follow_records(source: str | os.PathLike[str] | h5py.File, group: str, *,
     return RecordFollower(source, group, features=features, timeout=timeout, keys=keys,
                           nevents=nevents, index=index, finished=finished, poll=poll,
                           max_poll=max_poll, on_timeout=on_timeout)
+
+
+def _check_names(**names: object) -> None:
+    """Dataset and group names: non-empty strings (None where a name is optional)."""
+    for label, value in names.items():
+        if value is None and label in ("keys", "finished"):
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"{label} must be a str, got {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{label} must not be empty")
 
 
 def _dataset(group: h5py.Group, name: str, label: str) -> h5py.Dataset:

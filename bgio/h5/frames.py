@@ -32,8 +32,10 @@ from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
     Announcer,
+    check_finished,
     check_flush_options,
     check_live,
+    check_live_names,
     create_finished,
     create_keys,
 )
@@ -222,9 +224,11 @@ class FrameWriter(H5Writer):
         on_missing = check_on_missing(on_missing)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
-        swmr = bool(swmr)
+        if not isinstance(swmr, bool):
+            raise TypeError(f"swmr must be True or False, got {swmr!r}")
         if swmr:
             flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
+            check_live_names(keys=keys, finished=finished)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not name:
@@ -237,21 +241,34 @@ class FrameWriter(H5Writer):
             chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
         group, own_file = open_target(target, swmr)
         key_dataset = finished_flag = None
+        created: list[str] = []  # removed again if the rest fails
         try:
-            if swmr:
-                check_live(group)
             if name in group:
                 raise ValueError(f"name: {name!r} already exists in {group.name!r}")
+            if swmr:
+                check_live(group)
+                # Everything checked before anything is created.
+                folder, base = posixpath.split(name)
+                keys = keys or f"{base}_keys"
+                if keys in (base, finished):
+                    raise ValueError(f"keys: {keys!r} is the name of the frames or the flag")
+                beside = group.get(folder) if folder else group
+                if beside is not None and keys in beside:
+                    raise ValueError(f"keys: {keys!r} already exists in {beside.name!r}")
+                check_finished(beside, finished)
             dataset = group.create_dataset(
                 name, shape=(0, *self._frame_shape), maxshape=(None, *self._frame_shape),
                 dtype=self._dtype, chunks=chunks, compression=compression,
                 compression_opts=compression_opts, shuffle=shuffle,
             )
+            created.append(dataset.name)
             if swmr:
-                key_dataset = create_keys(dataset.parent,
-                                          keys or f"{posixpath.basename(dataset.name)}_keys")
+                key_dataset = create_keys(dataset.parent, keys)
+                created.append(key_dataset.name)
                 finished_flag = create_finished(dataset.parent, finished)
         except BaseException:
+            for made in created:
+                del group.file[made]
             if own_file is not None:
                 own_file.close()
             raise

@@ -18,14 +18,19 @@ from collections.abc import Callable, Sequence
 import h5py
 import numpy as np
 
+from ..handle import BackgroundWriteProcess
+
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL",
     "KEY_CHUNK",
     "Announce",
     "Announcer",
     "Keys",
+    "all_done",
+    "check_finished",
     "check_flush_options",
     "check_live",
+    "check_live_names",
     "claim_finished",
     "create_finished",
     "create_keys",
@@ -87,6 +92,11 @@ def check_live(group: h5py.Group) -> None:
             f"target: SWMR needs a file opened with libver='latest' "
             f"(bgio.h5.open_live(path), or h5py.File(path, mode, libver='latest')); "
             f"{file.filename!r} has libver {file.libver}")
+    version = file.id.get_create_plist().get_version()[0]
+    if version < 3:
+        raise ValueError(
+            f"target: {file.filename!r} was created in an older format (superblock version "
+            f"{version}) that cannot switch to SWMR mode; write the live data to a new file")
 
 
 _switch_lock = threading.Lock()
@@ -107,43 +117,93 @@ def create_keys(group: h5py.Group, name: str) -> h5py.Dataset:
                                 dtype=np.int64, fillvalue=0)
 
 
+def check_finished(group: h5py.Group | None, name: str) -> None:
+    """Refuse a ``name`` in ``group`` that exists and cannot serve as the finished flag."""
+    existing = group.get(name) if group is not None else None
+    if existing is None:
+        return
+    if not isinstance(existing, h5py.Dataset) or existing.shape != (1,) \
+            or existing.dtype.kind not in "iu":
+        raise ValueError(f"finished: {existing.name!r} exists and is not a (1,) integer dataset")
+
+
 def create_finished(group: h5py.Group, name: str) -> h5py.Dataset:
     """The ``(1,)``-shaped finished flag (int32, 0 while writing); shared if it exists."""
+    check_finished(group, name)
     if name in group:
-        existing = group[name]
-        if not isinstance(existing, h5py.Dataset) or existing.shape != (1,) \
-                or existing.dtype.kind not in "iu":
-            raise ValueError(f"finished: {existing.name!r} exists and is not a (1,) integer dataset")
-        return existing
+        return group[name]
     return group.create_dataset(name, shape=(1,), maxshape=(1,), dtype=np.int32, fillvalue=0)
 
 
-# Writers sharing one finished flag: it is set when the last of them closes.
-_finished_users: dict[tuple[str, str], int] = {}
-_finished_lock = threading.Lock()
+class _Sharers:
+    """The writers sharing one finished flag, and the last stores of those that closed."""
+
+    __slots__ = ("finals", "open")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.finals: list[BackgroundWriteProcess] = []
 
 
-def _finished_key(dataset: h5py.Dataset) -> tuple[str, str]:
-    return (os.path.realpath(dataset.file.filename), dataset.name)
+# Writers sharing one finished flag, by open file and flag name.
+_sharers: dict[tuple[object, str], _Sharers] = {}
+_sharers_lock = threading.Lock()
 
 
-def claim_finished(dataset: h5py.Dataset) -> None:
-    """Count a writer that will set ``dataset`` when it is done."""
-    with _finished_lock:
-        key = _finished_key(dataset)
-        _finished_users[key] = _finished_users.get(key, 0) + 1
+def _flag_key(flag: h5py.Dataset) -> tuple[object, str]:
+    # The open file's number, not its name: a relative name changes meaning
+    # with the working directory, and a new file at the same path is another.
+    return (flag.file.id.fileno, flag.name)
 
 
-def release_finished(dataset: h5py.Dataset) -> bool:
-    """A writer is done; True if it was the last, and so sets the flag."""
-    with _finished_lock:
-        key = _finished_key(dataset)
-        users = _finished_users.get(key, 1) - 1
-        if users <= 0:
-            _finished_users.pop(key, None)
-            return True
-        _finished_users[key] = users
-        return False
+def claim_finished(flag: h5py.Dataset) -> None:
+    """Count a writer that will set ``flag`` when it is done."""
+    with _sharers_lock:
+        _sharers.setdefault(_flag_key(flag), _Sharers()).open += 1
+
+
+def release_finished(flag: h5py.Dataset,
+                     final: BackgroundWriteProcess | None) -> BackgroundWriteProcess | None:
+    """A writer is done, its last store being ``final``.
+
+    Returns None while other writers sharing ``flag`` are open. For the last
+    one, returns a handle that is done once the last stores of all of them
+    are: the flag is set after it, so that it never announces the end
+    before every sharer's data and keys are in (they close in any order,
+    from any thread, and each writes on its own lane).
+    """
+    with _sharers_lock:
+        key = _flag_key(flag)
+        sharers = _sharers.setdefault(key, _Sharers())
+        sharers.open -= 1
+        if final is not None:
+            sharers.finals.append(final)
+        if sharers.open > 0:
+            return None
+        del _sharers[key]
+        waiting = [handle for handle in sharers.finals if not handle.done()]
+    return all_done(waiting)
+
+
+def all_done(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
+    """A handle that finishes (successfully) once every one of ``handles`` is done."""
+    barrier = BackgroundWriteProcess(0)
+    if not handles:
+        barrier._finish(None)
+        return barrier
+    remaining = [len(handles)]
+    lock = threading.Lock()
+
+    def one_done(_: BackgroundWriteProcess) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            barrier._finish(None)
+
+    for handle in handles:
+        handle.add_done_callback(one_done)
+    return barrier
 
 
 class Announce:
@@ -242,6 +302,17 @@ class Announcer:
         self.announced()
 
 
+def check_live_names(**names: object) -> None:
+    """Names of the key dataset and the finished flag: plain names (no "/"), or None."""
+    for label, value in names.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"{label} must be a str, got {type(value).__name__}")
+        if not value or "/" in value:
+            raise ValueError(f"{label} must be a dataset name without '/', got {value!r}")
+
+
 def check_flush_options(flush_interval: object, flush_every: object) -> tuple[float | None, int | None]:
     """Validate ``flush_interval`` (seconds > 0, or None) and ``flush_every`` (frames >= 1, or None)."""
     if flush_interval is not None:
@@ -249,6 +320,8 @@ def check_flush_options(flush_interval: object, flush_every: object) -> tuple[fl
                 or not flush_interval > 0:
             raise ValueError(f"flush_interval must be seconds > 0 or None, got {flush_interval!r}")
         flush_interval = float(flush_interval)
+        if flush_interval == float("inf"):
+            raise ValueError("flush_interval must be finite (None announces by count only)")
     if flush_every is not None and (isinstance(flush_every, bool)
                                     or not isinstance(flush_every, int) or flush_every < 1):
         raise ValueError(f"flush_every must be an int >= 1 or None, got {flush_every!r}")

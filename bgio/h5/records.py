@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
     Keys,
+    check_finished,
     check_flush_options,
     check_live,
     create_finished,
@@ -324,7 +326,8 @@ class RecordWriter(H5Writer):
         if len({index_name, nevents_name, keys}) < 3:
             raise ValueError(f"index_name, nevents_name and keys must differ, got "
                              f"{index_name!r}, {nevents_name!r} and {keys!r}")
-        swmr = bool(swmr)
+        if not isinstance(swmr, bool):
+            raise TypeError(f"swmr must be True or False, got {swmr!r}")
         if swmr:
             flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
         layouts = _check_features(features, (index_name, nevents_name, keys))
@@ -344,11 +347,16 @@ class RecordWriter(H5Writer):
         try:
             if swmr:
                 check_live(parent)
+            existing = parent.get(group)
+            if existing is not None:
+                names = (*layouts, index_name, nevents_name, *((keys,) if swmr else ()))
+                taken = [name for name in names if name in existing]
+                if taken:
+                    raise ValueError(f"group: {existing.name!r} already has {taken}")
+            if swmr:
+                folder = posixpath.dirname(group)
+                check_finished(parent.get(folder) if folder else parent, finished)
             where = parent.require_group(group)
-            names = (*layouts, index_name, nevents_name, *((keys,) if swmr else ()))
-            taken = [name for name in names if name in where]
-            if taken:
-                raise ValueError(f"group: {where.name!r} already has {taken}")
             columns = [
                 _Column(name, where.create_dataset(
                     name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
@@ -363,7 +371,7 @@ class RecordWriter(H5Writer):
                 chunks=(NEVENTS_CHUNK,), **options)
             if swmr:
                 key_dataset = create_keys(where, keys)
-                finished_flag = create_finished(parent, finished)
+                finished_flag = create_finished(where.parent, finished)
         except BaseException:
             if own_file is not None:
                 own_file.close()

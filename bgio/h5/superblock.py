@@ -12,6 +12,7 @@ that the stored checksum is the one it computes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 
@@ -108,12 +109,19 @@ def recover(path: str | os.PathLike[str]) -> bool:
     Raises
     ------
     ValueError
-        Not an HDF5 file, a superblock version without status flags (files
+        The file is locked by a writer that has it open, not an HDF5 file, a superblock version without status flags (files
         written for SWMR have version 3), or a superblock whose checksum
         does not verify (nothing is changed then).
     """
     fd = os.open(os.fspath(path), os.O_RDWR)
     try:
+        try:
+            # A writer that has the file open (and not yet in SWMR mode) holds
+            # HDF5's lock on it: refuse, as h5clear does.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError("path: the file is open in a writer (it holds HDF5's lock); "
+                             "recover only a file whose writer is gone") from None
         base = _find_superblock(fd)
         head = os.pread(fd, 12, base)
         version, offset_size, flags = head[8], head[9], head[11]
@@ -133,7 +141,7 @@ def recover(path: str | os.PathLike[str]) -> bool:
         address_format = _ADDRESS_FORMATS[offset_size]
         eoa_at = 12 + 2 * offset_size
         (eoa,) = struct.unpack_from(address_format, block, eoa_at)
-        real = os.fstat(fd).st_size - base
+        real = os.fstat(fd).st_size  # the address counts the user block too, as HDF5's does
         if flags == 0 and eoa >= real:
             return False
         block[11] = 0
