@@ -109,12 +109,13 @@ class _Gaps:
 class _OpenChunk:
     """A chunk being filled, frame by frame, in any order."""
 
-    __slots__ = ("filled", "frames", "handle")
+    __slots__ = ("filled", "frames", "handle", "raw")
 
     def __init__(self, per_chunk: int, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.frames = np.zeros((per_chunk, *frame_shape), dtype)
         self.filled: set[int] = set()
         self.handle = BackgroundWriteProcess(self.frames.nbytes)
+        self.raw = False  # announced before complete (live files): stored unfiltered
 
 
 class FrameWriter(H5Writer):
@@ -237,6 +238,10 @@ class FrameWriter(H5Writer):
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
         chunks = default_chunks(self._frame_shape, self._dtype)
+        if swmr and chunk_frames is None:
+            # Live: a chunk per frame, so an announcement never stores a chunk
+            # before it is complete (see _write_partial).
+            chunks = (1, *self._frame_shape)
         if chunk_frames is not None:
             chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
         group, own_file = open_target(target, swmr)
@@ -452,19 +457,19 @@ class FrameWriter(H5Writer):
         if len(chunk.filled) == per_chunk:
             del self._open[chunk_index]
             self._submit(chunk_index * per_chunk, chunk.frames, per_chunk, chunk.handle,
-                         counted=True)
+                         counted=True, raw=chunk.raw)
         return chunk.handle
 
     def _submit(self, first_frame: int, frames: np.ndarray, count: int,
                 handle: BackgroundWriteProcess | None = None,
-                counted: bool = False) -> BackgroundWriteProcess:
+                counted: bool = False, raw: bool = False) -> BackgroundWriteProcess:
         """Queue one chunk's store; its bytes count as pending until it is done
         (``counted``: they already do, since the chunk was opened)."""
         encoded = None
         pipeline = self._sink.pipeline
-        if self._pool is not None and pipeline is not None and pipeline.compresses:
+        if self._pool is not None and pipeline is not None and pipeline.compresses and not raw:
             encoded = self._pool.submit(pipeline.encode, frames)
-        chunk = Chunk(first_frame // self._chunk_frames, frames, count, encoded)
+        chunk = Chunk(first_frame // self._chunk_frames, frames, count, encoded, raw)
         if handle is None:
             handle = BackgroundWriteProcess(len(chunk))
         else:
@@ -495,14 +500,20 @@ class FrameWriter(H5Writer):
         They go on filling and are stored again when full, so a copy is
         queued, with a handle of its own; when closing (``final``), the
         chunks themselves go, and with them the handles their frames got.
+
+        In a live file such a chunk is stored unfiltered, now and from then
+        on (see :func:`bgio.h5.sink.store_chunk`): SWMR never reuses file
+        space, and each compressed re-store would leave the last one behind.
         """
         for chunk_index, chunk in sorted(self._open.items()):
             count = max(chunk.filled) + 1  # up to the last frame that came
             start = chunk_index * self._chunk_frames
+            if self._swmr and not final:
+                chunk.raw = True
             if final:
-                self._submit(start, chunk.frames, count, chunk.handle, counted=True)
+                self._submit(start, chunk.frames, count, chunk.handle, counted=True, raw=chunk.raw)
             else:
-                self._submit(start, chunk.frames.copy(), count)
+                self._submit(start, chunk.frames.copy(), count, raw=chunk.raw)
         if final:
             self._open.clear()
 

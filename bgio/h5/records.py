@@ -52,7 +52,7 @@ from .live import (
     create_finished,
     create_keys,
 )
-from .sink import set_finished, set_missing, store_chunk, sync_file
+from .sink import raw_mask, set_finished, set_missing, store_chunk, sync_file
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -84,7 +84,7 @@ def default_chunk_events(row_bytes: list[int]) -> int:
 class _Column:
     """One dataset of the group, as the writer knows it: layout, filters and name."""
 
-    __slots__ = ("dataset", "dtype", "name", "pipeline", "row_bytes", "shape")
+    __slots__ = ("dataset", "dtype", "name", "pipeline", "raw_mask", "row_bytes", "shape")
 
     def __init__(self, name: str, dataset: h5py.Dataset) -> None:
         self.name = name
@@ -93,17 +93,19 @@ class _Column:
         self.dtype = dataset.dtype
         self.row_bytes = math.prod(self.shape) * self.dtype.itemsize
         self.pipeline: ChunkPipeline | None = pipeline_of(dataset)
+        self.raw_mask = raw_mask(dataset)
 
 
 class _OpenChunk:
     """The chunk being filled (one buffer per column), and the frames it will announce."""
 
-    __slots__ = ("fill", "frames", "index", "rows")
+    __slots__ = ("fill", "frames", "index", "raw", "rows")
 
     def __init__(self, index: int, columns: list[_Column], length: int) -> None:
         self.index = index
         self.rows = [np.zeros((length, *column.shape), column.dtype) for column in columns]
         self.fill = 0  # rows filled so far
+        self.raw = False  # announced before complete (live files): stored unfiltered
         # Frames whose last event is in this chunk (or which have none), not
         # yet announced: (events, handle) in frame order.
         self.frames: list[tuple[int, BackgroundWriteProcess]] = []
@@ -112,16 +114,17 @@ class _OpenChunk:
 class RecordBlock:
     """One store for the worker: a chunk's rows for every column, then ``nevents`` rows."""
 
-    __slots__ = ("count", "encoded", "index", "nevents", "row_bytes", "rows")
+    __slots__ = ("count", "encoded", "index", "nevents", "raw", "row_bytes", "rows")
 
     def __init__(self, index: int, rows: list[np.ndarray], count: int, nevents: list[int],
-                 row_bytes: int, encoded: list[Future[bytes] | None]) -> None:
+                 row_bytes: int, encoded: list[Future[bytes] | None], raw: bool = False) -> None:
         self.index = index  # the chunk's position along axis 0, in chunks
         self.rows = rows  # one whole chunk per column; rows past `count` are padding
         self.count = count
         self.nevents = nevents  # events of each frame this store announces, in frame order
         self.row_bytes = row_bytes
         self.encoded = encoded  # per column: filtering under way on the pool, or None
+        self.raw = raw  # stored unfiltered (see bgio.h5.sink.store_chunk)
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: the real rows, and the counts.
@@ -141,6 +144,7 @@ class RecordSink:
         self.columns = columns
         self.nevents = nevents
         self.nevents_pipeline = pipeline_of(nevents)
+        self.nevents_raw_mask = raw_mask(nevents)
         self.target: object = group
         self.key: object = ("h5", group.file.id.fileno, group.name)
         self.name = f"{group.file.filename}:{group.name}"
@@ -168,7 +172,8 @@ class RecordSink:
                     column.dataset.resize(end, axis=0)
                 self._extent = end
             for column, rows, encoded in zip(self.columns, block.rows, block.encoded, strict=True):
-                store_chunk(column.dataset, column.pipeline, start, rows, block.count, encoded)
+                store_chunk(column.dataset, column.pipeline, start, rows, block.count, encoded,
+                            column.raw_mask if block.raw else None)
         if block.nevents:
             self._announce(block.nevents)
         return len(block)
@@ -184,7 +189,9 @@ class RecordSink:
             take = min(NEVENTS_CHUNK - into, len(counts) - position)
             self._counts[into : into + take] = counts[position : position + take]
             chunk_start = first + position - into
-            store_chunk(dataset, self.nevents_pipeline, chunk_start, self._counts, into + take)
+            # Live files rewrite this chunk at every store: unfiltered, in place.
+            store_chunk(dataset, self.nevents_pipeline, chunk_start, self._counts, into + take,
+                        raw_mask=self.nevents_raw_mask if self.keys is not None else None)
             position += take
             if into + take == NEVENTS_CHUNK:
                 self._counts = np.zeros(NEVENTS_CHUNK, np.int64)
@@ -597,13 +604,17 @@ class RecordWriter(H5Writer):
         else:
             rows = chunk.rows
         announced, chunk.frames = chunk.frames, []
+        if copy and self._swmr:
+            # Announced before it is complete: unfiltered from now on, so each
+            # store rewrites it in place (SWMR never reuses file space).
+            chunk.raw = True
         encoded: list[Future[bytes] | None] = [None] * len(rows)
-        if self._pool is not None and chunk.fill:
+        if self._pool is not None and chunk.fill and not chunk.raw:
             encoded = [self._pool.submit(column.pipeline.encode, array)
                        if column.pipeline is not None and column.pipeline.compresses else None
                        for column, array in zip(self._columns, rows, strict=True)]
         block = RecordBlock(chunk.index, rows, chunk.fill, [count for count, _ in announced],
-                            self._row_bytes, encoded)
+                            self._row_bytes, encoded, chunk.raw)
         size = len(block)
         store = BackgroundWriteProcess(size)
         source = Source((block,), None, size, False, size)

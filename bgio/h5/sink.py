@@ -12,8 +12,17 @@ import numpy as np
 from .filters import ChunkPipeline
 from .live import Announce, Keys
 
-__all__ = ["MISSING_ATTRIBUTE", "Chunk", "DatasetSink", "Slab", "set_finished", "set_missing",
-           "store_chunk", "sync_file"]
+__all__ = [
+    "MISSING_ATTRIBUTE",
+    "Chunk",
+    "DatasetSink",
+    "Slab",
+    "raw_mask",
+    "set_finished",
+    "set_missing",
+    "store_chunk",
+    "sync_file",
+]
 
 logger = logging.getLogger("bgio")
 
@@ -22,7 +31,8 @@ MISSING_ATTRIBUTE = "missing_frames"
 
 
 def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: int,
-                rows: np.ndarray, count: int, encoded: Future[bytes] | None = None) -> None:
+                rows: np.ndarray, count: int, encoded: Future[bytes] | None = None,
+                raw_mask: int | None = None) -> None:
     """Store one whole chunk whose first row is ``start`` (a chunk boundary on axis 0).
 
     ``rows`` has the dataset's chunk shape; its first ``count`` rows are
@@ -30,12 +40,29 @@ def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: in
     With a pipeline bgio can apply, the chunk is filtered without h5py's
     lock (here, or already on a pool: ``encoded``) and only the store takes
     the lock, briefly; otherwise h5py filters this one chunk under its lock.
+
+    With ``raw_mask`` (see :func:`raw_mask`) the chunk is stored unfiltered,
+    its filters marked as skipped for it alone; every HDF5 reader honours
+    that. A live file's chunks announced before they are complete are
+    stored so: the same size each time, HDF5 rewrites them in place, where
+    a compressed chunk of a new size would go to new space, and in SWMR
+    mode the old space is never reused.
     """
-    if pipeline is not None:
+    offsets = (start,) + (0,) * (rows.ndim - 1)
+    if raw_mask is not None:
+        dataset.id.write_direct_chunk(offsets, memoryview(rows.reshape(-1).view(np.uint8)),
+                                      filter_mask=raw_mask)
+    elif pipeline is not None:
         data = encoded.result() if encoded is not None else pipeline.encode(rows)
-        dataset.id.write_direct_chunk((start,) + (0,) * (rows.ndim - 1), data)
+        dataset.id.write_direct_chunk(offsets, data)
     else:
         dataset[start : start + count] = rows[:count]
+
+
+def raw_mask(dataset: h5py.Dataset) -> int:
+    """The filter mask that marks every filter of ``dataset`` skipped (0: it has none)."""
+    filters = dataset.id.get_create_plist().get_nfilters()
+    return (1 << filters) - 1
 
 
 def sync_file(file: h5py.File) -> None:
@@ -74,14 +101,15 @@ def set_finished(flag: h5py.Dataset) -> None:
 class Chunk:
     """One chunk's worth of frames on its way to the dataset (a block for the engine)."""
 
-    __slots__ = ("count", "encoded", "frames", "index")
+    __slots__ = ("count", "encoded", "frames", "index", "raw")
 
     def __init__(self, index: int, frames: np.ndarray, count: int,
-                 encoded: Future[bytes] | None = None) -> None:
+                 encoded: Future[bytes] | None = None, raw: bool = False) -> None:
         self.index = index  # position of the chunk along axis 0, in chunks
         self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
         self.count = count  # frames that are real data
         self.encoded = encoded  # filtering already under way on the pool, if any
+        self.raw = raw  # stored unfiltered (see store_chunk)
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: a chunk weighs its real frames.
@@ -120,6 +148,7 @@ class DatasetSink:
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter = None
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
+        self.raw_mask = raw_mask(dataset) if dataset.chunks else 0
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._own_file = own_file
@@ -141,7 +170,8 @@ class DatasetSink:
             return len(chunk)
         start = chunk.index * self.chunk_frames
         self._grow(start + chunk.count)
-        store_chunk(dataset, self.pipeline, start, chunk.frames, chunk.count, chunk.encoded)
+        store_chunk(dataset, self.pipeline, start, chunk.frames, chunk.count, chunk.encoded,
+                    self.raw_mask if chunk.raw else None)
         return len(chunk)
 
     def _grow(self, end: int) -> None:
