@@ -252,3 +252,136 @@ def test_an_idle_follower_does_not_spin(tmp_path):
     assert [index for index, _ in seen] == [0]
     assert wall >= 1.0
     assert used / wall < 0.1  # a generous bound: spinning would be near 1.0
+
+
+def test_a_shared_flag_is_set_after_every_sharers_last_store(tmp_path, monkeypatch):
+    import threading
+
+    from bgio.h5 import sink
+
+    slow = threading.Event()
+    real = sink.DatasetSink.write
+
+    def held(self, chunk):
+        if self.dataset.name == "/a":
+            slow.wait(30)  # writer a's stores lag behind
+        return real(self, chunk)
+
+    monkeypatch.setattr(sink.DatasetSink, "write", held)
+    with bgio.h5.open_live(tmp_path / "run.h5", "w") as f:
+        a = FrameWriter(f, "a", FRAME_SHAPE, "<u2", swmr=True)
+        b = FrameWriter(f, "b", FRAME_SHAPE, "<u2", swmr=True)
+        for index in range(5):
+            a.append(frame(index))
+            b.append(frame(index))
+        closing_a = threading.Thread(target=a.close)
+        closing_a.start()  # a's close waits for its stores
+        time.sleep(0.05)
+        closing_b = threading.Thread(target=b.close)
+        closing_b.start()  # the last to close: the flag must wait for a's stores too
+        time.sleep(0.2)
+        assert not b._last.done()  # b's closing store waits for a
+        slow.set()
+        closing_a.join(30)
+        closing_b.join(30)
+        assert f["finished"][0] == 1
+        assert f["a_keys"][:].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_recover_keeps_a_user_block_and_refuses_a_locked_file(tmp_path):
+    path = str(tmp_path / "ub.h5")
+    with h5py.File(path, "w", libver="latest", userblock_size=512) as f:
+        f.create_dataset("x", data=np.arange(10))
+        f.swmr_mode = True
+        # Mark the file as a killed writer would leave it: copy it while open.
+        shutil.copy(path, path + ".crashed")
+    assert bgio.h5.recover(path + ".crashed") is True
+    with h5py.File(path + ".crashed", "r") as f:
+        assert f["x"][:].tolist() == list(range(10))
+    with (h5py.File(path, "a", libver="latest"),  # a writer holds HDF5's lock
+          pytest.raises(ValueError, match="open in a writer")):
+        bgio.h5.recover(path)
+
+
+def test_nested_record_groups_get_their_flag_beside_them(tmp_path):
+    with RecordWriter(tmp_path / "n.h5", "run1/events", FEATURES, swmr=True) as w:
+        w.append(0, events(1))
+    with bgio.h5.follow_records(tmp_path / "n.h5", "run1/events", timeout=5) as follower:
+        assert [index for index, _ in follower] == [0]
+    assert follower.finished
+
+
+def test_a_follower_reads_few_keys_of_a_presized_key_dataset(tmp_path, monkeypatch):
+    from bgio.h5 import followers as follow_module
+
+    path = str(tmp_path / "big.h5")
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("frames", data=np.zeros((3, 2, 2), "u1"), maxshape=(None, 2, 2),
+                         chunks=(1, 2, 2))
+        keys = f.create_dataset("frames_keys", shape=(100_000,), dtype="i4", fillvalue=0)
+        keys[:3] = 1
+        f.create_dataset("finished", shape=(1,), dtype="i4")
+    monkeypatch.setattr(follow_module, "KEY_WINDOW", 16)
+    seen = list(bgio.h5.follow(path, "frames", finished=None, timeout=0.2))
+    assert [index for index, _ in seen] == [0, 1, 2]
+
+
+def test_a_live_file_is_not_bloated_by_announcements(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.normal(1000, 30, (256, 32, 32)).astype("<u2")
+    sizes = {}
+    for swmr in (False, True):
+        path = tmp_path / f"{swmr}.h5"
+        options = {"swmr": True, "flush_every": 2, "flush_interval": None} if swmr else {}
+        with FrameWriter(path, "frames", (32, 32), "<u2", compression="gzip", **options) as w:
+            for image in frames:
+                w.append(image)
+        with h5py.File(path, "r") as f:
+            assert f["frames"][...].tobytes() == frames.tobytes()
+        sizes[swmr] = path.stat().st_size
+    assert sizes[True] < 1.5 * sizes[False]  # it was 16x, with every re-store left behind
+    records = {}
+    for swmr in (False, True):
+        path = tmp_path / f"r{swmr}.h5"
+        options = {"swmr": True, "flush_every": 2, "flush_interval": None} if swmr else {}
+        with RecordWriter(path, "events", FEATURES, compression="gzip", chunk_events=64,
+                          **options) as w:
+            for index in range(400):
+                w.append(index, events(index))
+        if swmr:
+            with bgio.h5.follow_records(path, "events", timeout=5) as follower:
+                for index, got in follower:
+                    assert got["area"].tobytes() == events(index)["area"].tobytes()
+            assert follower.frames_read == 400
+        records[swmr] = path.stat().st_size
+    from bgio.h5.live import KEY_CHUNK
+    from bgio.h5.records import NEVENTS_CHUNK
+
+    raw = sum(index % 4 for index in range(400)) * (4 + 8 + 8)
+    # Chunks announced partly are stored raw, once; plus the unfiltered nevents
+    # and key chunks of a live group.
+    assert records[True] < records[False] + 2 * raw + 8 * (NEVENTS_CHUNK + KEY_CHUNK)
+
+
+def test_live_arguments_are_checked_before_anything_is_created(tmp_path):
+    path = tmp_path / "c.h5"
+    for options, error, message in [
+        ({"keys": 5}, TypeError, "keys must be a str"),
+        ({"finished": "a/b"}, ValueError, "finished must be a dataset name"),
+        ({"keys": "frames"}, ValueError, "is the name of the frames or the flag"),
+        ({"flush_interval": float("inf")}, ValueError, "flush_interval must be finite"),
+    ]:
+        with pytest.raises(error, match=message):
+            FrameWriter(path, "frames", FRAME_SHAPE, "<u2", swmr=True, **options)
+    with pytest.raises(TypeError, match="swmr must be True or False"):
+        FrameWriter(path, "frames", FRAME_SHAPE, "<u2", swmr="yes")
+    with h5py.File(path, "r") as f:
+        assert list(f) == []  # nothing left behind by the refused writers
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["calibration"] = 1
+    with pytest.raises(ValueError, match="older format"):
+        FrameWriter(tmp_path / "old.h5", "frames", FRAME_SHAPE, "<u2", swmr=True)
+    with pytest.raises(TypeError, match="features must be a list of dataset names"):
+        bgio.h5.follow_records(path, "events", features="area")
+    with pytest.raises(TypeError, match="name must be a str"):
+        bgio.h5.follow(path, 123)

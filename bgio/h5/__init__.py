@@ -11,7 +11,7 @@ a millisecond. :mod:`bgio.h5.filters` reproduces the pipelines it can.
 from __future__ import annotations
 
 from .filters import ChunkPipeline, pipeline_of
-from .follow import Follower, FollowTimeout, RecordFollower, follow, follow_records
+from .followers import Follower, FollowTimeout, RecordFollower, follow, follow_records
 from .frames import FrameWriter
 from .live import open_live
 from .records import RecordWriter
