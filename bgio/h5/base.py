@@ -102,11 +102,12 @@ class H5Writer(ClosesOnExit):
         frames = getattr(self, "frames_written", "?")
         return f"<bgio.h5.{type(self).__name__} {state} {self._sink.name!r} frames={frames}>"
 
-    def _ensure_swmr(self, file: h5py.File) -> None:
-        """Live files: switch to SWMR mode at the first write, when every writer of the
-        file exists (lock held). Remembered: asking h5py would wait for its lock."""
+    def _ensure_swmr(self, node: h5py.Group | h5py.Dataset) -> None:
+        """Live files: switch ``node``'s file to SWMR mode at the first write, when every
+        writer of the file exists (lock held). Remembered, and ``node.file`` only
+        looked up then: any h5py call waits for h5py's lock, which the worker may hold."""
         if self._swmr and not self._swmr_started:
-            start_swmr(file)
+            start_swmr(node.file)
             self._swmr_started = True
 
     def _submit_block(self, block: object) -> BackgroundWriteProcess:

@@ -411,7 +411,7 @@ class FrameWriter(H5Writer):
                 # Its chunk may be stored already; writing it again would
                 # store a chunk of this frame and fill over its neighbours.
                 raise ValueError(f"index: frame {slot} was already written")
-        self._ensure_swmr(self._dataset.file)
+        self._ensure_swmr(self._dataset)
         handle = None
         for offset in range(len(stack)):
             handle = self._put(index + offset, stack, offset)

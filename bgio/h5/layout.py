@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -136,6 +137,12 @@ def from_values(value: object, dtype: np.dtype, name: str) -> np.ndarray:
     return converted
 
 
+@functools.lru_cache(maxsize=256)
+def _safe_cast(source: np.dtype, target: np.dtype) -> bool:
+    # Asked for every feature of every record: a few dtype pairs, many times.
+    return bool(np.can_cast(source, target, casting="safe"))
+
+
 def check_lossless(source: np.dtype, target: np.dtype, name: str = "frames") -> None:
     """Refuse to store ``source`` values in a ``target`` dataset if any could change.
 
@@ -144,7 +151,7 @@ def check_lossless(source: np.dtype, target: np.dtype, name: str = "frames") -> 
     TypeError
         If the cast is not safe (uint16 into int16, float into int, ...).
     """
-    if not np.can_cast(source, target, casting="safe"):
+    if not _safe_cast(np.dtype(source), np.dtype(target)):
         raise TypeError(
             f"{name}: {np.dtype(source)} cannot be stored as {np.dtype(target)} without loss; "
             f"convert the data yourself if that is what you want"

@@ -477,7 +477,7 @@ class RecordWriter(H5Writer):
                                     f"{timeout} s ({self.pending_bytes} pending, "
                                     f"bound {self._bound})")
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
-            self._ensure_swmr(self._group.file)
+            self._ensure_swmr(self._group)
             if frame_index != self._next:
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size

@@ -1,0 +1,132 @@
+"""``bgio copy``: driven as a command, in a subprocess, as users run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bgio.copy import parse_rate
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def bgio(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bgio", *args], capture_output=True,
+                          timeout=120, env=ENV, check=False, **kwargs)
+
+
+@pytest.fixture
+def payload(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 12345)  # several blocks and a ragged end
+    path = tmp_path / "src.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_a_file_is_copied_exactly(tmp_path, payload):
+    source, data = payload
+    run = bgio("copy", str(source), str(tmp_path / "dst.bin"))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == b""  # no bar when stderr is not a terminal
+    assert (tmp_path / "dst.bin").read_bytes() == data
+
+
+def test_stdin_to_a_file_and_a_file_to_stdout(tmp_path, payload):
+    source, data = payload
+    run = bgio("copy", "-", str(tmp_path / "in.bin"), input=data)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "in.bin").read_bytes() == data
+    run = bgio("copy", str(source), "-", "--priority", "1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == data
+
+
+def test_options(tmp_path, payload):
+    source, data = payload
+    target = tmp_path / "dst.bin"
+    target.write_bytes(b"old")
+    run = bgio("copy", str(source), str(target), "--atomic", "--fsync", "--priority", "10")
+    assert run.returncode == 0, run.stderr
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.bin", "src.bin"]
+    started = time.monotonic()
+    run = bgio("copy", str(source), str(tmp_path / "slow.bin"), "--rate", "6M")
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "slow.bin").read_bytes() == data
+    assert took > 0.3  # ~0.5 s at 6 MiB/s; only a gross failure of the pacing shows here
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rate", "fast"], "not a rate: 'fast'"),
+    (["--priority", "11"], "must be a preset 1..10"),
+])
+def test_usage_errors(tmp_path, payload, args, message):
+    source, _ = payload
+    run = bgio("copy", str(source), str(tmp_path / "d"), *args)
+    assert run.returncode == 2
+    assert message in run.stderr.decode()
+    assert len(run.stderr.decode().strip().splitlines()) == 1
+
+
+def test_atomic_to_stdout_is_refused(payload):
+    source, _ = payload
+    run = bgio("copy", str(source), "-", "--atomic")
+    assert run.returncode == 2
+    assert run.stderr.decode() == "bgio copy: error: --atomic needs a file as DST, not standard output\n"
+
+
+@pytest.mark.parametrize(("source", "destination", "message"), [
+    ("missing.bin", "dst.bin", "missing.bin: No such file or directory"),
+    (".", "dst.bin", ": Is a directory"),
+    ("src.bin", "/dev/full", "No space left on device"),
+    ("src.bin", "no/such/dir/dst.bin", "no/such/dir"),
+])
+def test_failures_are_one_line_and_exit_1(tmp_path, payload, source, destination, message):
+    run = bgio("copy", source, destination, cwd=tmp_path)
+    stderr = run.stderr.decode()
+    assert run.returncode == 1, stderr
+    assert stderr.startswith("bgio copy: error: ") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+def test_a_broken_pipe_is_one_line(payload):
+    source, _ = payload
+    process = subprocess.Popen([sys.executable, "-m", "bgio", "copy", str(source), "-",
+                                "--rate", "4M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=ENV)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(10)
+    process.stdout.close()  # the reader goes away
+    stderr = process.stderr.read().decode()
+    assert process.wait(60) == 1
+    assert stderr == "bgio copy: error: broken pipe (the reader of the output went away)\n"
+
+
+def test_ctrl_c_stops_cleanly_and_an_atomic_copy_leaves_the_old_file(tmp_path, payload):
+    source, _ = payload
+    target = tmp_path / "dst.bin"
+    target.write_bytes(b"old contents")
+    process = subprocess.Popen([sys.executable, "-m", "bgio", "copy", str(source), str(target),
+                                "--rate", "1M", "--atomic"], stderr=subprocess.PIPE, env=ENV)
+    time.sleep(1.0)  # well into the copy (3 MiB at 1 MiB/s)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    assert process.stderr is not None
+    assert process.stderr.read().decode() == "bgio copy: interrupted\n"
+    assert target.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.bin", "src.bin"]
+
+
+def test_parse_rate():
+    assert parse_rate("100M") == 100 * 2**20
+    assert parse_rate("2.5k") == 2560
+    assert parse_rate("1G") == 2**30 and parse_rate("1GiB") == 2**30 and parse_rate("7") == 7
+    for bad in ("", "M", "-5M", "0", "5X", "1e3"):
+        with pytest.raises(ValueError, match="not a rate"):
+            parse_rate(bad)
