@@ -12,21 +12,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from .errors import BgioError
 from .version import __version__
-
-if TYPE_CHECKING:
-    from . import bench
 
 __all__ = ["main"]
 
 MIB = 1024 * 1024
 
 PROG = "bgio"
-#: The presets ``bgio bench`` compares: the fastest, the default, and two gentler ones.
-BENCH_PRESETS = (1, 4, 7, 10)
+#: The presets ``bgio bench`` compares.
+BENCH_PRESETS = tuple(range(1, 11))
+#: Its scenarios (see bgio.bench.suite).
+BENCH_SCENARIOS = ("streams", "small", "hdf5", "pacing")
 
 
 class _UsageError(Exception):
@@ -66,12 +65,15 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     b = commands.add_parser(
         "bench",
-        help="measure bgio against a plain f.write on this machine",
+        help="measure bgio against plain writes on this machine (about a minute)",
         description=(
-            "Write --size MiB synchronously with one f.write, then through bgio at presets "
-            f"{', '.join(map(str, BENCH_PRESETS))}, while the main thread runs a 1 ms sleep "
-            "loop; print throughput, requested and measured duty cycle, how long the call "
-            "blocked, the loop's p99 and longest iteration, and peak RSS above the input. "
+            "Measure bgio beside the plain ways, in one run, on this machine: "
+            "streams (--size MiB in one call at presets 1..10, against one synchronous "
+            "f.write and f.write in a plain thread: throughput, requested and measured duty "
+            "cycle, the main thread's 1 ms loop p99 and longest iteration, peak RSS), small "
+            "(100,000 x 4 KiB through bgio.open against a buffered file), hdf5 (100 camera-like "
+            "frames with gzip-4 while the main thread calls h5py, against a plain thread doing "
+            "dset[i] = frame) and pacing (the rate achieved at max_rate 50 MB/s). "
             "Runs are interleaved; with --repeat the medians are shown."
         ),
         epilog="Exit status: 0 on success, 1 if a measurement failed, 2 on a usage error.",
@@ -79,12 +81,17 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dir", metavar="DIR",
                    help="write the test files in DIR (in a temporary subdirectory, removed "
                         "afterwards) instead of the system's temporary directory")
-    b.add_argument("--size", type=_positive_float, default=256.0, metavar="MIB",
-                   help="MiB written per run (default: 256)")
+    b.add_argument("--size", type=_positive_float, default=512.0, metavar="MIB",
+                   help="MiB per write of the streams scenario (default: 512)")
+    b.add_argument("--scenarios", type=_scenarios, default=BENCH_SCENARIOS, metavar="LIST",
+                   help=f"comma-separated, from {','.join(BENCH_SCENARIOS)} (default: all)")
     b.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                    help="rounds; medians are shown when N > 1 (default: 1)")
     b.add_argument("--json", metavar="FILE",
                    help="also write every raw figure, versions and machine facts to FILE")
+    b.add_argument("--plot", metavar="FILE.png",
+                   help="also plot throughput against the main loop's p99 per preset and per "
+                        "baseline (needs matplotlib: pip install 'bgio[plot]')")
     c = commands.add_parser(
         "copy",
         help="copy a file (or stdin, or to stdout) in the background engine, paced",
@@ -109,6 +116,16 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(a failure or Ctrl-C leaves DST as it was)")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in BENCH_SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown) or repr(text)}; "
+            f"choose from {','.join(BENCH_SCENARIOS)}")
+    return tuple(name for name in BENCH_SCENARIOS if name in names)
 
 
 def _preset(text: str) -> int:
@@ -139,12 +156,21 @@ def _check_bench_args(args: argparse.Namespace) -> int:
             raise _UsageError(f"--dir {args.dir}: not a directory")
         if not os.access(args.dir, os.W_OK | os.X_OK):
             raise _UsageError(f"--dir {args.dir}: not writable")
-    if args.json is not None:
-        parent = os.path.dirname(os.path.abspath(args.json))
+    for option, value in (("--json", args.json), ("--plot", args.plot)):
+        if value is None:
+            continue
+        parent = os.path.dirname(os.path.abspath(value))
         if not os.path.isdir(parent):
-            raise _UsageError(f"--json {args.json}: directory {parent} does not exist")
-        if os.path.isdir(args.json):
-            raise _UsageError(f"--json {args.json}: is a directory")
+            raise _UsageError(f"{option} {value}: directory {parent} does not exist")
+        if os.path.isdir(value):
+            raise _UsageError(f"{option} {value}: is a directory")
+    if args.plot is not None:
+        if "streams" not in args.scenarios:
+            raise _UsageError("--plot shows the streams scenario: include it in --scenarios")
+        try:
+            import matplotlib  # noqa: F401 - only whether it is there
+        except ImportError:
+            raise _UsageError("--plot needs matplotlib: pip install 'bgio[plot]'") from None
     # The input lives in memory and a copy of it lands in the page cache or on disk;
     # refuse up front rather than be killed half-way.
     import psutil
@@ -164,41 +190,18 @@ def _check_bench_args(args: argparse.Namespace) -> int:
     return size
 
 
-def _cell(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _table(comparison: bench.Comparison) -> list[str]:
-    columns = [
-        ("MiB/s", "mib_s", 0),
-        ("duty req %", "requested_duty_pct", 0),
-        ("duty got %", "measured_duty_pct", 1),
-        ("call ms", "call_ms", 2),
-        ("loop p99 ms", "loop_p99_ms", 2),
-        ("loop max ms", "loop_max_ms", 2),
-        ("peak RSS +MiB", "peak_rss_mib", 1),
-    ]
-    rows = ([comparison.sync] if comparison.sync else []) + list(comparison.bgio.values())
-    width = max(len(row.label) for row in rows)
-    lines = ["  ".join([" " * width] + [name for name, _, _ in columns])]
-    for row in rows:
-        cells = [_cell(getattr(row, attr), digits).rjust(len(name)) for name, attr, digits in columns]
-        lines.append("  ".join([row.label.ljust(width), *cells]))
-    return lines
-
-
 def _run_bench(args: argparse.Namespace) -> int:
     # Imported here: `bgio copy` and `bgio --help` start without numpy and friends.
     from tqdm import tqdm
 
     from . import bench
+    from .bench import suite as scenarios
 
     size = _check_bench_args(args)
     repeat = args.repeat
     with tempfile.TemporaryDirectory(prefix="bgio-bench-", dir=args.dir) as directory:
         env = bench.environment(directory)
-        data = bench.make_data(size)
-        steps = bench.compare_steps(len(BENCH_PRESETS), repeat)
+        steps = scenarios.suite_steps(args.scenarios, BENCH_PRESETS, repeat)
         # tqdm's disable=None turns the bar off when stderr is not a terminal.
         with tqdm(total=steps, desc="bgio bench", unit="run", file=sys.stderr,
                   disable=None, leave=False) as bar:
@@ -207,28 +210,23 @@ def _run_bench(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(label, refresh=False)
                 bar.update()
 
-            comparison = bench.compare_writes(data, BENCH_PRESETS, repeat, directory=directory,
-                                              on_step=step)
+            result = scenarios.run_suite(directory, args.scenarios, size, repeat, BENCH_PRESETS,
+                                         on_step=step)
     where = f"in {args.dir}" if args.dir else "in a temporary directory"
-    runs = "1 run" if repeat == 1 else f"median of {repeat} runs"
+    runs = "1 run" if repeat == 1 else f"medians of {repeat} runs"
     fs = env.get("filesystem")
-    print(f"bgio {__version__} bench: {size / MIB:g} MiB per write, {runs}, "
-          f"{where}{f' ({fs})' if fs else ''}")
-    print("\n".join(_table(comparison)))
-    idle = comparison.idle
-    if idle is not None:
-        print(f"idle loop baseline (1 ms sleep, nothing running): p99 {idle.p99_ms:.2f} ms, "
-              f"max {idle.max_ms:.2f} ms")
+    print(f"bgio {__version__} bench: {runs}, {where}{f' ({fs})' if fs else ''}")
+    print()
+    print("\n".join(scenarios.suite_tables(result)))
     if args.json is not None:
         env["directory"] = args.dir  # the temporary subdirectory is gone
-        report = {
-            "settings": {"size_bytes": size, "repeat": repeat, "presets": list(BENCH_PRESETS)},
-            "environment": env,
-            "results": bench.to_jsonable(comparison),
-        }
+        report = {"settings": result.settings, "environment": env,
+                  "results": bench.to_jsonable(result)}
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report, out, indent=2)
             out.write("\n")
+    if args.plot is not None:
+        scenarios.plot_suite(result, args.plot)
     return 0
 
 

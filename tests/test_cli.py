@@ -21,20 +21,49 @@ def _bgio(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_bench_prints_the_table_and_writes_json(tmp_path):
+def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
+    import importlib.util
+
+    plot = importlib.util.find_spec("matplotlib") is not None  # the test extra installs it
     proc = _bgio("bench", "--size", "4", "--dir", str(tmp_path), "--json", "out.json",
-                 cwd=tmp_path)
+                 *(["--plot", "out.png"] if plot else []), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"bgio {bgio.__version__} bench: 4 MiB per write")
-    labels = [line.split("  ")[0].strip() for line in lines[2:7]]
-    assert labels == ["sync f.write", "bgio p1", "bgio p4", "bgio p7", "bgio p10"]
-    assert "idle loop baseline" in lines[7]
+    assert lines[0] == f"bgio {bgio.__version__} bench: 1 run, in {tmp_path} (ext4)" or \
+        lines[0].startswith(f"bgio {bgio.__version__} bench: 1 run, in {tmp_path}")
+    assert lines[2].startswith("streams: 4 MiB in one call")
+    labels = [line.split("  ")[0].strip() for line in lines[4:16]]
+    assert labels == ["sync f.write", "f.write in a thread", *[f"bgio p{n}" for n in range(1, 11)]]
+    text = proc.stdout
+    for heading in ("small writes: 100000 x 4096 B", "HDF5: 100 camera-like", "plain thread gzip-4",
+                    "FrameWriter p1 gzip-4", "pacing: 100 MB at max_rate 50 MB/s: achieved"):
+        assert heading in text
     report = json.loads((tmp_path / "out.json").read_text())
-    assert report["settings"]["presets"] == [1, 4, 7, 10]
+    assert report["settings"]["presets"] == list(range(1, 11))
     assert report["settings"]["size_bytes"] == 4 * 1024 * 1024
-    assert set(report["results"]["bgio"]) >= {"bgio p1", "bgio p10"}
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # its scratch files are gone
+    assert report["settings"]["scenarios"] == ["streams", "small", "hdf5", "pacing"]
+    results = report["results"]
+    assert set(results["streams"]["bgio"]) >= {"bgio p1", "bgio p10"}
+    assert results["streams"]["thread"]["label"] == "f.write in a thread"
+    assert results["small"]["size_bytes"] == 100000 * 4096
+    assert set(results["hdf5"]) == {"plain thread gzip-4, main calls h5py",
+                                    "FrameWriter p1 gzip-4, main calls h5py"}
+    assert results["pacing"]["target_rate"] == 50e6
+    if plot:
+        assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"][: 1 + plot]
+
+
+def test_bench_scenarios_can_be_chosen(tmp_path):
+    proc = _bgio("bench", "--size", "2", "--scenarios", "pacing", "--dir", str(tmp_path),
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pacing: 100 MB" in proc.stdout and "streams:" not in proc.stdout
+    proc = _bgio("bench", "--scenarios", "streams,disks", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown scenario(s) disks" in proc.stderr
+    proc = _bgio("bench", "--scenarios", "pacing", "--plot", "x.png", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--plot shows the streams scenario" in proc.stderr
 
 
 def test_missing_dir_is_a_one_line_error(tmp_path):

@@ -12,7 +12,15 @@ from .loop import LoopStats, idle_baseline
 from .prepare import scratch, workdir
 from .schedule import interleave, progress, warm_up
 from .stats import median_of
-from .writes import SYNC_LABEL, WriteRun, measure_bgio, measure_sync, priority_label
+from .writes import (
+    SYNC_LABEL,
+    THREAD_LABEL,
+    WriteRun,
+    measure_bgio,
+    measure_sync,
+    measure_thread,
+    priority_label,
+)
 
 __all__ = ["Comparison", "compare_steps", "compare_writes"]
 
@@ -28,6 +36,8 @@ class Comparison:
     ----------
     sync : WriteRun or None
         Median of the synchronous runs (None if they were not measured).
+    thread : WriteRun or None
+        Median of the plain-thread runs (None if they were not measured).
     bgio : dict of str to WriteRun
         Median per profile, keyed by label, in the order the profiles were given.
     idle : LoopStats or None
@@ -43,10 +53,12 @@ class Comparison:
     idle: LoopStats | None
     runs: dict[str, list[WriteRun]] = field(default_factory=dict)
     idle_runs: list[LoopStats] = field(default_factory=list)
+    thread: WriteRun | None = None
 
 
 def compare_steps(
-    n_profiles: int, repeat: int = 1, *, sync: bool = True, idle: bool = True, warmup: bool = True
+    n_profiles: int, repeat: int = 1, *, sync: bool = True, idle: bool = True, warmup: bool = True,
+    thread: bool = False,
 ) -> int:
     """Number of measurements :func:`compare_writes` makes (for a progress bar).
 
@@ -63,8 +75,8 @@ def compare_steps(
     -------
     int
     """
-    warm = (int(sync) + int(n_profiles > 0)) if warmup else 0
-    return warm + repeat * (n_profiles + int(sync) + int(idle))
+    warm = (int(sync) + int(thread) + int(n_profiles > 0)) if warmup else 0
+    return warm + repeat * (n_profiles + int(sync) + int(thread) + int(idle))
 
 
 def compare_writes(
@@ -77,6 +89,7 @@ def compare_writes(
     idle_seconds: float | None = 0.5,
     warmup: bool = True,
     on_step: Callable[[str], None] | None = None,
+    thread: bool = False,
 ) -> Comparison:
     """Write ``data`` synchronously and through bgio at each profile, interleaved, ``repeat`` times.
 
@@ -108,6 +121,8 @@ def compare_writes(
     on_step : callable taking a str, or None
         Called with the arm's label after each measurement (progress bars).
         :func:`compare_steps` gives the number of calls.
+    thread : bool, default False
+        Include ``f.write`` in a plain thread (:func:`~bgio.bench.writes.measure_thread`).
 
     Returns
     -------
@@ -121,7 +136,7 @@ def compare_writes(
 
     with workdir(directory) as where:
         return _compare(where, data, priorities, labels, repeat, sync, idle_seconds, warmup,
-                        progress(on_step))
+                        progress(on_step), thread)
 
 
 def _compare(
@@ -134,6 +149,7 @@ def _compare(
     idle_seconds: float | None,
     warmup: bool,
     step: Callable[[str], None],
+    thread: bool = False,
 ) -> Comparison:
     """The rounds of :func:`compare_writes`, in an existing ``directory``."""
 
@@ -151,8 +167,11 @@ def _compare(
     sync_arm = write_arm(measure_sync)
     bgio_arms = [write_arm(measure_bgio, p, label=label) for p, label in zip(priorities, labels)]
     arms: list[tuple[str, Callable[[], WriteRun | LoopStats]]] = []
+    thread_arm = write_arm(measure_thread)
     if sync:
         arms.append((SYNC_LABEL, sync_arm))
+    if thread:
+        arms.append((THREAD_LABEL, thread_arm))
     arms.extend(zip(labels, bgio_arms))
     if idle_seconds is not None:
         duration = idle_seconds
@@ -162,6 +181,7 @@ def _compare(
         # One run per side, not per profile: what the warm-up absorbs (page
         # allocation, thread start-up) is paid once per process, whatever the profile.
         sides = [("sync", sync_arm)] if sync else []
+        sides += [("thread", thread_arm)] if thread else []
         sides += [("bgio", bgio_arms[0])] if bgio_arms else []
         warm_up(sides, step)
 
@@ -177,6 +197,7 @@ def _compare(
 
     return Comparison(
         sync=median_of(runs[SYNC_LABEL]) if sync else None,
+        thread=median_of(runs[THREAD_LABEL]) if thread else None,
         bgio={label: median_of(runs[label]) for label in labels},
         idle=median_of(idle_runs) if idle_runs else None,
         runs=runs,

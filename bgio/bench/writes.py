@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -15,10 +16,12 @@ from .prepare import fresh_file
 __all__ = [
     "SLOWEST_RATE",
     "SYNC_LABEL",
+    "THREAD_LABEL",
     "WRITE_TIMEOUT",
     "WriteRun",
     "measure_bgio",
     "measure_sync",
+    "measure_thread",
     "priority_label",
     "timeout_for",
 ]
@@ -30,6 +33,8 @@ WRITE_TIMEOUT = 120.0
 SLOWEST_RATE = 5e6
 #: Label of every synchronous run (and of the synchronous arm of a comparison).
 SYNC_LABEL = "sync f.write"
+#: Label of the plain-thread baseline: ``f.write`` in a ``threading.Thread`` of its own.
+THREAD_LABEL = "f.write in a thread"
 
 
 @dataclass
@@ -156,6 +161,54 @@ def measure_sync(path: str | os.PathLike[str], data: object) -> WriteRun:
         loop_p99_ms=ms,
         loop_max_ms=ms,
         peak_rss_mib=max(0, rss_after - baseline) / MIB,
+    )
+
+
+def measure_thread(path: str | os.PathLike[str], data: object) -> WriteRun:
+    """Time ``f.write(data)`` in a plain thread while the main thread runs the 1 ms loop.
+
+    What programs do without bgio when they must not block: no pacing, no
+    order across writes, errors lost unless collected by hand. Measured like
+    :func:`measure_bgio`: the file opened before the timer, the loop until
+    the thread is done.
+    """
+    size = nbytes(data)
+    with fresh_file(path) as f:
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                f.write(data)  # type: ignore[arg-type]
+                f.flush()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(exc)
+            finally:
+                done.set()
+
+        baseline = rss()
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=write, name="bench-plain-thread")
+        thread.start()
+        t1 = time.perf_counter()
+        gaps, peak, t_end, _ = spin(done.is_set, None, t0, None)
+        thread.join()
+        if errors:
+            raise errors[0]
+    loop = loop_stats(gaps, peak, baseline, t_end - t0, False)
+    seconds = t_end - t0
+    return WriteRun(
+        label=THREAD_LABEL,
+        size_bytes=size,
+        seconds=seconds,
+        mib_s=size / MIB / seconds,
+        call_ms=(t1 - t0) * 1e3,
+        requested_duty_pct=None,
+        measured_duty_pct=None,
+        loop_p50_ms=loop.p50_ms,
+        loop_p99_ms=loop.p99_ms,
+        loop_max_ms=loop.max_ms,
+        peak_rss_mib=loop.peak_rss_mib,
     )
 
 

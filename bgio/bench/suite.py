@@ -1,0 +1,202 @@
+"""The scenarios of ``bgio bench``: each bgio row beside its baselines, measured in one run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .compare import Comparison, compare_steps, compare_writes
+from .data import MIB, make_data
+from .h5 import H5Run, h5_scenario, realistic_frames
+from .pacing import RateRun, max_rate
+from .schedule import progress
+from .streams import StreamRun, open_small_writes
+
+__all__ = ["PRESETS_ALL", "SCENARIOS", "Suite", "plot_suite", "run_suite", "suite_steps",
+           "suite_tables"]
+
+#: Scenario names, in the order they run and print.
+SCENARIOS = ("streams", "small", "hdf5", "pacing")
+#: The presets of the streams scenario.
+PRESETS_ALL = tuple(range(1, 11))
+#: The sides of the HDF5 scenario (labels of :data:`bgio.bench.h5.ARMS`).
+H5_SIDES = ("plain thread gzip-4, main calls h5py", "FrameWriter p1 gzip-4, main calls h5py")
+#: Frames of the HDF5 scenario.
+H5_FRAMES = 100
+#: The pacing scenario's cap, and how much it writes (about 2 s).
+PACING_RATE = 50e6
+PACING_BYTES = 100 * 1000 * 1000
+
+
+@dataclass
+class Suite:
+    """What ``bgio bench`` measured; a scenario not run is None."""
+
+    streams: Comparison | None = None
+    small: StreamRun | None = None
+    hdf5: dict[str, H5Run] | None = None
+    pacing: RateRun | None = None
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+def suite_steps(scenarios: Sequence[str], presets: Sequence[int], repeat: int) -> int:
+    """Progress steps :func:`run_suite` reports."""
+    steps = 0
+    if "streams" in scenarios:
+        steps += compare_steps(len(presets), repeat, thread=True)
+    steps += sum(1 for name in ("small", "pacing") if name in scenarios)
+    if "hdf5" in scenarios:
+        steps += len(H5_SIDES) * (1 + repeat)
+    return steps
+
+
+def run_suite(directory: str, scenarios: Sequence[str], size: int, repeat: int = 1,
+              presets: Sequence[int] = PRESETS_ALL,
+              on_step: Callable[[str], None] | None = None) -> Suite:
+    """Run the named scenarios in ``directory`` (files are removed as they are done).
+
+    Parameters
+    ----------
+    directory : str
+        An existing, writable directory.
+    scenarios : sequence of str
+        Names from :data:`SCENARIOS`.
+    size : int
+        Bytes of each write of the streams scenario.
+    repeat : int, default 1
+        Rounds; medians are reported.
+    presets : sequence of int
+        The presets of the streams scenario.
+    on_step : callable taking a str, or None
+        Called after each measurement (a progress bar).
+    """
+    unknown = [name for name in scenarios if name not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"scenarios: unknown {unknown}; choose from {list(SCENARIOS)}")
+    step = progress(on_step)
+    suite = Suite(settings={"scenarios": list(scenarios), "size_bytes": size, "repeat": repeat,
+                            "presets": list(presets)})
+    if "streams" in scenarios:
+        data = make_data(size)
+        suite.streams = compare_writes(data, presets, repeat, directory=directory,
+                                       thread=True, on_step=step)
+        del data
+    if "small" in scenarios:
+        suite.small = open_small_writes(directory, count=100_000, size=4096, repeat=repeat)
+        step("small writes")
+    if "hdf5" in scenarios:
+        frames = realistic_frames(H5_FRAMES)
+        suite.hdf5 = h5_scenario(directory, frames, repeat=repeat, arms=H5_SIDES, on_step=step)
+        del frames
+    if "pacing" in scenarios:
+        suite.pacing = max_rate(make_data(PACING_BYTES), rate=PACING_RATE, chunk_size=MIB,
+                                directory=directory)
+        step("pacing")
+    return suite
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+    lines = ["  ".join(text.ljust(widths[0]) if i == 0 else text.rjust(widths[i])
+                       for i, text in enumerate(header))]
+    for row in rows:
+        lines.append("  ".join(text.ljust(widths[0]) if i == 0 else text.rjust(widths[i])
+                               for i, text in enumerate(row)))
+    return lines
+
+
+def suite_tables(suite: Suite) -> list[str]:
+    """The report: one table per scenario run, bgio rows beside their baselines."""
+    lines: list[str] = []
+    if suite.streams is not None:
+        comparison = suite.streams
+        size = comparison.sync.size_bytes if comparison.sync else 0
+        lines.append(f"streams: {size / MIB:g} MiB in one call, the main thread in a 1 ms "
+                     f"sleep loop meanwhile")
+        rows = [run for run in (comparison.sync, comparison.thread) if run is not None]
+        rows += list(comparison.bgio.values())
+        lines += _grid(
+            ["", "MiB/s", "duty req %", "duty got %", "call ms", "loop p99 ms", "loop max ms",
+             "peak RSS +MiB"],
+            [[run.label, _cell(run.mib_s, 0), _cell(run.requested_duty_pct, 0),
+              _cell(run.measured_duty_pct, 1), _cell(run.call_ms, 2), _cell(run.loop_p99_ms, 2),
+              _cell(run.loop_max_ms, 2), _cell(run.peak_rss_mib, 1)] for run in rows])
+        if comparison.idle is not None:
+            lines.append(f"(idle loop, nothing written: p99 {comparison.idle.p99_ms:.2f} ms, "
+                         f"max {comparison.idle.max_ms:.2f} ms)")
+        lines.append("")
+    if suite.small is not None:
+        small = suite.small
+        lines.append(f"small writes: {small.label} through bgio.open against a buffered file")
+        lines += _grid(["", "seconds", "MiB/s"], [
+            ["plain open()", f"{small.plain_s:.3f}", f"{small.size_bytes / MIB / small.plain_s:.0f}"],
+            ["bgio.open()", f"{small.bgio_s:.3f}", f"{small.size_bytes / MIB / small.bgio_s:.0f}"],
+        ])
+        lines.append(f"(bgio at {small.ratio:.2f}x the plain file's speed)")
+        lines.append("")
+    if suite.hdf5 is not None:
+        lines.append(f"HDF5: {H5_FRAMES} camera-like 1024x1024 uint16 frames, gzip-4, while the "
+                     f"main thread reads another HDF5 file in a loop")
+        lines += _grid(["", "MiB/s", "loop p99 ms", "loop max ms"], [
+            [run.label.replace(", main calls h5py", ""), f"{run.mib_s:.0f}",
+             _cell(run.p99_ms, 2), _cell(run.max_ms, 1)] for run in suite.hdf5.values()])
+        lines.append("")
+    if suite.pacing is not None:
+        pacing = suite.pacing
+        lines.append(f"pacing: {pacing.size_bytes / 1e6:.0f} MB at max_rate "
+                     f"{pacing.target_rate / 1e6:g} MB/s: achieved "
+                     f"{pacing.achieved_rate / 1e6:.2f} MB/s ({pacing.error_pct:+.1f} %)")
+        lines.append("")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
+    """Throughput against responsiveness, per preset and per baseline, as a PNG.
+
+    Needs matplotlib (``pip install "bgio[plot]"``).
+
+    Raises
+    ------
+    ValueError
+        If the streams scenario was not run (the plot shows it).
+    ImportError
+        If matplotlib is not installed.
+    """
+    if suite.streams is None:
+        raise ValueError("the plot shows the streams scenario, which was not run")
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, no display
+    import matplotlib.pyplot as plt
+
+    comparison = suite.streams
+    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=120)
+    presets = list(comparison.bgio.values())
+    axes.plot([run.mib_s for run in presets], [run.loop_p99_ms for run in presets], "o-",
+              color="tab:blue", label="bgio presets")
+    for index, run in enumerate(presets):
+        # Above and below in turn: neighbouring presets often sit close together.
+        axes.annotate(run.label.replace("bgio ", ""), (run.mib_s, run.loop_p99_ms),
+                      textcoords="offset points", xytext=(4, 6 if index % 2 == 0 else -13),
+                      fontsize=9)
+    for run, color in ((comparison.sync, "tab:red"), (comparison.thread, "tab:orange")):
+        if run is not None:
+            axes.plot([run.mib_s], [run.loop_p99_ms], "s", color=color, label=run.label)
+    if comparison.idle is not None:
+        axes.axhline(comparison.idle.p99_ms, color="grey", linestyle=":",
+                     label="idle main loop p99")
+    axes.set_yscale("log")
+    axes.set_xlabel("throughput (MiB/s)")
+    axes.set_ylabel("main thread's 1 ms loop, p99 iteration (ms, log)")
+    size = presets[0].size_bytes / MIB if presets else 0
+    axes.set_title(f"bgio bench: {size:g} MiB written while the main thread runs")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="best", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
