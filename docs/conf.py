@@ -24,4 +24,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 intersphinx_mapping = {}
 exclude_patterns = ["_build"]
-html_theme = "alabaster"
+# The pages' examples are `.. doctest::` blocks; the docstrings' own examples
+# (pulled in by autodoc) are run by the test suite, in their modules.
+doctest_test_doctest_blocks = ""
+html_theme = "furo"
+html_title = f"bgio {release}"
+html_static_path = ["_static"]
