@@ -83,3 +83,19 @@ def test_bad_option_values_exit_2(capsys):
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "bench" in capsys.readouterr().err
+
+
+def test_bench_compares_the_older_module_when_it_is_installed(tmp_path):
+    # A stand-in with the older module's bgwrite (the real one is not installable here).
+    fakes = Path(__file__).parent / "fakes"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fakes),
+                                                        str(Path(bgio.__file__).parent.parent)]))
+    proc = subprocess.run([sys.executable, "-m", "bgio", "bench", "--size", "2", "--scenarios",
+                           "streams", "--dir", str(tmp_path), "--json", "out.json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("  ")[0] for line in proc.stdout.splitlines()]
+    assert [f"nonblock p{n}" for n in range(1, 11)] == [row for row in rows if "nonblock" in row]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert set(report["results"]["streams"]["nonblock"]) == {f"nonblock p{n}" for n in range(1, 11)}

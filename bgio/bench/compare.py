@@ -17,6 +17,7 @@ from .writes import (
     THREAD_LABEL,
     WriteRun,
     measure_bgio,
+    measure_nonblock,
     measure_sync,
     measure_thread,
     priority_label,
@@ -38,6 +39,8 @@ class Comparison:
         Median of the synchronous runs (None if they were not measured).
     thread : WriteRun or None
         Median of the plain-thread runs (None if they were not measured).
+    nonblock : dict of str to WriteRun
+        Median per preset of the older ``nonblock`` module, when it was measured.
     bgio : dict of str to WriteRun
         Median per profile, keyed by label, in the order the profiles were given.
     idle : LoopStats or None
@@ -54,11 +57,13 @@ class Comparison:
     runs: dict[str, list[WriteRun]] = field(default_factory=dict)
     idle_runs: list[LoopStats] = field(default_factory=list)
     thread: WriteRun | None = None
+    nonblock: dict[str, WriteRun] = field(default_factory=dict)
 
 
 def compare_steps(
     n_profiles: int, repeat: int = 1, *, sync: bool = True, idle: bool = True, warmup: bool = True,
     thread: bool = False,
+    nonblock: int = 0,
 ) -> int:
     """Number of measurements :func:`compare_writes` makes (for a progress bar).
 
@@ -75,8 +80,8 @@ def compare_steps(
     -------
     int
     """
-    warm = (int(sync) + int(thread) + int(n_profiles > 0)) if warmup else 0
-    return warm + repeat * (n_profiles + int(sync) + int(thread) + int(idle))
+    warm = (int(sync) + int(thread) + int(n_profiles > 0) + int(nonblock > 0)) if warmup else 0
+    return warm + repeat * (n_profiles + int(sync) + int(thread) + int(idle) + nonblock)
 
 
 def compare_writes(
@@ -90,6 +95,7 @@ def compare_writes(
     warmup: bool = True,
     on_step: Callable[[str], None] | None = None,
     thread: bool = False,
+    nonblock: Sequence[int] = (),
 ) -> Comparison:
     """Write ``data`` synchronously and through bgio at each profile, interleaved, ``repeat`` times.
 
@@ -123,6 +129,8 @@ def compare_writes(
         :func:`compare_steps` gives the number of calls.
     thread : bool, default False
         Include ``f.write`` in a plain thread (:func:`~bgio.bench.writes.measure_thread`).
+    nonblock : sequence of int
+        Presets at which to include the older ``nonblock.bgwrite`` (it must be installed).
 
     Returns
     -------
@@ -136,7 +144,7 @@ def compare_writes(
 
     with workdir(directory) as where:
         return _compare(where, data, priorities, labels, repeat, sync, idle_seconds, warmup,
-                        progress(on_step), thread)
+                        progress(on_step), thread, nonblock)
 
 
 def _compare(
@@ -150,6 +158,7 @@ def _compare(
     warmup: bool,
     step: Callable[[str], None],
     thread: bool = False,
+    nonblock: Sequence[int] = (),
 ) -> Comparison:
     """The rounds of :func:`compare_writes`, in an existing ``directory``."""
 
@@ -173,6 +182,9 @@ def _compare(
     if thread:
         arms.append((THREAD_LABEL, thread_arm))
     arms.extend(zip(labels, bgio_arms))
+    nonblock_labels = [f"nonblock p{preset}" for preset in nonblock]
+    nonblock_arms = [write_arm(measure_nonblock, preset) for preset in nonblock]
+    arms.extend(zip(nonblock_labels, nonblock_arms))
     if idle_seconds is not None:
         duration = idle_seconds
         arms.append((IDLE_LABEL, lambda: idle_baseline(duration)))
@@ -183,6 +195,7 @@ def _compare(
         sides = [("sync", sync_arm)] if sync else []
         sides += [("thread", thread_arm)] if thread else []
         sides += [("bgio", bgio_arms[0])] if bgio_arms else []
+        sides += [("nonblock", nonblock_arms[0])] if nonblock_arms else []
         warm_up(sides, step)
 
     runs: dict[str, list[WriteRun]] = {label: [] for label, _ in arms if label != IDLE_LABEL}
@@ -198,6 +211,7 @@ def _compare(
     return Comparison(
         sync=median_of(runs[SYNC_LABEL]) if sync else None,
         thread=median_of(runs[THREAD_LABEL]) if thread else None,
+        nonblock={label: median_of(runs[label]) for label in nonblock_labels},
         bgio={label: median_of(runs[label]) for label in labels},
         idle=median_of(idle_runs) if idle_runs else None,
         runs=runs,

@@ -12,6 +12,7 @@ from .h5 import H5Run, h5_scenario, realistic_frames
 from .pacing import RateRun, max_rate
 from .schedule import progress
 from .streams import StreamRun, open_small_writes
+from .writes import nonblock_available
 
 __all__ = ["PRESETS_ALL", "SCENARIOS", "Suite", "plot_suite", "run_suite", "suite_steps",
            "suite_tables"]
@@ -44,7 +45,8 @@ def suite_steps(scenarios: Sequence[str], presets: Sequence[int], repeat: int) -
     """Progress steps :func:`run_suite` reports."""
     steps = 0
     if "streams" in scenarios:
-        steps += compare_steps(len(presets), repeat, thread=True)
+        steps += compare_steps(len(presets), repeat, thread=True,
+                               nonblock=len(presets) if nonblock_available() else 0)
     steps += sum(1 for name in ("small", "pacing") if name in scenarios)
     if "hdf5" in scenarios:
         steps += len(H5_SIDES) * (1 + repeat)
@@ -79,8 +81,10 @@ def run_suite(directory: str, scenarios: Sequence[str], size: int, repeat: int =
                             "presets": list(presets)})
     if "streams" in scenarios:
         data = make_data(size)
+        # The older module, when installed, at the same preset numbers.
         suite.streams = compare_writes(data, presets, repeat, directory=directory,
-                                       thread=True, on_step=step)
+                                       thread=True, on_step=step,
+                                       nonblock=presets if nonblock_available() else ())
         del data
     if "small" in scenarios:
         suite.small = open_small_writes(directory, count=100_000, size=4096, repeat=repeat)
@@ -119,7 +123,7 @@ def suite_tables(suite: Suite) -> list[str]:
         lines.append(f"streams: {size / MIB:g} MiB in one call, the main thread in a 1 ms "
                      f"sleep loop meanwhile")
         rows = [run for run in (comparison.sync, comparison.thread) if run is not None]
-        rows += list(comparison.bgio.values())
+        rows += list(comparison.bgio.values()) + list(comparison.nonblock.values())
         lines += _grid(
             ["", "MiB/s", "duty req %", "duty got %", "call ms", "loop p99 ms", "loop max ms",
              "peak RSS +MiB"],
@@ -184,6 +188,10 @@ def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
         axes.annotate(run.label.replace("bgio ", ""), (run.mib_s, run.loop_p99_ms),
                       textcoords="offset points", xytext=(4, 6 if index % 2 == 0 else -13),
                       fontsize=9)
+    if comparison.nonblock:
+        older = list(comparison.nonblock.values())
+        axes.plot([run.mib_s for run in older], [run.loop_p99_ms for run in older], "^--",
+                  color="tab:green", label="nonblock presets")
     for run, color in ((comparison.sync, "tab:red"), (comparison.thread, "tab:orange")):
         if run is not None:
             axes.plot([run.mib_s], [run.loop_p99_ms], "s", color=color, label=run.label)

@@ -20,8 +20,10 @@ __all__ = [
     "WRITE_TIMEOUT",
     "WriteRun",
     "measure_bgio",
+    "measure_nonblock",
     "measure_sync",
     "measure_thread",
+    "nonblock_available",
     "priority_label",
     "timeout_for",
 ]
@@ -204,6 +206,49 @@ def measure_thread(path: str | os.PathLike[str], data: object) -> WriteRun:
         mib_s=size / MIB / seconds,
         call_ms=(t1 - t0) * 1e3,
         requested_duty_pct=None,
+        measured_duty_pct=None,
+        loop_p50_ms=loop.p50_ms,
+        loop_p99_ms=loop.p99_ms,
+        loop_max_ms=loop.max_ms,
+        peak_rss_mib=loop.peak_rss_mib,
+    )
+
+
+def nonblock_available() -> bool:
+    """Whether the older ``nonblock`` package can be imported (for its comparison rows)."""
+    import importlib.util
+
+    return importlib.util.find_spec("nonblock") is not None
+
+
+def measure_nonblock(path: str | os.PathLike[str], data: object, preset: int,
+                     timeout: float | None = None) -> WriteRun:
+    """Time the older ``nonblock.bgwrite`` at ``ioPrio=preset``, measured like :func:`measure_bgio`.
+
+    Its handle is a thread; the loop runs until it has ended.
+    """
+    from nonblock import bgwrite as nonblock_bgwrite
+
+    size = nbytes(data)
+    if timeout is None:
+        timeout = timeout_for(size)
+    with fresh_file(path) as f:
+        baseline = rss()
+        t0 = time.perf_counter()
+        handle = nonblock_bgwrite(f, data, ioPrio=preset)
+        t1 = time.perf_counter()
+        gaps, peak, t_end, timed_out = spin(lambda: not handle.is_alive(), None, t0, timeout)
+        if timed_out:
+            raise TimeoutError(f"nonblock p{preset}: write not done after {timeout:g} s")
+    loop = loop_stats(gaps, peak, baseline, t_end - t0, timed_out)
+    seconds = t_end - t0
+    return WriteRun(
+        label=f"nonblock p{preset}",
+        size_bytes=size,
+        seconds=seconds,
+        mib_s=size / MIB / seconds,
+        call_ms=(t1 - t0) * 1e3,
+        requested_duty_pct=PRESETS[preset].bandwidth_pct,
         measured_duty_pct=None,
         loop_p50_ms=loop.p50_ms,
         loop_p99_ms=loop.p99_ms,
