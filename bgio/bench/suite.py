@@ -199,6 +199,11 @@ def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
         axes.axhline(comparison.idle.p99_ms, color="grey", linestyle=":",
                      label="idle main loop p99")
     axes.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2.4, not 2.4 x 10^0
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
     axes.set_xlabel("throughput (MiB/s)")
     axes.set_ylabel("main thread's 1 ms loop, p99 iteration (ms, log)")
     size = presets[0].size_bytes / MIB if presets else 0
