@@ -201,9 +201,10 @@ def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
     axes.set_yscale("log")
     from matplotlib.ticker import FuncFormatter
 
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2.4, not 2.4 x 10^0
-    axes.yaxis.set_major_formatter(plain)
-    axes.yaxis.set_minor_formatter(plain)
+    # 2, 3, 5, 10, 20 ... rather than 10^0 x 2: plain numbers, a few of them.
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(
+        FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
     axes.set_xlabel("throughput (MiB/s)")
     axes.set_ylabel("main thread's 1 ms loop, p99 iteration (ms, log)")
     size = presets[0].size_bytes / MIB if presets else 0
