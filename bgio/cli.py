@@ -248,6 +248,10 @@ def _run_copy(args: argparse.Namespace) -> int:
         source = open(args.source, "rb", buffering=0)  # noqa: SIM115 - closed below
         label, total = args.source, os.fstat(source.fileno()).st_size or None
     destination: str | int = sys.stdout.fileno() if args.destination == "-" else args.destination
+    if isinstance(destination, str) and os.path.isdir(destination):
+        if args.source == "-":
+            raise IsADirectoryError(21, "Is a directory (name the file to write)", destination)
+        destination = os.path.join(destination, os.path.basename(args.source))  # as cp does
     try:
         with _progress_bar(total, os.path.basename(label), args.quiet) as progress:
             copy_stream(source, destination, profile, fsync=args.fsync, atomic=args.atomic,

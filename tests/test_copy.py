@@ -46,6 +46,16 @@ def test_stdin_to_a_file_and_a_file_to_stdout(tmp_path, payload):
     assert run.stdout == data
 
 
+def test_a_directory_as_destination_gets_the_source_name(tmp_path, payload):
+    source, data = payload
+    (tmp_path / "into").mkdir()
+    run = bgio("copy", str(source), str(tmp_path / "into"))
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "into" / "src.bin").read_bytes() == data
+    run = bgio("copy", "-", str(tmp_path / "into"), input=b"x")
+    assert run.returncode == 1 and b"Is a directory (name the file to write)" in run.stderr
+
+
 def test_options(tmp_path, payload):
     source, data = payload
     target = tmp_path / "dst.bin"
