@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -110,10 +111,22 @@ class H5Writer(ClosesOnExit):
             start_swmr(node.file)
             self._swmr_started = True
 
-    def _submit_block(self, block: object) -> BackgroundWriteProcess:
-        """Queue one block (a chunk, an announcement) as one store, in order (lock held)."""
+    def _submit_block(self, block: object, handle: BackgroundWriteProcess | None = None,
+                      on_done: Callable[[BackgroundWriteProcess], object] | None = None,
+                      ) -> BackgroundWriteProcess:
+        """Queue one block (a chunk, an announcement) as one store, in order (lock held).
+
+        ``handle`` is the store's handle if one was given out already (its
+        size is set here); ``on_done`` is registered before the store is
+        queued, so it runs before any callback added to the handle later.
+        """
         size = len(block)  # type: ignore[arg-type]
-        handle = BackgroundWriteProcess(size)
+        if handle is None:
+            handle = BackgroundWriteProcess(size)
+        else:
+            handle.total_bytes = size
+        if on_done is not None:
+            handle.add_done_callback(on_done)
         source = Source((block,), None, size, False, size)
         # One block per store, however large: chunk_size is the block's size.
         self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]

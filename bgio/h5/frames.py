@@ -12,12 +12,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..engine import submit
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess
-from ..jobs import Job, raise_root_error
+from ..jobs import raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
-from ..source import Source
 from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool, pipeline_of
 from .layout import (
@@ -470,19 +468,12 @@ class FrameWriter(H5Writer):
         if self._pool is not None and pipeline is not None and pipeline.compresses and not raw:
             encoded = self._pool.submit(pipeline.encode, frames)
         chunk = Chunk(first_frame // self._chunk_frames, frames, count, encoded, raw)
-        if handle is None:
-            handle = BackgroundWriteProcess(len(chunk))
-        else:
-            handle.total_bytes = len(chunk)
-        source = Source((chunk,), None, len(chunk), False, len(chunk))
-        # One chunk is one block for the engine: never split, however large.
-        job = Job(handle, self._sink, source, self._profile, chunk_size=max(len(chunk), 1))
+        on_done = None
         if not counted:
             held = frames.nbytes
             self._pending += held
-            handle.add_done_callback(lambda _: self._stored(held))
-        self._last = submit(job)
-        return handle
+            on_done = lambda _: self._stored(held)
+        return self._submit_block(chunk, handle, on_done)
 
     def _stored(self, size: int) -> None:
         with self._lock:

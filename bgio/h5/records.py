@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..engine import submit
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, finish_all
-from ..jobs import Job, raise_root_error
+from ..jobs import raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
-from ..source import Source
 from .base import H5Writer, check_on_missing, open_target
 from .filters import ChunkPipeline, encoding_pool, pipeline_of
 from .layout import (
@@ -616,14 +614,9 @@ class RecordWriter(H5Writer):
         block = RecordBlock(chunk.index, rows, chunk.fill, [count for count, _ in announced],
                             self._row_bytes, encoded, chunk.raw)
         size = len(block)
-        store = BackgroundWriteProcess(size)
-        source = Source((block,), None, size, False, size)
         self._queued_bytes += size
         handles = [handle for _, handle in announced]
-        store.add_done_callback(lambda done: self._stored(done, size, handles))
-        # One block per store, however large: chunk_size is the block's size.
-        self._last = submit(Job(store, self._sink, source, self._profile,
-                                chunk_size=max(size, 1)))
+        self._submit_block(block, on_done=lambda done: self._stored(done, size, handles))
 
     def _stored(self, store: BackgroundWriteProcess, size: int,
                 handles: list[BackgroundWriteProcess]) -> None:
