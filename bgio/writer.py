@@ -7,10 +7,10 @@ import threading
 from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
 from .engine import submit
-from .errors import QueueFull
 from .handle import PENDING, RUNNING, BackgroundWriteProcess
 from .jobs import Job, failed, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
+from .room import wait_for_room
 from .sinks import PathSink
 from .source import make_source
 
@@ -166,13 +166,8 @@ class Writer(ClosesOnExit):
             def has_room() -> bool:
                 return self._closed or self._pending == 0 or self._pending + size <= bound
 
-            if not has_room():
-                if not block:
-                    raise QueueFull(f"{self._pending} bytes pending, bound {bound}: no room for "
-                                    f"{size} more")
-                if not self._room.wait_for(has_room, timeout):
-                    raise QueueFull(f"no room for {size} bytes after {timeout} s "
-                                    f"({self._pending} pending, bound {bound})")
+            wait_for_room(self._room, has_room, block, timeout, lambda: self._pending, bound,
+                          f"{size} bytes")
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             self._after_failure(job)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess
 from ..jobs import raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
+from ..room import wait_for_room
 from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool, pipeline_of
 from .layout import (
@@ -392,14 +392,8 @@ class FrameWriter(H5Writer):
             cost = self._cost(where(), stack)
             return cost == 0 or self._pending == 0 or self._pending + cost <= bound
 
-        if has_room():
-            return
-        if not block:
-            raise QueueFull(f"{self._pending} bytes pending, bound {bound}: no room for "
-                            f"{len(stack)} frame(s)")
-        if not self._room.wait_for(has_room, timeout):
-            raise QueueFull(f"no room for {len(stack)} frame(s) after {timeout} s "
-                            f"({self._pending} pending, bound {bound})")
+        wait_for_room(self._room, has_room, block, timeout, lambda: self._pending, bound,
+                      f"{len(stack)} frame(s)")
 
     def _place(self, index: int, stack: np.ndarray) -> BackgroundWriteProcess:
         if self._closed:

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, finish_all
 from ..jobs import raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
+from ..room import wait_for_room
 from .base import H5Writer, check_on_missing, open_target
 from .filters import ChunkPipeline, encoding_pool, pipeline_of
 from .layout import (
@@ -466,14 +466,10 @@ class RecordWriter(H5Writer):
         with self._lock:
             self._check_open(frame_index)
             if not self._has_room(frame_index, size):
-                if not block:
-                    raise QueueFull(f"{self.pending_bytes} bytes pending, bound {self._bound}: "
-                                    f"no room for frame {frame_index} ({size} bytes)")
-                if not self._room.wait_for(lambda: self._closed or self._has_room(frame_index, size),
-                                           timeout):
-                    raise QueueFull(f"no room for frame {frame_index} ({size} bytes) after "
-                                    f"{timeout} s ({self.pending_bytes} pending, "
-                                    f"bound {self._bound})")
+                wait_for_room(self._room,
+                              lambda: self._closed or self._has_room(frame_index, size), block,
+                              timeout, lambda: self.pending_bytes, self._bound,
+                              f"frame {frame_index} ({size} bytes)")
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
             self._ensure_swmr(self._group)
             if frame_index != self._next:
