@@ -197,21 +197,7 @@ def measure_thread(path: str | os.PathLike[str], data: object) -> WriteRun:
         thread.join()
         if errors:
             raise errors[0]
-    loop = loop_stats(gaps, peak, baseline, t_end - t0, False)
-    seconds = t_end - t0
-    return WriteRun(
-        label=THREAD_LABEL,
-        size_bytes=size,
-        seconds=seconds,
-        mib_s=size / MIB / seconds,
-        call_ms=(t1 - t0) * 1e3,
-        requested_duty_pct=None,
-        measured_duty_pct=None,
-        loop_p50_ms=loop.p50_ms,
-        loop_p99_ms=loop.p99_ms,
-        loop_max_ms=loop.max_ms,
-        peak_rss_mib=loop.peak_rss_mib,
-    )
+    return _looped(THREAD_LABEL, size, t0, t1, t_end, gaps, peak, baseline, None, None)
 
 
 def nonblock_available() -> bool:
@@ -240,21 +226,8 @@ def measure_nonblock(path: str | os.PathLike[str], data: object, preset: int,
         gaps, peak, t_end, timed_out = spin(lambda: not handle.is_alive(), None, t0, timeout)
         if timed_out:
             raise TimeoutError(f"nonblock p{preset}: write not done after {timeout:g} s")
-    loop = loop_stats(gaps, peak, baseline, t_end - t0, timed_out)
-    seconds = t_end - t0
-    return WriteRun(
-        label=f"nonblock p{preset}",
-        size_bytes=size,
-        seconds=seconds,
-        mib_s=size / MIB / seconds,
-        call_ms=(t1 - t0) * 1e3,
-        requested_duty_pct=PRESETS[preset].bandwidth_pct,
-        measured_duty_pct=None,
-        loop_p50_ms=loop.p50_ms,
-        loop_p99_ms=loop.p99_ms,
-        loop_max_ms=loop.max_ms,
-        peak_rss_mib=loop.peak_rss_mib,
-    )
+    return _looped(f"nonblock p{preset}", size, t0, t1, t_end, gaps, peak, baseline,
+                   PRESETS[preset].bandwidth_pct, None)
 
 
 def measure_bgio(
@@ -314,17 +287,26 @@ def measure_bgio(
             handle.wait(10.0)
             raise TimeoutError(f"{priority_label(priority)}: write not done after {timeout:g} s")
         handle.result()
-    loop = loop_stats(gaps, peak, baseline, t_end - t0, timed_out)
-    seconds = t_end - t0
     duty = handle.duty_cycle
+    return _looped(label or priority_label(priority), size, t0, t1, t_end, gaps, peak, baseline,
+                   profile.bandwidth_pct, None if duty is None else duty * 100.0)
+
+
+def _looped(label: str, size: int, t0: float, t1: float, t_end: float, gaps: list[float],
+            peak: int, baseline: int, requested: float | None,
+            measured: float | None) -> WriteRun:
+    """The record of a write measured beside the main loop: started at ``t0``, the call
+    returned at ``t1``, the loop saw it done at ``t_end``."""
+    loop = loop_stats(gaps, peak, baseline, t_end - t0, False)
+    seconds = t_end - t0
     return WriteRun(
-        label=label or priority_label(priority),
+        label=label,
         size_bytes=size,
         seconds=seconds,
         mib_s=size / MIB / seconds,
         call_ms=(t1 - t0) * 1e3,
-        requested_duty_pct=profile.bandwidth_pct,
-        measured_duty_pct=None if duty is None else duty * 100.0,
+        requested_duty_pct=requested,
+        measured_duty_pct=measured,
         loop_p50_ms=loop.p50_ms,
         loop_p99_ms=loop.p99_ms,
         loop_max_ms=loop.max_ms,
