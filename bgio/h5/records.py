@@ -30,7 +30,7 @@ from ..jobs import raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from .base import H5Writer, check_on_missing, open_target
-from .filters import ChunkPipeline, encoding_pool, pipeline_of
+from .filters import encoding_pool
 from .layout import (
     CHUNK_BYTES,
     check_count,
@@ -43,22 +43,19 @@ from .layout import (
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
-    Keys,
     check_finished,
     check_flush_options,
     check_live,
     create_finished,
     create_keys,
 )
-from .sink import raw_mask, set_finished, set_missing, store_chunk, sync_file
+from .record_sink import NEVENTS_CHUNK, Column, RecordBlock, RecordSink
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
 
 __all__ = ["NEVENTS_CHUNK", "RecordWriter", "default_chunk_events"]
 
-#: Frames per chunk of the ``nevents`` dataset (128 KiB of int64).
-NEVENTS_CHUNK = 16384
 #: Bytes of the ``index`` dataset per event (int64).
 _INDEX_BYTES = 8
 
@@ -79,27 +76,12 @@ def default_chunk_events(row_bytes: list[int]) -> int:
     return max(1, CHUNK_BYTES // max(row_bytes, default=1))
 
 
-class _Column:
-    """One dataset of the group, as the writer knows it: layout, filters and name."""
-
-    __slots__ = ("dataset", "dtype", "name", "pipeline", "raw_mask", "row_bytes", "shape")
-
-    def __init__(self, name: str, dataset: h5py.Dataset) -> None:
-        self.name = name
-        self.dataset = dataset
-        self.shape: tuple[int, ...] = dataset.shape[1:]
-        self.dtype = dataset.dtype
-        self.row_bytes = math.prod(self.shape) * self.dtype.itemsize
-        self.pipeline: ChunkPipeline | None = pipeline_of(dataset)
-        self.raw_mask = raw_mask(dataset)
-
-
 class _OpenChunk:
     """The chunk being filled (one buffer per column), and the frames it will announce."""
 
     __slots__ = ("fill", "frames", "index", "raw", "rows")
 
-    def __init__(self, index: int, columns: list[_Column], length: int) -> None:
+    def __init__(self, index: int, columns: list[Column], length: int) -> None:
         self.index = index
         self.rows = [np.zeros((length, *column.shape), column.dtype) for column in columns]
         self.fill = 0  # rows filled so far
@@ -107,117 +89,6 @@ class _OpenChunk:
         # Frames whose last event is in this chunk (or which have none), not
         # yet announced: (events, handle) in frame order.
         self.frames: list[tuple[int, BackgroundWriteProcess]] = []
-
-
-class RecordBlock:
-    """One store for the worker: a chunk's rows for every column, then ``nevents`` rows."""
-
-    __slots__ = ("count", "encoded", "index", "nevents", "raw", "row_bytes", "rows")
-
-    def __init__(self, index: int, rows: list[np.ndarray], count: int, nevents: list[int],
-                 row_bytes: int, encoded: list[Future[bytes] | None], raw: bool = False) -> None:
-        self.index = index  # the chunk's position along axis 0, in chunks
-        self.rows = rows  # one whole chunk per column; rows past `count` are padding
-        self.count = count
-        self.nevents = nevents  # events of each frame this store announces, in frame order
-        self.row_bytes = row_bytes
-        self.encoded = encoded  # per column: filtering under way on the pool, or None
-        self.raw = raw  # stored unfiltered (see bgio.h5.sink.store_chunk)
-
-    def __len__(self) -> int:
-        # The engine paces and counts in bytes: the real rows, and the counts.
-        return self.count * self.row_bytes + len(self.nevents) * 8
-
-
-class RecordSink:
-    """The worker's side: stores every column's chunk, then the ``nevents`` that announce it."""
-
-    kind = None
-    nonblocking = False
-    write_many = None
-
-    def __init__(self, group: h5py.Group, columns: list[_Column], nevents: h5py.Dataset,
-                 own_file: h5py.File | None) -> None:
-        self.group = group
-        self.columns = columns
-        self.nevents = nevents
-        self.nevents_pipeline = pipeline_of(nevents)
-        self.nevents_raw_mask = raw_mask(nevents)
-        self.target: object = group
-        self.key: object = ("h5", group.file.id.fileno, group.name)
-        self.name = f"{group.file.filename}:{group.name}"
-        self.waiter = None
-        self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
-        self.keys: Keys | None = None  # live files: the key dataset that announces frames
-        self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
-        self._extent = 0  # events stored (the columns' extent along axis 0)
-        self._frames = 0  # frames announced (nevents' extent)
-        self._counts = np.zeros(NEVENTS_CHUNK, np.int64)  # nevents' last chunk
-        self._own_file = own_file
-
-    def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
-        if isinstance(block, Announce):
-            # SWMR: events and counts reach the file before the keys that announce them.
-            self._flush_data()
-            assert self.keys is not None
-            self.keys.mark(block.frames)
-            return len(block)
-        if block.count:
-            start = block.index * len(block.rows[0])
-            end = start + block.count
-            if end > self._extent:
-                for column in self.columns:
-                    column.dataset.resize(end, axis=0)
-                self._extent = end
-            for column, rows, encoded in zip(self.columns, block.rows, block.encoded, strict=True):
-                store_chunk(column.dataset, column.pipeline, start, rows, block.count, encoded,
-                            column.raw_mask if block.raw else None)
-        if block.nevents:
-            self._announce(block.nevents)
-        return len(block)
-
-    def _announce(self, counts: list[int]) -> None:
-        """Append the frames' event counts to ``nevents``: stored after the events they count."""
-        dataset = self.nevents
-        first = self._frames
-        dataset.resize(first + len(counts), axis=0)
-        position = 0
-        while position < len(counts):
-            into = (first + position) % NEVENTS_CHUNK
-            take = min(NEVENTS_CHUNK - into, len(counts) - position)
-            self._counts[into : into + take] = counts[position : position + take]
-            chunk_start = first + position - into
-            # Live files rewrite this chunk at every store: unfiltered, in place.
-            store_chunk(dataset, self.nevents_pipeline, chunk_start, self._counts, into + take,
-                        raw_mask=self.nevents_raw_mask if self.keys is not None else None)
-            position += take
-            if into + take == NEVENTS_CHUNK:
-                self._counts = np.zeros(NEVENTS_CHUNK, np.int64)
-        self._frames = first + len(counts)
-
-    def _flush_data(self) -> None:
-        for column in self.columns:
-            column.dataset.flush()
-        self.nevents.flush()
-
-    def flush(self) -> None:
-        """Chunks are stored as they are written; nothing waits in this process."""
-
-    def sync(self) -> None:
-        """Flush HDF5's buffers to the file, then the file to the disk."""
-        sync_file(self.group.file)
-
-    def close(self) -> None:
-        try:
-            if self.missing:
-                set_missing(self.nevents, self.missing)
-            if self.finished is not None:
-                self._flush_data()
-                set_finished(self.finished)
-            self.group.file.flush()
-        finally:
-            if self._own_file is not None:
-                self._own_file.close()
 
 
 class RecordWriter(H5Writer):
@@ -363,12 +234,12 @@ class RecordWriter(H5Writer):
                 check_finished(parent.get(folder) if folder else parent, finished)
             where = parent.require_group(group)
             columns = [
-                _Column(name, where.create_dataset(
+                Column(name, where.create_dataset(
                     name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                     chunks=(chunk_events, *shape), **options))
                 for name, (shape, dtype) in layouts.items()
             ]
-            columns.append(_Column(index_name, where.create_dataset(
+            columns.append(Column(index_name, where.create_dataset(
                 index_name, shape=(0,), maxshape=(None,), dtype=np.int64,
                 chunks=(chunk_events,), **options)))
             nevents = where.create_dataset(
