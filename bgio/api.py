@@ -7,10 +7,10 @@ import sys
 
 from .engine import submit
 from .handle import BackgroundWriteProcess
-from .jobs import Job
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .sinks import PathSink, Sink, sink_can_sync, sink_for
 from .source import make_source
+from .worker import Job
 
 __all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "open_sink", "prepare"]
 

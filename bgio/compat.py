@@ -13,14 +13,21 @@ before, with these differences, each a fix:
   becomes True, and chained writes fail with :class:`bgio.ChainError`
   instead of waiting forever.
 * Writes to one file object are ordered even without ``chainAfter``.
-* The handle is not a :class:`threading.Thread`, but keeps ``start()``,
-  ``join()``, ``is_alive()``, ``startedWriting`` and ``finished``.
-  ``remainingData`` is not kept (the data is not split up front); use
-  ``bytes_written`` and ``total_bytes``.
+* The handle is a :class:`threading.Thread` as before (``start()``,
+  ``join()``, ``is_alive()``, ``isAlive()``, ``name``, ``daemon``,
+  ``ident``, ``startedWriting``, ``finished``), but no OS thread is started
+  per write: bgio's workers write it, and ``ident`` is the worker's once
+  the write has started. ``remainingData`` is not kept (the data is not
+  split up front); use ``bytes_written`` and ``total_bytes``.
+* Once a write is done, the handle lets go of the file object
+  (``fileObj`` becomes None), so nothing keeps a file alive that the
+  program has dropped.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from typing import Any
 
 from .api import prepare
@@ -101,12 +108,17 @@ def _profile(ioPrio: object) -> _Profile:
     return resolve_priority(ioPrio, "ioPrio")
 
 
-class BackgroundWriteProcess(_Handle):
+class BackgroundWriteProcess(_Handle, threading.Thread):
     """A background write created but not started, as in the older module.
 
     ``bgwrite`` and ``bgwrite_chunk`` return one already started. Created
     directly, it starts with :meth:`start`. All of :class:`bgio.BackgroundWriteProcess`
     is available too (``result()``, ``cancel()``, progress, ...).
+
+    It is a :class:`threading.Thread` instance, as the older module's was,
+    without an OS thread of its own: :meth:`start` queues the write for
+    bgio's workers, :meth:`join` and :meth:`is_alive` follow the write, and
+    :attr:`ident` is the identifier of the worker thread writing it.
 
     Parameters
     ----------
@@ -125,7 +137,8 @@ class BackgroundWriteProcess(_Handle):
         *,
         _chunkSize: int | None = None,
     ) -> None:
-        super().__init__()
+        _Handle.__init__(self)
+        threading.Thread.__init__(self, name=f"bgio-write-{next(_numbers)}", daemon=False)
         sink = sink_for(fileObj, "fileObj")
         profile = _profile(ioPrio)
         self.fileObj = fileObj
@@ -134,6 +147,9 @@ class BackgroundWriteProcess(_Handle):
         self.startedWriting = False
         self._job = prepare(self, sink, dataBlocks, profile, _chunkSize, closeWhenFinished,
                             chainAfter)
+        # Let go of the file once done: the handle may outlive it in a list,
+        # and the file's queue must be free to go with the file.
+        self.add_done_callback(_release)
 
     @property
     def finished(self) -> bool:
@@ -153,11 +169,51 @@ class BackgroundWriteProcess(_Handle):
             raise RuntimeError("BackgroundWriteProcess can only be started once")
         submit(job)
 
-    def _start(self) -> bool:
-        started = super()._start()
+    def run(self) -> None:
+        """Nothing: the write is done by bgio's workers, not by a thread of its own."""
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the write is done, or ``timeout`` seconds (as :meth:`threading.Thread.join`)."""
+        self.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """True from :meth:`start` until the write is done."""
+        return self._job is None and not self.done()
+
+    def isAlive(self) -> bool:
+        """Alias of :meth:`is_alive`."""
+        return self.is_alive()
+
+    @property
+    def ident(self) -> int | None:
+        """The identifier of the worker thread writing this data, None until it starts."""
+        return self._writer_ident
+
+    @property
+    def native_id(self) -> int | None:
+        """The native identifier of the worker thread writing this data, None until it starts."""
+        return self._writer_native_id
+
+    _writer_ident: int | None = None
+    _writer_native_id: int | None = None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        started = super().set_running_or_notify_cancel()
         if started:
             self.startedWriting = True
+            self._writer_ident = threading.get_ident()
+            self._writer_native_id = threading.get_native_id()
         return started
+
+    def __repr__(self) -> str:
+        return _Handle.__repr__(self)
+
+
+_numbers = itertools.count(1)
+
+
+def _release(handle: _Handle) -> None:
+    handle.fileObj = None  # type: ignore[attr-defined]
 
 
 def bgwrite(

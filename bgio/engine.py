@@ -1,8 +1,8 @@
 """The engine: one ordered queue per destination, worker threads to serve them, exit drain.
 
 Every write is a job on its destination's *lane*; a lane's worker takes its
-jobs in call order and runs them (:mod:`bgio.batch`, :mod:`bgio.jobs`). At
-most one worker serves a lane at a time.
+jobs in call order and runs them (:mod:`bgio.worker`). At most one worker
+serves a lane at a time.
 
 Workers are non-daemon threads. One serves a lane while it has work, then
 parks for a while, ready to be handed the next lane that needs one, so a
@@ -24,9 +24,8 @@ import weakref
 from collections import deque
 from collections.abc import Hashable
 
-from .batch import flush_pending, run_batch
 from .handle import BackgroundWriteProcess
-from .jobs import Job, Lane
+from .worker import Job, Lane, flush_pending, run_batch
 
 __all__ = ["submit", "wait_all"]
 
@@ -67,8 +66,6 @@ def submit(job: Job) -> BackgroundWriteProcess:
         lane = _lanes.get(job.sink.key)
         if lane is None:
             lane = _lanes[job.sink.key] = Lane(job.sink.key, job.profile)
-        job.predecessor = lane.last
-        lane.last = job.handle
         lane.jobs.append(job)
         _unfinished += 1
         if lane.worker is None:
@@ -112,7 +109,7 @@ def _work(worker: Worker) -> None:
                 lane.worker = None
                 lane.close_waiter()
             for job in jobs:
-                job.handle._finish(RuntimeError("bgio worker failed; see the bgio log"))
+                job.handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
             _jobs_ended(len(jobs))
         with _lock:
             worker.lane = None

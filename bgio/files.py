@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 from .api import PriorityLike
-from .handle import BackgroundWriteProcess
+from .handle import BackgroundWriteProcess, failure_of
 from .writer import Writer
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
@@ -31,6 +32,12 @@ class BackgroundFile(io.BufferedIOBase):
 
     An error in the background is raised by the next :meth:`write`,
     :meth:`flush` or :meth:`close` (and the file writes nothing more).
+
+    It may be written from several threads at once: every byte given to
+    :meth:`write` is written exactly once, and each call's bytes are
+    contiguous in the file (calls from different threads are ordered as
+    they take the file's lock). A text file made by :func:`bgio.open`
+    (an :class:`io.TextIOWrapper`) is as thread-safe as Python's own.
     """
 
     def __init__(self, writer: Writer, name: object, mode: str = "wb") -> None:
@@ -40,6 +47,9 @@ class BackgroundFile(io.BufferedIOBase):
         self._mode = mode
         self._buffer = bytearray()
         self._position = 0
+        # One lock for the buffer and the queue: a block is queued and a new
+        # one started while nobody appends to it.
+        self._lock = threading.Lock()
         self._failed: BackgroundWriteProcess | None = None
 
     @property
@@ -86,25 +96,29 @@ class BackgroundFile(io.BufferedIOBase):
             An error of an earlier background write.
         """
         self._check_open()
-        self._raise_failure()
+        if self._failed is not None:
+            self._raise_failure()
         view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         size = len(view)
-        if size >= BUFFER_SIZE:
-            self._queue_buffer()
-            # Large: queued as is when immutable, else snapshotted (one copy).
-            self._queue(view if isinstance(view, bytes) else view.tobytes())
-        else:
-            self._buffer += view
-            if len(self._buffer) >= BUFFER_SIZE:
+        with self._lock:
+            if size >= BUFFER_SIZE:
                 self._queue_buffer()
-        self._position += size
+                # Large: queued as is when immutable, else snapshotted (one copy).
+                self._queue(view if isinstance(view, bytes) else view.tobytes())
+            else:
+                buffer = self._buffer
+                buffer += view
+                if len(buffer) >= BUFFER_SIZE:
+                    self._queue_buffer()
+            self._position += size
         return size
 
     def flush(self) -> None:
         """Wait until everything written so far is in the file (on disk with ``fsync``), or raise."""
         if self.closed:
             return
-        self._queue_buffer()
+        with self._lock:
+            self._queue_buffer()
         self._writer.flush()
 
     def close(self) -> None:
@@ -112,7 +126,8 @@ class BackgroundFile(io.BufferedIOBase):
         if self.closed:
             return
         try:
-            self._queue_buffer()
+            with self._lock:
+                self._queue_buffer()
             self._writer.close()
         finally:
             super().close()
@@ -131,6 +146,7 @@ class BackgroundFile(io.BufferedIOBase):
             raise ValueError("I/O operation on closed bgio file")
 
     def _queue_buffer(self) -> None:
+        # (self._lock held)
         if self._buffer:
             # The bytearray itself is queued (no second copy) and a new one
             # started; the worker's view keeps it from being resized.
@@ -142,7 +158,7 @@ class BackgroundFile(io.BufferedIOBase):
         handle.add_done_callback(self._note_failure)
 
     def _note_failure(self, handle: BackgroundWriteProcess) -> None:
-        if self._failed is None and (handle.cancelled() or handle._exception is not None):
+        if self._failed is None and failure_of(handle) is not None:
             self._failed = handle
 
     def _raise_failure(self) -> None:
@@ -222,7 +238,7 @@ def open(
         atomic=atomic,
         max_pending_bytes=max_pending_bytes,
     )
-    if writer._sink.kind == "text":
+    if writer.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")
     binary = BackgroundFile(writer, file, _BINARY[mode])
     if not text:

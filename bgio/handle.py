@@ -1,95 +1,110 @@
-"""The Future-like handle of one background write: state, progress, result, callbacks."""
+"""The handle of one background write: a :class:`concurrent.futures.Future` with progress.
+
+The handle does no I/O, no sleeping and no waiting for other writes: the
+worker (:mod:`bgio.worker`) drives it through a few transition methods, as an
+executor drives a Future — :meth:`~BackgroundWriteProcess.set_running_or_notify_cancel`,
+:meth:`~BackgroundWriteProcess.set_result`, :meth:`~BackgroundWriteProcess.set_exception`,
+:meth:`~BackgroundWriteProcess.set_stopped` — and tells it how far it got
+(:attr:`~BackgroundWriteProcess.bytes_written`, :meth:`~BackgroundWriteProcess.set_timing`).
+:meth:`~BackgroundWriteProcess.watch_cancel` lets the worker be woken when
+a cancel is asked while it waits.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Generator
-from concurrent.futures import CancelledError, TimeoutError
+from concurrent.futures import CancelledError, Future, TimeoutError
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .errors import ChainError
+from .timeouts import check_timeout
+
 if TYPE_CHECKING:
-    import asyncio
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
-__all__ = ["BackgroundWriteProcess", "CancelledError", "TimeoutError"]
+__all__ = [
+    "BackgroundWriteProcess",
+    "CancelledError",
+    "TimeoutError",
+    "WriteTiming",
+    "failure_of",
+    "finish_all",
+    "raise_root_error",
+]
 
 logger = logging.getLogger("bgio")
 
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-CANCELLED = "CANCELLED"
-
-_FINAL = (FINISHED, CANCELLED)
-
-# One lock guards the state of every handle. It is held for a few
-# instructions at a time, and sparing each handle a Condition of its own
-# makes creating one several times cheaper; a handle gets a Condition on
-# this lock only when somebody actually waits for it.
-_lock = threading.Lock()
+_CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
+_DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
 class WriteTiming:
-    """When a write ran and how long it was busy: what ``rate`` and ``duty_cycle`` report.
+    """When a write ran, how long it was busy, and its latest rate: what ``rate`` and
+    ``duty_cycle`` report.
 
     One per write, or one shared by a run of small writes made in one pass.
-    ``rate_of(since, until)`` is the pacing window's rate over that span.
+    The worker updates it after every chunk; readers in other threads see
+    plain numbers (never a structure being changed), and a finished write
+    keeps its last figures.
     """
 
-    __slots__ = ("busy", "first_start", "last_end", "rate_of")
+    __slots__ = ("busy", "first_start", "last_end", "rate")
 
     def __init__(self, first_start: float, last_end: float, busy: float,
-                 rate_of: Callable[[float, float], float | None]) -> None:
+                 rate: float | None) -> None:
         self.first_start = first_start
         self.last_end = last_end
         self.busy = busy
-        self.rate_of = rate_of
+        self.rate = rate
 
 
-class BackgroundWriteProcess:
-    """The handle of one background write, modelled on :class:`concurrent.futures.Future`.
+class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
+    """The handle of one background write: a :class:`concurrent.futures.Future`.
 
     Returned by :func:`bgio.bgwrite`, :func:`bgio.bgwrite_chunk` and
-    :meth:`bgio.Writer.write`; not meant to be created by users. It is safe
-    to use from any thread. It is also awaitable (``await handle`` gives
-    :meth:`result`), a context manager (leaving the block waits for the write
-    and re-raises its error), and offers :meth:`join` and :meth:`is_alive`
-    for code written against the older thread-based module.
+    :meth:`bgio.Writer.write`; not meant to be created by users. Being a
+    Future, it works with :func:`concurrent.futures.wait`,
+    :func:`~concurrent.futures.as_completed` and :func:`asyncio.wrap_future`;
+    it is also awaitable (``await handle`` gives :meth:`result`; cancelling
+    the awaiting task, as :func:`asyncio.wait_for` does on timeout, cancels
+    the write), a context manager (leaving the block waits for the write and
+    re-raises its error), and offers :meth:`join` and :meth:`is_alive` for
+    code written against the older thread-based module.
 
     States: *pending* (queued, or waiting for the write it is chained
     after), *running* (writing), then *done*: finished with a result, failed
-    with an exception, or cancelled.
+    with an exception, or cancelled. Unlike a plain Future, a *running*
+    write can be cancelled too: see :meth:`cancel`.
 
     Progress attributes are updated by the worker after every chunk and may
-    be read at any time without locking.
+    be read from any thread at any time.
 
     Attributes
     ----------
     bytes_written : int
-        Bytes (characters for text streams) written so far.
+        Bytes (characters for text streams) written so far. After a failure,
+        what reached the destination.
     total_bytes : int or None
         Bytes the write will take in all, or ``None`` when the data is a lazy
         iterable whose size is not known in advance.
     """
 
-    # Slots keep creation cheap: a Writer may create tens of thousands of handles.
-    # Slots for what every write sets; class-level defaults for what most
-    # never change (they land in the instance dict when they do). Creating
-    # a handle is part of every call, and a Writer may make tens of thousands.
-    __slots__ = ("__dict__", "__weakref__", "_state", "bytes_written", "total_bytes")
-
-    _exception: BaseException | None = None
-    _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
+    # Set only when used: most writes are never cancelled or timed.
     _cancel_requested = False
-    _waiters: threading.Condition | None = None  # made when somebody waits
-    _timing: WriteTiming | None = None  # set by the worker with the first chunk
-    _interrupt: Callable[[], None] | None = None  # wakes the worker if it waits on the file
+    _on_cancel: Callable[[], None] | None = None
+    _timing: WriteTiming | None = None
 
     def __init__(self, total_bytes: int | None = None) -> None:
-        self._state = PENDING
+        super().__init__()
         self.total_bytes = total_bytes
         self.bytes_written = 0
 
@@ -97,49 +112,30 @@ class BackgroundWriteProcess:
         state = self._state
         if state == FINISHED:
             state = "failed" if self._exception is not None else "finished"
+        elif state in _CANCELLED:
+            state = "cancelled"
         return (
             f"<{type(self).__name__} at {id(self):#x} state={state.lower()} "
             f"bytes_written={self.bytes_written} total_bytes={self.total_bytes}>"
         )
 
-    def _condition(self) -> threading.Condition:
-        """This handle's condition over the shared lock (call with ``_lock`` held)."""
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = threading.Condition(_lock)
-        return waiters
-
-    def _notify_waiters(self) -> None:
-        """Wake whoever waits on this handle (call with ``_lock`` held)."""
-        if self._waiters is not None:
-            self._waiters.notify_all()
-
     # -- state ---------------------------------------------------------------------------
-
-    def done(self) -> bool:
-        """Return True if the write has finished, failed or been cancelled."""
-        return self._state in _FINAL
-
-    def running(self) -> bool:
-        """Return True while the worker is writing this data."""
-        return self._state == RUNNING
-
-    def cancelled(self) -> bool:
-        """Return True if the write was cancelled (some bytes may have been written)."""
-        return self._state == CANCELLED
 
     def cancel(self) -> bool:
         """Ask the write to stop.
 
         A pending write is cancelled at once and nothing of it is written. A
-        running write stops before its next chunk (a pacing pause is cut
-        short): what was written stays, :attr:`bytes_written` says how much,
-        and the handle becomes cancelled when the worker has stopped, which
-        :meth:`wait` waits for. If the worker had already written every
-        byte, the write finishes normally instead; :meth:`cancelled` tells
-        which happened. Later writes to the same destination as a cancelled
-        write fail with :class:`bgio.ChainError`, so nothing is written after
-        the gap.
+        running write stops before its next chunk (a pacing pause or a wait
+        for a full destination is cut short): what was written stays,
+        :attr:`bytes_written` says how much, and the handle becomes cancelled
+        when the worker has stopped, which :meth:`wait` waits for. If the
+        worker had already written every byte, the write finishes normally
+        instead; :meth:`cancelled` tells which happened. Later writes to the
+        same destination as a cancelled write fail with
+        :class:`bgio.ChainError`, so nothing is written after the gap.
+
+        This differs from :meth:`concurrent.futures.Future.cancel`, which
+        refuses to cancel a running future.
 
         Returns
         -------
@@ -147,30 +143,43 @@ class BackgroundWriteProcess:
             False if the write had already finished or failed; True if it
             was cancelled or asked to stop.
         """
-        with _lock:
-            if self._state == FINISHED:
+        with self._condition:
+            state = self._state
+            if state == FINISHED:
                 return False
-            if self._state == CANCELLED:
+            if state in _CANCELLED:
                 return True
-            if self._state == RUNNING:
-                self._cancel_requested = True
-                self._notify_waiters()
-                if self._interrupt is not None:
-                    self._interrupt()  # under the lock: the worker unhooks it under the lock too
+            self._cancel_requested = True
+            if self._on_cancel is not None:
+                # Under the lock: the worker unhooks it under the lock too, so
+                # it is never called once the worker has moved on.
+                self._on_cancel()
+            if state == RUNNING:
                 return True
-            self._state = CANCELLED
-            self._notify_waiters()
+            # Pending: done now. Waiters of concurrent.futures.wait() are told
+            # at once (a plain Future tells them only when an executor calls
+            # set_running_or_notify_cancel, which may be much later here).
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
         self._invoke_callbacks()
         return True
 
     # -- waiting -------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the write is done; return True if it is, False on timeout."""
-        with _lock:
-            if self._state in _FINAL:
-                return True
-            return self._condition().wait_for(self.done, timeout)
+        """Wait until the write is done; return True if it is, False on timeout.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If ``timeout`` is negative, NaN, beyond what the platform can
+            wait (``math.inf`` means no limit), or not a number.
+        """
+        limit = check_timeout(timeout)
+        with self._condition:
+            return self._condition.wait_for(self.done, limit)
 
     def result(self, timeout: float | None = None) -> int:
         """Wait for the write and return the number of bytes written.
@@ -185,15 +194,13 @@ class BackgroundWriteProcess:
         Exception
             Whatever ended the write (an ``OSError`` from the file, a
             :class:`bgio.ChainError`, ...), re-raised as it was.
+        ValueError, TypeError
+            If ``timeout`` is not a valid timeout (see :meth:`wait`).
         """
-        with _lock:
-            if self._state not in _FINAL and not self._condition().wait_for(self.done, timeout):
-                raise TimeoutError(f"write not done after {timeout} s")
-            if self._state == CANCELLED:
-                raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
-            if self._exception is not None:
-                raise self._exception
-            return self.bytes_written
+        self._wait_done(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return self.bytes_written
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the write and return its exception, or None if it succeeded.
@@ -204,13 +211,19 @@ class BackgroundWriteProcess:
             If the write was cancelled.
         TimeoutError
             If it is not done after ``timeout`` seconds.
+        ValueError, TypeError
+            If ``timeout`` is not a valid timeout (see :meth:`wait`).
         """
-        with _lock:
-            if self._state not in _FINAL and not self._condition().wait_for(self.done, timeout):
+        self._wait_done(timeout)
+        return self._exception
+
+    def _wait_done(self, timeout: float | None) -> None:
+        limit = check_timeout(timeout)
+        with self._condition:
+            if not self._condition.wait_for(self.done, limit):
                 raise TimeoutError(f"write not done after {timeout} s")
-            if self._state == CANCELLED:
+            if self._state in _CANCELLED:
                 raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
-            return self._exception
 
     def add_done_callback(self, fn: Callable[[BackgroundWriteProcess], object]) -> None:
         """Call ``fn(handle)`` once the write is done (at once if it already is).
@@ -220,14 +233,18 @@ class BackgroundWriteProcess:
         ``bgio`` logger and otherwise ignored, as
         :meth:`concurrent.futures.Future.add_done_callback` does.
         """
-        with _lock:
-            if self._state not in _FINAL:
-                if self._callbacks is None:
-                    self._callbacks = [fn]
-                else:
-                    self._callbacks.append(fn)
+        with self._condition:
+            if self._state not in _DONE:
+                self._done_callbacks.append(fn)
                 return
         _call(fn, self)
+
+    def _invoke_callbacks(self) -> None:
+        # Called by Future's transitions, outside the lock. Once run, the
+        # callbacks are dropped: they often hold the writer that made them.
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        for fn in callbacks:
+            _call(fn, self)
 
     # -- thread-style and other protocols ---------------------------------------------------
 
@@ -243,18 +260,8 @@ class BackgroundWriteProcess:
         if not self.done():
             import asyncio  # here: most programs never await a handle, and it takes 50 ms
 
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-
-            def wake(_: BackgroundWriteProcess) -> None:
-                try:
-                    loop.call_soon_threadsafe(_resolve, waiter)
-                except RuntimeError:  # the loop was closed before the write ended
-                    pass
-
-            self.add_done_callback(wake)
-            # Cancelling the awaiting task does not cancel the write (call cancel() for that).
-            yield from asyncio.shield(waiter).__await__()
+            # wrap_future cancels the write if the awaiting task is cancelled.
+            yield from asyncio.wrap_future(self).__await__()
         return self.result()
 
     def __enter__(self) -> Self:
@@ -286,18 +293,18 @@ class BackgroundWriteProcess:
     def rate(self) -> float | None:
         """Bytes per second over the last few chunks (the profile's smoothing window).
 
-        None until the first chunk is written.
+        None until the first chunk is written; a finished write keeps its last rate.
         """
         timing = self._timing
-        if timing is None:
-            return None
-        return timing.rate_of(timing.first_start, timing.last_end)
+        return None if timing is None else timing.rate
 
     @property
     def duty_cycle(self) -> float | None:
         """Measured busy fraction (0..1): time spent writing over wall time since the first chunk.
 
-        None until the first chunk is written.
+        Time spent waiting for a slow reader, for the CPU or for the
+        interpreter lock is not counted as busy. None until the first chunk
+        is written.
         """
         timing = self._timing
         if timing is None:
@@ -305,118 +312,111 @@ class BackgroundWriteProcess:
         elapsed = timing.last_end - timing.first_start
         return 1.0 if elapsed <= 0 else min(1.0, timing.busy / elapsed)
 
-    # -- for the worker (private) -------------------------------------------------------------
+    # -- the worker's side -----------------------------------------------------------------
 
-    def _start(self) -> bool:
-        """Mark running; False if the write was cancelled while pending."""
-        with _lock:
-            if self._state != PENDING:
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called (for the worker: stop before the next chunk)."""
+        return self._cancel_requested
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the write running; False if it was cancelled while pending (for the worker).
+
+        Raises
+        ------
+        RuntimeError
+            If the write is running or done already.
+        """
+        with self._condition:
+            if self._state == PENDING:
+                self._state = RUNNING
+                return True
+            if self._state in _CANCELLED:
                 return False
-            self._state = RUNNING
-            return True
+        raise RuntimeError(f"write in unexpected state: {self!r}")
 
-    def _record(self, started: float, finished: float, waited: float,
-                rate_of: Callable[[float, float], float | None]) -> None:
-        timing = self._timing
-        if timing is None:
-            self._timing = WriteTiming(started, finished, finished - started - waited, rate_of)
-        else:
-            timing.busy += finished - started - waited
-            timing.last_end = finished
+    def set_result(self, result: int | None = None) -> None:
+        """Complete the write successfully (for the worker); the result is :attr:`bytes_written`.
 
-    def _pause(self, seconds: float) -> bool:
-        """Sleep for a pacing pause, cut short by cancel(); True if cancel was asked.
-
-        Works whether the write is running or still pending.
+        A write cancelled before it started stays cancelled.
         """
-        deadline = time.perf_counter() + seconds
-        with _lock:
-            while not (self._cancel_requested or self._state == CANCELLED):
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._condition().wait(remaining)
-            return self._cancel_requested or self._state == CANCELLED
-
-    def _wait_for(self, other: BackgroundWriteProcess) -> None:
-        """Wait until ``other`` is done, or this pending write is cancelled."""
-        other.add_done_callback(self._notify)
-        with _lock:
-            self._condition().wait_for(lambda: other.done() or self._state == CANCELLED)
-
-    def _notify(self, _: BackgroundWriteProcess) -> None:
-        with _lock:
-            self._notify_waiters()
-
-    def _finish(self, exception: BaseException | None, cancelled: bool = False) -> None:
-        """Set the final state: an exception, cancelled (stopped early), or success.
-
-        A successful write's result is its :attr:`bytes_written`.
-        """
-        with _lock:
-            if self._state in _FINAL:
+        with self._condition:
+            if self._state in _DONE:
                 return
-            if exception is not None:
-                self._exception = exception
-                self._state = FINISHED
-            elif cancelled:
-                self._state = CANCELLED
-            else:
-                self._state = FINISHED
-            self._notify_waiters()
-            callbacks, self._callbacks = self._callbacks, None
-        if callbacks is not None:
-            for fn in callbacks:
-                _call(fn, self)
+            self._result = self.bytes_written if result is None else result
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
 
-    def _invoke_callbacks(self) -> None:
-        with _lock:
-            callbacks, self._callbacks = self._callbacks, None
-        if callbacks is None:
-            return
-        for fn in callbacks:
-            _call(fn, self)
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Fail the write with ``exception`` (for the worker); a write already done stays so."""
+        assert exception is not None
+        with self._condition:
+            if self._state in _DONE:
+                return
+            self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def set_stopped(self) -> None:
+        """Mark a running write cancelled: it stopped at a cancel (for the worker)."""
+        with self._condition:
+            if self._state in _DONE:
+                return
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+
+    def watch_cancel(self, wake: Callable[[], None] | None) -> bool:
+        """Have :meth:`cancel` call ``wake()`` (None: stop) while the worker waits; return
+        True if a cancel was asked already (then there is nothing to wait for)."""
+        with self._condition:
+            self._on_cancel = wake
+            return self._cancel_requested or self._state in _CANCELLED
+
+    def set_timing(self, timing: WriteTiming) -> None:
+        """Attach the record the worker updates after every chunk (for ``rate`` and
+        ``duty_cycle``)."""
+        self._timing = timing
+
+    @property
+    def timing(self) -> WriteTiming | None:
+        """The worker's timing record of this write, None until its first chunk."""
+        return self._timing
 
 
-def start_all(handles: list[BackgroundWriteProcess]) -> int:
-    """Mark a run of pending handles running under one lock; return how many, from the first,
-    were still pending (the worker stops at a cancelled one)."""
-    with _lock:
-        for count, handle in enumerate(handles):
-            if handle._state != PENDING:
-                return count
-            handle._state = RUNNING
-    return len(handles)
+def failure_of(handle: BackgroundWriteProcess) -> BaseException | None:
+    """What a done write failed with: its exception, a ``CancelledError`` if it was
+    cancelled, or None if it succeeded (or is not done)."""
+    state = handle._state
+    if state in _CANCELLED:
+        return CancelledError(f"cancelled after {handle.bytes_written} bytes")
+    if state == FINISHED:
+        return handle._exception
+    return None
 
 
-def set_interrupt(handles: list[BackgroundWriteProcess], interrupt: Callable[[], None] | None) -> None:
-    """Hook up (or, with None, unhook) what cancel() calls to wake a worker stuck on its file."""
-    with _lock:
-        for handle in handles:
-            handle._interrupt = interrupt
+def raise_root_error(handle: BackgroundWriteProcess) -> None:
+    """Raise what ended a done write: the error that started a run of failures, not
+    the ChainErrors after it (a CancelledError if the start was a cancel)."""
+    error = failure_of(handle)
+    if isinstance(error, ChainError) and error.root_cause is not None:
+        error = error.root_cause
+    if error is not None:
+        raise error
 
 
 def finish_all(handles: list[BackgroundWriteProcess]) -> None:
-    """Complete a run of successful writes under one lock."""
-    with_callbacks = []
-    with _lock:
-        for handle in handles:
-            if handle._state in _FINAL:
-                continue
-            handle._state = FINISHED
-            if handle._waiters is not None:
-                handle._waiters.notify_all()
-            if handle._callbacks is not None:
-                with_callbacks.append((handle, handle._callbacks))
-                handle._callbacks = None
-    for handle, callbacks in with_callbacks:
-        for fn in callbacks:
-            _call(fn, handle)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    """Complete a run of successful writes."""
+    for handle in handles:
+        handle.set_result()
 
 
 def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWriteProcess) -> None:

@@ -1,4 +1,4 @@
-"""Pacing maths: how long to wait before the next chunk, as a pure function of the past.
+"""Pacing maths: when the next chunk is due, as a pure function of the past.
 
 Nothing here sleeps or touches a file. The worker asks :meth:`Throttle.delay`
 how long to wait before a chunk, waits (interruptibly), writes, and reports
@@ -10,47 +10,55 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import islice
 
 from .priority import BackgroundIOPriority
 
 __all__ = ["IDLE_SLACK", "Throttle"]
 
-#: Seconds a chunk may start after it could have and still count as written
-#: back to back (its lateness is made up under ``max_rate``); beyond that the
-#: destination sat idle.
+#: Seconds a chunk may start after it could have, with no pause asked for,
+#: and still count as written back to back; beyond that the worker had
+#: nothing to write, and idle time earns no credit.
 IDLE_SLACK = 0.02
+
+#: Wake-up latencies remembered (pause oversleeps, probes): their median is
+#: the latency estimate, robust to the odd long stall.
+_LATENCY_SAMPLES = 9
 
 
 class Throttle:
-    """Duty-cycle pacing over a window of chunks, plus an optional token bucket.
+    """Deadline pacing: a busy fraction and an optional absolute rate.
 
-    Duty cycle: with ``p = bandwidth_pct``, the worker may be busy writing
-    ``p`` % of the wall time. Over the last ``N = num_chunks_rate_smoothing``
-    chunks, with ``B`` the time they spent writing and ``W`` the wall time
-    since the first of them started, the next chunk may start once
-    ``W >= B * 100 / p``. Overhead and oversleeping count as idle time, so
-    the busy fraction converges on ``p / 100`` rather than drifting.
+    Busy fraction: with ``p = bandwidth_pct``, a chunk that kept the worker
+    busy ``b`` seconds pays for ``b * 100 / p`` seconds of wall time, counted
+    from when the chunk was *due*, not from when it started. A chunk that
+    starts late (a pause overslept, the CPU taken by other processes, the
+    interpreter lock held by a busy thread) keeps its due time, so the
+    pauses after it are shorter and the lateness is made up; the credit is
+    at most one chunk's pause, so making up never skips more than one
+    pause in a row. A chunk that starts late with no pause asked for
+    and more than :data:`IDLE_SLACK` after the one before ended found the
+    worker idle (nothing to write): that earns no credit.
+
+    Busy time is what the chunk's write cost, less waiting that is not
+    writing (see :meth:`busy_of`): back-pressure from a slow reader, and
+    the wake-up latency that every call releasing the interpreter lock pays
+    when another thread runs Python (measured from the pauses' oversleep).
 
     Absolute rate: with ``max_rate`` set, a chunk of ``n`` bytes lets the
-    next one start ``n / max_rate`` after its own due start. A chunk that
-    starts late although it started as soon as it could (the write before
-    it stalled in the OS, a pause overslept) keeps its due start, so the
-    lost time is made up by the chunks after it, up to ``N`` chunks' worth:
-    the rate averages ``max_rate``. Time with nothing to write (a chunk that
-    starts more than :data:`IDLE_SLACK` after it could have) earns no
-    credit, so a burst after idling never exceeds one chunk.
+    next one start ``n / max_rate`` after its own due start, owing at most
+    ``num_chunks_rate_smoothing`` chunks' worth: the rate averages
+    ``max_rate``. The later of the two due times wins.
 
     A pause shorter than ``min_pause`` is not asked for (waking up costs
-    more than it gives); the chunks that owe it are kept in the window until
-    together they owe at least ``min_pause``, so the duty cycle holds on
-    fast devices too.
+    more than it gives): the time owed stays owed, and a later pause is
+    longer.
 
     Parameters
     ----------
     profile : BackgroundIOPriority
         The pacing profile. :attr:`profile` may be replaced between chunks
-        (a destination's writes can have different priorities); history is kept.
+        (a destination's writes can have different priorities); the
+        schedule is kept.
     clock : callable returning float seconds, default :func:`time.perf_counter`
         A monotonic clock; tests pass a fake one.
     min_pause : float, default 0
@@ -63,17 +71,14 @@ class Throttle:
     >>> t = Throttle(BackgroundIOPriority(0, 1024, 25), clock=lambda: now[0])
     >>> t.delay()                # nothing written yet
     0.0
-    >>> t.record(1024, 0.0, 1.0) # one second busy writing
+    >>> t.record(1024, 0.0, 1.0, busy=1.0)  # one second busy writing
     >>> now[0] = 1.0
     >>> t.delay()                # busy 25 %: idle three seconds
     3.0
     """
 
-    __slots__ = ("_clock", "_last_end", "_min_pause", "_next_rate_start", "_window",
-                 "_window_busy", "profile")
-
-    #: Chunks kept at most while short pauses add up (bounds memory on a very fast device).
-    MAX_RETAINED = 4096
+    __slots__ = ("_clock", "_due", "_last_end", "_latencies", "_min_pause", "_paused",
+                 "_rate_due", "_recent", "profile")
 
     def __init__(
         self,
@@ -84,84 +89,96 @@ class Throttle:
         self.profile = profile
         self._clock = clock
         self._min_pause = min_pause
-        # (start, busy seconds, bytes, end) of recent chunks, oldest first: the
-        # last N, and more while the pauses they owe are too short to take.
-        self._window: deque[tuple[float, float, int, float]] = deque()
-        self._window_busy = 0.0  # busy time of every chunk in the window
-        self._next_rate_start = float("-inf")  # when the next chunk is due (max_rate)
+        self._due = float("-inf")  # when the next chunk may start (busy fraction)
+        self._rate_due = float("-inf")  # when the next chunk may start (max_rate)
         self._last_end = float("-inf")  # when the last chunk's write ended
+        self._paused = False  # whether a pause was asked for before the coming chunk
+        # (start, end, bytes) of the last N chunks, for the reported rate.
+        self._recent: deque[tuple[float, float, int]] = deque()
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
 
     def delay(self) -> float:
         """Seconds to wait before writing the next chunk (0, or at least ``min_pause``)."""
-        profile = self.profile
-        pct = profile.bandwidth_pct
-        max_rate = profile.max_rate
-        if pct >= 100 and max_rate is None:
-            return 0.0
-        now = self._clock()
-        wait = 0.0
-        window = self._window
-        if pct < 100 and window:
-            size = profile.num_chunks_rate_smoothing
-            if len(window) <= size:
-                wait = window[0][0] + self._window_busy * 100.0 / pct - now
-            else:
-                busy = start = 0.0
-                for start, chunk_busy, _, _ in islice(reversed(window), size):  # newest N only
-                    busy += chunk_busy
-                wait = start + busy * 100.0 / pct - now
-                if wait < self._min_pause:
-                    # Pauses too short to take add up over the chunks kept
-                    # since the last pause, so the duty cycle still holds.
-                    wait = window[0][0] + self._window_busy * 100.0 / pct - now
-            if wait >= self._min_pause or wait <= 0:
-                self._trim(size)  # nothing owed beyond the last N chunks
-        if max_rate is not None:
-            wait = max(wait, self._next_rate_start - now)
-        return wait if wait >= self._min_pause and wait > 0 else 0.0
+        wait = max(self._due, self._rate_due) - self._clock()
+        if wait >= self._min_pause and wait > 0:
+            self._paused = True
+            return wait
+        return 0.0
 
-    def record(self, nbytes: int, started: float, finished: float, waited: float = 0.0) -> None:
+    def record(self, nbytes: int, started: float, finished: float, busy: float) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings.
 
-        ``waited`` is the part of that time spent waiting for the destination
-        to drain (back-pressure): it is not busy time.
+        ``busy`` is the part of ``finished - started`` spent writing (see
+        :meth:`busy_of`).
         """
-        busy = finished - started - waited
-        self._window.append((started, busy, nbytes, finished))
-        self._window_busy += busy
         profile = self.profile
-        if profile.bandwidth_pct >= 100:
-            self._trim(profile.num_chunks_rate_smoothing)
-        else:
-            self._trim(self.MAX_RETAINED)
+        # Earliest the chunk could have started; later than that with no
+        # pause asked for is idle time (nothing was queued).
+        could_start = max(self._due, self._rate_due, self._last_end)
+        idle = not self._paused and started - could_start > IDLE_SLACK
+        self._paused = False
+        pct = profile.bandwidth_pct
+        if pct < 100:
+            period = busy * 100.0 / pct
+            # Credit for starting late: at most the pause this chunk owes,
+            # so making up never runs more than two chunks back to back.
+            due = started if idle else max(self._due, started - (period - busy))
+            self._due = due + period
         max_rate = profile.max_rate
         if max_rate is not None:
-            due = self._next_rate_start
-            could_start = max(due, self._last_end)
-            if started - could_start > IDLE_SLACK:
-                due = started  # it waited for data: idle time earns nothing
+            interval = nbytes / max_rate
+            if idle:
+                due = started
             else:
-                # Late only because of the write before it or an oversleep:
-                # keep the schedule, owing at most N chunks' worth.
-                owed = profile.num_chunks_rate_smoothing * nbytes / max_rate
-                due = max(due, started - owed)
-            self._next_rate_start = due + nbytes / max_rate
+                owed = profile.num_chunks_rate_smoothing * interval
+                due = max(self._rate_due, started - owed)
+            self._rate_due = due + interval
+        recent = self._recent
+        recent.append((started, finished, nbytes))
+        while len(recent) > profile.num_chunks_rate_smoothing:
+            recent.popleft()
         self._last_end = finished
 
-    def _trim(self, size: int) -> None:
-        window = self._window
-        while len(window) > size:
-            self._window_busy -= window.popleft()[1]
+    def note_wake(self, requested: float, actual: float) -> None:
+        """Record a wait that lasted ``actual`` seconds for ``requested``: its excess is the
+        latency of getting the CPU and the interpreter lock back."""
+        self._latencies.append(max(0.0, actual - requested))
 
-    def rate(self, since: float = float("-inf"), until: float = float("inf")) -> float | None:
-        """Bytes per second over the smoothing window's chunks started in ``[since, until]``.
+    @property
+    def latency(self) -> float:
+        """The current estimate of the wake-up latency, seconds (0 until measured)."""
+        samples = self._latencies
+        if not samples:
+            return 0.0
+        ordered = sorted(samples)
+        return ordered[len(ordered) // 2]
+
+    def busy_of(self, wall: float, cpu: float, waited: float = 0.0) -> float:
+        """The busy part of a write that took ``wall`` seconds, ``cpu`` of them on the CPU.
+
+        ``waited`` (back-pressure from a slow reader) is not busy. Of the
+        rest, time off the CPU is busy (the device at work) except for one
+        wake-up latency (:attr:`latency`), which every return from a call
+        that released the interpreter lock pays when another thread is
+        running Python or the CPUs are taken.
+        """
+        work = max(0.0, wall - waited)
+        off_cpu = max(0.0, work - cpu)
+        return work - min(off_cpu, self.latency)
+
+    def rate(self, since: float = float("-inf")) -> float | None:
+        """Bytes per second over the smoothing window's chunks that started at or after ``since``.
 
         Returns ``None`` when no such chunk has been recorded.
         """
-        chunks = [chunk for chunk in self._window if since <= chunk[0] <= until]
-        if not chunks:
+        first = end = None
+        total = 0
+        for start, finished, nbytes in self._recent:
+            if start >= since:
+                if first is None:
+                    first = start
+                end = finished
+                total += nbytes
+        if first is None or end is None or end <= first:
             return None
-        elapsed = chunks[-1][3] - chunks[0][0]
-        if elapsed <= 0:
-            return None
-        return sum(chunk[2] for chunk in chunks) / elapsed
+        return total / (end - first)

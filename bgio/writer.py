@@ -7,12 +7,13 @@ import threading
 from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
 from .engine import submit
-from .handle import PENDING, RUNNING, BackgroundWriteProcess
-from .jobs import Job, failed, raise_root_error
+from .handle import BackgroundWriteProcess, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .room import wait_for_room
 from .sinks import PathSink
 from .source import make_source
+from .timeouts import check_timeout
+from .worker import Job
 
 __all__ = ["Writer"]
 
@@ -105,6 +106,11 @@ class Writer(ClosesOnExit):
         return self._sink.target
 
     @property
+    def kind(self) -> str | None:
+        """What the destination takes: ``"bytes"``, ``"text"``, or None when it cannot be told."""
+        return self._sink.kind
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes accepted by :meth:`write` and not yet written."""
         return self._pending
@@ -145,7 +151,7 @@ class Writer(ClosesOnExit):
         """Chain ``job`` to a failed last write, so the Writer stays failed even when
         the destination's queue has forgotten (a path, an fd): nothing after a gap."""
         last = self._last
-        if last is not None and last.done() and failed(last):
+        if last is not None and failure_of(last) is not None:
             job.chain_after = last
 
     def _submit(self, job: Job) -> BackgroundWriteProcess:
@@ -153,8 +159,8 @@ class Writer(ClosesOnExit):
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             last = self._last
-            if last is not None and last._state is not PENDING and last._state is not RUNNING:
-                self._after_failure(job)  # (inlined test: this is every write's path)
+            if last is not None and last.done():
+                self._after_failure(job)
             self._last = submit(job)
         return job.handle
 
@@ -162,6 +168,7 @@ class Writer(ClosesOnExit):
                         timeout: float | None) -> BackgroundWriteProcess:
         bound = self._max_pending
         assert bound is not None
+        timeout = check_timeout(timeout)
         with self._lock:
             def has_room() -> bool:
                 return self._closed or self._pending == 0 or self._pending + size <= bound
@@ -194,6 +201,7 @@ class Writer(ClosesOnExit):
             The first error of this Writer's writes, or
             :class:`concurrent.futures.CancelledError` if one was cancelled.
         """
+        check_timeout(timeout)
         last = self._last
         if last is not None:
             if not last.wait(timeout):
@@ -213,6 +221,7 @@ class Writer(ClosesOnExit):
             The first error of this Writer's writes (the file is closed all
             the same when ``close_when_finished`` is set).
         """
+        check_timeout(timeout)
         with self._lock:
             if self._closed:
                 return

@@ -195,12 +195,16 @@ def test_closing_a_writer_from_two_threads(recorder):
 
 
 def test_a_bug_in_the_worker_fails_the_writes_and_leaves_wait_all_working(monkeypatch, caplog):
-    import bgio.batch
+    import bgio.worker
 
-    def broken(*args, **kwargs):
-        raise NameError("simulated bug")
+    finish_run = bgio.worker._finish_run
 
-    monkeypatch.setattr(bgio.batch, "_write_group", broken)
+    def broken(lane, run, *args, **kwargs):
+        if len(run) > 1:  # only a pass of several small writes
+            raise NameError("simulated bug")
+        return finish_run(lane, run, *args, **kwargs)
+
+    monkeypatch.setattr(bgio.worker, "_finish_run", broken)
     caplog.set_level(logging.CRITICAL, logger="bgio")
     rec = Recorder(gated=True)
     first = bgio.bgwrite(rec, b"x" * 2000, priority=FAST)  # two chunks: never in a group
@@ -248,8 +252,8 @@ class _Gate:
 
 def _job(sink, data):
     from bgio.handle import BackgroundWriteProcess
-    from bgio.jobs import Job
     from bgio.source import Source
+    from bgio.worker import Job
 
     return Job(BackgroundWriteProcess(len(data)), sink, Source((data,), "bytes", len(data), False,
                                                                 len(data)), FAST)

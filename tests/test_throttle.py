@@ -16,18 +16,24 @@ class FakeClock:
         return self.now
 
 
-def run(throttle: Throttle, clock: FakeClock, chunks: int, busy: float, nbytes: int = 1000):
-    """Drive the throttle as the worker does; return (total busy, total wall, waits)."""
+def run(throttle: Throttle, clock: FakeClock, chunks: int, busy: float, nbytes: int = 1000,
+        oversleep: float = 0.0, late: float = 0.0):
+    """Drive the throttle as the worker does; return (total busy, total wall, waits).
+
+    Each pause lasts ``oversleep`` times longer than asked; each write
+    returns ``late`` seconds after its work is done (the interpreter lock
+    taken back late), which is not busy time.
+    """
     start = clock.now
     waits = []
     for _ in range(chunks):
         wait = throttle.delay()
         assert wait >= 0
         waits.append(wait)
-        clock.now += wait
+        clock.now += wait * (1 + oversleep)
         started = clock.now
-        clock.now += busy
-        throttle.record(nbytes, started, clock.now)
+        clock.now += busy + late
+        throttle.record(nbytes, started, clock.now, busy=busy)
     return chunks * busy, clock.now - start, waits
 
 
@@ -71,19 +77,71 @@ def test_window_averages_over_the_last_chunks():
 def test_overhead_and_oversleeping_count_as_idle_time():
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 50), clock=clock)
-    t.record(1000, 0.0, 1.0)
+    t.record(1000, 0.0, 1.0, busy=1.0)
     clock.now = 1.5  # half a second of overhead since the write
     assert t.delay() == pytest.approx(0.5)
     clock.now = 2.7  # overslept
     assert t.delay() == 0.0
 
 
-def test_idle_time_earns_no_wait():
+@pytest.mark.parametrize("pct", [20, 50, 80])
+def test_oversleeping_is_made_up_by_the_pauses_after_it(pct):
+    # Every pause runs 25 % long (a loaded machine): the schedule is kept,
+    # so the pauses after each one are shorter and the busy share holds.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, pct), clock=clock)
+    busy, wall, _ = run(t, clock, 500, busy=0.01, oversleep=0.25)
+    assert busy / wall == pytest.approx(pct / 100, rel=0.01)
+
+
+def test_a_late_return_is_not_busy_and_is_made_up():
+    # Each write hands the interpreter lock back 2 ms late (a busy main
+    # thread): the chunk's 1 ms of work pays for 2 ms at 50 %, so no pause
+    # is owed, and the writer runs at the rate the late returns allow.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50), clock=clock)
+    busy, wall, waits = run(t, clock, 100, busy=0.001, late=0.002)
+    assert waits == [0.0] * 100
+    assert busy / wall == pytest.approx(1 / 3)
+
+
+def test_lateness_earns_at_most_one_chunk_of_credit():
+    # A pause overslept by a minute: the chunk after it goes at once (the
+    # credit is one pause), and the one after that waits its pause again.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50), clock=clock)
+    t.record(1000, 0.0, 1.0, busy=1.0)
+    clock.now = 1.0
+    assert t.delay() == pytest.approx(1.0)
+    t.record(1000, 60.0, 61.0, busy=1.0)
+    clock.now = 61.0
+    assert t.delay() == 0.0  # the credit: one period
+    t.record(1000, 61.0, 62.0, busy=1.0)
+    clock.now = 62.0
+    assert t.delay() == pytest.approx(1.0)
+
+
+def test_idle_time_earns_no_wait_and_no_credit():
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 20), clock=clock)
-    t.record(1000, 0.0, 1.0)
+    t.record(1000, 0.0, 1.0, busy=1.0)
     clock.now = 100.0
     assert t.delay() == 0.0
+    t.record(1000, 100.0, 101.0, busy=1.0)  # no pause was asked: it waited for data
+    clock.now = 101.0
+    assert t.delay() == pytest.approx(4.0)
+
+
+def test_busy_time_leaves_out_one_wake_up_latency_never_cpu_time():
+    t = Throttle(BackgroundIOPriority(0, 1000, 50))
+    assert t.busy_of(wall=0.006, cpu=0.001) == pytest.approx(0.006)  # nothing measured yet
+    for _ in range(5):
+        t.note_wake(0.001, 0.006)  # every pause wakes 5 ms late
+    assert t.latency == pytest.approx(0.005)
+    assert t.busy_of(wall=0.006, cpu=0.001) == pytest.approx(0.001)
+    assert t.busy_of(wall=0.006, cpu=0.004) == pytest.approx(0.004)  # CPU time stays busy
+    assert t.busy_of(wall=0.020, cpu=0.001) == pytest.approx(0.015)  # the device's time too
+    assert t.busy_of(wall=0.020, cpu=0.001, waited=0.015) == pytest.approx(0.001)
 
 
 def test_max_rate_paces_to_the_byte_rate():
@@ -99,39 +157,42 @@ def test_max_rate_paces_to_the_byte_rate():
 def test_max_rate_gives_no_credit_for_idle_time():
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 100, max_rate=1000.0), clock=clock)
-    t.record(1000, 0.0, 0.0)
+    t.record(1000, 0.0, 0.0, busy=0.0)
     clock.now = 60.0  # a minute idle
     assert t.delay() == 0.0
-    t.record(1000, 60.0, 60.0)
+    t.record(1000, 60.0, 60.0, busy=0.0)
     assert t.delay() == pytest.approx(1.0)  # no burst above one chunk
 
 
 def test_duty_cycle_and_rate_combine_taking_the_longer_wait():
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 50, max_rate=100.0), clock=clock)
-    t.record(1000, 0.0, 1.0)
+    t.record(1000, 0.0, 1.0, busy=1.0)
     clock.now = 1.0
     assert t.delay() == pytest.approx(9.0)  # rate wins: 1000 bytes at 100 B/s
     t2 = Throttle(BackgroundIOPriority(0, 1000, 10, max_rate=1e9), clock=clock)
-    t2.record(1000, 0.0, 1.0)
+    t2.record(1000, 0.0, 1.0, busy=1.0)
     assert t2.delay() == pytest.approx(9.0)  # duty cycle wins
 
 
 def test_profile_may_change_between_chunks():
     clock = FakeClock()
-    t = Throttle(BackgroundIOPriority(0, 1000, 100, 5), clock=clock)
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 5), clock=clock)
     run(t, clock, 5, busy=1.0)
-    t.profile = BackgroundIOPriority(0, 1000, 50, 2)
-    # Only the newest two chunks count now: 2 s busy -> 4 s of wall from their start.
-    assert t.delay() == pytest.approx(2.0)
+    assert t.delay() == pytest.approx(1.0)
+    t.profile = BackgroundIOPriority(0, 1000, 25, 2)
+    clock.now += 1.0  # the pause
+    clock.now += 1.0
+    t.record(1000, clock.now - 1.0, clock.now, busy=1.0)  # paced at 25 % from now on
+    assert t.delay() == pytest.approx(3.0)
 
 
 def test_rate_over_the_window_since_a_time():
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 100, 2), clock=clock)
     assert t.rate() is None
-    t.record(100, 0.0, 1.0)
-    t.record(300, 1.0, 2.0)
+    t.record(100, 0.0, 1.0, busy=1.0)
+    t.record(300, 1.0, 2.0, busy=1.0)
     assert t.rate() == pytest.approx(200.0)
     assert t.rate(since=1.0) == pytest.approx(300.0)
     assert t.rate(since=5.0) is None
@@ -158,6 +219,6 @@ def test_min_pause_applies_to_the_rate_cap_without_losing_time():
 
 def test_kept_chunks_are_bounded():
     clock = FakeClock()
-    t = Throttle(BackgroundIOPriority(0, 1000, 99.99), clock=clock, min_pause=10.0)
-    run(t, clock, Throttle.MAX_RETAINED + 500, busy=1e-9)
-    assert len(t._window) <= Throttle.MAX_RETAINED
+    t = Throttle(BackgroundIOPriority(0, 1000, 99.99, 5), clock=clock, min_pause=10.0)
+    run(t, clock, 10_000, busy=1e-9)
+    assert len(t._recent) == 5

@@ -14,10 +14,10 @@ import h5py
 
 from ..closing import ClosesOnExit
 from ..engine import submit
-from ..handle import BackgroundWriteProcess
-from ..jobs import Job, raise_root_error
+from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
 from ..source import Source
+from ..worker import Job
 from .exit import track
 from .live import (
     Announcer,

@@ -10,9 +10,9 @@ import numpy as np
 
 from ..engine import submit
 from ..handle import BackgroundWriteProcess
-from ..jobs import Job
 from ..priority import BackgroundIOPriority
 from ..source import Source
+from ..worker import Job
 from .filters import pipeline_of
 from .layout import as_frames, check_count
 from .sink import Chunk, DatasetSink, Slab

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..handle import BackgroundWriteProcess
-from ..jobs import raise_root_error
+from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from .base import H5Writer, check_on_missing, open_target
@@ -418,7 +417,7 @@ class FrameWriter(H5Writer):
 
     def _idle_handle(self) -> BackgroundWriteProcess:
         handle = BackgroundWriteProcess(0)
-        handle._finish(None)
+        handle.set_result()
         return handle
 
     def _write_partial(self, final: bool = False) -> None:

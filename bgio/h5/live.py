@@ -189,7 +189,7 @@ def all_done(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
     """A handle that finishes (successfully) once every one of ``handles`` is done."""
     barrier = BackgroundWriteProcess(0)
     if not handles:
-        barrier._finish(None)
+        barrier.set_result()
         return barrier
     remaining = [len(handles)]
     lock = threading.Lock()
@@ -199,7 +199,7 @@ def all_done(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
             remaining[0] -= 1
             last = remaining[0] == 0
         if last:
-            barrier._finish(None)
+            barrier.set_result()
 
     for handle in handles:
         handle.add_done_callback(one_done)

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from ..handle import BackgroundWriteProcess, finish_all
-from ..jobs import raise_root_error
+from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from .base import H5Writer, check_on_missing, open_target
@@ -498,7 +497,7 @@ class RecordWriter(H5Writer):
             finish_all(handles)
         else:
             for handle in handles:
-                handle._finish(error)
+                handle.set_exception(error)
 
     def flush(self, timeout: float | None = None) -> None:
         """Store every frame put in order so far (a partial chunk too) and flush the file.
@@ -546,7 +545,7 @@ def _frame_handle(size: int) -> BackgroundWriteProcess:
     """A frame's handle: running from the start, as accepted events are stored whatever
     happens to the handle (it is settled by the store that announces the frame)."""
     handle = BackgroundWriteProcess(size)
-    handle._start()
+    handle.set_running_or_notify_cancel()
     return handle
 
 

@@ -1,0 +1,597 @@
+"""The worker's side of a destination: its jobs run in order by one write loop that paces.
+
+A *lane* is one destination's ordered queue (kept by :mod:`bgio.engine`) and
+what its worker carries between jobs: the throttle, bytes not yet flushed,
+and the first failure. :func:`run_batch` takes the jobs queued on a lane
+and runs them in order. A *run* is what one pass of the write loop writes:
+one job's chunks, or a run of small writes gathered into one chunk. The
+loop, :func:`_write_run`, is the one place that asks the throttle and sleeps.
+
+Order: a job after a failed or cancelled one (on its lane, or its
+``chain_after``) writes nothing and fails with :class:`~bgio.errors.ChainError`,
+so a destination never has a gap. *Done* means *handed to the OS*: the
+handles of writes whose bytes still sit in a stream's buffer complete with
+the flush that carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Hashable
+
+from .errors import ChainError
+from .handle import BackgroundWriteProcess, WriteTiming, failure_of
+from .priority import BackgroundIOPriority
+from .sinks import Sink, Waiter, WriteInterrupted
+from .source import Block, Source
+from .throttle import Throttle
+
+__all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "flush_pending", "run_batch"]
+
+logger = logging.getLogger("bgio")
+
+#: The shortest pacing pause taken: waking up again costs more than a shorter
+#: one gives (a round trip for the interpreter lock can take 5 ms when the
+#: application is busy). The time owed carries over to a later pause.
+MIN_PAUSE = 0.0005
+
+#: Most small writes gathered into one pass of the loop.
+MAX_GROUP = 1024
+
+#: Chunks between two measurements of the wake-up latency when pacing takes
+#: no pauses to measure it from (what ``duty_cycle`` subtracts).
+_PROBE_EVERY = 64
+
+
+class Job:
+    """One write: what, where, how fast, and after what."""
+
+    __slots__ = ("chain_after", "chunk_size", "close", "ended", "fsync", "handle", "profile",
+                 "sink", "source")
+
+    def __init__(
+        self,
+        handle: BackgroundWriteProcess,
+        sink: Sink,
+        source: Source,
+        profile: BackgroundIOPriority,
+        chunk_size: int | None = None,
+        close: bool = False,
+        chain_after: BackgroundWriteProcess | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.handle = handle
+        self.sink = sink
+        self.source = source
+        self.profile = profile
+        self.chunk_size = chunk_size or profile.default_chunk_size
+        self.close = close
+        self.chain_after = chain_after
+        self.fsync = fsync
+        self.ended = False  # counted as ended by its lane (see Lane.end)
+
+
+class Lane:
+    """The ordered queue of one destination, and what its worker carries between jobs."""
+
+    __slots__ = ("anchor", "failure", "jobs", "key", "probe", "settled", "since_flush", "target",
+                 "throttle", "unflushed", "waiter", "wake", "worker")
+
+    def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
+        self.key = key
+        self.jobs: deque[Job] = deque()  # guarded by the engine's lock
+        self.worker: object = None  # the worker serving the lane, if any (see bgio.engine)
+        self.target: object = None  # the destination object of the job last run
+        self.anchor: object = None  # weak reference to the file; the lane goes with the file
+        self.throttle = Throttle(profile, min_pause=MIN_PAUSE)
+        # The first failure on the destination: its error and (weakly, so
+        # the lane keeps no handle and no file alive) its handle.
+        self.failure: tuple[BaseException, weakref.ref[BackgroundWriteProcess]] | None = None
+        # Small writes are not flushed one by one: bytes written since the
+        # last flush, and the jobs whose last bytes that flush will carry.
+        self.since_flush = 0
+        self.unflushed: list[Job] = []
+        self.settled = 0  # jobs ended and not yet reported to the engine
+        self.waiter: Waiter | None = None  # made when first needed, closed when idle
+        self.wake = threading.Event()  # cuts a pause or a chain wait short
+        self.probe = 0  # chunks until the next wake-up latency probe
+
+    def end(self, job: Job) -> None:
+        """Count ``job`` as ended (settled, file closed), once whatever the path."""
+        if not job.ended:
+            job.ended = True
+            self.settled += 1
+
+    def take_ended(self) -> int:
+        """How many jobs ended since the last call."""
+        settled, self.settled = self.settled, 0
+        return settled
+
+    def bind(self, sink: Sink) -> Waiter:
+        """Give ``sink`` this lane's waiter (how it waits for a full destination)."""
+        if self.waiter is None:
+            self.waiter = Waiter()
+        sink.waiter = self.waiter
+        return self.waiter
+
+    def interrupt(self) -> None:
+        """Wake the worker from a pause, a chain wait or a wait for the destination
+        (a handle's cancel() calls it, under that handle's lock)."""
+        self.wake.set()
+        if self.waiter is not None:
+            self.waiter.interrupt()
+
+    def close_waiter(self) -> None:
+        """Release the waiter's fd while the lane is idle (no handle can reach it then)."""
+        if self.waiter is not None:
+            self.waiter.close()
+            self.waiter = None
+
+    def fail(self, handle: BackgroundWriteProcess, error: BaseException) -> None:
+        """Remember the destination's first failure: every later write is a ChainError."""
+        if self.failure is None:
+            root = error.root_cause if isinstance(error, ChainError) else error
+            self.failure = (root or error, weakref.ref(handle))
+
+    def chain_error(self) -> ChainError:
+        """The error of a write queued after the destination's first failure."""
+        assert self.failure is not None
+        root, ref = self.failure
+        return _chain_error("an earlier write to this destination", root, ref())
+
+
+def _chain_error(what: str, root: BaseException,
+                 handle: BackgroundWriteProcess | None) -> ChainError:
+    # Linked to the error that started it all, never to the ChainError
+    # before it: each costs O(1), and a failed handle keeps no other alive.
+    if isinstance(root, ChainError) and root.root_cause is not None:
+        root = root.root_cause
+    if type(root).__name__ == "CancelledError":
+        reason = "was cancelled"
+    else:
+        reason = f"failed ({type(root).__name__}: {root})"
+    error = ChainError(f"not written: {what} {reason}", handle, root)
+    error.__cause__ = root
+    return error
+
+
+def release_frames(error: BaseException | None) -> None:
+    """Drop the worker's traceback from an error about to be stored on a handle.
+
+    A failed handle is kept (by its Writer, by the caller), and a traceback
+    holds the worker's frames, whose locals are the caller's file and data:
+    they would never be freed. The traceback has been logged on the ``bgio``
+    logger already; ``result()`` re-raises the error without it.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        if error.__context__ is not None and error.__context__ is not error.__cause__:
+            release_frames(error.__context__)
+        error = error.__cause__
+
+
+def _report(sink: Sink, handle: BackgroundWriteProcess | None, error: BaseException) -> None:
+    if isinstance(error, ChainError):
+        logger.debug("write to %s not run: %s", sink.name, error)
+    elif handle is not None:
+        logger.error("background write to %s failed after %d bytes",
+                     sink.name, handle.bytes_written, exc_info=error)
+
+
+def _settle(lane: Lane, job: Job, error: BaseException | None, stopped: bool = False) -> None:
+    """Set the final state of ``job``'s handle and count it as ended."""
+    handle = job.handle
+    if error is not None:
+        _report(job.sink, handle, error)
+        release_frames(error)
+        lane.fail(handle, error)
+        handle.set_exception(error)
+    elif stopped:
+        lane.fail(handle, failure_of_stop(handle))
+        handle.set_stopped()
+    else:
+        handle.set_result()
+    lane.end(job)
+
+
+def failure_of_stop(handle: BackgroundWriteProcess) -> BaseException:
+    """The failure a stopped (cancelled) write leaves on its destination."""
+    from concurrent.futures import CancelledError
+
+    return CancelledError(f"cancelled after {handle.bytes_written} bytes")
+
+
+# -- flushing ------------------------------------------------------------------------------
+
+
+def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) -> None:
+    """Flush the destination and complete the writes that were waiting for it.
+
+    With ``sync``, or if one of those writes asked for ``fsync``, the data
+    is put on disk too. If the flush fails, those writes fail with its error
+    (their bytes may not have reached the file), and so does the current one
+    unless ``raise_error`` is False.
+    """
+    jobs, lane.unflushed = lane.unflushed, []
+    since_flush, lane.since_flush = lane.since_flush, 0
+    error: BaseException | None = None
+    try:
+        if sync or any(job.fsync for job in jobs):
+            sink.sync()
+        else:
+            sink.flush()
+    except WriteInterrupted:
+        # A cancel() of the write under way, not a failure of these: they
+        # stay waiting for a later flush.
+        lane.unflushed[:0] = jobs
+        lane.since_flush += since_flush
+        raise
+    except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
+        error = exc
+    for job in jobs:
+        _settle(lane, job, error)
+    if error is not None and raise_error:
+        raise error
+
+
+def flush_pending(lane: Lane) -> int:
+    """Flush what an idle lane still holds back; return how many jobs that ended."""
+    if lane.unflushed:
+        flush(lane, lane.unflushed[-1].sink, raise_error=False)
+    return lane.take_ended()
+
+
+# -- running jobs --------------------------------------------------------------------------
+
+
+def run_batch(lane: Lane, batch: deque[Job]) -> int:
+    """Run a batch of jobs taken off ``lane`` in order; return how many ended.
+
+    A job ends when its handle is settled and its file closed if asked;
+    ends are counted once each (:meth:`Lane.end`), whatever path got there.
+    A job whose handle completes with a later flush ends then, and is
+    counted by the call in which that flush happens.
+    """
+    while batch:
+        job = batch.popleft()
+        lane.target = job.sink.target
+        run = [job]
+        try:
+            _run(lane, run, batch)
+        except BaseException:  # a bug in bgio itself; keep the lane alive for the others
+            logger.exception("bgio worker failed on %r", job.handle)
+            for stuck in run:
+                if stuck in lane.unflushed:
+                    lane.unflushed.remove(stuck)
+                stuck.handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
+                lane.end(stuck)
+    return lane.take_ended()
+
+
+def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
+    """Run ``run[0]`` (and the small writes after it that join its pass), then settle them."""
+    job = run[0]
+    sink = job.sink
+    handle = job.handle
+    error: BaseException | None = None
+    stopped_at = -1
+    try:
+        _check_order(lane, job)
+        if not handle.set_running_or_notify_cancel():
+            # Cancelled while queued: nothing written, and nothing after it.
+            lane.fail(handle, failure_of_stop(handle))
+            stopped_at = 0
+        else:
+            _gather(run, batch)
+            waiter = lane.bind(sink)
+            waiter.take_waited()
+            hooked = sink.nonblocking
+            if hooked:  # cancel() must be able to wake a wait for the destination
+                for each in run:
+                    each.handle.watch_cancel(lane.interrupt)
+            try:
+                stopped_at, error = _write_run(lane, run)
+            finally:
+                if hooked:
+                    for each in run:
+                        each.handle.watch_cancel(None)
+                    waiter.clear()
+    except BaseException as exc:  # noqa: BLE001 - an order check or a flush: this job's
+        error, stopped_at = exc, 0
+    _finish_run(lane, run, batch, error, stopped_at)
+
+
+def _check_order(lane: Lane, job: Job) -> None:
+    """Raise the ChainError of a job that must not run; wait for its ``chain_after``."""
+    if lane.failure is not None:
+        raise lane.chain_error()
+    chain_after = job.chain_after
+    if chain_after is not None:
+        if not chain_after.done():
+            # Never wait with bytes held back: the write we wait for may
+            # itself be waiting for them (a chain across two files).
+            if lane.since_flush or lane.unflushed:
+                flush(lane, job.sink)
+            _wait_for(lane, job.handle, chain_after)
+        cause = failure_of(chain_after)
+        if cause is not None:
+            raise _chain_error("the write it was chained after", cause, chain_after)
+    if job.source.lazy and (lane.since_flush or lane.unflushed):
+        # A generator may wait on an earlier write's handle: complete those first.
+        flush(lane, job.sink)
+
+
+def _wait_for(lane: Lane, handle: BackgroundWriteProcess, other: BackgroundWriteProcess) -> None:
+    """Wait until ``other`` is done, or ``handle`` (pending) is cancelled."""
+    wake = lane.wake
+    other.add_done_callback(lambda _: wake.set())
+    try:
+        while True:
+            wake.clear()
+            if handle.watch_cancel(lane.interrupt) or other.done():
+                return
+            wake.wait()
+    finally:
+        handle.watch_cancel(None)
+
+
+def _gather(run: list[Job], batch: deque[Job]) -> None:
+    """Move the small writes that follow ``run[0]`` into its pass (marking them running).
+
+    They are consecutive plain writes (no chain_after, no close) of one
+    block each, through the same open file with one profile and chunk
+    size, totalling at most one chunk: written in one pass, paced and
+    flushed as a single chunk, which spares the per-write overhead that
+    would otherwise dwarf a 4 KiB write.
+    """
+    first = run[0]
+    if not batch or first.chain_after is not None or first.close:
+        return
+    chunk_size = first.chunk_size
+    block = first.source.only_chunk(chunk_size)
+    if block is None:
+        return
+    size = len(block)
+    sink, profile = first.sink, first.profile
+    while batch and len(run) < MAX_GROUP:
+        following = batch[0]
+        if (following.chain_after is not None or following.close
+                or (following.sink is not sink and not _same_sink(following.sink, sink))
+                or following.profile is not profile or following.chunk_size != chunk_size):
+            return
+        block = following.source.only_chunk(chunk_size)
+        if block is None or size + len(block) > chunk_size:
+            return
+        if not following.handle.set_running_or_notify_cancel():
+            return  # cancelled while queued: handled on its own, in order
+        run.append(batch.popleft())
+        size += len(block)
+
+
+def _same_sink(one: Sink, other: Sink) -> bool:
+    """Whether two writes go out through the same open file.
+
+    Calls on one file object, fd or socket make sinks of their own around
+    the same target; two paths' sinks each open a file of their own.
+    """
+    return one is other or (one.target is not None and one.key == other.key)
+
+
+# -- the write loop ------------------------------------------------------------------------
+
+
+def _pieces(run: list[Job], kind: object) -> object:
+    """What each pass of the loop writes: lists of (index in ``run``, block)."""
+    if len(run) > 1:
+        return ([(index, job.source.only_chunk(job.chunk_size)) for index, job in enumerate(run)],)
+    job = run[0]
+    return ([(0, chunk)] for chunk in job.source.chunks(job.chunk_size, kind))  # type: ignore[arg-type]
+
+
+def _write_run(lane: Lane, run: list[Job]) -> tuple[int, BaseException | None]:
+    """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
+
+    Returns ``(index, error)``: where in ``run`` it stopped and why (an
+    error, or None for a cancel), or ``(-1, None)`` when everything was written.
+    """
+    first = run[0]
+    sink = first.sink
+    throttle = lane.throttle
+    throttle.profile = first.profile
+    chunk_size = first.chunk_size
+    waiter = sink.waiter
+    assert waiter is not None
+    clock = time.perf_counter
+    cpu_clock = time.thread_time
+    timing: WriteTiming | None = None
+    for piece in _pieces(run, sink.kind):  # type: ignore[attr-defined]
+        leader = run[piece[0][0]].handle
+        if leader.cancel_requested:
+            return piece[0][0], None
+        pause = throttle.delay()
+        if pause:
+            if lane.since_flush:
+                flush(lane, sink)  # idle time is the time to hand data on
+            if _pause(lane, leader, pause):
+                return piece[0][0], None
+        elif lane.probe <= 0 and len(piece) == 1:
+            _probe(lane)
+        lane.probe -= 1
+        started = clock()
+        cpu = cpu_clock()
+        written, stop, error = _put(sink, run, piece)
+        lane.since_flush += written
+        if error is None and lane.since_flush >= chunk_size:
+            flush(lane, sink, raise_error=False)  # a flush error fails the jobs it carried
+        finished = clock()
+        busy = throttle.busy_of(finished - started, cpu_clock() - cpu, waiter.take_waited())
+        throttle.record(written, started, finished, busy)
+        if timing is None:
+            timing = WriteTiming(started, finished, busy, None)
+            for index, _ in piece:
+                run[index].handle.set_timing(timing)
+        else:
+            timing.busy += busy
+            timing.last_end = finished
+        timing.rate = throttle.rate(timing.first_start)
+        if stop >= 0:
+            return stop, error
+    return -1, None
+
+
+def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float) -> bool:
+    """Sleep ``seconds`` for pacing, cut short by ``handle.cancel()``; True if cancelled."""
+    wake = lane.wake
+    wake.clear()
+    if handle.watch_cancel(lane.interrupt):
+        return True
+    started = time.perf_counter()
+    try:
+        # The platform's longest wait at most: a pause that long is
+        # forever in practice, and cancel() still cuts it short.
+        wake.wait(min(seconds, threading.TIMEOUT_MAX))
+    finally:
+        handle.watch_cancel(None)
+    lane.throttle.note_wake(seconds, time.perf_counter() - started)
+    lane.probe = _PROBE_EVERY
+    return handle.cancel_requested
+
+
+def _probe(lane: Lane) -> None:
+    """Measure the wake-up latency when pacing takes no pauses: one zero-length sleep
+    (a single round trip for the interpreter lock) every ``_PROBE_EVERY`` chunks."""
+    started = time.perf_counter()
+    time.sleep(0)
+    lane.throttle.note_wake(0.0, time.perf_counter() - started)
+    lane.probe = _PROBE_EVERY
+
+
+def _put(sink: Sink, run: list[Job], piece: list[tuple[int, Block]]
+         ) -> tuple[int, int, BaseException | None]:
+    """Write one piece; return (bytes written, index where it stopped or -1, error).
+
+    Partial writes resume exactly where the destination stopped. A piece of
+    several blocks goes out in one gather write where the sink has one.
+    """
+    written = 0
+    position = 0
+    if len(piece) > 1 and sink.write_many is not None:
+        blocks = [block for _, block in piece]
+        try:
+            taken = sink.write_many(blocks)
+        except WriteInterrupted:
+            taken = 0  # the plain writes below see whose write was cancelled
+        except BaseException as exc:  # noqa: BLE001 - the first block's write failed
+            return 0, piece[0][0], exc
+        written = taken
+        # Hand the bytes taken to the writes they belong to; a block cut
+        # short is finished below by plain writes from where it stopped.
+        while position < len(piece) and taken >= len(blocks[position]):
+            size = len(blocks[position])
+            run[piece[position][0]].handle.bytes_written += size
+            taken -= size
+            position += 1
+        if taken:
+            index, block = piece[position]
+            run[index].handle.bytes_written += taken
+            piece[position] = (index, memoryview(block)[taken:])  # type: ignore[arg-type]
+    write = sink.write
+    while position < len(piece):
+        index, block = piece[position]
+        handle = run[index].handle
+        if position and handle.cancel_requested:
+            return written, index, None  # (the leader's cancel is seen before the pause)
+        try:
+            taken = write(block)
+            while taken < len(block):
+                handle.bytes_written += taken
+                written += taken
+                if type(block) is bytes:
+                    block = memoryview(block)  # slicing bytes would copy
+                block = block[taken:]
+                taken = write(block)
+        except WriteInterrupted:
+            # cancel() was asked while the destination was full. Whose? A
+            # later write's cancel does not cut this one short.
+            piece[position] = (index, block)
+            if handle.cancel_requested:
+                return written, index, None
+            continue
+        except BaseException as exc:  # noqa: BLE001 - goes to this write's handle
+            return written, index, exc
+        handle.bytes_written += taken
+        written += taken
+        position += 1
+    return written, -1, None
+
+
+def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseException | None,
+                stopped_at: int) -> None:
+    """Settle every job of a run after its pass: done, deferred to a flush, failed or stopped.
+
+    ``stopped_at`` is where the pass stopped (-1: it wrote everything), with
+    ``error``, or None for a cancel. A job that closes its destination runs
+    alone, and its handle completes once the destination is closed.
+    """
+    last = run[-1]
+    sink = last.sink
+    for job in run:
+        job.source.release()
+    stopped = None if stopped_at < 0 else run[stopped_at]
+    written = run if stopped is None else run[:stopped_at]
+    closing = last.close
+    if closing and stopped is None:
+        written = []  # settled below, once the destination is closed
+    lane.unflushed.extend(written)
+    flush_error: BaseException | None = None
+    try:
+        if stopped is None and last.fsync:
+            flush(lane, sink, sync=True)  # done means on disk
+        elif (lane.unflushed or (closing and lane.since_flush)) and (
+                stopped is not None or closing or not lane.since_flush
+                or not (batch or lane.jobs)):
+            flush(lane, sink)
+    except WriteInterrupted:
+        # cancel() while the flush waited for a full destination: the writes
+        # it carried stay queued for a later flush, but the cancelled one
+        # and those after it stop here.
+        for index, job in enumerate(run):
+            if job.handle.cancel_requested and job in lane.unflushed:
+                del lane.unflushed[lane.unflushed.index(job):]
+                stopped, stopped_at, error = job, index, None
+                break
+    except BaseException as exc:  # noqa: BLE001 - already on the handles it carried
+        flush_error = exc
+    if closing:
+        failed = stopped is not None or error is not None or flush_error is not None
+        error = _close(sink, error if stopped is not None else flush_error, failed)
+        lane.since_flush = 0  # whatever was buffered went with the close
+        if stopped is None:
+            _settle(lane, last, error)
+            return
+    if stopped is None:
+        return
+    if stopped.handle.done():
+        lane.end(stopped)  # cancelled while queued
+    else:
+        _settle(lane, stopped, error, stopped=error is None)
+    for job in run[stopped_at + 1:]:  # in the pass, never written
+        _settle(lane, job, lane.chain_error())
+
+
+def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseException | None:
+    """Close the destination, or discard what an atomic write made if ``failed``; return the error."""
+    closer = getattr(sink, "discard", None) if failed else None
+    try:
+        (closer or sink.close)()
+    except Exception as exc:  # noqa: BLE001 - reported on the handle or logged
+        if error is None:
+            return exc
+        logger.error("closing %s after a failed write also failed: %r", sink.name, exc)
+    return error
