@@ -13,6 +13,7 @@ a cancel is asked while it waits.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import CancelledError, Future, TimeoutError
 from concurrent.futures._base import (
@@ -39,12 +40,21 @@ __all__ = [
     "failure_of",
     "finish_all",
     "raise_root_error",
+    "start_all",
 ]
 
 logger = logging.getLogger("bgio")
 
 _CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+# One lock guards the state of every handle. It is held for a few
+# instructions at a time, and sparing each handle a Condition of its own
+# makes creating one several times cheaper (a Writer may make a million);
+# a handle gets a Condition on this lock only when somebody waits for it.
+# Reentrant: concurrent.futures.wait() acquires the condition of every
+# future it is given, one after the other, in one thread.
+_lock = threading.RLock()
 
 
 class WriteTiming:
@@ -98,15 +108,83 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         iterable whose size is not known in advance.
     """
 
-    # Set only when used: most writes are never cancelled or timed.
+    # Set only when used: most writes are never cancelled, timed or waited for.
     _cancel_requested = False
     _on_cancel: Callable[[], None] | None = None
     _timing: WriteTiming | None = None
+    _waited_on: threading.Condition | None = None
 
     def __init__(self, total_bytes: int | None = None) -> None:
-        super().__init__()
+        # Future.__init__ is not called: it gives each future a Condition
+        # (and an RLock) of its own, the most costly part of a small write.
+        # The same fields, with the shared lock (see _condition).
+        # The lists of waiters and callbacks are made when first needed:
+        # every object made per write costs the garbage collector later.
+        self._state = PENDING
         self.total_bytes = total_bytes
         self.bytes_written = 0
+
+    _result: int | None = None
+    _exception: BaseException | None = None
+    _waiter_list: list[Any] | None = None
+    _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
+
+    @property  # type: ignore[override]
+    def _waiters(self) -> list[Any]:
+        """The waiters of concurrent.futures.wait() and as_completed(), which append to
+        and remove from this list (made when first asked for)."""
+        waiters = self._waiter_list
+        if waiters is None:
+            with _lock:
+                waiters = self._waiter_list
+                if waiters is None:
+                    waiters = self._waiter_list = []
+        return waiters
+
+    @property  # type: ignore[override]
+    def _done_callbacks(self) -> list[Callable[[BackgroundWriteProcess], object]]:
+        return self._callbacks or []
+
+    @property  # type: ignore[override]
+    def _condition(self) -> threading.Condition:
+        """This handle's Condition over the shared lock, made when first asked for
+        (by a waiter here, or by concurrent.futures.wait and as_completed)."""
+        condition = self._waited_on
+        if condition is None:
+            with _lock:
+                condition = self._waited_on
+                if condition is None:
+                    condition = self._waited_on = threading.Condition(_lock)
+        return condition
+
+    def _notify(self, state: str) -> None:
+        # (with _lock held) wake whoever waits in result(), wait() or
+        # concurrent.futures.wait(); their list and condition exist only if they do.
+        waiters = self._waiter_list
+        if waiters:
+            for waiter in waiters:
+                if state == FINISHED:
+                    if self._exception is None:
+                        waiter.add_result(self)
+                    else:
+                        waiter.add_exception(self)
+                else:
+                    waiter.add_cancelled(self)
+        condition = self._waited_on
+        if condition is not None:
+            condition.notify_all()
+
+    def done(self) -> bool:
+        """Return True if the write has finished, failed or been cancelled."""
+        return self._state in _DONE
+
+    def running(self) -> bool:
+        """Return True while the worker is writing this data."""
+        return self._state == RUNNING
+
+    def cancelled(self) -> bool:
+        """Return True if the write was cancelled (some bytes may have been written)."""
+        return self._state in _CANCELLED
 
     def __repr__(self) -> str:
         state = self._state
@@ -143,7 +221,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             False if the write had already finished or failed; True if it
             was cancelled or asked to stop.
         """
-        with self._condition:
+        with _lock:
             state = self._state
             if state == FINISHED:
                 return False
@@ -160,9 +238,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             # at once (a plain Future tells them only when an executor calls
             # set_running_or_notify_cancel, which may be much later here).
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            self._condition.notify_all()
+            self._notify(CANCELLED_AND_NOTIFIED)
         self._invoke_callbacks()
         return True
 
@@ -178,7 +254,9 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             wait (``math.inf`` means no limit), or not a number.
         """
         limit = check_timeout(timeout)
-        with self._condition:
+        if self._state in _DONE:
+            return True
+        with _lock:
             return self._condition.wait_for(self.done, limit)
 
     def result(self, timeout: float | None = None) -> int:
@@ -219,8 +297,8 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
 
     def _wait_done(self, timeout: float | None) -> None:
         limit = check_timeout(timeout)
-        with self._condition:
-            if not self._condition.wait_for(self.done, limit):
+        with _lock:
+            if self._state not in _DONE and not self._condition.wait_for(self.done, limit):
                 raise TimeoutError(f"write not done after {timeout} s")
             if self._state in _CANCELLED:
                 raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
@@ -233,18 +311,23 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         ``bgio`` logger and otherwise ignored, as
         :meth:`concurrent.futures.Future.add_done_callback` does.
         """
-        with self._condition:
+        with _lock:
             if self._state not in _DONE:
-                self._done_callbacks.append(fn)
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
         _call(fn, self)
 
     def _invoke_callbacks(self) -> None:
-        # Called by Future's transitions, outside the lock. Once run, the
+        # Called after a transition, outside the lock. Once run, the
         # callbacks are dropped: they often hold the writer that made them.
-        callbacks, self._done_callbacks = self._done_callbacks, []
-        for fn in callbacks:
-            _call(fn, self)
+        callbacks = self._callbacks
+        if callbacks:
+            self._callbacks = None
+            for fn in callbacks:
+                _call(fn, self)
 
     # -- thread-style and other protocols ---------------------------------------------------
 
@@ -327,7 +410,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         RuntimeError
             If the write is running or done already.
         """
-        with self._condition:
+        with _lock:
             if self._state == PENDING:
                 self._state = RUNNING
                 return True
@@ -340,44 +423,38 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
 
         A write cancelled before it started stays cancelled.
         """
-        with self._condition:
+        with _lock:
             if self._state in _DONE:
                 return
             self._result = self.bytes_written if result is None else result
             self._state = FINISHED
-            for waiter in self._waiters:
-                waiter.add_result(self)
-            self._condition.notify_all()
+            self._notify(FINISHED)
         self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
         """Fail the write with ``exception`` (for the worker); a write already done stays so."""
         assert exception is not None
-        with self._condition:
+        with _lock:
             if self._state in _DONE:
                 return
             self._exception = exception
             self._state = FINISHED
-            for waiter in self._waiters:
-                waiter.add_exception(self)
-            self._condition.notify_all()
+            self._notify(FINISHED)
         self._invoke_callbacks()
 
     def set_stopped(self) -> None:
         """Mark a running write cancelled: it stopped at a cancel (for the worker)."""
-        with self._condition:
+        with _lock:
             if self._state in _DONE:
                 return
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            self._condition.notify_all()
+            self._notify(CANCELLED_AND_NOTIFIED)
         self._invoke_callbacks()
 
     def watch_cancel(self, wake: Callable[[], None] | None) -> bool:
         """Have :meth:`cancel` call ``wake()`` (None: stop) while the worker waits; return
         True if a cancel was asked already (then there is nothing to wait for)."""
-        with self._condition:
+        with _lock:
             self._on_cancel = wake
             return self._cancel_requested or self._state in _CANCELLED
 
@@ -413,10 +490,32 @@ def raise_root_error(handle: BackgroundWriteProcess) -> None:
         raise error
 
 
+def start_all(handles: list[BackgroundWriteProcess]) -> int:
+    """Mark a run of pending writes running under one lock (for the worker); return how
+    many, from the first, were still pending (it stops at one cancelled while queued)."""
+    with _lock:
+        for count, handle in enumerate(handles):
+            if handle._state != PENDING:
+                return count
+            handle._state = RUNNING
+    return len(handles)
+
+
 def finish_all(handles: list[BackgroundWriteProcess]) -> None:
-    """Complete a run of successful writes."""
-    for handle in handles:
-        handle.set_result()
+    """Complete a run of successful writes under one lock (for the worker)."""
+    with_callbacks = []
+    with _lock:
+        for handle in handles:
+            if handle._state in _DONE:
+                continue
+            handle._result = handle.bytes_written
+            handle._state = FINISHED
+            if handle._waiter_list or handle._waited_on is not None:
+                handle._notify(FINISHED)
+            if handle._callbacks:
+                with_callbacks.append(handle)
+    for handle in with_callbacks:
+        handle._invoke_callbacks()
 
 
 def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWriteProcess) -> None:

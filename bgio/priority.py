@@ -10,6 +10,13 @@ __all__ = ["PRESETS", "BackgroundIOPriority", "resolve_priority", "validate_chun
 
 _MIB = 1024 * 1024
 
+#: The gentlest busy fraction a profile may ask for, in percent: pauses of
+#: 10,000 times the write time. Below it a pause outgrows any wait the
+#: platform can make, so it is refused when the profile is made.
+MIN_BANDWIDTH_PCT = 0.01
+#: The lowest ``max_rate``, bytes per second.
+MIN_RATE = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class BackgroundIOPriority:
@@ -28,7 +35,7 @@ class BackgroundIOPriority:
         and higher throughput; smaller chunks mean finer pacing. Floats are
         truncated, as the older module did.
     bandwidth_pct : float
-        Share of wall time, in percent (0 < p <= 100), that the worker may
+        Share of wall time, in percent (0.01 <= p <= 100), that the worker may
         spend writing. After each chunk it sleeps so that, over the last
         ``num_chunks_rate_smoothing`` chunks, ``busy / (busy + idle)`` equals
         ``p / 100``. 100 means no duty-cycle pacing.
@@ -37,7 +44,7 @@ class BackgroundIOPriority:
         reported rate are averaged.
     max_rate : float or None, keyword-only
         An absolute cap in bytes per second (characters per second for text
-        streams), applied as a token bucket on top of ``bandwidth_pct``.
+        streams), at least 1, applied on top of ``bandwidth_pct``.
         ``None`` means no cap.
 
     Raises
@@ -76,8 +83,9 @@ class BackgroundIOPriority:
         setter(self, "chain_poll_time", _non_negative_real("chain_poll_time", chain_poll_time))
         setter(self, "default_chunk_size", validate_chunk_size("default_chunk_size", default_chunk_size))
         pct = _real("bandwidth_pct", bandwidth_pct)
-        if not 0 < pct <= 100:
-            raise ValueError(f"bandwidth_pct must be > 0 and <= 100, got {bandwidth_pct!r}")
+        if not MIN_BANDWIDTH_PCT <= pct <= 100:
+            raise ValueError(f"bandwidth_pct must be {MIN_BANDWIDTH_PCT} to 100 (percent), "
+                             f"got {bandwidth_pct!r}")
         setter(self, "bandwidth_pct", pct)
         setter(
             self,
@@ -86,8 +94,9 @@ class BackgroundIOPriority:
         )
         if max_rate is not None:
             rate = _real("max_rate", max_rate)
-            if rate <= 0:
-                raise ValueError(f"max_rate must be > 0 bytes per second or None, got {max_rate!r}")
+            if rate < MIN_RATE:
+                raise ValueError(f"max_rate must be >= {MIN_RATE:g} byte per second or None, "
+                                 f"got {max_rate!r}")
             max_rate = rate
         setter(self, "max_rate", max_rate)
 

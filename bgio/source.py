@@ -102,6 +102,16 @@ class Source:
         self._lazy = lazy
         self._largest = largest  # the longest block, when known
 
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Source:
+        """A source of one bytes object (the common case, kept cheap: no tuple around it)."""
+        source = cls.__new__(cls)
+        source.kind = "bytes"
+        source.total = source._largest = len(data)
+        source._blocks = data
+        source._lazy = False
+        return source
+
     def chunks(self, chunk_size: int, expected: Kind | None = None) -> Iterator[Block]:
         """Yield chunks of at most ``chunk_size`` bytes (characters for text).
 
@@ -109,11 +119,14 @@ class Source:
         the wrong type or kind raises ``TypeError`` there, which ends the
         write with that error on its handle.
         """
+        blocks = self._blocks
+        if type(blocks) is bytes:
+            blocks = (blocks,)
         if self._lazy:
             return _chunks(self._checked(expected), chunk_size)
         if self._largest <= chunk_size and self.total:
-            return iter(self._blocks)  # type: ignore[arg-type]  # already chunk-sized
-        return _chunks(self._blocks, chunk_size)  # type: ignore[arg-type]
+            return iter(blocks)  # type: ignore[arg-type]  # already chunk-sized
+        return _chunks(blocks, chunk_size)  # type: ignore[arg-type]
 
     @property
     def lazy(self) -> bool:
@@ -125,7 +138,9 @@ class Source:
         if self._lazy or self._largest != self.total or not 0 < self._largest <= chunk_size:
             return None
         blocks = self._blocks
-        return blocks[0] if len(blocks) == 1 else None  # type: ignore[index]
+        if type(blocks) is bytes:
+            return blocks
+        return blocks[0] if len(blocks) == 1 else None  # type: ignore[index, arg-type]
 
     def _checked(self, expected: Kind | None) -> Iterator[Block]:
         for index, item in enumerate(self._blocks):
@@ -170,7 +185,7 @@ def make_source(
         # stay as it is (chunking slices it through a memoryview).
         if expected == "text":
             raise TypeError(_kind_message(name, "bytes", "text"))
-        return Source((data,), "bytes", len(data), False, len(data))
+        return Source.of_bytes(data)
     if copy and not isinstance(data, (str, bytes, list, tuple)) and isinstance(data, Iterable) \
             and not _has_buffer(data):
         data = list(data)  # a lazy iterable: consumed now, then copied block by block

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from .errors import ChainError
-from .handle import BackgroundWriteProcess, WriteTiming, failure_of
+from .handle import BackgroundWriteProcess, WriteTiming, failure_of, finish_all, start_all
 from .priority import BackgroundIOPriority
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source
@@ -234,9 +234,15 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
         raise
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
+    if error is None:
+        finish_all([job.handle for job in jobs])  # one lock for the lot
+        for job in jobs:
+            job.ended = True
+        lane.settled += len(jobs)
+        return
     for job in jobs:
         _settle(lane, job, error)
-    if error is not None and raise_error:
+    if raise_error:
         raise error
 
 
@@ -288,7 +294,7 @@ def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
             lane.fail(handle, failure_of_stop(handle))
             stopped_at = 0
         else:
-            _gather(run, batch)
+            group = _gather(run, batch)
             waiter = lane.bind(sink)
             waiter.take_waited()
             hooked = sink.nonblocking
@@ -296,7 +302,7 @@ def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
                 for each in run:
                     each.handle.watch_cancel(lane.interrupt)
             try:
-                stopped_at, error = _write_run(lane, run)
+                stopped_at, error = _write_run(lane, run, group)
             finally:
                 if hooked:
                     for each in run:
@@ -341,8 +347,9 @@ def _wait_for(lane: Lane, handle: BackgroundWriteProcess, other: BackgroundWrite
         handle.watch_cancel(None)
 
 
-def _gather(run: list[Job], batch: deque[Job]) -> None:
-    """Move the small writes that follow ``run[0]`` into its pass (marking them running).
+def _gather(run: list[Job], batch: deque[Job]) -> list[tuple[int, Block]] | None:
+    """Move the small writes that follow ``run[0]`` into its pass (marking them running);
+    return the pass's one piece, or None when ``run[0]`` goes alone.
 
     They are consecutive plain writes (no chain_after, no close) of one
     block each, through the same open file with one profile and chunk
@@ -352,26 +359,36 @@ def _gather(run: list[Job], batch: deque[Job]) -> None:
     """
     first = run[0]
     if not batch or first.chain_after is not None or first.close:
-        return
+        return None
     chunk_size = first.chunk_size
     block = first.source.only_chunk(chunk_size)
     if block is None:
-        return
+        return None
+    blocks = [block]
     size = len(block)
     sink, profile = first.sink, first.profile
-    while batch and len(run) < MAX_GROUP:
+    taken = []
+    while batch and len(blocks) < MAX_GROUP:
         following = batch[0]
         if (following.chain_after is not None or following.close
                 or (following.sink is not sink and not _same_sink(following.sink, sink))
                 or following.profile is not profile or following.chunk_size != chunk_size):
-            return
+            break
         block = following.source.only_chunk(chunk_size)
         if block is None or size + len(block) > chunk_size:
-            return
-        if not following.handle.set_running_or_notify_cancel():
-            return  # cancelled while queued: handled on its own, in order
-        run.append(batch.popleft())
+            break
+        taken.append(batch.popleft())
+        blocks.append(block)
         size += len(block)
+    if not taken:
+        return None
+    # One lock for the lot; a write cancelled while queued goes back to the
+    # batch and is handled on its own, in order.
+    started = start_all([job.handle for job in taken])
+    for job in reversed(taken[started:]):
+        batch.appendleft(job)
+    run.extend(taken[:started])
+    return list(enumerate(blocks[:started + 1])) if started else None
 
 
 def _same_sink(one: Sink, other: Sink) -> bool:
@@ -386,16 +403,12 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 # -- the write loop ------------------------------------------------------------------------
 
 
-def _pieces(run: list[Job], kind: object) -> object:
-    """What each pass of the loop writes: lists of (index in ``run``, block)."""
-    if len(run) > 1:
-        return ([(index, job.source.only_chunk(job.chunk_size)) for index, job in enumerate(run)],)
-    job = run[0]
-    return ([(0, chunk)] for chunk in job.source.chunks(job.chunk_size, kind))  # type: ignore[arg-type]
-
-
-def _write_run(lane: Lane, run: list[Job]) -> tuple[int, BaseException | None]:
+def _write_run(lane: Lane, run: list[Job], group: list[tuple[int, Block]] | None
+               ) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
+
+    The run is one job, written chunk by chunk, or a ``group`` of small
+    writes gathered into one piece (see :func:`_gather`).
 
     Returns ``(index, error)``: where in ``run`` it stopped and why (an
     error, or None for a cancel), or ``(-1, None)`` when everything was written.
@@ -410,7 +423,9 @@ def _write_run(lane: Lane, run: list[Job]) -> tuple[int, BaseException | None]:
     clock = time.perf_counter
     cpu_clock = time.thread_time
     timing: WriteTiming | None = None
-    for piece in _pieces(run, sink.kind):  # type: ignore[attr-defined]
+    pieces = (group,) if group is not None else (
+        [(0, chunk)] for chunk in first.source.chunks(chunk_size, sink.kind))
+    for piece in pieces:
         leader = run[piece[0][0]].handle
         if leader.cancel_requested:
             return piece[0][0], None

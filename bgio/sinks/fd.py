@@ -15,6 +15,9 @@ from .wait import Waiter
 
 __all__ = ["FdSink", "SocketSink"]
 
+#: The largest file descriptor number the OS can have (a C int).
+_FD_MAX = 2**31 - 1
+
 
 def _check_fd(fd: int, name: str) -> os.stat_result:
     try:
@@ -41,8 +44,8 @@ class FdSink:
     __slots__ = ("_fd", "_regular", "key", "kind", "name", "nonblocking", "target", "waiter")
 
     def __init__(self, fd: int, name: str = "file") -> None:
-        if fd < 0:
-            raise ValueError(f"{name}: file descriptor must be >= 0, got {fd}")
+        if not 0 <= fd <= _FD_MAX:
+            raise ValueError(f"{name}: file descriptor must be 0..{_FD_MAX}, got {fd}")
         info = _check_fd(fd, name)
         self._fd = fd
         self._regular = stat.S_ISREG(info.st_mode)

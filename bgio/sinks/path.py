@@ -44,6 +44,8 @@ class PathSink:
             text = os.fsdecode(text)
         if not text:
             raise ValueError(f"{name} is an empty path")
+        if "\0" in text:
+            raise ValueError(f"{name}: the path contains a NUL byte: {text!r}")
         directory = os.path.dirname(os.path.abspath(text))
         if not os.path.isdir(directory):
             raise ValueError(f"{name}: directory {directory!r} does not exist")

@@ -44,8 +44,8 @@ class StreamSink:
     and reports what was taken, so the worker resumes exactly there.
     """
 
-    __slots__ = ("_flush", "_raw", "_write", "fd", "file", "key", "kind", "name", "nonblocking",
-                 "target", "waiter", "write_many")
+    __slots__ = ("_direct", "_flush", "_raw", "_write", "fd", "file", "key", "kind", "name",
+                 "nonblocking", "target", "waiter", "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
         write = getattr(file, "write", None)
@@ -82,10 +82,16 @@ class StreamSink:
         self.fd = _fileno(file)  # read once: it is consulted on every wait and sync
         self.nonblocking = self.fd >= 0 and not os.get_blocking(self.fd)
         self.write_many = None
-        if self.fd >= 0 and type(file) in (io.BufferedWriter, io.FileIO):
+        # A plain binary file is written straight to its fd (after its buffer
+        # is flushed once, so order holds): the count the OS returns is what
+        # reached the file, which a buffered write that fails cannot tell.
+        self._direct = self.fd >= 0 and type(file) in (io.BufferedWriter, io.FileIO)
+        if self._direct:
             self.write_many = self._writev
 
     def write(self, block: Block) -> int:
+        if self._direct:
+            return self._write_fd(block)
         try:
             taken = self._write(block)
         except BlockingIOError as exc:
@@ -98,11 +104,26 @@ class StreamSink:
             return len(block)
         return taken
 
+    def _write_fd(self, block: Block) -> int:
+        """Write as much of ``block`` as the fd takes; return the byte count."""
+        if self._flush is not None:
+            # Bytes the program wrote through the file before this write go
+            # first; after that the buffer stays empty (bgio bypasses it).
+            self.flush()
+            self._flush = None
+        try:
+            return os.write(self.fd, block)  # type: ignore[arg-type]
+        except BlockingIOError:
+            self._wait_writable()
+            return 0
+
     def _writev(self, blocks: list[Block | bytes]) -> int:
         """Write as much of ``blocks`` as the fd takes in one call; return the byte count."""
-        self.flush()
+        if self._flush is not None:
+            self.flush()
+            self._flush = None
         try:
-            return os.writev(self.fd, blocks)
+            return os.writev(self.fd, blocks)  # type: ignore[arg-type]
         except BlockingIOError:
             self._wait_writable()
             return 0
