@@ -9,10 +9,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import Recorder
 
 import bgio
 
 FAST = bgio.BackgroundIOPriority(0, 5, 100)
+FAST_1K = bgio.BackgroundIOPriority(0, 1000, 100)
 
 
 def test_call_returns_a_handle_at_once_and_writes_bytes(tmp_path):
@@ -79,12 +81,6 @@ def test_in_memory_streams(fast):
     assert text.getvalue() == "text " * 10
 
 
-def test_chunking_follows_the_profile_and_flushes_each_chunk(recorder):
-    bgio.bgwrite(recorder, b"x" * 23, priority=bgio.BackgroundIOPriority(0, 5, 100)).result(30)
-    assert [len(w) for w in recorder.writes] == [5, 5, 5, 5, 3]
-    assert recorder.flushes == 5
-
-
 def test_bgwrite_chunk_uses_its_chunk_size(recorder):
     bgio.bgwrite_chunk(recorder, b"y" * 10, 4, priority=1).result(30)
     assert [len(w) for w in recorder.writes] == [4, 4, 2]
@@ -110,6 +106,30 @@ def test_data_is_not_copied_before_it_is_written():
     rec_gate.set()
     handle.result(timeout=30)
     assert Holder.got == b"AFTER!"
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "numpy", "list", "generator"])
+def test_copy_protects_a_buffer_changed_right_after_the_call(kind):
+    rec = Recorder(gated=True)
+    buf = bytearray(b"original")
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    data = {"bytearray": buf, "numpy": arr, "list": [buf],
+            "generator": (b for b in [buf])}[kind]
+    handle = bgio.bgwrite(rec, data, copy=True, priority=FAST_1K)
+    buf[:] = b"CHANGED!"
+    rec.gate.set()
+    handle.result(timeout=30)
+    assert rec.getvalue() == b"original"
+
+
+def test_without_copy_the_buffer_is_read_in_place():
+    rec = Recorder(gated=True)
+    buf = bytearray(b"original")
+    handle = bgio.bgwrite(rec, buf, priority=FAST_1K)
+    buf[:] = b"CHANGED!"
+    rec.gate.set()
+    handle.result(timeout=30)
+    assert rec.getvalue() == b"CHANGED!"
 
 
 def test_call_latency_does_not_grow_with_size(tmp_path):
@@ -184,6 +204,11 @@ def test_invalid_priority(priority, error, message):
 def test_invalid_chunk_size(size, error):
     with pytest.raises(error, match="chunk_size"):
         bgio.bgwrite_chunk(io.BytesIO(), b"x", size)
+
+
+def test_fsync_needs_a_file_descriptor():
+    with pytest.raises(ValueError, match="fsync=True needs a destination with a file descriptor"):
+        bgio.bgwrite(io.BytesIO(), b"x", fsync=True)
 
 
 def test_chain_after_must_be_a_handle():

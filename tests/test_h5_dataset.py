@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -67,3 +69,29 @@ def test_dataset_checks_in_the_caller(tmp_path):
             bgio.bgwrite(grow, np.zeros((4, 4), "<i2"), atomic=True)
     with pytest.raises(ValueError, match="offset applies to h5py datasets only"):
         bgio.bgwrite(tmp_path / "x.bin", b"x", offset=3)
+
+
+def test_bgwrite_into_a_contiguous_dataset_at_an_offset(tmp_path):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(10, 4), dtype="i4")  # contiguous
+        bgio.bgwrite(ds, np.ones((3, 4), "i4"), offset=2).result(timeout=30)
+        assert ds[:, 0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_fsync_on_a_dataset_reaches_the_disk(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(0, 4), maxshape=(None, 4), chunks=(2, 4), dtype="i4")
+        bgio.bgwrite(ds, np.ones((3, 4), "i4"), fsync=True).result(timeout=30)
+        assert synced == [f.id.get_vfd_handle()]
+
+
+def test_a_chunk_written_alone_is_padded_with_the_fill_value(tmp_path):
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        ds = f.create_dataset("d", shape=(0, 2), maxshape=(None, 2), chunks=(4, 2), dtype="i4",
+                              fillvalue=-1, compression="gzip")
+        bgio.bgwrite(ds, np.ones((2, 2), "i4")).result(timeout=30)  # half a chunk, alone
+        ds.resize(4, axis=0)
+        assert ds[:, 0].tolist() == [1, 1, -1, -1]  # as h5py itself would have it

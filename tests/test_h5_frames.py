@@ -225,3 +225,88 @@ def test_no_room_raises_queue_full_and_the_awaited_frame_is_let_in(tmp_path):
         assert [int(frame[0, 0]) for frame in f["frames"]] == [0, 1, 2]
     with pytest.raises(ValueError, match="max_pending_bytes"):
         FrameWriter(tmp_path / "g.h5", "frames", (8, 8), "u1", max_pending_bytes=-1)
+
+
+def test_a_write_far_ahead_costs_no_memory_per_skipped_slot(tmp_path):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (2, 2), "u1", on_missing="ignore")
+    w.write_at(10**9, np.ones((2, 2), "u1"))  # a billion slots skipped: one range
+    w.write_at(5, np.ones((2, 2), "u1"))
+    assert len(w._holes) == 10**9 - 1 and 5 not in w._holes and 6 in w._holes
+
+
+def test_writing_a_frame_again_is_refused_not_stored_over_its_neighbours(tmp_path):
+    with FrameWriter(tmp_path / "f.h5", "frames", (2, 2), "u1", chunk_frames=4) as w:
+        w.append(np.arange(1, 5, dtype="u1").repeat(4).reshape(4, 2, 2))  # chunk 0, stored
+        with pytest.raises(ValueError, match="index: frame 2 was already written"):
+            w.write_at(2, np.full((2, 2), 99, "u1"))
+        w.write_at(5, np.full((2, 2), 6, "u1"))
+        w.write_at(4, np.full((2, 2), 5, "u1"))  # a hole: fine
+        with pytest.raises(ValueError, match="frame 5 was already written"):
+            w.write_at(5, np.zeros((2, 2, 2), "u1"))  # 5 and 6: 5 is taken
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert [int(frame[0, 0]) for frame in f["frames"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_room_is_free_before_the_callbacks_of_a_chunks_handle_run(tmp_path):
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=4,
+                    max_pending_bytes=4 * 64)  # one chunk
+    seen = []
+
+    def appended_from_callback(handle):
+        seen.append(w.pending_bytes)
+        w.append(np.full((8, 8), 9, "u1"), block=False)  # QueueFull if the room were not free
+
+    first = w.append(np.zeros((4, 8, 8), "u1"))  # a whole chunk
+    first.add_done_callback(appended_from_callback)
+    first.result(timeout=30)
+    w.close()
+    assert seen == [0]
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (5, 8, 8) and (f["frames"][4] == 9).all()
+
+
+def test_close_with_a_timeout_raises_and_a_second_close_waits(tmp_path, monkeypatch):
+    import threading
+
+    from bgio.h5 import sink
+
+    release = threading.Event()
+    real = sink.DatasetSink.write
+
+    def slow(self, chunk):
+        release.wait(30)
+        return real(self, chunk)
+
+    monkeypatch.setattr(sink.DatasetSink, "write", slow)
+    w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=1)
+    w.append(np.zeros((8, 8), "u1"))
+    with pytest.raises(TimeoutError, match="frames not stored after 0.05 s"):
+        w.close(timeout=0.05)
+    release.set()
+    w.close(timeout=30)  # waits for the stores this time
+    assert w._last.done()
+
+
+def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
+    path = tmp_path / "f.h5"
+    old = FrameWriter(path, "frames", (8, 8), "u1", chunk_frames=1, compression="gzip")
+
+    class Broken:
+        compresses = True
+
+        def encode(self, chunk):
+            raise OSError(5, "Input/output error")
+
+    old._sink.pipeline = Broken()
+    with pytest.raises(OSError):
+        old.append(np.zeros((8, 8), "u1")).result(timeout=30)
+    with pytest.raises(OSError):
+        old.close()
+    path.unlink()  # `old` stays referenced: its lane and its failure live on
+    for swmr in (False, True, False):
+        with FrameWriter(path, "frames", (8, 8), "u1", swmr=swmr) as new:
+            for i in range(30):
+                new.append(np.full((8, 8), i, "u1"))
+        with h5py.File(path, "r") as f:
+            assert [int(frame[0, 0]) for frame in f["frames"]] == list(range(30))
+        path.unlink()

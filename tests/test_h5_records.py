@@ -35,6 +35,27 @@ def expected(counts: list[int]) -> dict[str, np.ndarray]:
     return columns
 
 
+def waiting_for_room(monkeypatch) -> threading.Event:
+    """An Event set when an append starts to wait for room under max_pending_bytes.
+
+    It is set under the writer's lock, which the waiting producer lets go
+    of only inside its wait: an append made after the Event is seen comes
+    after the producer is waiting.
+    """
+    from bgio.h5 import records
+
+    waiting = threading.Event()
+    real = records.wait_for_room
+
+    def wait_for_room(room, has_room, block, *args, **kwargs):
+        if block and not has_room():
+            waiting.set()
+        return real(room, has_room, block, *args, **kwargs)
+
+    monkeypatch.setattr(records, "wait_for_room", wait_for_room)
+    return waiting
+
+
 def check_group(path, counts, group="events"):
     want = expected(counts)
     with h5py.File(path, "r") as f:
@@ -123,6 +144,7 @@ def test_flush_stores_a_partial_chunk_that_later_fills(tmp_path):
     check_group(tmp_path / "r.h5", counts)
 
 
+@pytest.mark.slow
 def test_nevents_past_one_chunk(tmp_path):
     counts = [frame % 3 for frame in range(NEVENTS_CHUNK + 10)]
     with RecordWriter(tmp_path / "r.h5", "events", FEATURES, priority=1) as w:
@@ -231,7 +253,7 @@ def test_feature_and_option_checks(tmp_path):
     assert default_chunk_events([4, 8]) == 131072
 
 
-def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path):
+def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path, monkeypatch):
     size = 1000 * (4 + 2 + 8 + 8)  # one frame of 1000 events
     w = RecordWriter(tmp_path / "r.h5", "events", FEATURES, max_pending_bytes=2 * size)
     w.append(1, make_events(1, 1000))
@@ -242,9 +264,10 @@ def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path):
     with pytest.raises(bgio.QueueFull, match="after 0.05 s"):
         w.append(3, make_events(3, 1000), timeout=0.05)
     waiting = []
+    blocked = waiting_for_room(monkeypatch)
     thread = threading.Thread(target=lambda: waiting.append(w.append(3, make_events(3, 1000))))
     thread.start()
-    time.sleep(0.1)
+    assert blocked.wait(10)
     assert not waiting  # still waiting for room
     w.append(0, make_events(0, 1000))  # the missing frame is let in over the bound
     thread.join(timeout=30)
@@ -253,7 +276,7 @@ def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path):
     check_group(tmp_path / "r.h5", [1000] * 4)
 
 
-def test_close_wakes_a_waiting_producer(tmp_path):
+def test_close_wakes_a_waiting_producer(tmp_path, monkeypatch):
     w = RecordWriter(tmp_path / "r.h5", "events", FEATURES, max_pending_bytes=1,
                      on_missing="ignore")
     w.append(1, make_events(1, 5))
@@ -265,14 +288,16 @@ def test_close_wakes_a_waiting_producer(tmp_path):
         except ValueError as exc:
             errors.append(exc)
 
+    blocked = waiting_for_room(monkeypatch)
     thread = threading.Thread(target=producer)
     thread.start()
-    time.sleep(0.1)
+    assert blocked.wait(10)
     w.close()
     thread.join(timeout=30)
     assert [str(e) for e in errors] == ["append to a closed RecordWriter"]
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_while_stores_lag(tmp_path, monkeypatch):
     from bgio.h5 import records
 
@@ -335,3 +360,24 @@ def test_h5dump_reads_the_records(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     peaks = [*make_events(0, 2)["peak"], *make_events(2, 1)["peak"]]
     assert "(0): " + ", ".join(str(p) for p in peaks) in out
+
+
+def test_the_producer_of_the_awaited_record_frame_is_woken(tmp_path, monkeypatch):
+    w = RecordWriter(tmp_path / "r.h5", "ev", {"a": ((), "f8")}, max_pending_bytes=1000)
+    w.append(7, {"a": np.zeros(50)})  # held (800 bytes), waiting for 0..6
+    accepted = threading.Event()
+    blocked = waiting_for_room(monkeypatch)
+
+    def producer():
+        w.append(5, {"a": np.zeros(20)})  # 800 + 320 > 1000: waits, as frame 5 is not next
+        accepted.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    assert blocked.wait(10)
+    for frame in range(5):  # 0..4 in order: frame 5 is now the awaited one
+        w.append(frame, {"a": np.zeros(1)})
+    assert accepted.wait(10)
+    thread.join()
+    w.append(6, {"a": np.zeros(1)})
+    w.close()

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,19 @@ def test_writer_on_a_path_opens_once_and_closes(tmp_path):
             w.write(b"%02d" % i)
         assert w.file is None
     assert path.read_bytes() == b"".join(b"%02d" % i for i in range(50))
+
+
+def test_two_writers_on_one_path_keep_their_own_files(tmp_path):
+    path = tmp_path / "shared"
+    appender = bgio.Writer(path, mode="ab", priority=FAST)
+    replacer = bgio.Writer(path, atomic=True, priority=FAST)
+    for i in (1, 2):
+        appender.write(b"A%d " % i)
+        replacer.write(b"B%d " % i)
+    appender.close()
+    assert path.read_bytes() == b"A1 A2 "
+    replacer.close()
+    assert path.read_bytes() == b"B1 B2 "
 
 
 def test_opening_errors_land_on_the_handle(tmp_path):
@@ -148,12 +161,23 @@ def test_atomic_writer_appears_only_on_close(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_cancelled_atomic_write_leaves_nothing(tmp_path):
+def test_cancelled_atomic_write_leaves_nothing(tmp_path, monkeypatch):
+    from bgio.sinks.path import PathSink
+
     path = tmp_path / "c.bin"
     path.write_bytes(b"keep")
+    written = threading.Event()  # the temporary file exists and has bytes
+    real_write = PathSink.write
+
+    def write(self, block):
+        taken = real_write(self, block)
+        written.set()
+        return taken
+
+    monkeypatch.setattr(PathSink, "write", write)
     slow = bgio.BackgroundIOPriority(0, 1000, 100, max_rate=20_000)  # 1 kB every 50 ms
     handle = bgio.bgwrite(path, b"x" * 100_000, atomic=True, priority=slow)
-    time.sleep(0.2)
+    assert written.wait(10)
     assert handle.cancel()
     handle.wait(timeout=30)
     assert handle.cancelled()
@@ -167,6 +191,17 @@ def test_atomic_write_killed_midway_leaves_old_or_new_never_partial(tmp_path):
     path.write_bytes(b"old" * 1000)
     script = textwrap.dedent(f"""
         import sys, bgio
+        from bgio.sinks.path import PathSink
+        real_write, told = PathSink.write, []
+
+        def write(self, block):  # tells the test when bytes are in the temporary file
+            taken = real_write(self, block)
+            if not told:
+                told.append(True)
+                print("writing", file=sys.stderr, flush=True)
+            return taken
+
+        PathSink.write = write
         data = bytes(range(256)) * 4096 * 8       # 8 MiB at 8 MB/s: about a second
         slow = bgio.BackgroundIOPriority(0, 64 * 1024, 100, max_rate=8e6)
         h = bgio.bgwrite({str(path)!r}, data, atomic=True, priority=slow)
@@ -174,15 +209,30 @@ def test_atomic_write_killed_midway_leaves_old_or_new_never_partial(tmp_path):
         h.result()
     """)
     env = dict(os.environ, PYTHONPATH=str(Path(bgio.__file__).parent.parent))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().strip() == b"started"
-    time.sleep(0.4)
+    proc.stderr.readline()  # "writing": the kill lands mid-write, not before it
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     content = path.read_bytes()
     assert content in (b"old" * 1000, bytes(range(256)) * 4096 * 8)
     assert content == b"old" * 1000  # killed well before the end
+
+
+def test_an_atomic_write_whose_sync_fails_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "a"
+    path.write_bytes(b"old")
+
+    def broken(fd):
+        raise OSError(5, "EIO (injected)")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="EIO"):
+        bgio.bgwrite(path, b"new", atomic=True, priority=FAST).result(timeout=30)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
 def test_failed_atomic_writer_never_commits_even_after_its_queue_went_idle(tmp_path):

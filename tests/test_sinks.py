@@ -75,6 +75,7 @@ def test_non_blocking_socketpair_with_a_pausing_reader():
     assert b"".join(got) == DATA
 
 
+@pytest.mark.slow
 def test_many_small_writes_to_a_non_blocking_socket_gather_and_stay_exact():
     a, b = socket.socketpair()
     a.setblocking(False)
@@ -128,11 +129,21 @@ def test_reset_socket_is_an_error_on_the_handle():
     a.close()
 
 
-def test_cancel_while_waiting_for_a_stuck_reader():
+def test_cancel_while_waiting_for_a_stuck_reader(monkeypatch):
+    from bgio.sinks.wait import Waiter
+
+    waiting = threading.Event()
+    real_wait = Waiter.wait_writable
+
+    def wait_writable(self, *args, **kwargs):
+        waiting.set()
+        return real_wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
     r, w = os.pipe()
     os.set_blocking(w, False)
     handle = bgio.bgwrite(w, DATA, priority=FAST)
-    time.sleep(0.1)  # the pipe (64 KiB) is full; the worker waits in poll()
+    assert waiting.wait(10)  # the pipe (64 KiB) is full; the worker waits in poll()
     assert handle.running()
     assert handle.cancel()
     assert handle.wait(timeout=10)
@@ -186,6 +197,7 @@ def test_fd_and_socket_checks_happen_in_the_caller(tmp_path):
         bgio.bgwrite(1, "text")
 
 
+@pytest.mark.slow
 def test_subprocess_stdin_with_a_slow_reader(tmp_path):
     # A real consumer process that reads slowly; Popen.stdin is a BufferedWriter on a pipe.
     out = tmp_path / "received"
@@ -207,6 +219,14 @@ def test_subprocess_stdin_with_a_slow_reader(tmp_path):
             writer.write(b"%04d" % i)
     assert proc.wait(timeout=60) == 0
     assert out.read_bytes() == DATA + b"".join(b"%04d" % i for i in range(2000))
+
+
+def test_fsync_on_a_pipe_is_accepted_and_harmless():
+    r, w = os.pipe()
+    bgio.bgwrite(w, b"piped", fsync=True, priority=FAST).result(timeout=30)
+    assert os.read(r, 100) == b"piped"
+    os.close(r)
+    os.close(w)
 
 
 def test_raw_file_object(tmp_path):
