@@ -28,9 +28,10 @@ def events(index: int) -> dict[str, np.ndarray]:
 
 def bgio_frames(path: str, count: int, delay: float, flush_interval: float = 0.1,
                 stall_after: int | None = None, stalled=None, stall: float = 0.0,
-                compression: str | None = "gzip") -> None:
+                compression: str | None = "gzip", resumed=None) -> None:
     """FrameWriter with swmr=True; optionally flush after ``stall_after`` frames, set the
-    ``stalled`` event and sleep ``stall`` seconds (then, for a SIGKILL test, go on slowly)."""
+    ``stalled`` event and sleep ``stall`` seconds (then, for a SIGKILL test, go on slowly,
+    and set ``resumed`` once 5 frames more are flushed)."""
     import bgio.h5
 
     with bgio.h5.FrameWriter(path, "frames", FRAME_SHAPE, "<u2", compression=compression,
@@ -41,9 +42,13 @@ def bgio_frames(path: str, count: int, delay: float, flush_interval: float = 0.1
                 w.flush()
                 if stalled is not None:
                     stalled.set()
-                time.sleep(stall)
-            elif delay:
-                time.sleep(delay)
+                time.sleep(stall)  # the stall the reader is to time out in
+                continue
+            if resumed is not None and stall_after is not None and index + 1 == stall_after + 5:
+                w.flush()
+                resumed.set()
+            if delay:
+                time.sleep(delay)  # the pace of a producer, not a synchronisation
 
 
 def bgio_records(path: str, count: int, delay: float) -> None:
@@ -54,7 +59,7 @@ def bgio_records(path: str, count: int, delay: float) -> None:
                               chunk_events=8, swmr=True, flush_interval=0.05) as w:
         for index in range(count):
             w.append(index, events(index))
-            time.sleep(delay)
+            time.sleep(delay)  # the pace of a producer
 
 
 def plain_h5py_frames(path: str, count: int, delay: float) -> None:
@@ -76,6 +81,6 @@ def plain_h5py_frames(path: str, count: int, delay: float) -> None:
             keys.resize(index + 1, axis=0)
             keys[index] = 1
             keys.flush()
-            time.sleep(delay)
+            time.sleep(delay)  # the pace of a producer
         finished[0] = 1
         finished.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import subprocess
+import threading
 import time
 
 import h5py
@@ -34,7 +35,7 @@ def plain_follow(path, name, keys, finished, timeout=20.0):
             break
         except OSError:
             assert time.monotonic() < deadline, "file never became readable"
-            time.sleep(0.01)
+            time.sleep(0.01)  # the writer (another process) has not created it yet
     got = {}
     with f:
         data, key, flag = f[name], f[keys], f[finished]
@@ -55,10 +56,12 @@ def plain_follow(path, name, keys, finished, timeout=20.0):
                 if (key[position:] == 0).all():
                     return got
                 continue
+            # SWMR tells a reader nothing: it polls, as any reader of the convention does.
             time.sleep(0.01)
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow
 def test_follow_a_bgio_writer_in_another_process(tmp_path):
     path = str(tmp_path / "live.h5")
     writer = start(live_writers.bgio_frames, path, 40, 0.005)
@@ -77,6 +80,7 @@ def test_follow_a_bgio_writer_in_another_process(tmp_path):
         assert f["finished"][:].tolist() == [1]
 
 
+@pytest.mark.slow
 def test_a_reader_knowing_only_h5py_follows_a_bgio_file(tmp_path):
     path = str(tmp_path / "live.h5")
     writer = start(live_writers.bgio_frames, path, 25, 0.005)
@@ -86,6 +90,7 @@ def test_a_reader_knowing_only_h5py_follows_a_bgio_file(tmp_path):
     assert all(got[index].tobytes() == frame(index).tobytes() for index in got)
 
 
+@pytest.mark.slow
 def test_follow_a_plain_h5py_writer_of_the_convention(tmp_path):
     path = str(tmp_path / "plain.h5")
     writer = start(live_writers.plain_h5py_frames, path, 25, 0.005)
@@ -98,6 +103,7 @@ def test_follow_a_plain_h5py_writer_of_the_convention(tmp_path):
     assert follower.finished
 
 
+@pytest.mark.slow
 def test_follow_records_from_another_process(tmp_path):
     path = str(tmp_path / "events.h5")
     writer = start(live_writers.bgio_records, path, 30, 0.005)
@@ -113,12 +119,13 @@ def test_follow_records_from_another_process(tmp_path):
     assert seen == list(range(30)) and follower.finished
 
 
+@pytest.mark.slow
 def test_a_stalled_writer_times_out_and_a_killed_one_leaves_its_frames(tmp_path):
     path = str(tmp_path / "stalled.h5")
-    stalled = spawn.Event()
+    stalled, resumed = spawn.Event(), spawn.Event()
     # 6 frames, flushed; a pause; then more frames, slowly, until it is killed.
     writer = start(live_writers.bgio_frames, path, 100000, 0.002, flush_interval=0.05,
-                   stall_after=6, stalled=stalled, stall=1.5)
+                   stall_after=6, stalled=stalled, stall=1.5, resumed=resumed)
     try:
         assert stalled.wait(60)
         started = time.monotonic()
@@ -128,7 +135,7 @@ def test_a_stalled_writer_times_out_and_a_killed_one_leaves_its_frames(tmp_path)
         assert time.monotonic() - started < 1.4  # ended by the timeout, within the pause
         with pytest.raises(FollowTimeout, match="no new frame for 0.3 s"):
             list(bgio.h5.follow(path, "frames", timeout=0.3, on_timeout="raise"))
-        time.sleep(1.5)  # the writer is appending again
+        assert resumed.wait(60)  # the writer is appending again
     finally:
         writer.kill()
         writer.join(60)
@@ -193,7 +200,17 @@ def test_several_writers_share_one_live_file(tmp_path):
         assert f["frames_keys"][:].tolist() == [1]
 
 
-def test_frames_are_announced_by_time_and_by_count(tmp_path):
+def test_frames_are_announced_by_time_and_by_count(tmp_path, monkeypatch):
+    from bgio.h5.live import Announcer
+
+    fired = threading.Event()  # the announcer's timer has queued its stores
+    real_on_timer = Announcer._on_timer
+
+    def on_timer(self):
+        real_on_timer(self)
+        fired.set()
+
+    monkeypatch.setattr(Announcer, "_on_timer", on_timer)
     with FrameWriter(tmp_path / "a.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
                      flush_interval=None, flush_every=3) as w:
         for index in range(3):
@@ -207,9 +224,8 @@ def test_frames_are_announced_by_time_and_by_count(tmp_path):
                      flush_interval=0.05, chunk_frames=4) as w:
         w.append(frame(0))  # a partial chunk: stored and announced by the timer
         keys = w.dataset.parent["frames_keys"]
-        deadline = time.monotonic() + 10
-        while keys.shape[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert fired.wait(10)
+        w._last.wait(30)  # the announcement the timer queued
         assert keys[:].tolist() == [1]
         assert w.dataset[0].tobytes() == frame(0).tobytes()
 
@@ -240,6 +256,7 @@ def test_live_options_are_checked(tmp_path):
     assert follower.finished
 
 
+@pytest.mark.slow
 def test_an_idle_follower_does_not_spin(tmp_path):
     with FrameWriter(tmp_path / "idle.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
                      finished="done") as w:
@@ -255,9 +272,17 @@ def test_an_idle_follower_does_not_spin(tmp_path):
 
 
 def test_a_shared_flag_is_set_after_every_sharers_last_store(tmp_path, monkeypatch):
-    import threading
+    from bgio.h5 import base, sink
 
-    from bgio.h5 import sink
+    released = threading.Event()  # a's close has handed the flag on
+    real_release = base.release_finished
+
+    def release_finished(*args, **kwargs):
+        after = real_release(*args, **kwargs)
+        released.set()
+        return after
+
+    monkeypatch.setattr(base, "release_finished", release_finished)
 
     slow = threading.Event()
     real = sink.DatasetSink.write
@@ -276,10 +301,10 @@ def test_a_shared_flag_is_set_after_every_sharers_last_store(tmp_path, monkeypat
             b.append(frame(index))
         closing_a = threading.Thread(target=a.close)
         closing_a.start()  # a's close waits for its stores
-        time.sleep(0.05)
+        assert released.wait(10)
         closing_b = threading.Thread(target=b.close)
         closing_b.start()  # the last to close: the flag must wait for a's stores too
-        time.sleep(0.2)
+        time.sleep(0.2)  # b's store would be done within this if it did not wait for a
         assert not b._last.done()  # b's closing store waits for a
         slow.set()
         closing_a.join(30)
