@@ -34,6 +34,7 @@ def test_direct_chunks_need_one_frame_per_chunk(tmp_path):
             h5.direct_chunk_thread(ds, np.zeros((4, 8, 8), "u1"))
 
 
+@pytest.mark.slow
 def test_every_side_runs_and_cleans_up(tmp_path):
     frames = h5.realistic_frames(3, shape=(64, 64))
     steps = []

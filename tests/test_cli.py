@@ -54,6 +54,7 @@ def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"][: 1 + plot]
 
 
+@pytest.mark.slow
 def test_bench_scenarios_can_be_chosen(tmp_path):
     proc = _bgio("bench", "--size", "2", "--scenarios", "pacing", "--dir", str(tmp_path),
                  cwd=tmp_path)
@@ -66,6 +67,7 @@ def test_bench_scenarios_can_be_chosen(tmp_path):
     assert "--plot shows the streams scenario" in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_dir_is_a_one_line_error(tmp_path):
     proc = _bgio("bench", "--dir", str(tmp_path / "nope"), cwd=tmp_path)
     assert proc.returncode == 2
@@ -85,6 +87,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "bench" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_compares_the_older_module_when_it_is_installed(tmp_path):
     # A stand-in with the older module's bgwrite (the real one is not installable here).
     fakes = Path(__file__).parent / "fakes"

@@ -28,6 +28,7 @@ def payload(tmp_path):
     return path, data
 
 
+@pytest.mark.slow
 def test_a_file_is_copied_exactly(tmp_path, payload):
     source, data = payload
     run = bgio("copy", str(source), str(tmp_path / "dst.bin"))
@@ -36,6 +37,7 @@ def test_a_file_is_copied_exactly(tmp_path, payload):
     assert (tmp_path / "dst.bin").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_stdin_to_a_file_and_a_file_to_stdout(tmp_path, payload):
     source, data = payload
     run = bgio("copy", "-", str(tmp_path / "in.bin"), input=data)
@@ -46,6 +48,7 @@ def test_stdin_to_a_file_and_a_file_to_stdout(tmp_path, payload):
     assert run.stdout == data
 
 
+@pytest.mark.slow
 def test_a_directory_as_destination_gets_the_source_name(tmp_path, payload):
     source, data = payload
     (tmp_path / "into").mkdir()
@@ -56,6 +59,7 @@ def test_a_directory_as_destination_gets_the_source_name(tmp_path, payload):
     assert run.returncode == 1 and b"Is a directory (name the file to write)" in run.stderr
 
 
+@pytest.mark.slow
 def test_options(tmp_path, payload):
     source, data = payload
     target = tmp_path / "dst.bin"
@@ -72,6 +76,7 @@ def test_options(tmp_path, payload):
     assert took > 0.3  # ~0.5 s at 6 MiB/s; only a gross failure of the pacing shows here
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["--rate", "fast"], "not a rate: 'fast'"),
     (["--priority", "11"], "must be a preset 1..10"),
@@ -84,6 +89,7 @@ def test_usage_errors(tmp_path, payload, args, message):
     assert len(run.stderr.decode().strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_atomic_to_stdout_is_refused(payload):
     source, _ = payload
     run = bgio("copy", str(source), "-", "--atomic")
@@ -91,6 +97,7 @@ def test_atomic_to_stdout_is_refused(payload):
     assert run.stderr.decode() == "bgio copy: error: --atomic needs a file as DST, not standard output\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source", "destination", "message"), [
     ("missing.bin", "dst.bin", "missing.bin: No such file or directory"),
     (".", "dst.bin", ": Is a directory"),
@@ -105,6 +112,7 @@ def test_failures_are_one_line_and_exit_1(tmp_path, payload, source, destination
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_a_broken_pipe_is_one_line(payload):
     source, _ = payload
     process = subprocess.Popen([sys.executable, "-m", "bgio", "copy", str(source), "-",
@@ -118,13 +126,17 @@ def test_a_broken_pipe_is_one_line(payload):
     assert stderr == "bgio copy: error: broken pipe (the reader of the output went away)\n"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_an_atomic_copy_leaves_the_old_file(tmp_path, payload):
     source, _ = payload
     target = tmp_path / "dst.bin"
     target.write_bytes(b"old contents")
     process = subprocess.Popen([sys.executable, "-m", "bgio", "copy", str(source), str(target),
                                 "--rate", "1M", "--atomic"], stderr=subprocess.PIPE, env=ENV)
-    time.sleep(1.0)  # well into the copy (3 MiB at 1 MiB/s)
+    # bgio copy shows no progress when stderr is not a terminal, so there is no
+    # sign to wait for: the sleep puts the SIGINT well into the copy (3 MiB at
+    # 1 MiB/s), past the start-up; the assertions need it to land mid-copy.
+    time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 130
     assert process.stderr is not None

@@ -50,6 +50,7 @@ def manual(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_manual_builds_without_warnings_and_its_examples_pass(manual):
     report = (manual / "doctest" / "output.txt").read_text()
     assert "0 failures in tests" in report and " tests" in report
@@ -58,6 +59,7 @@ def test_the_manual_builds_without_warnings_and_its_examples_pass(manual):
                      "hdf5.html", "live.html", "guarantees.html", "migrating.html", "api.html"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["bgio", "bgio.h5"])
 def test_every_public_name_is_in_the_reference(manual, module):
     api = (manual / "html" / "api.html").read_text()

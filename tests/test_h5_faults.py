@@ -52,6 +52,7 @@ WRITER = textwrap.dedent("""
 """).format(limit=LIMIT)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and /proc: Linux")
 @pytest.mark.parametrize("kind", ["frames", "records"])
 def test_a_refused_write_surfaces_and_the_file_is_closed(tmp_path, kind):
