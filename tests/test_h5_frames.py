@@ -185,7 +185,7 @@ def test_max_pending_bytes_bounds_a_fast_producer(tmp_path, monkeypatch):
     real_write = sink.DatasetSink.write
 
     def slow_write(self, chunk):
-        time.sleep(0.002)
+        time.sleep(0.002)  # a slow disk: the pace of the stores, not a synchronisation
         return real_write(self, chunk)
 
     monkeypatch.setattr(sink.DatasetSink, "write", slow_write)

@@ -304,7 +304,7 @@ def test_memory_stays_bounded_while_stores_lag(tmp_path, monkeypatch):
     real_write = records.RecordSink.write
 
     def slow_write(self, block):
-        time.sleep(0.002)
+        time.sleep(0.002)  # a slow disk: the pace of the stores, not a synchronisation
         return real_write(self, block)
 
     monkeypatch.setattr(records.RecordSink, "write", slow_write)
