@@ -299,15 +299,15 @@ def test_close_wakes_a_waiting_producer(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_memory_stays_bounded_while_stores_lag(tmp_path, monkeypatch):
-    from bgio.h5 import records
+    from bgio.h5 import record_sink
 
-    real_write = records.RecordSink.write
+    real_write = record_sink.RecordSink.write
 
     def slow_write(self, block):
         time.sleep(0.002)  # a slow disk: the pace of the stores, not a synchronisation
         return real_write(self, block)
 
-    monkeypatch.setattr(records.RecordSink, "write", slow_write)
+    monkeypatch.setattr(record_sink.RecordSink, "write", slow_write)
     frame_bytes = 100 * (4 + 2 + 8 + 8)
     bound = 20 * frame_bytes
     w = RecordWriter(tmp_path / "r.h5", "events", FEATURES, chunk_events=100,
