@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from .handle import BackgroundWriteProcess
+from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
 __all__ = ["submit", "wait_all"]
@@ -145,9 +146,16 @@ def wait_all(timeout: float | None = None) -> bool:
     -------
     bool
         True if nothing is pending any more, False on timeout.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``timeout`` is negative, NaN, longer than the platform can wait
+        (``math.inf`` means no limit), or not a number.
     """
+    limit = check_timeout(timeout)
     with _lock:
-        return _all_done.wait_for(lambda: _unfinished == 0, timeout)
+        return _all_done.wait_for(lambda: _unfinished == 0, limit)
 
 
 def _serve(lane: Lane) -> None:

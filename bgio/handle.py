@@ -497,7 +497,10 @@ def start_all(handles: list[BackgroundWriteProcess]) -> int:
         for count, handle in enumerate(handles):
             if handle._state != PENDING:
                 return count
-            handle._state = RUNNING
+            if type(handle) is BackgroundWriteProcess:
+                handle._state = RUNNING
+            else:  # a subclass may do more as it starts (the compat handle does)
+                handle.set_running_or_notify_cancel()
     return len(handles)
 
 

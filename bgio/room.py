@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 from .errors import QueueFull
+from .timeouts import check_timeout
 
 __all__ = ["wait_for_room"]
 
@@ -28,10 +29,11 @@ def wait_for_room(room: threading.Condition, has_room: Callable[[], bool], block
     pending, bound, what
         For the message: the bytes pending now, the bound, what is refused.
     """
+    limit = check_timeout(timeout)  # refused even when there is room: the call is wrong
     if has_room():
         return
     if not block:
         raise QueueFull(f"{pending()} bytes pending, bound {bound}: no room for {what}")
-    if not room.wait_for(has_room, timeout):
+    if not room.wait_for(has_room, limit):
         raise QueueFull(f"no room for {what} after {timeout} s ({pending()} pending, "
                         f"bound {bound})")

@@ -24,7 +24,13 @@ from collections import deque
 from collections.abc import Hashable
 
 from .errors import ChainError
-from .handle import BackgroundWriteProcess, WriteTiming, failure_of, finish_all, start_all
+from .handle import (
+    BackgroundWriteProcess,
+    WriteTiming,
+    failure_of,
+    finish_all,
+    start_all,
+)
 from .priority import BackgroundIOPriority
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source

@@ -89,3 +89,48 @@ def test_errors_finish_the_process_instead_of_hanging():
     chained = compat.bgwrite(io.BytesIO(), b"y", chainAfter=proc)
     chained.join(timeout=30)
     assert chained.finished and isinstance(chained.exception(), bgio.ChainError)
+
+
+def test_the_handle_is_a_thread_without_an_os_thread_per_write():
+    import io
+    import threading
+
+    from bgio.compat import BackgroundWriteProcess, bgwrite
+
+    before = threading.active_count()
+    out = io.BytesIO()
+    handles = [bgwrite(out, b"%03d" % i, ioPrio=1) for i in range(100)]
+    assert threading.active_count() <= before + 2  # bgio's worker, not one thread a write
+    for handle in handles:
+        assert isinstance(handle, threading.Thread)
+        handle.join(30)
+        assert not handle.is_alive() and not handle.isAlive()
+        assert handle.finished and handle.startedWriting
+        assert isinstance(handle.ident, int) and handle.ident != threading.get_ident()
+        assert handle.name.startswith("bgio-write-") and handle.daemon is False
+    assert out.getvalue() == b"".join(b"%03d" % i for i in range(100))
+    unstarted = BackgroundWriteProcess(io.BytesIO(), b"x")
+    assert not unstarted.is_alive() and unstarted.ident is None
+    unstarted.start()
+    unstarted.join(30)
+    assert unstarted.result() == 1
+
+
+def test_dropped_handles_keep_no_file_alive():
+    import gc
+    import io
+    import weakref
+
+    import bgio
+    from bgio.compat import bgwrite
+
+    files = [io.BytesIO() for _ in range(100)]
+    refs = [weakref.ref(f) for f in files]
+    handles = [bgwrite(f, b"data", ioPrio=1) for f in files[:50]]
+    handles += [bgio.bgwrite(f, b"data", priority=1) for f in files[50:]]
+    for handle in handles:
+        handle.join(30)
+    assert bgio.wait_all(timeout=30)
+    del files, handles, handle
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []

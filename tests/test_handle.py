@@ -219,3 +219,120 @@ def test_measured_duty_cycle_follows_the_profile(tmp_path):
     h = bgio.bgwrite(Timed(), bytes(64 * 1024 * 30), priority=profile)
     h.result(timeout=60)
     assert 0.15 < h.duty_cycle < 0.35
+
+
+# -- a real concurrent.futures.Future ------------------------------------------------------
+
+
+def test_the_handle_is_a_future_that_futures_wait_and_as_completed_accept():
+    import concurrent.futures as cf
+
+    rec = Recorder(gated=True)
+    first = bgio.bgwrite(rec, b"abcdefgh", priority=FAST)
+    second = bgio.bgwrite(rec, b"ij", priority=FAST)
+    assert isinstance(first, cf.Future)
+    done, pending = cf.wait([first, second], timeout=0.05)
+    assert done == set() and pending == {first, second}
+    rec.gate.set()
+    done, pending = cf.wait([first, second], timeout=30)
+    assert done == {first, second} and not pending
+    assert sorted(f.result() for f in cf.as_completed([first, second], timeout=30)) == [2, 8]
+    assert rec.getvalue() == b"abcdefghij"
+
+
+def test_futures_wait_sees_a_pending_write_cancelled_at_once():
+    import concurrent.futures as cf
+
+    rec = Recorder(gated=True)
+    running = bgio.bgwrite(rec, b"x", priority=FAST)
+    assert rec.entered.wait(30)  # writing: what comes next is queued, not in its pass
+    queued = bgio.bgwrite(rec, b"y", priority=FAST)
+    waiting = []
+    thread = threading.Thread(target=lambda: waiting.append(
+        cf.wait([queued], timeout=30, return_when=cf.FIRST_COMPLETED)))
+    thread.start()
+    assert queued.cancel()
+    thread.join(30)
+    assert waiting[0].done == {queued}  # not when the worker reaches it: now
+    rec.gate.set()
+    assert running.result(timeout=30) == 1
+
+
+def test_asyncio_wrap_future_and_await():
+    async def main():
+        rec = Recorder()
+        wrapped = await asyncio.wrap_future(bgio.bgwrite(rec, b"abc", priority=FAST))
+        awaited = await bgio.bgwrite(rec, b"de", priority=FAST)
+        return wrapped, awaited, rec.getvalue()
+
+    assert asyncio.run(main()) == (3, 2, b"abcde")
+
+
+def test_asyncio_wait_for_cancels_the_write_on_timeout():
+    rec = Recorder(gated=True)
+
+    async def main():
+        handle = bgio.bgwrite(rec, b"x" * 40, priority=FAST)  # ten 4-byte chunks
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(handle, 0.05)
+        return handle
+
+    handle = asyncio.run(main())
+    rec.gate.set()
+    assert handle.wait(30) and handle.cancelled()
+    assert rec.getvalue() == b"x" * handle.bytes_written and handle.bytes_written < 40
+
+
+def test_progress_is_read_safely_from_another_thread_while_writes_go_on():
+    errors = []
+    stop = threading.Event()
+    handles = []
+
+    def poll():
+        while not stop.is_set():
+            for handle in handles:
+                try:
+                    _ = (handle.rate, handle.progress, handle.duty_cycle, repr(handle))
+                except Exception as exc:  # noqa: BLE001 - what the test looks for
+                    errors.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    out = io.BytesIO()
+    profile = bgio.BackgroundIOPriority(0, 64, 100)
+    try:
+        for _ in range(200):
+            handles.append(bgio.bgwrite(out, b"z" * 6400, priority=profile))
+        for handle in handles:
+            handle.result(timeout=30)
+    finally:
+        stop.set()
+        poller.join(30)
+    assert errors == []
+    assert out.getvalue() == b"z" * 6400 * 200
+
+
+def test_a_finished_write_keeps_its_rate_and_duty_cycle():
+    out = io.BytesIO()
+    profile = bgio.BackgroundIOPriority(0, 1000, 100)
+    first = bgio.bgwrite(out, b"a" * 10_000, priority=profile)
+    first.result(timeout=30)
+    rate, duty = first.rate, first.duty_cycle
+    assert rate is not None and rate > 0 and duty is not None
+    for _ in range(20):
+        bgio.bgwrite(out, b"b" * 10_000, priority=profile).result(timeout=30)
+    assert (first.rate, first.duty_cycle) == (rate, duty)
+
+
+def test_result_and_wait_refuse_timeouts_that_cannot_be_waited():
+    import math
+
+    h = bgio.bgwrite(io.BytesIO(), b"x", priority=FAST)
+    assert h.result(timeout=math.inf) == 1
+    for bad in (-1, float("nan"), 1e300):
+        with pytest.raises(ValueError, match="timeout"):
+            h.result(timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):
+            h.wait(bad)
+    with pytest.raises(TypeError, match="timeout"):
+        h.exception(timeout="1")

@@ -17,6 +17,7 @@ from ..engine import submit
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
 from ..source import Source
+from ..timeouts import check_timeout
 from ..worker import Job
 from .exit import track
 from .live import (
@@ -163,6 +164,7 @@ class H5Writer(ClosesOnExit):
         ValueError
             With ``on_missing="raise"``, if slots were never written.
         """
+        check_timeout(timeout)
         with self._lock:
             closed_before, last = self._closed, self._last
         if closed_before:

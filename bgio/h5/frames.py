@@ -14,6 +14,7 @@ import numpy as np
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
+from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool, pipeline_of
 from .gaps import Gaps
@@ -22,7 +23,6 @@ from .layout import (
     check_count,
     check_dtype,
     check_shape,
-    check_timeout,
     default_chunks,
 )
 from .live import (
@@ -453,6 +453,7 @@ class FrameWriter(H5Writer):
         Exception
             The first error of the background writes.
         """
+        check_timeout(timeout)
         with self._lock:
             if self._swmr and not self._closed:
                 self._announce()  # stores the partial chunks too

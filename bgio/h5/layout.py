@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 __all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "as_frames", "check_count", "check_dtype",
-           "check_lossless", "check_shape", "check_timeout", "default_chunks", "from_values"]
+           "check_lossless", "check_shape", "default_chunks", "from_values"]
 
 #: A 2-D frame at least this large gets a chunk of its own.
 FRAME_CHUNK_BYTES = 256 * 1024
@@ -86,17 +86,6 @@ def check_dtype(value: object, name: str = "dtype") -> np.dtype:
     if dtype.hasobject:
         raise TypeError(f"{name}: {dtype} holds Python objects, which cannot be stored this way")
     return dtype
-
-
-def check_timeout(value: object) -> float | None:
-    """A ``timeout`` argument: None, or seconds >= 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"timeout must be seconds or None, got {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"timeout must be >= 0, got {value!r}")
-    return float(value)
 
 
 def _is_int(value: object) -> bool:

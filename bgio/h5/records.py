@@ -28,6 +28,7 @@ import numpy as np
 from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
+from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool
 from .layout import (
@@ -36,7 +37,6 @@ from .layout import (
     check_dtype,
     check_lossless,
     check_shape,
-    check_timeout,
     from_values,
 )
 from .live import (
@@ -511,6 +511,7 @@ class RecordWriter(H5Writer):
         Exception
             The first error of the background stores.
         """
+        check_timeout(timeout)
         with self._lock:
             if self._swmr and not self._closed:
                 self._announce()  # stores the open chunks too
