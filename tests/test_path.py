@@ -285,3 +285,15 @@ def test_an_abandoned_atomic_writer_leaves_no_temporary_file(tmp_path):
     with pytest.warns(ResourceWarning, match="never closed"):
         _abandon(writers)
     assert _leftovers(tmp_path) == [] and not path.exists()
+
+
+def test_a_path_with_a_nul_byte_is_refused_in_the_caller(tmp_path):
+    bad = str(tmp_path / "a\0b")
+    with pytest.raises(ValueError, match="NUL"):
+        bgio.bgwrite(bad, b"x")
+    with pytest.raises(ValueError, match="NUL"):
+        bgio.Writer(bad)
+    with pytest.raises(ValueError, match="NUL"):
+        bgio.open(bad, "wb")
+    with pytest.raises(ValueError, match="NUL"):
+        bgio.bgwrite(os.fsencode(bad), b"x")

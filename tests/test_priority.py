@@ -96,3 +96,11 @@ def test_resolve_priority():
         resolve_priority(True)
     with pytest.raises(TypeError, match="priority"):
         resolve_priority(7.0)
+
+
+@pytest.mark.parametrize("changes", [{"bandwidth_pct": 1e-300}, {"bandwidth_pct": 0.001},
+                                     {"max_rate": 1e-300}, {"max_rate": 0.5}])
+def test_pacing_that_cannot_be_honoured_is_refused_when_the_profile_is_made(changes):
+    name = next(iter(changes))
+    with pytest.raises(ValueError, match=name):
+        bgio.PRESETS[4].replace(**changes)

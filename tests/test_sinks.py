@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -257,3 +258,67 @@ def test_after_a_failure_on_an_fd_a_writer_stays_failed_and_a_new_pipe_is_fine()
     finally:
         os.close(r2)
         os.close(w2)
+
+
+_EFBIG = textwrap.dedent("""
+    import resource, signal, sys
+    import bgio
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    with open(sys.argv[1], "wb") as f:
+        handle = bgio.bgwrite(f, b"z" * (3 << 20), priority=1)
+        error = handle.exception(timeout=60)
+        print(type(error).__name__, handle.bytes_written)
+""")
+
+
+@pytest.mark.slow
+def test_bytes_written_after_a_refused_buffered_write_is_what_reached_the_file(tmp_path):
+    path = tmp_path / "limited.bin"
+    out = subprocess.run([sys.executable, "-c", _EFBIG, str(path)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    assert out[0] == "OSError"
+    assert int(out[1]) == path.stat().st_size == 1 << 20
+
+
+def test_bytes_written_after_a_broken_pipe_is_what_the_pipe_took():
+    r, w = os.pipe()
+    received = bytearray()
+
+    def read_some_then_close():
+        while len(received) < 1 << 20:
+            received.extend(os.read(r, 65536))
+        os.close(r)
+
+    reader = threading.Thread(target=read_some_then_close)
+    reader.start()
+    with open(w, "wb") as f:
+        handle = bgio.bgwrite(f, b"p" * (8 << 20), priority=1)
+        error = handle.exception(timeout=60)
+        reader.join(30)
+        assert isinstance(error, BrokenPipeError)
+        pipe_size = 1 << 20  # the most a pipe holds unread (64 KiB by default)
+        assert len(received) <= handle.bytes_written <= len(received) + pipe_size
+        assert 0 < handle.bytes_written < 8 << 20
+        try:
+            f.close()
+        except BrokenPipeError:
+            pass
+
+
+def test_bytes_written_after_a_full_disk_is_what_reached_it():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as f:
+        handle = bgio.bgwrite(f, b"q" * (1 << 20), priority=1)
+        assert isinstance(handle.exception(timeout=30), OSError)
+        assert handle.bytes_written == 0
+        try:
+            f.close()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**63, -2])
+def test_an_fd_beyond_a_c_int_is_refused_in_the_caller(fd):
+    with pytest.raises(ValueError, match="file descriptor must be 0..2147483647"):
+        bgio.bgwrite(fd, b"x")

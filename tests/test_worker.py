@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 import weakref
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -25,6 +26,7 @@ import bgio
 
 FAST = bgio.BackgroundIOPriority(0, 3, 100)  # 3-byte chunks, no pacing
 FAST_1K = bgio.BackgroundIOPriority(0, 1000, 100)
+FAST_64K = bgio.BackgroundIOPriority(0, 64 * 1024, 100)
 
 
 # ---- order ---------------------------------------------------------------------------------
@@ -713,3 +715,52 @@ def test_failure_in_a_script_leaves_no_traceback_on_stderr(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.strip() == "OSError"
     assert proc.stderr == ""
+
+
+@pytest.mark.slow
+def test_writes_after_a_failure_cost_the_same_and_free_their_handles():
+    class Full:
+        mode = "wb"
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    destination = Full()
+    first = bgio.bgwrite(destination, b"x", priority=FAST_64K)
+    assert isinstance(first.exception(timeout=30), OSError)
+    refs = []
+    tracemalloc.start()
+    try:
+        timings = []
+        for round_ in range(10):
+            started = time.perf_counter()
+            for _ in range(10_000):
+                handle = bgio.bgwrite(destination, b"y", priority=FAST_64K)
+                if len(refs) < 1000:
+                    refs.append(weakref.ref(handle))
+            assert bgio.wait_all(timeout=60)
+            timings.append(time.perf_counter() - started)
+            if round_ == 1:
+                base, _ = tracemalloc.get_traced_memory()
+        error = handle.exception(timeout=30)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(error, bgio.ChainError)
+    assert error.__cause__ is error.root_cause and isinstance(error.root_cause, OSError)
+    assert error.predecessor is first  # the write that failed first, not the one before
+    del handle, error
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0  # failed handles are freed
+    assert current - base < 2 * 1024 * 1024  # memory flat over 80,000 more failing writes
+    # O(1) each: the last rounds cost what the first did (a generous bound: this is no benchmark).
+    assert min(timings[-3:]) < 5 * max(timings[:3])
+
+
+def test_the_gentlest_profiles_still_write_and_cancel():
+    slow = bgio.BackgroundIOPriority(0, 10, 0.01, max_rate=1.0)
+    out = io.BytesIO()
+    handle = bgio.bgwrite(out, b"a" * 100, priority=slow)
+    assert handle.cancel()  # pending, or in the pause of ~10 s after its first chunk
+    assert handle.wait(30) and handle.cancelled()
+    assert out.getvalue() == b"a" * handle.bytes_written
