@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from .compare import Comparison, compare_steps, compare_writes
 from .data import MIB, make_data
+from .load import CONDITIONS, Condition, loaded, spinners
 from .loop import LoopStats, idle_baseline, loop_gaps
 from .overhead import CallLatency, SmallWrites, call_latency, small_writes
-from .pacing import RateRun, duty_cycles, max_rate
+from .pacing import (
+    LoadedPacing,
+    PacingCell,
+    PacingRun,
+    RateRun,
+    Spread,
+    TimedFile,
+    duty_cycles,
+    max_rate,
+    pacing_run,
+    pacing_steps,
+    pacing_under_load,
+    ring_file,
+    window_rates,
+)
 from .report import environment, to_jsonable
 from .stats import median_of
 from .streams import (
@@ -19,14 +34,21 @@ from .streams import (
 from .writes import WriteRun, measure_bgio, measure_sync, priority_label
 
 __all__ = [
+    "CONDITIONS",
     "MIB",
     "CallLatency",
     "Comparison",
+    "Condition",
+    "LoadedPacing",
     "LoopStats",
     "MemoryBound",
+    "PacingCell",
+    "PacingRun",
     "RateRun",
     "SmallWrites",
+    "Spread",
     "StreamRun",
+    "TimedFile",
     "WriteRun",
     "call_latency",
     "compare_steps",
@@ -34,6 +56,7 @@ __all__ = [
     "duty_cycles",
     "environment",
     "idle_baseline",
+    "loaded",
     "loop_gaps",
     "make_data",
     "max_rate",
@@ -42,8 +65,14 @@ __all__ = [
     "median_of",
     "memory_bound",
     "open_small_writes",
+    "pacing_run",
+    "pacing_steps",
+    "pacing_under_load",
     "pipe_and_socket",
     "priority_label",
+    "ring_file",
     "small_writes",
+    "spinners",
     "to_jsonable",
+    "window_rates",
 ]
