@@ -9,7 +9,8 @@ from typing import Literal
 
 from .priority import validate_chunk_size
 
-__all__ = ["Block", "Kind", "Source", "as_block", "chunk_data", "make_source"]
+__all__ = ["Block", "Kind", "Source", "as_block", "chunk_data", "chunks_of", "make_source",
+           "only_chunk_of"]
 
 #: What a sink receives: a flat byte view, or a piece of text.
 Block = memoryview | str
@@ -217,6 +218,25 @@ def make_source(
     if isinstance(data, Iterable):
         return Source(data, expected, None, lazy=True)
     return Source((as_block(data, name),), None, None, lazy=False)  # raises TypeError
+
+
+def only_chunk_of(source: Source | bytes, chunk_size: int) -> Block | bytes | None:
+    """:meth:`Source.only_chunk` of a source, or of a bytes object standing for one."""
+    if type(source) is bytes:
+        return source if 0 < len(source) <= chunk_size else None
+    return source.only_chunk(chunk_size)  # type: ignore[union-attr]
+
+
+def chunks_of(source: Source | bytes, chunk_size: int,
+              expected: Kind | None = None) -> Iterator[Block | bytes]:
+    """:meth:`Source.chunks` of a source, or of a bytes object standing for one.
+
+    A :class:`bgio.Writer` queues a bytes object as its own source: one
+    object less per write, and small writes are mostly that.
+    """
+    if type(source) is bytes:
+        return _chunks((source,), chunk_size)
+    return source.chunks(chunk_size, expected)  # type: ignore[union-attr]
 
 
 def _snapshot(block: Block) -> Block:

@@ -17,6 +17,7 @@ the flush that carries them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -33,7 +34,7 @@ from .handle import (
 )
 from .priority import BackgroundIOPriority
 from .sinks import Sink, Waiter, WriteInterrupted
-from .source import Block, Source
+from .source import Block, Source, chunks_of, only_chunk_of
 from .throttle import Throttle
 
 __all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "flush_pending", "run_batch"]
@@ -45,8 +46,12 @@ logger = logging.getLogger("bgio")
 #: application is busy). The time owed carries over to a later pause.
 MIN_PAUSE = 0.0005
 
-#: Most small writes gathered into one pass of the loop.
-MAX_GROUP = 1024
+#: Most small writes gathered into one pass of the loop (one chunk's worth of
+#: bytes at most).
+MAX_GROUP = 65536
+
+#: Buffers one gather write takes at most (the system's IOV_MAX).
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 #: Chunks between two measurements of the wake-up latency when pacing takes
 #: no pauses to measure it from (what ``duty_cycle`` subtracts).
@@ -63,7 +68,7 @@ class Job:
         self,
         handle: BackgroundWriteProcess,
         sink: Sink,
-        source: Source,
+        source: Source | bytes,
         profile: BackgroundIOPriority,
         chunk_size: int | None = None,
         close: bool = False,
@@ -334,7 +339,8 @@ def _check_order(lane: Lane, job: Job) -> None:
         cause = failure_of(chain_after)
         if cause is not None:
             raise _chain_error("the write it was chained after", cause, chain_after)
-    if job.source.lazy and (lane.since_flush or lane.unflushed):
+    source = job.source
+    if type(source) is not bytes and source.lazy and (lane.since_flush or lane.unflushed):  # type: ignore[union-attr]
         # A generator may wait on an earlier write's handle: complete those first.
         flush(lane, job.sink)
 
@@ -353,9 +359,10 @@ def _wait_for(lane: Lane, handle: BackgroundWriteProcess, other: BackgroundWrite
         handle.watch_cancel(None)
 
 
-def _gather(run: list[Job], batch: deque[Job]) -> list[tuple[int, Block]] | None:
+def _gather(run: list[Job], batch: deque[Job]) -> list[Block | bytes] | None:
     """Move the small writes that follow ``run[0]`` into its pass (marking them running);
-    return the pass's one piece, or None when ``run[0]`` goes alone.
+    return the pass's one piece (block ``k`` is ``run[k]``'s), or None when ``run[0]``
+    goes alone.
 
     They are consecutive plain writes (no chain_after, no close) of one
     block each, through the same open file with one profile and chunk
@@ -367,7 +374,7 @@ def _gather(run: list[Job], batch: deque[Job]) -> list[tuple[int, Block]] | None
     if not batch or first.chain_after is not None or first.close:
         return None
     chunk_size = first.chunk_size
-    block = first.source.only_chunk(chunk_size)
+    block = only_chunk_of(first.source, chunk_size)
     if block is None:
         return None
     blocks = [block]
@@ -380,7 +387,7 @@ def _gather(run: list[Job], batch: deque[Job]) -> list[tuple[int, Block]] | None
                 or (following.sink is not sink and not _same_sink(following.sink, sink))
                 or following.profile is not profile or following.chunk_size != chunk_size):
             break
-        block = following.source.only_chunk(chunk_size)
+        block = only_chunk_of(following.source, chunk_size)
         if block is None or size + len(block) > chunk_size:
             break
         taken.append(batch.popleft())
@@ -394,7 +401,7 @@ def _gather(run: list[Job], batch: deque[Job]) -> list[tuple[int, Block]] | None
     for job in reversed(taken[started:]):
         batch.appendleft(job)
     run.extend(taken[:started])
-    return list(enumerate(blocks[:started + 1])) if started else None
+    return blocks[:started + 1] if started else None
 
 
 def _same_sink(one: Sink, other: Sink) -> bool:
@@ -409,7 +416,7 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 # -- the write loop ------------------------------------------------------------------------
 
 
-def _write_run(lane: Lane, run: list[Job], group: list[tuple[int, Block]] | None
+def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
                ) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
 
@@ -429,18 +436,19 @@ def _write_run(lane: Lane, run: list[Job], group: list[tuple[int, Block]] | None
     clock = time.perf_counter
     cpu_clock = time.thread_time
     timing: WriteTiming | None = None
+    # A piece's block k belongs to run[k]: one job's chunks go one at a time.
     pieces = (group,) if group is not None else (
-        [(0, chunk)] for chunk in first.source.chunks(chunk_size, sink.kind))
+        [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
+    leader = first.handle
     for piece in pieces:
-        leader = run[piece[0][0]].handle
         if leader.cancel_requested:
-            return piece[0][0], None
+            return 0, None
         pause = throttle.delay()
         if pause:
             if lane.since_flush:
                 flush(lane, sink)  # idle time is the time to hand data on
             if _pause(lane, leader, pause):
-                return piece[0][0], None
+                return 0, None
         elif lane.probe <= 0 and len(piece) == 1:
             _probe(lane)
         lane.probe -= 1
@@ -455,8 +463,8 @@ def _write_run(lane: Lane, run: list[Job], group: list[tuple[int, Block]] | None
         throttle.record(written, started, finished, busy)
         if timing is None:
             timing = WriteTiming(started, finished, busy, None)
-            for index, _ in piece:
-                run[index].handle.set_timing(timing)
+            for job in run:
+                job.handle.set_timing(timing)
         else:
             timing.busy += busy
             timing.last_end = finished
@@ -493,63 +501,100 @@ def _probe(lane: Lane) -> None:
     lane.probe = _PROBE_EVERY
 
 
-def _put(sink: Sink, run: list[Job], piece: list[tuple[int, Block]]
+def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
          ) -> tuple[int, int, BaseException | None]:
-    """Write one piece; return (bytes written, index where it stopped or -1, error).
+    """Write one piece (block ``k`` is ``run[k]``'s); return (bytes written, index in
+    ``run`` where it stopped or -1, error).
 
     Partial writes resume exactly where the destination stopped. A piece of
-    several blocks goes out in one gather write where the sink has one.
+    several blocks goes out in one gather write where the sink has one;
+    beyond the system's limit of buffers per call, runs of small blocks are
+    first gathered into one (a copy of those small blocks only), so that a
+    thousand queued 64-byte writes cost one system call, not many: each
+    call releases the interpreter lock, and getting it back may take 5 ms
+    when the program is busy. The bytes written are credited to the
+    handles once the piece is through.
     """
+    blocks = list(piece)
+    whole_blocks = True  # each buffer is one write's block (so a cancel may stop between them)
+    if len(blocks) > _IOV_MAX and sink.write_many is not None:
+        blocks = _gathered(blocks)
+        whole_blocks = False
     written = 0
     position = 0
-    if len(piece) > 1 and sink.write_many is not None:
-        blocks = [block for _, block in piece]
+    error: BaseException | None = None
+    cancelled = False
+    if len(blocks) > 1 and sink.write_many is not None:
         try:
             taken = sink.write_many(blocks)
         except WriteInterrupted:
             taken = 0  # the plain writes below see whose write was cancelled
         except BaseException as exc:  # noqa: BLE001 - the first block's write failed
-            return 0, piece[0][0], exc
+            error, taken = exc, 0
         written = taken
-        # Hand the bytes taken to the writes they belong to; a block cut
-        # short is finished below by plain writes from where it stopped.
-        while position < len(piece) and taken >= len(blocks[position]):
-            size = len(blocks[position])
-            run[piece[position][0]].handle.bytes_written += size
-            taken -= size
+        while position < len(blocks) and taken >= len(blocks[position]):
+            taken -= len(blocks[position])
             position += 1
         if taken:
-            index, block = piece[position]
-            run[index].handle.bytes_written += taken
-            piece[position] = (index, memoryview(block)[taken:])  # type: ignore[arg-type]
+            blocks[position] = memoryview(blocks[position])[taken:]  # type: ignore[arg-type]
     write = sink.write
-    while position < len(piece):
-        index, block = piece[position]
-        handle = run[index].handle
-        if position and handle.cancel_requested:
-            return written, index, None  # (the leader's cancel is seen before the pause)
+    while error is None and position < len(blocks):
+        block = blocks[position]
+        if position and whole_blocks and run[position].handle.cancel_requested:
+            cancelled = True  # (the leader's cancel is seen before the pause)
+            break
         try:
-            taken = write(block)
+            taken = write(block)  # type: ignore[arg-type]
             while taken < len(block):
-                handle.bytes_written += taken
                 written += taken
                 if type(block) is bytes:
                     block = memoryview(block)  # slicing bytes would copy
                 block = block[taken:]
-                taken = write(block)
+                taken = write(block)  # type: ignore[arg-type]
         except WriteInterrupted:
             # cancel() was asked while the destination was full. Whose? A
             # later write's cancel does not cut this one short.
-            piece[position] = (index, block)
-            if handle.cancel_requested:
-                return written, index, None
+            blocks[position] = block
+            if run[_owner_of(piece, written)].handle.cancel_requested:
+                cancelled = True
+                break
             continue
-        except BaseException as exc:  # noqa: BLE001 - goes to this write's handle
-            return written, index, exc
-        handle.bytes_written += taken
+        except BaseException as exc:  # noqa: BLE001 - goes to the write it stopped in
+            error = exc
+            break
         written += taken
         position += 1
+    # Credit every write with its bytes; the one the piece stopped in gets
+    # what reached the destination.
+    remaining = written
+    for index, block in enumerate(piece):
+        size = len(block)
+        handle = run[index].handle
+        if remaining < size or (remaining == size == 0):
+            handle.bytes_written += remaining
+            if error is not None or cancelled:
+                return written, index, error
+            remaining = 0
+            continue
+        handle.bytes_written += size
+        remaining -= size
     return written, -1, None
+
+
+def _owner_of(piece: list[Block | bytes], offset: int) -> int:
+    """The index of the block that holds byte ``offset`` of the piece."""
+    for index, block in enumerate(piece):
+        if offset < len(block):
+            return index
+        offset -= len(block)
+    return len(piece) - 1
+
+
+def _gathered(blocks: list[Block | bytes]) -> list[Block | bytes]:
+    """At most ``_IOV_MAX`` buffers with the same bytes: small blocks joined in runs."""
+    per_buffer = -(-len(blocks) // _IOV_MAX)  # blocks joined into each buffer
+    return [b"".join(blocks[start:start + per_buffer])  # type: ignore[arg-type]
+            for start in range(0, len(blocks), per_buffer)]
 
 
 def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseException | None,
@@ -563,7 +608,7 @@ def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseExcept
     last = run[-1]
     sink = last.sink
     for job in run:
-        job.source.release()
+        job.source = b""  # let go of the caller's data
     stopped = None if stopped_at < 0 else run[stopped_at]
     written = run if stopped is None else run[:stopped_at]
     closing = last.close

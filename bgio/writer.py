@@ -11,7 +11,7 @@ from .handle import BackgroundWriteProcess, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .room import wait_for_room
 from .sinks import PathSink
-from .source import make_source
+from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
 
@@ -140,12 +140,18 @@ class Writer(ClosesOnExit):
         """
         # Kept lean (no prepare(): no chain, no close to check): a Writer is
         # how programs issue many small writes, and this is their whole cost.
-        source = make_source(data, self._sink.kind, copy=self._copy)
-        job = Job(BackgroundWriteProcess(source.total), self._sink, source, self._profile,
+        if type(data) is bytes and self._sink.kind != "text":
+            # The common case: immutable, so never copied, and its own source.
+            source: Source | bytes = data
+            total: int | None = len(data)
+        else:
+            source = make_source(data, self._sink.kind, copy=self._copy)
+            total = source.total
+        job = Job(BackgroundWriteProcess(total), self._sink, source, self._profile,
                   fsync=self._fsync)
         if self._max_pending is None:
             return self._submit(job)
-        return self._submit_bounded(job, source.total or 0, block, timeout)
+        return self._submit_bounded(job, total or 0, block, timeout)
 
     def _after_failure(self, job: Job) -> None:
         """Chain ``job`` to a failed last write, so the Writer stays failed even when
