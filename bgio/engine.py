@@ -18,6 +18,7 @@ remembers its own failures).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -195,7 +196,7 @@ def _retire(lane: Lane) -> object:
             return target  # forgotten just now
     if lane.anchor is None:
         try:
-            lane.anchor = weakref.ref(target, lambda ref, key=lane.key: _forget(ref, key))
+            lane.anchor = weakref.ref(target, functools.partial(_forget, key=lane.key))
         except TypeError:
             # Nothing to follow (a path, an fd number): forget the lane. Its
             # queued writes are done; a Writer remembers its own failure.

@@ -129,8 +129,8 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
     _waiter_list: list[Any] | None = None
     _callbacks: list[Callable[[BackgroundWriteProcess], object]] | None = None
 
-    @property  # type: ignore[override]
-    def _waiters(self) -> list[Any]:
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
         """The waiters of concurrent.futures.wait() and as_completed(), which append to
         and remove from this list (made when first asked for)."""
         waiters = self._waiter_list
@@ -141,12 +141,13 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
                     waiters = self._waiter_list = []
         return waiters
 
-    @property  # type: ignore[override]
+    @property
     def _done_callbacks(self) -> list[Callable[[BackgroundWriteProcess], object]]:
+        """The callbacks still to run (Future's name for them; bgio keeps ``_callbacks``)."""
         return self._callbacks or []
 
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         """This handle's Condition over the shared lock, made when first asked for
         (by a waiter here, or by concurrent.futures.wait and as_completed)."""
         condition = self._waited_on
