@@ -477,19 +477,26 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
 def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float) -> bool:
     """Sleep ``seconds`` for pacing, cut short by ``handle.cancel()``; True if cancelled."""
     wake = lane.wake
-    wake.clear()
-    if handle.watch_cancel(lane.interrupt):
-        return True
     started = time.perf_counter()
+    deadline = started + seconds
     try:
-        # The platform's longest wait at most: a pause that long is
-        # forever in practice, and cancel() still cuts it short.
-        wake.wait(min(seconds, threading.TIMEOUT_MAX))
+        while True:
+            wake.clear()
+            if handle.watch_cancel(lane.interrupt):
+                return True
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            # The platform's longest wait at most: a pause that long is
+            # forever in practice, and cancel() still cuts it short. (A
+            # wake-up for something else, a chain wait's late callback,
+            # just goes round again.)
+            wake.wait(min(remaining, threading.TIMEOUT_MAX))
     finally:
         handle.watch_cancel(None)
     lane.throttle.note_wake(seconds, time.perf_counter() - started)
     lane.probe = _PROBE_EVERY
-    return handle.cancel_requested
+    return False
 
 
 def _probe(lane: Lane) -> None:
