@@ -46,11 +46,13 @@ class BackgroundFile(io.BufferedIOBase):
         self._name = name
         self._mode = mode
         self._buffer = bytearray()
-        self._position = 0
+        self._queued = 0  # bytes handed to the Writer so far
         # One lock for the buffer and the queue: a block is queued and a new
         # one started while nobody appends to it.
         self._lock = threading.Lock()
         self._failed: BackgroundWriteProcess | None = None
+        # One flag for "open and nothing failed": the only check a small write makes.
+        self._ok = True
 
     @property
     def name(self) -> object:
@@ -81,7 +83,8 @@ class BackgroundFile(io.BufferedIOBase):
     def tell(self) -> int:
         """Bytes accepted by :meth:`write` so far."""
         self._check_open()
-        return self._position
+        with self._lock:
+            return self._queued + len(self._buffer)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         """Accept ``data`` for writing; return its length at once.
@@ -95,22 +98,26 @@ class BackgroundFile(io.BufferedIOBase):
         Exception
             An error of an earlier background write.
         """
-        self._check_open()
-        if self._failed is not None:
+        if not self._ok:
+            self._check_open()
             self._raise_failure()
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-        size = len(view)
-        with self._lock:
-            if size >= BUFFER_SIZE:
-                self._queue_buffer()
-                # Large: queued as is when immutable, else snapshotted (one copy).
-                self._queue(view if isinstance(view, bytes) else view.tobytes())
-            else:
+        if type(data) is bytes:
+            size = len(data)
+        else:
+            data = memoryview(data).cast("B")
+            size = len(data)
+        if size < BUFFER_SIZE:
+            # The common case, kept short: a few bytes appended.
+            with self._lock:
                 buffer = self._buffer
-                buffer += view
+                buffer += data
                 if len(buffer) >= BUFFER_SIZE:
                     self._queue_buffer()
-            self._position += size
+            return size
+        with self._lock:
+            self._queue_buffer()
+            # Large: queued as is when immutable, else snapshotted (one copy).
+            self._queue(data if isinstance(data, bytes) else data.tobytes())
         return size
 
     def flush(self) -> None:
@@ -130,6 +137,7 @@ class BackgroundFile(io.BufferedIOBase):
                 self._queue_buffer()
             self._writer.close()
         finally:
+            self._ok = False
             super().close()
 
     def fileno(self) -> int:
@@ -154,12 +162,14 @@ class BackgroundFile(io.BufferedIOBase):
             self._queue(buffer)
 
     def _queue(self, block: bytes | bytearray) -> None:
+        self._queued += len(block)
         handle = self._writer.write(block)
         handle.add_done_callback(self._note_failure)
 
     def _note_failure(self, handle: BackgroundWriteProcess) -> None:
         if self._failed is None and failure_of(handle) is not None:
             self._failed = handle
+            self._ok = False  # (set last: a write that sees it finds _failed set)
 
     def _raise_failure(self) -> None:
         if self._failed is not None:

@@ -50,6 +50,10 @@ MIN_PAUSE = 0.0005
 #: bytes at most).
 MAX_GROUP = 65536
 
+#: Beyond IOV_MAX blocks, a pass goes on gathering only while its blocks
+#: average less than this many bytes: those are copied into one buffer.
+_GATHER_BELOW = 1024
+
 #: Buffers one gather write takes at most (the system's IOV_MAX).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
@@ -390,6 +394,8 @@ def _gather(run: list[Job], batch: deque[Job]) -> list[Block | bytes] | None:
         block = only_chunk_of(following.source, chunk_size)
         if block is None or size + len(block) > chunk_size:
             break
+        if len(blocks) >= _IOV_MAX and size >= _IOV_MAX * _GATHER_BELOW:
+            break  # blocks this big fill a gather write without being copied
         taken.append(batch.popleft())
         blocks.append(block)
         size += len(block)
