@@ -222,6 +222,8 @@ class TimedFile:
         Also read the writing thread's run-queue delay (time runnable but
         waiting for a CPU, from Linux's ``/proc/thread-self/schedstat``)
         around each write: evidence of CPU contention, at ~3 µs a write.
+        Not beside a main thread running Python: each read releases the GIL,
+        and getting it back costs a switch interval (5 ms) there.
     """
 
     mode = "wb"
