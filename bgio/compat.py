@@ -167,14 +167,26 @@ class BackgroundWriteProcess(_Handle, threading.Thread):
         job, self._job = self._job, None
         if job is None:
             raise RuntimeError("BackgroundWriteProcess can only be started once")
+        # What threading.Thread consults to refuse a later daemon= (its
+        # own start() is not called: there is no OS thread).
+        self._started.set()
         submit(job)
 
     def run(self) -> None:
         """Nothing: the write is done by bgio's workers, not by a thread of its own."""
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the write is done, or ``timeout`` seconds (as :meth:`threading.Thread.join`)."""
-        self.wait(timeout)
+        """Wait until the write is done, or ``timeout`` seconds (as :meth:`threading.Thread.join`).
+
+        Raises
+        ------
+        RuntimeError
+            If the write was never started, as :meth:`threading.Thread.join` does.
+        """
+        if self._job is not None:
+            raise RuntimeError("cannot join thread before it is started")
+        # As threading.Thread.join: a negative timeout waits not at all.
+        self.wait(None if timeout is None else max(timeout, 0))
 
     def is_alive(self) -> bool:
         """True from :meth:`start` until the write is done."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -161,16 +162,18 @@ def wait_all(timeout: float | None = None) -> bool:
 
 def _serve(lane: Lane) -> None:
     """Run a lane's jobs in order, flush when its queue runs dry; return when it is empty."""
+    ended = 0  # jobs ended and not yet counted
     while True:
         with _lock:
             # Take every queued job at once: one lock round trip per batch,
             # not per job (a Writer may queue thousands of small writes).
             batch, lane.jobs = lane.jobs, deque()
         if batch:
-            _jobs_ended(run_batch(lane, batch))
+            _jobs_ended(ended)
+            ended = run_batch(lane, batch)
             continue
         if lane.unflushed:
-            _jobs_ended(flush_pending(lane))
+            ended += flush_pending(lane)
             continue  # more jobs may have come meanwhile
         with _lock:
             if not lane.jobs:
@@ -180,6 +183,9 @@ def _serve(lane: Lane) -> None:
     # Dropped only now, outside the lock: if this was the file object's last
     # reference, its close() may well write through bgio again.
     del target
+    # The last jobs are counted only now: once wait_all() returns, the lane
+    # holds no file object.
+    _jobs_ended(ended)
 
 
 def _retire(lane: Lane) -> object:
@@ -243,6 +249,22 @@ def _shutdown() -> None:
         for worker in _parked:
             worker.wakeup.notify()
 
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's worker threads: it starts afresh, with
+    no lanes and nothing pending (what the parent queued, the parent writes)."""
+    global _lock, _all_done, _unfinished, _shutting_down
+    _lock = threading.Lock()
+    _all_done = threading.Condition(_lock)
+    _lanes.clear()
+    _parked.clear()
+    _freed.clear()
+    _unfinished = 0
+    _shutting_down = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 try:
     threading._register_atexit(_shutdown)  # type: ignore[attr-defined]

@@ -84,7 +84,7 @@ class BackgroundFile(io.BufferedIOBase):
         """Bytes accepted by :meth:`write` so far."""
         self._check_open()
         with self._lock:
-            return self._queued + len(self._buffer)
+            return self._queued + len(self._buffer or b"")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         """Accept ``data`` for writing; return its length at once.
@@ -110,11 +110,15 @@ class BackgroundFile(io.BufferedIOBase):
             # The common case, kept short: a few bytes appended.
             with self._lock:
                 buffer = self._buffer
+                if buffer is None:  # close() began in another thread
+                    raise ValueError("I/O operation on closed bgio file")
                 buffer += data
                 if len(buffer) >= BUFFER_SIZE:
                     self._queue_buffer()
             return size
         with self._lock:
+            if self._buffer is None:
+                raise ValueError("I/O operation on closed bgio file")
             self._queue_buffer()
             # Large: queued as is when immutable, else snapshotted (one copy).
             self._queue(data if isinstance(data, bytes) else data.tobytes())
@@ -122,22 +126,26 @@ class BackgroundFile(io.BufferedIOBase):
 
     def flush(self) -> None:
         """Wait until everything written so far is in the file (on disk with ``fsync``), or raise."""
-        if self.closed:
+        if self.closed or self._buffer is None:
             return
         with self._lock:
             self._queue_buffer()
         self._writer.flush()
 
     def close(self) -> None:
-        """Write what is left, wait for it, and close the file; raise an earlier error if any."""
-        if self.closed:
-            return
+        """Write what is left, wait for it, and close the file; raise an earlier error if any.
+
+        A write from another thread once close() has begun raises ``ValueError``.
+        """
+        with self._lock:
+            if self.closed or self._buffer is None:
+                return  # closed, or being closed by another thread
+            self._ok = False
+            self._queue_buffer()
+            self._buffer = None  # what a write finds under the lock from now on
         try:
-            with self._lock:
-                self._queue_buffer()
             self._writer.close()
         finally:
-            self._ok = False
             super().close()
 
     def fileno(self) -> int:
@@ -150,7 +158,7 @@ class BackgroundFile(io.BufferedIOBase):
 
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self.closed or self._buffer is None:
             raise ValueError("I/O operation on closed bgio file")
 
     def _queue_buffer(self) -> None:

@@ -13,6 +13,7 @@ a cancel is asked while it waits.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import CancelledError, Future, TimeoutError
@@ -55,6 +56,17 @@ _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 # Reentrant: concurrent.futures.wait() acquires the condition of every
 # future it is given, one after the other, in one thread.
 _lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock when the process forked; the
+    # child's copy would stay locked for ever.
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class WriteTiming:

@@ -318,6 +318,7 @@ def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
                     each.handle.watch_cancel(lane.interrupt)
             try:
                 stopped_at, error = _write_run(lane, run, group)
+                group = None  # no view of the caller's data outlives its write
             finally:
                 if hooked:
                     for each in run:
@@ -446,14 +447,17 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
     pieces = (group,) if group is not None else (
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = first.handle
+    hooked = sink.nonblocking
     for piece in pieces:
         if leader.cancel_requested:
             return 0, None
         pause = throttle.delay()
         if pause:
             if lane.since_flush:
-                flush(lane, sink)  # idle time is the time to hand data on
-            if _pause(lane, leader, pause):
+                stopped = _flush_in_run(lane, sink, run)  # idle time is the time to hand data on
+                if stopped is not None:
+                    return stopped
+            if _pause(lane, leader, pause, hooked):
                 return 0, None
         elif lane.probe <= 0 and len(piece) == 1:
             _probe(lane)
@@ -461,9 +465,12 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
         started = clock()
         cpu = cpu_clock()
         written, stop, error = _put(sink, run, piece)
+        del piece  # no view of the caller's data outlives its write
         lane.since_flush += written
-        if error is None and lane.since_flush >= chunk_size:
-            flush(lane, sink, raise_error=False)  # a flush error fails the jobs it carried
+        if stop < 0 and lane.since_flush >= chunk_size:
+            stopped = _flush_in_run(lane, sink, run)
+            if stopped is not None:
+                stop, error = stopped
         finished = clock()
         busy = throttle.busy_of(finished - started, cpu_clock() - cpu, waiter.take_waited())
         throttle.record(written, started, finished, busy)
@@ -480,8 +487,34 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
     return -1, None
 
 
-def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float) -> bool:
-    """Sleep ``seconds`` for pacing, cut short by ``handle.cancel()``; True if cancelled."""
+def _flush_in_run(lane: Lane, sink: Sink, run: list[Job]
+                  ) -> tuple[int, BaseException | None] | None:
+    """Flush during a run; None if that went well, else where the run stops and why.
+
+    A failed flush fails the writes it carried and the run (their bytes may
+    not have reached the destination). A cancel that cut the flush short (a
+    full non-blocking destination) stops the run at the write cancelled;
+    the bytes stay queued for a later flush.
+    """
+    try:
+        flush(lane, sink)
+    except WriteInterrupted:
+        for index, job in enumerate(run):
+            if job.handle.cancel_requested:
+                return index, None
+        return None  # a stale wake-up: the bytes stay queued, the run goes on
+    except BaseException as exc:  # noqa: BLE001 - on the handles it carried already
+        return 0, exc
+    return None
+
+
+def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float,
+           hooked: bool = False) -> bool:
+    """Sleep ``seconds`` for pacing, cut short by ``handle.cancel()``; True if cancelled.
+
+    ``hooked``: the run's handles wake the lane on cancel already (a
+    non-blocking destination), and must go on doing so after the pause.
+    """
     wake = lane.wake
     started = time.perf_counter()
     deadline = started + seconds
@@ -499,7 +532,7 @@ def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float) -> bool:
             # just goes round again.)
             wake.wait(min(remaining, threading.TIMEOUT_MAX))
     finally:
-        handle.watch_cancel(None)
+        handle.watch_cancel(lane.interrupt if hooked else None)
     lane.throttle.note_wake(seconds, time.perf_counter() - started)
     lane.probe = _PROBE_EVERY
     return False
@@ -525,82 +558,117 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
     first gathered into one (a copy of those small blocks only), so that a
     thousand queued 64-byte writes cost one system call, not many: each
     call releases the interpreter lock, and getting it back may take 5 ms
-    when the program is busy. The bytes written are credited to the
-    handles once the piece is through.
+    when the program is busy.
+
+    A write cancelled before its bytes went out is not written, and the
+    piece stops there; one cancelled while its bytes were going out (the
+    destination full) stops where it stands. The bytes written are
+    credited to the handles once the piece is through.
     """
-    blocks = list(piece)
-    whole_blocks = True  # each buffer is one write's block (so a cancel may stop between them)
-    if len(blocks) > _IOV_MAX and sink.write_many is not None:
-        blocks = _gathered(blocks)
-        whole_blocks = False
-    written = 0
-    position = 0
+    count = len(piece)
+    per = 1  # blocks per buffer
+    buffers = piece
+    if count > _IOV_MAX and sink.write_many is not None:
+        per = -(-count // _IOV_MAX)
+        buffers = [b"".join(piece[start:start + per])  # type: ignore[arg-type]
+                   for start in range(0, count, per)]
+    written = 0  # bytes of the piece written
     error: BaseException | None = None
-    cancelled = False
-    if len(blocks) > 1 and sink.write_many is not None:
+    stop = -1  # the write the piece stopped in (cancelled or failed)
+    limit = -1  # with a cancelled write ahead: the piece's offset it must stop at
+    owner, owner_end = 0, len(piece[0])  # the write whose block holds byte `written`
+    buffer_index = 0
+    rest: Block | bytes = buffers[0]  # what is left of the current buffer
+    if len(buffers) > 1 and sink.write_many is not None and not _any_cancel(run, 1, count):
         try:
-            taken = sink.write_many(blocks)
-        except WriteInterrupted:
-            taken = 0  # the plain writes below see whose write was cancelled
+            taken = sink.write_many(buffers)  # type: ignore[arg-type]
+        except WriteInterrupted as interrupted:
+            taken = interrupted.taken  # whose cancel it was is seen below
         except BaseException as exc:  # noqa: BLE001 - the first block's write failed
             error, taken = exc, 0
         written = taken
-        while position < len(blocks) and taken >= len(blocks[position]):
-            taken -= len(blocks[position])
-            position += 1
-        if taken:
-            blocks[position] = memoryview(blocks[position])[taken:]  # type: ignore[arg-type]
+        while buffer_index < len(buffers) and taken >= len(buffers[buffer_index]):
+            taken -= len(buffers[buffer_index])
+            buffer_index += 1
+        if buffer_index < len(buffers):
+            rest = memoryview(buffers[buffer_index])[taken:]  # type: ignore[arg-type]
     write = sink.write
-    while error is None and position < len(blocks):
-        block = blocks[position]
-        if position and whole_blocks and run[position].handle.cancel_requested:
-            cancelled = True  # (the leader's cancel is seen before the pause)
+    while error is None and buffer_index < len(buffers):
+        while written >= owner_end and owner + 1 < count:
+            owner += 1
+            owner_end += len(piece[owner])
+        if limit < 0:
+            # A write whose bytes are in what is left of this buffer, cancelled?
+            end = min((buffer_index + 1) * per, count)
+            first = owner + 1 if written > owner_end - len(piece[owner]) else owner
+            cancelled = _first_cancel(run, max(first, 1 if buffer_index == 0 else 0), end)
+            if cancelled >= 0:
+                stop = cancelled
+                limit = owner_end - len(piece[owner]) + sum(
+                    len(piece[index]) for index in range(owner, cancelled))
+        if limit >= 0 and written >= limit:
             break
+        if limit >= 0 and written + len(rest) > limit:
+            rest = memoryview(rest)[:limit - written] if type(rest) is not str \
+                else rest[:limit - written]  # type: ignore[index]
         try:
-            taken = write(block)  # type: ignore[arg-type]
-            while taken < len(block):
+            taken = write(rest)  # type: ignore[arg-type]
+            while taken < len(rest):
                 written += taken
-                if type(block) is bytes:
-                    block = memoryview(block)  # slicing bytes would copy
-                block = block[taken:]
-                taken = write(block)  # type: ignore[arg-type]
-        except WriteInterrupted:
-            # cancel() was asked while the destination was full. Whose? A
-            # later write's cancel does not cut this one short.
-            blocks[position] = block
-            if run[_owner_of(piece, written)].handle.cancel_requested:
-                cancelled = True
+                if type(rest) is bytes:
+                    rest = memoryview(rest)  # slicing bytes would copy
+                rest = rest[taken:]
+                taken = write(rest)  # type: ignore[arg-type]
+        except WriteInterrupted as interrupted:
+            # cancel() was asked while the destination was full: the write
+            # whose bytes are going out stops where it stands if it was its
+            # cancel; a later write's cancel stops the piece before it.
+            written += interrupted.taken
+            rest = rest[interrupted.taken:]
+            while written >= owner_end and owner + 1 < count:
+                owner += 1
+                owner_end += len(piece[owner])
+            if run[owner].handle.cancel_requested:
+                stop = owner
                 break
             continue
         except BaseException as exc:  # noqa: BLE001 - goes to the write it stopped in
             error = exc
             break
         written += taken
-        position += 1
+        if limit >= 0 and written >= limit:
+            break
+        buffer_index += 1
+        if buffer_index < len(buffers):
+            rest = buffers[buffer_index]
     # Credit every write with its bytes; the one the piece stopped in gets
     # what reached the destination.
     remaining = written
+    stopped_in = -1
     for index, block in enumerate(piece):
         size = len(block)
-        handle = run[index].handle
-        if remaining < size or (remaining == size == 0):
-            handle.bytes_written += remaining
-            if error is not None or cancelled:
-                return written, index, error
-            remaining = 0
+        if remaining >= size and (stop < 0 or index < stop):
+            run[index].handle.bytes_written += size
+            remaining -= size
             continue
-        handle.bytes_written += size
-        remaining -= size
-    return written, -1, None
+        run[index].handle.bytes_written += remaining
+        stopped_in = index
+        break
+    if error is None and stop < 0:
+        return written, -1, None
+    return written, stopped_in, error
 
 
-def _owner_of(piece: list[Block | bytes], offset: int) -> int:
-    """The index of the block that holds byte ``offset`` of the piece."""
-    for index, block in enumerate(piece):
-        if offset < len(block):
+def _first_cancel(run: list[Job], start: int, end: int) -> int:
+    """The first of ``run[start:end]`` whose cancel was asked, or -1."""
+    for index in range(start, end):
+        if run[index].handle.cancel_requested:
             return index
-        offset -= len(block)
-    return len(piece) - 1
+    return -1
+
+
+def _any_cancel(run: list[Job], start: int, end: int) -> bool:
+    return _first_cancel(run, start, end) >= 0
 
 
 def _gathered(blocks: list[Block | bytes]) -> list[Block | bytes]:

@@ -208,7 +208,14 @@ class Writer(ClosesOnExit):
             :class:`concurrent.futures.CancelledError` if one was cancelled.
         """
         check_timeout(timeout)
-        last = self._last
+        with self._lock:
+            last = self._last
+            if last is not None and last.cancelled():
+                # Cancelled while queued, it is done before the writes ahead
+                # of it: wait for an empty write queued behind them instead.
+                barrier = Job(BackgroundWriteProcess(0), self._sink, b"", self._profile,
+                              chain_after=last)
+                last = self._last = submit(barrier)
         if last is not None:
             if not last.wait(timeout):
                 raise TimeoutError(f"writes not done after {timeout} s")

@@ -134,3 +134,24 @@ def test_dropped_handles_keep_no_file_alive():
     del files, handles, handle
     gc.collect()
     assert [ref for ref in refs if ref() is not None] == []
+
+
+def test_join_and_daemon_behave_as_a_threads_do():
+    import io
+
+    import pytest
+
+    from bgio.compat import BackgroundWriteProcess
+
+    process = BackgroundWriteProcess(io.BytesIO(), b"x")
+    with pytest.raises(RuntimeError, match="before it is started"):
+        process.join(0.1)
+    process.daemon = True  # allowed before start
+    process.start()
+    process.join(-1)  # a negative timeout waits not at all, as Thread.join
+    process.join()
+    with pytest.raises(RuntimeError, match="daemon"):
+        process.daemon = False
+    with pytest.raises(RuntimeError, match="once"):
+        process.start()
+    assert process.result() == 1

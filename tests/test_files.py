@@ -157,3 +157,22 @@ def test_bgio_open_from_several_threads_writes_every_byte_once_each_write_whole(
         for record in mine:  # whole: its filler unbroken and of its length
             i = int(record[2:7])
             assert record[8:] == bytes([65 + me]) * (i % 377)
+
+
+def test_a_write_while_another_thread_closes_is_refused_not_lost(tmp_path):
+    from conftest import Recorder
+
+    rec = Recorder(gated=True)
+    f = bgio.open(rec, "wb", priority=1)
+    f.write(b"x" * (512 * 1024))  # queued: the worker now waits on the gate
+    assert rec.entered.wait(30)
+    closer = threading.Thread(target=f.close)
+    closer.start()
+    closer.join(0.2)  # close() has begun, and must still be waiting for the write ahead
+    assert closer.is_alive()
+    with pytest.raises(ValueError, match="closed"):
+        f.write(b"LATE")
+    rec.gate.set()
+    closer.join(30)
+    assert not closer.is_alive() and f.closed
+    assert rec.getvalue() == b"x" * (512 * 1024)

@@ -322,3 +322,36 @@ def test_bytes_written_after_a_full_disk_is_what_reached_it():
 def test_an_fd_beyond_a_c_int_is_refused_in_the_caller(fd):
     with pytest.raises(ValueError, match="file descriptor must be 0..2147483647"):
         bgio.bgwrite(fd, b"x")
+
+
+def test_a_file_closed_by_the_program_mid_write_is_not_written_through_a_reused_fd(tmp_path):
+    f = open(tmp_path / "a.bin", "wb")  # noqa: SIM115 - the test closes it midway
+    gate, first_out = threading.Event(), threading.Event()
+
+    def chunks():
+        yield b"A" * 4096
+        first_out.set()  # asked for the next chunk: the first one is written
+        gate.wait(30)
+        yield b"A" * 4096
+
+    handle = bgio.bgwrite(f, chunks(), priority=FAST)
+    assert first_out.wait(30)
+    f.close()
+    other = open(tmp_path / "unrelated.log", "wb")  # noqa: SIM115 - likely the same fd number
+    gate.set()
+    error = handle.exception(timeout=30)
+    other.close()
+    assert isinstance(error, ValueError) and "closed" in str(error)
+    assert handle.bytes_written == 4096 == (tmp_path / "a.bin").stat().st_size
+    assert (tmp_path / "unrelated.log").read_bytes() == b""
+
+
+def test_a_writer_on_a_plain_file_keeps_the_programs_own_writes_in_order(tmp_path):
+    path = tmp_path / "log"
+    with open(path, "wb") as f:
+        writer = bgio.Writer(f, priority=FAST)
+        writer.write(b"record1\n").result(timeout=30)
+        f.write(b"---\n")
+        writer.write(b"record2\n").result(timeout=30)
+        writer.close()
+    assert path.read_bytes() == b"record1\n---\nrecord2\n"

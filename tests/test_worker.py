@@ -764,3 +764,205 @@ def test_the_gentlest_profiles_still_write_and_cancel():
     assert handle.cancel()  # pending, or in the pause of ~10 s after its first chunk
     assert handle.wait(30) and handle.cancelled()
     assert out.getvalue() == b"a" * handle.bytes_written
+
+
+# -- cancels against a full destination (review of the one write loop) --------------------
+
+
+def _watch_waits(monkeypatch) -> threading.Event:
+    """An Event set whenever the worker starts waiting for a full destination."""
+    from bgio.sinks.wait import Waiter
+
+    waiting = threading.Event()
+    real_wait = Waiter.wait_writable
+
+    def wait_writable(self, *args, **kwargs):
+        waiting.set()
+        return real_wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
+    return waiting
+
+
+def _full_pipe() -> tuple[int, int]:
+    """A pipe whose non-blocking write end is full."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    while True:
+        try:
+            os.write(w, b"." * 65536)
+        except BlockingIOError:
+            return r, w
+
+
+def _drain(r: int) -> bytes:
+    """Everything left in the pipe until its write end is closed."""
+    got = bytearray()
+    while chunk := os.read(r, 1 << 20):
+        got += chunk
+    return bytes(got)
+
+
+def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(monkeypatch):
+    waiting = _watch_waits(monkeypatch)
+    r, w = os.pipe()  # empty: paced chunks go in, with pauses, until it is full
+    os.set_blocking(w, False)
+    paced = bgio.BackgroundIOPriority(0.001, 4096, 100, max_rate=1e6)
+    handle = bgio.bgwrite(w, b"x" * (1 << 20), priority=paced)
+    assert waiting.wait(30)
+    assert handle.cancel()
+    with pytest.raises(CancelledError):
+        handle.result(timeout=10)
+    assert 0 < handle.bytes_written < 1 << 20
+    os.close(w)
+    assert _drain(r) == b"x" * handle.bytes_written
+    os.close(r)
+
+
+def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(monkeypatch):
+    waiting = _watch_waits(monkeypatch)
+    r, w = _full_pipe()
+
+    class Buffered(io.BufferedWriter):  # not a plain file: bgio writes through its buffer
+        pass
+
+    out = Buffered(io.FileIO(w, "wb", closefd=False))
+    handle = bgio.bgwrite_chunk(out, b"x" * 1_000_000, 4096, priority=1)
+    assert waiting.wait(30)
+    assert handle.cancel()
+    assert handle.wait(10)
+    assert handle.cancelled(), repr(handle.exception(0) if not handle.cancelled() else None)
+    with pytest.raises(bgio.ChainError):
+        bgio.bgwrite(out, b"after", priority=1).result(timeout=10)
+    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    got: list[bytes] = []
+    reader.start()
+    try:
+        out.close()
+    except (BlockingIOError, OSError):
+        pass
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    assert got[0].strip(b".") == b"x" * len(got[0].strip(b"."))  # no "after"
+    assert len(got[0].strip(b".")) <= handle.bytes_written
+
+
+def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(monkeypatch):
+    waiting = _watch_waits(monkeypatch)
+    r, w = _full_pipe()
+
+    class Buffered(io.BufferedWriter):
+        pass
+
+    out = Buffered(io.FileIO(w, "wb", closefd=False))
+    profile = bgio.BackgroundIOPriority(0, 1 << 20, 100)
+    writer = bgio.Writer(out, priority=profile)
+    gate = threading.Event()
+
+    def held():
+        gate.wait(30)
+        yield b""
+
+    writer.write(held())
+    a = writer.write(b"A" * 20000)  # a, b and c in one pass
+    b = writer.write(b"B" * 20000)
+    c = writer.write(b"C" * 20000)
+    gate.set()
+    assert waiting.wait(30)  # a went partly into the buffer, the rest waits
+    assert c.cancel()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader.start()
+    assert a.result(timeout=30) == 20000 and b.result(timeout=30) == 20000
+    assert c.cancelled()
+    with pytest.raises(CancelledError):
+        writer.close(timeout=30)
+    out.flush()
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    data = got[0].strip(b".")
+    assert data == b"A" * 20000 + b"B" * 20000
+
+
+def test_cancel_inside_a_gathered_run_of_small_writes_stops_at_that_write(monkeypatch):
+    waiting = _watch_waits(monkeypatch)
+    r, w = _full_pipe()
+    gate = threading.Event()
+
+    def held():
+        gate.wait(30)
+        yield b""
+
+    writer = bgio.Writer(w, priority=1)
+    writer.write(held())
+    handles = [writer.write(b"%05d;" % i) for i in range(2000)]  # one pass: > IOV_MAX
+    gate.set()
+    assert waiting.wait(30)
+    assert handles[1500].cancel()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader.start()
+    assert handles[1500].wait(30) and handles[1500].cancelled()
+    assert handles[1500].bytes_written < 6
+    for handle in handles[:1500]:
+        assert handle.result(timeout=30) == 6
+    for handle in handles[1501:]:
+        assert isinstance(handle.exception(timeout=30), bgio.ChainError)
+    with pytest.raises(CancelledError):
+        writer.close(timeout=30)
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    data = got[0].lstrip(b".")
+    expected = b"".join(b"%05d;" % i for i in range(1500))
+    assert data[:len(expected)] == expected
+    assert data[len(expected):] == b"01500;"[:handles[1500].bytes_written]
+
+
+def test_a_buffer_of_a_gathered_run_may_be_reused_once_its_write_is_done():
+    out = io.BytesIO()
+    writer = bgio.Writer(out, priority=1)
+    buffers = [bytearray(b"abc"), bytearray(b"def"), bytearray(b"ghi")]
+    gate = threading.Event()
+
+    def held():
+        gate.wait(30)
+        yield b""
+
+    writer.write(held())
+    handles = [writer.write(buffer) for buffer in buffers]  # one pass
+    errors = []
+
+    def reuse(_):
+        try:
+            buffers[0].clear()  # a BufferError if a view of it were still held
+        except BufferError as exc:
+            errors.append(exc)
+
+    handles[0].add_done_callback(reuse)
+    gate.set()
+    writer.close(timeout=30)
+    assert errors == [] and buffers[0] == bytearray()
+    assert out.getvalue() == b"abcdefghi"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_with_workers_of_its_own(tmp_path):
+    assert bgio.bgwrite(str(tmp_path / "parent"), b"p", priority=1).result(timeout=30) == 1
+    script = textwrap.dedent(f"""
+        import os, sys, bgio
+        bgio.bgwrite({str(tmp_path / 'before')!r}, b"b", priority=1).result(timeout=30)
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if bgio.bgwrite({str(tmp_path / 'child')!r}, b"c", priority=1).result(
+                timeout=20) == 1 else 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert proc.returncode == 0
+    assert (tmp_path / "child").read_bytes() == b"c"

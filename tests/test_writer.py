@@ -200,3 +200,33 @@ def test_max_pending_bytes_is_checked():
         bgio.Writer(io.BytesIO(), max_pending_bytes=0)
     with pytest.raises(TypeError, match="max_pending_bytes"):
         bgio.Writer(io.BytesIO(), max_pending_bytes="1M")
+
+
+def test_close_waits_for_the_writes_ahead_of_a_last_one_cancelled_while_queued():
+    from concurrent.futures import CancelledError
+
+    from conftest import Recorder
+
+    rec = Recorder(gated=True)
+    writer = bgio.Writer(rec, priority=bgio.BackgroundIOPriority(0, 1000, 100))
+    big = writer.write(b"b" * 5000)
+    assert rec.entered.wait(30)
+    last = writer.write(b"tail")
+    assert last.cancel()
+    closer = threading.Thread(target=lambda: errors.append(_raised(writer.close, 30)))
+    errors: list[BaseException | None] = []
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive() and not big.done()  # waiting for big, not returned at once
+    rec.gate.set()
+    closer.join(30)
+    assert isinstance(errors[0], CancelledError)
+    assert big.result(timeout=0) == 5000 and rec.getvalue() == b"b" * 5000
+
+
+def _raised(fn, *args):
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - what the test looks at
+        return exc
+    return None

@@ -7,7 +7,7 @@ import os
 import stat
 
 from ..source import Block, Kind
-from .wait import Waiter
+from .wait import Waiter, WriteInterrupted
 
 __all__ = ["StreamSink"]
 
@@ -83,8 +83,9 @@ class StreamSink:
         self.nonblocking = self.fd >= 0 and not os.get_blocking(self.fd)
         self.write_many = None
         # A plain binary file is written straight to its fd (after its buffer
-        # is flushed once, so order holds): the count the OS returns is what
-        # reached the file, which a buffered write that fails cannot tell.
+        # is flushed, so what the program wrote through it before goes
+        # first): the count the OS returns is what reached the file, which a
+        # buffered write that fails cannot tell.
         self._direct = self.fd >= 0 and type(file) in (io.BufferedWriter, io.FileIO)
         if self._direct:
             self.write_many = self._writev
@@ -95,7 +96,13 @@ class StreamSink:
         try:
             taken = self._write(block)
         except BlockingIOError as exc:
-            self._wait_writable()
+            # Part of the block may be in the buffer already: say so even
+            # if the wait is cut short, or it would be written twice.
+            try:
+                self._wait_writable()
+            except WriteInterrupted as interrupted:
+                interrupted.taken = exc.characters_written
+                raise
             return exc.characters_written
         if taken is None:
             if self._raw:
@@ -105,12 +112,14 @@ class StreamSink:
         return taken
 
     def _write_fd(self, block: Block) -> int:
-        """Write as much of ``block`` as the fd takes; return the byte count."""
-        if self._flush is not None:
-            # Bytes the program wrote through the file before this write go
-            # first; after that the buffer stays empty (bgio bypasses it).
-            self.flush()
-            self._flush = None
+        """Write as much of ``block`` as the fd takes; return the byte count.
+
+        The file's buffer is flushed first (nothing to do when it is empty):
+        bytes the program wrote through the file go first, and a file the
+        program has closed says so here (``ValueError``) instead of its fd
+        number, maybe reused by another file, being written.
+        """
+        self.flush()
         try:
             return os.write(self.fd, block)  # type: ignore[arg-type]
         except BlockingIOError:
@@ -119,9 +128,7 @@ class StreamSink:
 
     def _writev(self, blocks: list[Block | bytes]) -> int:
         """Write as much of ``blocks`` as the fd takes in one call; return the byte count."""
-        if self._flush is not None:
-            self.flush()
-            self._flush = None
+        self.flush()  # as in _write_fd
         try:
             return os.writev(self.fd, blocks)  # type: ignore[arg-type]
         except BlockingIOError:

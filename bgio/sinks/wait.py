@@ -10,7 +10,13 @@ __all__ = ["Waiter", "WriteInterrupted"]
 
 
 class WriteInterrupted(Exception):
-    """The write was cancelled while it waited for its destination (internal to bgio)."""
+    """The write was cancelled while it waited for its destination (internal to bgio).
+
+    ``taken`` is what the interrupted call had taken before it waited (a
+    buffered writer may take part of a block, then report that it would block).
+    """
+
+    taken = 0
 
 
 class Waiter:
