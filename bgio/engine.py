@@ -26,6 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Hashable
 
+from . import runqueue
 from .handle import BackgroundWriteProcess
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
@@ -120,6 +121,7 @@ def _work(worker: Worker) -> None:
             while worker.lane is None:
                 if (_shutting_down or not worker.wakeup.wait(LINGER)) and worker.lane is None:
                     _parked.remove(worker)
+                    runqueue.release()
                     return
 
 

@@ -45,7 +45,7 @@ class BackgroundFile(io.BufferedIOBase):
         self._writer = writer
         self._name = name
         self._mode = mode
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = bytearray()
         self._queued = 0  # bytes handed to the Writer so far
         # One lock for the buffer and the queue: a block is queued and a new
         # one started while nobody appends to it.
@@ -261,5 +261,5 @@ def open(
     binary = BackgroundFile(writer, file, _BINARY[mode])
     if not text:
         return binary
-    return io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,  # type: ignore[arg-type]
+    return io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,
                             newline=newline)

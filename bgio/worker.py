@@ -33,6 +33,7 @@ from .handle import (
     start_all,
 )
 from .priority import BackgroundIOPriority
+from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source, chunks_of, only_chunk_of
 from .throttle import Throttle
@@ -462,6 +463,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
         elif lane.probe <= 0 and len(piece) == 1:
             _probe(lane)
         lane.probe -= 1
+        queued = run_delay()  # read outside the timed span: the read is not busy time
         started = clock()
         cpu = cpu_clock()
         written, stop, error = _put(sink, run, piece)
@@ -472,7 +474,13 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
             if stopped is not None:
                 stop, error = stopped
         finished = clock()
-        busy = throttle.busy_of(finished - started, cpu_clock() - cpu, waiter.take_waited())
+        cpu = cpu_clock() - cpu
+        wall = finished - started
+        # Off the CPU for longer than a wake-up: waiting for a CPU (other
+        # processes) is not busy, waiting for the device is; the run queue
+        # tells them apart.
+        queued = run_delay() - queued if wall - cpu > throttle.latency else 0.0
+        busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
         throttle.record(written, started, finished, busy)
         if timing is None:
             timing = WriteTiming(started, finished, busy, None)
@@ -581,7 +589,7 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
     rest: Block | bytes = buffers[0]  # what is left of the current buffer
     if len(buffers) > 1 and sink.write_many is not None and not _any_cancel(run, 1, count):
         try:
-            taken = sink.write_many(buffers)  # type: ignore[arg-type]
+            taken = sink.write_many(buffers)
         except WriteInterrupted as interrupted:
             taken = interrupted.taken  # whose cancel it was is seen below
         except BaseException as exc:  # noqa: BLE001 - the first block's write failed
@@ -609,8 +617,8 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
         if limit >= 0 and written >= limit:
             break
         if limit >= 0 and written + len(rest) > limit:
-            rest = memoryview(rest)[:limit - written] if type(rest) is not str \
-                else rest[:limit - written]  # type: ignore[index]
+            rest = rest[:limit - written] if isinstance(rest, str) \
+                else memoryview(rest)[:limit - written]
         try:
             taken = write(rest)  # type: ignore[arg-type]
             while taken < len(rest):

@@ -105,20 +105,35 @@ def test_a_late_return_is_not_busy_and_is_made_up():
     assert busy / wall == pytest.approx(1 / 3)
 
 
-def test_lateness_earns_at_most_one_chunk_of_credit():
-    # A pause overslept by a minute: the chunk after it goes at once (the
-    # credit is one pause), and the one after that waits its pause again.
+def test_lateness_earns_at_most_a_smoothing_window_of_credit():
+    # A pause overslept by a minute: the chunks after it skip their pauses
+    # until the credit, a window's pauses (here 2 of 1 s), is used up.
     clock = FakeClock()
-    t = Throttle(BackgroundIOPriority(0, 1000, 50), clock=clock)
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 2), clock=clock)
     t.record(1000, 0.0, 1.0, busy=1.0)
     clock.now = 1.0
     assert t.delay() == pytest.approx(1.0)
     t.record(1000, 60.0, 61.0, busy=1.0)
     clock.now = 61.0
-    assert t.delay() == 0.0  # the credit: one period
+    assert t.delay() == 0.0
     t.record(1000, 61.0, 62.0, busy=1.0)
     clock.now = 62.0
-    assert t.delay() == pytest.approx(1.0)
+    assert t.delay() == 0.0
+    t.record(1000, 62.0, 63.0, busy=1.0)
+    clock.now = 63.0
+    assert t.delay() == pytest.approx(1.0)  # owed again, in full
+
+
+def test_lateness_up_to_the_idle_slack_is_made_up_whatever_the_window():
+    # A tiny chunk preempted for 5 ms (a CPU taken by another process): its
+    # pauses are far shorter than that, yet the lateness is made up.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
+    busy, wall, _ = run(t, clock, 10, busy=0.0001)
+    clock.now += 0.005  # late, with a pause asked for
+    t.delay()
+    busy2, wall2, _ = run(t, clock, 200, busy=0.0001)
+    assert (busy + busy2) / (wall + wall2 + 0.005) == pytest.approx(0.5, rel=0.02)
 
 
 def test_idle_time_earns_no_wait_and_no_credit():
@@ -142,6 +157,8 @@ def test_busy_time_leaves_out_one_wake_up_latency_never_cpu_time():
     assert t.busy_of(wall=0.006, cpu=0.004) == pytest.approx(0.004)  # CPU time stays busy
     assert t.busy_of(wall=0.020, cpu=0.001) == pytest.approx(0.015)  # the device's time too
     assert t.busy_of(wall=0.020, cpu=0.001, waited=0.015) == pytest.approx(0.001)
+    # Runnable but waiting for a CPU (other processes): not busy either.
+    assert t.busy_of(wall=0.020, cpu=0.001, queued=0.015) == pytest.approx(0.001)
 
 
 def test_max_rate_paces_to_the_byte_rate():
