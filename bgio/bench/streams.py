@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..api import bgwrite
 from ..files import open as bg_open
@@ -38,6 +38,8 @@ class StreamRun:
         Median seconds of each side.
     ratio : float
         ``plain_s / bgio_s``: above 1, bgio is faster.
+    plain_runs, bgio_runs : list of float
+        Every measured time of each side, seconds.
     """
 
     label: str
@@ -45,6 +47,8 @@ class StreamRun:
     plain_s: float
     bgio_s: float
     ratio: float
+    plain_runs: list[float] = field(default_factory=list)
+    bgio_runs: list[float] = field(default_factory=list)
 
 
 def _side_by_side(label: str, size: int, plain: Callable[[], float],
@@ -56,7 +60,7 @@ def _side_by_side(label: str, size: int, plain: Callable[[], float],
         settle()
         times[arm].append((plain, bgio_side)[arm]())
     plain_s, bgio_s = statistics.median(times[0]), statistics.median(times[1])
-    return StreamRun(label, size, plain_s, bgio_s, plain_s / bgio_s)
+    return StreamRun(label, size, plain_s, bgio_s, plain_s / bgio_s, times[0], times[1])
 
 
 def _to_cat(write: Callable[[int], None]) -> float:
