@@ -38,6 +38,7 @@ __all__ = [
     "CancelledError",
     "TimeoutError",
     "WriteTiming",
+    "cancels_so_far",
     "failure_of",
     "finish_all",
     "raise_root_error",
@@ -57,6 +58,15 @@ _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 # future it is given, one after the other, in one thread.
 _lock = threading.RLock()
 
+# How many cancels were ever asked (under _lock): a worker that saw none
+# since a run began need not look for one in each of its writes.
+_cancels = 0
+
+
+def cancels_so_far() -> int:
+    """How many times :meth:`BackgroundWriteProcess.cancel` has asked a write to stop."""
+    return _cancels
+
 
 def _after_fork_in_child() -> None:
     # Another thread may have held the lock when the process forked; the
@@ -74,6 +84,7 @@ class WriteTiming:
     ``duty_cycle`` report.
 
     One per write, or one shared by a run of small writes made in one pass.
+    ``first_start`` is negative until the first chunk is written.
     The worker updates it after every chunk; readers in other threads see
     plain numbers (never a structure being changed), and a finished write
     keeps its last figures.
@@ -234,6 +245,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             False if the write had already finished or failed; True if it
             was cancelled or asked to stop.
         """
+        global _cancels
         with _lock:
             state = self._state
             if state == FINISHED:
@@ -241,6 +253,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             if state in _CANCELLED:
                 return True
             self._cancel_requested = True
+            _cancels += 1
             if self._on_cancel is not None:
                 # Under the lock: the worker unhooks it under the lock too, so
                 # it is never called once the worker has moved on.
@@ -403,7 +416,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         is written.
         """
         timing = self._timing
-        if timing is None:
+        if timing is None or timing.first_start < 0:
             return None
         elapsed = timing.last_end - timing.first_start
         return 1.0 if elapsed <= 0 else min(1.0, timing.busy / elapsed)
@@ -503,9 +516,10 @@ def raise_root_error(handle: BackgroundWriteProcess) -> None:
         raise error
 
 
-def start_all(handles: list[BackgroundWriteProcess]) -> int:
-    """Mark a run of pending writes running under one lock (for the worker); return how
-    many, from the first, were still pending (it stops at one cancelled while queued)."""
+def start_all(handles: list[BackgroundWriteProcess], timing: WriteTiming | None = None) -> int:
+    """Mark a run of pending writes running under one lock (for the worker), attaching
+    their shared ``timing``; return how many, from the first, were still pending (it
+    stops at one cancelled while queued)."""
     with _lock:
         for count, handle in enumerate(handles):
             if handle._state != PENDING:
@@ -514,6 +528,7 @@ def start_all(handles: list[BackgroundWriteProcess]) -> int:
                 handle._state = RUNNING
             else:  # a subclass may do more as it starts (the compat handle does)
                 handle.set_running_or_notify_cancel()
+            handle._timing = timing
     return len(handles)
 
 

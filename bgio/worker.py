@@ -28,6 +28,7 @@ from .errors import ChainError
 from .handle import (
     BackgroundWriteProcess,
     WriteTiming,
+    cancels_so_far,
     failure_of,
     finish_all,
     start_all,
@@ -64,10 +65,18 @@ _PROBE_EVERY = 64
 
 
 class Job:
-    """One write: what, where, how fast, and after what."""
+    """One write: what, where, how fast, and after what.
 
-    __slots__ = ("chain_after", "chunk_size", "close", "ended", "fsync", "handle", "profile",
-                 "sink", "source")
+    ``close``, ``chain_after`` and ``fsync`` are class-level defaults, set on
+    the few jobs that need them: a Writer makes one job per write, and every
+    attribute set is part of the cost of a small write.
+    """
+
+    __slots__ = ("__dict__", "chunk_size", "ended", "handle", "profile", "sink", "source")
+
+    close = False
+    chain_after: BackgroundWriteProcess | None = None
+    fsync = False
 
     def __init__(
         self,
@@ -85,17 +94,20 @@ class Job:
         self.source = source
         self.profile = profile
         self.chunk_size = chunk_size or profile.default_chunk_size
-        self.close = close
-        self.chain_after = chain_after
-        self.fsync = fsync
         self.ended = False  # counted as ended by its lane (see Lane.end)
+        if close:
+            self.close = True
+        if chain_after is not None:
+            self.chain_after = chain_after
+        if fsync:
+            self.fsync = True
 
 
 class Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
-    __slots__ = ("anchor", "failure", "jobs", "key", "probe", "settled", "since_flush", "target",
-                 "throttle", "unflushed", "waiter", "wake", "worker")
+    __slots__ = ("anchor", "failure", "jobs", "key", "probe", "settled", "since_flush",
+                 "sync_pending", "target", "throttle", "unflushed", "waiter", "wake", "worker")
 
     def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
         self.key = key
@@ -111,6 +123,7 @@ class Lane:
         # last flush, and the jobs whose last bytes that flush will carry.
         self.since_flush = 0
         self.unflushed: list[Job] = []
+        self.sync_pending = False  # one of the unflushed writes asked for fsync
         self.settled = 0  # jobs ended and not yet reported to the engine
         self.waiter: Waiter | None = None  # made when first needed, closed when idle
         self.wake = threading.Event()  # cuts a pause or a chain wait short
@@ -236,9 +249,10 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     """
     jobs, lane.unflushed = lane.unflushed, []
     since_flush, lane.since_flush = lane.since_flush, 0
+    sync_pending, lane.sync_pending = lane.sync_pending, False
     error: BaseException | None = None
     try:
-        if sync or any(job.fsync for job in jobs):
+        if sync or sync_pending:
             sink.sync()
         else:
             sink.flush()
@@ -247,6 +261,7 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
         # stay waiting for a later flush.
         lane.unflushed[:0] = jobs
         lane.since_flush += since_flush
+        lane.sync_pending = lane.sync_pending or sync_pending
         raise
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
@@ -310,7 +325,10 @@ def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
             lane.fail(handle, failure_of_stop(handle))
             stopped_at = 0
         else:
-            group = _gather(run, batch)
+            timing = WriteTiming(-1.0, -1.0, 0.0, None)  # shared by the run's writes
+            handle.set_timing(timing)
+            cancels = cancels_so_far()  # any cancel from now on may concern the run
+            group = _gather(run, batch, timing)
             waiter = lane.bind(sink)
             waiter.take_waited()
             hooked = sink.nonblocking
@@ -318,7 +336,7 @@ def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
                 for each in run:
                     each.handle.watch_cancel(lane.interrupt)
             try:
-                stopped_at, error = _write_run(lane, run, group)
+                stopped_at, error = _write_run(lane, run, group, timing, cancels)
                 group = None  # no view of the caller's data outlives its write
             finally:
                 if hooked:
@@ -365,7 +383,7 @@ def _wait_for(lane: Lane, handle: BackgroundWriteProcess, other: BackgroundWrite
         handle.watch_cancel(None)
 
 
-def _gather(run: list[Job], batch: deque[Job]) -> list[Block | bytes] | None:
+def _gather(run: list[Job], batch: deque[Job], timing: WriteTiming) -> list[Block | bytes] | None:
     """Move the small writes that follow ``run[0]`` into its pass (marking them running);
     return the pass's one piece (block ``k`` is ``run[k]``'s), or None when ``run[0]``
     goes alone.
@@ -385,27 +403,37 @@ def _gather(run: list[Job], batch: deque[Job]) -> list[Block | bytes] | None:
         return None
     blocks = [block]
     size = len(block)
-    sink, profile = first.sink, first.profile
+    sink, profile, fsync = first.sink, first.profile, first.fsync
     taken = []
-    while batch and len(blocks) < MAX_GROUP:
+    count = 1
+    copy_free = _IOV_MAX * _GATHER_BELOW
+    while batch and count < MAX_GROUP:
         following = batch[0]
-        if (following.chain_after is not None or following.close
+        if (following.chain_after is not None or following.close or following.fsync != fsync
                 or (following.sink is not sink and not _same_sink(following.sink, sink))
                 or following.profile is not profile or following.chunk_size != chunk_size):
             break
-        block = only_chunk_of(following.source, chunk_size)
-        if block is None or size + len(block) > chunk_size:
+        source = following.source
+        if type(source) is bytes:  # a Writer's bytes are their own source: the common case
+            block = source
+        else:
+            block = only_chunk_of(source, chunk_size)
+            if block is None:
+                break
+        length = len(block)
+        if not length or size + length > chunk_size:
             break
-        if len(blocks) >= _IOV_MAX and size >= _IOV_MAX * _GATHER_BELOW:
+        if count >= _IOV_MAX and size >= copy_free:
             break  # blocks this big fill a gather write without being copied
         taken.append(batch.popleft())
         blocks.append(block)
-        size += len(block)
+        size += length
+        count += 1
     if not taken:
         return None
     # One lock for the lot; a write cancelled while queued goes back to the
     # batch and is handled on its own, in order.
-    started = start_all([job.handle for job in taken])
+    started = start_all([job.handle for job in taken], timing)
     for job in reversed(taken[started:]):
         batch.appendleft(job)
     run.extend(taken[:started])
@@ -424,8 +452,8 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 # -- the write loop ------------------------------------------------------------------------
 
 
-def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
-               ) -> tuple[int, BaseException | None]:
+def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
+               timing: WriteTiming, cancels: int) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
 
     The run is one job, written chunk by chunk, or a ``group`` of small
@@ -443,7 +471,6 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
     assert waiter is not None
     clock = time.perf_counter
     cpu_clock = time.thread_time
-    timing: WriteTiming | None = None
     # A piece's block k belongs to run[k]: one job's chunks go one at a time.
     pieces = (group,) if group is not None else (
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
@@ -466,7 +493,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
         queued = run_delay()  # read outside the timed span: the read is not busy time
         started = clock()
         cpu = cpu_clock()
-        written, stop, error = _put(sink, run, piece)
+        written, stop, error = _put(sink, run, piece, cancels)
         del piece  # no view of the caller's data outlives its write
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
@@ -482,13 +509,10 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None
         queued = run_delay() - queued if wall - cpu > throttle.latency else 0.0
         busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
         throttle.record(written, started, finished, busy)
-        if timing is None:
-            timing = WriteTiming(started, finished, busy, None)
-            for job in run:
-                job.handle.set_timing(timing)
-        else:
-            timing.busy += busy
-            timing.last_end = finished
+        if timing.first_start < 0:
+            timing.first_start = started
+        timing.busy += busy
+        timing.last_end = finished
         timing.rate = throttle.rate(timing.first_start)
         if stop >= 0:
             return stop, error
@@ -555,7 +579,7 @@ def _probe(lane: Lane) -> None:
     lane.probe = _PROBE_EVERY
 
 
-def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
+def _put(sink: Sink, run: list[Job], piece: list[Block | bytes], cancels: int = -1
          ) -> tuple[int, int, BaseException | None]:
     """Write one piece (block ``k`` is ``run[k]``'s); return (bytes written, index in
     ``run`` where it stopped or -1, error).
@@ -571,7 +595,9 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
     A write cancelled before its bytes went out is not written, and the
     piece stops there; one cancelled while its bytes were going out (the
     destination full) stops where it stands. The bytes written are
-    credited to the handles once the piece is through.
+    credited to the handles once the piece is through. ``cancels`` is
+    :func:`~bgio.handle.cancels_so_far` when the run began: while it is
+    unchanged, no write of the run can have been cancelled.
     """
     count = len(piece)
     per = 1  # blocks per buffer
@@ -587,7 +613,8 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
     owner, owner_end = 0, len(piece[0])  # the write whose block holds byte `written`
     buffer_index = 0
     rest: Block | bytes = buffers[0]  # what is left of the current buffer
-    if len(buffers) > 1 and sink.write_many is not None and not _any_cancel(run, 1, count):
+    if len(buffers) > 1 and sink.write_many is not None and (
+            cancels_so_far() == cancels or not _any_cancel(run, 1, count)):
         try:
             taken = sink.write_many(buffers)
         except WriteInterrupted as interrupted:
@@ -605,7 +632,7 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes]
         while written >= owner_end and owner + 1 < count:
             owner += 1
             owner_end += len(piece[owner])
-        if limit < 0:
+        if limit < 0 and cancels_so_far() != cancels:
             # A write whose bytes are in what is left of this buffer, cancelled?
             end = min((buffer_index + 1) * per, count)
             first = owner + 1 if written > owner_end - len(piece[owner]) else owner
@@ -679,13 +706,6 @@ def _any_cancel(run: list[Job], start: int, end: int) -> bool:
     return _first_cancel(run, start, end) >= 0
 
 
-def _gathered(blocks: list[Block | bytes]) -> list[Block | bytes]:
-    """At most ``_IOV_MAX`` buffers with the same bytes: small blocks joined in runs."""
-    per_buffer = -(-len(blocks) // _IOV_MAX)  # blocks joined into each buffer
-    return [b"".join(blocks[start:start + per_buffer])  # type: ignore[arg-type]
-            for start in range(0, len(blocks), per_buffer)]
-
-
 def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseException | None,
                 stopped_at: int) -> None:
     """Settle every job of a run after its pass: done, deferred to a flush, failed or stopped.
@@ -704,6 +724,8 @@ def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseExcept
     if closing and stopped is None:
         written = []  # settled below, once the destination is closed
     lane.unflushed.extend(written)
+    if written and written[0].fsync:  # a run's writes agree on fsync (see _gather)
+        lane.sync_pending = True
     flush_error: BaseException | None = None
     try:
         if stopped is None and last.fsync:
