@@ -82,6 +82,8 @@ class Writer(ClosesOnExit):
         self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
         self._fsync = bool(fsync)
         self._copy = bool(copy)
+        self._takes_bytes = self._sink.kind != "text"
+        self._chunk_size = self._profile.default_chunk_size
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._max_pending = max_pending_bytes
@@ -140,18 +142,27 @@ class Writer(ClosesOnExit):
         """
         # Kept lean (no prepare(): no chain, no close to check): a Writer is
         # how programs issue many small writes, and this is their whole cost.
-        if type(data) is bytes and self._sink.kind != "text":
+        if type(data) is bytes and self._takes_bytes:
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
             total: int | None = len(data)
         else:
             source = make_source(data, self._sink.kind, copy=self._copy)
             total = source.total
-        job = Job(BackgroundWriteProcess(total), self._sink, source, self._profile,
-                  fsync=self._fsync)
-        if self._max_pending is None:
-            return self._submit(job)
-        return self._submit_bounded(job, total or 0, block, timeout)
+        handle = BackgroundWriteProcess(total)
+        job = Job(handle, self._sink, source, self._profile, self._chunk_size)
+        if self._fsync:
+            job.fsync = True
+        if self._max_pending is not None:
+            return self._submit_bounded(job, total or 0, block, timeout)
+        with self._lock:  # (what _submit does, written out: this is every write's path)
+            if self._closed:
+                raise ValueError("write to a closed bgio.Writer")
+            last = self._last
+            if last is not None and last.done():
+                self._after_failure(job)
+            self._last = submit(job)
+        return handle
 
     def _after_failure(self, job: Job) -> None:
         """Chain ``job`` to a failed last write, so the Writer stays failed even when
@@ -159,16 +170,6 @@ class Writer(ClosesOnExit):
         last = self._last
         if last is not None and failure_of(last) is not None:
             job.chain_after = last
-
-    def _submit(self, job: Job) -> BackgroundWriteProcess:
-        with self._lock:
-            if self._closed:
-                raise ValueError("write to a closed bgio.Writer")
-            last = self._last
-            if last is not None and last.done():
-                self._after_failure(job)
-            self._last = submit(job)
-        return job.handle
 
     def _submit_bounded(self, job: Job, size: int, block: bool,
                         timeout: float | None) -> BackgroundWriteProcess:
