@@ -53,7 +53,7 @@ class FdSink:
         self.target: object = fd
         # The key names the open file, not just the number: writes through a
         # reused fd number for another file never queue behind this one's.
-        self.key: object = ("fd", fd, info.st_dev, info.st_ino)
+        self.key: object = f"fd {fd} {info.st_dev} {info.st_ino}"  # a str: its hash is cached
         self.kind = "bytes"
         self.name = f"fd {fd}"
         self.waiter: Waiter | None = None
@@ -103,7 +103,7 @@ class SocketSink:
         # A timeout > 0 is waited for inside send(); only 0 means "would block".
         self.nonblocking = sock.gettimeout() == 0.0
         self.target: object = sock
-        self.key: object = ("file", id(sock))
+        self.key: object = f"file {id(sock)}"
         self.kind = "bytes"
         self.name = f"socket fd {sock.fileno()}"
         self.waiter: Waiter | None = None

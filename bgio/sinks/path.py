@@ -57,8 +57,8 @@ class PathSink:
         self._fd: FdSink | None = None
         self._temp: str | None = None
         self.target: object = None  # a str cannot be weakly referenced: the lane goes when idle
-        self.key: object = ("path", os.path.join(os.path.realpath(directory),
-                                                 os.path.basename(text)))
+        self.key: object = "path " + os.path.join(os.path.realpath(directory),
+                                                  os.path.basename(text))
         self.kind = "bytes"
         self.name = text
         self.waiter = None

@@ -65,7 +65,8 @@ class StreamSink:
             if not ok:
                 raise ValueError(f"{name} is not writable (opened for reading?)")
         self.file = self.target = file
-        self.key = ("file", id(file))
+        # A str: its hash is cached, and the key is looked up at every write.
+        self.key = f"file {id(file)}"
         self.kind = _stream_kind(file)
         self.name = getattr(file, "name", None) or repr(file)
         if not isinstance(self.name, str):
