@@ -126,10 +126,11 @@ class BackgroundFile(io.BufferedIOBase):
 
     def flush(self) -> None:
         """Wait until everything written so far is in the file (on disk with ``fsync``), or raise."""
-        if self.closed or self._buffer is None:
+        if self.closed:
             return
         with self._lock:
-            self._queue_buffer()
+            if self._buffer is not None:  # (None: another thread is closing it)
+                self._queue_buffer()
         self._writer.flush()
 
     def close(self) -> None:

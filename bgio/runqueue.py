@@ -20,11 +20,19 @@ _read: Callable[[], float] | None = None
 
 
 def run_delay() -> float:
-    """Seconds the calling thread has been runnable but not running, since it started."""
+    """Seconds the calling thread has been runnable but not running, since it started.
+
+    0 where it cannot be read (another system, no ``/proc``, no file
+    descriptor to spare): it only refines pacing, and never fails a write.
+    """
     global _read
-    if _read is None:
-        _read = _make_reader()
-    return _read()
+    try:
+        if _read is None:
+            _read = _make_reader()
+        return _read()
+    except (OSError, ImportError, ValueError):
+        _read = _zero  # stop trying: a worker must not fail for a statistic
+        return 0.0
 
 
 def release() -> None:

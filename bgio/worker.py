@@ -278,9 +278,17 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
 
 
 def flush_pending(lane: Lane) -> int:
-    """Flush what an idle lane still holds back; return how many jobs that ended."""
-    if lane.unflushed:
-        flush(lane, lane.unflushed[-1].sink, raise_error=False)
+    """Flush what an idle lane still holds back; return how many jobs that ended.
+
+    Bytes in a stream's buffer cannot be taken back: a wake-up meant for a
+    cancel (there is none to honour here) is cleared and the flush goes on.
+    """
+    while lane.unflushed:
+        try:
+            flush(lane, lane.unflushed[-1].sink, raise_error=False)
+        except WriteInterrupted:
+            if lane.waiter is not None:
+                lane.waiter.clear()
     return lane.take_ended()
 
 
@@ -482,7 +490,8 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         pause = throttle.delay()
         if pause:
             if lane.since_flush:
-                stopped = _flush_in_run(lane, sink, run)  # idle time is the time to hand data on
+                # Idle time is the time to hand data on.
+                stopped = _flush_in_run(lane, sink, run, before_piece=True)
                 if stopped is not None:
                     return stopped
             if _pause(lane, leader, pause, hooked):
@@ -497,7 +506,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         del piece  # no view of the caller's data outlives its write
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
-            stopped = _flush_in_run(lane, sink, run)
+            stopped = _flush_in_run(lane, sink, run, before_piece=False)
             if stopped is not None:
                 stop, error = stopped
         finished = clock()
@@ -506,7 +515,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         # Off the CPU for longer than a wake-up: waiting for a CPU (other
         # processes) is not busy, waiting for the device is; the run queue
         # tells them apart.
-        queued = run_delay() - queued if wall - cpu > throttle.latency else 0.0
+        queued = max(0.0, run_delay() - queued) if wall - cpu > throttle.latency else 0.0
         busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
         throttle.record(written, started, finished, busy)
         if timing.first_start < 0:
@@ -519,22 +528,24 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
     return -1, None
 
 
-def _flush_in_run(lane: Lane, sink: Sink, run: list[Job]
+def _flush_in_run(lane: Lane, sink: Sink, run: list[Job], before_piece: bool
                   ) -> tuple[int, BaseException | None] | None:
     """Flush during a run; None if that went well, else where the run stops and why.
 
     A failed flush fails the writes it carried and the run (their bytes may
     not have reached the destination). A cancel that cut the flush short (a
-    full non-blocking destination) stops the run at the write cancelled;
-    the bytes stay queued for a later flush.
+    full non-blocking destination) cannot take back bytes already in the
+    stream's buffer: they stay queued for a later flush, and their writes
+    finish normally. Before the next piece, a cancel of the run's first
+    write stops the run there, with nothing of that piece written; any
+    other cancel is seen as the piece is written.
     """
     try:
         flush(lane, sink)
     except WriteInterrupted:
-        for index, job in enumerate(run):
-            if job.handle.cancel_requested:
-                return index, None
-        return None  # a stale wake-up: the bytes stay queued, the run goes on
+        if before_piece and run[0].handle.cancel_requested:
+            return 0, None
+        return None  # the bytes stay queued, the run goes on
     except BaseException as exc:  # noqa: BLE001 - on the handles it carried already
         return 0, exc
     return None
@@ -613,12 +624,14 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes], cancels: int = 
     owner, owner_end = 0, len(piece[0])  # the write whose block holds byte `written`
     buffer_index = 0
     rest: Block | bytes = buffers[0]  # what is left of the current buffer
+    interrupted = False  # a wait was cut short: the write at `written` may be cancelled
     if len(buffers) > 1 and sink.write_many is not None and (
             cancels_so_far() == cancels or not _any_cancel(run, 1, count)):
         try:
             taken = sink.write_many(buffers)
-        except WriteInterrupted as interrupted:
-            taken = interrupted.taken  # whose cancel it was is seen below
+        except WriteInterrupted as cut_short:
+            taken = cut_short.taken  # whose cancel it was is seen below
+            interrupted = True
         except BaseException as exc:  # noqa: BLE001 - the first block's write failed
             error, taken = exc, 0
         written = taken
@@ -632,6 +645,11 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes], cancels: int = 
         while written >= owner_end and owner + 1 < count:
             owner += 1
             owner_end += len(piece[owner])
+        if interrupted:
+            interrupted = False
+            if run[owner].handle.cancel_requested:
+                stop = owner  # it stops where it stands
+                break
         if limit < 0 and cancels_so_far() != cancels:
             # A write whose bytes are in what is left of this buffer, cancelled?
             end = min((buffer_index + 1) * per, count)
@@ -654,12 +672,12 @@ def _put(sink: Sink, run: list[Job], piece: list[Block | bytes], cancels: int = 
                     rest = memoryview(rest)  # slicing bytes would copy
                 rest = rest[taken:]
                 taken = write(rest)  # type: ignore[arg-type]
-        except WriteInterrupted as interrupted:
+        except WriteInterrupted as cut_short:
             # cancel() was asked while the destination was full: the write
             # whose bytes are going out stops where it stands if it was its
             # cancel; a later write's cancel stops the piece before it.
-            written += interrupted.taken
-            rest = rest[interrupted.taken:]
+            written += cut_short.taken
+            rest = rest[cut_short.taken:]
             while written >= owner_end and owner + 1 < count:
                 owner += 1
                 owner_end += len(piece[owner])
@@ -735,14 +753,9 @@ def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseExcept
                 or not (batch or lane.jobs)):
             flush(lane, sink)
     except WriteInterrupted:
-        # cancel() while the flush waited for a full destination: the writes
-        # it carried stay queued for a later flush, but the cancelled one
-        # and those after it stop here.
-        for index, job in enumerate(run):
-            if job.handle.cancel_requested and job in lane.unflushed:
-                del lane.unflushed[lane.unflushed.index(job):]
-                stopped, stopped_at, error = job, index, None
-                break
+        # A stale wake-up (the run's cancel hooks are gone by now): bytes
+        # already in the stream's buffer go out with the lane's next flush.
+        pass
     except BaseException as exc:  # noqa: BLE001 - already on the handles it carried
         flush_error = exc
     if closing:

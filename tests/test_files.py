@@ -176,3 +176,27 @@ def test_a_write_while_another_thread_closes_is_refused_not_lost(tmp_path):
     closer.join(30)
     assert not closer.is_alive() and f.closed
     assert rec.getvalue() == b"x" * (512 * 1024)
+
+
+def test_flush_while_another_thread_closes_waits_and_raises_the_error():
+    from conftest import Recorder
+
+    rec = Recorder(fail_after=0, gated=True)
+    f = bgio.open(rec, "wb", priority=1)
+    f.write(b"x" * 100)
+    errors: list[BaseException] = []
+
+    def close():
+        try:
+            f.close()
+        except OSError as exc:
+            errors.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    assert rec.entered.wait(30)  # the close's write is under way
+    threading.Timer(0.1, rec.gate.set).start()
+    with pytest.raises(OSError, match="No space left"):
+        f.flush()  # waits for what the close is writing, and says how it went
+    closer.join(30)
+    assert len(errors) == 1

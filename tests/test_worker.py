@@ -966,3 +966,78 @@ def test_a_forked_child_writes_with_workers_of_its_own(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
     assert proc.returncode == 0
     assert (tmp_path / "child").read_bytes() == b"c"
+
+
+class _Buffered(io.BufferedWriter):
+    """Not a plain file: bgio writes through its buffer, as through any stream."""
+
+
+def _expected_stream(handles, datas):
+    """What a destination must hold given the handles' outcomes: every successful
+    write whole, a cancelled one as far as it got, nothing of a ChainError's."""
+    out = b""
+    for handle, data in zip(handles, datas):
+        assert handle.done()
+        if handle.cancelled():
+            out += data[:handle.bytes_written]
+        elif handle.exception() is None:
+            assert handle.bytes_written == len(data), (handle, len(data))
+            out += data
+        else:
+            assert isinstance(handle.exception(), bgio.ChainError), handle.exception()
+            assert handle.bytes_written == 0
+    return out
+
+
+@pytest.mark.parametrize("case", ["pause-flush", "chunk-flush", "gather-writev"])
+def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(monkeypatch, case):
+    waiting = _watch_waits(monkeypatch)
+    r, w = _full_pipe()
+    filled = len(b"")  # the filler is stripped below
+    if case == "pause-flush":
+        profile = bgio.PRESETS[10]
+        chunk = profile.default_chunk_size
+        target = _Buffered(io.FileIO(w, "wb", closefd=False), buffer_size=4 * chunk)
+        first = [b"A" * (chunk - 5), b""]  # a list: never gathered with the rest
+    elif case == "chunk-flush":
+        profile = bgio.BackgroundIOPriority(0.01, 4096, 100)
+        target = _Buffered(io.FileIO(w, "wb", closefd=False), buffer_size=1 << 20)
+        first = [b"A" * 4091, b""]
+    else:
+        profile = bgio.BackgroundIOPriority(0.01, 1 << 20, 100)
+        target = w
+        first = [b""]
+    writer = bgio.Writer(target, priority=profile)
+    datas = [b"".join(first), b"BBB", b"DDD", b"EEE"]
+    handles = [writer.write(first)] + [writer.write(data) for data in datas[1:]]
+    assert waiting.wait(30)
+    cancelled = handles[1] if case == "gather-writev" else handles[2]
+    cancelled.cancel()
+    if case == "gather-writev":  # blocked in the gather write: the cancel cuts it short
+        assert cancelled.wait(10) and cancelled.cancelled()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader.start()
+    assert bgio.wait_all(timeout=30)
+    if target is not w:
+        try:
+            target.flush()
+        except OSError:
+            pass
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    assert got[0].lstrip(b".")[filled:] == _expected_stream(handles, datas)
+
+
+def test_run_delay_unreadable_never_fails_a_write(monkeypatch):
+    from bgio import runqueue
+
+    def broken():
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(runqueue, "_read", None)
+    monkeypatch.setattr(runqueue, "_make_reader", broken)
+    out = io.BytesIO()
+    assert bgio.bgwrite(out, b"x" * 10, priority=FAST).result(timeout=30) == 10
+    assert runqueue.run_delay() == 0.0
