@@ -153,10 +153,6 @@ class Source:
                 raise TypeError(_kind_message(f"data[{index}]", kind, expected))
             yield block
 
-    def release(self) -> None:
-        """Drop the reference to the caller's data once the write has ended."""
-        self._blocks = ()
-
 
 def _kind_message(name: str, got: Kind, expected: Kind) -> str:
     if got == "text":

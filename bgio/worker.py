@@ -5,7 +5,8 @@ what its worker carries between jobs: the throttle, bytes not yet flushed,
 and the first failure. :func:`run_batch` takes the jobs queued on a lane
 and runs them in order. A *run* is what one pass of the write loop writes:
 one job's chunks, or a run of small writes gathered into one chunk. The
-loop, :func:`_write_run`, is the one place that asks the throttle and sleeps.
+loop, :func:`_write_run`, is the one place that asks the throttle and sleeps;
+:mod:`bgio.pieces` writes each piece it hands on.
 
 Order: a job after a failed or cancelled one (on its lane, or its
 ``chain_after``) writes nothing and fails with :class:`~bgio.errors.ChainError`,
@@ -17,12 +18,12 @@ the flush that carries them.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Hashable
+from concurrent.futures import CancelledError
 
 from .errors import ChainError
 from .handle import (
@@ -33,6 +34,7 @@ from .handle import (
     finish_all,
     start_all,
 )
+from .pieces import IOV_MAX, put_piece
 from .priority import BackgroundIOPriority
 from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
@@ -55,9 +57,6 @@ MAX_GROUP = 65536
 #: Beyond IOV_MAX blocks, a pass goes on gathering only while its blocks
 #: average less than this many bytes: those are copied into one buffer.
 _GATHER_BELOW = 1024
-
-#: Buffers one gather write takes at most (the system's IOV_MAX).
-_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 #: Chunks between two measurements of the wake-up latency when pacing takes
 #: no pauses to measure it from (what ``duty_cycle`` subtracts).
@@ -231,8 +230,6 @@ def _settle(lane: Lane, job: Job, error: BaseException | None, stopped: bool = F
 
 def failure_of_stop(handle: BackgroundWriteProcess) -> BaseException:
     """The failure a stopped (cancelled) write leaves on its destination."""
-    from concurrent.futures import CancelledError
-
     return CancelledError(f"cancelled after {handle.bytes_written} bytes")
 
 
@@ -414,7 +411,7 @@ def _gather(run: list[Job], batch: deque[Job], timing: WriteTiming) -> list[Bloc
     sink, profile, fsync = first.sink, first.profile, first.fsync
     taken = []
     count = 1
-    copy_free = _IOV_MAX * _GATHER_BELOW
+    copy_free = IOV_MAX * _GATHER_BELOW
     while batch and count < MAX_GROUP:
         following = batch[0]
         if (following.chain_after is not None or following.close or following.fsync != fsync
@@ -431,7 +428,7 @@ def _gather(run: list[Job], batch: deque[Job], timing: WriteTiming) -> list[Bloc
         length = len(block)
         if not length or size + length > chunk_size:
             break
-        if count >= _IOV_MAX and size >= copy_free:
+        if count >= IOV_MAX and size >= copy_free:
             break  # blocks this big fill a gather write without being copied
         taken.append(batch.popleft())
         blocks.append(block)
@@ -502,7 +499,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         queued = run_delay()  # read outside the timed span: the read is not busy time
         started = clock()
         cpu = cpu_clock()
-        written, stop, error = _put(sink, run, piece, cancels)
+        written, stop, error = put_piece(sink, run, piece, cancels)
         del piece  # no view of the caller's data outlives its write
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
@@ -588,140 +585,6 @@ def _probe(lane: Lane) -> None:
     time.sleep(0)
     lane.throttle.note_wake(0.0, time.perf_counter() - started)
     lane.probe = _PROBE_EVERY
-
-
-def _put(sink: Sink, run: list[Job], piece: list[Block | bytes], cancels: int = -1
-         ) -> tuple[int, int, BaseException | None]:
-    """Write one piece (block ``k`` is ``run[k]``'s); return (bytes written, index in
-    ``run`` where it stopped or -1, error).
-
-    Partial writes resume exactly where the destination stopped. A piece of
-    several blocks goes out in one gather write where the sink has one;
-    beyond the system's limit of buffers per call, runs of small blocks are
-    first gathered into one (a copy of those small blocks only), so that a
-    thousand queued 64-byte writes cost one system call, not many: each
-    call releases the interpreter lock, and getting it back may take 5 ms
-    when the program is busy.
-
-    A write cancelled before its bytes went out is not written, and the
-    piece stops there; one cancelled while its bytes were going out (the
-    destination full) stops where it stands. The bytes written are
-    credited to the handles once the piece is through. ``cancels`` is
-    :func:`~bgio.handle.cancels_so_far` when the run began: while it is
-    unchanged, no write of the run can have been cancelled.
-    """
-    count = len(piece)
-    per = 1  # blocks per buffer
-    buffers = piece
-    if count > _IOV_MAX and sink.write_many is not None:
-        per = -(-count // _IOV_MAX)
-        buffers = [b"".join(piece[start:start + per])  # type: ignore[arg-type]
-                   for start in range(0, count, per)]
-    written = 0  # bytes of the piece written
-    error: BaseException | None = None
-    stop = -1  # the write the piece stopped in (cancelled or failed)
-    limit = -1  # with a cancelled write ahead: the piece's offset it must stop at
-    owner, owner_end = 0, len(piece[0])  # the write whose block holds byte `written`
-    buffer_index = 0
-    rest: Block | bytes = buffers[0]  # what is left of the current buffer
-    interrupted = False  # a wait was cut short: the write at `written` may be cancelled
-    if len(buffers) > 1 and sink.write_many is not None and (
-            cancels_so_far() == cancels or not _any_cancel(run, 1, count)):
-        try:
-            taken = sink.write_many(buffers)
-        except WriteInterrupted as cut_short:
-            taken = cut_short.taken  # whose cancel it was is seen below
-            interrupted = True
-        except BaseException as exc:  # noqa: BLE001 - the first block's write failed
-            error, taken = exc, 0
-        written = taken
-        while buffer_index < len(buffers) and taken >= len(buffers[buffer_index]):
-            taken -= len(buffers[buffer_index])
-            buffer_index += 1
-        if buffer_index < len(buffers):
-            rest = memoryview(buffers[buffer_index])[taken:]  # type: ignore[arg-type]
-    write = sink.write
-    while error is None and buffer_index < len(buffers):
-        while written >= owner_end and owner + 1 < count:
-            owner += 1
-            owner_end += len(piece[owner])
-        if interrupted:
-            interrupted = False
-            if run[owner].handle.cancel_requested:
-                stop = owner  # it stops where it stands
-                break
-        if limit < 0 and cancels_so_far() != cancels:
-            # A write whose bytes are in what is left of this buffer, cancelled?
-            end = min((buffer_index + 1) * per, count)
-            first = owner + 1 if written > owner_end - len(piece[owner]) else owner
-            cancelled = _first_cancel(run, max(first, 1 if buffer_index == 0 else 0), end)
-            if cancelled >= 0:
-                stop = cancelled
-                limit = owner_end - len(piece[owner]) + sum(
-                    len(piece[index]) for index in range(owner, cancelled))
-        if limit >= 0 and written >= limit:
-            break
-        if limit >= 0 and written + len(rest) > limit:
-            rest = rest[:limit - written] if isinstance(rest, str) \
-                else memoryview(rest)[:limit - written]
-        try:
-            taken = write(rest)  # type: ignore[arg-type]
-            while taken < len(rest):
-                written += taken
-                if type(rest) is bytes:
-                    rest = memoryview(rest)  # slicing bytes would copy
-                rest = rest[taken:]
-                taken = write(rest)  # type: ignore[arg-type]
-        except WriteInterrupted as cut_short:
-            # cancel() was asked while the destination was full: the write
-            # whose bytes are going out stops where it stands if it was its
-            # cancel; a later write's cancel stops the piece before it.
-            written += cut_short.taken
-            rest = rest[cut_short.taken:]
-            while written >= owner_end and owner + 1 < count:
-                owner += 1
-                owner_end += len(piece[owner])
-            if run[owner].handle.cancel_requested:
-                stop = owner
-                break
-            continue
-        except BaseException as exc:  # noqa: BLE001 - goes to the write it stopped in
-            error = exc
-            break
-        written += taken
-        if limit >= 0 and written >= limit:
-            break
-        buffer_index += 1
-        if buffer_index < len(buffers):
-            rest = buffers[buffer_index]
-    # Credit every write with its bytes; the one the piece stopped in gets
-    # what reached the destination.
-    remaining = written
-    stopped_in = -1
-    for index, block in enumerate(piece):
-        size = len(block)
-        if remaining >= size and (stop < 0 or index < stop):
-            run[index].handle.bytes_written += size
-            remaining -= size
-            continue
-        run[index].handle.bytes_written += remaining
-        stopped_in = index
-        break
-    if error is None and stop < 0:
-        return written, -1, None
-    return written, stopped_in, error
-
-
-def _first_cancel(run: list[Job], start: int, end: int) -> int:
-    """The first of ``run[start:end]`` whose cancel was asked, or -1."""
-    for index in range(start, end):
-        if run[index].handle.cancel_requested:
-            return index
-    return -1
-
-
-def _any_cancel(run: list[Job], start: int, end: int) -> bool:
-    return _first_cancel(run, start, end) >= 0
 
 
 def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseException | None,
