@@ -70,6 +70,22 @@ def _no_leftover_writes():
 
 
 @pytest.fixture
+def destination_waits(monkeypatch) -> threading.Event:
+    """An Event set whenever a worker starts waiting for a full destination (in poll())."""
+    from bgio.sinks.wait import Waiter
+
+    waiting = threading.Event()
+    real_wait = Waiter.wait_writable
+
+    def wait_writable(self, *args, **kwargs):
+        waiting.set()
+        return real_wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
+    return waiting
+
+
+@pytest.fixture
 def fast() -> bgio.BackgroundIOPriority:
     """A profile with small chunks and no pacing, for tests about content and order."""
     return bgio.BackgroundIOPriority(0, 7, 100)

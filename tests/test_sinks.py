@@ -130,17 +130,8 @@ def test_reset_socket_is_an_error_on_the_handle():
     a.close()
 
 
-def test_cancel_while_waiting_for_a_stuck_reader(monkeypatch):
-    from bgio.sinks.wait import Waiter
-
-    waiting = threading.Event()
-    real_wait = Waiter.wait_writable
-
-    def wait_writable(self, *args, **kwargs):
-        waiting.set()
-        return real_wait(self, *args, **kwargs)
-
-    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
+def test_cancel_while_waiting_for_a_stuck_reader(destination_waits):
+    waiting = destination_waits
     r, w = os.pipe()
     os.set_blocking(w, False)
     handle = bgio.bgwrite(w, DATA, priority=FAST)

@@ -430,20 +430,11 @@ def test_failed_gathered_write_fails_the_group_in_order(tmp_path):
     assert (tmp_path / "f").read_bytes() == b"<"
 
 
-def test_cancelling_a_later_small_write_leaves_the_earlier_one_whole(monkeypatch):
-    from bgio.sinks.wait import Waiter
-
+def test_cancelling_a_later_small_write_leaves_the_earlier_one_whole(destination_waits):
     # Set when the worker waits for the full pipe: then `kept` and `cancelled`
     # are in one pass (or queued behind `first`), and the cancel must cut
     # short only the write it belongs to.
-    waiting = threading.Event()
-    real_wait = Waiter.wait_writable
-
-    def wait_writable(self, *args, **kwargs):
-        waiting.set()
-        return real_wait(self, *args, **kwargs)
-
-    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
+    waiting = destination_waits
     r, w = os.pipe()
     os.set_blocking(w, False)
     filler = b"." * 65536
@@ -769,21 +760,6 @@ def test_the_gentlest_profiles_still_write_and_cancel():
 # -- cancels against a full destination (review of the one write loop) --------------------
 
 
-def _watch_waits(monkeypatch) -> threading.Event:
-    """An Event set whenever the worker starts waiting for a full destination."""
-    from bgio.sinks.wait import Waiter
-
-    waiting = threading.Event()
-    real_wait = Waiter.wait_writable
-
-    def wait_writable(self, *args, **kwargs):
-        waiting.set()
-        return real_wait(self, *args, **kwargs)
-
-    monkeypatch.setattr(Waiter, "wait_writable", wait_writable)
-    return waiting
-
-
 def _full_pipe() -> tuple[int, int]:
     """A pipe whose non-blocking write end is full."""
     r, w = os.pipe()
@@ -803,8 +779,8 @@ def _drain(r: int) -> bytes:
     return bytes(got)
 
 
-def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(monkeypatch):
-    waiting = _watch_waits(monkeypatch)
+def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(destination_waits):
+    waiting = destination_waits
     r, w = os.pipe()  # empty: paced chunks go in, with pauses, until it is full
     os.set_blocking(w, False)
     paced = bgio.BackgroundIOPriority(0.001, 4096, 100, max_rate=1e6)
@@ -819,8 +795,8 @@ def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(monkeypatch):
     os.close(r)
 
 
-def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(monkeypatch):
-    waiting = _watch_waits(monkeypatch)
+def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(destination_waits):
+    waiting = destination_waits
     r, w = _full_pipe()
 
     class Buffered(io.BufferedWriter):  # not a plain file: bgio writes through its buffer
@@ -848,8 +824,8 @@ def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(monkeypatch
     assert len(got[0].strip(b".")) <= handle.bytes_written
 
 
-def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(monkeypatch):
-    waiting = _watch_waits(monkeypatch)
+def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(destination_waits):
+    waiting = destination_waits
     r, w = _full_pipe()
 
     class Buffered(io.BufferedWriter):
@@ -886,8 +862,8 @@ def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(monkeypatch
     assert data == b"A" * 20000 + b"B" * 20000
 
 
-def test_cancel_inside_a_gathered_run_of_small_writes_stops_at_that_write(monkeypatch):
-    waiting = _watch_waits(monkeypatch)
+def test_cancel_inside_a_gathered_run_of_small_writes_stops_at_that_write(destination_waits):
+    waiting = destination_waits
     r, w = _full_pipe()
     gate = threading.Event()
 
@@ -990,8 +966,8 @@ def _expected_stream(handles, datas):
 
 
 @pytest.mark.parametrize("case", ["pause-flush", "chunk-flush", "gather-writev"])
-def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(monkeypatch, case):
-    waiting = _watch_waits(monkeypatch)
+def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(destination_waits, case):
+    waiting = destination_waits
     r, w = _full_pipe()
     filled = len(b"")  # the filler is stripped below
     if case == "pause-flush":
