@@ -6,14 +6,21 @@ stops the follower there. It ends when the writer sets the finished flag
 (after yielding every frame announced before it) or after ``timeout``
 seconds without progress. Between looks it sleeps, twice as long each time
 up to ``max_poll``: an idle follower costs a fraction of a percent of a core.
+
+Several key datasets may announce the same frames (one per detector, as
+swmr_tools reads them): a frame is complete when every one is non-zero.
+Keys of a scan have the scan's shape (``scan_shape`` or ``scan_shape + (1,
+1)``); their points are followed in C order, the first axis the only one
+that grows.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -69,20 +76,6 @@ class _Following:
         self._done = False
         self._last_progress = time.monotonic()
 
-    def _keys_ready(self, keys: h5py.Dataset, position: int) -> int:
-        """How many frames from ``position`` on are complete (their keys non-zero).
-
-        Reads at most :data:`KEY_WINDOW` keys: a writer may size its key
-        dataset for the whole acquisition up front (the convention allows
-        it), and an idle look must not read them all.
-        """
-        keys.refresh()
-        if keys.shape[0] <= position:
-            return 0
-        values = keys[position : position + KEY_WINDOW]
-        zeros = np.flatnonzero(values == 0)
-        return int(zeros[0]) if len(zeros) else len(values)
-
     def _wait(self, look: Callable[[], int]) -> int:
         """Look until some frames are complete; return how many (0: the end, flags set)."""
         delay = self._poll
@@ -134,35 +127,129 @@ class _Following:
         self.close()
 
 
+class _KeySet:
+    """The key datasets a follower watches, as one: a frame (a scan point) is complete
+    when every one of them is non-zero there.
+
+    Each has the shape ``scan_shape`` followed by any number of axes of
+    size 1 (swmr_tools' layout, ``(3, 4, 1, 1)`` for a 3 x 4 grid): the
+    scan's rank is that of the maxshape without its trailing 1s. Points are
+    numbered in C order, which stays the same while only the first axis
+    grows; the other scan axes must keep their size, and all key datasets
+    must agree on it.
+    """
+
+    def __init__(self, datasets: list[h5py.Dataset]) -> None:
+        self.datasets = datasets
+        first = datasets[0]
+        self.rank, self.inner = _scan_shape(first)
+        for other in datasets[1:]:
+            rank, inner = _scan_shape(other)
+            if (rank, inner) != (self.rank, self.inner):
+                raise ValueError(
+                    f"keys: {first.name!r} and {other.name!r} do not have the same scan shape "
+                    f"({_scan_text(self.rank, self.inner)} and {_scan_text(rank, inner)})")
+        self.points_per_row = math.prod(self.inner)
+
+    def point(self, index: int) -> int | tuple[int, ...]:
+        """The frame index (1-D keys), or the scan point of the ``index``-th point in order."""
+        if self.rank == 1:
+            return index
+        row, rest = divmod(index, self.points_per_row)
+        return (row, *(int(n) for n in np.unravel_index(rest, self.inner)))
+
+    def ready(self, position: int) -> int:
+        """How many points from ``position`` on are complete (every key non-zero).
+
+        Reads at most about :data:`KEY_WINDOW` keys of each: a writer may size
+        its key datasets for the whole acquisition up front (the convention
+        allows it), and an idle look must not read them all.
+        """
+        ready = None
+        per_row = self.points_per_row
+        for keys in self.datasets:
+            keys.refresh()
+            inner = tuple(int(n) for n in keys.shape[1 : self.rank])
+            if inner != self.inner:
+                # The points seen so far would no longer come first in order.
+                raise ValueError(
+                    f"keys: the scan shape of {keys.name!r} changed from "
+                    f"{_scan_text(self.rank, self.inner)} to {_scan_text(self.rank, inner)} "
+                    f"while it was followed; the follower stops rather than yield an "
+                    f"incomplete scan (only the first scan axis may grow)")
+            first_row = position // per_row
+            rows = min(keys.shape[0], (position + KEY_WINDOW) // per_row + 1)
+            if rows <= first_row:
+                return 0
+            values = keys[first_row:rows].reshape(-1)[position - first_row * per_row:]
+            values = values[:KEY_WINDOW]
+            zeros = np.flatnonzero(values == 0)
+            count = int(zeros[0]) if len(zeros) else len(values)
+            ready = count if ready is None else min(ready, count)
+            if not ready:
+                return 0
+        return ready or 0
+
+
+def _scan_shape(keys: h5py.Dataset) -> tuple[int, tuple[int, ...]]:
+    """A key dataset's scan rank (its maxshape's, less the trailing axes of size 1) and
+    the sizes of its scan axes after the first."""
+    maxshape = keys.maxshape or keys.shape
+    rank = len(maxshape)
+    while rank > 1 and maxshape[rank - 1] == 1:
+        rank -= 1
+    if rank == 0:
+        raise ValueError(f"keys: {keys.name!r} is a scalar dataset, not one key per frame")
+    inner = tuple(int(n) for n in keys.shape[1:rank])
+    if any(n == 0 for n in inner):
+        raise ValueError(f"keys: {keys.name!r} has shape {keys.shape}: a scan axis after the "
+                         f"first is empty, so the order of its points is not known")
+    return rank, inner
+
+
+def _scan_text(rank: int, inner: tuple[int, ...]) -> str:
+    return "(n)" if rank == 1 else f"(n, {', '.join(str(n) for n in inner)})"
+
+
 class Follower(_Following):
     """Yields ``(index, frame)`` of a live dataset in order, as frames become complete.
 
-    Made by :func:`follow`, which documents the parameters.
+    Made by :func:`follow`, which documents the parameters. With the keys of
+    a scan (rank 2 or more), ``index`` is the scan point, a tuple.
 
     Attributes
     ----------
     file : h5py.File
         The file, opened for SWMR reading.
-    dataset, keys : h5py.Dataset
+    dataset : h5py.Dataset
+    keys : list of h5py.Dataset
+        The key datasets followed (one, or as many as given).
+    scan_shape : tuple of int
+        The scan axes after the first (``()`` for a stack of frames).
     frames_read : int
-        Frames yielded so far (the index of the next one).
+        Frames (scan points) yielded so far: the position in order of the next one.
     timed_out, finished : bool
         Why iteration stopped: no progress for ``timeout`` seconds, or the
         writer's finished flag.
     """
 
     def __init__(self, source: str | os.PathLike[str] | h5py.File, name: str, *,
-                 timeout: float = 10.0, keys: str | None = None, finished: str | None = "finished",
-                 poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
-                 on_timeout: str = "stop") -> None:
-        _check_names(name=name, keys=keys, finished=finished)
+                 timeout: float = 10.0, keys: str | Sequence[str] | None = None,
+                 finished: str | None = "finished", poll: float = FIRST_POLL,
+                 max_poll: float = MAX_POLL, on_timeout: str = "stop") -> None:
+        key_names = _key_names(keys)
+        _check_names(name=name, finished=finished)
         super().__init__(source, timeout=timeout, poll=poll, max_poll=max_poll,
                          on_timeout=on_timeout)
         try:
             self.dataset = _dataset(self.file, name, "name")
             parent = self.dataset.parent
-            keys = keys or f"{self.dataset.name.rsplit('/', 1)[-1]}_keys"
-            self.keys = _dataset(parent, keys, "keys")
+            if key_names is None:
+                key_names = [f"{self.dataset.name.rsplit('/', 1)[-1]}_keys"]
+            self.keys = [_dataset(parent, key, "keys") for key in key_names]
+            self._key_set = _KeySet(self.keys)
+            self.scan_shape = self._key_set.inner
+            _check_scan_data(self.dataset, self._key_set)
             self._finished_flag = _dataset(parent, finished, "finished") if finished else None
         except BaseException:
             self.close()
@@ -170,22 +257,52 @@ class Follower(_Following):
         self.frames_read = 0
         self._ready = 0  # complete frames not yet yielded
 
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[int | tuple[int, ...], np.ndarray]]:
         return self
 
-    def __next__(self) -> tuple[int, np.ndarray]:
+    def __next__(self) -> tuple[int | tuple[int, ...], np.ndarray]:
         if self._done:
             raise StopIteration
         if not self._ready:
-            self._ready = self._wait(lambda: self._keys_ready(self.keys, self.frames_read))
+            self._ready = self._wait(lambda: self._key_set.ready(self.frames_read))
             if not self._ready:
                 self._end()
             self.dataset.refresh()
-        index = self.frames_read
-        frame = self.dataset[index]
+        point = self._key_set.point(self.frames_read)
+        frame = self.dataset[point]
         self.frames_read += 1
         self._ready -= 1
-        return index, frame
+        return point, frame
+
+
+def _check_scan_data(dataset: h5py.Dataset, keys: _KeySet) -> None:
+    """Refuse a frame dataset whose leading axes are not the keys' scan."""
+    if keys.rank == 1:
+        return
+    if dataset.ndim < keys.rank or tuple(dataset.shape[1 : keys.rank]) != keys.inner:
+        raise ValueError(
+            f"name: {dataset.name!r} has shape {dataset.shape}, which does not start with "
+            f"the scan shape {_scan_text(keys.rank, keys.inner)} of its keys "
+            f"{keys.datasets[0].name!r}: its scan points cannot be found in it")
+
+
+def _key_names(keys: object) -> list[str] | None:
+    """``keys`` as a list of names (one name, or several), or None."""
+    if keys is None:
+        return None
+    names = [keys] if isinstance(keys, str) else keys
+    if isinstance(names, bytes) or not isinstance(names, Sequence):
+        raise TypeError(f"keys must be a dataset name or a list of them, got "
+                        f"{type(keys).__name__}")
+    names = list(names)
+    if not names:
+        raise ValueError("keys must name at least one key dataset")
+    for key in names:
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be dataset names (str), got {key!r}")
+        if not key:
+            raise ValueError("keys must not be empty")
+    return names
 
 
 class RecordFollower(_Following):
@@ -199,6 +316,9 @@ class RecordFollower(_Following):
     file : h5py.File
     group : h5py.Group
     features : dict of str to h5py.Dataset
+    keys : h5py.Dataset
+    nevents, index : h5py.Dataset or None
+        What frames' events are found by: ``nevents`` if given, else ``index``.
     frames_read : int
         Frames yielded so far (the index of the next one).
     timed_out, finished : bool
@@ -207,10 +327,14 @@ class RecordFollower(_Following):
 
     def __init__(self, source: str | os.PathLike[str] | h5py.File, group: str, *,
                  features: list[str] | None = None, timeout: float = 10.0, keys: str = "keys",
-                 nevents: str = "nevents", index: str = "index",
+                 nevents: str | None = "nevents", index: str | None = "index",
                  finished: str | None = "finished", poll: float = FIRST_POLL,
                  max_poll: float = MAX_POLL, on_timeout: str = "stop") -> None:
         _check_names(group=group, keys=keys, nevents=nevents, index=index, finished=finished)
+        if nevents is None and index is None:
+            raise ValueError("nevents and index cannot both be None: a follower finds each "
+                             "frame's events by their counts (nevents) or by the frame of "
+                             "each event (index)")
         if features is not None:
             if isinstance(features, (str, bytes)) or not all(
                     isinstance(name, str) and name for name in features):
@@ -226,10 +350,25 @@ class RecordFollower(_Following):
                 raise TypeError(f"group: {where.name!r} is not a group")
             self.group = where
             self.keys = _dataset(where, keys, "keys")
-            self.nevents = _dataset(where, nevents, "nevents")
+            key_set = _KeySet([self.keys])
+            if key_set.rank != 1:
+                raise ValueError(f"keys: {self.keys.name!r} has shape {self.keys.shape}: a "
+                                 f"record group needs one key per frame")
+            self._key_set = key_set
+            self.nevents = None
+            if nevents is not None:
+                self.nevents = _dataset(
+                    where, nevents, "nevents",
+                    hint="; if its writer left it out (nevents_name=None), pass nevents=None "
+                         "to find frames by the index dataset")
+            self.index = None
+            if index is not None and (self.nevents is None or index in where):
+                self.index = _dataset(where, index, "index")
             if features is None:
+                bookkeeping = {item.name for item in (self.keys, self.nevents, self.index)
+                               if item is not None}
                 features = [name for name, item in where.items()
-                            if isinstance(item, h5py.Dataset) and name not in (keys, nevents, index)]
+                            if isinstance(item, h5py.Dataset) and item.name not in bookkeeping]
             self.features = {name: _dataset(where, name, "features") for name in features}
             parent = where.parent
             self._finished_flag = _dataset(parent, finished, "finished") if finished else None
@@ -247,12 +386,10 @@ class RecordFollower(_Following):
         if self._done:
             raise StopIteration
         if not self._counts:
-            ready = self._wait(lambda: self._keys_ready(self.keys, self.frames_read))
+            ready = self._wait(lambda: self._key_set.ready(self.frames_read))
             if not ready:
                 self._end()
-            self.nevents.refresh()
-            start = self.frames_read
-            self._counts = deque(int(n) for n in self.nevents[start : start + ready])
+            self._counts = deque(self._event_counts(ready))
             for dataset in self.features.values():
                 dataset.refresh()
         count = self._counts.popleft()
@@ -263,9 +400,34 @@ class RecordFollower(_Following):
         self.frames_read += 1
         return frame, events
 
+    def _event_counts(self, ready: int) -> list[int]:
+        """The event counts of the ``ready`` complete frames from :attr:`frames_read` on."""
+        start = self.frames_read
+        if self.nevents is not None:
+            self.nevents.refresh()
+            return [int(n) for n in self.nevents[start : start + ready]]
+        # By the index: rows are in frame order, and every event of a complete
+        # frame is in the file (stored before its key), so the frames' events
+        # are the rows from the offset up to the first of a later frame.
+        index = self.index
+        assert index is not None
+        index.refresh()
+        end_frame = start + ready
+        parts = []
+        position = self._offset
+        while position < index.shape[0]:
+            values = index[position : position + KEY_WINDOW * 16]
+            parts.append(values)
+            position += len(values)
+            if values[-1] >= end_frame:
+                break
+        values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        values = values[: int(np.searchsorted(values, end_frame))]
+        return [int(n) for n in np.bincount(values - start, minlength=ready)]
+
 
 def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: float = 10.0,
-           keys: str | None = None, finished: str | None = "finished",
+           keys: str | Sequence[str] | None = None, finished: str | None = "finished",
            poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
            on_timeout: str = "stop") -> Follower:
     """Follow a dataset another process is writing: yield ``(index, frame)`` in order.
@@ -273,7 +435,17 @@ def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: fl
     Works on files written by :class:`bgio.h5.FrameWriter` with
     ``swmr=True`` and by any writer that follows the key convention: an
     integer key dataset, 0 until a frame is complete; a ``(1,)``
-    finished flag set non-zero at the end.
+    finished flag set non-zero at the end. With several key datasets a
+    frame is complete once every one of them is non-zero (as swmr_tools
+    reads them).
+
+    Keys of a scan have the scan's shape, alone or followed by axes of size
+    1 (a 3 x 4 grid: ``(3, 4)`` or ``(3, 4, 1, 1)``); the frame dataset then
+    starts with the same scan axes (``(3, 4, *frame_shape)``), and the
+    follower yields ``((i, j), frame)`` for every point in C order (row by
+    row). Only the first scan axis may grow while it is followed: keys whose
+    other scan axes change size are refused with ``ValueError`` rather than
+    followed in an order that would skip points.
 
     Parameters
     ----------
@@ -282,12 +454,13 @@ def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: fl
         the writer has not yet made it readable) and closed when the
         follower stops; an open file must have been opened with ``swmr=True``.
     name : str
-        The frame dataset; frames along axis 0.
+        The frame dataset; frames along axis 0 (along the scan axes for
+        scan-shaped keys).
     timeout : float, default 10
         Stop after this many seconds without a new frame.
-    keys : str or None
-        The key dataset, relative to the dataset's group (or absolute);
-        None means ``<name>_keys`` beside the dataset.
+    keys : str, list of str, or None
+        The key dataset, or several, relative to the dataset's group (or
+        absolute); None means ``<name>_keys`` beside the dataset.
     finished : str or None, default "finished"
         The finished flag, relative to the dataset's group (or absolute);
         None to end on ``timeout`` only.
@@ -304,7 +477,12 @@ def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: fl
     Raises
     ------
     ValueError
-        A dataset that is not there; bad options.
+        A dataset that is not there; bad options; key datasets of different
+        scan shapes, or a frame dataset that does not start with their scan
+        axes; during iteration, keys whose scan axes after the first changed
+        size.
+    TypeError
+        ``keys`` that is not a name or a list of names.
     OSError
         The file cannot be opened for SWMR reading within ``timeout``.
 
@@ -321,7 +499,7 @@ def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: fl
 
 def follow_records(source: str | os.PathLike[str] | h5py.File, group: str, *,
                    features: list[str] | None = None, timeout: float = 10.0, keys: str = "keys",
-                   nevents: str = "nevents", index: str = "index",
+                   nevents: str | None = "nevents", index: str | None = "index",
                    finished: str | None = "finished", poll: float = FIRST_POLL,
                    max_poll: float = MAX_POLL, on_timeout: str = "stop") -> RecordFollower:
     """Follow a record group another process is writing: yield ``(frame, events)`` in order.
@@ -340,14 +518,26 @@ def follow_records(source: str | os.PathLike[str] | h5py.File, group: str, *,
         keys, ``nevents`` and ``index``.
     timeout, poll, max_poll, on_timeout
         As for :func:`follow`.
-    keys, nevents, index : str
-        Names of those datasets in the group.
+    keys, nevents, index : str or None
+        Where those datasets are, as the writer was told
+        (``keys``, ``nevents_name``, ``index_name`` of
+        :class:`bgio.h5.RecordWriter`): a name in the group, a path below
+        it, or an absolute path. Frames' events are found by ``nevents``;
+        with ``nevents=None`` (a group written without it) by ``index``,
+        the frame of each event; one of them is needed. ``index`` is
+        otherwise only left out of the features.
     finished : str or None, default "finished"
         The finished flag, relative to the group's parent (or absolute).
 
     Returns
     -------
     RecordFollower
+
+    Raises
+    ------
+    ValueError
+        A dataset that is not there, ``nevents`` and ``index`` both None,
+        or keys that are not one per frame.
     """
     return RecordFollower(source, group, features=features, timeout=timeout, keys=keys,
                           nevents=nevents, index=index, finished=finished, poll=poll,
@@ -357,7 +547,7 @@ def follow_records(source: str | os.PathLike[str] | h5py.File, group: str, *,
 def _check_names(**names: object) -> None:
     """Dataset and group names: non-empty strings (None where a name is optional)."""
     for label, value in names.items():
-        if value is None and label in ("keys", "finished"):
+        if value is None and label in ("keys", "finished", "nevents", "index"):
             continue
         if not isinstance(value, str):
             raise TypeError(f"{label} must be a str, got {type(value).__name__}")
@@ -365,10 +555,11 @@ def _check_names(**names: object) -> None:
             raise ValueError(f"{label} must not be empty")
 
 
-def _dataset(group: h5py.Group, name: str, label: str) -> h5py.Dataset:
+def _dataset(group: h5py.Group, name: str, label: str, hint: str = "") -> h5py.Dataset:
     item = group.get(name)
     if item is None:
-        raise ValueError(f"{label}: no dataset {name!r} in {group.name!r} of {group.file.filename!r}")
+        raise ValueError(f"{label}: no dataset {name!r} in {group.name!r} of "
+                         f"{group.file.filename!r}{hint}")
     if not isinstance(item, h5py.Dataset):
         raise TypeError(f"{label}: {item.name!r} is not a dataset")
     return item

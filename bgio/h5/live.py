@@ -110,10 +110,18 @@ def start_swmr(file: h5py.File) -> None:
 
 
 def create_keys(group: h5py.Group, name: str) -> h5py.Dataset:
-    """The key dataset of a frame dataset: int64 per frame, fill value 0."""
+    """The key dataset of a frame dataset: int64 per frame, fill value 0.
+
+    It starts with one key, 0 ("not yet"), never empty: readers of the
+    convention take the first zero as the end of the complete frames, and
+    some (swmr_tools' ``KeyFollower``) fail on a key dataset of length 0,
+    which a reader started before the first announcement would otherwise
+    see. It grows as frames are announced; a writer that announces none
+    leaves that one 0.
+    """
     if name in group:
         raise ValueError(f"keys: {name!r} already exists in {group.name!r}")
-    return group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(KEY_CHUNK,),
+    return group.create_dataset(name, shape=(1,), maxshape=(None,), chunks=(KEY_CHUNK,),
                                 dtype=np.int64, fillvalue=0)
 
 
