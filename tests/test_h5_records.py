@@ -250,7 +250,7 @@ def test_feature_and_option_checks(tmp_path):
         assert f["e/a"].shape == (0, 2)
     with pytest.raises(ValueError, match=r"'/e' already has \['a', 'index', 'nevents'\]"):
         RecordWriter(path, "e", {"a": ((), "f4")})
-    assert default_chunk_events([4, 8]) == 131072
+    assert default_chunk_events(4) == 262144 and default_chunk_events(8) == 131072
 
 
 def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""The worker's side of a record group: each store writes every column's chunk, then the
-``nevents`` rows that announce its frames (see :class:`bgio.h5.RecordWriter`)."""
+"""The worker's side of a record group: each store writes its columns' chunks, then the
+``nevents`` rows of the frames it settles (see :class:`bgio.h5.RecordWriter`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .filters import ChunkPipeline, pipeline_of
 from .live import Announce, Keys
 from .sink import raw_mask, set_finished, set_missing, store_chunk, sync_file
 
-__all__ = ["NEVENTS_CHUNK", "Column", "RecordBlock", "RecordSink"]
+__all__ = ["NEVENTS_CHUNK", "Column", "Piece", "RecordBlock", "RecordSink"]
 
 #: Frames per chunk of the ``nevents`` dataset (128 KiB of int64).
 NEVENTS_CHUNK = 16384
@@ -34,24 +34,34 @@ class Column:
         self.raw_mask = raw_mask(dataset)
 
 
-class RecordBlock:
-    """One store for the worker: a chunk's rows for every column, then ``nevents`` rows."""
+class Piece:
+    """One column's chunk in a store: its rows, the first ``count`` of them data."""
 
-    __slots__ = ("count", "encoded", "index", "nevents", "raw", "row_bytes", "rows")
+    __slots__ = ("column", "count", "encoded", "index", "nbytes", "raw", "rows")
 
-    def __init__(self, index: int, rows: list[np.ndarray], count: int, nevents: list[int],
-                 row_bytes: int, encoded: list[Future[bytes] | None], raw: bool = False) -> None:
+    def __init__(self, column: int, index: int, rows: np.ndarray, count: int,
+                 encoded: Future[bytes] | None, raw: bool, nbytes: int) -> None:
+        self.column = column  # the column's position in the group's list
         self.index = index  # the chunk's position along axis 0, in chunks
-        self.rows = rows  # one whole chunk per column; rows past `count` are padding
+        self.rows = rows  # one whole chunk; rows past `count` are padding
         self.count = count
-        self.nevents = nevents  # events of each frame this store announces, in frame order
-        self.row_bytes = row_bytes
-        self.encoded = encoded  # per column: filtering under way on the pool, or None
+        self.encoded = encoded  # filtering under way on the pool, or None
         self.raw = raw  # stored unfiltered (see bgio.h5.sink.store_chunk)
+        self.nbytes = nbytes  # the real rows' bytes: what pacing counts
+
+
+class RecordBlock:
+    """One store for the worker: chunks of some columns, then ``nevents`` rows."""
+
+    __slots__ = ("nevents", "pieces")
+
+    def __init__(self, pieces: list[Piece], nevents: list[int]) -> None:
+        self.pieces = pieces
+        self.nevents = nevents  # events of each frame this store settles, in frame order
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: the real rows, and the counts.
-        return self.count * self.row_bytes + len(self.nevents) * 8
+        return sum(piece.nbytes for piece in self.pieces) + len(self.nevents) * 8
 
 
 class RecordSink:
@@ -61,13 +71,13 @@ class RecordSink:
     nonblocking = False
     write_many = None
 
-    def __init__(self, group: h5py.Group, columns: list[Column], nevents: h5py.Dataset,
+    def __init__(self, group: h5py.Group, columns: list[Column], nevents: h5py.Dataset | None,
                  own_file: h5py.File | None) -> None:
         self.group = group
         self.columns = columns
-        self.nevents = nevents
-        self.nevents_pipeline = pipeline_of(nevents)
-        self.nevents_raw_mask = raw_mask(nevents)
+        self.nevents = nevents  # None: left out
+        self.nevents_pipeline = pipeline_of(nevents) if nevents is not None else None
+        self.nevents_raw_mask = raw_mask(nevents) if nevents is not None else 0
         self.target: object = group
         self.key: object = ("h5", group.file.id.fileno, group.name)
         self.name = f"{group.file.filename}:{group.name}"
@@ -75,7 +85,9 @@ class RecordSink:
         self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
-        self._extent = 0  # events stored (the columns' extent along axis 0)
+        # Events stored per column (its extent along axis 0): with chunks of
+        # different lengths the columns grow at their own pace.
+        self._extents = [column.dataset.shape[0] for column in columns]
         self._frames = 0  # frames announced (nevents' extent)
         self._counts = np.zeros(NEVENTS_CHUNK, np.int64)  # nevents' last chunk
         self._own_file = own_file
@@ -87,23 +99,23 @@ class RecordSink:
             assert self.keys is not None
             self.keys.mark(block.frames)
             return len(block)
-        if block.count:
-            start = block.index * len(block.rows[0])
-            end = start + block.count
-            if end > self._extent:
-                for column in self.columns:
-                    column.dataset.resize(end, axis=0)
-                self._extent = end
-            for column, rows, encoded in zip(self.columns, block.rows, block.encoded, strict=True):
-                store_chunk(column.dataset, column.pipeline, start, rows, block.count, encoded,
-                            column.raw_mask if block.raw else None)
-        if block.nevents:
+        for piece in block.pieces:
+            column = self.columns[piece.column]
+            start = piece.index * len(piece.rows)
+            end = start + piece.count
+            if end > self._extents[piece.column]:
+                column.dataset.resize(end, axis=0)
+                self._extents[piece.column] = end
+            store_chunk(column.dataset, column.pipeline, start, piece.rows, piece.count,
+                        piece.encoded, column.raw_mask if piece.raw else None)
+        if block.nevents and self.nevents is not None:
             self._announce(block.nevents)
         return len(block)
 
     def _announce(self, counts: list[int]) -> None:
         """Append the frames' event counts to ``nevents``: stored after the events they count."""
         dataset = self.nevents
+        assert dataset is not None
         first = self._frames
         dataset.resize(first + len(counts), axis=0)
         position = 0
@@ -123,7 +135,8 @@ class RecordSink:
     def _flush_data(self) -> None:
         for column in self.columns:
             column.dataset.flush()
-        self.nevents.flush()
+        if self.nevents is not None:
+            self.nevents.flush()
 
     def flush(self) -> None:
         """Chunks are stored as they are written; nothing waits in this process."""
@@ -135,7 +148,8 @@ class RecordSink:
     def close(self) -> None:
         try:
             if self.missing:
-                set_missing(self.nevents, self.missing)
+                set_missing(self.nevents if self.nevents is not None else self.group,
+                            self.missing)
             if self.finished is not None:
                 self._flush_data()
                 set_finished(self.finished)

@@ -1,16 +1,17 @@
 """``RecordWriter``: per-frame events stored in frame order, whatever order the frames come in.
 
-A group holds one dataset per feature (axis 0: events), an ``index``
-dataset (the frame of each event) and an ``nevents`` dataset (events per
-frame). The events of frame ``f`` are rows ``offset[f]`` to
-``offset[f] + nevents[f]`` of every feature dataset, where ``offset`` is the
-running sum of ``nevents``.
+A group holds one dataset per feature (axis 0: events) and, unless left
+out or put elsewhere, an ``index`` dataset (the frame of each event) and
+an ``nevents`` dataset (events per frame). The events of frame ``f`` are
+rows ``offset[f]`` to ``offset[f] + nevents[f]`` of every feature dataset,
+where ``offset`` is the running sum of ``nevents``.
 
 Frames are put in order in the caller's threads (frames that come early
 wait, by reference, for the missing ones), their events copied into the
-open chunk of every column, and whole chunks go to the worker, which
-filters them outside h5py's lock and stores them, the ``nevents`` rows that
-announce the frames last.
+open chunk of every column (each column has its own chunk length), and
+whole chunks go to the worker, which filters them outside h5py's lock and
+stores them; the ``nevents`` rows of frames go with the store after which
+every column holds all their events.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import posixpath
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -31,14 +33,7 @@ from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, open_target
 from .filters import encoding_pool
-from .layout import (
-    CHUNK_BYTES,
-    check_count,
-    check_dtype,
-    check_lossless,
-    check_shape,
-    from_values,
-)
+from .layout import check_count, check_lossless, from_values
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
@@ -48,46 +43,33 @@ from .live import (
     create_finished,
     create_keys,
 )
-from .record_sink import NEVENTS_CHUNK, Column, RecordBlock, RecordSink
+from .record_layout import (
+    check_bookkeeping_path,
+    check_dataset_options,
+    check_features,
+    chunk_length,
+    default_chunk_events,
+    merged_options,
+    resolve,
+)
+from .record_sink import NEVENTS_CHUNK, Column, Piece, RecordBlock, RecordSink
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
 
 __all__ = ["NEVENTS_CHUNK", "RecordWriter", "default_chunk_events"]
 
-#: Bytes of the ``index`` dataset per event (int64).
-_INDEX_BYTES = 8
-
-
-def default_chunk_events(row_bytes: list[int]) -> int:
-    """Events per chunk for columns whose rows (one event) take ``row_bytes`` each.
-
-    Every column of a group shares one chunk length, so their chunks fill in
-    step: about 1 MiB (:data:`bgio.h5.layout.CHUNK_BYTES`) for the widest.
-
-    Examples
-    --------
-    >>> default_chunk_events([4, 4, 8])
-    131072
-    >>> default_chunk_events([4 * 64 * 64])
-    64
-    """
-    return max(1, CHUNK_BYTES // max(row_bytes, default=1))
-
 
 class _OpenChunk:
-    """The chunk being filled (one buffer per column), and the frames it will announce."""
+    """One column's chunk being filled."""
 
-    __slots__ = ("fill", "frames", "index", "raw", "rows")
+    __slots__ = ("fill", "index", "raw", "rows")
 
-    def __init__(self, index: int, columns: list[Column], length: int) -> None:
-        self.index = index
-        self.rows = [np.zeros((length, *column.shape), column.dtype) for column in columns]
+    def __init__(self, index: int, column: Column, length: int) -> None:
+        self.index = index  # the chunk's position along axis 0, in chunks
+        self.rows = np.zeros((length, *column.shape), column.dtype)
         self.fill = 0  # rows filled so far
         self.raw = False  # announced before complete (live files): stored unfiltered
-        # Frames whose last event is in this chunk (or which have none), not
-        # yet announced: (events, handle) in frame order.
-        self.frames: list[tuple[int, BackgroundWriteProcess]] = []
 
 
 class RecordWriter(H5Writer):
@@ -95,17 +77,21 @@ class RecordWriter(H5Writer):
 
     Each frame has any number of events (zero included); each event has a
     value for every feature. The group gets one dataset per feature, of
-    shape ``(events, *feature_shape)``; an ``index`` dataset (int64, the
-    frame of each event); and an ``nevents`` dataset (int64, events per
-    frame). The events of frame ``f`` are rows ``offset[f]`` to
-    ``offset[f] + nevents[f]`` of every feature dataset, where ``offset`` is
-    the running sum of ``nevents`` (``numpy.cumsum``, shifted by one).
+    shape ``(events, *feature_shape)``, and two bookkeeping datasets: an
+    ``index`` dataset (int64, the frame of each event) and an ``nevents``
+    dataset (int64, events per frame). The events of frame ``f`` are rows
+    ``offset[f]`` to ``offset[f] + nevents[f]`` of every feature dataset,
+    where ``offset`` is the running sum of ``nevents`` (``numpy.cumsum``,
+    shifted by one). Either bookkeeping dataset can be renamed, put in
+    another group, or left out (``None``), for formats that define the
+    group's contents themselves (an ``.rtdc`` file's ``events`` group holds
+    features only).
 
     Several threads may call :meth:`append` at once, for frames in any
     order. A frame that comes before the frames ahead of it waits for them
-    (by reference: leave its arrays unchanged until its handle is done);
-    then its events are copied into the open chunks, which the worker
-    stores, filtered outside h5py's lock, when they are full, at
+    (by reference: leave its arrays unchanged until it is accepted, or its
+    handle is done); then its events are copied into the open chunks, which
+    the worker stores, filtered outside h5py's lock, when they are full, at
     :meth:`flush` and at :meth:`close`. Memory is bounded: frames that wait
     for a missing one, and chunks not yet stored, take at most
     ``max_pending_bytes``; a producer beyond that blocks (or raises
@@ -118,33 +104,58 @@ class RecordWriter(H5Writer):
         by :meth:`close`.
     group : str
         The group's name in ``target``: created if missing; none of the
-        datasets may exist in it yet.
+        datasets may exist yet.
     features : mapping of str to (shape, dtype)
         Each feature's per-event shape (``()`` for a scalar, an int for a
         vector) and dtype, stored exactly.
-    compression, compression_opts, shuffle : keyword-only
-        As for ``h5py.Group.create_dataset``, for every dataset of the group.
+    dataset_options : mapping of str to mapping, keyword-only
+        Per feature, keywords of ``h5py.Group.create_dataset`` for its
+        dataset: ``compression`` (a name, a filter id, or an hdf5plugin
+        filter object), ``compression_opts``, ``shuffle``, ``fletcher32``,
+        ``scaleoffset``, ``fillvalue``, ``track_times``, and ``chunks``
+        (events per chunk, or a chunk shape of whole events). An hdf5plugin
+        filter object can stand for the whole mapping
+        (``{"image": hdf5plugin.Zstd(clevel=5)}``). They override the
+        defaults below keyword by keyword, except that a feature's own
+        ``compression`` drops the default ``compression_opts``. Any other
+        keyword, or a feature not in ``features``, is refused here.
+    compression, compression_opts, shuffle, fletcher32 : keyword-only
+        Defaults for every dataset of the group (the bookkeeping ones
+        included), as for ``h5py.Group.create_dataset``.
     chunk_events : int or None, keyword-only
-        Events per chunk, the same for every feature; None chooses about
-        1 MiB for the widest (see :func:`default_chunk_events`).
+        Events per chunk of every feature (and of ``index``) that does not
+        set its own ``chunks``; None (the default) sizes each dataset's
+        chunks on its own, about 1 MiB (see :func:`default_chunk_events`).
+        With chunks of different lengths a frame's handle is done once the
+        last column's chunk holding its events is stored.
     priority : int 1..10 or bgio.BackgroundIOPriority, keyword-only, default 4
         Pacing of the filtering and storing.
     max_pending_bytes : int or None, keyword-only, default 64 MiB
         Bound on the bytes of events accepted and not yet stored; None for
         no bound.
-    index_name, nevents_name : str, keyword-only
-        Names of the ``index`` and ``nevents`` datasets.
+    index_name, nevents_name : str or None, keyword-only
+        Where the ``index`` and ``nevents`` datasets go: a name in the
+        group (``"index"``, ``"nevents"`` by default), a path below it
+        (``"bookkeeping/nevents"``), an absolute path (``"/bgio/nevents"``),
+        or None to leave it out. Readers find frames' events by
+        ``nevents`` (or, without it, by ``index``); with both left out the
+        file holds the events in frame order with no frame boundaries.
+        A follower (:func:`bgio.h5.follow_records`) must be told the names
+        used.
     on_missing : {"warn", "raise", "ignore"}, keyword-only
         What :meth:`close` does about frames below the last one appended
         that never came: they are stored with no events, listed in
         :attr:`missing` and in the ``missing_frames`` attribute of
-        ``nevents``; "warn" also warns, "raise" raises ``ValueError``
-        (after closing).
+        ``nevents`` (of the group without it); "warn" also warns, "raise"
+        raises ``ValueError`` (after closing).
     swmr, flush_interval, flush_every : keyword-only
         Write a live file, as for :class:`bgio.h5.FrameWriter`: a frame is
-        announced once its events and its ``nevents`` row are stored.
+        announced once its events and its ``nevents`` row are stored. A
+        live group needs ``nevents`` or ``index`` (followers find frames'
+        events by them).
     keys : str, keyword-only, default "keys"
-        With ``swmr``: the key dataset's name, in the group (one key per frame).
+        With ``swmr``: where the key dataset goes (one key per frame), as
+        for ``index_name``.
     finished : str, keyword-only, default "finished"
         With ``swmr``: the finished flag's name, beside the group.
 
@@ -153,6 +164,17 @@ class RecordWriter(H5Writer):
     missing : list of int
         After :meth:`close`: the frames below the last one appended that
         never came (also the ``missing_frames`` attribute of ``nevents``).
+
+    Raises
+    ------
+    TypeError
+        Bad arguments, among them a ``dataset_options`` keyword that is not
+        taken (the message names the feature and the keyword).
+    ValueError
+        Names that clash or exist already, unknown features in
+        ``dataset_options``, chunks that do not hold whole events; and
+        whatever h5py refuses (an unknown filter) before any dataset is left
+        behind.
 
     Examples
     --------
@@ -176,14 +198,16 @@ class RecordWriter(H5Writer):
         group: str,
         features: Mapping[str, tuple[object, object]],
         *,
-        compression: str | int | None = None,
+        dataset_options: Mapping[str, Mapping[str, object]] | None = None,
+        compression: object = None,
         compression_opts: object = None,
         shuffle: bool = False,
+        fletcher32: bool = False,
         chunk_events: int | None = None,
         priority: PriorityLike = 4,
         max_pending_bytes: int | None = 64 * 1024 * 1024,
-        index_name: str = "index",
-        nevents_name: str = "nevents",
+        index_name: str | None = "index",
+        nevents_name: str | None = "nevents",
         on_missing: str = "warn",
         swmr: bool = False,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
@@ -194,67 +218,84 @@ class RecordWriter(H5Writer):
         on_missing = check_on_missing(on_missing)
         if not isinstance(group, str) or not group:
             raise TypeError(f"group must be a non-empty str, got {group!r}")
-        for label, value in (("index_name", index_name), ("nevents_name", nevents_name),
-                             ("keys", keys), ("finished", finished)):
-            if not isinstance(value, str) or not value or "/" in value:
-                raise ValueError(f"{label} must be a dataset name, got {value!r}")
-        if len({index_name, nevents_name, keys}) < 3:
-            raise ValueError(f"index_name, nevents_name and keys must differ, got "
-                             f"{index_name!r}, {nevents_name!r} and {keys!r}")
+        index_name = check_bookkeeping_path("index_name", index_name)
+        nevents_name = check_bookkeeping_path("nevents_name", nevents_name)
+        keys = check_bookkeeping_path("keys", keys, optional=False)  # type: ignore[assignment]
+        if not isinstance(finished, str) or not finished or "/" in finished:
+            raise ValueError(f"finished must be a dataset name, got {finished!r}")
         if not isinstance(swmr, bool):
             raise TypeError(f"swmr must be True or False, got {swmr!r}")
         if swmr:
             flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
-        layouts = _check_features(features, (index_name, nevents_name, keys))
+            if index_name is None and nevents_name is None:
+                raise ValueError("index_name and nevents_name cannot both be None with swmr: "
+                                 "followers find each frame's events by one of them")
+        for label, flag in (("shuffle", shuffle), ("fletcher32", fletcher32)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{label} must be True or False, got {flag!r}")
+        layouts = check_features(features)
+        own_options = check_dataset_options(dataset_options, layouts)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
-        if chunk_events is None:
-            chunk_events = default_chunk_events(
-                [math.prod(shape) * dtype.itemsize for shape, dtype in layouts.values()]
-                + [_INDEX_BYTES])
-        else:
+        if chunk_events is not None:
             chunk_events = check_count(chunk_events, "chunk_events")
+        defaults: dict[str, object] = {"compression": compression,
+                                       "compression_opts": compression_opts,
+                                       "shuffle": shuffle, "fletcher32": fletcher32}
+        lengths = {name: chunk_length(name, shape, math.prod(shape) * dtype.itemsize,
+                                      own_options.get(name, {}), chunk_events)
+                   for name, (shape, dtype) in layouts.items()}
         profile = resolve_priority(priority)
         parent, own_file = open_target(target, swmr)
-        options = {"compression": compression, "compression_opts": compression_opts,
-                   "shuffle": shuffle}
         key_dataset = finished_flag = None
+        created: list[str] = []  # removed again if the rest fails
         try:
             if swmr:
                 check_live(parent)
-            existing = parent.get(group)
-            if existing is not None:
-                names = (*layouts, index_name, nevents_name, *((keys,) if swmr else ()))
-                taken = [name for name in names if name in existing]
-                if taken:
-                    raise ValueError(f"group: {existing.name!r} already has {taken}")
+            group_path = resolve(parent.name, group)
+            bookkeeping = {label: name for label, name in
+                           (("index_name", index_name), ("nevents_name", nevents_name),
+                            ("keys", keys if swmr else None)) if name is not None}
+            _check_places(parent.file, group_path, list(layouts), bookkeeping)
             if swmr:
                 folder = posixpath.dirname(group)
                 check_finished(parent.get(folder) if folder else parent, finished)
             where = parent.require_group(group)
+
+            def create(name: str, shape: tuple[int, ...], dtype: object, length: int,
+                       options: Mapping[str, object]) -> h5py.Dataset:
+                dataset = where.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
+                                               dtype=dtype, chunks=(length, *shape), **options)
+                created.append(dataset.name)
+                return dataset
+
             columns = [
-                Column(name, where.create_dataset(
-                    name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                    chunks=(chunk_events, *shape), **options))
+                Column(name, create(name, shape, dtype, lengths[name],
+                                    merged_options(defaults, own_options.get(name, {}))))
                 for name, (shape, dtype) in layouts.items()
             ]
-            columns.append(Column(index_name, where.create_dataset(
-                index_name, shape=(0,), maxshape=(None,), dtype=np.int64,
-                chunks=(chunk_events,), **options)))
-            nevents = where.create_dataset(
-                nevents_name, shape=(0,), maxshape=(None,), dtype=np.int64,
-                chunks=(NEVENTS_CHUNK,), **options)
+            if index_name is not None:
+                length = chunk_events or default_chunk_events(np.dtype(np.int64).itemsize)
+                columns.append(Column(index_name, create(index_name, (), np.int64, length,
+                                                         merged_options(defaults, {}))))
+            nevents = None
+            if nevents_name is not None:
+                nevents = create(nevents_name, (), np.int64, NEVENTS_CHUNK,
+                                 merged_options(defaults, {}))
             if swmr:
                 key_dataset = create_keys(where, keys)
+                created.append(key_dataset.name)
                 finished_flag = create_finished(where.parent, finished)
         except BaseException:
+            for made in reversed(created):
+                del parent.file[made]
             if own_file is not None:
                 own_file.close()
             raise
         self._group = where
         self._columns = columns
+        self._with_index = index_name is not None  # the last column is the index
         self._features = layouts
-        self._chunk_events = chunk_events
         self._row_bytes = sum(column.row_bytes for column in columns)
         sink = RecordSink(where, columns, nevents, own_file)
         self._announced = 0  # live: frames below this have their keys set (or queued)
@@ -265,7 +306,13 @@ class RecordWriter(H5Writer):
         self._held_bytes = 0
         self._queued_bytes = 0  # in stores not yet done
         self._events = 0  # events put in order
-        self._open = _OpenChunk(0, columns, chunk_events)
+        self._lengths = [column.dataset.chunks[0] for column in columns]
+        self._open = [_OpenChunk(0, column, length)
+                      for column, length in zip(columns, self._lengths, strict=True)]
+        self._queued = [0] * len(columns)  # per column: rows in stores queued so far
+        # Frames put in order whose events are not all queued in every column
+        # yet, or whose nevents row is not: (end event, events, handle).
+        self._unsettled: deque[tuple[int, int, BackgroundWriteProcess]] = deque()
         self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
                     flush_every)
 
@@ -361,8 +408,7 @@ class RecordWriter(H5Writer):
         self._announcer.announced()
         if self._next == self._announced:
             return
-        if self._open.fill or self._open.frames:
-            self._store_open(copy=True)
+        self._store_all(copy=True)
         self._submit_announce()
 
     def _submit_announce(self) -> None:
@@ -420,25 +466,31 @@ class RecordWriter(H5Writer):
     def _put(self, arrays: dict[str, np.ndarray], count: int, handle: BackgroundWriteProcess) -> None:
         """Copy frame ``self._next``'s events into the open chunks, storing each one filled."""
         frame = self._next
-        length = self._chunk_events
-        done = 0
-        while done < count:
-            chunk = self._open
-            take = min(length - chunk.fill, count - done)
-            into = slice(chunk.fill, chunk.fill + take)
-            *feature_rows, index_rows = chunk.rows
-            for column, rows in zip(self._columns, feature_rows, strict=False):
-                rows[into] = arrays[column.name][done : done + take]
-            index_rows[into] = frame
-            chunk.fill += take
-            done += take
-            if chunk.fill == length and done < count:
-                self._store_open()  # the frame goes on in the next chunk
-        self._open.frames.append((count, handle))
-        if self._open.fill == length:
-            self._store_open()
+        filled: list[Piece] = []
+        for position, column in enumerate(self._columns if count else ()):
+            source = None if self._is_index(position) else arrays[column.name]
+            length = self._lengths[position]
+            done = 0
+            while done < count:
+                chunk = self._open[position]
+                take = min(length - chunk.fill, count - done)
+                into = slice(chunk.fill, chunk.fill + take)
+                if source is None:
+                    chunk.rows[into] = frame
+                else:
+                    chunk.rows[into] = source[done : done + take]
+                chunk.fill += take
+                done += take
+                if chunk.fill == length:
+                    filled.append(self._piece(position))
         self._next = frame + 1
         self._events += count
+        self._unsettled.append((self._events, count, handle))
+        if filled:
+            self._queue_store(filled)
+
+    def _is_index(self, position: int) -> bool:
+        return self._with_index and position == len(self._columns) - 1
 
     def _release_held(self) -> None:
         """Put the frames that waited for the one just put, as far as they run in order."""
@@ -452,36 +504,53 @@ class RecordWriter(H5Writer):
         if freed:
             self._room.notify_all()
 
-    def _store_open(self, copy: bool = False) -> None:
-        """Queue the open chunk's rows and the frames it announces.
+    def _piece(self, position: int, copy: bool = False) -> Piece:
+        """Column ``position``'s open chunk, as a piece of the next store.
 
         A full chunk is done with and a new one opened. A partial one goes
-        on filling and is stored again when full: what is queued now is a
+        on filling and is stored again when full: what is stored now is a
         copy of it (``copy``), unless nothing will be added (closing).
         """
-        chunk = self._open
-        if chunk.fill == self._chunk_events:
+        column, length = self._columns[position], self._lengths[position]
+        chunk = self._open[position]
+        if chunk.fill == length:
             rows = chunk.rows
-            self._open = _OpenChunk(chunk.index + 1, self._columns, self._chunk_events)
+            self._open[position] = _OpenChunk(chunk.index + 1, column, length)
         elif copy:
-            rows = [array.copy() for array in chunk.rows]
+            rows = chunk.rows.copy()
         else:
             rows = chunk.rows
-        announced, chunk.frames = chunk.frames, []
         if copy and self._swmr:
             # Announced before it is complete: unfiltered from now on, so each
             # store rewrites it in place (SWMR never reuses file space).
             chunk.raw = True
-        encoded: list[Future[bytes] | None] = [None] * len(rows)
-        if self._pool is not None and chunk.fill and not chunk.raw:
-            encoded = [self._pool.submit(column.pipeline.encode, array)
-                       if column.pipeline is not None and column.pipeline.compresses else None
-                       for column, array in zip(self._columns, rows, strict=True)]
-        block = RecordBlock(chunk.index, rows, chunk.fill, [count for count, _ in announced],
-                            self._row_bytes, encoded, chunk.raw)
+        self._queued[position] = chunk.index * length + chunk.fill
+        encoded: Future[bytes] | None = None
+        pipeline = column.pipeline
+        if self._pool is not None and not chunk.raw and pipeline is not None \
+                and pipeline.compresses:
+            encoded = self._pool.submit(pipeline.encode, rows)  # type: ignore[arg-type]
+        return Piece(position, chunk.index, rows, chunk.fill, encoded, chunk.raw,
+                     chunk.fill * column.row_bytes)
+
+    def _store_all(self, copy: bool) -> None:
+        """Store every column's open chunk as it stands, and settle every frame put (lock held)."""
+        pieces = [self._piece(position, copy) for position, chunk in enumerate(self._open)
+                  if self._queued[position] < chunk.index * self._lengths[position] + chunk.fill]
+        if pieces or self._unsettled:
+            self._queue_store(pieces)
+
+    def _queue_store(self, pieces: list[Piece]) -> None:
+        """Queue ``pieces``, and the ``nevents`` rows of the frames whose events every
+        column holds once they are stored: those frames are settled by this store."""
+        covered = min(self._queued)
+        settled: list[tuple[int, int, BackgroundWriteProcess]] = []
+        while self._unsettled and self._unsettled[0][0] <= covered:
+            settled.append(self._unsettled.popleft())
+        block = RecordBlock(pieces, [count for _, count, _ in settled])
         size = len(block)
         self._queued_bytes += size
-        handles = [handle for _, handle in announced]
+        handles = [handle for _, _, handle in settled]
         self._submit_block(block, on_done=lambda done: self._stored(done, size, handles))
 
     def _stored(self, store: BackgroundWriteProcess, size: int,
@@ -515,8 +584,8 @@ class RecordWriter(H5Writer):
         with self._lock:
             if self._swmr and not self._closed:
                 self._announce()  # stores the open chunks too
-            elif not self._closed and (self._open.fill or self._open.frames):
-                self._store_open(copy=True)
+            elif not self._closed:
+                self._store_all(copy=True)
             last = self._last
         if last is not None:
             if not last.wait(timeout):
@@ -532,8 +601,7 @@ class RecordWriter(H5Writer):
                 self.missing.append(self._next)
                 self._put({}, 0, _frame_handle(0))
             self._release_held()
-        if self._open.fill or self._open.frames:
-            self._store_open()
+        self._store_all(copy=False)
         if self._swmr and self._next > self._announced:
             self._submit_announce()
 
@@ -542,29 +610,36 @@ class RecordWriter(H5Writer):
                 f"(first: {self.missing[:10]}); stored with no events")
 
 
+def _check_places(file: h5py.File, group_path: str, features: list[str],
+                  bookkeeping: dict[str, str]) -> None:
+    """Refuse datasets that would clash with each other or with what the file holds."""
+    places = {resolve(group_path, name): name for name in features}
+    for label, name in bookkeeping.items():
+        path = resolve(group_path, name)
+        if path in places:
+            clash = places[path]
+            if clash in features:
+                raise ValueError(f"features: {clash!r} is the name of the index, nevents or "
+                                 f"keys dataset")
+            raise ValueError(f"index_name, nevents_name and keys must differ, got "
+                             f"{ {k: v for k, v in bookkeeping.items()} }")
+        places[path] = name
+    existing = file.get(group_path)
+    if existing is not None and not isinstance(existing, h5py.Group):
+        raise ValueError(f"group: {group_path!r} exists and is not a group")
+    inside = [name for path, name in places.items()
+              if posixpath.dirname(path) == group_path and path in file]
+    if inside:
+        raise ValueError(f"group: {group_path!r} already has {inside}")
+    for label, name in bookkeeping.items():
+        path = resolve(group_path, name)
+        if path in file:
+            raise ValueError(f"{label}: {path!r} already exists")
+
+
 def _frame_handle(size: int) -> BackgroundWriteProcess:
     """A frame's handle: running from the start, as accepted events are stored whatever
     happens to the handle (it is settled by the store that announces the frame)."""
     handle = BackgroundWriteProcess(size)
     handle.set_running_or_notify_cancel()
     return handle
-
-
-def _check_features(features: object,
-                    reserved: tuple[str, str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """``features`` as {name: (shape, dtype)}, checked in the caller."""
-    if not isinstance(features, Mapping) or not features:
-        raise TypeError(f"features must be a non-empty mapping of name to (shape, dtype), "
-                        f"got {features!r}")
-    layouts = {}
-    for name, spec in features.items():
-        if not isinstance(name, str) or not name or "/" in name or name == ".":
-            raise ValueError(f"features: {name!r} is not a dataset name")
-        if name in reserved:
-            raise ValueError(f"features: {name!r} is the name of the index, nevents or keys dataset")
-        if not isinstance(spec, tuple) or len(spec) != 2:
-            raise TypeError(f"features[{name!r}] must be a (shape, dtype) tuple, got {spec!r}")
-        shape, dtype = spec
-        layouts[name] = (check_shape(shape, f"features[{name!r}] shape"),
-                         check_dtype(dtype, f"features[{name!r}] dtype"))
-    return layouts

@@ -76,7 +76,7 @@ def sync_file(file: h5py.File) -> None:
         os.fsync(file.id.get_vfd_handle())
 
 
-def set_missing(dataset: h5py.Dataset, missing: list[int]) -> None:
+def set_missing(dataset: h5py.Dataset | h5py.Group, missing: list[int]) -> None:
     """Record the frames never written as an attribute of ``dataset``.
 
     Some HDF5 versions cannot create attributes in SWMR mode; the frames

@@ -1,0 +1,149 @@
+"""A record group's layout, checked in the caller: features, each dataset's creation
+options and chunk length, and where the bookkeeping datasets go."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+
+import numpy as np
+
+from .layout import CHUNK_BYTES, check_count, check_dtype, check_shape
+
+__all__ = ["DATASET_KEYWORDS", "check_bookkeeping_path", "check_dataset_options",
+           "check_features", "chunk_length", "default_chunk_events", "merged_options",
+           "resolve"]
+
+#: The ``h5py.Group.create_dataset`` keywords a record dataset takes (per feature, or for all).
+DATASET_KEYWORDS = ("compression", "compression_opts", "shuffle", "fletcher32", "scaleoffset",
+                    "chunks", "fillvalue", "track_times")
+
+Layout = tuple[tuple[int, ...], np.dtype]
+
+
+def default_chunk_events(row_bytes: int) -> int:
+    """Events per chunk for a dataset whose rows (one event each) take ``row_bytes``.
+
+    About 1 MiB (:data:`bgio.h5.layout.CHUNK_BYTES`) per chunk, for each
+    dataset on its own: a scalar feature gets long chunks, an image feature
+    short ones, and a reader of one feature reads (and decompresses) about
+    1 MiB at a time whatever its width.
+
+    Examples
+    --------
+    >>> default_chunk_events(4)
+    262144
+    >>> default_chunk_events(80 * 250)
+    52
+    """
+    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+
+
+def check_features(features: object) -> dict[str, Layout]:
+    """``features`` as {name: (shape, dtype)}, checked in the caller."""
+    if not isinstance(features, Mapping) or not features:
+        raise TypeError(f"features must be a non-empty mapping of name to (shape, dtype), "
+                        f"got {features!r}")
+    layouts = {}
+    for name, spec in features.items():
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"features: {name!r} is not a dataset name")
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise TypeError(f"features[{name!r}] must be a (shape, dtype) tuple, got {spec!r}")
+        shape, dtype = spec
+        layouts[name] = (check_shape(shape, f"features[{name!r}] shape"),
+                         check_dtype(dtype, f"features[{name!r}] dtype"))
+    return layouts
+
+
+def check_dataset_options(options: object, layouts: Mapping[str, Layout]
+                          ) -> dict[str, dict[str, object]]:
+    """``dataset_options`` as {feature: {keyword: value}}, every name and keyword checked.
+
+    Raises
+    ------
+    TypeError
+        Not a mapping of mappings, or a keyword ``create_dataset`` does not
+        take here (named, with the feature).
+    ValueError
+        A feature that is not in ``features``.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"dataset_options must be a mapping of feature name to a mapping "
+                        f"of create_dataset keywords, got {type(options).__name__}")
+    checked: dict[str, dict[str, object]] = {}
+    for name, keywords in options.items():
+        if name not in layouts:
+            raise ValueError(f"dataset_options: {name!r} is not one of the features "
+                             f"{list(layouts)}")
+        if not isinstance(keywords, Mapping):
+            raise TypeError(f"dataset_options[{name!r}] must be a mapping of create_dataset "
+                            f"keywords (or an hdf5plugin filter), got {type(keywords).__name__}")
+        for keyword in keywords:
+            if keyword not in DATASET_KEYWORDS:
+                raise TypeError(f"dataset_options[{name!r}]: unexpected keyword argument "
+                                f"{keyword!r} (a record dataset takes "
+                                f"{', '.join(DATASET_KEYWORDS)})")
+        checked[name] = dict(keywords)
+    return checked
+
+
+def merged_options(defaults: Mapping[str, object],
+                   own: Mapping[str, object]) -> dict[str, object]:
+    """A dataset's creation keywords: its own over the group's ``defaults``.
+
+    A dataset that names its own ``compression`` does not inherit the
+    default ``compression_opts``: gzip's level means nothing to another filter.
+    """
+    merged = dict(defaults)
+    if "compression" in own:
+        merged.pop("compression_opts", None)
+    merged.update(own)
+    merged.pop("chunks", None)  # chosen by chunk_length
+    return merged
+
+
+def chunk_length(name: str, shape: tuple[int, ...], row_bytes: int,
+                 own: Mapping[str, object], chunk_events: int | None) -> int:
+    """Events per chunk of one dataset: its own ``chunks``, else ``chunk_events``, else
+    about 1 MiB of its rows.
+
+    ``chunks`` may be the events per chunk (an int) or a whole chunk shape,
+    which must span whole events: bgio stores chunks of whole rows.
+    """
+    chunks = own.get("chunks")
+    label = f"dataset_options[{name!r}]['chunks']"
+    if chunks is None:
+        return chunk_events if chunk_events is not None else default_chunk_events(row_bytes)
+    if isinstance(chunks, (tuple, list)):
+        sizes = tuple(chunks)
+        if len(sizes) != len(shape) + 1 or sizes[1:] != shape:
+            raise ValueError(f"{label}: a chunk must hold whole events, shape (n, *{shape}) "
+                             f"for this feature; got {sizes}")
+        return check_count(sizes[0], label)
+    if chunks is True:
+        raise TypeError(f"{label} must be the events per chunk (an int) or a chunk shape, "
+                        f"got True; leave it out for the default")
+    return check_count(chunks, label)
+
+
+def check_bookkeeping_path(label: str, value: object, optional: bool = True) -> str | None:
+    """A bookkeeping dataset's place: a name, a path below the group, an absolute path,
+    or None (left out) where allowed."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        what = "a dataset name or path, or None" if optional else "a dataset name or path"
+        raise TypeError(f"{label} must be {what}, got {type(value).__name__}")
+    parts = value.strip("/").split("/")
+    if not value or value.endswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{label} must be a dataset name or path (no empty, '.' or '..' "
+                         f"parts), got {value!r}")
+    return value
+
+
+def resolve(group_path: str, name: str) -> str:
+    """``name``'s absolute path, as h5py resolves it in the group ``group_path``."""
+    return posixpath.normpath(posixpath.join(group_path, name))
