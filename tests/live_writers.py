@@ -84,3 +84,19 @@ def plain_h5py_frames(path: str, count: int, delay: float) -> None:
             time.sleep(delay)  # the pace of a producer
         finished[0] = 1
         finished.flush()
+
+
+def bgio_frames_gated(path: str, count: int, switched, go) -> None:
+    """FrameWriter with swmr=True that switches the file to SWMR mode with its first append,
+    sets ``switched`` before anything is announced, waits for ``go``, then writes the rest."""
+    import bgio.h5
+
+    with bgio.h5.FrameWriter(path, "frames", FRAME_SHAPE, "<u2", compression="gzip", swmr=True,
+                             flush_interval=None, flush_every=3) as w:
+        w.append(frame(0))  # the switch to SWMR; announced with frame 2
+        switched.set()
+        if not go.wait(60):
+            raise RuntimeError("the test never said go")
+        for index in range(1, count):
+            w.append(frame(index))
+            time.sleep(0.002)  # the pace of a producer, not a synchronisation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import shutil
 import subprocess
@@ -410,3 +411,158 @@ def test_live_arguments_are_checked_before_anything_is_created(tmp_path):
         bgio.h5.follow_records(path, "events", features="area")
     with pytest.raises(TypeError, match="name must be a str"):
         bgio.h5.follow(path, 123)
+
+
+def gated_writer(path):
+    """A writer process that has switched the file to SWMR mode and announced nothing yet;
+    set the returned Event to let it write its 20 frames."""
+    switched, go = spawn.Event(), spawn.Event()
+    writer = start(live_writers.bgio_frames_gated, path, 20, switched, go)
+    assert switched.wait(60)
+    return writer, go
+
+
+@pytest.mark.slow
+def test_swmr_tools_started_before_the_first_announcement_reads_every_frame(tmp_path):
+    swmr_tools = pytest.importorskip("swmr_tools")
+    path = str(tmp_path / "early.h5")
+    writer, go = gated_writer(path)
+    got: dict[int, bytes] = {}
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            keys, data = f["frames_keys"], f["frames"]
+            # In SWMR mode, nothing announced yet: the key dataset is not empty.
+            assert keys.shape == (1,) and keys[:].tolist() == [0]
+            follower = swmr_tools.KeyFollower([keys], timeout=5, finished_dataset=f["finished"])
+            follower.check_datasets()
+            assert follower.refresh() is False  # it raised ValueError on an empty key dataset
+            go.set()
+            for index in follower:
+                data.refresh()
+                got[index] = data[index].tobytes()
+            assert not follower.timed_out
+        writer.join(60)
+        assert writer.exitcode == 0
+    finally:
+        writer.kill()
+        writer.join(60)
+    assert sorted(got) == list(range(20))
+    assert [index for index in got if got[index] != frame(index).tobytes()] == []
+    with h5py.File(path, "r") as f:
+        assert f["frames_keys"][:].tolist() == list(range(1, 21))
+
+
+@pytest.mark.slow
+def test_follow_started_before_the_first_announcement_reads_every_frame(tmp_path):
+    path = str(tmp_path / "early.h5")
+    writer, go = gated_writer(path)
+    try:
+        with bgio.h5.follow(path, "frames", timeout=30) as follower:
+            looked = follower.keys[0][:].tolist()
+            go.set()
+            seen = [(index, image.tobytes()) for index, image in follower]
+        writer.join(60)
+        assert writer.exitcode == 0
+    finally:
+        writer.kill()
+        writer.join(60)
+    assert looked == [0]
+    assert [index for index, _ in seen] == list(range(20)) and follower.finished
+    assert all(data == frame(index).tobytes() for index, data in seen)
+
+
+def test_a_key_dataset_is_never_empty_and_ends_at_the_frame_count(tmp_path):
+    with FrameWriter(tmp_path / "a.h5", "frames", FRAME_SHAPE, "<u2", swmr=True) as w:
+        assert w.dataset.parent["frames_keys"][:].tolist() == [0]
+        for index in range(3):
+            w.append(frame(index))
+    with RecordWriter(tmp_path / "b.h5", "events", FEATURES, swmr=True) as w:
+        assert w.group["keys"][:].tolist() == [0]
+        w.append(0, events(1))
+        w.append(1, events(2))
+    with FrameWriter(tmp_path / "c.h5", "frames", FRAME_SHAPE, "<u2", swmr=True) as w:
+        pass  # no frame: the one key stays 0 ("not yet"), never set
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f["frames_keys"][:].tolist() == [1, 2, 3]
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f["events/keys"][:].tolist() == [1, 2]
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["frames_keys"][:].tolist() == [0] and f["frames"].shape[0] == 0
+    with bgio.h5.follow(tmp_path / "c.h5", "frames", timeout=5) as follower:
+        assert list(follower) == []
+    assert follower.finished
+
+
+def scan_file(path, keys_shapes, filled=None, data_shape=(3, 4, 2, 2)):
+    """A finished file of a 3 x 4 scan: data[i, j] is all 4 * i + j; each key dataset
+    of the given shape is 1 at the points in ``filled`` (flat C-order positions), else 0."""
+    with h5py.File(path, "w", libver="latest") as f:
+        points = np.arange(math.prod(data_shape[:2]), dtype="u1").reshape(data_shape[:2])
+        f["data"] = np.broadcast_to(points[:, :, None, None], data_shape).copy()
+        for name, shape in keys_shapes.items():
+            flat = np.zeros(math.prod(shape), "i4")
+            flat[list(filled.get(name, range(flat.size))) if filled else slice(None)] = 1
+            f[name] = flat.reshape(shape)
+        f["finished"] = np.ones(1, "i4")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 1, 1), (3, 4)])
+def test_scan_keys_yield_the_points_in_order(tmp_path, shape):
+    path = tmp_path / "scan.h5"
+    scan_file(path, {"keys": shape})
+    with bgio.h5.follow(path, "data", keys="keys", timeout=5) as follower:
+        seen = [(point, image.tobytes()) for point, image in follower]
+    assert [point for point, _ in seen] == [(i, j) for i in range(3) for j in range(4)]
+    assert all(data == bytes([4 * i + j] * 4) for (i, j), data in seen)
+    assert follower.finished and follower.scan_shape == (4,) and follower.frames_read == 12
+
+
+def test_several_key_datasets_a_frame_is_complete_when_all_are_set(tmp_path):
+    path = tmp_path / "two.h5"
+    # Detector a has done 7 points, detector b 5: points 0..4 are complete.
+    scan_file(path, {"a": (3, 4, 1, 1), "b": (3, 4, 1, 1)}, {"a": range(7), "b": range(5)})
+    with bgio.h5.follow(path, "data", keys=["a", "b"], timeout=5) as follower:
+        assert [key.name for key in follower.keys] == ["/a", "/b"]
+        seen = [point for point, _ in follower]
+    assert seen == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+    path = tmp_path / "stack.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f["frames"] = np.arange(6, dtype="u1").reshape(6, 1)
+        f["k1"] = np.array([1, 1, 1, 1, 0, 0], "i8")
+        f["k2"] = np.array([1, 1, 1], "i4")  # shorter: frames past it are not complete
+        f["finished"] = np.ones(1, "i4")
+    with bgio.h5.follow(path, "frames", keys=("k1", "k2"), timeout=5) as follower:
+        assert [(index, image.tolist()) for index, image in follower] == [
+            (0, [0]), (1, [1]), (2, [2])]
+
+
+def test_scan_keys_that_cannot_be_followed_in_order_are_refused(tmp_path):
+    path = tmp_path / "bad.h5"
+    scan_file(path, {"a": (3, 4, 1, 1), "b": (3, 5), "c": (12,)})
+    with pytest.raises(ValueError, match=r"keys: '/a' and '/b' do not have the same scan shape "
+                                         r"\(\(n, 4\) and \(n, 5\)\)"):
+        bgio.h5.follow(path, "data", keys=["a", "b"])
+    with pytest.raises(ValueError, match=r"keys: '/a' and '/c' do not have the same scan shape "
+                                         r"\(\(n, 4\) and \(n\)\)"):
+        bgio.h5.follow(path, "data", keys=["a", "c"])
+    with pytest.raises(ValueError, match=r"name: '/data' has shape \(3, 4, 2, 2\), which does "
+                                         r"not start with the scan shape \(n, 5\)"):
+        bgio.h5.follow(path, "data", keys="b")
+    with pytest.raises(TypeError, match="keys must be a dataset name or a list of them"):
+        bgio.h5.follow(path, "data", keys=5)
+    with pytest.raises(ValueError, match="keys must name at least one key dataset"):
+        bgio.h5.follow(path, "data", keys=[])
+    # A scan axis after the first that grows while followed: refused, not skipped over.
+    with h5py.File(tmp_path / "grow.h5", "w", libver="latest") as f:
+        data = f.create_dataset("data", shape=(1, 2, 3), maxshape=(None, None, 3), dtype="u1")
+        keys = f.create_dataset("data_keys", shape=(1, 2), maxshape=(None, None), dtype="i4")
+        keys[...] = 1
+        f.create_dataset("finished", shape=(1,), dtype="i4")
+        follower = bgio.h5.follow(f, "data", timeout=5)
+        assert [next(follower)[0], next(follower)[0]] == [(0, 0), (0, 1)]
+        keys.resize((1, 4))
+        data.resize((1, 4, 3))
+        keys[...] = 1
+        with pytest.raises(ValueError, match=r"the scan shape of '/data_keys' changed from "
+                                             r"\(n, 2\) to \(n, 4\) while it was followed"):
+            next(follower)
