@@ -566,3 +566,44 @@ def test_scan_keys_that_cannot_be_followed_in_order_are_refused(tmp_path):
         with pytest.raises(ValueError, match=r"the scan shape of '/data_keys' changed from "
                                              r"\(n, 2\) to \(n, 4\) while it was followed"):
             next(follower)
+
+
+@pytest.mark.parametrize("names", [
+    {"keys": "/live/keys", "nevents_name": "/live/nevents", "index_name": None},
+    {"keys": "/live/keys", "nevents_name": None, "index_name": "/live/index"},
+])
+def test_follow_records_told_where_the_bookkeeping_went(tmp_path, names):
+    path = tmp_path / "moved.h5"
+    options = {"area": {"chunks": 3}, "trace": {"chunks": 5}}
+    with RecordWriter(path, "events", FEATURES, swmr=True, flush_interval=None, flush_every=4,
+                      dataset_options=options, compression="gzip", **names) as w:
+        for index in range(41):
+            w.append(index, events(index))
+    with h5py.File(path, "r") as f:
+        assert sorted(f["events"]) == sorted(FEATURES)
+        assert f["live/keys"][:].tolist() == list(range(1, 42))
+    follower = bgio.h5.follow_records(path, "events", keys=names["keys"],
+                                      nevents=names["nevents_name"], index=names["index_name"],
+                                      timeout=5)
+    with follower:
+        assert sorted(follower.features) == sorted(FEATURES)
+        for index, got in follower:
+            want = events(index)
+            for name in FEATURES:
+                assert got[name].tobytes() == want[name].tobytes(), (index, name)
+    assert follower.frames_read == 41 and follower.finished
+
+
+def test_follow_records_needs_nevents_or_index(tmp_path):
+    path = tmp_path / "r.h5"
+    with RecordWriter(path, "events", FEATURES, swmr=True, nevents_name=None) as w:
+        w.append(0, events(1))
+    with pytest.raises(ValueError, match="nevents and index cannot both be None"):
+        bgio.h5.follow_records(path, "events", nevents=None, index=None)
+    with pytest.raises(ValueError, match=r"nevents: no dataset 'nevents' in '/events' .*; if "
+                                         r"its writer left it out \(nevents_name=None\), pass "
+                                         r"nevents=None"):
+        bgio.h5.follow_records(path, "events")
+    with bgio.h5.follow_records(path, "events", nevents=None) as follower:
+        assert [(index, got["area"].tolist()) for index, got in follower] == [
+            (0, events(1)["area"].tolist())]

@@ -381,3 +381,269 @@ def test_the_producer_of_the_awaited_record_frame_is_woken(tmp_path, monkeypatch
     thread.join()
     w.append(6, {"a": np.zeros(1)})
     w.close()
+
+
+RTDC_FEATURES = {"deform": ((), "<f4"), "area_um": ((), "<f4"), "frame": ((), "<u4"),
+                 "image": ((80, 250), "u1")}
+RTDC_METADATA = {
+    "experiment:date": "2024-05-06", "experiment:event count": 0, "experiment:run index": 1,
+    "experiment:sample": "blood", "experiment:time": "12:00:00",
+    "imaging:flash device": "LED", "imaging:flash duration": 2.0,
+    "imaging:frame rate": 2000.0, "imaging:pixel size": 0.34,
+    "imaging:roi position x": 0, "imaging:roi position y": 0,
+    "imaging:roi size x": 250, "imaging:roi size y": 80,
+    "setup:channel width": 20.0, "setup:chip region": "channel", "setup:flow rate": 0.04,
+    "setup:flow rate sample": 0.01, "setup:flow rate sheath": 0.03,
+    "setup:medium": "CellCarrier", "setup:module composition": "AcCellerator",
+    "setup:identifier": "bgio-test", "setup:software version": "bgio",
+}
+
+
+def rtdc_events(frame: int, counts: list[int]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(frame)
+    count = counts[frame]
+    return {"deform": rng.random(count, dtype="f4"), "area_um": rng.random(count, "f4") * 100,
+            "frame": np.full(count, frame + 1, "<u4"),
+            "image": rng.integers(0, 255, (count, 80, 250), dtype="u1")}
+
+
+def write_rtdc(path, counts, **options):
+    """An .rtdc file as dcnum writes one: root metadata, the features in events/, zstd-5
+    and fletcher32 on every feature, frames from 4 producer threads out of order."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    with h5py.File(path, "w") as f:
+        for key, value in {**RTDC_METADATA, "experiment:event count": sum(counts)}.items():
+            f.attrs[key] = np.bytes_(value) if isinstance(value, str) else value
+        with RecordWriter(f, "events", RTDC_FEATURES, fletcher32=True,
+                          dataset_options={name: hdf5plugin.Zstd(clevel=5)
+                                           for name in RTDC_FEATURES}, **options) as w:
+            image = w.group["image"]
+            for key, value in (("CLASS", "IMAGE"), ("IMAGE_VERSION", "1.2"),
+                               ("IMAGE_SUBCLASS", "IMAGE_GRAYSCALE")):
+                image.attrs[key] = np.bytes_(value)
+            order = list(range(len(counts)))
+            random.Random(3).shuffle(order)
+
+            def producer(frames):
+                for frame in frames:
+                    w.append(frame, rtdc_events(frame, counts))
+
+            threads = [threading.Thread(target=producer, args=(order[k::4],)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+
+def violations(path):
+    check = pytest.importorskip("dclab.rtdc_dataset.check")
+    with check.IntegrityChecker(str(path)) as checker:
+        return [cue.msg for cue in checker.check() if cue.level == "violation"]
+
+
+@pytest.mark.parametrize("bookkeeping", [{"index_name": None, "nevents_name": None},
+                                         {"index_name": "/bgio/index",
+                                          "nevents_name": "/bgio/nevents"}])
+def test_an_rtdc_file_that_dclab_accepts(tmp_path, bookkeeping):
+    pytest.importorskip("dclab")
+    counts = [int(n) for n in np.random.default_rng(7).integers(0, 5, 120)]
+    path = tmp_path / "m.rtdc"
+    write_rtdc(path, counts, **bookkeeping)
+    assert violations(path) == []
+    frames = [rtdc_events(frame, counts) for frame in range(len(counts))]
+    with h5py.File(path, "r") as f:
+        assert sorted(f["events"]) == sorted(RTDC_FEATURES)
+        for name in RTDC_FEATURES:
+            stored = f["events"][name]
+            want = np.concatenate([events[name] for events in frames])
+            assert stored.dtype == want.dtype and stored[...].tobytes() == want.tobytes(), name
+            assert stored.fletcher32 and stored.id.get_create_plist().get_filter_by_id(32015)
+        # Each dataset's chunks sized on their own: ~1 MiB, not the image's 52 events.
+        assert f["events/deform"].chunks == (262144,)
+        assert f["events/image"].chunks == (52, 80, 250)
+        if bookkeeping["nevents_name"]:
+            assert f["bgio/nevents"][:].tolist() == counts
+            assert f["bgio/index"][:].tolist() == np.repeat(np.arange(len(counts)),
+                                                            counts).tolist()
+        else:
+            assert list(f) == ["events"]
+    import dclab
+
+    with dclab.new_dataset(str(path)) as ds:
+        assert len(ds) == sum(counts)
+        assert ds["frame"][:].tolist() == np.repeat(np.arange(1, len(counts) + 1),
+                                                    counts).tolist()
+
+
+def test_the_default_bookkeeping_is_what_dclab_refuses(tmp_path):
+    pytest.importorskip("dclab")
+    counts = [2, 0, 3, 1]
+    write_rtdc(tmp_path / "d.rtdc", counts)
+    found = violations(tmp_path / "d.rtdc")
+    assert "The index feature is not enumerated correctly" in found
+    assert "Features: wrong event count: 'nevents' (4 of 6)" in found
+
+
+def test_dataset_options_pass_through_per_feature(tmp_path):
+    counts = [3, 0, 7, 1, 12, 5]
+    options = {"area": {"compression": "gzip", "compression_opts": 9, "chunks": 5},
+               "peak": {"scaleoffset": 0, "chunks": (4,)},
+               "trace": {"compression": "lzf", "fletcher32": True, "chunks": (3, 8)}}
+    path = tmp_path / "o.h5"
+    with RecordWriter(path, "events", FEATURES, dataset_options=options, compression="gzip",
+                      compression_opts=1, shuffle=True, priority=1) as w:
+        for frame, count in enumerate(counts):
+            w.append(frame, make_events(frame, count))
+    check_group(path, counts)
+    with h5py.File(path, "r") as f:
+        area, peak, trace = f["events/area"], f["events/peak"], f["events/trace"]
+        assert (area.compression, area.compression_opts, area.shuffle, area.chunks) == (
+            "gzip", 9, True, (5,))
+        assert (peak.compression, peak.compression_opts, peak.scaleoffset, peak.chunks) == (
+            "gzip", 1, 0, (4,))
+        assert (trace.compression, trace.fletcher32, trace.shuffle, trace.chunks) == (
+            "lzf", True, True, (3, 8))
+        index = f["events/index"]
+        assert (index.compression, index.compression_opts, index.chunks) == ("gzip", 1,
+                                                                            (131072,))
+
+
+def test_fletcher32_files_verify(tmp_path):
+    counts = [40, 3, 0, 25]
+    path = tmp_path / "f.h5"
+    with RecordWriter(path, "events", FEATURES, fletcher32=True, compression="gzip",
+                      chunk_events=16, priority=1) as w:
+        for frame, count in enumerate(counts):
+            w.append(frame, make_events(frame, count))
+    check_group(path, counts)
+    with h5py.File(path, "r") as f:
+        assert all(f["events"][name].fletcher32 for name in (*FEATURES, "index", "nevents"))
+    # Damage one stored byte of the area chunks: HDF5's checksum catches it on reading.
+    with h5py.File(path, "r") as f:
+        offset = f["events/area"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 3)
+        byte = raw.read(1)
+        raw.seek(offset + 3)
+        raw.write(bytes([byte[0] ^ 0xFF]))
+    with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
+        f["events/area"][:16]
+
+
+def test_hdf5plugin_filters_per_feature(tmp_path):
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    counts = [5, 2, 9]
+    path = tmp_path / "p.h5"
+    with RecordWriter(path, "events", FEATURES,
+                      dataset_options={"trace": hdf5plugin.Zstd(clevel=5),
+                                       "area": {"compression": hdf5plugin.LZ4(), "shuffle": True}},
+                      compression="gzip", compression_opts=4) as w:
+        for frame, count in enumerate(counts):
+            w.append(frame, make_events(frame, count))
+    check_group(path, counts)
+    with h5py.File(path, "r") as f:
+        plist = f["events/trace"].id.get_create_plist()
+        assert plist.get_filter_by_id(32015)[1] == (5,)
+        assert f["events/area"].id.get_create_plist().get_filter_by_id(32004) is not None
+        assert f["events/peak"].compression == "gzip"
+
+
+def test_dataset_option_checks_in_the_caller(tmp_path):
+    path = tmp_path / "c.h5"
+    with pytest.raises(TypeError, match=r"dataset_options\['area'\]: unexpected keyword "
+                                        r"argument 'fletcher'"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"area": {"fletcher": True}})
+    with pytest.raises(TypeError, match=r"dataset_options\['area'\]: unexpected keyword "
+                                        r"argument 'maxshape'"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"area": {"maxshape": (None,)}})
+    with pytest.raises(ValueError, match=r"dataset_options: 'volume' is not one of the "
+                                         r"features \['area', 'peak', 'trace'\]"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"volume": {}})
+    with pytest.raises(TypeError, match=r"dataset_options\['area'\] must be a mapping"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"area": "gzip"})
+    with pytest.raises(ValueError, match=r"dataset_options\['trace'\]\['chunks'\]: a chunk must "
+                                         r"hold whole events, shape \(n, \*\(8,\)\) for this "
+                                         r"feature; got \(4, 4\)"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"trace": {"chunks": (4, 4)}})
+    with pytest.raises(TypeError, match="fletcher32 must be True or False"):
+        RecordWriter(path, "e", FEATURES, fletcher32=1)
+    # What h5py itself refuses leaves nothing behind.
+    with pytest.raises(ValueError, match="(?i)compression"):
+        RecordWriter(path, "e", FEATURES, dataset_options={"trace": {"compression": "nope"}})
+    with h5py.File(path, "r") as f:
+        assert list(f["e"]) == []
+    with pytest.raises(ValueError, match=r"index_name must be a dataset name or path"):
+        RecordWriter(path, "e", FEATURES, index_name="a//b")
+    with pytest.raises(TypeError, match=r"nevents_name must be a dataset name or path, or None"):
+        RecordWriter(path, "e", FEATURES, nevents_name=3)
+    with pytest.raises(ValueError, match="index_name, nevents_name and keys must differ"):
+        RecordWriter(path, "e", FEATURES, index_name="/x/n", nevents_name="/x/n")
+    with pytest.raises(ValueError, match="'area' is the name of the index, nevents or keys"):
+        RecordWriter(path, "e", FEATURES, nevents_name="area")
+    with pytest.raises(ValueError, match="index_name and nevents_name cannot both be None "
+                                         "with swmr"):
+        RecordWriter(tmp_path / "s.h5", "e", FEATURES, index_name=None, nevents_name=None,
+                     swmr=True)
+    RecordWriter(path, "e", FEATURES, nevents_name="/book/nevents").close()
+    with pytest.raises(ValueError, match=r"nevents_name: '/book/nevents' already exists"):
+        RecordWriter(path, "f", FEATURES, nevents_name="/book/nevents")
+
+
+def test_chunks_of_different_lengths_fill_at_their_own_pace(tmp_path):
+    rng = random.Random(5)
+    counts = [rng.choice([0, 1, 3, 9, 40]) for _ in range(300)]
+    order = list(range(len(counts)))
+    rng.shuffle(order)
+    path = tmp_path / "r.h5"
+    options = {"area": {"chunks": 7}, "peak": {"chunks": 64}, "trace": {"chunks": 3}}
+    handles = {}
+    with RecordWriter(path, "events", FEATURES, dataset_options=options, chunk_events=50,
+                      compression="gzip", shuffle=True, priority=1) as w:
+        for frame in order:
+            handles[frame] = w.append(frame, make_events(frame, counts[frame]))
+            if frame % 97 == 0:
+                w.flush()  # partial chunks stored, then filled and stored again
+    check_group(path, counts)
+    assert all(handles[frame].result() == counts[frame] * (4 + 2 + 8 + 8) for frame in handles)
+    with h5py.File(path, "r") as f:
+        assert [f["events"][name].chunks[0] for name in (*FEATURES, "index")] == [7, 64, 3, 50]
+
+
+def test_bookkeeping_moved_or_left_out(tmp_path):
+    counts = [2, 0, 4, 1, 0]
+    layouts = {"moved": {"index_name": "bookkeeping/frame_of_event",
+                         "nevents_name": "/counts/events_per_frame"},
+               "none": {"index_name": None, "nevents_name": None},
+               "index only": {"nevents_name": None}}
+    for label, names in layouts.items():
+        path = tmp_path / f"{label}.h5"
+        with RecordWriter(path, "events", FEATURES, chunk_events=3, **names) as w:
+            w.append(0, make_events(0, 2))
+            w.append(3, make_events(3, 1))  # 1, 2 and 4 never come: ...
+            w.append(5, {})
+            for frame in (1, 2, 4):
+                w.append(frame, make_events(frame, counts[frame]))
+        want = expected(counts + [0])
+        with h5py.File(path, "r") as f:
+            for name in FEATURES:
+                assert f["events"][name][...].tobytes() == want[name].tobytes(), (label, name)
+            if label == "moved":
+                assert sorted(f["events"]) == ["area", "bookkeeping", "peak", "trace"]
+                assert f["events/bookkeeping/frame_of_event"][:].tolist() == \
+                    want["index"].tolist()
+                assert f["counts/events_per_frame"][:].tolist() == counts + [0]
+            elif label == "none":
+                assert sorted(f["events"]) == sorted(FEATURES) and list(f) == ["events"]
+            else:
+                assert sorted(f["events"]) == sorted([*FEATURES, "index"])
+
+
+def test_missing_frames_without_nevents_are_listed_on_the_group(tmp_path):
+    w = RecordWriter(tmp_path / "r.h5", "events", FEATURES, nevents_name=None)
+    w.append(0, make_events(0, 2))
+    w.append(2, make_events(2, 1))
+    with pytest.warns(RuntimeWarning, match="never appended"):
+        w.close()
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events"].attrs["missing_frames"].tolist() == [1]
+        assert f["events/index"][:].tolist() == [0, 0, 2]
