@@ -149,7 +149,7 @@ class EncodingPool:
     ----------
     threads : int
         Number of threads.
-    profile : BackgroundIOPriority
+    profile : bgio.BackgroundIOPriority
         The writer's pacing profile.
     clock, rest : callables, optional
         The clock, and how a thread waits ``seconds`` (returning early once
