@@ -86,6 +86,8 @@ def test_a_storage_error_surfaces_on_close(tmp_path, monkeypatch):
                     compression="gzip")
 
     class Full:
+        compresses = True  # encoded on the pool (every preset has one on two cores)
+
         def encode(self, chunk):
             raise OSError(28, "No space left on device")
 

@@ -18,7 +18,7 @@ from .prepare import settle
 from .schedule import interleave, progress, warm_up
 from .stats import median_of, percentile
 
-__all__ = ["ARMS", "H5Run", "direct_chunk_thread", "h5_scenario", "plain_thread",
+__all__ = ["ARMS", "H5Run", "direct_chunk_thread", "h5_scenario", "h5py_loop", "plain_thread",
            "realistic_frames", "run_arm"]
 
 
@@ -97,7 +97,7 @@ def _create(group: h5py.Group, frames: np.ndarray, level: int | None) -> h5py.Da
         compression="gzip" if level is not None else None, compression_opts=level)
 
 
-def _h5py_loop(values: h5py.Dataset, done: Callable[[], bool]) -> list[float]:
+def h5py_loop(values: h5py.Dataset, done: Callable[[], bool]) -> list[float]:
     """The main thread's loop: a small h5py read, a 1 ms sleep; return the gaps (seconds)."""
     gaps: list[float] = []
     clock = time.perf_counter
@@ -152,7 +152,7 @@ def _thread_beside_h5py(directory: str, frames: np.ndarray, level: int | None) -
         thread = threading.Thread(target=run)
         started = time.perf_counter()
         thread.start()
-        gaps = _h5py_loop(values, done.is_set)
+        gaps = h5py_loop(values, done.is_set)
         seconds = time.perf_counter() - started
         thread.join()
     os.remove(small_path)
@@ -182,7 +182,7 @@ def _frame_writer(directory: str, frames: np.ndarray, level: int | None, priorit
         assert last is not None
         p99 = worst = None
         if main == "h5py":
-            gaps = _h5py_loop(values, last.done)
+            gaps = h5py_loop(values, last.done)
             p99, worst = percentile(gaps, 99) * 1e3, max(gaps, default=0.0) * 1e3
         elif main == "python":
             stats = loop_gaps(until=last.done)

@@ -7,7 +7,6 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import h5py
@@ -20,6 +19,7 @@ from ..source import Source
 from ..timeouts import check_timeout
 from ..worker import Job
 from .exit import track
+from .filters import EncodingPool
 from .live import (
     Announcer,
     Keys,
@@ -75,7 +75,7 @@ class H5Writer(ClosesOnExit):
     _what = "data"  # for messages: "frames", "records"
     _sink: _Sink
     _profile: BackgroundIOPriority
-    _pool: ThreadPoolExecutor | None
+    _pool: EncodingPool | None
 
     def _start(self, sink: _Sink, profile: BackgroundIOPriority, on_missing: str, swmr: bool,
                keys: h5py.Dataset | None, finished: h5py.Dataset | None,

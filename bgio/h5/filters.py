@@ -1,27 +1,45 @@
-"""HDF5 filter pipelines bgio reproduces byte for byte: shuffle and deflate (gzip), in any order."""
+"""HDF5 filter pipelines bgio reproduces byte for byte: shuffle and deflate (gzip), and the
+plugin codecs of :mod:`bgio.h5.codecs` (Zstd, LZ4, Blosc, Bitshuffle), in any order; and the
+pool that encodes chunks ahead of the worker."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import h5py
 import numpy as np
 
 from ..priority import BackgroundIOPriority
+from ..throttle import Throttle
+from ..worker import MIN_PAUSE
+from . import codecs
+from .codecs import BITSHUFFLE, BLOSC, LZ4, ZSTD
 
-__all__ = ["DEFLATE", "MAX_POOL", "SHUFFLE", "SUPPORTED", "ChunkPipeline", "encoding_pool",
-           "pipeline_of"]
+__all__ = ["BITSHUFFLE", "BLOSC", "DEFLATE", "LZ4", "MAX_POOL", "SHUFFLE", "SUPPORTED", "ZSTD",
+           "ChunkPipeline", "EncodingPool", "encoding_pool", "pipeline_of"]
+
+logger = logging.getLogger("bgio")
 
 #: HDF5's filter ids (H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE).
 DEFLATE = 1
 SHUFFLE = 2
-#: The filters bgio applies itself; a dataset with any other takes h5py's own path.
-SUPPORTED = frozenset({DEFLATE, SHUFFLE})
+#: The filters bgio applies itself; a dataset with any other takes h5py's own path. The plugin
+#: codecs count only when their package is installed (see :mod:`bgio.h5.codecs`).
+SUPPORTED = frozenset({DEFLATE, SHUFFLE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
+#: The filters whose work is worth doing on the pool (all but the byte shuffle).
+_HEAVY = frozenset({DEFLATE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
 #: Most threads compressing chunks ahead of the worker.
 MAX_POOL = 4
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -41,15 +59,15 @@ class ChunkPipeline:
 
     @property
     def compresses(self) -> bool:
-        """True if a chunk is deflated (its stored size then varies)."""
-        return any(step == DEFLATE for step, _ in self.steps)
+        """True if a chunk is compressed or bit-shuffled: work worth doing ahead, on the pool."""
+        return any(step in _HEAVY for step, _ in self.steps)
 
     def encode(self, chunk: np.ndarray) -> bytes | memoryview:
         """Filter one whole chunk as HDF5 would, for ``write_direct_chunk``.
 
-        Runs without h5py's lock: numpy's byte shuffle and zlib (which
-        releases the GIL) do the work, so several chunks can be encoded in
-        parallel while other threads use h5py.
+        Runs without h5py's lock: numpy's byte shuffle, zlib and the codec
+        packages (which release the GIL) do the work, so several chunks can
+        be encoded in parallel while other threads use h5py.
 
         Parameters
         ----------
@@ -68,8 +86,10 @@ class ChunkPipeline:
         for step, options in self.steps:
             if step == SHUFFLE:
                 data = _shuffle(data, self.itemsize)
-            else:
+            elif step == DEFLATE:
                 data = zlib.compress(data, options[0] if options else 6)
+            else:
+                data = codecs.encode_step(step, options, self.itemsize, data)
         return data  # with no filter, the chunk's own memory: stored without a copy
 
 
@@ -88,32 +108,102 @@ def _shuffle(data: bytes | memoryview, itemsize: int) -> bytes | memoryview:
 def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:
     """The pipeline bgio can apply for ``dataset``, or None if it must leave filtering to HDF5.
 
-    None for contiguous (unchunked) datasets and for any filter outside
-    :data:`SUPPORTED` (lzf, szip, fletcher32, scale-offset, plugins).
+    None for contiguous (unchunked) datasets, for any filter outside
+    :data:`SUPPORTED` (lzf, szip, fletcher32, scale-offset, other plugins),
+    and for a plugin codec whose package is not installed or whose options
+    bgio cannot reproduce exactly (the reason is logged on the ``bgio``
+    logger at debug level).
     """
     if dataset.chunks is None:
         return None
     plist = dataset.id.get_create_plist()
     steps = []
+    itemsize = dataset.dtype.itemsize
     for index in range(plist.get_nfilters()):
-        filter_id, _flags, options = plist.get_filter(index)[:3]
+        filter_id, _flags, raw_options = plist.get_filter(index)[:3]
+        filter_id = int(filter_id)
+        options = tuple(int(value) for value in raw_options)
         if filter_id not in SUPPORTED:
             return None
-        steps.append((int(filter_id), tuple(int(value) for value in options)))
-    return ChunkPipeline(tuple(steps), dataset.dtype.itemsize)
+        if filter_id not in (DEFLATE, SHUFFLE):
+            reason = codecs.unsupported_reason(filter_id, options, itemsize)
+            if reason is not None:
+                logger.debug("%s: filtered by HDF5 under h5py's lock: %s", dataset.name, reason)
+                return None
+        steps.append((filter_id, options))
+    return ChunkPipeline(tuple(steps), itemsize)
 
 
-def encoding_pool(profile: BackgroundIOPriority) -> ThreadPoolExecutor | None:
+class EncodingPool:
+    """Threads that encode chunks ahead of the worker, each paced to a profile's busy fraction.
+
+    Every thread keeps its own schedule (a :class:`bgio.throttle.Throttle`
+    of the profile, without ``max_rate``, which the worker applies to the
+    bytes stored): after encoding a chunk for ``b`` seconds it takes no
+    other before ``b * 100 / bandwidth_pct`` seconds have passed, so the
+    pool's combined work is at most ``bandwidth_pct`` % of its threads'
+    time. The result is handed over at once; the thread rests before its
+    next chunk, and time it had nothing to do counts as rest.
+
+    Parameters
+    ----------
+    threads : int
+        Number of threads.
+    profile : bgio.BackgroundIOPriority
+        The writer's pacing profile.
+    clock, rest : callables, optional
+        The clock, and how a thread waits ``seconds`` (returning early once
+        the pool shuts down); tests pass fakes.
+    """
+
+    def __init__(self, threads: int, profile: BackgroundIOPriority,
+                 clock: Callable[[], float] = time.perf_counter,
+                 rest: Callable[[float], object] | None = None) -> None:
+        self.threads = threads
+        self.profile = profile.replace(max_rate=None)
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._rest = rest if rest is not None else self._stopping.wait
+        self._schedules = threading.local()  # each thread's Throttle
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bgio-h5-filter")
+
+    def submit(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> Future[_T]:
+        """Encode ``chunk`` with ``encode`` on the pool; the future holds the result."""
+        return self._executor.submit(self._paced, encode, chunk)
+
+    def _paced(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> _T:
+        throttle = getattr(self._schedules, "throttle", None)
+        if throttle is None:
+            throttle = self._schedules.throttle = Throttle(self.profile, self._clock, MIN_PAUSE)
+        pause = throttle.delay()
+        if pause and not self._stopping.is_set():
+            self._rest(pause)
+        started = self._clock()
+        try:
+            return encode(chunk)
+        finally:
+            finished = self._clock()
+            throttle.record(chunk.nbytes, started, finished, finished - started)
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop taking chunks; resting threads wake at once (queued chunks are still encoded)."""
+        self._stopping.set()
+        self._executor.shutdown(wait=wait)
+
+
+def encoding_pool(profile: BackgroundIOPriority) -> EncodingPool | None:
     """Threads that compress chunks ahead of the worker, as ``profile`` allows, or None.
 
-    At full bandwidth (``bandwidth_pct`` 100, preset 1) there is no pacing
-    to respect, so one thread per core (at most :data:`MAX_POOL`) compresses
-    chunks in parallel (zlib releases the GIL) while the worker stores them
-    in order. Under a duty cycle the worker compresses each chunk itself,
-    inside the busy time that pacing governs, so a gentle preset takes a
-    share of one core and no more. A single core gains nothing from a pool.
+    One thread per core, at most :data:`MAX_POOL`, at every preset: the
+    codecs release the GIL, so chunks are compressed in parallel while the
+    worker stores them in order. Each thread is paced to the profile's
+    ``bandwidth_pct`` (see :class:`EncodingPool`): the pool's compressing
+    takes at most that share of its cores, e.g. at preset 4 (72 %) on two
+    cores 1.44 cores at most, at preset 10 (20 %) 0.4; at preset 1 all of
+    them. A single core gains nothing from a pool (None: the worker
+    compresses each chunk itself, inside the busy time its pacing governs).
     """
     cores = os.cpu_count() or 1
-    if profile.bandwidth_pct < 100 or cores < 2:
+    if cores < 2:
         return None
-    return ThreadPoolExecutor(min(MAX_POOL, cores), thread_name_prefix="bgio-h5-filter")
+    return EncodingPool(min(MAX_POOL, cores), profile)

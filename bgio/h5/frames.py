@@ -61,10 +61,12 @@ class FrameWriter(H5Writer):
     """Append frames to an HDF5 dataset from a background thread, chunk by chunk.
 
     The dataset has shape ``(n, *frame_shape)`` and grows along axis 0. With
-    gzip (deflate) and shuffle, or no filter, bgio filters each chunk itself
-    and stores it with ``write_direct_chunk``, so h5py's process-wide lock is
-    held about a millisecond per chunk and the rest of the program can go on
-    calling h5py; other filters go through h5py one chunk at a time.
+    gzip (deflate) and shuffle, no filter, or (their codec packages
+    installed, the ``codecs`` extra) hdf5plugin's Zstd, LZ4, Blosc and
+    Bitshuffle, bgio filters each chunk itself and stores it with
+    ``write_direct_chunk``, so h5py's process-wide lock is held about a
+    millisecond per chunk and the rest of the program can go on calling
+    h5py; other filters go through h5py one chunk at a time.
 
     Frames smaller than a chunk are gathered into the current chunk (copied
     into it) and stored when it is full, at :meth:`flush` and at
@@ -84,13 +86,17 @@ class FrameWriter(H5Writer):
     dtype : numpy dtype
         Stored exactly; frames that would lose values in it are refused.
     compression, compression_opts, shuffle
-        As for ``h5py.Group.create_dataset``.
+        As for ``h5py.Group.create_dataset``: a name ("gzip"), a filter id
+        with its options (``32015, (3,)``), or an hdf5plugin filter object
+        (``hdf5plugin.Zstd(clevel=3)``).
     chunk_frames : int or None
         Frames per chunk; None chooses (see :func:`bgio.h5.layout.default_chunks`).
     priority : int 1..10 or bgio.BackgroundIOPriority
         Pacing of the background work (filtering and storing, not the
-        handing of bytes to HDF5's cache). At full bandwidth (preset 1),
-        chunks are compressed ahead on a pool, one thread per core.
+        handing of bytes to HDF5's cache). Chunks are compressed ahead on a
+        pool, one thread per core, each busy at most the profile's
+        ``bandwidth_pct`` of the time (all of it at preset 1; see
+        :func:`bgio.h5.filters.encoding_pool`).
     max_pending_bytes : int or None, keyword-only
         Bound on the bytes held for frames not yet stored (chunks being
         filled and chunks queued); a call that would exceed it waits for
@@ -148,7 +154,7 @@ class FrameWriter(H5Writer):
         frame_shape: tuple[int, ...],
         dtype: np.dtype | str,
         *,
-        compression: str | int | None = None,
+        compression: object = None,
         compression_opts: object = None,
         shuffle: bool = False,
         chunk_frames: int | None = None,

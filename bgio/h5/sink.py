@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import Future
+import time
+from concurrent.futures import Future, wait
 
 import h5py
 import numpy as np
 
+from ..sinks import Waiter
 from .filters import ChunkPipeline
 from .live import Announce, Keys
 
@@ -146,7 +148,7 @@ class DatasetSink:
         # One queue per dataset, whichever h5py object names it.
         self.key: object = ("h5", dataset.file.id.fileno, dataset.name)
         self.name = f"{dataset.file.filename}:{dataset.name}"
-        self.waiter = None
+        self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
         self.raw_mask = raw_mask(dataset) if dataset.chunks else 0
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
@@ -170,6 +172,13 @@ class DatasetSink:
             return len(chunk)
         start = chunk.index * self.chunk_frames
         self._grow(start + chunk.count)
+        if chunk.encoded is not None and not chunk.encoded.done():
+            # The pool paces its own work: waiting for it is not the worker's
+            # busy time, which pacing would otherwise charge a second time.
+            started = time.perf_counter()
+            wait((chunk.encoded,))
+            if self.waiter is not None:
+                self.waiter.waited += time.perf_counter() - started
         store_chunk(dataset, self.pipeline, start, chunk.frames, chunk.count, chunk.encoded,
                     self.raw_mask if chunk.raw else None)
         return len(chunk)

@@ -1,0 +1,282 @@
+"""bgio's own Zstd, LZ4, Blosc and Bitshuffle chunks: read back byte-exact by hdf5plugin's filters,
+left to HDF5 when bgio cannot reproduce them, and encoded on a pool that keeps order and pace."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import subprocess
+import sys
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from bgio import PRESETS
+from bgio.h5 import FrameWriter, codecs, filters, pipeline_of
+from bgio.h5.filters import EncodingPool, encoding_pool
+
+hdf5plugin = pytest.importorskip("hdf5plugin")
+
+SHAPE = (96, 80)
+
+
+def _frames(dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    blob = np.exp(-((yy - 40) ** 2 + (xx - 30) ** 2) / 60.0)
+    smooth = 100 + 20 * rng.standard_normal((3, *SHAPE)) + 3000 * blob
+    noise = rng.integers(0, 250, size=(1, *SHAPE))  # incompressible: raw LZ4 blocks, memcpy'd Blosc
+    return np.concatenate([smooth.clip(0, 250), noise]).astype(dtype)
+
+
+def _needs(filter_id: int) -> None:
+    pytest.importorskip(codecs.CODEC_MODULES[filter_id])
+
+
+CODECS = {
+    "zstd-3": lambda: hdf5plugin.Zstd(clevel=3),
+    "zstd by id, no options": lambda: {"compression": 32015},
+    "lz4": lambda: hdf5plugin.LZ4(),
+    "lz4 in 4000-byte blocks": lambda: hdf5plugin.LZ4(nbytes=4000),
+    "blosc lz4 shuffle": lambda: hdf5plugin.Blosc("lz4", 5, hdf5plugin.Blosc.SHUFFLE),
+    "blosc zstd bitshuffle": lambda: hdf5plugin.Blosc("zstd", 3, hdf5plugin.Blosc.BITSHUFFLE),
+    "blosc blosclz no shuffle": lambda: hdf5plugin.Blosc("blosclz", 9, hdf5plugin.Blosc.NOSHUFFLE),
+    "bitshuffle lz4": lambda: hdf5plugin.Bitshuffle(),
+    "bitshuffle alone": lambda: hdf5plugin.Bitshuffle(cname="none"),
+    "bitshuffle zstd-5": lambda: hdf5plugin.Bitshuffle(cname="zstd", clevel=5),
+    "bitshuffle lz4, 1024-element blocks": lambda: hdf5plugin.Bitshuffle(nelems=1024),
+}
+
+
+def _options(name: str) -> dict:
+    return dict(CODECS[name]())
+
+
+@pytest.mark.parametrize("dtype", ["u1", "<u2", "<f4", ">i8"])
+@pytest.mark.parametrize("name", list(CODECS))
+def test_hdf5plugin_reads_the_chunks_bgio_encodes_exactly(tmp_path, name, dtype):
+    options = _options(name)
+    _needs(options["compression"])
+    frames = _frames(dtype)
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        # The same frames through the HDF5 filter itself, beside bgio's.
+        f.create_dataset("filter", data=frames, chunks=(1, *SHAPE), **options)
+        ds = f.create_dataset("bgio", shape=frames.shape, dtype=dtype, chunks=(1, *SHAPE),
+                              **options)
+        pipeline = pipeline_of(ds)
+        assert pipeline is not None and pipeline.compresses
+        for index, frame in enumerate(frames):
+            ds.id.write_direct_chunk((index, 0, 0), pipeline.encode(frame))
+    with h5py.File(path, "r") as f:
+        ours, theirs = f["bgio"][...], f["filter"][...]
+        assert ours.dtype == np.dtype(dtype)
+        assert ours.tobytes() == frames.tobytes()
+        assert theirs.tobytes() == ours.tobytes()
+
+
+def test_lz4_chunks_have_the_filters_block_framing(tmp_path):
+    _needs(codecs.LZ4)
+    random = np.random.default_rng(5).integers(0, 1 << 16, size=(1, *SHAPE), dtype="<u2")
+    frames = np.concatenate([_frames("<u2")[:3], random])
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        ds = f.create_dataset("a", shape=frames.shape, dtype="<u2", chunks=(1, *SHAPE),
+                              **hdf5plugin.LZ4(nbytes=4000))
+        for frame, compressible in zip(frames, (True, True, True, False), strict=True):
+            data = bytes(pipeline_of(ds).encode(frame))
+            total, block = struct.unpack(">QI", data[:12])
+            assert (total, block) == (frame.nbytes, 4000)
+            position, sizes = 12, []
+            while position < len(data):
+                (size,) = struct.unpack(">I", data[position : position + 4])
+                sizes.append(size)
+                position += 4 + size
+            assert position == len(data)
+            assert len(sizes) == -(-frame.nbytes // 4000)  # ceil: the last block is shorter
+            if not compressible:  # stored raw: the block's own size, the frame's bytes
+                assert sizes[:-1] == [4000] * (len(sizes) - 1)
+                assert sizes[-1] == frame.nbytes % 4000
+                assert data[16 : 16 + 4000] == frame.tobytes()[:4000]
+            else:
+                assert all(size < 4000 for size in sizes[:-1])
+
+
+def test_the_pipeline_reads_the_filters_options(tmp_path):
+    _needs(codecs.BLOSC)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        ds = f.create_dataset("a", shape=(4, 64), chunks=(1, 64), dtype="<u2",
+                              **hdf5plugin.Blosc("zstd", 7, hdf5plugin.Blosc.BITSHUFFLE))
+        # Filled in by the filter: revision, format, type size, chunk bytes, then ours.
+        assert pipeline_of(ds).steps == ((codecs.BLOSC, (2, 2, 2, 128, 7, 2, 5)),)
+        ds = f.create_dataset("b", shape=(4, 64), chunks=(1, 64), dtype="<u2",
+                              compression=32015, compression_opts=(9,), shuffle=True)
+        assert pipeline_of(ds).steps == ((filters.SHUFFLE, (2,)), (codecs.ZSTD, (9,)))
+
+
+def test_a_missing_codec_package_leaves_the_filter_to_hdf5(tmp_path, monkeypatch, caplog):
+    real = codecs.import_module
+
+    def without_numcodecs(name):
+        if name.startswith("numcodecs"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name)
+
+    monkeypatch.setattr(codecs, "import_module", without_numcodecs)
+    frames = _frames("<u2")
+    path = tmp_path / "f.h5"
+    with (caplog.at_level(logging.DEBUG, logger="bgio"),
+          FrameWriter(path, "frames", SHAPE, "<u2", compression=hdf5plugin.Zstd(clevel=3),
+                      priority=1) as w):
+        assert pipeline_of(w.dataset) is None
+        w.append(frames)
+    assert "filter 32015 needs the numcodecs package (pip extra 'codecs')" in caplog.text
+    with h5py.File(path, "r") as f:
+        assert f["frames"][...].tobytes() == frames.tobytes()
+        assert f["frames"].id.get_create_plist().get_filter(0)[0] == codecs.ZSTD
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [({"compression": 32015, "fletcher32": True}, None),  # a chain bgio cannot reproduce
+     ({"compression": 32000}, None),  # LZF: a filter bgio does not know
+     ({"compression": 32001, "compression_opts": (0, 0, 0, 0, 5, 1, 3)},
+      "blosc: compressor code 3 not available")],  # snappy: not in numcodecs' blosc
+)
+def test_filters_bgio_cannot_reproduce_fall_back(tmp_path, kwargs, reason, caplog):
+    _needs(codecs.BLOSC)
+    with h5py.File(tmp_path / "f.h5", "w") as f, caplog.at_level(logging.DEBUG, logger="bgio"):
+        ds = f.create_dataset("a", shape=(4, 64), chunks=(1, 64), dtype="<u2", **kwargs)
+        assert pipeline_of(ds) is None
+    if reason is not None:
+        assert reason in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("filter_id", "options", "reason"),
+    [(codecs.BLOSC, (2, 2, 2, 128, 10, 1, 1), "blosc: options (2, 2, 2, 128, 10, 1, 1) out of range"),
+     (codecs.BLOSC, (2, 2), "blosc: client data not filled in by the filter"),
+     (codecs.BITSHUFFLE, (0, 4, 4, 0, 2), "bitshuffle: element size not the dataset's"),
+     (codecs.BITSHUFFLE, (0, 4, 2, 100, 2), "bitshuffle: block size 100 is not a multiple of 8"),
+     (codecs.BITSHUFFLE, (0, 4, 2, 0, 7), "bitshuffle: compression 7 unknown"),
+     (codecs.BITSHUFFLE, (0, 4, 2, 0, 3),
+      "bitshuffle: zstd level missing, or bitshuffle built without zstd"),
+     (4, (), "filter 4 is not one bgio applies")],
+)
+def test_options_bgio_cannot_reproduce_are_named(filter_id, options, reason):
+    _needs(filter_id if filter_id in codecs.CODEC_MODULES else codecs.ZSTD)
+    assert codecs.unsupported_reason(filter_id, options, 2) == reason
+
+
+def test_frame_writer_takes_the_codec_as_h5py_does(tmp_path):
+    _needs(codecs.ZSTD)
+    frames = _frames("<u2")
+    for kwargs in ({"compression": hdf5plugin.Zstd(clevel=5)},
+                   {"compression": 32015, "compression_opts": (5,)}):
+        path = tmp_path / "f.h5"
+        with FrameWriter(path, "frames", SHAPE, "<u2", **kwargs) as w:
+            assert pipeline_of(w.dataset).steps == ((codecs.ZSTD, (5,)),)
+            w.append(frames)
+        with h5py.File(path, "r") as f:
+            assert f["frames"][...].tobytes() == frames.tobytes()
+        path.unlink()
+
+
+def test_the_pool_stores_chunks_in_order_whatever_order_they_are_encoded_in(tmp_path, monkeypatch):
+    _needs(codecs.LZ4)
+    monkeypatch.setattr(filters.os, "cpu_count", lambda: 2)
+    frames = _frames("<u2")[:2]
+    second_done = threading.Event()
+    real = filters.ChunkPipeline.encode
+
+    def encode(self, chunk):
+        if np.array_equal(chunk.reshape(SHAPE), frames[0]):
+            assert second_done.wait(30)  # the first chunk is encoded last
+            return real(self, chunk)
+        try:
+            return real(self, chunk)
+        finally:
+            second_done.set()
+
+    monkeypatch.setattr(filters.ChunkPipeline, "encode", encode)
+    path = tmp_path / "f.h5"
+    with FrameWriter(path, "frames", SHAPE, "<u2", compression=hdf5plugin.LZ4(),
+                     chunk_frames=1, priority=1) as w:
+        assert w._pool.threads == 2
+        first, second = w.append(frames[0]), w.append(frames[1])
+        second.result(timeout=30)
+        assert first.done()  # stored before the second, though encoded after it
+    assert second_done.is_set()
+    with h5py.File(path, "r") as f:
+        assert f["frames"][...].tobytes() == frames.tobytes()
+
+
+class _FakeTime:
+    """A clock that moves only when told, and a rest that records the pauses asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.rests: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def rest(self, seconds: float) -> None:
+        self.rests.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize("preset", [1, 4, 10])
+def test_each_pool_thread_is_busy_at_most_the_profiles_fraction(preset):
+    fake = _FakeTime()
+    pool = EncodingPool(1, PRESETS[preset], clock=fake.clock, rest=fake.rest)
+
+    def encode(chunk):  # 0.1 s of work
+        fake.now += 0.1
+        return chunk.nbytes
+
+    try:
+        for _ in range(3):
+            assert pool.submit(encode, np.zeros(1024, "u1")).result(timeout=30) == 1024
+    finally:
+        pool.shutdown()
+    pct = PRESETS[preset].bandwidth_pct
+    expected = [] if pct == 100 else [pytest.approx(0.1 * (100 - pct) / pct)] * 2
+    assert fake.rests == expected
+    assert pool.profile.max_rate is None  # the worker caps the bytes stored, not the pool
+
+
+def test_every_preset_has_a_pool_on_two_cores_and_none_on_one(monkeypatch):
+    monkeypatch.setattr(filters.os, "cpu_count", lambda: 8)
+    pools = [encoding_pool(PRESETS[preset]) for preset in (1, 4, 10)]
+    try:
+        assert [pool.threads for pool in pools] == [filters.MAX_POOL] * 3
+        assert [pool.profile.bandwidth_pct for pool in pools] == [100.0, 72.0, 20.0]
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    monkeypatch.setattr(filters.os, "cpu_count", lambda: 1)
+    assert encoding_pool(PRESETS[4]) is None
+
+
+def test_a_resting_thread_wakes_when_the_pool_shuts_down():
+    fake = _FakeTime()
+    pool = EncodingPool(1, PRESETS[10], clock=fake.clock)  # rests for real (an Event's wait)
+
+    def an_hour(chunk):
+        fake.now += 3600.0
+        return 0
+
+    pool.submit(an_hour, np.zeros(1, "u1")).result(timeout=30)
+    later = pool.submit(lambda chunk: 1, np.zeros(1, "u1"))  # due in four hours
+    pool.shutdown(wait=True)  # wakes it: the chunk is encoded now
+    assert later.result(timeout=30) == 1
+
+
+def test_importing_bgio_imports_no_codec_package():
+    code = ("import sys, bgio, bgio.h5, bgio.h5.codecs; "
+            "print([m for m in ('numcodecs', 'bitshuffle', 'hdf5plugin') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
