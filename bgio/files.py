@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections import deque
 
 from .api import PriorityLike
 from .handle import BackgroundWriteProcess, failure_of
@@ -16,6 +17,11 @@ __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
 DEFAULT_MAX_PENDING = 64 * 1024 * 1024
 #: Small writes are gathered into blocks of this size before being queued.
 BUFFER_SIZE = 256 * 1024
+#: Writes of at most this many bytes take no lock: they are appended to a
+#: deque (one atomic step, whichever thread), moved into the block by batches.
+SMALL_WRITE = 256
+#: Small writes let wait in the deque at most (so at most BUFFER_SIZE bytes).
+SMALL_BATCH = BUFFER_SIZE // SMALL_WRITE
 
 _BINARY = {"wb": "wb", "ab": "ab", "xb": "xb", "w": "wb", "a": "ab", "x": "xb"}
 
@@ -46,9 +52,14 @@ class BackgroundFile(io.BufferedIOBase):
         self._name = name
         self._mode = mode
         self._buffer: bytearray | None = bytearray()
+        # Small writes, in call order, not yet moved into the buffer. The
+        # deque is never replaced, so a thread that appends to it can never
+        # append to one already handed on (the lock-free part of write()).
+        self._small: deque[bytes] = deque()
         self._queued = 0  # bytes handed to the Writer so far
         # One lock for the buffer and the queue: a block is queued and a new
-        # one started while nobody appends to it.
+        # one started while nobody appends to it; small writes are moved in
+        # under it, in order.
         self._lock = threading.Lock()
         self._failed: BackgroundWriteProcess | None = None
         # One flag for "open and nothing failed": the only check a small write makes.
@@ -84,6 +95,7 @@ class BackgroundFile(io.BufferedIOBase):
         """Bytes accepted by :meth:`write` so far."""
         self._check_open()
         with self._lock:
+            self._take_small()
             return self._queued + len(self._buffer or b"")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
@@ -106,12 +118,27 @@ class BackgroundFile(io.BufferedIOBase):
         else:
             data = memoryview(data).cast("B")
             size = len(data)
+            if size <= SMALL_WRITE:
+                data = data.tobytes()  # the caller may change it once write() returns
+        if size <= SMALL_WRITE:
+            # The common case, kept short and lock-free: the lock would cost
+            # more than the rest of the call. Another thread's small write
+            # lands before or after this one, never inside it.
+            small = self._small
+            small.append(data)  # type: ignore[arg-type]
+            if not self._ok:
+                self._after_close(data)  # type: ignore[arg-type]
+            elif len(small) >= SMALL_BATCH:
+                with self._lock:
+                    if self._buffer is not None:
+                        self._take_small()
+            return size
         if size < BUFFER_SIZE:
-            # The common case, kept short: a few bytes appended.
             with self._lock:
-                buffer = self._buffer
-                if buffer is None:  # close() began in another thread
+                if self._buffer is None:  # close() began in another thread
                     raise ValueError("I/O operation on closed bgio file")
+                self._take_small()  # what came first goes first (and may start a new buffer)
+                buffer = self._buffer
                 buffer += data
                 if len(buffer) >= BUFFER_SIZE:
                     self._queue_buffer()
@@ -119,6 +146,7 @@ class BackgroundFile(io.BufferedIOBase):
         with self._lock:
             if self._buffer is None:
                 raise ValueError("I/O operation on closed bgio file")
+            self._take_small()
             self._queue_buffer()
             # Large: queued as is when immutable, else snapshotted (one copy).
             self._queue(data if isinstance(data, bytes) else data.tobytes())
@@ -130,6 +158,7 @@ class BackgroundFile(io.BufferedIOBase):
             return
         with self._lock:
             if self._buffer is not None:  # (None: another thread is closing it)
+                self._take_small()
                 self._queue_buffer()
         self._writer.flush()
 
@@ -142,6 +171,7 @@ class BackgroundFile(io.BufferedIOBase):
             if self.closed or self._buffer is None:
                 return  # closed, or being closed by another thread
             self._ok = False
+            self._take_small()
             self._queue_buffer()
             self._buffer = None  # what a write finds under the lock from now on
         try:
@@ -161,6 +191,34 @@ class BackgroundFile(io.BufferedIOBase):
     def _check_open(self) -> None:
         if self.closed or self._buffer is None:
             raise ValueError("I/O operation on closed bgio file")
+
+    def _take_small(self) -> None:
+        # (self._lock held) Move the small writes queued so far into the
+        # buffer, in order; those appended meanwhile wait for the next time.
+        small = self._small
+        if small:
+            buffer = self._buffer
+            assert buffer is not None
+            popleft = small.popleft
+            buffer += b"".join([popleft() for _ in range(len(small))])
+            if len(buffer) >= BUFFER_SIZE:
+                self._queue_buffer()
+
+    def _after_close(self, data: bytes) -> None:
+        # A small write that found the file closing, or failed, once its bytes
+        # were in the deque. Still there, they are taken back and refused;
+        # taken by close() already, they are written like any before it.
+        with self._lock:
+            small = self._small
+            for index, queued in enumerate(small):
+                if queued is data:
+                    del small[index]
+                    break
+            else:
+                if self._buffer is None:
+                    return
+            self._check_open()
+            self._raise_failure()
 
     def _queue_buffer(self) -> None:
         # (self._lock held)

@@ -178,6 +178,52 @@ def test_a_write_while_another_thread_closes_is_refused_not_lost(tmp_path):
     assert rec.getvalue() == b"x" * (512 * 1024)
 
 
+def test_small_writes_of_mutable_buffers_are_copied_and_counted(tmp_path):
+    path = tmp_path / "small"
+    buf = bytearray(b"abc")
+    with bgio.open(path) as f:
+        f.write(buf)
+        f.write(memoryview(buf)[1:])
+        buf[:] = b"XYZ"  # both writes took their bytes already
+        f.write(memoryview(b"\x01\x02\x03\x04").cast("B", (2, 2)))  # counted as bytes
+        assert f.tell() == 9
+    assert path.read_bytes() == b"abcbc\x01\x02\x03\x04"
+
+
+def test_small_writes_racing_close_are_written_or_refused_never_lost(tmp_path):
+    # Small writes take no lock: each one that returns must be in the file,
+    # in its thread's order, and each one refused must not be.
+    path = tmp_path / "race.bin"
+    f = bgio.open(path, "wb", priority=1)
+    accepted: dict[int, list[int]] = {me: [] for me in range(3)}
+    going = [threading.Event() for _ in range(3)]
+
+    def produce(me):
+        for i in range(1_000_000):
+            if i == 5000:
+                going[me].set()  # well under way: now close() may come
+            try:
+                f.write(b"<%d:%07d>" % (me, i))
+            except ValueError as exc:
+                assert "closed" in str(exc)
+                return
+            accepted[me].append(i)
+
+    threads = [threading.Thread(target=produce, args=(me,)) for me in range(3)]
+    for thread in threads:
+        thread.start()
+    for event in going:
+        assert event.wait(60)
+    f.close()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    records = path.read_bytes()[1:-1].split(b"><")
+    for me, done in accepted.items():
+        assert [int(r[2:]) for r in records if r.startswith(b"%d:" % me)] == done
+    assert len(records) == sum(len(done) for done in accepted.values())
+
+
 def test_flush_while_another_thread_closes_waits_and_raises_the_error():
     from conftest import Recorder
 
