@@ -71,6 +71,11 @@ def submit(job: Job) -> BackgroundWriteProcess:
         if lane is None:
             lane = _lanes[job.sink.key] = Lane(job.sink.key, job.profile)
         lane.jobs.append(job)
+        # Nothing joins a Writer's group of small writes once anything is
+        # queued behind it: order is call order (see bgio.group).
+        if lane.open_group is not None:
+            lane.open_group.open = False
+        lane.open_group = job.group
         _unfinished += 1
         if lane.worker is None:
             if _parked:
@@ -108,12 +113,16 @@ def _work(worker: Worker) -> None:
             logger.exception("bgio worker failed serving %s", lane.key)
             with _lock:
                 jobs, lane.jobs = list(lane.jobs), deque()
+                handles = [handle for job in jobs for handle in job.handles()]
+                handles += lane.flush_waiters
+                handles += [each for _, members in lane.flush_groups for each in members]
                 jobs += lane.unflushed
-                lane.unflushed = []
+                lane.unflushed, lane.flush_waiters, lane.flush_groups = [], [], []
                 lane.worker = None
                 lane.close_waiter()
-            for job in jobs:
-                job.handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
+            for handle in handles:
+                if not handle.done():
+                    handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
             _jobs_ended(len(jobs))
         with _lock:
             worker.lane = None
@@ -197,6 +206,7 @@ def _retire(lane: Lane) -> object:
     to drop once the lock is released.
     """
     target, lane.target = lane.target, None
+    lane.open_group = None  # run, so sealed already
     lane.close_waiter()
     if _freed:
         _bury()

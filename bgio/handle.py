@@ -36,13 +36,17 @@ if TYPE_CHECKING:
 __all__ = [
     "BackgroundWriteProcess",
     "CancelledError",
+    "GroupState",
+    "GroupedWrite",
     "TimeoutError",
     "WriteTiming",
     "cancels_so_far",
     "failure_of",
     "finish_all",
+    "finish_group",
     "raise_root_error",
     "start_all",
+    "start_group",
 ]
 
 logger = logging.getLogger("bgio")
@@ -554,3 +558,129 @@ def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWrit
         fn(handle)
     except BaseException:  # even SystemExit: a worker must go on settling the other handles
         logger.exception("exception calling callback for %r", handle)
+
+
+# -- a Writer's group of small writes: one state for many handles ----------------------------
+
+
+class GroupState:
+    """The state a group of small writes shares (:mod:`bgio.group`): pending, running
+    or finished together, so the worker moves them on in one step, not one per write.
+
+    ``written`` counts the group's bytes written; ``watched`` lists the
+    members that have waiters or callbacks to tell when the group is done
+    (None once it is). A member that goes its own way (cancelled, or
+    settled apart after a failure in the group) has a state of its own.
+    """
+
+    __slots__ = ("state", "timing", "watched", "written")
+
+    def __init__(self) -> None:
+        self.state = PENDING
+        self.written = 0
+        self.timing: WriteTiming | None = None
+        self.watched: list[GroupedWrite] | None = []
+
+
+class GroupedWrite(BackgroundWriteProcess):
+    """The handle of a write in a group: its state and progress are the group's
+    (:class:`GroupState`) until set on its own. Behaves as any handle."""
+
+    _own_state: str | None = None
+    _own_written: int | None = None
+    _watching = False
+
+    def __init__(self, group: GroupState, offset: int, size: int) -> None:
+        # BackgroundWriteProcess.__init__ is not called: its fields are the group's.
+        self._group = group
+        self._offset = offset  # where this write's bytes begin in the group's
+        self.total_bytes = size
+
+    @property  # type: ignore[override]
+    def _state(self) -> str:
+        own = self._own_state
+        return self._group.state if own is None else own
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self._own_state = state
+
+    @property  # type: ignore[override]
+    def bytes_written(self) -> int:
+        own = self._own_written
+        if own is not None:
+            return own
+        group = self._group
+        total: int = self.total_bytes  # type: ignore[assignment]
+        if group.state == FINISHED and self._own_state is None:
+            return total
+        return min(max(group.written - self._offset, 0), total)
+
+    @bytes_written.setter
+    def bytes_written(self, count: int) -> None:
+        self._own_written = count
+
+    @property  # type: ignore[override]
+    def _timing(self) -> WriteTiming | None:
+        return self._group.timing
+
+    @_timing.setter
+    def _timing(self, timing: WriteTiming | None) -> None:
+        self._group.timing = timing
+
+    def _watch(self) -> None:
+        # (with _lock held) be told when the group is done.
+        if not self._watching:
+            watched = self._group.watched
+            if watched is not None:
+                watched.append(self)
+            self._watching = True
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        with _lock:
+            self._watch()
+        return super()._waiters
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        with _lock:
+            self._watch()
+        return super()._condition
+
+    def add_done_callback(self, fn: Callable[[BackgroundWriteProcess], object]) -> None:
+        with _lock:
+            self._watch()
+        super().add_done_callback(fn)
+
+
+def start_group(group: GroupState, handles: list[BackgroundWriteProcess], cancels: int,
+                timing: WriteTiming) -> int:
+    """Mark a group running (for the worker); return how many of ``handles``, from the
+    first, were still pending. ``cancels`` is :func:`cancels_so_far` when the group
+    was made: unchanged, none of its writes can have been cancelled."""
+    with _lock:
+        group.timing = timing
+        group.state = RUNNING
+        if _cancels == cancels:
+            return len(handles)
+        for count, handle in enumerate(handles):
+            if handle._state != RUNNING:  # cancelled while queued
+                return count
+    return len(handles)
+
+
+def finish_group(group: GroupState) -> None:
+    """Complete a group whose every write succeeded (for the worker)."""
+    with_callbacks = []
+    with _lock:
+        group.state = FINISHED
+        watched, group.watched = group.watched, None
+        for handle in watched or ():
+            if handle._own_state is None:
+                if handle._waiter_list or handle._waited_on is not None:
+                    handle._notify(FINISHED)
+                if handle._callbacks:
+                    with_callbacks.append(handle)
+    for handle in with_callbacks:
+        handle._invoke_callbacks()

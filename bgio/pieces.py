@@ -2,7 +2,7 @@
 
 A *piece* is what one pass of the worker's write loop hands to the sink at
 once: one chunk of a write, or the blocks of a run of small writes (block
-``k`` belongs to ``run[k]``). :func:`put_piece` writes it and says how far
+``k`` belongs to ``owners[k]``). :func:`put_piece` writes it and says how far
 it got; the worker (:mod:`bgio.worker`) paces and settles.
 """
 
@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
 
-from .handle import BackgroundWriteProcess, cancels_so_far
+from .handle import BackgroundWriteProcess, GroupState, cancels_so_far
 from .sinks import Sink, WriteInterrupted
 from .source import Block
 
-__all__ = ["IOV_MAX", "Owned", "put_piece"]
+__all__ = ["IOV_MAX", "put_piece"]
 
 #: Buffers one gather write takes at most (the system's IOV_MAX).
 IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
-class Owned(Protocol):
-    """What a piece's block belongs to: a write, through its handle (a worker's job)."""
-
-    @property
-    def handle(self) -> BackgroundWriteProcess: ...
-
-
-def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], cancels: int = -1
+def put_piece(sink: Sink, owners: Sequence[BackgroundWriteProcess], piece: list[Block | bytes],
+              cancels: int = -1, shared: GroupState | None = None
               ) -> tuple[int, int, BaseException | None]:
-    """Write one piece (block ``k`` is ``run[k]``'s); return (bytes written, index in
-    ``run`` where it stopped or -1, error).
+    """Write one piece (block ``k`` is ``owners[k]``'s); return (bytes written, index in
+    ``owners`` where it stopped or -1, error).
 
     Partial writes resume exactly where the destination stopped. A piece of
     several blocks goes out in one gather write where the sink has one;
@@ -47,7 +40,9 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
     destination full) stops where it stands. The bytes written are
     credited to the handles once the piece is through. ``cancels`` is
     :func:`~bgio.handle.cancels_so_far` when the run began: while it is
-    unchanged, no write of the run can have been cancelled.
+    unchanged, no write of the run can have been cancelled. ``shared``, the
+    state of a Writer's group whose writes the piece holds, is credited
+    at once when the whole piece is written (its handles read it).
     """
     count = len(piece)
     per = 1  # blocks per buffer
@@ -65,7 +60,7 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
     rest: Block | bytes = buffers[0]  # what is left of the current buffer
     interrupted = False  # a wait was cut short: the write at `written` may be cancelled
     if len(buffers) > 1 and sink.write_many is not None and (
-            cancels_so_far() == cancels or not _any_cancel(run, 1, count)):
+            cancels_so_far() == cancels or not _any_cancel(owners, 1, count)):
         try:
             taken = sink.write_many(buffers)
         except WriteInterrupted as cut_short:
@@ -86,14 +81,14 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
             owner_end += len(piece[owner])
         if interrupted:
             interrupted = False
-            if run[owner].handle.cancel_requested:
+            if owners[owner].cancel_requested:
                 stop = owner  # it stops where it stands
                 break
         if limit < 0 and cancels_so_far() != cancels:
             # A write whose bytes are in what is left of this buffer, cancelled?
             end = min((buffer_index + 1) * per, count)
             first = owner + 1 if written > owner_end - len(piece[owner]) else owner
-            cancelled = _first_cancel(run, max(first, 1 if buffer_index == 0 else 0), end)
+            cancelled = _first_cancel(owners, max(first, 1 if buffer_index == 0 else 0), end)
             if cancelled >= 0:
                 stop = cancelled
                 limit = owner_end - len(piece[owner]) + sum(
@@ -120,7 +115,7 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
             while written >= owner_end and owner + 1 < count:
                 owner += 1
                 owner_end += len(piece[owner])
-            if run[owner].handle.cancel_requested:
+            if owners[owner].cancel_requested:
                 stop = owner
                 break
             continue
@@ -133,6 +128,9 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
         buffer_index += 1
         if buffer_index < len(buffers):
             rest = buffers[buffer_index]
+    if shared is not None and error is None and stop < 0:
+        shared.written += written
+        return written, -1, None
     # Credit every write with its bytes; the one the piece stopped in gets
     # what reached the destination.
     remaining = written
@@ -140,10 +138,10 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
     for index, block in enumerate(piece):
         size = len(block)
         if remaining >= size and (stop < 0 or index < stop):
-            run[index].handle.bytes_written += size
+            owners[index].bytes_written += size
             remaining -= size
             continue
-        run[index].handle.bytes_written += remaining
+        owners[index].bytes_written += remaining
         stopped_in = index
         break
     if error is None and stop < 0:
@@ -151,13 +149,13 @@ def put_piece(sink: Sink, run: Sequence[Owned], piece: list[Block | bytes], canc
     return written, stopped_in, error
 
 
-def _first_cancel(run: Sequence[Owned], start: int, end: int) -> int:
-    """The first of ``run[start:end]`` whose cancel was asked, or -1."""
+def _first_cancel(owners: Sequence[BackgroundWriteProcess], start: int, end: int) -> int:
+    """The first of ``owners[start:end]`` whose cancel was asked, or -1."""
     for index in range(start, end):
-        if run[index].handle.cancel_requested:
+        if owners[index].cancel_requested:
             return index
     return -1
 
 
-def _any_cancel(run: Sequence[Owned], start: int, end: int) -> bool:
-    return _first_cancel(run, start, end) >= 0
+def _any_cancel(owners: Sequence[BackgroundWriteProcess], start: int, end: int) -> bool:
+    return _first_cancel(owners, start, end) >= 0

@@ -26,13 +26,17 @@ from collections.abc import Hashable
 from concurrent.futures import CancelledError
 
 from .errors import ChainError
+from .group import WriteGroup
 from .handle import (
     BackgroundWriteProcess,
+    GroupState,
     WriteTiming,
     cancels_so_far,
     failure_of,
     finish_all,
+    finish_group,
     start_all,
+    start_group,
 )
 from .pieces import IOV_MAX, put_piece
 from .priority import BackgroundIOPriority
@@ -76,6 +80,8 @@ class Job:
     close = False
     chain_after: BackgroundWriteProcess | None = None
     fsync = False
+    #: A Writer's small writes queued as this one job (``handle`` is the first).
+    group: WriteGroup | None = None
 
     def __init__(
         self,
@@ -101,16 +107,24 @@ class Job:
         if fsync:
             self.fsync = True
 
+    def handles(self) -> list[BackgroundWriteProcess]:
+        """The handles of the writes this job stands for (not yet run: a group's lets go)."""
+        return [self.handle] if self.group is None else list(self.group.handles)
+
 
 class Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
-    __slots__ = ("anchor", "failure", "jobs", "key", "probe", "settled", "since_flush",
-                 "sync_pending", "target", "throttle", "unflushed", "waiter", "wake", "worker")
+    __slots__ = ("anchor", "failure", "flush_groups", "flush_waiters", "jobs", "key",
+                 "open_group", "probe",
+                 "settled", "since_flush", "sync_pending", "target", "throttle", "unflushed",
+                 "waiter", "wake", "worker")
 
     def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
         self.key = key
         self.jobs: deque[Job] = deque()  # guarded by the engine's lock
+        # The Writer's group last queued, while it may still take writes (engine's lock).
+        self.open_group: WriteGroup | None = None
         self.worker: object = None  # the worker serving the lane, if any (see bgio.engine)
         self.target: object = None  # the destination object of the job last run
         self.anchor: object = None  # weak reference to the file; the lane goes with the file
@@ -119,8 +133,11 @@ class Lane:
         # the lane keeps no handle and no file alive) its handle.
         self.failure: tuple[BaseException, weakref.ref[BackgroundWriteProcess]] | None = None
         # Small writes are not flushed one by one: bytes written since the
-        # last flush, and the jobs whose last bytes that flush will carry.
+        # last flush, the writes whose last bytes that flush will carry, and
+        # the jobs that end with it.
         self.since_flush = 0
+        self.flush_waiters: list[BackgroundWriteProcess] = []
+        self.flush_groups: list[tuple[GroupState, list[BackgroundWriteProcess]]] = []
         self.unflushed: list[Job] = []
         self.sync_pending = False  # one of the unflushed writes asked for fsync
         self.settled = 0  # jobs ended and not yet reported to the engine
@@ -212,11 +229,11 @@ def _report(sink: Sink, handle: BackgroundWriteProcess | None, error: BaseExcept
                      sink.name, handle.bytes_written, exc_info=error)
 
 
-def _settle(lane: Lane, job: Job, error: BaseException | None, stopped: bool = False) -> None:
-    """Set the final state of ``job``'s handle and count it as ended."""
-    handle = job.handle
+def _settle(lane: Lane, sink: Sink, handle: BackgroundWriteProcess,
+            error: BaseException | None, stopped: bool = False) -> None:
+    """Set the final state of a write's handle (its job is counted apart: :meth:`Lane.end`)."""
     if error is not None:
-        _report(job.sink, handle, error)
+        _report(sink, handle, error)
         release_frames(error)
         lane.fail(handle, error)
         handle.set_exception(error)
@@ -225,7 +242,6 @@ def _settle(lane: Lane, job: Job, error: BaseException | None, stopped: bool = F
         handle.set_stopped()
     else:
         handle.set_result()
-    lane.end(job)
 
 
 def failure_of_stop(handle: BackgroundWriteProcess) -> BaseException:
@@ -245,6 +261,8 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     unless ``raise_error`` is False.
     """
     jobs, lane.unflushed = lane.unflushed, []
+    handles, lane.flush_waiters = lane.flush_waiters, []
+    groups, lane.flush_groups = lane.flush_groups, []
     since_flush, lane.since_flush = lane.since_flush, 0
     sync_pending, lane.sync_pending = lane.sync_pending, False
     error: BaseException | None = None
@@ -257,20 +275,23 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
         # A cancel() of the write under way, not a failure of these: they
         # stay waiting for a later flush.
         lane.unflushed[:0] = jobs
+        lane.flush_waiters[:0] = handles
+        lane.flush_groups[:0] = groups
         lane.since_flush += since_flush
         lane.sync_pending = lane.sync_pending or sync_pending
         raise
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
     if error is None:
-        finish_all([job.handle for job in jobs])  # one lock for the lot
-        for job in jobs:
-            job.ended = True
-        lane.settled += len(jobs)
-        return
+        finish_all(handles)  # one lock for the lot
+        for group, _ in groups:
+            finish_group(group)
+    else:
+        for handle in handles + [each for _, members in groups for each in members]:
+            _settle(lane, sink, handle, error)
     for job in jobs:
-        _settle(lane, job, error)
-    if raise_error:
+        lane.end(job)
+    if error is not None and raise_error:
         raise error
 
 
@@ -295,62 +316,94 @@ def flush_pending(lane: Lane) -> int:
 def run_batch(lane: Lane, batch: deque[Job]) -> int:
     """Run a batch of jobs taken off ``lane`` in order; return how many ended.
 
-    A job ends when its handle is settled and its file closed if asked;
+    A job ends when its handles are settled and its file closed if asked;
     ends are counted once each (:meth:`Lane.end`), whatever path got there.
-    A job whose handle completes with a later flush ends then, and is
+    A job whose handles complete with a later flush ends then, and is
     counted by the call in which that flush happens.
     """
     while batch:
         job = batch.popleft()
         lane.target = job.sink.target
         run = [job]
+        owners: list[BackgroundWriteProcess] = []
         try:
-            _run(lane, run, batch)
+            _run(lane, run, owners, batch)
         except BaseException:  # a bug in bgio itself; keep the lane alive for the others
             logger.exception("bgio worker failed on %r", job.handle)
-            for stuck in run:
-                if stuck in lane.unflushed:
-                    lane.unflushed.remove(stuck)
-                stuck.handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
-                lane.end(stuck)
+            stuck = set(map(id, owners or job.handles()))
+            lane.flush_waiters = [h for h in lane.flush_waiters if id(h) not in stuck]
+            lane.flush_groups = [entry for entry in lane.flush_groups if entry[1] is not owners]
+            for handle in owners or job.handles():
+                if not handle.done():
+                    handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
+            for each in run:
+                if each in lane.unflushed:
+                    lane.unflushed.remove(each)
+                lane.end(each)
     return lane.take_ended()
 
 
-def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
-    """Run ``run[0]`` (and the small writes after it that join its pass), then settle them."""
+def _run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess],
+         batch: deque[Job]) -> None:
+    """Run ``run[0]`` (and the small writes after it that join its pass), then settle them.
+
+    ``owners`` is filled with the handles of the writes in the pass, in
+    order: the jobs' own, or those of a Writer's group.
+    """
     job = run[0]
     sink = job.sink
-    handle = job.handle
+    group = job.group
+    blocks: list[Block | bytes] | None = None
+    if group is not None:
+        owners[:], blocks = group.seal()  # type: ignore[assignment]
+    else:
+        owners.append(job.handle)
+    handle = owners[0]
     error: BaseException | None = None
     stopped_at = -1
     try:
         _check_order(lane, job)
-        if not handle.set_running_or_notify_cancel():
+        timing = WriteTiming(-1.0, -1.0, 0.0, None)  # shared by the run's writes
+        if group is not None:
+            # (stops at one cancelled while queued)
+            started = start_group(group.state, owners, group.cancels, timing)
+        else:
+            started = int(handle.set_running_or_notify_cancel())
+            if started:
+                handle.set_timing(timing)
+        if not started:
             # Cancelled while queued: nothing written, and nothing after it.
             lane.fail(handle, failure_of_stop(handle))
             stopped_at = 0
         else:
-            timing = WriteTiming(-1.0, -1.0, 0.0, None)  # shared by the run's writes
-            handle.set_timing(timing)
             cancels = cancels_so_far()  # any cancel from now on may concern the run
-            group = _gather(run, batch, timing)
+            if group is None:
+                blocks = _gather(run, batch, timing)
+                owners.extend(each.handle for each in run[1:])
+            elif started < len(owners):
+                blocks = blocks[:started]  # type: ignore[index]
             waiter = lane.bind(sink)
             waiter.take_waited()
             hooked = sink.nonblocking
             if hooked:  # cancel() must be able to wake a wait for the destination
-                for each in run:
-                    each.handle.watch_cancel(lane.interrupt)
+                for each in owners:
+                    each.watch_cancel(lane.interrupt)
             try:
-                stopped_at, error = _write_run(lane, run, group, timing, cancels)
-                group = None  # no view of the caller's data outlives its write
+                stopped_at, error = _write_run(lane, job, owners, blocks, timing, cancels,
+                                               None if group is None else group.state)
+                blocks = None  # no view of the caller's data outlives its write
             finally:
                 if hooked:
-                    for each in run:
-                        each.handle.watch_cancel(None)
+                    for each in owners:
+                        each.watch_cancel(None)
                     waiter.clear()
+            if group is not None and stopped_at < 0 and started < len(owners):
+                # The group's write at `started` was cancelled while queued.
+                lane.fail(owners[started], failure_of_stop(owners[started]))
+                stopped_at = started
     except BaseException as exc:  # noqa: BLE001 - an order check or a flush: this job's
         error, stopped_at = exc, 0
-    _finish_run(lane, run, batch, error, stopped_at)
+    _finish_run(lane, run, owners, batch, error, stopped_at)
 
 
 def _check_order(lane: Lane, job: Job) -> None:
@@ -414,7 +467,8 @@ def _gather(run: list[Job], batch: deque[Job], timing: WriteTiming) -> list[Bloc
     copy_free = IOV_MAX * _GATHER_BELOW
     while batch and count < MAX_GROUP:
         following = batch[0]
-        if (following.chain_after is not None or following.close or following.fsync != fsync
+        if (following.group is not None or following.chain_after is not None or following.close
+                or following.fsync != fsync
                 or (following.sink is not sink and not _same_sink(following.sink, sink))
                 or following.profile is not profile or following.chunk_size != chunk_size):
             break
@@ -457,17 +511,21 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 # -- the write loop ------------------------------------------------------------------------
 
 
-def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
-               timing: WriteTiming, cancels: int) -> tuple[int, BaseException | None]:
+def _write_run(lane: Lane, first: Job, owners: list[BackgroundWriteProcess],
+               group: list[Block | bytes] | None, timing: WriteTiming, cancels: int,
+               shared: GroupState | None = None) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
 
-    The run is one job, written chunk by chunk, or a ``group`` of small
-    writes gathered into one piece (see :func:`_gather`).
+    The run is one job (``first``), written chunk by chunk, or a ``group``
+    of small writes in one piece (gathered by :func:`_gather`, or by a
+    Writer: :mod:`bgio.group`), block ``k`` being ``owners[k]``'s.
 
-    Returns ``(index, error)``: where in ``run`` it stopped and why (an
+    ``shared``: a Writer's group's state, credited with the bytes at once
+    when the whole piece is written.
+
+    Returns ``(index, error)``: where in ``owners`` it stopped and why (an
     error, or None for a cancel), or ``(-1, None)`` when everything was written.
     """
-    first = run[0]
     sink = first.sink
     throttle = lane.throttle
     throttle.profile = first.profile
@@ -479,7 +537,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
     # A piece's block k belongs to run[k]: one job's chunks go one at a time.
     pieces = (group,) if group is not None else (
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
-    leader = first.handle
+    leader = owners[0]
     hooked = sink.nonblocking
     for piece in pieces:
         if leader.cancel_requested:
@@ -488,7 +546,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         if pause:
             if lane.since_flush:
                 # Idle time is the time to hand data on.
-                stopped = _flush_in_run(lane, sink, run, before_piece=True)
+                stopped = _flush_in_run(lane, sink, leader, before_piece=True)
                 if stopped is not None:
                     return stopped
             if _pause(lane, leader, pause, hooked):
@@ -499,11 +557,11 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
         queued = run_delay()  # read outside the timed span: the read is not busy time
         started = clock()
         cpu = cpu_clock()
-        written, stop, error = put_piece(sink, run, piece, cancels)
+        written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
-            stopped = _flush_in_run(lane, sink, run, before_piece=False)
+            stopped = _flush_in_run(lane, sink, leader, before_piece=False)
             if stopped is not None:
                 stop, error = stopped
         finished = clock()
@@ -525,7 +583,7 @@ def _write_run(lane: Lane, run: list[Job], group: list[Block | bytes] | None,
     return -1, None
 
 
-def _flush_in_run(lane: Lane, sink: Sink, run: list[Job], before_piece: bool
+def _flush_in_run(lane: Lane, sink: Sink, leader: BackgroundWriteProcess, before_piece: bool
                   ) -> tuple[int, BaseException | None] | None:
     """Flush during a run; None if that went well, else where the run stops and why.
 
@@ -540,7 +598,7 @@ def _flush_in_run(lane: Lane, sink: Sink, run: list[Job], before_piece: bool
     try:
         flush(lane, sink)
     except WriteInterrupted:
-        if before_piece and run[0].handle.cancel_requested:
+        if before_piece and leader.cancel_requested:
             return 0, None
         return None  # the bytes stay queued, the run goes on
     except BaseException as exc:  # noqa: BLE001 - on the handles it carried already
@@ -587,26 +645,37 @@ def _probe(lane: Lane) -> None:
     lane.probe = _PROBE_EVERY
 
 
-def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseException | None,
-                stopped_at: int) -> None:
-    """Settle every job of a run after its pass: done, deferred to a flush, failed or stopped.
+def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess],
+                batch: deque[Job], error: BaseException | None, stopped_at: int) -> None:
+    """Settle every write of a run after its pass: done, deferred to a flush, failed or stopped.
 
-    ``stopped_at`` is where the pass stopped (-1: it wrote everything), with
-    ``error``, or None for a cancel. A job that closes its destination runs
-    alone, and its handle completes once the destination is closed.
+    ``stopped_at`` is where in ``owners`` the pass stopped (-1: it wrote
+    everything), with ``error``, or None for a cancel. A job that closes its
+    destination runs alone, and its handle completes once the destination
+    is closed. The run's jobs end with the flush that completes their
+    writes, or now when none is left waiting for one.
     """
     last = run[-1]
     sink = last.sink
     for job in run:
         job.source = b""  # let go of the caller's data
-    stopped = None if stopped_at < 0 else run[stopped_at]
-    written = run if stopped is None else run[:stopped_at]
+    stopped = None if stopped_at < 0 else owners[stopped_at]
+    written = owners if stopped is None else owners[:stopped_at]
     closing = last.close
     if closing and stopped is None:
         written = []  # settled below, once the destination is closed
-    lane.unflushed.extend(written)
-    if written and written[0].fsync:  # a run's writes agree on fsync (see _gather)
-        lane.sync_pending = True
+    if written:
+        if len(run) == len(owners):  # one job a write: those written end with the flush
+            lane.flush_waiters.extend(written)
+            lane.unflushed.extend(run[:len(written)])
+        else:  # a Writer's group: finished in one step if all of it was written
+            if written is owners:
+                lane.flush_groups.append((last.group.state, owners))  # type: ignore[union-attr]
+            else:
+                lane.flush_waiters.extend(written)
+            lane.unflushed.append(last)
+        if last.fsync:  # a run's writes agree on fsync (see _gather)
+            lane.sync_pending = True
     flush_error: BaseException | None = None
     try:
         if stopped is None and last.fsync:
@@ -626,16 +695,20 @@ def _finish_run(lane: Lane, run: list[Job], batch: deque[Job], error: BaseExcept
         error = _close(sink, error if stopped is not None else flush_error, failed)
         lane.since_flush = 0  # whatever was buffered went with the close
         if stopped is None:
-            _settle(lane, last, error)
+            _settle(lane, sink, last.handle, error)
+            lane.end(last)
             return
     if stopped is None:
         return
-    if stopped.handle.done():
-        lane.end(stopped)  # cancelled while queued
-    else:
-        _settle(lane, stopped, error, stopped=error is None)
-    for job in run[stopped_at + 1:]:  # in the pass, never written
-        _settle(lane, job, lane.chain_error())
+    if not stopped.done():  # (done: cancelled while queued)
+        _settle(lane, sink, stopped, error, stopped=error is None)
+    for handle in owners[stopped_at + 1:]:  # in the pass, never written
+        _settle(lane, sink, handle, lane.chain_error())
+    if len(run) == len(owners):
+        for job in run[len(written):]:  # those not waiting for a flush
+            lane.end(job)
+    elif not written:
+        lane.end(last)
 
 
 def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseException | None:

@@ -7,6 +7,7 @@ import threading
 from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
 from .engine import submit
+from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .room import wait_for_room
@@ -87,10 +88,15 @@ class Writer(ClosesOnExit):
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._max_pending = max_pending_bytes
+        # Writes up to this size join a group (bgio.group); none when the
+        # Writer counts pending bytes per write.
+        self._group_below = -1 if max_pending_bytes is not None else min(
+            SMALL_WRITE, self._chunk_size)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # signalled as pending bytes are written
         self._pending = 0
         self._last: BackgroundWriteProcess | None = None
+        self._group: WriteGroup | None = None  # the small writes last queued (bgio.group)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -143,6 +149,22 @@ class Writer(ClosesOnExit):
         # Kept lean (no prepare(): no chain, no close to check): a Writer is
         # how programs issue many small writes, and this is their whole cost.
         if type(data) is bytes and self._takes_bytes:
+            if len(data) <= self._group_below:
+                # Joins the group queued last, if it still takes writes: one
+                # handle and two appends, no job, no trip through the engine.
+                lock = self._lock
+                lock.acquire()  # (half the cost of a with-statement)
+                try:
+                    if self._closed:
+                        raise ValueError("write to a closed bgio.Writer")
+                    group = self._group
+                    handle = None if group is None else group.add(data)
+                    if handle is None:
+                        handle = self._start_group(data)
+                    self._last = handle
+                finally:
+                    lock.release()
+                return handle
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
             total: int | None = len(data)
@@ -162,6 +184,21 @@ class Writer(ClosesOnExit):
             if last is not None and last.done():
                 self._after_failure(job)
             self._last = submit(job)
+        return handle
+
+    def _start_group(self, data: bytes) -> BackgroundWriteProcess:
+        # (self._lock held) Queue a new group, with its first write.
+        group = self._group = WriteGroup(self._lock, self._chunk_size)
+        handle = group.add(data)
+        assert handle is not None
+        job = Job(handle, self._sink, b"", self._profile, self._chunk_size)
+        job.group = group
+        if self._fsync:
+            job.fsync = True
+        last = self._last
+        if last is not None and last.done():
+            self._after_failure(job)
+        submit(job)
         return handle
 
     def _after_failure(self, job: Job) -> None:
