@@ -22,11 +22,17 @@ from __future__ import annotations
 import threading
 
 from .handle import BackgroundWriteProcess, GroupedWrite, GroupState, cancels_so_far
+from .pieces import IOV_MAX
 
 __all__ = ["MAX_WRITES", "SMALL_WRITE", "WriteGroup"]
 
 #: Writes of at most this many bytes join a group; larger ones are jobs of their own.
-SMALL_WRITE = 1024
+SMALL_WRITE = 65536
+
+#: A group of more than IOV_MAX blocks (one gather write's worth) goes on
+#: taking writes only while they average less than this: the worker copies
+#: such blocks together, and copying larger ones costs more than it saves.
+COPY_BELOW = 1024
 
 #: Most writes one group takes.
 MAX_WRITES = 65536
@@ -66,8 +72,10 @@ class WriteGroup:
         more (call with ``lock`` held)."""
         size = len(block)
         offset = self.size
-        if not self.open or offset + size > self.limit or len(self.blocks) >= MAX_WRITES:
-            return None
+        count = len(self.blocks)
+        if not self.open or offset + size > self.limit or count >= MAX_WRITES or (
+                count >= IOV_MAX and offset >= COPY_BELOW * count):
+            return None  # (past IOV_MAX blocks, only small ones: those are copied)
         handle = GroupedWrite(self.state, offset, size)
         self.handles.append(handle)
         self.blocks.append(block)

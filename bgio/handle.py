@@ -596,7 +596,7 @@ class GroupedWrite(BackgroundWriteProcess):
         self._offset = offset  # where this write's bytes begin in the group's
         self.total_bytes = size
 
-    @property  # type: ignore[override]
+    @property
     def _state(self) -> str:
         own = self._own_state
         return self._group.state if own is None else own
@@ -605,7 +605,7 @@ class GroupedWrite(BackgroundWriteProcess):
     def _state(self, state: str) -> None:
         self._own_state = state
 
-    @property  # type: ignore[override]
+    @property
     def bytes_written(self) -> int:
         own = self._own_written
         if own is not None:
@@ -620,7 +620,7 @@ class GroupedWrite(BackgroundWriteProcess):
     def bytes_written(self, count: int) -> None:
         self._own_written = count
 
-    @property  # type: ignore[override]
+    @property
     def _timing(self) -> WriteTiming | None:
         return self._group.timing
 

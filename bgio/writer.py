@@ -8,7 +8,7 @@ from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
 from .engine import submit
 from .group import SMALL_WRITE, WriteGroup
-from .handle import BackgroundWriteProcess, failure_of, raise_root_error
+from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .room import wait_for_room
 from .sinks import PathSink
@@ -158,13 +158,13 @@ class Writer(ClosesOnExit):
                     if self._closed:
                         raise ValueError("write to a closed bgio.Writer")
                     group = self._group
-                    handle = None if group is None else group.add(data)
-                    if handle is None:
-                        handle = self._start_group(data)
-                    self._last = handle
+                    member = None if group is None else group.add(data)
+                    if member is None:
+                        member = self._start_group(data)
+                    self._last = member
                 finally:
                     lock.release()
-                return handle
+                return member
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
             total: int | None = len(data)
@@ -186,7 +186,7 @@ class Writer(ClosesOnExit):
             self._last = submit(job)
         return handle
 
-    def _start_group(self, data: bytes) -> BackgroundWriteProcess:
+    def _start_group(self, data: bytes) -> GroupedWrite:
         # (self._lock held) Queue a new group, with its first write.
         group = self._group = WriteGroup(self._lock, self._chunk_size)
         handle = group.add(data)
