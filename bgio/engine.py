@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from . import runqueue
-from .handle import BackgroundWriteProcess
+from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
@@ -113,16 +113,19 @@ def _work(worker: Worker) -> None:
             logger.exception("bgio worker failed serving %s", lane.key)
             with _lock:
                 jobs, lane.jobs = list(lane.jobs), deque()
-                handles = [handle for job in jobs for handle in job.handles()]
-                handles += lane.flush_waiters
-                handles += [each for _, members in lane.flush_groups for each in members]
+                handles, groups = lane.flush_waiters, lane.flush_groups
                 jobs += lane.unflushed
                 lane.unflushed, lane.flush_waiters, lane.flush_groups = [], [], []
                 lane.worker = None
                 lane.close_waiter()
+            error = RuntimeError("bgio worker failed; see the bgio log")
+            for job in jobs:
+                job.abandon(error)
             for handle in handles:
                 if not handle.done():
-                    handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
+                    handle.set_exception(error)
+            for group in groups:
+                finish_group(group, flush_error=error)
             _jobs_ended(len(jobs))
         with _lock:
             worker.lane = None

@@ -12,19 +12,24 @@ and is *sealed* (takes nothing more) as soon as
 - the worker takes it to write it (:meth:`WriteGroup.seal`), or
 - it holds a chunk's worth of bytes, or :data:`MAX_WRITES` writes.
 
-The worker writes a group as one piece of its write loop, block ``k``
-belonging to ``handles[k]``, exactly as it writes a run of small jobs it
-gathered itself (:mod:`bgio.worker`).
+The worker writes a group as one piece of its write loop, as it writes a
+run of small jobs it gathered itself (:mod:`bgio.worker`), and settles it
+in one step: each write's handle derives its outcome from the group's
+(:class:`~bgio.handle.GroupState`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from typing import overload
 
-from .handle import BackgroundWriteProcess, GroupedWrite, GroupState, cancels_so_far
-from .pieces import IOV_MAX
+from .handle import GroupedWrite, GroupState
+from .pieces import IOV_MAX, Owner
+from .source import Block
 
-__all__ = ["MAX_WRITES", "SMALL_WRITE", "WriteGroup"]
+__all__ = ["MAX_WRITES", "SMALL_WRITE", "GroupOwners", "WriteGroup"]
 
 #: Writes of at most this many bytes join a group; larger ones are jobs of their own.
 SMALL_WRITE = 65536
@@ -41,11 +46,13 @@ MAX_WRITES = 65536
 class WriteGroup:
     """Consecutive small writes of one Writer, queued as one job.
 
-    ``handles``, ``blocks`` and ``size`` may be changed only with ``lock``
-    held (the Writer's lock) and while ``open`` is true (:meth:`add`);
-    :meth:`seal` is how the worker takes them. The handles share one
-    :class:`~bgio.handle.GroupState`, ``state``: the worker starts and
-    finishes the group in one step each, however many writes it holds.
+    ``blocks`` and ``size`` may be changed only with ``lock`` held (the
+    Writer's lock) and while ``open`` is true (:meth:`add`); :meth:`seal` is
+    how the worker takes them. The group keeps no handle: its writes' handles
+    share one :class:`~bgio.handle.GroupState`, ``state``, from which each
+    derives its own progress and outcome, so the worker starts and finishes
+    the group in one step each, however many writes it holds, and a handle
+    the caller drops is freed at once.
 
     Parameters
     ----------
@@ -55,37 +62,91 @@ class WriteGroup:
         Bytes the group takes at most (the Writer's chunk size).
     """
 
-    __slots__ = ("blocks", "cancels", "handles", "limit", "lock", "open", "size", "state")
+    __slots__ = ("blocks", "limit", "lock", "open", "size", "state")
 
     def __init__(self, lock: threading.Lock, limit: int) -> None:
         self.lock = lock
         self.limit = limit
         self.open = True
         self.state = GroupState()
-        self.cancels = cancels_so_far()  # unchanged when it starts: none was cancelled
-        self.handles: list[BackgroundWriteProcess] = []
         self.blocks: list[bytes] = []
         self.size = 0
 
     def add(self, block: bytes) -> GroupedWrite | None:
-        """Add a write of ``block`` and return its handle, or None if the group takes no
-        more (call with ``lock`` held)."""
+        """Add a write of ``block`` (not empty) and return its handle, or None if the
+        group takes no more (call with ``lock`` held)."""
         size = len(block)
         offset = self.size
         count = len(self.blocks)
         if not self.open or offset + size > self.limit or count >= MAX_WRITES or (
                 count >= IOV_MAX and offset >= COPY_BELOW * count):
             return None  # (past IOV_MAX blocks, only small ones: those are copied)
-        handle = GroupedWrite(self.state, offset, size)
-        self.handles.append(handle)
         self.blocks.append(block)
         self.size = offset + size
-        return handle
+        return GroupedWrite(self.state, offset, size)
 
-    def seal(self) -> tuple[list[BackgroundWriteProcess], list[bytes]]:
-        """Take nothing more; return the handles and blocks, and let go of them."""
+    def seal(self) -> list[bytes]:
+        """Take nothing more; return the blocks, and let go of them."""
         with self.lock:
             self.open = False
-            handles, blocks = self.handles, self.blocks
-            self.handles, self.blocks = [], []
-        return handles, blocks
+            blocks, self.blocks = self.blocks, []
+        return blocks
+
+
+class _BlockOwner:
+    """The owner of one block of a group's piece, as the write loop sees it."""
+
+    __slots__ = ("group", "offset")
+
+    def __init__(self, group: GroupState, offset: int) -> None:
+        self.group = group
+        self.offset = offset
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.group.cancel_asked(self.offset)
+
+    @property
+    def bytes_written(self) -> int:
+        return 0  # what is credited is added to the group's count
+
+    @bytes_written.setter
+    def bytes_written(self, count: int) -> None:
+        self.group.bytes_written += count
+
+    def watch_cancel(self, wake: Callable[[], None] | None) -> bool:
+        self.group.watch_cancel(wake)
+        return self.cancel_requested
+
+
+class GroupOwners(Sequence[Owner]):
+    """The owners of a group's blocks, for the write loop (:mod:`bgio.pieces`): block
+    ``k`` is the write at its offset in the group. Made on demand (the loop asks only
+    after a cancel or a failure): a group keeps no handles."""
+
+    def __init__(self, group: GroupState, blocks: list[Block | bytes]) -> None:
+        self._group = group
+        self._blocks = blocks
+        self._offsets: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    @overload
+    def __getitem__(self, index: int) -> Owner: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Owner]: ...
+
+    def __getitem__(self, index: int | slice) -> Owner | Sequence[Owner]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self._offsets is None:
+            self._offsets = list(accumulate(map(len, self._blocks), initial=0))
+        if index < 0:
+            index += len(self._blocks)
+        return _BlockOwner(self._group, self._offsets[index])
+
+    def offset(self, index: int) -> int:
+        """Where block ``index`` begins in the group's bytes."""
+        return sum(map(len, self._blocks[:index]))

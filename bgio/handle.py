@@ -564,61 +564,132 @@ def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWrit
 
 
 class GroupState:
-    """The state a group of small writes shares (:mod:`bgio.group`): pending, running
-    or finished together, so the worker moves them on in one step, not one per write.
+    """What the writes of a Writer's group share (:mod:`bgio.group`): they are pending,
+    running and done together, so the worker moves them on in one step, not one per
+    write, and keeps no reference to their handles (a handle the caller dropped is
+    freed at once).
 
-    ``written`` counts the group's bytes written; ``watched`` lists the
-    members that have waiters or callbacks to tell when the group is done
-    (None once it is). A member that goes its own way (cancelled, or
-    settled apart after a failure in the group) has a state of its own.
+    A write cancelled while the group is queued says so itself, and the group
+    is written up to it (``first_cancel``); one cancelled while the group is
+    being written is noted in ``cancel_offsets``, and the worker, woken by
+    ``on_cancel``, stops the group's piece at it if its bytes have not gone
+    out yet (see :class:`bgio.group.GroupOwners`).
+
+    Each handle derives its own outcome from its place in the group: the
+    writes before ``stop_offset`` succeeded (or failed with ``flush_error``,
+    the error of the flush that carried them); the one at ``stop_offset``
+    failed with ``error`` (or was cancelled while queued: it says so
+    itself); those after it failed with a :class:`~bgio.errors.ChainError`
+    (``chain_message``, caused by ``chain_root``).
     """
 
-    __slots__ = ("state", "timing", "watched", "written")
+    __slots__ = ("bytes_written", "cancel_offsets", "chain_message", "chain_root", "error",
+                 "first_cancel", "flush_error", "on_cancel", "state", "stop_offset", "timing",
+                 "watched")
 
     def __init__(self) -> None:
         self.state = PENDING
-        self.written = 0
+        self.bytes_written = 0
         self.timing: WriteTiming | None = None
+        # Handles with waiters or callbacks, to tell when done (None once done).
         self.watched: list[GroupedWrite] | None = []
+        self.first_cancel: int | None = None  # offset of the first write cancelled while queued
+        self.cancel_offsets: set[int] = set()  # those cancelled while the group runs
+        self.on_cancel: Callable[[], None] | None = None
+        self.stop_offset: int | None = None
+        self.error: BaseException | None = None
+        self.flush_error: BaseException | None = None
+        self.chain_message = ""
+        self.chain_root: BaseException | None = None
+
+    def watch_cancel(self, wake: Callable[[], None] | None) -> None:
+        """Have a cancel of one of the running group's writes call ``wake()`` (None: stop)."""
+        with _lock:
+            self.on_cancel = wake
+
+    def cancel_asked(self, offset: int) -> bool:
+        """Whether the write at ``offset`` was asked to stop while the group runs."""
+        return offset in self.cancel_offsets
+
+    def stop(self, offset: int, error: BaseException | None, chain_message: str,
+             chain_root: BaseException) -> None:
+        """Record where the group stopped (for the worker, before :func:`finish_group`)."""
+        self.stop_offset = offset
+        self.error = error
+        self.chain_message = chain_message
+        self.chain_root = chain_root
 
 
 class GroupedWrite(BackgroundWriteProcess):
-    """The handle of a write in a group: its state and progress are the group's
-    (:class:`GroupState`) until set on its own. Behaves as any handle."""
+    """The handle of a write in a group: its state, progress and outcome are derived
+    from the group's (:class:`GroupState`) and its place in it. Behaves as any handle,
+    except that once its group is being written it can no longer be cancelled."""
 
     _own_state: str | None = None
-    _own_written: int | None = None
+    _own_exception: BaseException | None = None
     _watching = False
 
     def __init__(self, group: GroupState, offset: int, size: int) -> None:
-        # BackgroundWriteProcess.__init__ is not called: its fields are the group's.
+        # BackgroundWriteProcess.__init__ is not called: its fields are derived.
         self._group = group
         self._offset = offset  # where this write's bytes begin in the group's
         self.total_bytes = size
 
+    def _place(self) -> int:
+        """-1, 0 or 1: before, at or after the place the group stopped."""
+        stop = self._group.stop_offset
+        if stop is None or self._offset < stop:
+            return -1
+        return 0 if self._offset == stop else 1
+
     @property
     def _state(self) -> str:
         own = self._own_state
-        return self._group.state if own is None else own
+        if own is not None:
+            return own
+        group = self._group
+        state = group.state
+        if state == FINISHED and group.error is None and self._offset == group.stop_offset:
+            return CANCELLED_AND_NOTIFIED  # the group stopped at its cancel
+        return state
 
     @_state.setter
     def _state(self, state: str) -> None:
         self._own_state = state
 
     @property
+    def _exception(self) -> BaseException | None:
+        if self._own_exception is not None or self._own_state is not None:
+            return self._own_exception
+        group = self._group
+        if group.state != FINISHED:
+            return None
+        place = self._place()
+        if place < 0:
+            return group.flush_error
+        if place == 0:
+            return group.error
+        # Made on demand, one each: an exception object is not shared between handles.
+        error = ChainError(group.chain_message, None, group.chain_root)
+        error.__cause__ = group.chain_root
+        self._own_exception = error
+        return error
+
+    @_exception.setter
+    def _exception(self, error: BaseException | None) -> None:
+        self._own_exception = error
+
+    @property
     def bytes_written(self) -> int:
-        own = self._own_written
-        if own is not None:
-            return own
         group = self._group
         total: int = self.total_bytes  # type: ignore[assignment]
-        if group.state == FINISHED and self._own_state is None:
+        if group.state == FINISHED and self._own_state is None and self._place() < 0:
             return total
-        return min(max(group.written - self._offset, 0), total)
+        return min(max(group.bytes_written - self._offset, 0), total)
 
     @bytes_written.setter
     def bytes_written(self, count: int) -> None:
-        self._own_written = count
+        raise AttributeError("a grouped write's bytes are counted by its group")
 
     @property
     def _timing(self) -> WriteTiming | None:
@@ -627,6 +698,34 @@ class GroupedWrite(BackgroundWriteProcess):
     @_timing.setter
     def _timing(self, timing: WriteTiming | None) -> None:
         self._group.timing = timing
+
+    def cancel(self) -> bool:
+        """As :meth:`BackgroundWriteProcess.cancel`. Its group's bytes go out in one
+        piece: a write of a group being written stops only if its bytes have not
+        gone out yet, else it finishes normally."""
+        global _cancels
+        with _lock:
+            state = self._state
+            if state == FINISHED:
+                return False
+            if state in _CANCELLED:
+                return True
+            group = self._group
+            self._cancel_requested = True
+            _cancels += 1
+            if state == RUNNING:
+                group.cancel_offsets.add(self._offset)
+                if group.on_cancel is not None:  # the worker waits for the destination
+                    group.on_cancel()
+                return True
+            if group.first_cancel is None or self._offset < group.first_cancel:
+                group.first_cancel = self._offset
+            if self._on_cancel is not None:  # the worker waits for a chained write
+                self._on_cancel()
+            self._own_state = CANCELLED_AND_NOTIFIED
+            self._notify(CANCELLED_AND_NOTIFIED)
+        self._invoke_callbacks()
+        return True
 
     def _watch(self) -> None:
         # (with _lock held) be told when the group is done.
@@ -654,26 +753,23 @@ class GroupedWrite(BackgroundWriteProcess):
         super().add_done_callback(fn)
 
 
-def start_group(group: GroupState, handles: list[BackgroundWriteProcess], cancels: int,
-                timing: WriteTiming) -> int:
-    """Mark a group running (for the worker); return how many of ``handles``, from the
-    first, were still pending. ``cancels`` is :func:`cancels_so_far` when the group
-    was made: unchanged, none of its writes can have been cancelled."""
+def start_group(group: GroupState, timing: WriteTiming) -> int | None:
+    """Mark a group running (for the worker): from now on its writes cannot be
+    cancelled. Return the offset of the first one cancelled while queued, or None."""
     with _lock:
         group.timing = timing
         group.state = RUNNING
-        if _cancels == cancels:
-            return len(handles)
-        for count, handle in enumerate(handles):
-            if handle._state != RUNNING:  # cancelled while queued
-                return count
-    return len(handles)
+        return group.first_cancel
 
 
-def finish_group(group: GroupState) -> None:
-    """Complete a group whose every write succeeded (for the worker)."""
+def finish_group(group: GroupState, flush_error: BaseException | None = None) -> None:
+    """Complete a group (for the worker), with the error of the flush that carried
+    its bytes, if it failed; tell its waiters and run its callbacks."""
     with_callbacks = []
     with _lock:
+        if group.state == FINISHED:
+            return
+        group.flush_error = flush_error
         group.state = FINISHED
         watched, group.watched = group.watched, None
         for handle in watched or ():

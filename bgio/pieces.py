@@ -9,19 +9,32 @@ it got; the worker (:mod:`bgio.worker`) paces and settles.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from .handle import BackgroundWriteProcess, GroupState, cancels_so_far
+from .handle import GroupState, cancels_so_far
 from .sinks import Sink, WriteInterrupted
 from .source import Block
 
-__all__ = ["IOV_MAX", "put_piece"]
+__all__ = ["IOV_MAX", "Owner", "put_piece"]
 
 #: Buffers one gather write takes at most (the system's IOV_MAX).
 IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 
 
-def put_piece(sink: Sink, owners: Sequence[BackgroundWriteProcess], piece: list[Block | bytes],
+class Owner(Protocol):
+    """What a piece's block belongs to: a write's handle, or the state of a Writer's
+    group (:class:`~bgio.handle.GroupState`), which owns all the group's blocks."""
+
+    bytes_written: int
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    def watch_cancel(self, wake: Callable[[], None] | None) -> bool: ...
+
+
+def put_piece(sink: Sink, owners: Sequence[Owner], piece: list[Block | bytes],
               cancels: int = -1, shared: GroupState | None = None
               ) -> tuple[int, int, BaseException | None]:
     """Write one piece (block ``k`` is ``owners[k]``'s); return (bytes written, index in
@@ -129,7 +142,7 @@ def put_piece(sink: Sink, owners: Sequence[BackgroundWriteProcess], piece: list[
         if buffer_index < len(buffers):
             rest = buffers[buffer_index]
     if shared is not None and error is None and stop < 0:
-        shared.written += written
+        shared.bytes_written += written
         return written, -1, None
     # Credit every write with its bytes; the one the piece stopped in gets
     # what reached the destination.
@@ -149,7 +162,7 @@ def put_piece(sink: Sink, owners: Sequence[BackgroundWriteProcess], piece: list[
     return written, stopped_in, error
 
 
-def _first_cancel(owners: Sequence[BackgroundWriteProcess], start: int, end: int) -> int:
+def _first_cancel(owners: Sequence[Owner], start: int, end: int) -> int:
     """The first of ``owners[start:end]`` whose cancel was asked, or -1."""
     for index in range(start, end):
         if owners[index].cancel_requested:
@@ -157,5 +170,5 @@ def _first_cancel(owners: Sequence[BackgroundWriteProcess], start: int, end: int
     return -1
 
 
-def _any_cancel(owners: Sequence[BackgroundWriteProcess], start: int, end: int) -> bool:
+def _any_cancel(owners: Sequence[Owner], start: int, end: int) -> bool:
     return _first_cancel(owners, start, end) >= 0

@@ -22,11 +22,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import CancelledError
 
 from .errors import ChainError
-from .group import WriteGroup
+from .group import GroupOwners, WriteGroup
 from .handle import (
     BackgroundWriteProcess,
     GroupState,
@@ -38,7 +38,7 @@ from .handle import (
     start_all,
     start_group,
 )
-from .pieces import IOV_MAX, put_piece
+from .pieces import IOV_MAX, Owner, put_piece
 from .priority import BackgroundIOPriority
 from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
@@ -107,9 +107,16 @@ class Job:
         if fsync:
             self.fsync = True
 
-    def handles(self) -> list[BackgroundWriteProcess]:
-        """The handles of the writes this job stands for (not yet run: a group's lets go)."""
-        return [self.handle] if self.group is None else list(self.group.handles)
+    def abandon(self, error: BaseException) -> None:
+        """Fail the writes of a job that will not run or finish (a bug in bgio)."""
+        if self.group is None:
+            if not self.handle.done():
+                self.handle.set_exception(error)
+            return
+        state = self.group.state
+        if state.stop_offset is None:
+            state.stop(0, error, "not written: the bgio worker failed", error)
+        finish_group(state)
 
 
 class Lane:
@@ -131,13 +138,13 @@ class Lane:
         self.throttle = Throttle(profile, min_pause=MIN_PAUSE)
         # The first failure on the destination: its error and (weakly, so
         # the lane keeps no handle and no file alive) its handle.
-        self.failure: tuple[BaseException, weakref.ref[BackgroundWriteProcess]] | None = None
+        self.failure: tuple[BaseException, weakref.ref[BackgroundWriteProcess] | None] | None = None
         # Small writes are not flushed one by one: bytes written since the
         # last flush, the writes whose last bytes that flush will carry, and
         # the jobs that end with it.
         self.since_flush = 0
         self.flush_waiters: list[BackgroundWriteProcess] = []
-        self.flush_groups: list[tuple[GroupState, list[BackgroundWriteProcess]]] = []
+        self.flush_groups: list[GroupState] = []  # a Writer's groups, done with that flush
         self.unflushed: list[Job] = []
         self.sync_pending = False  # one of the unflushed writes asked for fsync
         self.settled = 0  # jobs ended and not yet reported to the engine
@@ -176,17 +183,21 @@ class Lane:
             self.waiter.close()
             self.waiter = None
 
-    def fail(self, handle: BackgroundWriteProcess, error: BaseException) -> None:
-        """Remember the destination's first failure: every later write is a ChainError."""
+    def fail(self, handle: BackgroundWriteProcess | None, error: BaseException) -> None:
+        """Remember the destination's first failure: every later write is a ChainError.
+
+        ``handle`` is the failed write's (None for a write of a Writer's group:
+        the group keeps no handles)."""
         if self.failure is None:
             root = error.root_cause if isinstance(error, ChainError) else error
-            self.failure = (root or error, weakref.ref(handle))
+            self.failure = (root or error, None if handle is None else weakref.ref(handle))
 
     def chain_error(self) -> ChainError:
         """The error of a write queued after the destination's first failure."""
         assert self.failure is not None
         root, ref = self.failure
-        return _chain_error("an earlier write to this destination", root, ref())
+        return _chain_error("an earlier write to this destination", root,
+                            None if ref is None else ref())
 
 
 def _chain_error(what: str, root: BaseException,
@@ -284,11 +295,18 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
         error = exc
     if error is None:
         finish_all(handles)  # one lock for the lot
-        for group, _ in groups:
+        for group in groups:
             finish_group(group)
     else:
-        for handle in handles + [each for _, members in groups for each in members]:
+        for handle in handles:
             _settle(lane, sink, handle, error)
+        if groups:
+            if not handles:  # (else logged with each of them)
+                logger.error("flushing %s failed", sink.name, exc_info=error)
+            release_frames(error)
+            lane.fail(None, error)
+            for group in groups:
+                finish_group(group, flush_error=error)
     for job in jobs:
         lane.end(job)
     if error is not None and raise_error:
@@ -325,63 +343,45 @@ def run_batch(lane: Lane, batch: deque[Job]) -> int:
         job = batch.popleft()
         lane.target = job.sink.target
         run = [job]
-        owners: list[BackgroundWriteProcess] = []
         try:
-            _run(lane, run, owners, batch)
+            if job.group is not None:
+                _run_group(lane, job, batch)
+            else:
+                _run(lane, run, batch)
         except BaseException:  # a bug in bgio itself; keep the lane alive for the others
             logger.exception("bgio worker failed on %r", job.handle)
-            stuck = set(map(id, owners or job.handles()))
+            stuck = {id(each.handle) for each in run}
             lane.flush_waiters = [h for h in lane.flush_waiters if id(h) not in stuck]
-            lane.flush_groups = [entry for entry in lane.flush_groups if entry[1] is not owners]
-            for handle in owners or job.handles():
-                if not handle.done():
-                    handle.set_exception(RuntimeError("bgio worker failed; see the bgio log"))
+            if job.group is not None and job.group.state in lane.flush_groups:
+                lane.flush_groups.remove(job.group.state)
             for each in run:
+                each.abandon(RuntimeError("bgio worker failed; see the bgio log"))
                 if each in lane.unflushed:
                     lane.unflushed.remove(each)
                 lane.end(each)
     return lane.take_ended()
 
 
-def _run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess],
-         batch: deque[Job]) -> None:
-    """Run ``run[0]`` (and the small writes after it that join its pass), then settle them.
-
-    ``owners`` is filled with the handles of the writes in the pass, in
-    order: the jobs' own, or those of a Writer's group.
-    """
+def _run(lane: Lane, run: list[Job], batch: deque[Job]) -> None:
+    """Run ``run[0]`` (and the small writes after it that join its pass), then settle them."""
     job = run[0]
     sink = job.sink
-    group = job.group
-    blocks: list[Block | bytes] | None = None
-    if group is not None:
-        owners[:], blocks = group.seal()  # type: ignore[assignment]
-    else:
-        owners.append(job.handle)
-    handle = owners[0]
+    handle = job.handle
+    owners = [handle]  # the handles of the writes in the pass, in order
     error: BaseException | None = None
     stopped_at = -1
     try:
         _check_order(lane, job)
-        timing = WriteTiming(-1.0, -1.0, 0.0, None)  # shared by the run's writes
-        if group is not None:
-            # (stops at one cancelled while queued)
-            started = start_group(group.state, owners, group.cancels, timing)
-        else:
-            started = int(handle.set_running_or_notify_cancel())
-            if started:
-                handle.set_timing(timing)
-        if not started:
+        if not handle.set_running_or_notify_cancel():
             # Cancelled while queued: nothing written, and nothing after it.
             lane.fail(handle, failure_of_stop(handle))
             stopped_at = 0
         else:
+            timing = WriteTiming(-1.0, -1.0, 0.0, None)  # shared by the run's writes
+            handle.set_timing(timing)
             cancels = cancels_so_far()  # any cancel from now on may concern the run
-            if group is None:
-                blocks = _gather(run, batch, timing)
-                owners.extend(each.handle for each in run[1:])
-            elif started < len(owners):
-                blocks = blocks[:started]  # type: ignore[index]
+            group = _gather(run, batch, timing)
+            owners.extend(each.handle for each in run[1:])
             waiter = lane.bind(sink)
             waiter.take_waited()
             hooked = sink.nonblocking
@@ -389,21 +389,92 @@ def _run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess],
                 for each in owners:
                     each.watch_cancel(lane.interrupt)
             try:
-                stopped_at, error = _write_run(lane, job, owners, blocks, timing, cancels,
-                                               None if group is None else group.state)
-                blocks = None  # no view of the caller's data outlives its write
+                stopped_at, error = _write_run(lane, job, owners, group, timing, cancels)
+                group = None  # no view of the caller's data outlives its write
             finally:
                 if hooked:
                     for each in owners:
                         each.watch_cancel(None)
                     waiter.clear()
-            if group is not None and stopped_at < 0 and started < len(owners):
-                # The group's write at `started` was cancelled while queued.
-                lane.fail(owners[started], failure_of_stop(owners[started]))
-                stopped_at = started
     except BaseException as exc:  # noqa: BLE001 - an order check or a flush: this job's
         error, stopped_at = exc, 0
     _finish_run(lane, run, owners, batch, error, stopped_at)
+
+
+def _run_group(lane: Lane, job: Job, batch: deque[Job]) -> None:
+    """Run a Writer's group of small writes (:mod:`bgio.group`) as one piece, and settle
+    it in one step: its handles derive their outcome from the group's state."""
+    group = job.group
+    assert group is not None
+    state = group.state
+    sink = job.sink
+    blocks: list[Block | bytes] | None = group.seal()  # type: ignore[assignment]
+    assert blocks is not None
+    error: BaseException | None = None
+    stop_offset: int | None = None
+    written = 0
+    try:
+        _check_order(lane, job)
+        cut = start_group(state, WriteTiming(-1.0, -1.0, 0.0, None))
+        if cut is not None:  # a write cancelled while queued: only those before it go
+            blocks = _blocks_before(blocks, cut)
+            stop_offset = cut
+        if blocks:
+            assert state.timing is not None
+            waiter = lane.bind(sink)
+            waiter.take_waited()
+            owners = GroupOwners(state, blocks)
+            hooked = sink.nonblocking
+            if hooked:  # cancel() must be able to wake a wait for the destination
+                state.watch_cancel(lane.interrupt)
+            try:
+                stopped_at, error = _write_run(lane, job, owners, blocks, state.timing,
+                                               cancels_so_far(), state)
+            finally:
+                if hooked:
+                    state.watch_cancel(None)
+                    waiter.clear()
+            if stopped_at >= 0:
+                stop_offset = owners.offset(stopped_at)
+            written = state.bytes_written
+            blocks = owners = None  # type: ignore[assignment]  # no view of the caller's data outlives its write
+    except BaseException as exc:  # noqa: BLE001 - an order check or a flush
+        error, stop_offset = exc, 0
+    if stop_offset is not None:
+        if error is None:
+            root: BaseException = CancelledError(f"cancelled after {written} bytes")
+        else:
+            root = error.root_cause if isinstance(error, ChainError) and error.root_cause \
+                else error
+            if not isinstance(error, ChainError):
+                logger.error("background write to %s failed after %d bytes",
+                             sink.name, written, exc_info=error)
+            release_frames(error)
+        lane.fail(None, root)
+        reason = "was cancelled" if type(root).__name__ == "CancelledError" else \
+            f"failed ({type(root).__name__}: {root})"
+        state.stop(stop_offset, error, f"not written: an earlier write to this destination "
+                   f"{reason}", root)
+    if stop_offset != 0:  # some written: done with the flush that carries them
+        lane.flush_groups.append(state)
+        lane.unflushed.append(job)
+        if job.fsync:
+            lane.sync_pending = True
+    else:
+        finish_group(state)
+        lane.end(job)
+    _flush_after(lane, sink, stopped=stop_offset is not None, closing=False,
+                 sync=stop_offset is None and job.fsync, more=bool(batch or lane.jobs))
+
+
+def _blocks_before(blocks: list[Block | bytes], offset: int) -> list[Block | bytes]:
+    """The blocks of a group that lie before ``offset`` (a block boundary)."""
+    total = 0
+    for index, block in enumerate(blocks):
+        if total >= offset:
+            return blocks[:index]
+        total += len(block)
+    return blocks
 
 
 def _check_order(lane: Lane, job: Job) -> None:
@@ -511,17 +582,16 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 # -- the write loop ------------------------------------------------------------------------
 
 
-def _write_run(lane: Lane, first: Job, owners: list[BackgroundWriteProcess],
+def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
                group: list[Block | bytes] | None, timing: WriteTiming, cancels: int,
                shared: GroupState | None = None) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
 
     The run is one job (``first``), written chunk by chunk, or a ``group``
     of small writes in one piece (gathered by :func:`_gather`, or by a
-    Writer: :mod:`bgio.group`), block ``k`` being ``owners[k]``'s.
-
-    ``shared``: a Writer's group's state, credited with the bytes at once
-    when the whole piece is written.
+    Writer: :mod:`bgio.group`), block ``k`` being ``owners[k]``'s (a
+    Writer's group's state owns all its blocks, and is ``shared``: credited
+    at once when the whole piece is written).
 
     Returns ``(index, error)``: where in ``owners`` it stopped and why (an
     error, or None for a cancel), or ``(-1, None)`` when everything was written.
@@ -583,7 +653,7 @@ def _write_run(lane: Lane, first: Job, owners: list[BackgroundWriteProcess],
     return -1, None
 
 
-def _flush_in_run(lane: Lane, sink: Sink, leader: BackgroundWriteProcess, before_piece: bool
+def _flush_in_run(lane: Lane, sink: Sink, leader: Owner, before_piece: bool
                   ) -> tuple[int, BaseException | None] | None:
     """Flush during a run; None if that went well, else where the run stops and why.
 
@@ -606,7 +676,7 @@ def _flush_in_run(lane: Lane, sink: Sink, leader: BackgroundWriteProcess, before
     return None
 
 
-def _pause(lane: Lane, handle: BackgroundWriteProcess, seconds: float,
+def _pause(lane: Lane, handle: Owner, seconds: float,
            hooked: bool = False) -> bool:
     """Sleep ``seconds`` for pacing, cut short by ``handle.cancel()``; True if cancelled.
 
@@ -649,47 +719,29 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
                 batch: deque[Job], error: BaseException | None, stopped_at: int) -> None:
     """Settle every write of a run after its pass: done, deferred to a flush, failed or stopped.
 
-    ``stopped_at`` is where in ``owners`` the pass stopped (-1: it wrote
-    everything), with ``error``, or None for a cancel. A job that closes its
-    destination runs alone, and its handle completes once the destination
-    is closed. The run's jobs end with the flush that completes their
-    writes, or now when none is left waiting for one.
+    ``stopped_at`` is where in the run the pass stopped (-1: it wrote
+    everything), with ``error``, or None for a cancel; ``owners`` are the
+    run's handles. A job that closes its destination runs alone, and its
+    handle completes once the destination is closed. The jobs written end
+    with the flush that completes them.
     """
     last = run[-1]
     sink = last.sink
     for job in run:
         job.source = b""  # let go of the caller's data
     stopped = None if stopped_at < 0 else owners[stopped_at]
-    written = owners if stopped is None else owners[:stopped_at]
+    count = len(run) if stopped is None else stopped_at  # written, done with a flush
     closing = last.close
     if closing and stopped is None:
-        written = []  # settled below, once the destination is closed
-    if written:
-        if len(run) == len(owners):  # one job a write: those written end with the flush
-            lane.flush_waiters.extend(written)
-            lane.unflushed.extend(run[:len(written)])
-        else:  # a Writer's group: finished in one step if all of it was written
-            if written is owners:
-                lane.flush_groups.append((last.group.state, owners))  # type: ignore[union-attr]
-            else:
-                lane.flush_waiters.extend(written)
-            lane.unflushed.append(last)
+        count = 0  # settled below, once the destination is closed
+    if count:
+        lane.flush_waiters.extend(owners[:count])
+        lane.unflushed.extend(run[:count])
         if last.fsync:  # a run's writes agree on fsync (see _gather)
             lane.sync_pending = True
-    flush_error: BaseException | None = None
-    try:
-        if stopped is None and last.fsync:
-            flush(lane, sink, sync=True)  # done means on disk
-        elif (lane.unflushed or (closing and lane.since_flush)) and (
-                stopped is not None or closing or not lane.since_flush
-                or not (batch or lane.jobs)):
-            flush(lane, sink)
-    except WriteInterrupted:
-        # A stale wake-up (the run's cancel hooks are gone by now): bytes
-        # already in the stream's buffer go out with the lane's next flush.
-        pass
-    except BaseException as exc:  # noqa: BLE001 - already on the handles it carried
-        flush_error = exc
+    flush_error = _flush_after(lane, sink, stopped=stopped is not None, closing=closing,
+                               sync=stopped is None and last.fsync,
+                               more=bool(batch or lane.jobs))
     if closing:
         failed = stopped is not None or error is not None or flush_error is not None
         error = _close(sink, error if stopped is not None else flush_error, failed)
@@ -704,11 +756,29 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
         _settle(lane, sink, stopped, error, stopped=error is None)
     for handle in owners[stopped_at + 1:]:  # in the pass, never written
         _settle(lane, sink, handle, lane.chain_error())
-    if len(run) == len(owners):
-        for job in run[len(written):]:  # those not waiting for a flush
-            lane.end(job)
-    elif not written:
-        lane.end(last)
+    for job in run[count:]:
+        lane.end(job)
+
+
+def _flush_after(lane: Lane, sink: Sink, stopped: bool, closing: bool, sync: bool,
+                 more: bool) -> BaseException | None:
+    """Flush after a run if it is time to: on disk if ``sync``; else when the run
+    stopped, closes its destination, or has no more jobs behind it (``more``) and
+    something waits for the flush. Return the flush's error, if it failed (already
+    on the handles it carried)."""
+    try:
+        if sync:
+            flush(lane, sink, sync=True)  # done means on disk
+        elif (lane.unflushed or (closing and lane.since_flush)) and (
+                stopped or closing or not lane.since_flush or not more):
+            flush(lane, sink)
+    except WriteInterrupted:
+        # A stale wake-up (the run's cancel hooks are gone by now): bytes
+        # already in the stream's buffer go out with the lane's next flush.
+        pass
+    except BaseException as exc:  # noqa: BLE001 - already on the handles it carried
+        return exc
+    return None
 
 
 def _close(sink: Sink, error: BaseException | None, failed: bool) -> BaseException | None:

@@ -149,7 +149,7 @@ class Writer(ClosesOnExit):
         # Kept lean (no prepare(): no chain, no close to check): a Writer is
         # how programs issue many small writes, and this is their whole cost.
         if type(data) is bytes and self._takes_bytes:
-            if len(data) <= self._group_below:
+            if 0 < len(data) <= self._group_below:
                 # Joins the group queued last, if it still takes writes: one
                 # handle and two appends, no job, no trip through the engine.
                 lock = self._lock
