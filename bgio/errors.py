@@ -15,9 +15,10 @@ class ChainError(BgioError):
     Nothing of this write was written, so the destination has no gap after
     the failed write's last byte. ``__cause__`` is the earlier write's
     exception (a :class:`concurrent.futures.CancelledError` if it was
-    cancelled), :attr:`predecessor` is its handle, and :attr:`root_cause` is
-    the error that started the run of failures (the same as ``__cause__``
-    unless that is a ChainError too).
+    cancelled), :attr:`predecessor` is its handle (None if that was a small
+    write a :class:`bgio.Writer` gathered with others, whose group keeps no
+    handles), and :attr:`root_cause` is the error that started the run of
+    failures (the same as ``__cause__`` unless that is a ChainError too).
 
     Writes to one file object stay failed after an error: open a new file
     object (or a new :class:`bgio.Writer`) to write again once the cause is

@@ -137,3 +137,39 @@ def test_grouped_handles_are_freed_once_written_and_dropped():
     # Only the last one is still held, by the Writer (for flush and close).
     assert [ref() is None for ref in refs] == [True] * 99 + [False]
     w.close()
+
+
+def test_a_group_keeps_no_handle_a_dropped_one_is_freed_and_still_written():
+    rec, w, _ = _held_writer()
+    first = w.write(b"first;")  # (the group's job holds its first write's handle)
+    ref = weakref.ref(w.write(b"dropped;"))
+    kept = w.write(b"kept")
+    assert ref() is None  # freed at once, though its write waits in the group
+    rec.gate.set()
+    assert first.result(30) == 6 and kept.result(30) == 4
+    w.close(timeout=30)
+    assert rec.getvalue() == BIG + b"first;dropped;kept"
+
+
+class _FlushFails(Recorder):
+    def flush(self) -> None:
+        super().flush()
+        if self.writes:
+            raise OSError(5, "Input/output error")
+
+
+def test_a_failed_flush_fails_every_write_of_the_group_it_carried():
+    rec = _FlushFails(gated=True)
+    w = bgio.Writer(rec, priority=1)
+    w.write(BIG)
+    assert rec.entered.wait(30)
+    handles = [w.write(b"%d" % i) for i in range(10)]
+    rec.gate.set()
+    for h in handles:
+        with pytest.raises(OSError, match="Input/output"):
+            h.result(30)
+        assert h.done() and not h.cancelled()
+    with pytest.raises(OSError, match="Input/output"):
+        w.flush(timeout=30)
+    with pytest.raises(bgio.ChainError, match="Input/output"):
+        w.write(b"after").result(30)
