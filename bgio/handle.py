@@ -262,6 +262,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
                 # Under the lock: the worker unhooks it under the lock too, so
                 # it is never called once the worker has moved on.
                 self._on_cancel()
+            self._note_cancel(state)
             if state == RUNNING:
                 return True
             # Pending: done now. Waiters of concurrent.futures.wait() are told
@@ -271,6 +272,9 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
             self._notify(CANCELLED_AND_NOTIFIED)
         self._invoke_callbacks()
         return True
+
+    def _note_cancel(self, state: str) -> None:
+        """(with the lock held) What a subclass must do as a cancel is asked in ``state``."""
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -699,33 +703,17 @@ class GroupedWrite(BackgroundWriteProcess):
     def _timing(self, timing: WriteTiming | None) -> None:
         self._group.timing = timing
 
-    def cancel(self) -> bool:
-        """As :meth:`BackgroundWriteProcess.cancel`. Its group's bytes go out in one
-        piece: a write of a group being written stops only if its bytes have not
-        gone out yet, else it finishes normally."""
-        global _cancels
-        with _lock:
-            state = self._state
-            if state == FINISHED:
-                return False
-            if state in _CANCELLED:
-                return True
-            group = self._group
-            self._cancel_requested = True
-            _cancels += 1
-            if state == RUNNING:
-                group.cancel_offsets.add(self._offset)
-                if group.on_cancel is not None:  # the worker waits for the destination
-                    group.on_cancel()
-                return True
-            if group.first_cancel is None or self._offset < group.first_cancel:
-                group.first_cancel = self._offset
-            if self._on_cancel is not None:  # the worker waits for a chained write
-                self._on_cancel()
-            self._own_state = CANCELLED_AND_NOTIFIED
-            self._notify(CANCELLED_AND_NOTIFIED)
-        self._invoke_callbacks()
-        return True
+    def _note_cancel(self, state: str) -> None:
+        # The group's bytes go out in one piece. Running: the worker stops the
+        # piece where this write begins if its bytes have not gone out yet
+        # (else it finishes normally); queued: the group is written up to it.
+        group = self._group
+        if state == RUNNING:
+            group.cancel_offsets.add(self._offset)
+            if group.on_cancel is not None:  # the worker waits for the destination
+                group.on_cancel()
+        elif group.first_cancel is None or self._offset < group.first_cancel:
+            group.first_cancel = self._offset
 
     def _watch(self) -> None:
         # (with _lock held) be told when the group is done.
