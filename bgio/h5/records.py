@@ -31,7 +31,7 @@ from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .base import H5Writer, check_on_missing, open_target
+from .base import H5Writer, check_on_missing, check_target_libver, open_target
 from .filters import encoding_pool
 from .layout import check_count, check_lossless, from_values
 from .live import (
@@ -158,6 +158,10 @@ class RecordWriter(H5Writer):
         for ``index_name``.
     finished : str, keyword-only, default "finished"
         With ``swmr``: the finished flag's name, beside the group.
+    libver : str or (str, str) or None, keyword-only
+        The format version bounds of a file the writer opens, as for
+        :class:`bgio.h5.FrameWriter` (live files: ``("v110", "v110")`` by
+        default, read by every HDF5 from 1.10 on).
 
     Attributes
     ----------
@@ -214,6 +218,7 @@ class RecordWriter(H5Writer):
         flush_every: int | None = None,
         keys: str = "keys",
         finished: str = "finished",
+        libver: str | tuple[str, str] | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
         if not isinstance(group, str) or not group:
@@ -245,8 +250,9 @@ class RecordWriter(H5Writer):
         lengths = {name: chunk_length(name, shape, math.prod(shape) * dtype.itemsize,
                                       own_options.get(name, {}), chunk_events)
                    for name, (shape, dtype) in layouts.items()}
+        libver = check_target_libver(target, libver, swmr)
         profile = resolve_priority(priority)
-        parent, own_file = open_target(target, swmr)
+        parent, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
         try:
