@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import shutil
 import subprocess
 import threading
@@ -382,7 +383,7 @@ def test_a_live_file_is_not_bloated_by_announcements(tmp_path):
             assert follower.frames_read == 400
         records[swmr] = path.stat().st_size
     from bgio.h5.live import KEY_CHUNK
-    from bgio.h5.records import NEVENTS_CHUNK
+    from bgio.h5.record_sink import LIVE_NEVENTS_CHUNK as NEVENTS_CHUNK
 
     raw = sum(index % 4 for index in range(400)) * (4 + 8 + 8)
     # Chunks announced partly are stored raw, once; plus the unfiltered nevents
@@ -767,3 +768,60 @@ def test_hdf5_1_10_tools_cannot_read_the_newest_format(tmp_path):
     done = subprocess.run(["h5dump", "-d", "/frames", str(path)], capture_output=True,
                           text=True, check=False)
     assert "error" in done.stdout + done.stderr
+
+
+def _bytes_written() -> int:
+    """Bytes this process has handed to write() so far (Linux's /proc/self/io ``wchar``)."""
+    with open("/proc/self/io") as io:
+        return int(next(line for line in io if line.startswith("wchar")).split()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's /proc/self/io")
+def test_a_live_record_group_writes_its_events_a_few_times_not_hundreds(tmp_path):
+    features = {f"f{i}": ((), "<f4") for i in range(6)}
+    rng = np.random.default_rng(0)
+    frames, per_frame = 1000, 30
+    values = [{name: rng.normal(size=per_frame).astype("<f4") for name in features}
+              for _ in range(frames)]
+    before = _bytes_written()
+    # An announcement every 300 events: each stores every column's partly filled chunk.
+    with RecordWriter(tmp_path / "r.h5", "events", features, compression="gzip", shuffle=True,
+                      swmr=True, flush_interval=None, flush_every=10) as w:
+        for index, events in enumerate(values):
+            w.append(index, events)
+    written = _bytes_written() - before
+    event_bytes = frames * per_frame * (6 * 4 + 8) + frames * 8  # features, index, nevents
+    # ~9.5x here; 700x with 1 MiB chunks (each rewritten whole at every announcement).
+    assert written < 15 * event_bytes
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events/f0"].chunks == (2048,) and f["events/nevents"].chunks == (1024,)
+        assert f["events/f3"][...].tobytes() == np.concatenate(
+            [events["f3"] for events in values]).tobytes()
+
+
+def test_chunks_announced_partly_keep_their_checksum(tmp_path):
+    from bgio.h5.filters import fletcher32
+
+    path = tmp_path / "c.h5"
+    with RecordWriter(path, "events", FEATURES, compression="gzip", fletcher32=True,
+                      chunk_events=64, swmr=True, flush_interval=None, flush_every=2) as w:
+        for index in range(5):
+            w.append(index, events(index))
+    area = np.concatenate([events(index)["area"] for index in range(5)])
+    with h5py.File(path, "r") as f:
+        dataset = f["events/area"]
+        assert dataset[...].tobytes() == area.tobytes()
+        mask, stored = dataset.id.read_direct_chunk((0,))
+        assert mask == 0b01  # gzip skipped for this chunk, fletcher32 applied
+        body = stored[:-4]
+        assert len(body) == 64 * 4 and body[: area.nbytes] == area.tobytes()
+        assert stored[-4:] == fletcher32(body)
+        offset = dataset.id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as raw:  # a damaged byte is caught on reading
+        raw.seek(offset + 1)
+        byte = raw.read(1)
+        raw.seek(offset + 1)
+        raw.write(bytes([byte[0] ^ 0xFF]))
+    with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
+        f["events/area"][:4]

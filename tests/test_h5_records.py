@@ -647,3 +647,46 @@ def test_missing_frames_without_nevents_are_listed_on_the_group(tmp_path):
     with h5py.File(tmp_path / "r.h5", "r") as f:
         assert f["events"].attrs["missing_frames"].tolist() == [1]
         assert f["events/index"][:].tolist() == [0, 0, 2]
+
+
+def test_a_failed_store_leaves_no_rows_of_fill_values(tmp_path):
+    path = tmp_path / "r.h5"
+    w = RecordWriter(path, "events", FEATURES, chunk_events=2, compression="gzip")
+
+    class Full:
+        compresses = True
+
+        def encode(self, chunk):
+            raise OSError(28, "No space left on device")
+
+    w._columns[1].pipeline = Full()  # peak: its chunk fails to encode
+    with pytest.raises(OSError, match="No space"):
+        w.append(0, make_events(0, 2)).result(timeout=30)
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    with h5py.File(path, "r") as f:
+        events = f["events"]
+        # area's chunk was stored before peak's failed; peak, index and nevents
+        # did not grow: no rows of fill values a reader would take for events.
+        assert events["area"][...].tobytes() == make_events(0, 2)["area"].tobytes()
+        assert [events[name].shape[0] for name in ("peak", "trace", "index", "nevents")] == [
+            0, 0, 0, 0]
+        assert events["index"].fillvalue == -1
+
+
+@pytest.mark.parametrize("fill", [-1, 0])
+def test_follow_records_by_index_ignores_rows_no_frame_holds(tmp_path, fill):
+    # What a store that failed in HDF5 leaves: the index grown by rows of its fill value.
+    path = tmp_path / "f.h5"
+    areas = np.arange(7, dtype="<f4")
+    with h5py.File(path, "w", libver=("v110", "v110")) as f:
+        group = f.create_group("events")
+        group["area"] = areas
+        group.create_dataset("index", data=[0, 0, 1, 2, 2, fill, fill], dtype="<i8",
+                             fillvalue=fill)
+        group["keys"] = np.array([1, 2, 3], "<i8")
+        f["finished"] = np.array([1], "<i4")
+    with bgio.h5.follow_records(path, "events", nevents=None, timeout=5) as follower:
+        got = [(frame, events["area"].tolist()) for frame, events in follower]
+    assert got == [(0, [0.0, 1.0]), (1, [2.0]), (2, [3.0, 4.0])]
+    assert follower.finished

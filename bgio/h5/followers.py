@@ -408,22 +408,25 @@ class RecordFollower(_Following):
             return [int(n) for n in self.nevents[start : start + ready]]
         # By the index: rows are in frame order, and every event of a complete
         # frame is in the file (stored before its key), so the frames' events
-        # are the rows from the offset up to the first of a later frame.
+        # are the rows from the offset on while they hold those frames, in
+        # order. Anything else ends them: a later frame, or rows of fill values
+        # (-1 as bgio writes it, 0 in other files) a failed store left behind.
         index = self.index
         assert index is not None
         index.refresh()
         end_frame = start + ready
-        parts = []
-        position = self._offset
+        counts = np.zeros(ready, np.int64)
+        position, last = self._offset, start
         while position < index.shape[0]:
             values = index[position : position + KEY_WINDOW * 16]
-            parts.append(values)
-            position += len(values)
-            if values[-1] >= end_frame:
+            ends = (values < last) | (values >= end_frame)
+            ends[1:] |= values[1:] < values[:-1]
+            stop = int(np.argmax(ends)) if ends.any() else len(values)
+            counts += np.bincount(values[:stop] - start, minlength=ready)[:ready]
+            if stop < len(values) or not stop:
                 break
-        values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        values = values[: int(np.searchsorted(values, end_frame))]
-        return [int(n) for n in np.bincount(values - start, minlength=ready)]
+            position, last = position + stop, int(values[stop - 1])
+        return [int(n) for n in counts]
 
 
 def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: float = 10.0,

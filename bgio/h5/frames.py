@@ -443,7 +443,7 @@ class FrameWriter(H5Writer):
         chunks themselves go, and with them the handles their frames got.
 
         In a live file such a chunk is stored unfiltered, now and from then
-        on (see :func:`bgio.h5.sink.store_chunk`): SWMR never reuses file
+        on (see :func:`bgio.h5.sink.encode_chunk`): SWMR never reuses file
         space, and each compressed re-store would leave the last one behind.
         """
         for chunk_index, chunk in sorted(self._open.items()):

@@ -44,8 +44,9 @@ __all__ = [
 
 #: Seconds between announcements by default: readers see a frame about this soon.
 DEFAULT_FLUSH_INTERVAL = 0.25
-#: Keys per chunk of a key dataset (32 KiB of int64).
-KEY_CHUNK = 4096
+#: Keys per chunk of a key dataset (8 KiB of int64). Every announcement stores the last
+#: chunk again, whole, however few keys it sets: small chunks keep that cheap.
+KEY_CHUNK = 1024
 
 #: The format of live files a writer opens: HDF5 1.10's, the oldest that SWMR works in, so
 #: that readers built on HDF5 1.10 (Debian 12's h5dump, h5ls, and the programs linked

@@ -10,7 +10,7 @@ import numpy as np
 
 from .layout import CHUNK_BYTES, check_count, check_dtype, check_shape
 
-__all__ = ["DATASET_KEYWORDS", "check_bookkeeping_path", "check_dataset_options",
+__all__ = ["DATASET_KEYWORDS", "LIVE_CHUNK_BYTES", "LIVE_CHUNK_EVENTS", "check_bookkeeping_path", "check_dataset_options",
            "check_features", "chunk_length", "default_chunk_events", "merged_options",
            "resolve"]
 
@@ -20,8 +20,14 @@ DATASET_KEYWORDS = ("compression", "compression_opts", "shuffle", "fletcher32", 
 
 Layout = tuple[tuple[int, ...], np.dtype]
 
+#: Most events, and bytes, per chunk by default in a live file. Each announcement stores
+#: every column's last, partly filled chunk again, whole and unfiltered: what it writes
+#: grows with the chunk, whatever the few events it adds.
+LIVE_CHUNK_EVENTS = 2048
+LIVE_CHUNK_BYTES = 256 * 1024
 
-def default_chunk_events(row_bytes: int) -> int:
+
+def default_chunk_events(row_bytes: int, live: bool = False) -> int:
     """Events per chunk for a dataset whose rows (one event each) take ``row_bytes``.
 
     About 1 MiB (:data:`bgio.h5.layout.CHUNK_BYTES`) per chunk, for each
@@ -35,8 +41,20 @@ def default_chunk_events(row_bytes: int) -> int:
     262144
     >>> default_chunk_events(80 * 250)
     52
+
+    In a live file (``live``) at most :data:`LIVE_CHUNK_EVENTS` events and
+    about :data:`LIVE_CHUNK_BYTES`: each announcement stores every column's
+    partly filled chunk again, whole, so 1 MiB chunks of a scalar feature
+    would be written hundreds of times over (measured: 708 times the
+    events' bytes, announcing every 300 events).
+
+    >>> default_chunk_events(4, live=True), default_chunk_events(80 * 250, live=True)
+    (2048, 13)
     """
-    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+    row_bytes = max(row_bytes, 1)
+    if live:
+        return max(1, min(LIVE_CHUNK_BYTES // row_bytes, LIVE_CHUNK_EVENTS))
+    return max(1, CHUNK_BYTES // row_bytes)
 
 
 def check_features(features: object) -> dict[str, Layout]:
@@ -106,9 +124,9 @@ def merged_options(defaults: Mapping[str, object],
 
 
 def chunk_length(name: str, shape: tuple[int, ...], row_bytes: int,
-                 own: Mapping[str, object], chunk_events: int | None) -> int:
+                 own: Mapping[str, object], chunk_events: int | None, live: bool = False) -> int:
     """Events per chunk of one dataset: its own ``chunks``, else ``chunk_events``, else
-    about 1 MiB of its rows.
+    :func:`default_chunk_events` (``live``: for a live file).
 
     ``chunks`` may be the events per chunk (an int) or a whole chunk shape,
     which must span whole events: bgio stores chunks of whole rows.
@@ -116,7 +134,7 @@ def chunk_length(name: str, shape: tuple[int, ...], row_bytes: int,
     chunks = own.get("chunks")
     label = f"dataset_options[{name!r}]['chunks']"
     if chunks is None:
-        return chunk_events if chunk_events is not None else default_chunk_events(row_bytes)
+        return chunk_events if chunk_events is not None else default_chunk_events(row_bytes, live)
     if isinstance(chunks, (tuple, list)):
         sizes = tuple(chunks)
         if len(sizes) != len(shape) + 1 or sizes[1:] != shape:

@@ -52,7 +52,14 @@ from .record_layout import (
     merged_options,
     resolve,
 )
-from .record_sink import NEVENTS_CHUNK, Column, Piece, RecordBlock, RecordSink
+from .record_sink import (
+    LIVE_NEVENTS_CHUNK,
+    NEVENTS_CHUNK,
+    Column,
+    Piece,
+    RecordBlock,
+    RecordSink,
+)
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -248,7 +255,7 @@ class RecordWriter(H5Writer):
                                        "compression_opts": compression_opts,
                                        "shuffle": shuffle, "fletcher32": fletcher32}
         lengths = {name: chunk_length(name, shape, math.prod(shape) * dtype.itemsize,
-                                      own_options.get(name, {}), chunk_events)
+                                      own_options.get(name, {}), chunk_events, swmr)
                    for name, (shape, dtype) in layouts.items()}
         libver = check_target_libver(target, libver, swmr)
         profile = resolve_priority(priority)
@@ -281,12 +288,15 @@ class RecordWriter(H5Writer):
                 for name, (shape, dtype) in layouts.items()
             ]
             if index_name is not None:
-                length = chunk_events or default_chunk_events(np.dtype(np.int64).itemsize)
+                length = chunk_events or default_chunk_events(np.dtype(np.int64).itemsize, swmr)
+                # Fill -1, never a frame: rows a failed store leaves are no frame's events.
                 columns.append(Column(index_name, create(index_name, (), np.int64, length,
-                                                         merged_options(defaults, {}))))
+                                                         {**merged_options(defaults, {}),
+                                                          "fillvalue": -1})))
             nevents = None
             if nevents_name is not None:
-                nevents = create(nevents_name, (), np.int64, NEVENTS_CHUNK,
+                nevents = create(nevents_name, (), np.int64,
+                                 LIVE_NEVENTS_CHUNK if swmr else NEVENTS_CHUNK,
                                  merged_options(defaults, {}))
             if swmr:
                 key_dataset = create_keys(where, keys)
