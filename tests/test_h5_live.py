@@ -825,3 +825,16 @@ def test_chunks_announced_partly_keep_their_checksum(tmp_path):
         raw.write(bytes([byte[0] ^ 0xFF]))
     with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
         f["events/area"][:4]
+
+
+def test_keys_must_be_numbers_and_nan_is_not_complete(tmp_path):
+    path = tmp_path / "k.h5"
+    with h5py.File(path, "w", libver=("v110", "v110")) as f:
+        f["frames"] = np.arange(4 * 2, dtype="<u2").reshape(4, 2)
+        f["frames_keys"] = np.array([1.0, 2.0, np.nan, 4.0])
+        f["text_keys"] = np.array([b"done", b"done", b"", b""])
+        f["finished"] = np.array([1], "<i4")
+    with bgio.h5.follow(path, "frames", timeout=5) as follower:
+        assert [index for index, _ in follower] == [0, 1]  # stops at the NaN
+    with pytest.raises(TypeError, match=r"keys: '/text_keys' holds \|S4, not numbers"):
+        bgio.h5.follow(path, "frames", keys="text_keys")

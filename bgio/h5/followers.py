@@ -183,7 +183,9 @@ class _KeySet:
                 return 0
             values = keys[first_row:rows].reshape(-1)[position - first_row * per_row:]
             values = values[:KEY_WINDOW]
-            zeros = np.flatnonzero(values == 0)
+            # NaN (float keys) is no more "complete" than 0.
+            zeros = np.flatnonzero((values == 0) | np.isnan(values)) if values.dtype.kind == "f" \
+                else np.flatnonzero(values == 0)
             count = int(zeros[0]) if len(zeros) else len(values)
             ready = count if ready is None else min(ready, count)
             if not ready:
@@ -194,6 +196,9 @@ class _KeySet:
 def _scan_shape(keys: h5py.Dataset) -> tuple[int, tuple[int, ...]]:
     """A key dataset's scan rank (its maxshape's, less the trailing axes of size 1) and
     the sizes of its scan axes after the first."""
+    if keys.dtype.kind not in "biuf":
+        raise TypeError(f"keys: {keys.name!r} holds {keys.dtype}, not numbers: a key is a "
+                        f"number, 0 until its frame is complete")
     maxshape = keys.maxshape or keys.shape
     rank = len(maxshape)
     while rank > 1 and maxshape[rank - 1] == 1:

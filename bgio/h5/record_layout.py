@@ -10,8 +10,8 @@ import numpy as np
 
 from .layout import CHUNK_BYTES, check_count, check_dtype, check_shape
 
-__all__ = ["DATASET_KEYWORDS", "LIVE_CHUNK_BYTES", "LIVE_CHUNK_EVENTS", "check_bookkeeping_path", "check_dataset_options",
-           "check_features", "chunk_length", "default_chunk_events", "merged_options",
+__all__ = ["DATASET_KEYWORDS", "LIVE_CHUNK_BYTES", "LIVE_CHUNK_EVENTS", "check_bookkeeping_path",
+           "check_creation_options", "check_dataset_options", "check_features", "chunk_length", "default_chunk_events", "merged_options",
            "resolve"]
 
 #: The ``h5py.Group.create_dataset`` keywords a record dataset takes (per feature, or for all).
@@ -104,8 +104,75 @@ def check_dataset_options(options: object, layouts: Mapping[str, Layout]
                 raise TypeError(f"dataset_options[{name!r}]: unexpected keyword argument "
                                 f"{keyword!r} (a record dataset takes "
                                 f"{', '.join(DATASET_KEYWORDS)})")
-        checked[name] = dict(keywords)
+        own = dict(keywords)
+        check_creation_options(own, layouts[name][1], f"dataset_options[{name!r}]",
+                               filter_object=not isinstance(keywords, dict))
+        checked[name] = own
     return checked
+
+
+#: Compression names h5py takes (a filter id or an hdf5plugin filter object do too).
+_COMPRESSION_NAMES = ("gzip", "lzf", "szip")
+
+
+def check_creation_options(options: Mapping[str, object], dtype: np.dtype, label: str,
+                           filter_object: bool = False) -> None:
+    """Refuse creation keywords h5py would take silently or refuse only later, with the
+    feature (``label``) and the keyword named.
+
+    ``filter_object``: ``options`` is an hdf5plugin filter object standing
+    for the whole mapping. An empty ``label`` names the keywords alone (the
+    group's defaults).
+
+    Raises
+    ------
+    TypeError
+        ``shuffle``, ``fletcher32`` or ``track_times`` not a bool; a
+        ``compression`` that is not a name, a filter id or a filter object;
+        ``scaleoffset`` not an int; a ``fillvalue`` that is not a number.
+    ValueError
+        An unknown compression name, a filter object beside its own
+        ``compression_opts``, a negative ``scaleoffset``, a ``fillvalue``
+        that does not fit the dtype exactly.
+    """
+    def at(keyword: str) -> str:
+        return f"{label}[{keyword!r}]" if label else keyword
+
+    for keyword in ("shuffle", "fletcher32", "track_times"):
+        value = options.get(keyword)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{at(keyword)} must be True or False, got {value!r}")
+    compression = options.get("compression")
+    if compression is not None and not filter_object:
+        if isinstance(compression, str):
+            if compression not in _COMPRESSION_NAMES:
+                raise ValueError(f"{at('compression')}: {compression!r} is not one of "
+                                 f"{', '.join(_COMPRESSION_NAMES)} (or a filter id, or an "
+                                 f"hdf5plugin filter object)")
+        elif isinstance(compression, Mapping):
+            if "compression_opts" in options:
+                raise ValueError(f"{label or 'compression'}: a filter object ({type(compression).__name__}) "
+                                 f"carries its own options; leave out 'compression_opts'")
+        elif isinstance(compression, bool) or not isinstance(compression, (int, np.integer)):
+            raise TypeError(f"{at('compression')} must be a name, a filter id or an "
+                            f"hdf5plugin filter object, got {compression!r}")
+    scaleoffset = options.get("scaleoffset")
+    if scaleoffset is not None and (isinstance(scaleoffset, bool)
+                                    or not isinstance(scaleoffset, (int, np.integer))):
+        raise TypeError(f"{at('scaleoffset')} must be an int or None, got {scaleoffset!r}")
+    if scaleoffset is not None and scaleoffset < 0:
+        raise ValueError(f"{at('scaleoffset')} must be >= 0, got {scaleoffset}")
+    if "fillvalue" in options and options["fillvalue"] is not None:
+        fill = options["fillvalue"]
+        try:
+            value = np.asarray(fill)
+            exact = value.shape == () and value.dtype.kind in "biuf" \
+                and bool(np.asarray(value.astype(dtype)).astype(value.dtype) == value)
+        except (TypeError, ValueError, OverflowError):
+            exact = False
+        if not exact:
+            raise ValueError(f"{at('fillvalue')}: {fill!r} is not a number that {dtype} "
+                             f"holds exactly")
 
 
 def merged_options(defaults: Mapping[str, object],

@@ -45,6 +45,7 @@ from .live import (
 )
 from .record_layout import (
     check_bookkeeping_path,
+    check_creation_options,
     check_dataset_options,
     check_features,
     chunk_length,
@@ -114,7 +115,9 @@ class RecordWriter(H5Writer):
         datasets may exist yet.
     features : mapping of str to (shape, dtype)
         Each feature's per-event shape (``()`` for a scalar, an int for a
-        vector) and dtype, stored exactly.
+        vector) and dtype, stored exactly (unless ``scaleoffset`` is given
+        for a float feature: HDF5's scale-offset filter keeps that many
+        decimal digits).
     dataset_options : mapping of str to mapping, keyword-only
         Per feature, keywords of ``h5py.Group.create_dataset`` for its
         dataset: ``compression`` (a name, a filter id, or an hdf5plugin
@@ -138,8 +141,10 @@ class RecordWriter(H5Writer):
     priority : int 1..10 or bgio.BackgroundIOPriority, keyword-only, default 4
         Pacing of the filtering and storing.
     max_pending_bytes : int or None, keyword-only, default 64 MiB
-        Bound on the bytes of events accepted and not yet stored; None for
-        no bound.
+        Bound on the bytes of events accepted and not yet stored (frames
+        waiting for a missing one, and queued stores); None for no bound.
+        The chunks being filled, one per dataset (a chunk's bytes each,
+        about 1 MiB by default), are held beside it whatever the bound.
     index_name, nevents_name : str or None, keyword-only
         Where the ``index`` and ``nevents`` datasets go: a name in the
         group (``"index"``, ``"nevents"`` by default), a path below it
@@ -246,6 +251,10 @@ class RecordWriter(H5Writer):
             if not isinstance(flag, bool):
                 raise TypeError(f"{label} must be True or False, got {flag!r}")
         layouts = check_features(features)
+        check_creation_options({keyword: value for keyword, value in
+                                (("compression", compression),
+                                 ("compression_opts", compression_opts)) if value is not None},
+                               np.dtype(np.int64), "")
         own_options = check_dataset_options(dataset_options, layouts)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -262,6 +271,7 @@ class RecordWriter(H5Writer):
         parent, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
+        new_groups: list[str] = []  # likewise
         try:
             if swmr:
                 check_live(parent)
@@ -269,7 +279,9 @@ class RecordWriter(H5Writer):
             bookkeeping = {label: name for label, name in
                            (("index_name", index_name), ("nevents_name", nevents_name),
                             ("keys", keys if swmr else None)) if name is not None}
-            _check_places(parent.file, group_path, list(layouts), bookkeeping)
+            finished_path = resolve(posixpath.dirname(group_path), finished) if swmr else None
+            new_groups = _check_places(parent.file, group_path, list(layouts), bookkeeping,
+                                       finished_path)
             if swmr:
                 folder = posixpath.dirname(group)
                 check_finished(parent.get(folder) if folder else parent, finished)
@@ -305,6 +317,9 @@ class RecordWriter(H5Writer):
         except BaseException:
             for made in reversed(created):
                 del parent.file[made]
+            for made in new_groups:  # deepest first; made by this writer, now empty again
+                if made in parent.file and not len(parent.file[made]):
+                    del parent.file[made]
             if own_file is not None:
                 own_file.close()
             raise
@@ -627,9 +642,12 @@ class RecordWriter(H5Writer):
 
 
 def _check_places(file: h5py.File, group_path: str, features: list[str],
-                  bookkeeping: dict[str, str]) -> None:
-    """Refuse datasets that would clash with each other or with what the file holds."""
+                  bookkeeping: dict[str, str], finished_path: str | None) -> list[str]:
+    """Refuse datasets that would clash with each other or with what the file holds;
+    return the groups creating them will make, deepest first."""
     places = {resolve(group_path, name): name for name in features}
+    if finished_path is not None:
+        places[finished_path] = "finished"
     for label, name in bookkeeping.items():
         path = resolve(group_path, name)
         if path in places:
@@ -637,6 +655,9 @@ def _check_places(file: h5py.File, group_path: str, features: list[str],
             if clash in features:
                 raise ValueError(f"features: {clash!r} is the name of the index, nevents or "
                                  f"keys dataset")
+            if path == finished_path:
+                raise ValueError(f"{label}: {name!r} is the place of the finished flag "
+                                 f"({path!r})")
             raise ValueError(f"index_name, nevents_name and keys must differ, got "
                              f"{ {k: v for k, v in bookkeeping.items()} }")
         places[path] = name
@@ -647,10 +668,25 @@ def _check_places(file: h5py.File, group_path: str, features: list[str],
               if posixpath.dirname(path) == group_path and path in file]
     if inside:
         raise ValueError(f"group: {group_path!r} already has {inside}")
-    for label, name in bookkeeping.items():
-        path = resolve(group_path, name)
+    labels = {resolve(group_path, name): label for label, name in bookkeeping.items()}
+    new_groups: set[str] = set()
+    for path, label in labels.items():
         if path in file:
             raise ValueError(f"{label}: {path!r} already exists")
+    for path in [group_path, *labels]:
+        folder = posixpath.dirname(path) if path != group_path else path
+        while folder != "/":
+            label = labels.get(path, "group")
+            if folder in places:
+                raise ValueError(f"{label}: {path!r} would go through the dataset {folder!r}")
+            item = file.get(folder)
+            if item is not None and not isinstance(item, h5py.Group):
+                raise ValueError(f"{label}: {path!r} would go through {folder!r}, which "
+                                 f"is not a group")
+            if item is None:
+                new_groups.add(folder)
+            folder = posixpath.dirname(folder)
+    return sorted(new_groups, key=lambda folder: -folder.count("/"))
 
 
 def _frame_handle(size: int) -> BackgroundWriteProcess:
