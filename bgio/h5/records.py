@@ -661,7 +661,7 @@ def _check_places(file: h5py.File, group_path: str, features: list[str],
             raise ValueError(f"index_name, nevents_name and keys must differ, got "
                              f"{ {k: v for k, v in bookkeeping.items()} }")
         places[path] = name
-    existing = file.get(group_path)
+    existing = file[group_path] if group_path in file else None  # noqa: SIM401 (see below)
     if existing is not None and not isinstance(existing, h5py.Group):
         raise ValueError(f"group: {group_path!r} exists and is not a group")
     inside = [name for path, name in places.items()
@@ -679,7 +679,9 @@ def _check_places(file: h5py.File, group_path: str, features: list[str],
             label = labels.get(path, "group")
             if folder in places:
                 raise ValueError(f"{label}: {path!r} would go through the dataset {folder!r}")
-            item = file.get(folder)
+            # Asked with `in` first: get() of a path that is not there goes through
+            # HDF5's error stack, whose message h5py sometimes fails to decode.
+            item = file[folder] if folder in file else None  # noqa: SIM401
             if item is not None and not isinstance(item, h5py.Group):
                 raise ValueError(f"{label}: {path!r} would go through {folder!r}, which "
                                  f"is not a group")
