@@ -6,6 +6,7 @@ knows exactly what each must hold.
 
 from __future__ import annotations
 
+import os
 import time
 
 import h5py
@@ -100,3 +101,23 @@ def bgio_frames_gated(path: str, count: int, switched, go) -> None:
         for index in range(1, count):
             w.append(frame(index))
             time.sleep(0.002)  # the pace of a producer, not a synchronisation
+
+
+def bgio_crashing(path: str, count: int, done) -> None:
+    """Frames and records (gzip) in one live file, flushed; ``done`` set, then the process
+    ends without closing anything (no atexit, no HDF5 close), as a crash would."""
+    import bgio.h5
+
+    f = bgio.h5.open_live(path, "w")
+    frames = bgio.h5.FrameWriter(f, "frames", FRAME_SHAPE, "<u2", compression="gzip",
+                                 shuffle=True, swmr=True, flush_interval=None, flush_every=1000)
+    records = bgio.h5.RecordWriter(f, "events", FEATURES, compression="gzip", shuffle=True,
+                                   chunk_events=8, swmr=True, flush_interval=None,
+                                   flush_every=1000)
+    for index in range(count):
+        frames.append(frame(index))
+        records.append(index, events(index))
+    frames.flush()
+    records.flush()
+    done.set()
+    os._exit(0)

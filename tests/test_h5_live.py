@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import shutil
 import subprocess
 import threading
@@ -233,7 +234,8 @@ def test_frames_are_announced_by_time_and_by_count(tmp_path, monkeypatch):
 
 def test_live_options_are_checked(tmp_path):
     with h5py.File(tmp_path / "old.h5", "w") as f:
-        with pytest.raises(ValueError, match="SWMR needs a file opened with libver='latest'"):
+        with pytest.raises(ValueError, match="SWMR needs a file opened with a libver low "
+                                             "bound of 'v110' or newer"):
             FrameWriter(f, "frames", FRAME_SHAPE, "<u2", swmr=True)
         with pytest.raises(ValueError, match="SWMR needs"):
             RecordWriter(f, "events", FEATURES, swmr=True)
@@ -381,7 +383,7 @@ def test_a_live_file_is_not_bloated_by_announcements(tmp_path):
             assert follower.frames_read == 400
         records[swmr] = path.stat().st_size
     from bgio.h5.live import KEY_CHUNK
-    from bgio.h5.records import NEVENTS_CHUNK
+    from bgio.h5.record_sink import LIVE_NEVENTS_CHUNK as NEVENTS_CHUNK
 
     raw = sum(index % 4 for index in range(400)) * (4 + 8 + 8)
     # Chunks announced partly are stored raw, once; plus the unfiltered nevents
@@ -607,3 +609,232 @@ def test_follow_records_needs_nevents_or_index(tmp_path):
     with bgio.h5.follow_records(path, "events", nevents=None) as follower:
         assert [(index, got["area"].tolist()) for index, got in follower] == [
             (0, events(1)["area"].tolist())]
+
+
+def test_live_files_are_written_in_the_hdf5_1_10_format_by_default(tmp_path):
+    with FrameWriter(tmp_path / "f.h5", "frames", FRAME_SHAPE, "<u2", swmr=True) as w:
+        assert w.dataset.file.libver == ("v110", "v110")
+        w.append(frame(0))
+    with RecordWriter(tmp_path / "r.h5", "events", FEATURES, swmr=True) as w:
+        assert w.group.file.libver == ("v110", "v110")
+    with bgio.h5.open_live(tmp_path / "o.h5", "w") as f:
+        assert f.libver == ("v110", "v110")
+    with bgio.h5.open_live(tmp_path / "l.h5", "w", libver="latest") as f:
+        latest = h5py.h5f.LIBVER_LATEST
+        assert f.id.get_access_plist().get_libver_bounds() == (latest, latest)
+        FrameWriter(f, "frames", FRAME_SHAPE, "<u2", swmr=True, libver="latest").close()
+    with FrameWriter(tmp_path / "n.h5", "frames", FRAME_SHAPE, "<u2", swmr=True,
+                     libver=("v112", "v114")) as w:
+        assert w.dataset.file.libver == ("v112", "v114")
+        w.append(frame(0))
+    with bgio.h5.follow(tmp_path / "n.h5", "frames", timeout=5) as follower:
+        assert [index for index, _ in follower] == [0]
+    # Without swmr the writer opens a path with h5py's bounds, or the ones it is given.
+    with FrameWriter(tmp_path / "p.h5", "frames", FRAME_SHAPE, "<u2") as w:
+        assert w.dataset.file.libver == h5py.File(tmp_path / "q.h5", "w").libver
+    with FrameWriter(tmp_path / "e.h5", "frames", FRAME_SHAPE, "<u2", libver="earliest") as w:
+        assert w.dataset.file.libver[0] == "earliest"
+
+
+def test_libver_is_checked_in_the_caller(tmp_path):
+    path = tmp_path / "never.h5"
+    for libver, error, message in [
+        (110, TypeError, (r"libver must be a format name or a \(low, high\) pair of them "
+                          r"\(as for h5py.File\), got 110")),
+        (("v110",), TypeError, "libver must be a format name"),
+        (("v110", 110), TypeError, "libver must be a format name"),
+        ("v1.10", ValueError, "libver: 'v1.10' is not one of earliest, v108, v110"),
+        (("latest", "v110"), ValueError,
+         "libver: the low bound 'latest' is newer than the high bound 'v110'"),
+        ("earliest", ValueError, ("libver: a live file \\(SWMR\\) needs the format of HDF5 "
+                                  "1.10 or newer, a low bound of 'v110', 'v112'.*; got "
+                                  "'earliest', whose files cannot switch to SWMR mode")),
+        (("v108", "v110"), ValueError, "libver: a live file"),
+    ]:
+        with pytest.raises(error, match=message):
+            FrameWriter(path, "frames", FRAME_SHAPE, "<u2", swmr=True, libver=libver)
+        with pytest.raises(error, match=message):
+            RecordWriter(path, "events", FEATURES, swmr=True, libver=libver)
+        with pytest.raises(error, match=message):
+            bgio.h5.open_live(path, "w", libver=libver)
+    assert not path.exists()  # refused before anything was opened
+    # Not live: any format h5py knows.
+    with pytest.raises(ValueError, match="libver: 'v1.10' is not one of"):
+        FrameWriter(path, "frames", FRAME_SHAPE, "<u2", libver="v1.10")
+    assert not path.exists()
+    # An open file keeps the bounds it was opened with: libver may only agree with them.
+    with bgio.h5.open_live(tmp_path / "open.h5", "w") as f:
+        with pytest.raises(ValueError, match=r"libver: '.*open.h5' is open already, with "
+                                             r"libver \('v110', 'v110'\), not 'latest'; libver "
+                                             r"applies to a path the writer opens"):
+            FrameWriter(f, "frames", FRAME_SHAPE, "<u2", swmr=True, libver="latest")
+        with pytest.raises(ValueError, match="is open already"):
+            RecordWriter(f, "events", FEATURES, swmr=True, libver="latest")
+        assert list(f) == []
+        RecordWriter(f, "events", FEATURES, swmr=True, libver=["v110", "v110"]).close()
+
+
+def _h5dump_bytes(path, name, tmp_path):
+    """A dataset's values as Debian's h5dump (HDF5 1.10) reads them: raw little-endian bytes."""
+    out = tmp_path / f"dump{name.replace('/', '_')}.bin"
+    done = subprocess.run(["h5dump", "-d", name, "-b", "LE", "-o", str(out), str(path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "error" not in done.stdout + done.stderr, done
+    return out.read_bytes()
+
+
+def _h5ls_values(path, name):
+    """A dataset's values as ``h5ls -d`` prints them (HDF5 1.10), as a list of numbers."""
+    done = subprocess.run(["h5ls", "-d", f"{path}/{name}"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0 and "*ERROR*" not in done.stdout, done
+    text = done.stdout.split("Data:", 1)[1]
+    return [float(token) for line in text.splitlines()
+            for token in line.split(")", 1)[-1].replace(",", " ").split()]
+
+
+def _expected_records(count):
+    per_frame = [events(index) for index in range(count)]
+    return (np.concatenate([e["area"] for e in per_frame]),
+            np.concatenate([e["trace"] for e in per_frame]),
+            [len(e["area"]) for e in per_frame])
+
+
+def _check_with_hdf5_1_10_tools(path, count, tmp_path):
+    frames = _h5dump_bytes(path, "/frames", tmp_path)
+    assert frames == b"".join(frame(index).tobytes() for index in range(count))
+    area, trace, nevents = _expected_records(count)
+    assert _h5dump_bytes(path, "/events/area", tmp_path) == area.tobytes()
+    assert _h5dump_bytes(path, "/events/trace", tmp_path) == trace.tobytes()
+    assert _h5ls_values(path, "events/nevents") == nevents
+    # (h5ls prints 6 significant digits; h5dump's bytes above are the exact check.)
+    assert _h5ls_values(path, "events/area") == pytest.approx(area.tolist(), rel=1e-5)
+    assert _h5ls_values(path, "events/index") == [
+        index for index, n in enumerate(nevents) for _ in range(n)]
+    assert _h5ls_values(path, "frames_keys") == list(range(1, count + 1))
+
+
+needs_hdf5_tools = pytest.mark.skipif(
+    not (shutil.which("h5dump") and shutil.which("h5ls")),
+    reason="needs h5dump and h5ls (Debian's hdf5-tools)")
+
+
+@pytest.mark.slow
+@needs_hdf5_tools
+def test_hdf5_1_10_tools_read_a_finished_live_file(tmp_path):
+    path = tmp_path / "run.h5"
+    count = 21  # records: chunks of 8 events, the last one announced partly (stored raw)
+    with bgio.h5.open_live(path, "w") as f:
+        frames = FrameWriter(f, "frames", FRAME_SHAPE, "<u2", compression="gzip",
+                             shuffle=True, swmr=True, flush_every=4)
+        records = RecordWriter(f, "events", FEATURES, compression="gzip", shuffle=True,
+                               chunk_events=8, swmr=True, flush_every=4)
+        for index in range(count):
+            frames.append(frame(index))
+            records.append(index, events(index))
+        frames.close()
+        records.close()
+    _check_with_hdf5_1_10_tools(path, count, tmp_path)
+    assert _h5ls_values(path, "finished") == [1]
+
+
+@pytest.mark.slow
+@needs_hdf5_tools
+def test_hdf5_1_10_tools_read_a_recovered_live_file(tmp_path):
+    path = tmp_path / "crashed.h5"
+    done = spawn.Event()
+    writer = start(live_writers.bgio_crashing, str(path), 13, done)
+    writer.join(60)
+    assert done.is_set() and writer.exitcode == 0
+    opened = subprocess.run(["h5dump", "-H", str(path)], capture_output=True, text=True,
+                            check=False)
+    assert opened.returncode != 0  # the crashed writer's marks: only SWMR readers open it
+    assert bgio.h5.recover(path) is True
+    _check_with_hdf5_1_10_tools(path, 13, tmp_path)
+    assert _h5ls_values(path, "finished") == [0]
+
+
+@pytest.mark.slow
+@needs_hdf5_tools
+def test_hdf5_1_10_tools_cannot_read_the_newest_format(tmp_path):
+    # Why the default is not "latest": h5py 3.16 bundles HDF5 2.0, and HDF5 1.10 cannot
+    # read a chunked dataset in 2.0's format.
+    path = tmp_path / "latest.h5"
+    with FrameWriter(path, "frames", FRAME_SHAPE, "<u2", compression="gzip", swmr=True,
+                     libver="latest") as w:
+        w.append(frame(0))
+    if h5py.version.hdf5_version_tuple < (2, 0):
+        pytest.skip("this HDF5's newest format is one 1.10 may read")
+    done = subprocess.run(["h5dump", "-d", "/frames", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert "error" in done.stdout + done.stderr
+
+
+def _bytes_written() -> int:
+    """Bytes this process has handed to write() so far (Linux's /proc/self/io ``wchar``)."""
+    with open("/proc/self/io") as io:
+        return int(next(line for line in io if line.startswith("wchar")).split()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's /proc/self/io")
+def test_a_live_record_group_writes_its_events_a_few_times_not_hundreds(tmp_path):
+    features = {f"f{i}": ((), "<f4") for i in range(6)}
+    rng = np.random.default_rng(0)
+    frames, per_frame = 1000, 30
+    values = [{name: rng.normal(size=per_frame).astype("<f4") for name in features}
+              for _ in range(frames)]
+    before = _bytes_written()
+    # An announcement every 300 events: each stores every column's partly filled chunk.
+    with RecordWriter(tmp_path / "r.h5", "events", features, compression="gzip", shuffle=True,
+                      swmr=True, flush_interval=None, flush_every=10) as w:
+        for index, events in enumerate(values):
+            w.append(index, events)
+    written = _bytes_written() - before
+    event_bytes = frames * per_frame * (6 * 4 + 8) + frames * 8  # features, index, nevents
+    # ~9.5x here; 700x with 1 MiB chunks (each rewritten whole at every announcement).
+    assert written < 15 * event_bytes
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events/f0"].chunks == (2048,) and f["events/nevents"].chunks == (1024,)
+        assert f["events/f3"][...].tobytes() == np.concatenate(
+            [events["f3"] for events in values]).tobytes()
+
+
+def test_chunks_announced_partly_keep_their_checksum(tmp_path):
+    from bgio.h5.filters import fletcher32
+
+    path = tmp_path / "c.h5"
+    with RecordWriter(path, "events", FEATURES, compression="gzip", fletcher32=True,
+                      chunk_events=64, swmr=True, flush_interval=None, flush_every=2) as w:
+        for index in range(5):
+            w.append(index, events(index))
+    area = np.concatenate([events(index)["area"] for index in range(5)])
+    with h5py.File(path, "r") as f:
+        dataset = f["events/area"]
+        assert dataset[...].tobytes() == area.tobytes()
+        mask, stored = dataset.id.read_direct_chunk((0,))
+        assert mask == 0b01  # gzip skipped for this chunk, fletcher32 applied
+        body = stored[:-4]
+        assert len(body) == 64 * 4 and body[: area.nbytes] == area.tobytes()
+        assert stored[-4:] == fletcher32(body)
+        offset = dataset.id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as raw:  # a damaged byte is caught on reading
+        raw.seek(offset + 1)
+        byte = raw.read(1)
+        raw.seek(offset + 1)
+        raw.write(bytes([byte[0] ^ 0xFF]))
+    with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
+        f["events/area"][:4]
+
+
+def test_keys_must_be_numbers_and_nan_is_not_complete(tmp_path):
+    path = tmp_path / "k.h5"
+    with h5py.File(path, "w", libver=("v110", "v110")) as f:
+        f["frames"] = np.arange(4 * 2, dtype="<u2").reshape(4, 2)
+        f["frames_keys"] = np.array([1.0, 2.0, np.nan, 4.0])
+        f["text_keys"] = np.array([b"done", b"done", b"", b""])
+        f["finished"] = np.array([1], "<i4")
+    with bgio.h5.follow(path, "frames", timeout=5) as follower:
+        assert [index for index, _ in follower] == [0, 1]  # stops at the NaN
+    with pytest.raises(TypeError, match=r"keys: '/text_keys' holds \|S4, not numbers"):
+        bgio.h5.follow(path, "frames", keys="text_keys")

@@ -567,11 +567,18 @@ def test_dataset_option_checks_in_the_caller(tmp_path):
         RecordWriter(path, "e", FEATURES, dataset_options={"trace": {"chunks": (4, 4)}})
     with pytest.raises(TypeError, match="fletcher32 must be True or False"):
         RecordWriter(path, "e", FEATURES, fletcher32=1)
-    # What h5py itself refuses leaves nothing behind.
-    with pytest.raises(ValueError, match="(?i)compression"):
+    with pytest.raises(ValueError, match=r"dataset_options\['trace'\]\['compression'\]: "
+                                         r"'nope' is not one of gzip, lzf, szip"):
         RecordWriter(path, "e", FEATURES, dataset_options={"trace": {"compression": "nope"}})
+    assert not path.exists()  # refused before the file was opened
+    # What h5py itself refuses (a filter not available) leaves nothing behind, groups neither.
+    with h5py.File(path, "w"):
+        pass
+    with pytest.raises(ValueError, match="(?i)compression|filter"):
+        RecordWriter(path, "e/f", FEATURES, index_name="book/index",
+                     dataset_options={"trace": {"compression": 32999}})
     with h5py.File(path, "r") as f:
-        assert list(f["e"]) == []
+        assert list(f) == []
     with pytest.raises(ValueError, match=r"index_name must be a dataset name or path"):
         RecordWriter(path, "e", FEATURES, index_name="a//b")
     with pytest.raises(TypeError, match=r"nevents_name must be a dataset name or path, or None"):
@@ -647,3 +654,107 @@ def test_missing_frames_without_nevents_are_listed_on_the_group(tmp_path):
     with h5py.File(tmp_path / "r.h5", "r") as f:
         assert f["events"].attrs["missing_frames"].tolist() == [1]
         assert f["events/index"][:].tolist() == [0, 0, 2]
+
+
+def test_a_failed_store_leaves_no_rows_of_fill_values(tmp_path):
+    path = tmp_path / "r.h5"
+    w = RecordWriter(path, "events", FEATURES, chunk_events=2, compression="gzip")
+
+    class Full:
+        compresses = True
+
+        def encode(self, chunk):
+            raise OSError(28, "No space left on device")
+
+    w._columns[1].pipeline = Full()  # peak: its chunk fails to encode
+    with pytest.raises(OSError, match="No space"):
+        w.append(0, make_events(0, 2)).result(timeout=30)
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    with h5py.File(path, "r") as f:
+        events = f["events"]
+        # area's chunk was stored before peak's failed; peak, index and nevents
+        # did not grow: no rows of fill values a reader would take for events.
+        assert events["area"][...].tobytes() == make_events(0, 2)["area"].tobytes()
+        assert [events[name].shape[0] for name in ("peak", "trace", "index", "nevents")] == [
+            0, 0, 0, 0]
+        assert events["index"].fillvalue == -1
+
+
+@pytest.mark.parametrize("fill", [-1, 0])
+def test_follow_records_by_index_ignores_rows_no_frame_holds(tmp_path, fill):
+    # What a store that failed in HDF5 leaves: the index grown by rows of its fill value.
+    path = tmp_path / "f.h5"
+    areas = np.arange(7, dtype="<f4")
+    with h5py.File(path, "w", libver=("v110", "v110")) as f:
+        group = f.create_group("events")
+        group["area"] = areas
+        group.create_dataset("index", data=[0, 0, 1, 2, 2, fill, fill], dtype="<i8",
+                             fillvalue=fill)
+        group["keys"] = np.array([1, 2, 3], "<i8")
+        f["finished"] = np.array([1], "<i4")
+    with bgio.h5.follow_records(path, "events", nevents=None, timeout=5) as follower:
+        got = [(frame, events["area"].tolist()) for frame, events in follower]
+    assert got == [(0, [0.0, 1.0]), (1, [2.0]), (2, [3.0, 4.0])]
+    assert follower.finished
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"area": {"shuffle": "no"}}, TypeError,
+     r"dataset_options\['area'\]\['shuffle'\] must be True or False, got 'no'"),
+    ({"area": {"fletcher32": 1}}, TypeError,
+     r"dataset_options\['area'\]\['fletcher32'\] must be True or False, got 1"),
+    ({"area": {"track_times": None, "compression": 1.5}}, TypeError,
+     (r"dataset_options\['area'\]\['compression'\] must be a name, a filter id or an "
+     r"hdf5plugin filter object, got 1.5")),
+    ({"peak": {"fillvalue": 70000}}, ValueError,
+     (r"dataset_options\['peak'\]\['fillvalue'\]: 70000 is not a number that uint16 holds "
+     r"exactly")),
+    ({"peak": {"fillvalue": "x"}}, ValueError, r"\['fillvalue'\]: 'x' is not a number"),
+    ({"peak": {"fillvalue": 1.5}}, ValueError, r"\['fillvalue'\]: 1.5 is not a number"),
+    ({"area": {"scaleoffset": -1}}, ValueError, r"\['scaleoffset'\] must be >= 0, got -1"),
+    ({"area": {"scaleoffset": "2"}}, TypeError, r"\['scaleoffset'\] must be an int or None"),
+])
+def test_dataset_options_are_checked_per_feature_before_anything_is_made(tmp_path, options,
+                                                                         error, message):
+    path = tmp_path / "c.h5"
+    with pytest.raises(error, match=message):
+        RecordWriter(path, "e", FEATURES, dataset_options=options)
+    assert not path.exists()
+
+
+def test_filter_objects_and_their_options(tmp_path):
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    path = tmp_path / "c.h5"
+    with pytest.raises(ValueError, match=r"compression: a filter object \(Zstd\) carries its "
+                                         r"own options; leave out 'compression_opts'"):
+        RecordWriter(path, "e", FEATURES, compression=hdf5plugin.Zstd(), compression_opts=3)
+    with pytest.raises(ValueError, match=r"dataset_options\['area'\]: a filter object \(LZ4\) "
+                                         r"carries its own options"):
+        RecordWriter(path, "e", FEATURES, dataset_options={
+            "area": {"compression": hdf5plugin.LZ4(), "compression_opts": (0,)}})
+    with pytest.raises(ValueError, match="compression: 'zstd' is not one of gzip, lzf, szip"):
+        RecordWriter(path, "e", FEATURES, compression="zstd")
+    assert not path.exists()
+    RecordWriter(path, "e", FEATURES, compression=hdf5plugin.Zstd(clevel=2),
+                 dataset_options={"peak": {"fillvalue": 7, "scaleoffset": 0}}).close()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"keys": "/finished"}, r"keys: '/finished' is the place of the finished flag"),
+    ({"index_name": "/finished"}, r"index_name: '/finished' is the place of the finished"),
+    ({"nevents_name": "area/nevents"},
+     r"nevents_name: '/e/area/nevents' would go through the dataset '/e/area'"),
+    ({"keys": "/e/index/keys"}, (r"keys: '/e/index/keys' would go through the dataset "
+                                r"'/e/index'")),
+    ({"index_name": "/cal/index"}, (r"index_name: '/cal/index' would go through '/cal', which "
+                                   r"is not a group")),
+])
+def test_bookkeeping_places_that_cannot_be_are_refused(tmp_path, options, message):
+    path = tmp_path / "b.h5"
+    with bgio.h5.open_live(path, "w") as f:
+        f["cal"] = 1
+    with pytest.raises(ValueError, match=message):
+        RecordWriter(path, "e", FEATURES, swmr=True, **options)
+    with h5py.File(path, "r") as f:
+        assert list(f) == ["cal"]  # nothing made, no group left behind

@@ -21,15 +21,19 @@ from ..worker import Job
 from .exit import track
 from .filters import EncodingPool
 from .live import (
+    DEFAULT_LIVE_LIBVER,
     Announcer,
     Keys,
+    Libver,
+    check_libver,
     claim_finished,
+    libver_bounds,
     open_live,
     release_finished,
     start_swmr,
 )
 
-__all__ = ["H5Writer", "check_on_missing", "open_target"]
+__all__ = ["H5Writer", "check_on_missing", "check_target_libver", "open_target"]
 
 
 def check_on_missing(value: object) -> str:
@@ -39,21 +43,48 @@ def check_on_missing(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
-def open_target(target: object, swmr: bool) -> tuple[h5py.Group, h5py.File | None]:
-    """The group to create datasets in, and the file to close with the writer (a path's).
+def check_target_libver(target: object, libver: object, swmr: bool) -> Libver | None:
+    """A writer's ``target`` and ``libver``, checked in the caller (nothing opened yet).
+
+    Returns the bounds to open a path with: ``libver``, or for a live file
+    :data:`bgio.h5.live.DEFAULT_LIVE_LIBVER` when it is None (None for
+    h5py's default otherwise).
 
     Raises
     ------
     TypeError
-        If ``target`` is not a path, an ``h5py.File`` or an ``h5py.Group``.
+        If ``target`` is not a path, an ``h5py.File`` or an ``h5py.Group``, or
+        ``libver`` is not a name nor a pair of names.
+    ValueError
+        A ``libver`` that is unknown or (``swmr``) that SWMR cannot work in, or
+        one that differs from the bounds the open file ``target`` already has.
     """
-    if isinstance(target, (str, bytes, os.PathLike)):
-        file = open_live(target) if swmr else h5py.File(target, "a")
-        return file, file
+    if not isinstance(target, (str, bytes, os.PathLike, h5py.File, h5py.Group)):
+        raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
+                        f"{type(target).__qualname__}")
+    if libver is None:
+        return DEFAULT_LIVE_LIBVER if swmr else None
+    checked = check_libver(libver, swmr)
+    if isinstance(target, (h5py.File, h5py.Group)):
+        file = target.file
+        if libver_bounds(checked) != tuple(file.id.get_access_plist().get_libver_bounds()):
+            raise ValueError(f"libver: {file.filename!r} is open already, with libver "
+                             f"{file.libver}, not {checked!r}; libver applies to a path the "
+                             f"writer opens")
+    return checked
+
+
+def open_target(target: str | bytes | os.PathLike[str] | h5py.Group, swmr: bool,
+                libver: Libver | None = None) -> tuple[h5py.Group, h5py.File | None]:
+    """The group to create datasets in, and the file to close with the writer (a path's,
+    opened with ``libver``: see :func:`check_target_libver`)."""
     if isinstance(target, (h5py.File, h5py.Group)):
         return target, None
-    raise TypeError(f"target must be a path, h5py.File or h5py.Group, got "
-                    f"{type(target).__qualname__}")
+    if swmr:
+        file = open_live(target, libver=libver or DEFAULT_LIVE_LIBVER)  # type: ignore[arg-type]
+    else:
+        file = h5py.File(target, "a", libver=libver)
+    return file, file
 
 
 class _Sink(Protocol):

@@ -23,14 +23,16 @@ from ..worker import MIN_PAUSE
 from . import codecs
 from .codecs import BITSHUFFLE, BLOSC, LZ4, ZSTD
 
-__all__ = ["BITSHUFFLE", "BLOSC", "DEFLATE", "LZ4", "MAX_POOL", "SHUFFLE", "SUPPORTED", "ZSTD",
-           "ChunkPipeline", "EncodingPool", "encoding_pool", "pipeline_of"]
+__all__ = ["BITSHUFFLE", "BLOSC", "DEFLATE", "FLETCHER32", "LZ4", "MAX_POOL", "SHUFFLE",
+           "SUPPORTED", "ZSTD", "ChunkPipeline", "EncodingPool", "encoding_pool", "fletcher32",
+           "pipeline_of"]
 
 logger = logging.getLogger("bgio")
 
 #: HDF5's filter ids (H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE).
 DEFLATE = 1
 SHUFFLE = 2
+FLETCHER32 = 3
 #: The filters bgio applies itself; a dataset with any other takes h5py's own path. The plugin
 #: codecs count only when their package is installed (see :mod:`bgio.h5.codecs`).
 SUPPORTED = frozenset({DEFLATE, SHUFFLE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
@@ -103,6 +105,36 @@ def _shuffle(data: bytes | memoryview, itemsize: int) -> bytes | memoryview:
     shuffled = np.empty((itemsize, len(grid)), dtype=np.uint8)
     np.copyto(shuffled, grid.T)
     return memoryview(shuffled.reshape(-1))
+
+
+def fletcher32(data: bytes | memoryview) -> bytes:
+    """The 4 bytes HDF5's fletcher32 filter appends to a chunk's ``data``.
+
+    Fletcher's checksum over the data as big-endian 16-bit words (an odd
+    last byte padded with a zero), each sum folded modulo 65535 as HDF5
+    folds it (0 only for no data at all), stored little-endian.
+
+    Examples
+    --------
+    >>> fletcher32(b"abcde").hex()
+    'c729f04f'
+    """
+    octets = np.frombuffer(data, dtype=np.uint8)
+    if len(octets) % 2:
+        octets = np.concatenate([octets, np.zeros(1, np.uint8)])
+    words = (octets[0::2].astype(np.uint64) << np.uint64(8)) | octets[1::2]
+    # Word i is added into the running sum once and into the sum of sums n - i
+    # times; weights reduced modulo 65535 first keep every product below 2**32.
+    weights = np.arange(len(words), 0, -1, dtype=np.uint64) % np.uint64(65535)
+    low = _fold(int(words.sum()))
+    high = _fold(int((weights * words).sum()))
+    return ((high << 16) | low).to_bytes(4, "little")
+
+
+def _fold(total: int) -> int:
+    # HDF5 folds carries back in (end-around), so a non-zero multiple of
+    # 65535 ends as 0xFFFF, not 0.
+    return 0 if total == 0 else (total - 1) % 65535 + 1
 
 
 def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:

@@ -183,7 +183,9 @@ class _KeySet:
                 return 0
             values = keys[first_row:rows].reshape(-1)[position - first_row * per_row:]
             values = values[:KEY_WINDOW]
-            zeros = np.flatnonzero(values == 0)
+            # NaN (float keys) is no more "complete" than 0.
+            zeros = np.flatnonzero((values == 0) | np.isnan(values)) if values.dtype.kind == "f" \
+                else np.flatnonzero(values == 0)
             count = int(zeros[0]) if len(zeros) else len(values)
             ready = count if ready is None else min(ready, count)
             if not ready:
@@ -194,6 +196,9 @@ class _KeySet:
 def _scan_shape(keys: h5py.Dataset) -> tuple[int, tuple[int, ...]]:
     """A key dataset's scan rank (its maxshape's, less the trailing axes of size 1) and
     the sizes of its scan axes after the first."""
+    if keys.dtype.kind not in "biuf":
+        raise TypeError(f"keys: {keys.name!r} holds {keys.dtype}, not numbers: a key is a "
+                        f"number, 0 until its frame is complete")
     maxshape = keys.maxshape or keys.shape
     rank = len(maxshape)
     while rank > 1 and maxshape[rank - 1] == 1:
@@ -408,22 +413,25 @@ class RecordFollower(_Following):
             return [int(n) for n in self.nevents[start : start + ready]]
         # By the index: rows are in frame order, and every event of a complete
         # frame is in the file (stored before its key), so the frames' events
-        # are the rows from the offset up to the first of a later frame.
+        # are the rows from the offset on while they hold those frames, in
+        # order. Anything else ends them: a later frame, or rows of fill values
+        # (-1 as bgio writes it, 0 in other files) a failed store left behind.
         index = self.index
         assert index is not None
         index.refresh()
         end_frame = start + ready
-        parts = []
-        position = self._offset
+        counts = np.zeros(ready, np.int64)
+        position, last = self._offset, start
         while position < index.shape[0]:
             values = index[position : position + KEY_WINDOW * 16]
-            parts.append(values)
-            position += len(values)
-            if values[-1] >= end_frame:
+            ends = (values < last) | (values >= end_frame)
+            ends[1:] |= values[1:] < values[:-1]
+            stop = int(np.argmax(ends)) if ends.any() else len(values)
+            counts += np.bincount(values[:stop] - start, minlength=ready)[:ready]
+            if stop < len(values) or not stop:
                 break
-        values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        values = values[: int(np.searchsorted(values, end_frame))]
-        return [int(n) for n in np.bincount(values - start, minlength=ready)]
+            position, last = position + stop, int(values[stop - 1])
+        return [int(n) for n in counts]
 
 
 def follow(source: str | os.PathLike[str] | h5py.File, name: str, *, timeout: float = 10.0,

@@ -15,7 +15,7 @@ from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .base import H5Writer, check_on_missing, open_target
+from .base import H5Writer, check_on_missing, check_target_libver, open_target
 from .filters import encoding_pool, pipeline_of
 from .gaps import Gaps
 from .layout import (
@@ -109,10 +109,17 @@ class FrameWriter(H5Writer):
         ``ValueError`` (after closing).
     swmr : bool, keyword-only, default False
         Write a live file that other processes read while it is written
-        (HDF5's SWMR mode; see the "Live files" page of the manual): the
-        file gets ``libver="latest"``, a key dataset and a finished flag
-        are created beside the dataset, the file switches to SWMR mode at
-        the first append, and complete frames are announced as below.
+        (HDF5's SWMR mode; see the "Live files" page of the manual): a key
+        dataset and a finished flag are created beside the dataset, the
+        file switches to SWMR mode at the first append, and complete
+        frames are announced as below.
+    libver : str or (str, str) or None, keyword-only
+        The format version bounds of a file the writer opens (a path
+        ``target``), as for :class:`h5py.File`. None: with ``swmr``,
+        ``("v110", "v110")``, HDF5 1.10's format, the oldest SWMR works in,
+        which every HDF5 from 1.10 on reads (see :func:`bgio.h5.open_live`);
+        without, h5py's default. A live file needs a low bound of "v110"
+        or newer. For an open ``target`` it must match the file's bounds.
     flush_interval : float or None, keyword-only, default 0.25
         With ``swmr``: seconds between announcements of the frames accepted
         meanwhile (they are stored, flushed, then their keys set), so
@@ -166,6 +173,7 @@ class FrameWriter(H5Writer):
         flush_every: int | None = None,
         keys: str | None = None,
         finished: str = "finished",
+        libver: str | tuple[str, str] | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
         if max_pending_bytes is not None:
@@ -179,6 +187,7 @@ class FrameWriter(H5Writer):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not name:
             raise ValueError("name must not be empty")
+        libver = check_target_libver(target, libver, swmr)
         profile = resolve_priority(priority)
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
@@ -189,7 +198,7 @@ class FrameWriter(H5Writer):
             chunks = (1, *self._frame_shape)
         if chunk_frames is not None:
             chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
-        group, own_file = open_target(target, swmr)
+        group, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
         try:
@@ -434,7 +443,7 @@ class FrameWriter(H5Writer):
         chunks themselves go, and with them the handles their frames got.
 
         In a live file such a chunk is stored unfiltered, now and from then
-        on (see :func:`bgio.h5.sink.store_chunk`): SWMR never reuses file
+        on (see :func:`bgio.h5.sink.encode_chunk`): SWMR never reuses file
         space, and each compressed re-store would leave the last one behind.
         """
         for chunk_index, chunk in sorted(self._open.items()):

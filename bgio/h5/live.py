@@ -22,6 +22,7 @@ from ..handle import BackgroundWriteProcess
 
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL",
+    "DEFAULT_LIVE_LIBVER",
     "KEY_CHUNK",
     "Announce",
     "Announcer",
@@ -29,11 +30,13 @@ __all__ = [
     "all_done",
     "check_finished",
     "check_flush_options",
+    "check_libver",
     "check_live",
     "check_live_names",
     "claim_finished",
     "create_finished",
     "create_keys",
+    "libver_bounds",
     "open_live",
     "release_finished",
     "start_swmr",
@@ -41,15 +44,72 @@ __all__ = [
 
 #: Seconds between announcements by default: readers see a frame about this soon.
 DEFAULT_FLUSH_INTERVAL = 0.25
-#: Keys per chunk of a key dataset (32 KiB of int64).
-KEY_CHUNK = 4096
+#: Keys per chunk of a key dataset (8 KiB of int64). Every announcement stores the last
+#: chunk again, whole, however few keys it sets: small chunks keep that cheap.
+KEY_CHUNK = 1024
 
-# libver bounds whose files can switch to SWMR mode (superblock version 3).
-_SWMR_LIBVERS = ("v110", "v112", "v114", "v200", "latest")
+#: The format of live files a writer opens: HDF5 1.10's, the oldest that SWMR works in, so
+#: that readers built on HDF5 1.10 (Debian 12's h5dump, h5ls, and the programs linked
+#: against its libhdf5) read them; the high bound keeps every object created in the file
+#: later in that format too (one that needs a newer format fails to be created instead).
+DEFAULT_LIVE_LIBVER = ("v110", "v110")
+
+# h5py's names of the format versions, oldest first, and the h5f constant of each (absent
+# from an h5py built against an older HDF5).
+_LIBVER_CONSTANTS = {"earliest": "LIBVER_EARLIEST", "v108": "LIBVER_V18",
+                     "v110": "LIBVER_V110", "v112": "LIBVER_V112", "v114": "LIBVER_V114",
+                     "v200": "LIBVER_V200", "latest": "LIBVER_LATEST"}
+_LIBVERS = tuple(name for name, constant in _LIBVER_CONSTANTS.items()
+                 if hasattr(h5py.h5f, constant))
+# Low bounds whose files can switch to SWMR mode (superblock version 3).
+_SWMR_LIBVERS = _LIBVERS[_LIBVERS.index("v110"):]
+
+Libver = str | tuple[str, str]
 
 
-def open_live(path: str | os.PathLike[str], mode: str = "a") -> h5py.File:
-    """Open (or create) an HDF5 file in the format SWMR needs (``libver="latest"``).
+def check_libver(libver: object, swmr: bool) -> Libver:
+    """The ``libver`` argument, checked: a format name or a ``(low, high)`` pair of them,
+    as :class:`h5py.File` takes it (a name alone is the low bound, the high one "latest").
+
+    Raises
+    ------
+    TypeError
+        Not a name nor a pair of names.
+    ValueError
+        An unknown name, a low bound above the high one, or (``swmr``) a low
+        bound older than "v110", in whose format a file cannot switch to SWMR mode.
+    """
+    if isinstance(libver, str):
+        low, high = libver, "latest"
+    elif isinstance(libver, (tuple, list)) and len(libver) == 2 \
+            and all(isinstance(bound, str) for bound in libver):
+        low, high = libver
+    else:
+        raise TypeError(f"libver must be a format name or a (low, high) pair of them "
+                        f"(as for h5py.File), got {libver!r}")
+    for bound in (low, high):
+        if bound not in _LIBVERS:
+            raise ValueError(f"libver: {bound!r} is not one of {', '.join(_LIBVERS)}")
+    if _LIBVERS.index(low) > _LIBVERS.index(high):
+        raise ValueError(f"libver: the low bound {low!r} is newer than the high bound {high!r}")
+    if swmr and low not in _SWMR_LIBVERS:
+        raise ValueError(f"libver: a live file (SWMR) needs the format of HDF5 1.10 or newer, "
+                         f"a low bound of {', '.join(map(repr, _SWMR_LIBVERS))}; got "
+                         f"{libver!r}, whose files cannot switch to SWMR mode")
+    return libver if isinstance(libver, str) else (low, high)
+
+
+def libver_bounds(libver: Libver) -> tuple[int, int]:
+    """``libver`` (checked) as HDF5's ``(low, high)`` bounds, to compare with a file's
+    ``file.id.get_access_plist().get_libver_bounds()`` ("latest" is the newest named
+    version: h5py reports it by that name)."""
+    low, high = (libver, "latest") if isinstance(libver, str) else libver
+    return (getattr(h5py.h5f, _LIBVER_CONSTANTS[low]), getattr(h5py.h5f, _LIBVER_CONSTANTS[high]))
+
+
+def open_live(path: str | os.PathLike[str], mode: str = "a", *,
+              libver: Libver = DEFAULT_LIVE_LIBVER) -> h5py.File:
+    """Open (or create) an HDF5 file in a format SWMR works in.
 
     For an acquisition with several writers in one file: open it with this,
     create every writer with ``swmr=True`` on it, then append. The file
@@ -61,14 +121,27 @@ def open_live(path: str | os.PathLike[str], mode: str = "a") -> h5py.File:
     path : path-like
     mode : {"a", "w", "x"}, default "a"
         As for :class:`h5py.File`.
+    libver : str or (str, str), keyword-only, default ("v110", "v110")
+        The format version bounds, as for :class:`h5py.File`; the low bound
+        must be "v110" or newer. The default, HDF5 1.10's format, is read by
+        every HDF5 from 1.10 on (``"latest"`` is HDF5 2.0's format here,
+        which 1.10's tools cannot read).
 
     Returns
     -------
     h5py.File
+
+    Raises
+    ------
+    ValueError
+        A mode that cannot write, or a ``libver`` SWMR cannot work in.
+    TypeError
+        A ``libver`` that is not a name nor a pair of names.
     """
+    libver = check_libver(libver, swmr=True)
     if mode not in ("a", "w", "x", "w-"):
         raise ValueError(f"mode must be 'a', 'w' or 'x' for a live file, got {mode!r}")
-    return h5py.File(path, mode, libver="latest")
+    return h5py.File(path, mode, libver=libver)
 
 
 def check_live(group: h5py.Group) -> None:
@@ -89,8 +162,8 @@ def check_live(group: h5py.Group) -> None:
             f"created; create every writer of the file before the first append")
     if file.libver[0] not in _SWMR_LIBVERS:
         raise ValueError(
-            f"target: SWMR needs a file opened with libver='latest' "
-            f"(bgio.h5.open_live(path), or h5py.File(path, mode, libver='latest')); "
+            f"target: SWMR needs a file opened with a libver low bound of 'v110' or newer "
+            f"(bgio.h5.open_live(path), or h5py.File(path, mode, libver=('v110', 'v110'))); "
             f"{file.filename!r} has libver {file.libver}")
     version = file.id.get_create_plist().get_version()[0]
     if version < 3:

@@ -10,8 +10,8 @@ import numpy as np
 
 from .layout import CHUNK_BYTES, check_count, check_dtype, check_shape
 
-__all__ = ["DATASET_KEYWORDS", "check_bookkeeping_path", "check_dataset_options",
-           "check_features", "chunk_length", "default_chunk_events", "merged_options",
+__all__ = ["DATASET_KEYWORDS", "LIVE_CHUNK_BYTES", "LIVE_CHUNK_EVENTS", "check_bookkeeping_path",
+           "check_creation_options", "check_dataset_options", "check_features", "chunk_length", "default_chunk_events", "merged_options",
            "resolve"]
 
 #: The ``h5py.Group.create_dataset`` keywords a record dataset takes (per feature, or for all).
@@ -20,8 +20,14 @@ DATASET_KEYWORDS = ("compression", "compression_opts", "shuffle", "fletcher32", 
 
 Layout = tuple[tuple[int, ...], np.dtype]
 
+#: Most events, and bytes, per chunk by default in a live file. Each announcement stores
+#: every column's last, partly filled chunk again, whole and unfiltered: what it writes
+#: grows with the chunk, whatever the few events it adds.
+LIVE_CHUNK_EVENTS = 2048
+LIVE_CHUNK_BYTES = 256 * 1024
 
-def default_chunk_events(row_bytes: int) -> int:
+
+def default_chunk_events(row_bytes: int, live: bool = False) -> int:
     """Events per chunk for a dataset whose rows (one event each) take ``row_bytes``.
 
     About 1 MiB (:data:`bgio.h5.layout.CHUNK_BYTES`) per chunk, for each
@@ -35,8 +41,20 @@ def default_chunk_events(row_bytes: int) -> int:
     262144
     >>> default_chunk_events(80 * 250)
     52
+
+    In a live file (``live``) at most :data:`LIVE_CHUNK_EVENTS` events and
+    about :data:`LIVE_CHUNK_BYTES`: each announcement stores every column's
+    partly filled chunk again, whole, so 1 MiB chunks of a scalar feature
+    would be written hundreds of times over (measured: 708 times the
+    events' bytes, announcing every 300 events).
+
+    >>> default_chunk_events(4, live=True), default_chunk_events(80 * 250, live=True)
+    (2048, 13)
     """
-    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+    row_bytes = max(row_bytes, 1)
+    if live:
+        return max(1, min(LIVE_CHUNK_BYTES // row_bytes, LIVE_CHUNK_EVENTS))
+    return max(1, CHUNK_BYTES // row_bytes)
 
 
 def check_features(features: object) -> dict[str, Layout]:
@@ -86,8 +104,75 @@ def check_dataset_options(options: object, layouts: Mapping[str, Layout]
                 raise TypeError(f"dataset_options[{name!r}]: unexpected keyword argument "
                                 f"{keyword!r} (a record dataset takes "
                                 f"{', '.join(DATASET_KEYWORDS)})")
-        checked[name] = dict(keywords)
+        own = dict(keywords)
+        check_creation_options(own, layouts[name][1], f"dataset_options[{name!r}]",
+                               filter_object=not isinstance(keywords, dict))
+        checked[name] = own
     return checked
+
+
+#: Compression names h5py takes (a filter id or an hdf5plugin filter object do too).
+_COMPRESSION_NAMES = ("gzip", "lzf", "szip")
+
+
+def check_creation_options(options: Mapping[str, object], dtype: np.dtype, label: str,
+                           filter_object: bool = False) -> None:
+    """Refuse creation keywords h5py would take silently or refuse only later, with the
+    feature (``label``) and the keyword named.
+
+    ``filter_object``: ``options`` is an hdf5plugin filter object standing
+    for the whole mapping. An empty ``label`` names the keywords alone (the
+    group's defaults).
+
+    Raises
+    ------
+    TypeError
+        ``shuffle``, ``fletcher32`` or ``track_times`` not a bool; a
+        ``compression`` that is not a name, a filter id or a filter object;
+        ``scaleoffset`` not an int; a ``fillvalue`` that is not a number.
+    ValueError
+        An unknown compression name, a filter object beside its own
+        ``compression_opts``, a negative ``scaleoffset``, a ``fillvalue``
+        that does not fit the dtype exactly.
+    """
+    def at(keyword: str) -> str:
+        return f"{label}[{keyword!r}]" if label else keyword
+
+    for keyword in ("shuffle", "fletcher32", "track_times"):
+        value = options.get(keyword)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{at(keyword)} must be True or False, got {value!r}")
+    compression = options.get("compression")
+    if compression is not None and not filter_object:
+        if isinstance(compression, str):
+            if compression not in _COMPRESSION_NAMES:
+                raise ValueError(f"{at('compression')}: {compression!r} is not one of "
+                                 f"{', '.join(_COMPRESSION_NAMES)} (or a filter id, or an "
+                                 f"hdf5plugin filter object)")
+        elif isinstance(compression, Mapping):
+            if "compression_opts" in options:
+                raise ValueError(f"{label or 'compression'}: a filter object ({type(compression).__name__}) "
+                                 f"carries its own options; leave out 'compression_opts'")
+        elif isinstance(compression, bool) or not isinstance(compression, (int, np.integer)):
+            raise TypeError(f"{at('compression')} must be a name, a filter id or an "
+                            f"hdf5plugin filter object, got {compression!r}")
+    scaleoffset = options.get("scaleoffset")
+    if scaleoffset is not None and (isinstance(scaleoffset, bool)
+                                    or not isinstance(scaleoffset, (int, np.integer))):
+        raise TypeError(f"{at('scaleoffset')} must be an int or None, got {scaleoffset!r}")
+    if scaleoffset is not None and scaleoffset < 0:
+        raise ValueError(f"{at('scaleoffset')} must be >= 0, got {scaleoffset}")
+    if "fillvalue" in options and options["fillvalue"] is not None:
+        fill = options["fillvalue"]
+        try:
+            value = np.asarray(fill)
+            exact = value.shape == () and value.dtype.kind in "biuf" \
+                and bool(np.asarray(value.astype(dtype)).astype(value.dtype) == value)
+        except (TypeError, ValueError, OverflowError):
+            exact = False
+        if not exact:
+            raise ValueError(f"{at('fillvalue')}: {fill!r} is not a number that {dtype} "
+                             f"holds exactly")
 
 
 def merged_options(defaults: Mapping[str, object],
@@ -106,9 +191,9 @@ def merged_options(defaults: Mapping[str, object],
 
 
 def chunk_length(name: str, shape: tuple[int, ...], row_bytes: int,
-                 own: Mapping[str, object], chunk_events: int | None) -> int:
+                 own: Mapping[str, object], chunk_events: int | None, live: bool = False) -> int:
     """Events per chunk of one dataset: its own ``chunks``, else ``chunk_events``, else
-    about 1 MiB of its rows.
+    :func:`default_chunk_events` (``live``: for a live file).
 
     ``chunks`` may be the events per chunk (an int) or a whole chunk shape,
     which must span whole events: bgio stores chunks of whole rows.
@@ -116,7 +201,7 @@ def chunk_length(name: str, shape: tuple[int, ...], row_bytes: int,
     chunks = own.get("chunks")
     label = f"dataset_options[{name!r}]['chunks']"
     if chunks is None:
-        return chunk_events if chunk_events is not None else default_chunk_events(row_bytes)
+        return chunk_events if chunk_events is not None else default_chunk_events(row_bytes, live)
     if isinstance(chunks, (tuple, list)):
         sizes = tuple(chunks)
         if len(sizes) != len(shape) + 1 or sizes[1:] != shape:

@@ -9,20 +9,32 @@ from concurrent.futures import Future
 import h5py
 import numpy as np
 
+from ..sinks import Waiter
 from .filters import ChunkPipeline, pipeline_of
 from .live import Announce, Keys
-from .sink import raw_mask, set_finished, set_missing, store_chunk, sync_file
+from .sink import (
+    await_encoded,
+    encode_chunk,
+    raw_form,
+    set_finished,
+    set_missing,
+    store_chunk,
+    sync_file,
+)
 
-__all__ = ["NEVENTS_CHUNK", "Column", "Piece", "RecordBlock", "RecordSink"]
+__all__ = ["LIVE_NEVENTS_CHUNK", "NEVENTS_CHUNK", "Column", "Piece", "RecordBlock",
+           "RecordSink"]
 
 #: Frames per chunk of the ``nevents`` dataset (128 KiB of int64).
 NEVENTS_CHUNK = 16384
+#: In a live file (8 KiB): each announcement stores the last chunk again, whole.
+LIVE_NEVENTS_CHUNK = 1024
 
 
 class Column:
     """One dataset of the group, as the writer knows it: layout, filters and name."""
 
-    __slots__ = ("dataset", "dtype", "name", "pipeline", "raw_mask", "row_bytes", "shape")
+    __slots__ = ("dataset", "dtype", "name", "pipeline", "raw", "row_bytes", "shape")
 
     def __init__(self, name: str, dataset: h5py.Dataset) -> None:
         self.name = name
@@ -31,7 +43,7 @@ class Column:
         self.dtype = dataset.dtype
         self.row_bytes = math.prod(self.shape) * self.dtype.itemsize
         self.pipeline: ChunkPipeline | None = pipeline_of(dataset)
-        self.raw_mask = raw_mask(dataset)
+        self.raw = raw_form(dataset)
 
 
 class Piece:
@@ -46,7 +58,7 @@ class Piece:
         self.rows = rows  # one whole chunk; rows past `count` are padding
         self.count = count
         self.encoded = encoded  # filtering under way on the pool, or None
-        self.raw = raw  # stored unfiltered (see bgio.h5.sink.store_chunk)
+        self.raw = raw  # stored unfiltered (see bgio.h5.sink.encode_chunk)
         self.nbytes = nbytes  # the real rows' bytes: what pacing counts
 
 
@@ -77,11 +89,11 @@ class RecordSink:
         self.columns = columns
         self.nevents = nevents  # None: left out
         self.nevents_pipeline = pipeline_of(nevents) if nevents is not None else None
-        self.nevents_raw_mask = raw_mask(nevents) if nevents is not None else 0
+        self.nevents_raw = raw_form(nevents) if nevents is not None else None
         self.target: object = group
         self.key: object = ("h5", group.file.id.fileno, group.name)
         self.name = f"{group.file.filename}:{group.name}"
-        self.waiter = None
+        self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
@@ -89,7 +101,8 @@ class RecordSink:
         # different lengths the columns grow at their own pace.
         self._extents = [column.dataset.shape[0] for column in columns]
         self._frames = 0  # frames announced (nevents' extent)
-        self._counts = np.zeros(NEVENTS_CHUNK, np.int64)  # nevents' last chunk
+        self._per_chunk = nevents.chunks[0] if nevents is not None else 1
+        self._counts = np.zeros(self._per_chunk, np.int64)  # nevents' last chunk
         self._own_file = own_file
 
     def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
@@ -102,12 +115,14 @@ class RecordSink:
         for piece in block.pieces:
             column = self.columns[piece.column]
             start = piece.index * len(piece.rows)
+            await_encoded(piece.encoded, self.waiter)
+            data, mask = encode_chunk(column.pipeline, piece.rows, piece.encoded,
+                                      column.raw if piece.raw else None)
             end = start + piece.count
             if end > self._extents[piece.column]:
                 column.dataset.resize(end, axis=0)
                 self._extents[piece.column] = end
-            store_chunk(column.dataset, column.pipeline, start, piece.rows, piece.count,
-                        piece.encoded, column.raw_mask if piece.raw else None)
+            store_chunk(column.dataset, start, piece.rows, piece.count, data, mask)
         if block.nevents and self.nevents is not None:
             self._announce(block.nevents)
         return len(block)
@@ -116,20 +131,22 @@ class RecordSink:
         """Append the frames' event counts to ``nevents``: stored after the events they count."""
         dataset = self.nevents
         assert dataset is not None
-        first = self._frames
-        dataset.resize(first + len(counts), axis=0)
+        first, per_chunk = self._frames, self._per_chunk
+        # Live files rewrite the last chunk at every store: unfiltered, in place.
+        raw = self.nevents_raw if self.keys is not None else None
         position = 0
         while position < len(counts):
-            into = (first + position) % NEVENTS_CHUNK
-            take = min(NEVENTS_CHUNK - into, len(counts) - position)
+            into = (first + position) % per_chunk
+            take = min(per_chunk - into, len(counts) - position)
             self._counts[into : into + take] = counts[position : position + take]
             chunk_start = first + position - into
-            # Live files rewrite this chunk at every store: unfiltered, in place.
-            store_chunk(dataset, self.nevents_pipeline, chunk_start, self._counts, into + take,
-                        raw_mask=self.nevents_raw_mask if self.keys is not None else None)
+            data, mask = encode_chunk(self.nevents_pipeline, self._counts, None, raw)
+            if chunk_start + into + take > dataset.shape[0]:
+                dataset.resize(chunk_start + into + take, axis=0)
+            store_chunk(dataset, chunk_start, self._counts, into + take, data, mask)
             position += take
-            if into + take == NEVENTS_CHUNK:
-                self._counts = np.zeros(NEVENTS_CHUNK, np.int64)
+            if into + take == per_chunk:
+                self._counts = np.zeros(per_chunk, np.int64)
         self._frames = first + len(counts)
 
     def _flush_data(self) -> None:

@@ -31,7 +31,7 @@ from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .base import H5Writer, check_on_missing, open_target
+from .base import H5Writer, check_on_missing, check_target_libver, open_target
 from .filters import encoding_pool
 from .layout import check_count, check_lossless, from_values
 from .live import (
@@ -45,6 +45,7 @@ from .live import (
 )
 from .record_layout import (
     check_bookkeeping_path,
+    check_creation_options,
     check_dataset_options,
     check_features,
     chunk_length,
@@ -52,7 +53,14 @@ from .record_layout import (
     merged_options,
     resolve,
 )
-from .record_sink import NEVENTS_CHUNK, Column, Piece, RecordBlock, RecordSink
+from .record_sink import (
+    LIVE_NEVENTS_CHUNK,
+    NEVENTS_CHUNK,
+    Column,
+    Piece,
+    RecordBlock,
+    RecordSink,
+)
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -107,7 +115,9 @@ class RecordWriter(H5Writer):
         datasets may exist yet.
     features : mapping of str to (shape, dtype)
         Each feature's per-event shape (``()`` for a scalar, an int for a
-        vector) and dtype, stored exactly.
+        vector) and dtype, stored exactly (unless ``scaleoffset`` is given
+        for a float feature: HDF5's scale-offset filter keeps that many
+        decimal digits).
     dataset_options : mapping of str to mapping, keyword-only
         Per feature, keywords of ``h5py.Group.create_dataset`` for its
         dataset: ``compression`` (a name, a filter id, or an hdf5plugin
@@ -131,8 +141,10 @@ class RecordWriter(H5Writer):
     priority : int 1..10 or bgio.BackgroundIOPriority, keyword-only, default 4
         Pacing of the filtering and storing.
     max_pending_bytes : int or None, keyword-only, default 64 MiB
-        Bound on the bytes of events accepted and not yet stored; None for
-        no bound.
+        Bound on the bytes of events accepted and not yet stored (frames
+        waiting for a missing one, and queued stores); None for no bound.
+        The chunks being filled, one per dataset (a chunk's bytes each,
+        about 1 MiB by default), are held beside it whatever the bound.
     index_name, nevents_name : str or None, keyword-only
         Where the ``index`` and ``nevents`` datasets go: a name in the
         group (``"index"``, ``"nevents"`` by default), a path below it
@@ -158,6 +170,10 @@ class RecordWriter(H5Writer):
         for ``index_name``.
     finished : str, keyword-only, default "finished"
         With ``swmr``: the finished flag's name, beside the group.
+    libver : str or (str, str) or None, keyword-only
+        The format version bounds of a file the writer opens, as for
+        :class:`bgio.h5.FrameWriter` (live files: ``("v110", "v110")`` by
+        default, read by every HDF5 from 1.10 on).
 
     Attributes
     ----------
@@ -214,6 +230,7 @@ class RecordWriter(H5Writer):
         flush_every: int | None = None,
         keys: str = "keys",
         finished: str = "finished",
+        libver: str | tuple[str, str] | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
         if not isinstance(group, str) or not group:
@@ -234,6 +251,10 @@ class RecordWriter(H5Writer):
             if not isinstance(flag, bool):
                 raise TypeError(f"{label} must be True or False, got {flag!r}")
         layouts = check_features(features)
+        check_creation_options({keyword: value for keyword, value in
+                                (("compression", compression),
+                                 ("compression_opts", compression_opts)) if value is not None},
+                               np.dtype(np.int64), "")
         own_options = check_dataset_options(dataset_options, layouts)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -243,12 +264,14 @@ class RecordWriter(H5Writer):
                                        "compression_opts": compression_opts,
                                        "shuffle": shuffle, "fletcher32": fletcher32}
         lengths = {name: chunk_length(name, shape, math.prod(shape) * dtype.itemsize,
-                                      own_options.get(name, {}), chunk_events)
+                                      own_options.get(name, {}), chunk_events, swmr)
                    for name, (shape, dtype) in layouts.items()}
+        libver = check_target_libver(target, libver, swmr)
         profile = resolve_priority(priority)
-        parent, own_file = open_target(target, swmr)
+        parent, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
+        new_groups: list[str] = []  # likewise
         try:
             if swmr:
                 check_live(parent)
@@ -256,7 +279,9 @@ class RecordWriter(H5Writer):
             bookkeeping = {label: name for label, name in
                            (("index_name", index_name), ("nevents_name", nevents_name),
                             ("keys", keys if swmr else None)) if name is not None}
-            _check_places(parent.file, group_path, list(layouts), bookkeeping)
+            finished_path = resolve(posixpath.dirname(group_path), finished) if swmr else None
+            new_groups = _check_places(parent.file, group_path, list(layouts), bookkeeping,
+                                       finished_path)
             if swmr:
                 folder = posixpath.dirname(group)
                 check_finished(parent.get(folder) if folder else parent, finished)
@@ -275,12 +300,15 @@ class RecordWriter(H5Writer):
                 for name, (shape, dtype) in layouts.items()
             ]
             if index_name is not None:
-                length = chunk_events or default_chunk_events(np.dtype(np.int64).itemsize)
+                length = chunk_events or default_chunk_events(np.dtype(np.int64).itemsize, swmr)
+                # Fill -1, never a frame: rows a failed store leaves are no frame's events.
                 columns.append(Column(index_name, create(index_name, (), np.int64, length,
-                                                         merged_options(defaults, {}))))
+                                                         {**merged_options(defaults, {}),
+                                                          "fillvalue": -1})))
             nevents = None
             if nevents_name is not None:
-                nevents = create(nevents_name, (), np.int64, NEVENTS_CHUNK,
+                nevents = create(nevents_name, (), np.int64,
+                                 LIVE_NEVENTS_CHUNK if swmr else NEVENTS_CHUNK,
                                  merged_options(defaults, {}))
             if swmr:
                 key_dataset = create_keys(where, keys)
@@ -289,6 +317,9 @@ class RecordWriter(H5Writer):
         except BaseException:
             for made in reversed(created):
                 del parent.file[made]
+            for made in new_groups:  # deepest first; made by this writer, now empty again
+                if made in parent.file and not len(parent.file[made]):
+                    del parent.file[made]
             if own_file is not None:
                 own_file.close()
             raise
@@ -611,9 +642,12 @@ class RecordWriter(H5Writer):
 
 
 def _check_places(file: h5py.File, group_path: str, features: list[str],
-                  bookkeeping: dict[str, str]) -> None:
-    """Refuse datasets that would clash with each other or with what the file holds."""
+                  bookkeeping: dict[str, str], finished_path: str | None) -> list[str]:
+    """Refuse datasets that would clash with each other or with what the file holds;
+    return the groups creating them will make, deepest first."""
     places = {resolve(group_path, name): name for name in features}
+    if finished_path is not None:
+        places[finished_path] = "finished"
     for label, name in bookkeeping.items():
         path = resolve(group_path, name)
         if path in places:
@@ -621,20 +655,40 @@ def _check_places(file: h5py.File, group_path: str, features: list[str],
             if clash in features:
                 raise ValueError(f"features: {clash!r} is the name of the index, nevents or "
                                  f"keys dataset")
+            if path == finished_path:
+                raise ValueError(f"{label}: {name!r} is the place of the finished flag "
+                                 f"({path!r})")
             raise ValueError(f"index_name, nevents_name and keys must differ, got "
                              f"{ {k: v for k, v in bookkeeping.items()} }")
         places[path] = name
-    existing = file.get(group_path)
+    existing = file[group_path] if group_path in file else None  # noqa: SIM401 (see below)
     if existing is not None and not isinstance(existing, h5py.Group):
         raise ValueError(f"group: {group_path!r} exists and is not a group")
     inside = [name for path, name in places.items()
               if posixpath.dirname(path) == group_path and path in file]
     if inside:
         raise ValueError(f"group: {group_path!r} already has {inside}")
-    for label, name in bookkeeping.items():
-        path = resolve(group_path, name)
+    labels = {resolve(group_path, name): label for label, name in bookkeeping.items()}
+    new_groups: set[str] = set()
+    for path, label in labels.items():
         if path in file:
             raise ValueError(f"{label}: {path!r} already exists")
+    for path in [group_path, *labels]:
+        folder = posixpath.dirname(path) if path != group_path else path
+        while folder != "/":
+            label = labels.get(path, "group")
+            if folder in places:
+                raise ValueError(f"{label}: {path!r} would go through the dataset {folder!r}")
+            # Asked with `in` first: get() of a path that is not there goes through
+            # HDF5's error stack, whose message h5py sometimes fails to decode.
+            item = file[folder] if folder in file else None  # noqa: SIM401
+            if item is not None and not isinstance(item, h5py.Group):
+                raise ValueError(f"{label}: {path!r} would go through {folder!r}, which "
+                                 f"is not a group")
+            if item is None:
+                new_groups.add(folder)
+            folder = posixpath.dirname(folder)
+    return sorted(new_groups, key=lambda folder: -folder.count("/"))
 
 
 def _frame_handle(size: int) -> BackgroundWriteProcess:

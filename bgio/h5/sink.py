@@ -11,15 +11,18 @@ import h5py
 import numpy as np
 
 from ..sinks import Waiter
-from .filters import ChunkPipeline
+from .filters import FLETCHER32, ChunkPipeline, fletcher32
 from .live import Announce, Keys
 
 __all__ = [
     "MISSING_ATTRIBUTE",
     "Chunk",
     "DatasetSink",
+    "RawForm",
     "Slab",
-    "raw_mask",
+    "await_encoded",
+    "encode_chunk",
+    "raw_form",
     "set_finished",
     "set_missing",
     "store_chunk",
@@ -32,39 +35,92 @@ logger = logging.getLogger("bgio")
 MISSING_ATTRIBUTE = "missing_frames"
 
 
-def store_chunk(dataset: h5py.Dataset, pipeline: ChunkPipeline | None, start: int,
-                rows: np.ndarray, count: int, encoded: Future[bytes] | None = None,
-                raw_mask: int | None = None) -> None:
+def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
+                 encoded: Future[bytes] | None = None,
+                 raw: RawForm | None = None) -> tuple[bytes | memoryview | None, int]:
+    """The stored bytes of one whole chunk ``rows`` and their filter mask, for
+    :func:`store_chunk`; None for bytes when h5py must filter the chunk itself.
+
+    With a pipeline bgio can apply, the chunk is filtered here without
+    h5py's lock (or was, on a pool: ``encoded``). With ``raw`` (see
+    :func:`raw_form`) it is stored unfiltered but for its checksum, the other
+    filters marked as skipped for it alone; every HDF5 reader honours that.
+    A live file's chunks announced before they are complete are stored so:
+    the same size each time, HDF5 rewrites them in place, where a compressed
+    chunk of a new size would go to new space, and in SWMR mode the old
+    space is never reused.
+
+    Called before the dataset grows to take the chunk: a chunk that fails
+    to encode leaves the dataset as it was, with no rows of fill values a
+    reader would take for data.
+    """
+    if raw is not None:
+        return raw.encode(rows), raw.mask
+    if pipeline is not None:
+        return (encoded.result() if encoded is not None else pipeline.encode(rows)), 0
+    return None, 0
+
+
+def store_chunk(dataset: h5py.Dataset, start: int, rows: np.ndarray, count: int,
+                data: bytes | memoryview | None, filter_mask: int = 0) -> None:
     """Store one whole chunk whose first row is ``start`` (a chunk boundary on axis 0).
 
     ``rows`` has the dataset's chunk shape; its first ``count`` rows are
-    data (the dataset's extent must already cover them), the rest padding.
-    With a pipeline bgio can apply, the chunk is filtered without h5py's
-    lock (here, or already on a pool: ``encoded``) and only the store takes
-    the lock, briefly; otherwise h5py filters this one chunk under its lock.
-
-    With ``raw_mask`` (see :func:`raw_mask`) the chunk is stored unfiltered,
-    its filters marked as skipped for it alone; every HDF5 reader honours
-    that. A live file's chunks announced before they are complete are
-    stored so: the same size each time, HDF5 rewrites them in place, where
-    a compressed chunk of a new size would go to new space, and in SWMR
-    mode the old space is never reused.
+    data (the dataset's extent must already cover them: HDF5 refuses a
+    chunk beyond it), the rest padding. ``data`` and ``filter_mask`` are
+    what :func:`encode_chunk` made of it: stored direct, taking h5py's lock
+    briefly; or, None, ``rows`` go through h5py, which filters this one
+    chunk under its lock.
     """
-    offsets = (start,) + (0,) * (rows.ndim - 1)
-    if raw_mask is not None:
-        dataset.id.write_direct_chunk(offsets, memoryview(rows.reshape(-1).view(np.uint8)),
-                                      filter_mask=raw_mask)
-    elif pipeline is not None:
-        data = encoded.result() if encoded is not None else pipeline.encode(rows)
-        dataset.id.write_direct_chunk(offsets, data)
-    else:
+    if data is None:
         dataset[start : start + count] = rows[:count]
+    else:
+        offsets = (start,) + (0,) * (rows.ndim - 1)
+        dataset.id.write_direct_chunk(offsets, data, filter_mask=filter_mask)
 
 
-def raw_mask(dataset: h5py.Dataset) -> int:
-    """The filter mask that marks every filter of ``dataset`` skipped (0: it has none)."""
-    filters = dataset.id.get_create_plist().get_nfilters()
-    return (1 << filters) - 1
+class RawForm:
+    """How a dataset's chunk is stored unfiltered: the filter mask, and its checksum.
+
+    Every filter is marked skipped but fletcher32, which is applied (bgio
+    computes it): the chunk keeps its checksum, and its size stays the same
+    from one store to the next.
+    """
+
+    __slots__ = ("checksum", "mask")
+
+    def __init__(self, mask: int, checksum: bool) -> None:
+        self.mask = mask
+        self.checksum = checksum
+
+    def encode(self, rows: np.ndarray) -> bytes | memoryview:
+        """The stored bytes of the whole chunk ``rows``."""
+        data = memoryview(rows.reshape(-1).view(np.uint8))
+        return bytes(data) + fletcher32(data) if self.checksum else data
+
+
+def raw_form(dataset: h5py.Dataset) -> RawForm:
+    """The :class:`RawForm` of ``dataset``'s chunks (mask 0: it has no filter)."""
+    plist = dataset.id.get_create_plist()
+    mask, checksum = 0, False
+    for index in range(plist.get_nfilters()):
+        if int(plist.get_filter(index)[0]) == FLETCHER32:
+            checksum = True
+        else:
+            mask |= 1 << index
+    return RawForm(mask, checksum)
+
+
+def await_encoded(encoded: Future[bytes] | None, waiter: Waiter | None) -> None:
+    """Wait for a chunk the pool is encoding; the wait is counted as the lane's waited
+    time: the pool paces its own work, and pacing must not charge it a second time as
+    the worker's busy time."""
+    if encoded is None or encoded.done():
+        return
+    started = time.perf_counter()
+    wait((encoded,))
+    if waiter is not None:
+        waiter.waited += time.perf_counter() - started
 
 
 def sync_file(file: h5py.File) -> None:
@@ -111,7 +167,7 @@ class Chunk:
         self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
         self.count = count  # frames that are real data
         self.encoded = encoded  # filtering already under way on the pool, if any
-        self.raw = raw  # stored unfiltered (see store_chunk)
+        self.raw = raw  # stored unfiltered (see encode_chunk)
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: a chunk weighs its real frames.
@@ -150,7 +206,7 @@ class DatasetSink:
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
-        self.raw_mask = raw_mask(dataset) if dataset.chunks else 0
+        self.raw = raw_form(dataset)
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._own_file = own_file
@@ -171,16 +227,11 @@ class DatasetSink:
             dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
             return len(chunk)
         start = chunk.index * self.chunk_frames
+        await_encoded(chunk.encoded, self.waiter)
+        data, mask = encode_chunk(self.pipeline, chunk.frames, chunk.encoded,
+                                  self.raw if chunk.raw else None)
         self._grow(start + chunk.count)
-        if chunk.encoded is not None and not chunk.encoded.done():
-            # The pool paces its own work: waiting for it is not the worker's
-            # busy time, which pacing would otherwise charge a second time.
-            started = time.perf_counter()
-            wait((chunk.encoded,))
-            if self.waiter is not None:
-                self.waiter.waited += time.perf_counter() - started
-        store_chunk(dataset, self.pipeline, start, chunk.frames, chunk.count, chunk.encoded,
-                    self.raw_mask if chunk.raw else None)
+        store_chunk(dataset, start, chunk.frames, chunk.count, data, mask)
         return len(chunk)
 
     def _grow(self, end: int) -> None:
