@@ -24,14 +24,14 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from . import runqueue
 from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
-__all__ = ["submit", "wait_all"]
+__all__ = ["submit", "submit_held", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -62,6 +62,20 @@ _thread_count = 0
 
 def submit(job: Job) -> BackgroundWriteProcess:
     """Queue ``job`` on its destination's lane and make sure a worker serves it."""
+    serve = submit_held(job)
+    if serve is not None:
+        serve()
+    return job.handle
+
+
+def submit_held(job: Job) -> Callable[[], None] | None:
+    """Queue ``job`` as :func:`submit` does, for a caller holding a lock of its own.
+
+    When no worker thread can serve the lane (the interpreter is shutting
+    down, or a thread cannot start), the caller's thread must write: that
+    is returned, to be called once the caller's lock is released (a Writer's
+    group is sealed under the Writer's lock). None when a worker serves it.
+    """
     global _unfinished, _thread_count
     new_worker = inline = None
     with _lock:
@@ -90,16 +104,16 @@ def submit(job: Job) -> BackgroundWriteProcess:
                 new_worker = lane.worker = Worker(lane)
                 _thread_count += 1
     if inline is not None:
-        _serve(lane)
-    elif new_worker is not None:
+        return functools.partial(_serve, lane)
+    if new_worker is not None:
         thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
         try:
             thread.start()
         except RuntimeError:
             # No new threads during interpreter shutdown: write in this thread
             # rather than lose the data.
-            _serve(lane)
-    return job.handle
+            return functools.partial(_serve, lane)
+    return None
 
 
 def _work(worker: Worker) -> None:
@@ -271,6 +285,10 @@ def _after_fork_in_child() -> None:
     global _lock, _all_done, _unfinished, _shutting_down
     _lock = threading.Lock()
     _all_done = threading.Condition(_lock)
+    for lane in _lanes.values():
+        if lane.open_group is not None:
+            # Its job is the parent's: a write joining it here would never run.
+            lane.open_group.open = False
     _lanes.clear()
     _parked.clear()
     _freed.clear()

@@ -121,8 +121,8 @@ class _BlockOwner:
 
 class GroupOwners(Sequence[Owner]):
     """The owners of a group's blocks, for the write loop (:mod:`bgio.pieces`): block
-    ``k`` is the write at its offset in the group. Made on demand (the loop asks only
-    after a cancel or a failure): a group keeps no handles."""
+    ``k`` is the write at its offset in the group. Made on demand (the loop asks for
+    any but the first only after a cancel or a failure): a group keeps no handles."""
 
     def __init__(self, group: GroupState, blocks: list[Block | bytes]) -> None:
         self._group = group
@@ -141,6 +141,8 @@ class GroupOwners(Sequence[Owner]):
     def __getitem__(self, index: int | slice) -> Owner | Sequence[Owner]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
+        if index == 0:  # the run's leader, asked for in every pass
+            return _BlockOwner(self._group, 0)
         if self._offsets is None:
             self._offsets = list(accumulate(map(len, self._blocks), initial=0))
         if index < 0:

@@ -626,8 +626,9 @@ class GroupState:
 
 class GroupedWrite(BackgroundWriteProcess):
     """The handle of a write in a group: its state, progress and outcome are derived
-    from the group's (:class:`GroupState`) and its place in it. Behaves as any handle,
-    except that once its group is being written it can no longer be cancelled."""
+    from the group's (:class:`GroupState`) and its place in it. Behaves as any handle;
+    the group's bytes go out in one piece, and a cancel of a write of a group being
+    written stops that piece where the write begins, if its bytes have not gone out."""
 
     _own_state: str | None = None
     _own_exception: BaseException | None = None

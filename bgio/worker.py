@@ -113,6 +113,7 @@ class Job:
             if not self.handle.done():
                 self.handle.set_exception(error)
             return
+        self.group.open = False  # nothing may join it any more
         state = self.group.state
         if state.stop_offset is None:
             state.stop(0, error, "not written: the bgio worker failed", error)
@@ -411,10 +412,12 @@ def _run_group(lane: Lane, job: Job, batch: deque[Job]) -> None:
     blocks: list[Block | bytes] | None = group.seal()  # type: ignore[assignment]
     assert blocks is not None
     error: BaseException | None = None
+    flush_error: BaseException | None = None
     stop_offset: int | None = None
     written = 0
     try:
         _check_order(lane, job)
+        cancels = cancels_so_far()  # before it starts: a cancel from now on is seen
         cut = start_group(state, WriteTiming(-1.0, -1.0, 0.0, None))
         if cut is not None:  # a write cancelled while queued: only those before it go
             blocks = _blocks_before(blocks, cut)
@@ -429,20 +432,34 @@ def _run_group(lane: Lane, job: Job, batch: deque[Job]) -> None:
                 state.watch_cancel(lane.interrupt)
             try:
                 stopped_at, error = _write_run(lane, job, owners, blocks, state.timing,
-                                               cancels_so_far(), state)
+                                               cancels, state)
             finally:
                 if hooked:
                     state.watch_cancel(None)
                     waiter.clear()
+            written = state.bytes_written
             if stopped_at >= 0:
                 stop_offset = owners.offset(stopped_at)
-            written = state.bytes_written
+                if (error is not None and stop_offset == 0
+                        and written == owners.offset(len(owners))):
+                    # All of it went out, and the flush after it failed: every
+                    # write of the group gets that error (see finish_group).
+                    flush_error, error, stop_offset = error, None, None
             blocks = owners = None  # type: ignore[assignment]  # no view of the caller's data outlives its write
     except BaseException as exc:  # noqa: BLE001 - an order check or a flush
         error, stop_offset = exc, 0
+    if flush_error is not None:
+        logger.error("background write to %s failed: flushing it failed", sink.name,
+                     exc_info=flush_error)
+        release_frames(flush_error)
+        lane.fail(None, flush_error)
+        finish_group(state, flush_error=flush_error)
+        lane.end(job)
+        return
     if stop_offset is not None:
-        if error is None:
-            root: BaseException = CancelledError(f"cancelled after {written} bytes")
+        if error is None:  # the write there was cancelled: its own bytes
+            root: BaseException = CancelledError(
+                f"cancelled after {max(0, written - stop_offset)} bytes")
         else:
             root = error.root_cause if isinstance(error, ChainError) and error.root_cause \
                 else error

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
-from .engine import submit
+from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
@@ -152,6 +153,7 @@ class Writer(ClosesOnExit):
             if 0 < len(data) <= self._group_below:
                 # Joins the group queued last, if it still takes writes: one
                 # handle and two appends, no job, no trip through the engine.
+                serve = None
                 lock = self._lock
                 lock.acquire()  # (half the cost of a with-statement)
                 try:
@@ -160,10 +162,12 @@ class Writer(ClosesOnExit):
                     group = self._group
                     member = None if group is None else group.add(data)
                     if member is None:
-                        member = self._start_group(data)
+                        member, serve = self._start_group(data)
                     self._last = member
                 finally:
                     lock.release()
+                if serve is not None:
+                    serve()  # no worker thread for it: this thread writes (see submit_held)
                 return member
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
@@ -177,17 +181,21 @@ class Writer(ClosesOnExit):
             job.fsync = True
         if self._max_pending is not None:
             return self._submit_bounded(job, total or 0, block, timeout)
-        with self._lock:  # (what _submit does, written out: this is every write's path)
+        with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             last = self._last
             if last is not None and last.done():
                 self._after_failure(job)
-            self._last = submit(job)
+            serve = submit_held(job)
+            self._last = handle
+        if serve is not None:
+            serve()
         return handle
 
-    def _start_group(self, data: bytes) -> GroupedWrite:
-        # (self._lock held) Queue a new group, with its first write.
+    def _start_group(self, data: bytes) -> tuple[GroupedWrite, Callable[[], None] | None]:
+        # (self._lock held) Queue a new group, with its first write; return its
+        # handle, and what the caller must run once the lock is released.
         group = self._group = WriteGroup(self._lock, self._chunk_size)
         handle = group.add(data)
         assert handle is not None
@@ -198,8 +206,7 @@ class Writer(ClosesOnExit):
         last = self._last
         if last is not None and last.done():
             self._after_failure(job)
-        submit(job)
-        return handle
+        return handle, submit_held(job)
 
     def _after_failure(self, job: Job) -> None:
         """Chain ``job`` to a failed last write, so the Writer stays failed even when
@@ -223,8 +230,11 @@ class Writer(ClosesOnExit):
                 raise ValueError("write to a closed bgio.Writer")
             self._after_failure(job)
             self._pending += size
-            self._last = submit(job)
+            serve = submit_held(job)
+            self._last = job.handle
         job.handle.add_done_callback(lambda _: self._written(size))
+        if serve is not None:
+            serve()
         return job.handle
 
     def _written(self, size: int) -> None:
@@ -246,18 +256,29 @@ class Writer(ClosesOnExit):
             :class:`concurrent.futures.CancelledError` if one was cancelled.
         """
         check_timeout(timeout)
-        with self._lock:
-            last = self._last
-            if last is not None and last.cancelled():
-                # Cancelled while queued, it is done before the writes ahead
-                # of it: wait for an empty write queued behind them instead.
-                barrier = Job(BackgroundWriteProcess(0), self._sink, b"", self._profile,
+        for _ in range(2):
+            serve = None
+            with self._lock:
+                last = self._last
+                barrier = last is not None and last.cancelled()
+                if barrier:
+                    # Cancelled while queued, it is done before the writes ahead
+                    # of it: wait for an empty write queued behind them instead.
+                    job = Job(BackgroundWriteProcess(0), self._sink, b"", self._profile,
                               chain_after=last)
-                last = self._last = submit(barrier)
-        if last is not None:
+                    serve = submit_held(job)
+                    last = self._last = job.handle
+            if serve is not None:
+                serve()
+            if last is None:
+                return
             if not last.wait(timeout):
                 raise TimeoutError(f"writes not done after {timeout} s")
-            raise_root_error(last)
+            if barrier or not last.cancelled():
+                break
+            # Cancelled (by another thread) once looked at: wait behind it after all.
+        assert last is not None
+        raise_root_error(last)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting writes, wait for the queued ones, and close the file if asked.
@@ -273,6 +294,7 @@ class Writer(ClosesOnExit):
             the same when ``close_when_finished`` is set).
         """
         check_timeout(timeout)
+        serve = None
         with self._lock:
             if self._closed:
                 return
@@ -285,5 +307,8 @@ class Writer(ClosesOnExit):
                 job = prepare(BackgroundWriteProcess, self._sink, empty, self._profile,
                               close_when_finished=True, fsync=self._fsync)
                 self._after_failure(job)
-                self._last = submit(job)
+                serve = submit_held(job)
+                self._last = job.handle
+        if serve is not None:
+            serve()
         self.flush(timeout)

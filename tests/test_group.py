@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import weakref
+from concurrent.futures import CancelledError
+from pathlib import Path
 
 import pytest
 from conftest import Recorder
@@ -173,3 +179,180 @@ def test_a_failed_flush_fails_every_write_of_the_group_it_carried():
         w.flush(timeout=30)
     with pytest.raises(bgio.ChainError, match="Input/output"):
         w.write(b"after").result(30)
+
+
+def _full_pipe():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    while True:
+        try:
+            os.write(w, b"." * 65536)
+        except BlockingIOError:
+            return r, w
+
+
+def _drain(r):
+    got = bytearray()
+    while chunk := os.read(r, 1 << 20):
+        got += chunk
+    return bytes(got)
+
+
+@pytest.mark.parametrize("which", [0, 5])
+def test_cancel_of_a_grouped_write_while_the_pipe_is_full(destination_waits, which):
+    r, w = _full_pipe()
+    writer = bgio.Writer(w, priority=1)
+    handles = [writer.write(b"%03d," % i) for i in range(10)]
+    assert destination_waits.wait(30)
+    assert handles[which].cancel()
+    got_list = []
+    reader = threading.Thread(target=lambda: got_list.append(_drain(r)))
+    reader.start()  # the writes before the cancelled one must still go out
+    assert handles[which].wait(10)
+    assert handles[which].cancelled()
+    with pytest.raises(CancelledError):
+        writer.close(timeout=10)
+    os.close(w)
+    reader.join(10)
+    os.close(r)
+    got = got_list[0].lstrip(b".")
+    assert got == b"".join(b"%03d," % i for i in range(which))
+    assert [h.bytes_written for h in handles] == [4] * which + [0] * (10 - which)
+
+
+def _script(code, tmp_path, timeout=20):
+    env = dict(os.environ, PYTHONPATH=str(Path(bgio.__file__).parent.parent))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False,
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
+
+
+@pytest.mark.slow
+def test_a_writer_used_in_an_atexit_handler_does_not_deadlock(tmp_path):
+    # At shutdown the lane is served in the caller's thread, which must not
+    # hold the Writer's lock then: sealing the group takes it.
+    out = tmp_path / "late.bin"
+    try:
+        proc = _script(f"""
+            import atexit, bgio
+            def save():
+                with bgio.Writer({str(out)!r}) as w:
+                    for i in range(3):
+                        w.write(b"line %d\\n" % i)
+            atexit.register(save)
+        """, tmp_path, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("interpreter hung at exit (Writer lock taken twice by the inline worker)")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == b"line 0\nline 1\nline 2\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_s_small_write_is_written(tmp_path):
+    # The child's engine forgets the parent's lanes: the Writer's open group,
+    # queued in the parent only, must take no more writes there.
+    proc = _script(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import bgio
+        from conftest import Recorder
+        rec = Recorder(gated=True)
+        w = bgio.Writer(rec, priority=1)
+        w.write(b"B" * 70000)       # holds the parent's worker
+        assert rec.entered.wait(10)
+        w.write(b"parent")          # waits in an open group
+        pid = os.fork()
+        if pid == 0:
+            rec.gate.set()          # the child's own worker may write at once
+            h = w.write(b"child")
+            os._exit(0 if h.wait(5) and h.result() == 5 else 3)
+        _, status = os.waitpid(pid, 0)
+        rec.gate.set()
+        w.close()
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """, tmp_path, timeout=30)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+
+
+def test_the_error_of_a_cancelled_grouped_write_counts_its_own_bytes():
+    # The error flush() raises counts the cancelled write's bytes, as its handle does.
+    rec = Recorder(gated=True)
+    w = bgio.Writer(rec, priority=1)
+    w.write(b"B" * 70000)
+    assert rec.entered.wait(30)
+    handles = [w.write(b"0123456789") for _ in range(5)]
+    assert handles[3].cancel()
+    rec.gate.set()
+    with pytest.raises(CancelledError, match="after 0 bytes"):
+        handles[3].result(30)
+    with pytest.raises(CancelledError, match="after 0 bytes"):
+        w.flush(timeout=30)
+
+
+def test_a_cancel_just_after_the_group_starts_still_stops_it(monkeypatch):
+    # A cancel between the group's start and its piece is still seen by the loop.
+    from bgio import worker
+
+    rec = Recorder(gated=True)
+    w = bgio.Writer(rec, priority=1)
+    w.write(b"B" * 70000)
+    assert rec.entered.wait(30)
+    handles = [w.write(b"%d;" % i) for i in range(4)]
+    real = worker.GroupOwners
+
+    def owners_after_a_cancel(state, blocks):
+        handles[2].cancel()  # running by now: its bytes have not gone out
+        return real(state, blocks)
+
+    monkeypatch.setattr(worker, "GroupOwners", owners_after_a_cancel)
+    rec.gate.set()
+    with pytest.raises(CancelledError):
+        w.flush(timeout=30)
+    assert rec.getvalue() == b"B" * 70000 + b"0;1;"
+    assert handles[2].cancelled()
+
+
+@pytest.mark.slow
+def test_a_small_write_when_no_worker_thread_can_start_does_not_deadlock(tmp_path):
+    # When no thread can start (a thread limit), the caller's thread writes,
+    # once it has let go of the Writer's lock.
+    try:
+        proc = _script("""
+            import io, threading, bgio
+            real = threading.Thread.start
+            def start(self):
+                if self.name.startswith("bgio"):
+                    raise RuntimeError("can't start new thread")
+                return real(self)
+            threading.Thread.start = start
+            out = io.BytesIO()
+            w = bgio.Writer(out)
+            w.write(b"small")
+            w.close()
+            assert out.getvalue() == b"small"
+        """, tmp_path, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: the inline worker waits for the Writer's lock its caller holds")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_flush_failing_right_after_a_group_fails_all_of_its_writes_with_that_error():
+    # A chunk's worth is flushed inside the loop, just after the piece.
+    class FlushFailsAfterBig(Recorder):
+        def flush(self) -> None:
+            super().flush()
+            if self.size > len(BIG):
+                raise OSError(5, "Input/output error")
+
+    rec = FlushFailsAfterBig(gated=True)
+    w = bgio.Writer(rec, priority=bgio.BackgroundIOPriority(0, 1000, 100))
+    w.write(BIG)
+    assert rec.entered.wait(30)
+    handles = [w.write(b"%03d" % i + b"." * 97) for i in range(10)]  # exactly one chunk
+    rec.gate.set()
+    for h in handles:
+        with pytest.raises(OSError, match="Input/output"):
+            h.result(30)
+        assert h.bytes_written == 100
+    with pytest.raises(OSError, match="Input/output"):
+        w.close(timeout=30)
