@@ -12,11 +12,17 @@ thread waiting, or calling h5py on another file: a small read and a 1 ms
 sleep in a loop). Every side is warmed up, the sides are interleaved (order
 reversed every other round); figures are medians of R rounds, and the
 worst gap of any round is shown too. Needs hdf5plugin, numcodecs,
-bitshuffle and tensorstore installed. Targets, for every codec:
+bitshuffle and tensorstore installed (and zlib-ng, for bgio's faster
+deflate: the ``codecs`` extra). Targets, for every codec:
 
 - main thread calling h5py beside FrameWriter (p1 and p4): max gap <= 20 ms;
-- p1 throughput >= tensorstore's and >= 1.5x the synchronous loop;
-- p4 throughput >= the synchronous loop.
+- p1 throughput >= 1.5x the synchronous loop;
+- p4 throughput >= the synchronous loop;
+- p1 throughput >= tensorstore's, for the codecs tensorstore runs as the same
+  codec and level (gzip-4 against zlib-4, zstd-3, blosc-lz4-shuffle:
+  ``SAME_CODEC``). For lz4 and bitshuffle-lz4 tensorstore runs the nearest
+  Blosc variant (zarr v2 has neither): that ratio is shown as "info", not
+  checked.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ except ImportError:  # run from a checkout without installing
 from bgio.bench.h5 import realistic_frames
 from bgio.bench.report import environment
 from bgio.bench.stats import median_of
+from bgio.h5 import deflate
 
 
 def main() -> int:
@@ -53,10 +60,14 @@ def main() -> int:
                                      repeat=args.repeat,
                                      on_step=lambda label: print(f"  {label}", file=sys.stderr))
     print(f"{args.frames} frames of 1024x1024 uint16, one per chunk; medians of {args.repeat}"
-          f" (worst max of any round in brackets); files in {args.dir or tempfile.gettempdir()}")
+          f" (worst max of any round in brackets); files in {args.dir or tempfile.gettempdir()};"
+          f" bgio's deflate: {deflate.implementation()}")
     checks = []
+    notes = []  # comparisons shown for information only
     for codec in chosen:
-        print(f"\n{codec}  (tensorstore: {codecs.CODECS[codec][2]})")
+        same = codec in codecs.SAME_CODEC
+        print(f"\n{codec}  (tensorstore: {codecs.CODECS[codec][2]}; "
+              f"{'the same codec' if same else 'NOT the same codec, nearest only'})")
         print(f"  {'side':<30} {'seconds':>8} {'MiB/s':>7} {'x sync':>7} {'p99 ms':>8} "
               f"{'max ms':>16}")
         medians = {side: median_of(runs[f"{codec} | {side}"]) for side in codecs.SIDES}
@@ -75,17 +86,25 @@ def main() -> int:
             checks.append((text, worst <= 20))
         p1, p4 = medians["bgio p1"].seconds, medians["bgio p4"].seconds
         store = medians["tensorstore zarr"].seconds
-        checks.append((f"{codec} p1: {store / p1:.2f}x tensorstore (>= 1)", p1 <= store))
+        if same:
+            checks.append((f"{codec} p1: {store / p1:.2f}x tensorstore, same codec (>= 1)",
+                           p1 <= store))
+        else:
+            notes.append(f"{codec} p1: {store / p1:.2f}x tensorstore's nearest codec, "
+                         f"{codecs.CODECS[codec][2]}: not the same codec, not checked")
         checks.append((f"{codec} p1: {sync / p1:.2f}x the sync loop (>= 1.5)", sync / p1 >= 1.5))
         checks.append((f"{codec} p4: {sync / p4:.2f}x the sync loop (>= 1)", p4 <= sync))
     print()
     for text, ok in checks:
         print(f"{'ok  ' if ok else 'MISS'} {text}")
+    for text in notes:
+        print(f"info {text}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"environment": environment(), "frames": args.frames, "repeat": args.repeat,
                        "runs": {label: [asdict(r) for r in rs] for label, rs in runs.items()},
-                       "checks": [{"check": text, "ok": ok} for text, ok in checks]}, out,
+                       "checks": [{"check": text, "ok": ok} for text, ok in checks],
+                       "notes": notes}, out,
                       indent=2)
     return 0 if all(ok for _, ok in checks) else 1
 

@@ -275,8 +275,9 @@ def test_a_resting_thread_wakes_when_the_pool_shuts_down():
 
 
 def test_importing_bgio_imports_no_codec_package():
-    code = ("import sys, bgio, bgio.h5, bgio.h5.codecs; "
-            "print([m for m in ('numcodecs', 'bitshuffle', 'hdf5plugin') if m in sys.modules])")
+    code = ("import sys, bgio, bgio.h5, bgio.h5.codecs, bgio.h5.deflate; "
+            "print([m for m in ('numcodecs', 'bitshuffle', 'hdf5plugin', 'zlib_ng')"
+            " if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
+import zlib
 
 import h5py
 import numpy as np
 import pytest
 
-from bgio.h5 import ChunkPipeline, pipeline_of
+from bgio.h5 import ChunkPipeline, deflate, pipeline_of
 from bgio.h5.filters import DEFLATE, SHUFFLE
 
 SHAPE = (64, 48)
@@ -90,3 +92,65 @@ def test_an_hdf5_reader_no_one_of_us_wrote_reads_the_chunks(tmp_path):
                          capture_output=True, text=True, timeout=60, check=True).stdout
     values = [int(v) for v in out.split("DATA {", 1)[1].split("}", 1)[0].replace(",", " ").split()]
     assert values == frames.reshape(-1).tolist()
+
+
+@pytest.fixture
+def deflate_choice(monkeypatch):
+    """Restores the deflate implementation chosen from the real environment afterwards."""
+    yield monkeypatch
+    monkeypatch.undo()
+    deflate.choose()
+
+
+def _stored_chunks(path, frames, shuffle):
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("frames", shape=frames.shape, chunks=(1, *SHAPE), dtype="<u2",
+                              compression="gzip", compression_opts=4, shuffle=shuffle)
+        for index, frame in enumerate(frames):
+            ds.id.write_direct_chunk((index, 0, 0), pipeline_of(ds).encode(frame))
+    with h5py.File(path, "r") as f:
+        ds = f["frames"]
+        assert ds[...].tobytes() == frames.tobytes()
+        return [ds.id.read_direct_chunk((index, 0, 0)) for index in range(len(frames))]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_zlib_ng_chunks_read_back_exactly_through_hdf5s_deflate(tmp_path, deflate_choice,
+                                                                 shuffle):
+    zlib_ng = pytest.importorskip("zlib_ng.zlib_ng")
+    deflate_choice.delenv(deflate.ENVIRONMENT, raising=False)
+    assert deflate.choose() == "zlib-ng"
+    frames = _frames("<u2")
+    for index, (mask, stored) in enumerate(_stored_chunks(tmp_path / "f.h5", frames, shuffle)):
+        assert mask == 0
+        # zlib-ng's own stream, read by HDF5's (zlib's) inflate.
+        plain = memoryview(frames[index].reshape(-1).view(np.uint8))
+        if shuffle:
+            plain = memoryview(frames[index].reshape(-1).view(np.uint8).reshape(-1, 2).T.copy())
+        assert stored == zlib_ng.compress(plain, 4)
+        assert zlib.decompress(stored) == bytes(plain)
+
+
+def test_without_zlib_ng_deflate_is_the_standard_librarys(tmp_path, deflate_choice):
+    def without_zlib_ng(name):
+        if name.startswith("zlib_ng"):
+            raise ImportError(f"No module named {name!r}")
+        return importlib.import_module(name)
+
+    deflate_choice.setattr(deflate, "import_module", without_zlib_ng)
+    deflate_choice.delenv(deflate.ENVIRONMENT, raising=False)
+    assert deflate.choose() == "zlib"
+    assert deflate.implementation() == "zlib"
+    frames = _frames("<u2")
+    stored = _stored_chunks(tmp_path / "f.h5", frames, shuffle=False)
+    assert [chunk for _, chunk in stored] == [zlib.compress(frame.tobytes(), 4) for frame in frames]
+
+
+def test_the_environment_can_keep_the_standard_librarys_zlib(deflate_choice):
+    pytest.importorskip("zlib_ng.zlib_ng")
+    deflate_choice.setenv(deflate.ENVIRONMENT, "zlib")
+    assert deflate.choose() == "zlib"
+    data = _frames("<u2").tobytes()
+    assert deflate.compress(data, 4) == zlib.compress(data, 4)
+    deflate_choice.setenv(deflate.ENVIRONMENT, "")
+    assert deflate.choose() == "zlib-ng"

@@ -24,7 +24,7 @@ from .prepare import settle
 from .schedule import interleave, progress, warm_up
 from .stats import median_of, percentile  # noqa: F401  (median_of: for the caller)
 
-__all__ = ["CODECS", "SIDES", "codec_scenario", "h5py_filter", "tensorstore_spec"]
+__all__ = ["CODECS", "SAME_CODEC", "SIDES", "codec_scenario", "h5py_filter", "tensorstore_spec"]
 
 #: Codec label -> (what h5py's create_dataset takes, tensorstore's zarr v2 compressor, and
 #: what that compressor is against the HDF5 filter).
@@ -43,6 +43,14 @@ CODECS: dict[str, tuple[Callable[[], dict[str, Any]], dict[str, Any], str]] = {
                        {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 2},
                        "blosc lz4 level 5 with bitshuffle (no bare bitshuffle in zarr v2)"),
 }
+
+
+#: The codecs whose tensorstore compressor is the HDF5 filter's own codec at the same level and
+#: settings (zlib and deflate are one stream format; Blosc with the same compressor, level,
+#: shuffle, type size and automatic block size): only for these does "bgio against tensorstore"
+#: compare like with like. zarr v2 has no bare LZ4 and no Bitshuffle, so for "lz4" and
+#: "bitshuffle-lz4" tensorstore runs the nearest Blosc variant, another codec: for information.
+SAME_CODEC = frozenset({"gzip-4", "zstd-3", "blosc-lz4-shuffle"})
 
 
 def _plugin() -> Any:

@@ -174,7 +174,7 @@ def _lz4(module: ModuleType, options: tuple[int, ...], itemsize: int,
             packed = piece  # the filter stores such a block raw: size == block size
         parts.append(struct.pack(">I", len(packed)))
         parts.append(packed)
-    return b"".join(parts)
+    return _joined(parts)
 
 
 def _blosc(module: ModuleType, options: tuple[int, ...], itemsize: int,
@@ -196,7 +196,20 @@ def _bitshuffle(module: ModuleType, options: tuple[int, ...], itemsize: int,
     else:
         body = module.compress_zstd(elements, block, _signed(options[5]))
     header = struct.pack(">QI", elements.nbytes, block * itemsize)
-    return b"".join((header, memoryview(body)))
+    return _joined([header, memoryview(body)])
+
+
+def _joined(parts: list[_Buffer]) -> memoryview:
+    # b"".join would copy the chunk holding the interpreter lock (about a
+    # millisecond per MiB, stalling the worker's and the program's h5py
+    # calls); numpy's copy into one new array releases it.
+    views = [np.frombuffer(part, dtype=np.uint8) for part in parts]
+    joined = np.empty(sum(len(view) for view in views), dtype=np.uint8)
+    start = 0
+    for view in views:
+        np.copyto(joined[start : start + len(view)], view)
+        start += len(view)
+    return memoryview(joined)
 
 
 _ENCODERS: dict[int, Callable[[ModuleType, tuple[int, ...], int, _Buffer], _Buffer]] = {

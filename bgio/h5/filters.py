@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 from ..priority import BackgroundIOPriority
 from ..throttle import Throttle
 from ..worker import MIN_PAUSE
-from . import codecs
+from . import codecs, deflate
 from .codecs import BITSHUFFLE, BLOSC, LZ4, ZSTD
 
 __all__ = ["BITSHUFFLE", "BLOSC", "DEFLATE", "FLETCHER32", "LZ4", "MAX_POOL", "SHUFFLE",
@@ -67,7 +66,8 @@ class ChunkPipeline:
     def encode(self, chunk: np.ndarray) -> bytes | memoryview:
         """Filter one whole chunk as HDF5 would, for ``write_direct_chunk``.
 
-        Runs without h5py's lock: numpy's byte shuffle, zlib and the codec
+        Runs without h5py's lock: numpy's byte shuffle, deflate (zlib-ng or
+        zlib, see :mod:`bgio.h5.deflate`) and the codec
         packages (which release the GIL) do the work, so several chunks can
         be encoded in parallel while other threads use h5py.
 
@@ -89,7 +89,7 @@ class ChunkPipeline:
             if step == SHUFFLE:
                 data = _shuffle(data, self.itemsize)
             elif step == DEFLATE:
-                data = zlib.compress(data, options[0] if options else 6)
+                data = deflate.compress(data, options[0] if options else 6)
             else:
                 data = codecs.encode_step(step, options, self.itemsize, data)
         return data  # with no filter, the chunk's own memory: stored without a copy

@@ -237,7 +237,11 @@ class DatasetSink:
     def _grow(self, end: int) -> None:
         assert self.extent is not None
         if end > self.extent:
-            self.dataset.resize(end, axis=0)
+            # HDF5's own call, as Dataset.resize makes it, without that method's
+            # checks and shape reads: it runs once per chunk, on the worker's
+            # critical path when chunks compress fast.
+            dataset_id = self.dataset.id
+            dataset_id.set_extent((end, *dataset_id.shape[1:]))
             self.extent = end
 
     def flush(self) -> None:
