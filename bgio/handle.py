@@ -542,19 +542,26 @@ def start_all(handles: list[BackgroundWriteProcess], timing: WriteTiming | None 
 
 def finish_all(handles: list[BackgroundWriteProcess]) -> None:
     """Complete a run of successful writes under one lock (for the worker)."""
-    with_callbacks = []
+    with_callbacks: list[BackgroundWriteProcess] = []
     with _lock:
         for handle in handles:
             if handle._state in _DONE:
                 continue
             handle._result = handle.bytes_written
             handle._state = FINISHED
-            if handle._waiter_list or handle._waited_on is not None:
-                handle._notify(FINISHED)
-            if handle._callbacks:
-                with_callbacks.append(handle)
+            _tell_finished(handle, with_callbacks)
     for handle in with_callbacks:
         handle._invoke_callbacks()
+
+
+def _tell_finished(handle: BackgroundWriteProcess,
+                   with_callbacks: list[BackgroundWriteProcess]) -> None:
+    # (with _lock held) wake a finished handle's waiters, if any, and note
+    # it for its callbacks, which are run once the lock is released.
+    if handle._waiter_list or handle._waited_on is not None:
+        handle._notify(FINISHED)
+    if handle._callbacks:
+        with_callbacks.append(handle)
 
 
 def _call(fn: Callable[[BackgroundWriteProcess], object], handle: BackgroundWriteProcess) -> None:
@@ -754,7 +761,7 @@ def start_group(group: GroupState, timing: WriteTiming) -> int | None:
 def finish_group(group: GroupState, flush_error: BaseException | None = None) -> None:
     """Complete a group (for the worker), with the error of the flush that carried
     its bytes, if it failed; tell its waiters and run its callbacks."""
-    with_callbacks = []
+    with_callbacks: list[BackgroundWriteProcess] = []
     with _lock:
         if group.state == FINISHED:
             return
@@ -763,9 +770,6 @@ def finish_group(group: GroupState, flush_error: BaseException | None = None) ->
         watched, group.watched = group.watched, None
         for handle in watched or ():
             if handle._own_state is None:
-                if handle._waiter_list or handle._waited_on is not None:
-                    handle._notify(FINISHED)
-                if handle._callbacks:
-                    with_callbacks.append(handle)
+                _tell_finished(handle, with_callbacks)
     for handle in with_callbacks:
         handle._invoke_callbacks()

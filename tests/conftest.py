@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -89,3 +90,31 @@ def destination_waits(monkeypatch) -> threading.Event:
 def fast() -> bgio.BackgroundIOPriority:
     """A profile with small chunks and no pacing, for tests about content and order."""
     return bgio.BackgroundIOPriority(0, 7, 100)
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose non-blocking write end is full."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    while True:
+        try:
+            os.write(w, b"." * 65536)
+        except BlockingIOError:
+            return r, w
+
+
+def drain(r: int) -> bytes:
+    """Everything left in the pipe until its write end is closed."""
+    got = bytearray()
+    while chunk := os.read(r, 1 << 20):
+        got += chunk
+    return bytes(got)
+
+
+def flip_byte(path: object, offset: int) -> None:
+    """Damage one byte of a file in place (inverts its bits)."""
+    with open(path, "r+b") as raw:  # type: ignore[call-overload]
+        raw.seek(offset)
+        byte = raw.read(1)
+        raw.seek(offset)
+        raw.write(bytes([byte[0] ^ 0xFF]))

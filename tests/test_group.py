@@ -14,7 +14,7 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
-from conftest import Recorder
+from conftest import Recorder, drain, full_pipe
 
 import bgio
 from bgio.group import MAX_WRITES, SMALL_WRITE
@@ -181,32 +181,15 @@ def test_a_failed_flush_fails_every_write_of_the_group_it_carried():
         w.write(b"after").result(30)
 
 
-def _full_pipe():
-    r, w = os.pipe()
-    os.set_blocking(w, False)
-    while True:
-        try:
-            os.write(w, b"." * 65536)
-        except BlockingIOError:
-            return r, w
-
-
-def _drain(r):
-    got = bytearray()
-    while chunk := os.read(r, 1 << 20):
-        got += chunk
-    return bytes(got)
-
-
 @pytest.mark.parametrize("which", [0, 5])
 def test_cancel_of_a_grouped_write_while_the_pipe_is_full(destination_waits, which):
-    r, w = _full_pipe()
+    r, w = full_pipe()
     writer = bgio.Writer(w, priority=1)
     handles = [writer.write(b"%03d," % i) for i in range(10)]
     assert destination_waits.wait(30)
     assert handles[which].cancel()
     got_list = []
-    reader = threading.Thread(target=lambda: got_list.append(_drain(r)))
+    reader = threading.Thread(target=lambda: got_list.append(drain(r)))
     reader.start()  # the writes before the cancelled one must still go out
     assert handles[which].wait(10)
     assert handles[which].cancelled()

@@ -14,6 +14,7 @@ import h5py
 import live_writers
 import numpy as np
 import pytest
+from conftest import flip_byte
 from live_writers import FEATURES, FRAME_SHAPE, events, frame
 
 import bgio.h5
@@ -818,11 +819,7 @@ def test_chunks_announced_partly_keep_their_checksum(tmp_path):
         assert len(body) == 64 * 4 and body[: area.nbytes] == area.tobytes()
         assert stored[-4:] == fletcher32(body)
         offset = dataset.id.get_chunk_info(0).byte_offset
-    with open(path, "r+b") as raw:  # a damaged byte is caught on reading
-        raw.seek(offset + 1)
-        byte = raw.read(1)
-        raw.seek(offset + 1)
-        raw.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(path, offset + 1)  # a damaged byte is caught on reading
     with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
         f["events/area"][:4]
 

@@ -9,6 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import flip_byte
 
 import bgio
 from bgio.h5 import RecordWriter
@@ -521,11 +522,7 @@ def test_fletcher32_files_verify(tmp_path):
     # Damage one stored byte of the area chunks: HDF5's checksum catches it on reading.
     with h5py.File(path, "r") as f:
         offset = f["events/area"].id.get_chunk_info(0).byte_offset
-    with open(path, "r+b") as raw:
-        raw.seek(offset + 3)
-        byte = raw.read(1)
-        raw.seek(offset + 3)
-        raw.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(path, offset + 3)
     with h5py.File(path, "r") as f, pytest.raises(OSError, match="(?i)checksum|data error|filter"):
         f["events/area"][:16]
 

@@ -18,7 +18,7 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
-from conftest import Recorder
+from conftest import Recorder, drain, full_pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -760,25 +760,6 @@ def test_the_gentlest_profiles_still_write_and_cancel():
 # -- cancels against a full destination (review of the one write loop) --------------------
 
 
-def _full_pipe() -> tuple[int, int]:
-    """A pipe whose non-blocking write end is full."""
-    r, w = os.pipe()
-    os.set_blocking(w, False)
-    while True:
-        try:
-            os.write(w, b"." * 65536)
-        except BlockingIOError:
-            return r, w
-
-
-def _drain(r: int) -> bytes:
-    """Everything left in the pipe until its write end is closed."""
-    got = bytearray()
-    while chunk := os.read(r, 1 << 20):
-        got += chunk
-    return bytes(got)
-
-
 def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(destination_waits):
     waiting = destination_waits
     r, w = os.pipe()  # empty: paced chunks go in, with pauses, until it is full
@@ -791,13 +772,13 @@ def test_cancel_cuts_a_full_pipe_wait_short_after_a_pacing_pause(destination_wai
         handle.result(timeout=10)
     assert 0 < handle.bytes_written < 1 << 20
     os.close(w)
-    assert _drain(r) == b"x" * handle.bytes_written
+    assert drain(r) == b"x" * handle.bytes_written
     os.close(r)
 
 
 def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(destination_waits):
     waiting = destination_waits
-    r, w = _full_pipe()
+    r, w = full_pipe()
 
     class Buffered(io.BufferedWriter):  # not a plain file: bgio writes through its buffer
         pass
@@ -810,7 +791,7 @@ def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(destination
     assert handle.cancelled(), repr(handle.exception(0) if not handle.cancelled() else None)
     with pytest.raises(bgio.ChainError):
         bgio.bgwrite(out, b"after", priority=1).result(timeout=10)
-    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader = threading.Thread(target=lambda: got.append(drain(r)))
     got: list[bytes] = []
     reader.start()
     try:
@@ -826,7 +807,7 @@ def test_a_cancel_that_cuts_a_buffered_flush_short_cancels_the_write(destination
 
 def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(destination_waits):
     waiting = destination_waits
-    r, w = _full_pipe()
+    r, w = full_pipe()
 
     class Buffered(io.BufferedWriter):
         pass
@@ -848,7 +829,7 @@ def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(destination
     assert waiting.wait(30)  # a went partly into the buffer, the rest waits
     assert c.cancel()
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader = threading.Thread(target=lambda: got.append(drain(r)))
     reader.start()
     assert a.result(timeout=30) == 20000 and b.result(timeout=30) == 20000
     assert c.cancelled()
@@ -864,7 +845,7 @@ def test_a_partial_take_before_a_cancelled_wait_is_not_written_twice(destination
 
 def test_cancel_inside_a_gathered_run_of_small_writes_stops_at_that_write(destination_waits):
     waiting = destination_waits
-    r, w = _full_pipe()
+    r, w = full_pipe()
     gate = threading.Event()
 
     def held():
@@ -878,7 +859,7 @@ def test_cancel_inside_a_gathered_run_of_small_writes_stops_at_that_write(destin
     assert waiting.wait(30)
     assert handles[1500].cancel()
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader = threading.Thread(target=lambda: got.append(drain(r)))
     reader.start()
     assert handles[1500].wait(30) and handles[1500].cancelled()
     assert handles[1500].bytes_written < 6
@@ -968,7 +949,7 @@ def _expected_stream(handles, datas):
 @pytest.mark.parametrize("case", ["pause-flush", "chunk-flush", "gather-writev"])
 def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(destination_waits, case):
     waiting = destination_waits
-    r, w = _full_pipe()
+    r, w = full_pipe()
     filled = len(b"")  # the filler is stripped below
     if case == "pause-flush":
         profile = bgio.PRESETS[10]
@@ -992,7 +973,7 @@ def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(destination_w
     if case == "gather-writev":  # blocked in the gather write: the cancel cuts it short
         assert cancelled.wait(10) and cancelled.cancelled()
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(_drain(r)))
+    reader = threading.Thread(target=lambda: got.append(drain(r)))
     reader.start()
     assert bgio.wait_all(timeout=30)
     if target is not w:
