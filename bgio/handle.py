@@ -768,8 +768,8 @@ def finish_group(group: GroupState, flush_error: BaseException | None = None) ->
         group.flush_error = flush_error
         group.state = FINISHED
         watched, group.watched = group.watched, None
-        for handle in watched or ():
-            if handle._own_state is None:
-                _tell_finished(handle, with_callbacks)
+        for member in watched or ():
+            if member._own_state is None:
+                _tell_finished(member, with_callbacks)
     for handle in with_callbacks:
         handle._invoke_callbacks()
