@@ -11,12 +11,15 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["release", "run_delay"]
 
 _SCHEDSTAT = "/proc/thread-self/schedstat"
+#: Per thread: ``read`` (its bound reader) and ``fd`` (its schedstat file, or -1).
 _local = threading.local()
-_read: Callable[[], float] | None = None
+#: False once the file could not be opened: no thread tries again.
+_available = sys.platform.startswith("linux")
 
 
 def run_delay() -> float:
@@ -24,20 +27,19 @@ def run_delay() -> float:
 
     0 where it cannot be read (another system, no ``/proc``, no file
     descriptor to spare): it only refines pacing, and never fails a write.
+    The worker calls it twice a chunk, so the reader is bound once per
+    thread and costs about 2 us a call.
     """
-    global _read
-    try:
-        if _read is None:
-            _read = _make_reader()
-        return _read()
-    except (OSError, ImportError, ValueError):
-        _read = _zero  # stop trying: a worker must not fail for a statistic
-        return 0.0
+    read: Callable[[], float] | None = getattr(_local, "read", None)
+    if read is None:
+        read = _local.read = _bind_reader()
+    return read()
 
 
 def release() -> None:
     """Close the calling thread's ``schedstat`` file, if it opened one (at thread exit)."""
     fd = getattr(_local, "fd", -1)
+    _local.read = None
     if fd >= 0:
         _local.fd = -1
         os.close(fd)
@@ -47,27 +49,37 @@ def _zero() -> float:
     return 0.0
 
 
-def _make_reader() -> Callable[[], float]:
-    if not sys.platform.startswith("linux") or not os.path.exists(_SCHEDSTAT):
+def _bind_reader() -> Callable[[], float]:
+    """A reader of the calling thread's run-queue delay, or :func:`_zero` where there is none."""
+    global _available
+    if not _available:
         return _zero
-    import ctypes  # here: only a worker thread that paces needs it
+    try:
+        import ctypes  # here: only a worker thread that paces needs it
 
-    # PyDLL keeps the interpreter lock through the call: os.pread would
-    # release it, and getting it back costs up to 5 ms beside a main thread
-    # running Python. Reading this file takes about 2 us.
-    pread = ctypes.PyDLL(None).pread
-    pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
-    pread.restype = ctypes.c_ssize_t
+        # PyDLL keeps the interpreter lock through the call: os.pread would
+        # release it, and getting it back costs up to 5 ms beside a main
+        # thread running Python. The arguments are C values made once (no
+        # argtypes: converting them would cost more than the read, ~1 us).
+        pread = ctypes.PyDLL(None).pread
+        pread.restype = ctypes.c_ssize_t
+        buffer = ctypes.create_string_buffer(64)
+        size, offset = ctypes.c_size_t(64), ctypes.c_long(0)
+        # /proc/thread-self names the thread that opens it.
+        fd = _local.fd = os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, ImportError, AttributeError):
+        _available = False  # stop trying: a worker must not fail for a statistic
+        return _zero
 
-    def read() -> float:
-        fd = getattr(_local, "fd", -1)
-        if fd < 0:  # /proc/thread-self names the thread that opens it
-            fd = _local.fd = os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
-            _local.buffer = ctypes.create_string_buffer(64)
-        count = pread(fd, _local.buffer, 64, 0)
-        if count <= 0:
+    def read(fd: int = fd, pread: Callable[..., int] = pread, buffer: Any = buffer,
+             size: object = size, offset: object = offset) -> float:
+        # Bound as defaults: no lookups for a statistic read twice a chunk.
+        if pread(fd, buffer, size, offset) <= 0:
             return 0.0
-        # "<ns on a CPU> <ns waiting for one> <time slices>"
-        return int(_local.buffer.raw[:count].split(None, 2)[1]) * 1e-9
+        try:
+            # "<ns on a CPU> <ns waiting for one> <time slices>"
+            return int(buffer.value.split(None, 2)[1]) * 1e-9
+        except (ValueError, IndexError):
+            return 0.0
 
     return read

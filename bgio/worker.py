@@ -641,9 +641,11 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         elif lane.probe <= 0 and len(piece) == 1:
             _probe(lane)
         lane.probe -= 1
-        queued = run_delay()  # read outside the timed span: the read is not busy time
-        started = clock()
+        # The statistics are read outside the wall span: their system calls
+        # are not busy time (~3 us of a 1 MiB chunk's ~200 us on tmpfs).
+        queued = run_delay()
         cpu = cpu_clock()
+        started = clock()
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
         lane.since_flush += written

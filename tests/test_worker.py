@@ -990,11 +990,40 @@ def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(destination_w
 def test_run_delay_unreadable_never_fails_a_write(monkeypatch):
     from bgio import runqueue
 
-    def broken():
+    def no_fd(*args):
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(runqueue, "_read", None)
-    monkeypatch.setattr(runqueue, "_make_reader", broken)
+    monkeypatch.setattr(runqueue, "_available", True)
+    monkeypatch.setattr(runqueue.os, "open", no_fd)
+    seen = []
+    # A thread that has not read it yet tries to open the file, and fails.
+    thread = threading.Thread(target=lambda: seen.append(runqueue.run_delay()))
+    thread.start()
+    thread.join(30)
+    assert seen == [0.0]
+    assert runqueue._available is False  # no thread tries again
     out = io.BytesIO()
     assert bgio.bgwrite(out, b"x" * 10, priority=FAST).result(timeout=30) == 10
-    assert runqueue.run_delay() == 0.0
+    assert out.getvalue() == b"x" * 10
+
+
+def test_run_delay_reads_this_threads_wait_and_release_closes_it():
+    from bgio import runqueue
+
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        pytest.skip("no per-thread schedstat here")
+    readings = []
+    opened = []
+
+    def reader():
+        readings.append(runqueue.run_delay())
+        opened.append(runqueue._local.fd)
+        readings.append(runqueue.run_delay())
+        runqueue.release()
+        opened.append(getattr(runqueue._local, "fd", -1))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join(30)
+    assert 0.0 <= readings[0] <= readings[1]
+    assert opened[0] >= 0 and opened[1] == -1
