@@ -13,12 +13,19 @@ from collections.abc import Callable
 
 from .priority import BackgroundIOPriority
 
-__all__ = ["IDLE_SLACK", "Throttle"]
+__all__ = ["IDLE_SLACK", "MAX_CREDIT", "Throttle"]
 
 #: Seconds a chunk may start after it could have, with no pause asked for,
 #: and still count as written back to back; beyond that the worker had
 #: nothing to write, and idle time earns no credit.
 IDLE_SLACK = 0.02
+
+#: Seconds of lateness made up at most, unless a smoothing window's pauses
+#: come to more: a thread that shares a CPU with other processes gets less
+#: of it for tenths of a second at a time (until the scheduler moves it), and
+#: makes that up when it gets more; a longer stall is not made up, so a
+#: catch-up never runs flat out for longer than this.
+MAX_CREDIT = 0.1
 
 #: Wake-up latencies remembered (pause oversleeps, probes): their median is
 #: the latency estimate, robust to the odd long stall.
@@ -35,7 +42,8 @@ class Throttle:
     interpreter lock held by a busy thread) keeps its due time, so the
     pauses after it are shorter and the lateness is made up, by shortening
     or skipping pauses (chunks are never made larger); the credit is at
-    most a smoothing window's pauses, or :data:`IDLE_SLACK` if that is more. A chunk that starts late with no pause asked for
+    most a smoothing window's pauses, or :data:`MAX_CREDIT` if that is
+    more. A chunk that starts late with no pause asked for
     and more than :data:`IDLE_SLACK` after the one before ended found the
     worker idle (nothing to write): that earns no credit.
 
@@ -121,11 +129,12 @@ class Throttle:
         if pct < 100:
             period = busy * 100.0 / pct
             # Credit for starting late: the pauses of a smoothing window, and
-            # at least IDLE_SLACK. One pause is often shorter than one wake-up
+            # at least MAX_CREDIT. One pause is often shorter than one wake-up
             # from a sleep (40 us for a 0.16 ms chunk at 80 %, against ~0.13
-            # ms), and a CPU taken by other processes costs whole time slices
-            # (~5 ms): lateness up to that is made up in full.
-            credit = max(profile.num_chunks_rate_smoothing * (period - busy), IDLE_SLACK)
+            # ms), a CPU taken by other processes costs whole time slices
+            # (~3 ms), and a thread sharing a CPU with one of them falls
+            # behind for tenths of a second: lateness up to that is made up.
+            credit = max(profile.num_chunks_rate_smoothing * (period - busy), MAX_CREDIT)
             due = started if idle else max(self._due, started - credit)
             self._due = due + period
         max_rate = profile.max_rate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bgio import BackgroundIOPriority
-from bgio.throttle import Throttle
+from bgio.throttle import MAX_CREDIT, Throttle
 
 
 class FakeClock:
@@ -124,16 +124,38 @@ def test_lateness_earns_at_most_a_smoothing_window_of_credit():
     assert t.delay() == pytest.approx(1.0)  # owed again, in full
 
 
-def test_lateness_up_to_the_idle_slack_is_made_up_whatever_the_window():
-    # A tiny chunk preempted for 5 ms (a CPU taken by another process): its
-    # pauses are far shorter than that, yet the lateness is made up.
+@pytest.mark.parametrize("late", [0.005, 0.08])
+def test_lateness_up_to_max_credit_is_made_up_whatever_the_window(late):
+    # A tiny chunk preempted (a CPU taken by another process, for a time
+    # slice or for tenths of a second): its pauses are far shorter than the
+    # lateness, yet it is made up in full.
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
     busy, wall, _ = run(t, clock, 10, busy=0.0001)
-    clock.now += 0.005  # late, with a pause asked for
-    t.delay()
-    busy2, wall2, _ = run(t, clock, 200, busy=0.0001)
-    assert (busy + busy2) / (wall + wall2 + 0.005) == pytest.approx(0.5, rel=0.02)
+    pause = t.delay()
+    clock.now += pause + late  # a pause overslept, or its wake-up waited for a CPU
+    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001)
+    clock.now += 0.0001
+    busy2, wall2, waits = run(t, clock, 2000, busy=0.0001)
+    assert waits[0] == 0.0
+    total_busy = busy + busy2 + 0.0001
+    total_wall = wall + wall2 + pause + late + 0.0001
+    assert total_busy / total_wall == pytest.approx(0.5, rel=0.01)
+
+
+def test_lateness_beyond_max_credit_is_made_up_only_to_it():
+    # A stall of 0.3 s: the chunks after it run back to back for
+    # MAX_CREDIT's worth of pauses, no longer; the rest is not made up.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
+    run(t, clock, 10, busy=0.0001)
+    clock.now += t.delay() + 0.3  # a pause overslept by 0.3 s
+    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001)
+    clock.now += 0.0001
+    _, _, waits = run(t, clock, 4000, busy=0.0001)
+    # Each chunk skips its pause of 0.1 ms until MAX_CREDIT is made up.
+    skipped = next(index for index, wait in enumerate(waits) if wait > 0)
+    assert skipped == pytest.approx(MAX_CREDIT / 0.0001, rel=0.01)
 
 
 def test_idle_time_earns_no_wait_and_no_credit():
