@@ -16,19 +16,38 @@ from typing import Any
 __all__ = ["release", "run_delay"]
 
 _SCHEDSTAT = "/proc/thread-self/schedstat"
-#: Per thread: ``read`` (its bound reader) and ``fd`` (its schedstat file, or -1).
+#: Per thread: ``read`` (its bound reader) and ``file`` (its open schedstat).
 _local = threading.local()
 #: False once the file could not be opened: no thread tries again.
 _available = sys.platform.startswith("linux")
 
 
+class _Schedstat:
+    """One thread's open schedstat file, closed when the thread ends (its thread-local
+    values are dropped then) or on :func:`release`."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def run_delay() -> float:
     """Seconds the calling thread has been runnable but not running, since it started.
 
-    0 where it cannot be read (another system, no ``/proc``, no file
-    descriptor to spare): it only refines pacing, and never fails a write.
-    The worker calls it twice a chunk, so the reader is bound once per
-    thread and costs about 2 us a call.
+    0 where it cannot be read (another system, no ``/proc``, or no file
+    descriptor to spare when the first thread tried: then it is not tried
+    again in this process); a read that fails repeats the last value. It
+    only refines pacing, and never fails a write. The worker calls it twice
+    a chunk, so the reader is bound once per thread (about 2 us a call).
     """
     read: Callable[[], float] | None = getattr(_local, "read", None)
     if read is None:
@@ -38,11 +57,23 @@ def run_delay() -> float:
 
 def release() -> None:
     """Close the calling thread's ``schedstat`` file, if it opened one (at thread exit)."""
-    fd = getattr(_local, "fd", -1)
     _local.read = None
-    if fd >= 0:
-        _local.fd = -1
-        os.close(fd)
+    file: _Schedstat | None = getattr(_local, "file", None)
+    if file is not None:
+        _local.file = None
+        file.close()
+
+
+def _after_fork_in_child() -> None:
+    # The forking thread's file names the parent's thread; the other
+    # threads' files went with their threads' values.
+    global _local
+    release()
+    _local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _zero() -> float:
@@ -66,20 +97,21 @@ def _bind_reader() -> Callable[[], float]:
         buffer = ctypes.create_string_buffer(64)
         size, offset = ctypes.c_size_t(64), ctypes.c_long(0)
         # /proc/thread-self names the thread that opens it.
-        fd = _local.fd = os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+        file = _local.file = _Schedstat(os.open(_SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC))
     except (OSError, ImportError, AttributeError):
         _available = False  # stop trying: a worker must not fail for a statistic
         return _zero
+    last = [0.0]
 
-    def read(fd: int = fd, pread: Callable[..., int] = pread, buffer: Any = buffer,
-             size: object = size, offset: object = offset) -> float:
+    def read(fd: int = file.fd, pread: Callable[..., int] = pread, buffer: Any = buffer,
+             size: object = size, offset: object = offset, last: list[float] = last) -> float:
         # Bound as defaults: no lookups for a statistic read twice a chunk.
-        if pread(fd, buffer, size, offset) <= 0:
-            return 0.0
-        try:
-            # "<ns on a CPU> <ns waiting for one> <time slices>"
-            return int(buffer.value.split(None, 2)[1]) * 1e-9
-        except (ValueError, IndexError):
-            return 0.0
+        if pread(fd, buffer, size, offset) > 0:
+            try:
+                # "<ns on a CPU> <ns waiting for one> <time slices>"
+                last[0] = int(buffer.value.split(None, 2)[1]) * 1e-9
+            except (ValueError, IndexError):
+                pass
+        return last[0]
 
     return read

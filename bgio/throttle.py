@@ -20,11 +20,13 @@ __all__ = ["IDLE_SLACK", "MAX_CREDIT", "Throttle"]
 #: nothing to write, and idle time earns no credit.
 IDLE_SLACK = 0.02
 
-#: Seconds of lateness made up at most, unless a smoothing window's pauses
-#: come to more: a thread that shares a CPU with other processes gets less
-#: of it for tenths of a second at a time (until the scheduler moves it), and
-#: makes that up when it gets more; a longer stall is not made up, so a
-#: catch-up never runs flat out for longer than this.
+#: Seconds of lateness caused by waiting for a CPU (other processes) made
+#: up at most, unless a smoothing window's pauses come to more: a thread
+#: that shares a CPU with another process gets less of it for tenths of a
+#: second at a time (until the scheduler moves one of them), and makes that
+#: up when it gets more. Other lateness is made up to :data:`IDLE_SLACK`.
+#: Making up ``c`` seconds at ``p`` % takes ``c * p / (100 - p)`` seconds of
+#: chunks back to back.
 MAX_CREDIT = 0.1
 
 #: Wake-up latencies remembered (pause oversleeps, probes): their median is
@@ -41,16 +43,18 @@ class Throttle:
     starts late (a pause overslept, the CPU taken by other processes, the
     interpreter lock held by a busy thread) keeps its due time, so the
     pauses after it are shorter and the lateness is made up, by shortening
-    or skipping pauses (chunks are never made larger); the credit is at
-    most a smoothing window's pauses, or :data:`MAX_CREDIT` if that is
-    more. A chunk that starts late with no pause asked for
-    and more than :data:`IDLE_SLACK` after the one before ended found the
-    worker idle (nothing to write): that earns no credit.
+    or skipping pauses (chunks are never made larger). The credit is the
+    largest of a smoothing window's pauses, :data:`IDLE_SLACK`, and the
+    time spent waiting for a CPU since the schedule was last kept, at most
+    :data:`MAX_CREDIT`. A chunk that starts late with no pause asked for,
+    more than :data:`IDLE_SLACK` after the one before ended and not for want
+    of a CPU, found the worker idle (nothing to write): that earns no credit.
 
     Busy time is what the chunk's write cost, less waiting that is not
-    writing (see :meth:`busy_of`): back-pressure from a slow reader, and
-    the wake-up latency that every call releasing the interpreter lock pays
-    when another thread runs Python (measured from the pauses' oversleep).
+    writing (see :meth:`busy_of`): back-pressure from a slow reader, time
+    runnable but waiting for a CPU, and the wake-up latency that every call
+    releasing the interpreter lock pays when another thread runs Python
+    (measured from the pauses' oversleep).
 
     Absolute rate: with ``max_rate`` set, a chunk of ``n`` bytes lets the
     next one start ``n / max_rate`` after its own due start, owing at most
@@ -85,7 +89,7 @@ class Throttle:
     3.0
     """
 
-    __slots__ = ("_clock", "_due", "_last_end", "_latencies", "_min_pause", "_paused",
+    __slots__ = ("_clock", "_contended", "_due", "_last_end", "_latencies", "_min_pause", "_paused",
                  "_rate_due", "_recent", "profile")
 
     def __init__(
@@ -101,6 +105,7 @@ class Throttle:
         self._rate_due = float("-inf")  # when the next chunk may start (max_rate)
         self._last_end = float("-inf")  # when the last chunk's write ended
         self._paused = False  # whether a pause was asked for before the coming chunk
+        self._contended = 0.0  # CPU waits since the schedule was last kept (<= MAX_CREDIT)
         # (start, end, bytes) of the last N chunks, for the reported rate.
         self._recent: deque[tuple[float, float, int]] = deque()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
@@ -113,30 +118,45 @@ class Throttle:
             return wait
         return 0.0
 
-    def record(self, nbytes: int, started: float, finished: float, busy: float) -> None:
+    def record(self, nbytes: int, started: float, finished: float, busy: float,
+               cpu_wait: float = 0.0) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings.
 
         ``busy`` is the part of ``finished - started`` spent writing (see
-        :meth:`busy_of`).
+        :meth:`busy_of`); ``cpu_wait`` the seconds the worker spent
+        runnable but waiting for a CPU since the chunk before ended (before
+        this one and during it): lateness it caused is made up to
+        :data:`MAX_CREDIT`, and a gap it explains is not idle time.
         """
         profile = self.profile
         # Earliest the chunk could have started; later than that with no
-        # pause asked for is idle time (nothing was queued).
+        # pause asked for, and not for want of a CPU, is idle time (nothing
+        # was queued).
         could_start = max(self._due, self._rate_due, self._last_end)
-        idle = not self._paused and started - could_start > IDLE_SLACK
+        idle = not self._paused and started - could_start - cpu_wait > IDLE_SLACK
         self._paused = False
         pct = profile.bandwidth_pct
+        if idle or started <= self._due:
+            self._contended = 0.0  # on schedule (or idle): no lateness owed to other processes
+        self._contended = min(self._contended + cpu_wait, MAX_CREDIT)
         if pct < 100:
             period = busy * 100.0 / pct
-            # Credit for starting late: the pauses of a smoothing window, and
-            # at least MAX_CREDIT. One pause is often shorter than one wake-up
-            # from a sleep (40 us for a 0.16 ms chunk at 80 %, against ~0.13
-            # ms), a CPU taken by other processes costs whole time slices
-            # (~3 ms), and a thread sharing a CPU with one of them falls
-            # behind for tenths of a second: lateness up to that is made up.
-            credit = max(profile.num_chunks_rate_smoothing * (period - busy), MAX_CREDIT)
+            # Credit for starting late: the pauses of a smoothing window, at
+            # least IDLE_SLACK, and what waiting for a CPU has cost since the
+            # schedule was last kept, up to MAX_CREDIT. One pause is often
+            # shorter than one wake-up from a sleep (40 us for a 0.16 ms
+            # chunk at 80 %, against ~0.13 ms), a CPU taken by other
+            # processes costs whole time slices (~3 ms), and a thread that
+            # shares a CPU with one of them falls behind for tenths of a
+            # second: lateness up to that is made up.
+            credit = max(profile.num_chunks_rate_smoothing * (period - busy), IDLE_SLACK,
+                         self._contended)
             due = started if idle else max(self._due, started - credit)
             self._due = due + period
+        else:
+            # Unpaced, but the schedule is kept: a chunk at a lower
+            # percentage after this one inherits no credit.
+            self._due = started + busy
         max_rate = profile.max_rate
         if max_rate is not None:
             interval = nbytes / max_rate

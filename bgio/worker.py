@@ -626,6 +626,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = owners[0]
     hooked = sink.nonblocking
+    last_seen = -1.0  # the run-queue delay last read (none yet)
     for piece in pieces:
         if leader.cancel_requested:
             return 0, None
@@ -643,7 +644,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         lane.probe -= 1
         # The statistics are read outside the wall span: their system calls
         # are not busy time (~3 us of a 1 MiB chunk's ~200 us on tmpfs).
-        queued = run_delay()
+        before = run_delay()
         cpu = cpu_clock()
         started = clock()
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
@@ -659,9 +660,18 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         # Off the CPU for longer than a wake-up: waiting for a CPU (other
         # processes) is not busy, waiting for the device is; the run queue
         # tells them apart.
-        queued = max(0.0, run_delay() - queued) if wall - cpu > throttle.latency else 0.0
+        queued = 0.0
+        seen = before
+        if wall - cpu > throttle.latency:
+            seen = run_delay()
+            queued = max(0.0, seen - before)
         busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
-        throttle.record(written, started, finished, busy)
+        # Waiting for a CPU since the last chunk ended (its pause's wake-up,
+        # a preemption between chunks) and during this one: this thread's
+        # readings only, as a run is served by one thread.
+        cpu_wait = queued + (max(0.0, before - last_seen) if last_seen >= 0 else 0.0)
+        last_seen = seen
+        throttle.record(written, started, finished, busy, cpu_wait)
         if timing.first_start < 0:
             timing.first_start = started
         timing.busy += busy

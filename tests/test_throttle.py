@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bgio import BackgroundIOPriority
-from bgio.throttle import MAX_CREDIT, Throttle
+from bgio.throttle import IDLE_SLACK, MAX_CREDIT, Throttle
 
 
 class FakeClock:
@@ -124,38 +124,108 @@ def test_lateness_earns_at_most_a_smoothing_window_of_credit():
     assert t.delay() == pytest.approx(1.0)  # owed again, in full
 
 
-@pytest.mark.parametrize("late", [0.005, 0.08])
-def test_lateness_up_to_max_credit_is_made_up_whatever_the_window(late):
-    # A tiny chunk preempted (a CPU taken by another process, for a time
-    # slice or for tenths of a second): its pauses are far shorter than the
+def _late_after_a_pause(t: Throttle, clock: FakeClock, late: float, cpu_wait: float):
+    """A pause overslept by ``late`` seconds, ``cpu_wait`` of them waiting for a CPU, then
+    one chunk of 0.1 ms; return the time that took."""
+    pause = t.delay()
+    assert pause > 0
+    clock.now += pause + late
+    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001, cpu_wait=cpu_wait)
+    clock.now += 0.0001
+    return pause + late + 0.0001
+
+
+@pytest.mark.parametrize("late, cpu_wait", [(0.005, 0.0), (0.08, 0.08)])
+def test_lateness_is_made_up_whatever_the_window(late, cpu_wait):
+    # A tiny chunk late (a wake-up that waited for a CPU, for a time slice
+    # or for tenths of a second): its pauses are far shorter than the
     # lateness, yet it is made up in full.
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
     busy, wall, _ = run(t, clock, 10, busy=0.0001)
-    pause = t.delay()
-    clock.now += pause + late  # a pause overslept, or its wake-up waited for a CPU
-    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001)
-    clock.now += 0.0001
+    wall += _late_after_a_pause(t, clock, late, cpu_wait)
     busy2, wall2, waits = run(t, clock, 2000, busy=0.0001)
     assert waits[0] == 0.0
-    total_busy = busy + busy2 + 0.0001
-    total_wall = wall + wall2 + pause + late + 0.0001
-    assert total_busy / total_wall == pytest.approx(0.5, rel=0.01)
+    assert (busy + busy2 + 0.0001) / (wall + wall2) == pytest.approx(0.5, rel=0.01)
 
 
-def test_lateness_beyond_max_credit_is_made_up_only_to_it():
-    # A stall of 0.3 s: the chunks after it run back to back for
-    # MAX_CREDIT's worth of pauses, no longer; the rest is not made up.
+@pytest.mark.parametrize("late, cpu_wait, made_up", [
+    (0.08, 0.0, IDLE_SLACK),  # an oversleep, not for want of a CPU
+    (0.08, 0.03, 0.03),  # partly
+    (0.3, 0.3, MAX_CREDIT),  # a longer stall: to MAX_CREDIT, no more
+])
+def test_lateness_is_made_up_to_a_bound(late, cpu_wait, made_up):
     clock = FakeClock()
     t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
     run(t, clock, 10, busy=0.0001)
-    clock.now += t.delay() + 0.3  # a pause overslept by 0.3 s
-    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001)
-    clock.now += 0.0001
+    _late_after_a_pause(t, clock, late, cpu_wait)
     _, _, waits = run(t, clock, 4000, busy=0.0001)
-    # Each chunk skips its pause of 0.1 ms until MAX_CREDIT is made up.
+    # Each chunk skips its pause of 0.1 ms until the credit is used up.
+    skipped = next(index for index, wait in enumerate(waits) if wait > 0)
+    assert skipped == pytest.approx(made_up / 0.0001, rel=0.01)
+
+
+def test_waiting_for_a_cpu_adds_up_while_behind_schedule():
+    # A thread sharing a CPU: each chunk waits 0.2 ms for it, so the worker
+    # falls behind without any pause; what it owes is kept up to
+    # MAX_CREDIT (not IDLE_SLACK) and made up once the CPU is its own.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
+    for _ in range(1000):  # 0.1 ms busy + 0.2 ms waiting: 0.1 ms owed a chunk
+        assert t.delay() == 0.0
+        started = clock.now
+        clock.now += 0.0003
+        t.record(1000, started, clock.now, busy=0.0001, cpu_wait=0.0002)
+    _, _, waits = run(t, clock, 2000, busy=0.0001)
     skipped = next(index for index, wait in enumerate(waits) if wait > 0)
     assert skipped == pytest.approx(MAX_CREDIT / 0.0001, rel=0.01)
+
+
+def test_a_slower_profile_after_an_unpaced_one_inherits_no_credit():
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 100), clock=clock)
+    run(t, clock, 200, busy=0.001)  # 0.2 s flat out
+    t.profile = BackgroundIOPriority(0, 1000, 50)
+    _, _, waits = run(t, clock, 3, busy=0.001)
+    assert waits[1] == pytest.approx(0.001)  # paced from its first chunk
+
+
+def test_gaps_of_a_slow_source_earn_no_more_than_the_idle_slack():
+    # Gaps shorter than IDLE_SLACK (a camera between frames) count as late,
+    # not idle, but no CPU was waited for: at most IDLE_SLACK is made up.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
+    for _ in range(50):
+        clock.now += t.delay() + 0.015
+        started = clock.now
+        clock.now += 0.001
+        t.record(1000, started, clock.now, busy=0.001)
+    _, _, waits = run(t, clock, 100, busy=0.001)
+    skipped = next(index for index, wait in enumerate(waits) if wait > 0)
+    assert skipped <= IDLE_SLACK / 0.001 + 1
+
+
+@pytest.mark.parametrize("cpu_wait", [0.0, 0.025])
+def test_a_preemption_is_not_idle_time(cpu_wait):
+    # Behind schedule (no pause asked for), then 25 ms before the next
+    # chunk: more than IDLE_SLACK. Waiting for data, that is idle and the
+    # credit is gone; waiting for a CPU (the run queue says so), it stays.
+    clock = FakeClock()
+    t = Throttle(BackgroundIOPriority(0, 1000, 50, 1), clock=clock)
+    run(t, clock, 10, busy=0.0001)
+    _late_after_a_pause(t, clock, 0.08, 0.08)
+    run(t, clock, 100, busy=0.0001)  # catching up: 10 ms of the 80 made up
+    assert t.delay() == 0.0
+    clock.now += 0.025
+    t.record(1000, clock.now, clock.now + 0.0001, busy=0.0001, cpu_wait=cpu_wait)
+    clock.now += 0.0001
+    _, _, waits = run(t, clock, 2000, busy=0.0001)
+    skipped = next(index for index, wait in enumerate(waits) if wait > 0)
+    if cpu_wait:
+        # 80 ms late, 10 ms of it made up, 25 ms more: all within MAX_CREDIT.
+        assert skipped == pytest.approx((0.08 - 0.01 + 0.025) / 0.0001, rel=0.01)
+    else:
+        assert skipped == 0
 
 
 def test_idle_time_earns_no_wait_and_no_credit():

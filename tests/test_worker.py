@@ -987,14 +987,11 @@ def test_a_cancel_in_a_run_to_a_full_pipe_never_misreports_a_write(destination_w
     assert got[0].lstrip(b".")[filled:] == _expected_stream(handles, datas)
 
 
-def test_run_delay_unreadable_never_fails_a_write(monkeypatch):
+def test_run_delay_unreadable_never_fails_a_write(monkeypatch, tmp_path):
     from bgio import runqueue
 
-    def no_fd(*args):
-        raise OSError(24, "Too many open files")
-
     monkeypatch.setattr(runqueue, "_available", True)
-    monkeypatch.setattr(runqueue.os, "open", no_fd)
+    monkeypatch.setattr(runqueue, "_SCHEDSTAT", str(tmp_path / "no-such-file"))
     seen = []
     # A thread that has not read it yet tries to open the file, and fails.
     thread = threading.Thread(target=lambda: seen.append(runqueue.run_delay()))
@@ -1007,23 +1004,83 @@ def test_run_delay_unreadable_never_fails_a_write(monkeypatch):
     assert out.getvalue() == b"x" * 10
 
 
+def _schedstat_fds() -> list[str]:
+    """Where this process's open schedstat files point."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.endswith("/schedstat"):
+            found.append(target)
+    return found
+
+
+def _mine(paths: list[str]) -> list[str]:
+    return [path for path in paths
+            if path.endswith(f"/task/{threading.get_native_id()}/schedstat")]
+
+
+needs_schedstat = pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"),
+                                     reason="no per-thread schedstat here")
+
+
+@needs_schedstat
 def test_run_delay_reads_this_threads_wait_and_release_closes_it():
     from bgio import runqueue
 
-    if not os.path.exists("/proc/thread-self/schedstat"):
-        pytest.skip("no per-thread schedstat here")
     readings = []
-    opened = []
+    files = []
 
     def reader():
         readings.append(runqueue.run_delay())
-        opened.append(runqueue._local.fd)
+        files.append(_mine(_schedstat_fds()))
         readings.append(runqueue.run_delay())
         runqueue.release()
-        opened.append(getattr(runqueue._local, "fd", -1))
+        files.append(_mine(_schedstat_fds()))
+        readings.append(runqueue.run_delay())  # opened again
+        runqueue.release()
 
     thread = threading.Thread(target=reader)
     thread.start()
     thread.join(30)
-    assert 0.0 <= readings[0] <= readings[1]
-    assert opened[0] >= 0 and opened[1] == -1
+    assert 0.0 <= readings[0] <= readings[1] <= readings[2]
+    assert len(files[0]) == 1 and files[1] == []
+
+
+@needs_schedstat
+def test_a_thread_that_ends_closes_its_run_delay_file():
+    from bgio import runqueue
+
+    before = len(_schedstat_fds())
+    threads = [threading.Thread(target=runqueue.run_delay) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    gc.collect()
+    assert len(_schedstat_fds()) == before
+
+
+@needs_schedstat
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_reads_its_own_run_delay():
+    from bgio import runqueue
+
+    runqueue.run_delay()  # this thread's file, opened in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report where its files point, then leave at once
+        try:
+            runqueue.run_delay()
+            paths = _schedstat_fds()
+            ok = len(_mine(paths)) == 1 and all(f"/{os.getpid()}/" in path for path in paths)
+            os.write(write, b"ok" if ok else repr(paths).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    assert report == b"ok"
