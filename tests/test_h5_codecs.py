@@ -8,12 +8,13 @@ import struct
 import subprocess
 import sys
 import threading
+from concurrent.futures import CancelledError
 
 import h5py
 import numpy as np
 import pytest
 
-from bgio import PRESETS
+from bgio import PRESETS, ChainError
 from bgio.h5 import FrameWriter, codecs, filters, pipeline_of
 from bgio.h5.filters import EncodingPool, encoding_pool
 
@@ -281,3 +282,123 @@ def test_importing_bgio_imports_no_codec_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _gated_pool(threads: int, lead: int):
+    """A pool whose chunk ``n`` sets ``began[n]`` when it starts and finishes once
+    ``gates[n]`` is set."""
+    began: dict[int, threading.Event] = {}
+    gates: dict[int, threading.Event] = {}
+
+    def encode(chunk):
+        number = int(chunk[0])
+        began[number].set()
+        assert gates[number].wait(30)
+        return number
+
+    pool = EncodingPool(threads, PRESETS[1], lead=lead)
+
+    def submit(number: int):
+        began[number], gates[number] = threading.Event(), threading.Event()
+        return pool.submit(encode, np.array([number], "u1"))
+
+    return pool, submit, gates, began
+
+
+#: How long a chunk that must not start is given to start anyway.
+_NOT_STARTING = 0.1
+
+
+def test_a_lead_bound_lets_the_pool_run_only_so_far_past_the_worker():
+    pool, submit, gates, began = _gated_pool(threads=2, lead=2)
+    try:
+        encodings = [submit(number) for number in range(6)]
+        assert began[0].wait(30) and began[1].wait(30)
+        gates[1].set()
+        assert encodings[1].result(timeout=30) == 1
+        # Chunk 1 is done, but chunk 0, the one the worker needs, is not
+        # taken: chunk 2 does not start, though a thread is free.
+        assert not began[2].wait(_NOT_STARTING)
+        gates[0].set()
+        assert encodings[0].take() == 0
+        assert began[2].wait(30)  # 0 taken: 2 may start, not 3
+        assert not began[3].wait(_NOT_STARTING)
+        encodings[1].drop()  # a store that gave its chunk up counts as taken
+        assert began[3].wait(30)
+        for number in range(2, 6):
+            gates[number].set()
+        assert [encodings[number].take() for number in range(2, 6)] == [2, 3, 4, 5]
+    finally:
+        for gate in gates.values():
+            gate.set()
+        pool.shutdown(wait=True)
+
+
+def test_the_chunk_the_worker_waits_for_always_starts():
+    # The worker takes chunks in order, and chunks finish out of order (one
+    # in three held until the worker wants it, the others at once): the
+    # bound never keeps the chunk waited for from starting.
+    pool, submit, gates, began = _gated_pool(threads=2, lead=2)
+    try:
+        encodings = [submit(number) for number in range(40)]
+        for number in range(40):
+            if number % 3:
+                gates[number].set()
+        for number in range(40):
+            gates[number].set()
+            assert encodings[number].take() == number
+    finally:
+        for gate in gates.values():
+            gate.set()
+        pool.shutdown(wait=True)
+
+
+def test_shutdown_lets_a_thread_waiting_for_room_go():
+    pool, submit, gates, began = _gated_pool(threads=1, lead=1)
+    first, second = submit(0), submit(1)
+    gates[0].set()
+    assert first.result(timeout=30) == 0  # never taken: the second may not start
+    assert not began[1].wait(_NOT_STARTING)
+    gates[1].set()
+    pool.shutdown(wait=True)
+    assert second.result(timeout=30) == 1
+
+
+def test_a_lead_must_be_positive():
+    with pytest.raises(ValueError, match="lead must be at least 1"):
+        EncodingPool(1, PRESETS[1], lead=0)
+
+
+def test_frame_stores_that_end_without_their_chunk_give_it_up(tmp_path, monkeypatch):
+    # FrameWriter's pool runs a bounded lead: chunks whose stores are
+    # cancelled before the worker reaches them (and the stores after them,
+    # which then fail to keep the order) release their places.
+    from bgio.h5 import sink
+
+    frames = np.arange(60 * 16 * 16, dtype="<u2").reshape(60, 16, 16)
+    held, go = threading.Event(), threading.Event()
+    store = sink.store_chunk
+
+    def store_first_one_late(*args, **kwargs):
+        if not held.is_set():
+            held.set()
+            assert go.wait(30)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(sink, "store_chunk", store_first_one_late)
+    w = FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
+                    chunk_frames=1, priority=1, on_missing="ignore")
+    assert w._pool is not None and w._pool.outstanding == 0
+    first = w.append(frames[0])
+    assert held.wait(30)  # the worker is storing chunk 0
+    handles = [w.append(frame) for frame in frames[1:]]
+    for handle in handles[:30]:
+        assert handle.cancel()
+    go.set()
+    assert first.result(timeout=30) == frames[0].nbytes
+    assert all(handle.cancelled() for handle in handles[:30])
+    for handle in handles[30:]:
+        assert isinstance(handle.exception(timeout=30), ChainError)
+    assert w._pool.outstanding == 0
+    with pytest.raises(CancelledError):
+        w.close()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -22,9 +22,24 @@ from ..worker import MIN_PAUSE
 from . import codecs, deflate
 from .codecs import BITSHUFFLE, BLOSC, LZ4, ZSTD
 
-__all__ = ["BITSHUFFLE", "BLOSC", "DEFLATE", "FLETCHER32", "LZ4", "MAX_POOL", "SHUFFLE",
-           "SUPPORTED", "ZSTD", "ChunkPipeline", "EncodingPool", "encoding_pool", "fletcher32",
-           "pipeline_of"]
+__all__ = [
+    "BITSHUFFLE",
+    "BLOSC",
+    "DEFLATE",
+    "FLETCHER32",
+    "LEAD_PER_THREAD",
+    "LZ4",
+    "MAX_POOL",
+    "SHUFFLE",
+    "SUPPORTED",
+    "ZSTD",
+    "ChunkPipeline",
+    "Encoding",
+    "EncodingPool",
+    "encoding_pool",
+    "fletcher32",
+    "pipeline_of",
+]
 
 logger = logging.getLogger("bgio")
 
@@ -39,6 +54,9 @@ SUPPORTED = frozenset({DEFLATE, SHUFFLE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
 _HEAVY = frozenset({DEFLATE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
 #: Most threads compressing chunks ahead of the worker.
 MAX_POOL = 4
+
+#: Encoded chunks per pool thread that may wait for the worker (see :class:`EncodingPool`).
+LEAD_PER_THREAD = 4
 
 _T = TypeVar("_T")
 
@@ -166,6 +184,90 @@ def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:
     return ChunkPipeline(tuple(steps), itemsize)
 
 
+class Encoding(Future[_T]):
+    """A chunk being encoded on an :class:`EncodingPool`: a Future the worker takes the result of.
+
+    On a pool with a lead bound, the worker must take the result
+    (:meth:`take`), or the chunk's store give it up (:meth:`drop`:
+    cancelled, or failed before it got there), for the pool to go on past
+    ``lead`` chunks beyond it.
+    """
+
+    def __init__(self, lead: _Lead | None) -> None:
+        super().__init__()
+        self._lead = lead
+        self.number = -1 if lead is None else lead.number()  # (the lead's) in submission order
+        self.released = False  # (the lead's lock) taken or dropped
+
+    def take(self) -> _T:
+        """The encoded chunk (waiting for it); the pool may go on past it."""
+        try:
+            return self.result()
+        finally:
+            self.drop()
+
+    def drop(self) -> None:
+        """Let the pool go on past this chunk without taking it (idempotent)."""
+        if self._lead is not None:
+            self._lead.release(self)
+
+
+class _Lead:
+    """How far ahead of the worker a pool encodes: the chunk numbered ``n`` (in submission
+    order) is started only once every chunk before ``n - limit`` is taken or dropped.
+
+    Unbounded, the pool encodes every queued chunk as fast as the cores
+    allow while the worker, which stores them one at a time in order, gets
+    a third of a CPU on two cores; the stores it still owes at the end then
+    run alone. Bounded, both go on side by side to the end. The bound is
+    on chunk numbers, not on a count of chunks ready: the chunk the worker
+    waits for is always the lowest not released, and may always start
+    (a count would let later chunks take the room while it waits).
+    """
+
+    def __init__(self, limit: int, stopping: threading.Event) -> None:
+        self.limit = limit
+        self._numbered = 0  # chunks numbered so far
+        self._lowest = 0  # the lowest number not released
+        self._released: set[int] = set()  # numbers above _lowest released already
+        self._room = threading.Condition(threading.Lock())
+        self._stopping = stopping
+
+    def number(self) -> int:
+        with self._room:
+            self._numbered += 1
+            return self._numbered - 1
+
+    def wait_for_room(self, encoding: Encoding[Any]) -> None:
+        with self._room:
+            while (encoding.number >= self._lowest + self.limit
+                   and not self._stopping.is_set()):
+                self._room.wait()
+
+    def release(self, encoding: Encoding[Any]) -> None:
+        with self._room:
+            if encoding.released:
+                return
+            encoding.released = True
+            self._released.add(encoding.number)
+            if encoding.number != self._lowest:
+                return
+            while self._lowest in self._released:
+                self._released.discard(self._lowest)
+                self._lowest += 1
+            self._room.notify_all()  # the one that may start now is a given thread's
+
+    @property
+    def outstanding(self) -> int:
+        with self._room:
+            return self._numbered - self._lowest - len(self._released)
+
+    def open(self) -> None:
+        """Let every waiting thread go (the pool shuts down)."""
+        with self._room:
+            self._room.notify_all()
+
+
 class EncodingPool:
     """Threads that encode chunks ahead of the worker, each paced to a profile's busy fraction.
 
@@ -177,33 +279,51 @@ class EncodingPool:
     time. The result is handed over at once; the thread rests before its
     next chunk, and time it had nothing to do counts as rest.
 
+    With ``lead``, a thread starts a chunk only when it is at most ``lead``
+    chunks (in submission order) past the first one the worker has not
+    taken yet: each must then be taken (:meth:`Encoding.take`) or dropped
+    (:meth:`Encoding.drop`), or the pool stops there (until
+    :meth:`shutdown`).
+
     Parameters
     ----------
     threads : int
         Number of threads.
     profile : bgio.BackgroundIOPriority
         The writer's pacing profile.
+    lead : int or None, default None
+        How many chunks past the worker's the pool may encode; None: no bound.
     clock, rest : callables, optional
         The clock, and how a thread waits ``seconds`` (returning early once
         the pool shuts down); tests pass fakes.
     """
 
-    def __init__(self, threads: int, profile: BackgroundIOPriority,
+    def __init__(self, threads: int, profile: BackgroundIOPriority, lead: int | None = None,
                  clock: Callable[[], float] = time.perf_counter,
                  rest: Callable[[float], object] | None = None) -> None:
+        if lead is not None and lead < 1:
+            raise ValueError(f"lead must be at least 1 or None, got {lead}")
         self.threads = threads
         self.profile = profile.replace(max_rate=None)
         self._clock = clock
         self._stopping = threading.Event()
         self._rest = rest if rest is not None else self._stopping.wait
+        self._lead = None if lead is None else _Lead(lead, self._stopping)
         self._schedules = threading.local()  # each thread's Throttle
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bgio-h5-filter")
 
-    def submit(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> Future[_T]:
-        """Encode ``chunk`` with ``encode`` on the pool; the future holds the result."""
-        return self._executor.submit(self._paced, encode, chunk)
+    def submit(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> Encoding[_T]:
+        """Encode ``chunk`` with ``encode`` on the pool; the :class:`Encoding` holds the result."""
+        encoding: Encoding[_T] = Encoding(self._lead)
+        self._executor.submit(self._paced, encode, chunk, encoding)
+        return encoding
 
-    def _paced(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> _T:
+    def _paced(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray,
+               encoding: Encoding[_T]) -> None:
+        if not encoding.set_running_or_notify_cancel():
+            return
+        if self._lead is not None:
+            self._lead.wait_for_room(encoding)
         throttle = getattr(self._schedules, "throttle", None)
         if throttle is None:
             throttle = self._schedules.throttle = Throttle(self.profile, self._clock, MIN_PAUSE)
@@ -212,18 +332,30 @@ class EncodingPool:
             self._rest(pause)
         started = self._clock()
         try:
-            return encode(chunk)
+            value = encode(chunk)
+        except BaseException as exc:  # noqa: BLE001 - the worker raises it with the chunk's store
+            encoding.set_exception(exc)
+        else:
+            encoding.set_result(value)
         finally:
             finished = self._clock()
             throttle.record(chunk.nbytes, started, finished, finished - started)
 
+    @property
+    def outstanding(self) -> int:
+        """Chunks submitted and neither taken nor dropped yet (0 without a lead bound)."""
+        return 0 if self._lead is None else self._lead.outstanding
+
     def shutdown(self, wait: bool = False) -> None:
-        """Stop taking chunks; resting threads wake at once (queued chunks are still encoded)."""
+        """Stop taking chunks; resting and waiting threads go at once (queued chunks are
+        still encoded)."""
         self._stopping.set()
+        if self._lead is not None:
+            self._lead.open()
         self._executor.shutdown(wait=wait)
 
 
-def encoding_pool(profile: BackgroundIOPriority) -> EncodingPool | None:
+def encoding_pool(profile: BackgroundIOPriority, lead: bool = False) -> EncodingPool | None:
     """Threads that compress chunks ahead of the worker, as ``profile`` allows, or None.
 
     One thread per core, at most :data:`MAX_POOL`, at every preset: the
@@ -234,8 +366,13 @@ def encoding_pool(profile: BackgroundIOPriority) -> EncodingPool | None:
     cores 1.44 cores at most, at preset 10 (20 %) 0.4; at preset 1 all of
     them. A single core gains nothing from a pool (None: the worker
     compresses each chunk itself, inside the busy time its pacing governs).
+
+    With ``lead``, at most :data:`LEAD_PER_THREAD` encoded chunks per
+    thread wait for the worker (the caller takes or drops every
+    :class:`Encoding`).
     """
     cores = os.cpu_count() or 1
     if cores < 2:
         return None
-    return EncodingPool(min(MAX_POOL, cores), profile)
+    threads = min(MAX_POOL, cores)
+    return EncodingPool(threads, profile, threads * LEAD_PER_THREAD if lead else None)

@@ -243,7 +243,7 @@ class FrameWriter(H5Writer):
         self._count = 0  # frames accepted
         self._holes = Gaps()  # slots below _next not written (yet)
         self._open: dict[int, _OpenChunk] = {}  # chunks being filled, by chunk index
-        self._pool = encoding_pool(profile)
+        self._pool = encoding_pool(profile, lead=True)
         self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
                     flush_every)
 
@@ -418,11 +418,17 @@ class FrameWriter(H5Writer):
         if self._pool is not None and pipeline is not None and pipeline.compresses and not raw:
             encoded = self._pool.submit(pipeline.encode, frames)
         chunk = Chunk(first_frame // self._chunk_frames, frames, count, encoded, raw)
-        on_done = None
+        held = 0
         if not counted:
             held = frames.nbytes
             self._pending += held
-            on_done = lambda _: self._stored(held)
+
+        def on_done(_: BackgroundWriteProcess) -> None:
+            if encoded is not None:
+                encoded.drop()  # a store cancelled, or failed before it took the chunk
+            if held:
+                self._stored(held)
+
         return self._submit_block(chunk, handle, on_done)
 
     def _stored(self, size: int) -> None:

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future
 
 import h5py
 import numpy as np
 
 from ..sinks import Waiter
-from .filters import ChunkPipeline, pipeline_of
+from .filters import ChunkPipeline, Encoding, pipeline_of
 from .live import Announce, Keys
 from .sink import (
     await_encoded,
@@ -52,7 +51,7 @@ class Piece:
     __slots__ = ("column", "count", "encoded", "index", "nbytes", "raw", "rows")
 
     def __init__(self, column: int, index: int, rows: np.ndarray, count: int,
-                 encoded: Future[bytes] | None, raw: bool, nbytes: int) -> None:
+                 encoded: Encoding[bytes] | None, raw: bool, nbytes: int) -> None:
         self.column = column  # the column's position in the group's list
         self.index = index  # the chunk's position along axis 0, in chunks
         self.rows = rows  # one whole chunk; rows past `count` are padding

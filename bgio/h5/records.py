@@ -21,7 +21,6 @@ import os
 import posixpath
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 import h5py
@@ -32,7 +31,7 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
-from .filters import encoding_pool
+from .filters import Encoding, encoding_pool
 from .layout import check_count, check_lossless, from_values
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
@@ -556,7 +555,7 @@ class RecordWriter(H5Writer):
             # store rewrites it in place (SWMR never reuses file space).
             chunk.raw = True
         self._queued[position] = chunk.index * length + chunk.fill
-        encoded: Future[bytes] | None = None
+        encoded: Encoding[bytes] | None = None
         pipeline = column.pipeline
         if self._pool is not None and not chunk.raw and pipeline is not None \
                 and pipeline.compresses:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import wait
 
 import h5py
 import numpy as np
 
 from ..sinks import Waiter
-from .filters import FLETCHER32, ChunkPipeline, fletcher32
+from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
 from .live import Announce, Keys
 
 __all__ = [
@@ -36,7 +36,7 @@ MISSING_ATTRIBUTE = "missing_frames"
 
 
 def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
-                 encoded: Future[bytes] | None = None,
+                 encoded: Encoding[bytes] | None = None,
                  raw: RawForm | None = None) -> tuple[bytes | memoryview | None, int]:
     """The stored bytes of one whole chunk ``rows`` and their filter mask, for
     :func:`store_chunk`; None for bytes when h5py must filter the chunk itself.
@@ -57,7 +57,7 @@ def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
     if raw is not None:
         return raw.encode(rows), raw.mask
     if pipeline is not None:
-        return (encoded.result() if encoded is not None else pipeline.encode(rows)), 0
+        return (encoded.take() if encoded is not None else pipeline.encode(rows)), 0
     return None, 0
 
 
@@ -111,7 +111,7 @@ def raw_form(dataset: h5py.Dataset) -> RawForm:
     return RawForm(mask, checksum)
 
 
-def await_encoded(encoded: Future[bytes] | None, waiter: Waiter | None) -> None:
+def await_encoded(encoded: Encoding[bytes] | None, waiter: Waiter | None) -> None:
     """Wait for a chunk the pool is encoding; the wait is counted as the lane's waited
     time: the pool paces its own work, and pacing must not charge it a second time as
     the worker's busy time."""
@@ -162,7 +162,7 @@ class Chunk:
     __slots__ = ("count", "encoded", "frames", "index", "raw")
 
     def __init__(self, index: int, frames: np.ndarray, count: int,
-                 encoded: Future[bytes] | None = None, raw: bool = False) -> None:
+                 encoded: Encoding[bytes] | None = None, raw: bool = False) -> None:
         self.index = index  # position of the chunk along axis 0, in chunks
         self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
         self.count = count  # frames that are real data
