@@ -338,7 +338,7 @@ def test_the_chunk_the_worker_waits_for_always_starts():
     # The worker takes chunks in order, and chunks finish out of order (one
     # in three held until the worker wants it, the others at once): the
     # bound never keeps the chunk waited for from starting.
-    pool, submit, gates, began = _gated_pool(threads=2, lead=2)
+    pool, submit, gates, _ = _gated_pool(threads=2, lead=2)
     try:
         encodings = [submit(number) for number in range(40)]
         for number in range(40):
