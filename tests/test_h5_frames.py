@@ -312,3 +312,63 @@ def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
         with h5py.File(path, "r") as f:
             assert [int(frame[0, 0]) for frame in f["frames"]] == list(range(30))
         path.unlink()
+
+
+def _count_extents(monkeypatch) -> list[int]:
+    """The lengths DatasetSink sets, in order."""
+    from bgio.h5 import sink
+
+    lengths: list[int] = []
+    set_extent = sink.DatasetSink._set_extent
+
+    def counted(self, length):
+        lengths.append(length)
+        set_extent(self, length)
+
+    monkeypatch.setattr(sink.DatasetSink, "_set_extent", counted)
+    return lengths
+
+
+def test_a_dataset_grows_in_steps_and_flush_cuts_it_to_the_frames(tmp_path, monkeypatch):
+    lengths = _count_extents(monkeypatch)
+    frames = np.arange(100 * 8 * 8, dtype="<u2").reshape(100, 8, 8)
+    with FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<u2", compression="gzip",
+                     chunk_frames=1, priority=1) as w:
+        for frame in frames:
+            w.append(frame)
+        w.flush()
+        assert w.dataset.shape == (100, 8, 8)
+        # A quarter of the length at a time (at least a chunk), then the cut.
+        assert len(lengths) < 30 and lengths[-1] == 100
+        assert lengths[:-1] == sorted(lengths[:-1]) and max(lengths) >= 100
+        w.append(frames[0])
+    assert lengths[-1] == 101  # closing cuts it too
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (101, 8, 8)
+        assert f["frames"][:100].tobytes() == frames.tobytes()
+        assert f["frames"][100].tobytes() == frames[0].tobytes()
+
+
+def test_growing_ahead_stops_at_the_highest_frame_stored(tmp_path, monkeypatch):
+    lengths = _count_extents(monkeypatch)
+    frames = np.ones((3, 8, 8), dtype="<u2")
+    with FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<u2", chunk_frames=4,
+                     priority=1, on_missing="ignore") as w:
+        w.write_at(37, frames[0])  # in the chunk [36, 40), stored when closing
+        w.write_at(2, frames[1:])
+        w.flush()
+        assert w.dataset.shape == (38, 8, 8)
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (38, 8, 8)  # not the chunk's end, nor further
+    assert all(length % 4 == 0 for length in lengths[:-1]) and lengths[-1] == 38
+
+
+def test_a_live_dataset_grows_by_the_chunk(tmp_path, monkeypatch):
+    # Followers read the length: it never runs ahead of the frames stored.
+    lengths = _count_extents(monkeypatch)
+    frames = np.ones((12, 8, 8), dtype="<u2")
+    with FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "<u2", chunk_frames=1,
+                     priority=1, swmr=True) as w:
+        for frame in frames:
+            w.append(frame)
+    assert lengths == list(range(1, 13))
