@@ -468,6 +468,9 @@ class FrameWriter(H5Writer):
     def flush(self, timeout: float | None = None) -> None:
         """Store every frame appended so far (a partial chunk too) and flush the file.
 
+        The dataset's length is then that of the frames stored (between
+        flushes it may run ahead of them: see the manual, "Frames").
+
         Raises
         ------
         TimeoutError
