@@ -3,6 +3,7 @@ left to HDF5 when bgio cannot reproduce them, and encoded on a pool that keeps o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import subprocess
@@ -284,9 +285,11 @@ def test_importing_bgio_imports_no_codec_package():
     assert out.strip() == "[]"
 
 
+@contextlib.contextmanager
 def _gated_pool(threads: int, lead: int):
     """A pool whose chunk ``n`` sets ``began[n]`` when it starts and finishes once
-    ``gates[n]`` is set."""
+    ``gates[n]`` is set; yields (pool, submit, gates, began), and lets every chunk
+    finish and shuts the pool down at the end."""
     began: dict[int, threading.Event] = {}
     gates: dict[int, threading.Event] = {}
 
@@ -302,7 +305,12 @@ def _gated_pool(threads: int, lead: int):
         began[number], gates[number] = threading.Event(), threading.Event()
         return pool.submit(encode, np.array([number], "u1"))
 
-    return pool, submit, gates, began
+    try:
+        yield pool, submit, gates, began
+    finally:
+        for gate in gates.values():
+            gate.set()
+        pool.shutdown(wait=True)
 
 
 #: How long a chunk that must not start is given to start anyway.
@@ -310,8 +318,7 @@ _NOT_STARTING = 0.1
 
 
 def test_a_lead_bound_lets_the_pool_run_only_so_far_past_the_worker():
-    pool, submit, gates, began = _gated_pool(threads=2, lead=2)
-    try:
+    with _gated_pool(threads=2, lead=2) as (_, submit, gates, began):
         encodings = [submit(number) for number in range(6)]
         assert began[0].wait(30) and began[1].wait(30)
         gates[1].set()
@@ -328,18 +335,13 @@ def test_a_lead_bound_lets_the_pool_run_only_so_far_past_the_worker():
         for number in range(2, 6):
             gates[number].set()
         assert [encodings[number].take() for number in range(2, 6)] == [2, 3, 4, 5]
-    finally:
-        for gate in gates.values():
-            gate.set()
-        pool.shutdown(wait=True)
 
 
 def test_the_chunk_the_worker_waits_for_always_starts():
     # The worker takes chunks in order, and chunks finish out of order (one
     # in three held until the worker wants it, the others at once): the
     # bound never keeps the chunk waited for from starting.
-    pool, submit, gates, _ = _gated_pool(threads=2, lead=2)
-    try:
+    with _gated_pool(threads=2, lead=2) as (_, submit, gates, _began):
         encodings = [submit(number) for number in range(40)]
         for number in range(40):
             if number % 3:
@@ -347,21 +349,17 @@ def test_the_chunk_the_worker_waits_for_always_starts():
         for number in range(40):
             gates[number].set()
             assert encodings[number].take() == number
-    finally:
-        for gate in gates.values():
-            gate.set()
-        pool.shutdown(wait=True)
 
 
 def test_shutdown_lets_a_thread_waiting_for_room_go():
-    pool, submit, gates, began = _gated_pool(threads=1, lead=1)
-    first, second = submit(0), submit(1)
-    gates[0].set()
-    assert first.result(timeout=30) == 0  # never taken: the second may not start
-    assert not began[1].wait(_NOT_STARTING)
-    gates[1].set()
-    pool.shutdown(wait=True)
-    assert second.result(timeout=30) == 1
+    with _gated_pool(threads=1, lead=1) as (pool, submit, gates, began):
+        first, second = submit(0), submit(1)
+        gates[0].set()
+        assert first.result(timeout=30) == 0  # never taken: the second may not start
+        assert not began[1].wait(_NOT_STARTING)
+        gates[1].set()
+        pool.shutdown(wait=True)
+        assert second.result(timeout=30) == 1
 
 
 def test_a_lead_must_be_positive():
