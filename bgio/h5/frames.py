@@ -36,7 +36,7 @@ from .live import (
     create_finished,
     create_keys,
 )
-from .sink import Chunk, DatasetSink, Trim
+from .sink import Chunk, DatasetSink
 
 if TYPE_CHECKING:
 
@@ -233,7 +233,6 @@ class FrameWriter(H5Writer):
             raise
         self._dataset = dataset
         sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
-        sink.grow_ahead = not swmr  # no reader follows its length: grow in steps
         self._unannounced: list[int] = []  # live: frames accepted, keys not yet set
         self._announcer = Announcer(flush_interval, flush_every, self._tick)
         self._chunk_frames = chunks[0]
@@ -484,8 +483,6 @@ class FrameWriter(H5Writer):
                 self._announce()  # stores the partial chunks too
             else:
                 self._write_partial()
-                if not self._closed:
-                    self._submit_block(Trim())  # the length the frames stored need
             last = self._last
         if last is not None:
             if not last.wait(timeout):

@@ -15,13 +15,11 @@ from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
 from .live import Announce, Keys
 
 __all__ = [
-    "GROW_AHEAD_CHUNKS",
     "MISSING_ATTRIBUTE",
     "Chunk",
     "DatasetSink",
     "RawForm",
     "Slab",
-    "Trim",
     "await_encoded",
     "encode_chunk",
     "raw_form",
@@ -35,10 +33,6 @@ logger = logging.getLogger("bgio")
 
 #: The attribute listing the frames never written, set on close when there are any.
 MISSING_ATTRIBUTE = "missing_frames"
-
-#: A dataset that may grow ahead (see :attr:`DatasetSink.grow_ahead`) grows
-#: by a quarter of its length, at least a chunk and at most this many.
-GROW_AHEAD_CHUNKS = 32
 
 
 def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
@@ -193,26 +187,8 @@ class Slab:
         return int(self.frames.nbytes)
 
 
-class Trim:
-    """A store's turn to cut the dataset's length back to the frames stored (see
-    :attr:`DatasetSink.grow_ahead`)."""
-
-    __slots__ = ()
-
-    def __len__(self) -> int:
-        return 1  # a block of no data still needs its turn in the queue
-
-
 class DatasetSink:
-    """Stores whole chunks: filtered by bgio and written direct, or through h5py when it must.
-
-    With :attr:`grow_ahead` (a FrameWriter not in SWMR mode, whose file no
-    reader follows) the dataset grows in steps of a quarter of its length
-    (one chunk to :data:`GROW_AHEAD_CHUNKS`) instead of chunk by chunk:
-    each ``set_extent`` costs HDF5 0.3-0.5 ms, on the worker's critical
-    path when chunks compress fast. A :class:`Trim` block (the writer's
-    ``flush()``) and closing cut it back to the frames stored.
-    """
+    """Stores whole chunks: filtered by bgio and written direct, or through h5py when it must."""
 
     kind = None
     nonblocking = False
@@ -224,8 +200,6 @@ class DatasetSink:
         self.pipeline = pipeline
         self.chunk_frames = dataset.chunks[0] if dataset.chunks else 0  # 0: contiguous
         self.extent: int | None = None  # read in the worker, when the write's turn comes
-        self.stored_end = 0  # the length the frames stored need (at least the first extent)
-        self.grow_ahead = False
         self.target: object = dataset
         # One queue per dataset, whichever h5py object names it.
         self.key: object = ("h5", dataset.file.id.fileno, dataset.name)
@@ -237,11 +211,8 @@ class DatasetSink:
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._own_file = own_file
 
-    def write(self, chunk: Chunk | Slab | Announce | Trim) -> int:  # type: ignore[override]
+    def write(self, chunk: Chunk | Slab | Announce) -> int:  # type: ignore[override]
         dataset = self.dataset
-        if isinstance(chunk, Trim):
-            self.trim()
-            return len(chunk)
         if isinstance(chunk, Announce):
             # SWMR: the frames' data reaches the file before the keys that announce them.
             dataset.flush()
@@ -249,7 +220,7 @@ class DatasetSink:
             self.keys.mark(chunk.frames)
             return len(chunk)
         if self.extent is None:
-            self.extent = self.stored_end = dataset.shape[0]
+            self.extent = dataset.shape[0]
         if isinstance(chunk, Slab):
             end = chunk.start + len(chunk.frames)
             self._grow(end)
@@ -264,28 +235,14 @@ class DatasetSink:
         return len(chunk)
 
     def _grow(self, end: int) -> None:
-        extent = self.extent
-        assert extent is not None
-        self.stored_end = max(self.stored_end, end)
-        if end > extent:
-            target = end
-            per_chunk = self.chunk_frames
-            if self.grow_ahead and per_chunk and not self.dataset.file.swmr_mode:
-                chunks = min(max(extent // (4 * per_chunk), 1), GROW_AHEAD_CHUNKS)
-                target = max(end, -(-(extent + chunks * per_chunk) // per_chunk) * per_chunk)
-            self._set_extent(target)
-
-    def trim(self) -> None:
-        """Cut the dataset's length back to what the frames stored need."""
-        if self.extent is not None and self.extent > self.stored_end:
-            self._set_extent(self.stored_end)
-
-    def _set_extent(self, length: int) -> None:
-        # HDF5's own call, as Dataset.resize makes it, without that method's
-        # checks and shape reads: on the worker's critical path.
-        dataset_id = self.dataset.id
-        dataset_id.set_extent((length, *dataset_id.shape[1:]))
-        self.extent = length
+        assert self.extent is not None
+        if end > self.extent:
+            # HDF5's own call, as Dataset.resize makes it, without that method's
+            # checks and shape reads: it runs once per chunk, on the worker's
+            # critical path when chunks compress fast.
+            dataset_id = self.dataset.id
+            dataset_id.set_extent((end, *dataset_id.shape[1:]))
+            self.extent = end
 
     def flush(self) -> None:
         """Chunks are stored as they are written; nothing waits in this process."""
@@ -296,7 +253,6 @@ class DatasetSink:
 
     def close(self) -> None:
         try:
-            self.trim()
             if self.missing:
                 set_missing(self.dataset, self.missing)
             if self.finished is not None:
