@@ -400,3 +400,27 @@ def test_frame_stores_that_end_without_their_chunk_give_it_up(tmp_path, monkeypa
     assert w._pool.outstanding == 0
     with pytest.raises(CancelledError):
         w.close()
+
+
+def test_a_pool_failure_outside_the_codec_fails_the_store_instead_of_hanging(tmp_path,
+                                                                            monkeypatch):
+    # The pool's own work around the encoding raises (a bug, say): the
+    # chunk's Encoding carries the error, so the worker does not wait for it
+    # forever.
+    calls = []
+    wait_for_room = filters._Lead.wait_for_room
+
+    def failing_wait(self, encoding):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom in the pool")
+        return wait_for_room(self, encoding)
+
+    monkeypatch.setattr(filters._Lead, "wait_for_room", failing_wait)
+    w = FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
+                    chunk_frames=1, priority=1)
+    handles = [w.append(np.ones((16, 16), "<u2")) for _ in range(6)]
+    with pytest.raises(RuntimeError, match="boom in the pool"):
+        w.close(timeout=30)
+    assert all(handle.done() for handle in handles)
+    assert w._pool is not None and w._pool.outstanding == 0

@@ -214,7 +214,8 @@ class Encoding(Future[_T]):
 
 class _Lead:
     """How far ahead of the worker a pool encodes: the chunk numbered ``n`` (in submission
-    order) is started only once every chunk before ``n - limit`` is taken or dropped.
+    order) is started only once every chunk numbered ``n - limit`` or lower is taken or
+    dropped (the first chunk not taken and the ``limit - 1`` after it may be encoded).
 
     Unbounded, the pool encodes every queued chunk as fast as the cores
     allow while the worker, which stores them one at a time in order, gets
@@ -279,9 +280,9 @@ class EncodingPool:
     time. The result is handed over at once; the thread rests before its
     next chunk, and time it had nothing to do counts as rest.
 
-    With ``lead``, a thread starts a chunk only when it is at most ``lead``
-    chunks (in submission order) past the first one the worker has not
-    taken yet: each must then be taken (:meth:`Encoding.take`) or dropped
+    With ``lead``, a thread starts a chunk only when it is fewer than
+    ``lead`` chunks (in submission order) past the first one the worker
+    has not taken yet: each must then be taken (:meth:`Encoding.take`) or dropped
     (:meth:`Encoding.drop`), or the pool stops there (until
     :meth:`shutdown`).
 
@@ -292,7 +293,7 @@ class EncodingPool:
     profile : bgio.BackgroundIOPriority
         The writer's pacing profile.
     lead : int or None, default None
-        How many chunks past the worker's the pool may encode; None: no bound.
+        How many chunks, from the worker's on, the pool may encode; None: no bound.
     clock, rest : callables, optional
         The clock, and how a thread waits ``seconds`` (returning early once
         the pool shuts down); tests pass fakes.
@@ -322,24 +323,28 @@ class EncodingPool:
                encoding: Encoding[_T]) -> None:
         if not encoding.set_running_or_notify_cancel():
             return
-        if self._lead is not None:
-            self._lead.wait_for_room(encoding)
-        throttle = getattr(self._schedules, "throttle", None)
-        if throttle is None:
-            throttle = self._schedules.throttle = Throttle(self.profile, self._clock, MIN_PAUSE)
-        pause = throttle.delay()
-        if pause and not self._stopping.is_set():
-            self._rest(pause)
-        started = self._clock()
         try:
-            value = encode(chunk)
+            if self._lead is not None:
+                self._lead.wait_for_room(encoding)
+            throttle = getattr(self._schedules, "throttle", None)
+            if throttle is None:
+                throttle = self._schedules.throttle = Throttle(self.profile, self._clock,
+                                                               MIN_PAUSE)
+            pause = throttle.delay()
+            if pause and not self._stopping.is_set():
+                self._rest(pause)
+            started = self._clock()
+            try:
+                value = encode(chunk)
+            finally:
+                finished = self._clock()
+                throttle.record(chunk.nbytes, started, finished, finished - started)
         except BaseException as exc:  # noqa: BLE001 - the worker raises it with the chunk's store
+            # Whatever failed (the encoding, or the pacing around it), the
+            # Encoding says so: the worker waits on it, never on this thread.
             encoding.set_exception(exc)
         else:
             encoding.set_result(value)
-        finally:
-            finished = self._clock()
-            throttle.record(chunk.nbytes, started, finished, finished - started)
 
     @property
     def outstanding(self) -> int:

@@ -429,7 +429,12 @@ class FrameWriter(H5Writer):
             if held:
                 self._stored(held)
 
-        return self._submit_block(chunk, handle, on_done)
+        try:
+            return self._submit_block(chunk, handle, on_done)
+        except BaseException:
+            if encoded is not None:
+                encoded.drop()  # never queued: the pool must not wait for it
+            raise
 
     def _stored(self, size: int) -> None:
         with self._lock:
@@ -466,9 +471,6 @@ class FrameWriter(H5Writer):
 
     def flush(self, timeout: float | None = None) -> None:
         """Store every frame appended so far (a partial chunk too) and flush the file.
-
-        The dataset's length is then that of the frames stored (between
-        flushes it may run ahead of them: see the manual, "Frames").
 
         Raises
         ------
