@@ -189,8 +189,8 @@ class Encoding(Future[_T]):
 
     On a pool with a lead bound, the worker must take the result
     (:meth:`take`), or the chunk's store give it up (:meth:`drop`:
-    cancelled, or failed before it got there), for the pool to go on past
-    ``lead`` chunks beyond it.
+    cancelled, or failed before it got there), before the pool starts a
+    chunk ``lead`` or more places after it.
     """
 
     def __init__(self, lead: _Lead | None) -> None:
