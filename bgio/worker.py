@@ -626,7 +626,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = owners[0]
     hooked = sink.nonblocking
-    last_seen = -1.0  # the run-queue delay last read (none yet)
+    last_seen = run_delay()  # this thread's: a run is served by one thread
     for piece in pieces:
         if leader.cancel_requested:
             return 0, None
@@ -666,10 +666,9 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
             seen = run_delay()
             queued = max(0.0, seen - before)
         busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
-        # Waiting for a CPU since the last chunk ended (its pause's wake-up,
-        # a preemption between chunks) and during this one: this thread's
-        # readings only, as a run is served by one thread.
-        cpu_wait = queued + (max(0.0, before - last_seen) if last_seen >= 0 else 0.0)
+        # Waiting for a CPU since the last reading (a pause's wake-up, a
+        # preemption between chunks) and during this chunk.
+        cpu_wait = max(0.0, seen - last_seen)
         last_seen = seen
         throttle.record(written, started, finished, busy, cpu_wait)
         if timing.first_start < 0:
