@@ -205,7 +205,9 @@ def test_the_pool_stores_chunks_in_order_whatever_order_they_are_encoded_in(tmp_
     path = tmp_path / "f.h5"
     with FrameWriter(path, "frames", SHAPE, "<u2", compression=hdf5plugin.LZ4(),
                      chunk_frames=1, priority=1) as w:
-        assert w._pool.threads == 2
+        # Two cores: one pool thread, which holds the first chunk; the
+        # worker, waiting for it, encodes the second meanwhile.
+        assert w._pool.threads == 1
         first, second = w.append(frames[0]), w.append(frames[1])
         second.result(timeout=30)
         assert first.done()  # stored before the second, though encoded after it
@@ -360,6 +362,120 @@ def test_shutdown_lets_a_thread_waiting_for_room_go():
         gates[1].set()
         pool.shutdown(wait=True)
         assert second.result(timeout=30) == 1
+
+
+class _HeldFirst:
+    """An encode function whose chunk 0 waits for ``release``; every chunk records the
+    thread that encoded it, and chunk numbers listed in ``failing`` raise."""
+
+    def __init__(self, failing=()):
+        self.release = threading.Event()
+        self.started = threading.Event()  # chunk 0 began
+        self.ran_in: dict[int, str] = {}
+        self.failing = set(failing)
+
+    def __call__(self, chunk):
+        number = int(chunk[0])
+        self.ran_in[number] = threading.current_thread().name
+        if number == 0:
+            self.started.set()
+            assert self.release.wait(30)
+        if number in self.failing:
+            raise ValueError(f"chunk {number} does not encode")
+        return number
+
+
+def _wait_helping_in_a_thread(encoding):
+    """Run ``encoding.wait_helping()`` in a thread named "worker"; returns the thread and
+    a list that gets the waited seconds."""
+    waited: list[float] = []
+    worker = threading.Thread(target=lambda: waited.append(encoding.wait_helping()),
+                              name="worker")
+    worker.start()
+    return worker, waited
+
+
+def test_a_worker_waiting_for_its_chunk_encodes_the_queued_ones():
+    encode = _HeldFirst()
+    pool = EncodingPool(1, PRESETS[1], lead=8)
+    try:
+        encodings = [pool.submit(encode, np.array([n], "u1")) for n in range(4)]
+        assert encode.started.wait(30)  # the pool's thread holds chunk 0
+        worker, waited = _wait_helping_in_a_thread(encodings[0])
+        # The worker encodes 1, 2 and 3 meanwhile, in order, then waits for 0.
+        assert [encodings[n].result(timeout=30) for n in (1, 2, 3)] == [1, 2, 3]
+        assert worker.is_alive()
+        encode.release.set()
+        worker.join(30)
+        assert not worker.is_alive() and waited and waited[0] >= 0.0
+        assert encodings[0].take() == 0
+        assert encode.ran_in[0].startswith("bgio-h5-filter")
+        assert [encode.ran_in[n] for n in (1, 2, 3)] == ["worker"] * 3
+        for encoding in encodings[1:]:
+            encoding.drop()
+        # The pool's turns for chunks the worker took found nothing and
+        # ended: the pool goes on with the next chunk.
+        assert pool.submit(encode, np.array([4], "u1")).result(timeout=30) == 4
+        assert encode.ran_in[4].startswith("bgio-h5-filter")
+    finally:
+        encode.release.set()
+        pool.shutdown(wait=True)
+
+
+def test_a_waiting_worker_encodes_only_what_the_lead_bound_allows():
+    encode = _HeldFirst()
+    pool = EncodingPool(1, PRESETS[1], lead=2)
+    try:
+        encodings = [pool.submit(encode, np.array([n], "u1")) for n in range(4)]
+        assert encode.started.wait(30)
+        worker, _ = _wait_helping_in_a_thread(encodings[0])
+        assert encodings[1].result(timeout=30) == 1  # 0 not taken: only 1 may start
+        worker.join(_NOT_STARTING)
+        assert worker.is_alive() and 2 not in encode.ran_in
+        encode.release.set()
+        worker.join(30)
+        assert encodings[0].take() == 0 and encodings[1].take() == 1
+        assert [encodings[n].take() for n in (2, 3)] == [2, 3]
+    finally:
+        encode.release.set()
+        pool.shutdown(wait=True)
+
+
+def test_a_chunk_that_fails_in_the_waiting_worker_fails_alone():
+    encode = _HeldFirst(failing={1})
+    pool = EncodingPool(1, PRESETS[1], lead=8)
+    try:
+        encodings = [pool.submit(encode, np.array([n], "u1")) for n in range(3)]
+        assert encode.started.wait(30)
+        worker, _ = _wait_helping_in_a_thread(encodings[0])
+        assert encodings[2].result(timeout=30) == 2
+        encode.release.set()
+        worker.join(30)
+        assert not worker.is_alive()
+        assert encode.ran_in[1] == "worker"
+        assert encodings[0].take() == 0
+        with pytest.raises(ValueError, match="chunk 1 does not encode"):
+            encodings[1].take()
+        assert encodings[2].take() == 2
+    finally:
+        encode.release.set()
+        pool.shutdown(wait=True)
+
+
+def test_a_shut_down_pool_leaves_the_waiting_worker_to_wait():
+    encode = _HeldFirst()
+    pool = EncodingPool(1, PRESETS[1], lead=8)
+    encodings = [pool.submit(encode, np.array([n], "u1")) for n in range(2)]
+    assert encode.started.wait(30)
+    pool.shutdown()
+    worker, _ = _wait_helping_in_a_thread(encodings[0])
+    worker.join(_NOT_STARTING)
+    assert 1 not in encode.ran_in or encode.ran_in[1] != "worker"
+    encode.release.set()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert encodings[0].take() == 0 and encodings[1].result(timeout=30) == 1
+    assert encode.ran_in[1].startswith("bgio-h5-filter")  # queued chunks are still encoded
 
 
 def test_a_lead_must_be_positive():

@@ -8,10 +8,11 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import h5py
 import numpy as np
@@ -52,7 +53,7 @@ FLETCHER32 = 3
 SUPPORTED = frozenset({DEFLATE, SHUFFLE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
 #: The filters whose work is worth doing on the pool (all but the byte shuffle).
 _HEAVY = frozenset({DEFLATE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
-#: Most threads compressing chunks ahead of the worker.
+#: Most pool threads compressing chunks ahead of the worker (which compresses too).
 MAX_POOL = 4
 
 #: Encoded chunks per pool thread that may wait for the worker (see :class:`EncodingPool`).
@@ -193,9 +194,10 @@ class Encoding(Future[_T]):
     chunk ``lead`` or more places after it.
     """
 
-    def __init__(self, lead: _Lead | None) -> None:
+    def __init__(self, lead: _Lead | None, pool: EncodingPool | None = None) -> None:
         super().__init__()
         self._lead = lead
+        self._pool = pool
         self.number = -1 if lead is None else lead.number()  # (the lead's) in submission order
         self.released = False  # (the lead's lock) taken or dropped
 
@@ -210,6 +212,37 @@ class Encoding(Future[_T]):
         """Let the pool go on past this chunk without taking it (idempotent)."""
         if self._lead is not None:
             self._lead.release(self)
+
+    def wait_helping(self) -> float:
+        """Wait until the chunk is encoded, encoding the pool's queued chunks meanwhile.
+
+        The calling thread (the worker, waiting for the chunk it stores
+        next) takes the oldest chunk no pool thread has started yet, as one
+        of the pool's threads would, instead of idling: on two cores the
+        pool then needs one thread beside it, not two competing with it.
+
+        Returns
+        -------
+        float
+            The seconds spent waiting, not encoding.
+        """
+        waited = 0.0
+        while not self.done():
+            if self._pool is not None and self._pool.encode_one():
+                continue
+            started = time.perf_counter()
+            wait((self,))
+            waited += time.perf_counter() - started
+        return waited
+
+
+@dataclass(frozen=True)
+class _Job(Generic[_T]):
+    """A chunk waiting for a thread to encode it."""
+
+    encode: Callable[[np.ndarray], _T]
+    chunk: np.ndarray
+    encoding: Encoding[_T]
 
 
 class _Lead:
@@ -238,6 +271,11 @@ class _Lead:
         with self._room:
             self._numbered += 1
             return self._numbered - 1
+
+    def has_room(self, encoding: Encoding[Any]) -> bool:
+        """True if ``encoding``'s chunk may start now."""
+        with self._room:
+            return encoding.number < self._lowest + self.limit
 
     def wait_for_room(self, encoding: Encoding[Any]) -> None:
         with self._room:
@@ -278,7 +316,10 @@ class EncodingPool:
     other before ``b * 100 / bandwidth_pct`` seconds have passed, so the
     pool's combined work is at most ``bandwidth_pct`` % of its threads'
     time. The result is handed over at once; the thread rests before its
-    next chunk, and time it had nothing to do counts as rest.
+    next chunk, and time it had nothing to do counts as rest. Chunks are
+    taken oldest first, when a thread's turn comes (after its rest), by a
+    pool thread or by a thread waiting for one of them
+    (:meth:`Encoding.wait_helping`, through :meth:`encode_one`).
 
     With ``lead``, a thread starts a chunk only when it is fewer than
     ``lead`` chunks (in submission order) past the first one the worker
@@ -311,40 +352,97 @@ class EncodingPool:
         self._rest = rest if rest is not None else self._stopping.wait
         self._lead = None if lead is None else _Lead(lead, self._stopping)
         self._schedules = threading.local()  # each thread's Throttle
+        # Chunks no thread has started, oldest first: a pool thread takes
+        # the oldest when its turn comes, and so does a worker waiting for
+        # its next chunk (Encoding.wait_helping).
+        self._queued: deque[_Job[Any]] = deque()
+        self._queued_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bgio-h5-filter")
 
     def submit(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> Encoding[_T]:
         """Encode ``chunk`` with ``encode`` on the pool; the :class:`Encoding` holds the result."""
-        encoding: Encoding[_T] = Encoding(self._lead)
-        self._executor.submit(self._paced, encode, chunk, encoding)
+        encoding: Encoding[_T] = Encoding(self._lead, self)
+        with self._queued_lock:
+            self._queued.append(_Job(encode, chunk, encoding))
+        try:
+            self._executor.submit(self._paced)  # a turn for whichever chunk is oldest then
+        except BaseException:
+            with self._queued_lock:
+                if self._queued and self._queued[-1].encoding is encoding:
+                    self._queued.pop()
+            raise
         return encoding
 
-    def _paced(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray,
-               encoding: Encoding[_T]) -> None:
-        if not encoding.set_running_or_notify_cancel():
-            return
+    def _claim(self, only_with_room: bool) -> _Job[Any] | None:
+        """The oldest chunk no thread has started, now marked running; None if there is
+        none (or, ``only_with_room``, if the lead bound does not let it start yet)."""
+        with self._queued_lock:
+            while self._queued:
+                job = self._queued[0]
+                if only_with_room and self._lead is not None and not self._lead.has_room(
+                        job.encoding):
+                    return None
+                self._queued.popleft()
+                if job.encoding.set_running_or_notify_cancel():
+                    return job
+        return None
+
+    def _paced(self) -> None:
+        throttle = getattr(self._schedules, "throttle", None)
+        if throttle is None:
+            throttle = self._schedules.throttle = Throttle(self.profile, self._clock, MIN_PAUSE)
+        # Rest first, then take the chunk: meanwhile the worker may take it.
+        failed: BaseException | None = None
         try:
-            if self._lead is not None:
-                self._lead.wait_for_room(encoding)
-            throttle = getattr(self._schedules, "throttle", None)
-            if throttle is None:
-                throttle = self._schedules.throttle = Throttle(self.profile, self._clock,
-                                                               MIN_PAUSE)
             pause = throttle.delay()
             if pause and not self._stopping.is_set():
                 self._rest(pause)
+        except BaseException as exc:  # noqa: BLE001 - it fails the chunk, below
+            failed = exc
+        job = self._claim(only_with_room=False)
+        if job is None:
+            # The worker encoded it while this thread waited its turn.
+            if failed is not None:
+                logger.error("bgio: pacing an encoding thread failed", exc_info=failed)
+            return
+        try:
+            if failed is not None:
+                raise failed
+            if self._lead is not None:
+                self._lead.wait_for_room(job.encoding)
             started = self._clock()
             try:
-                value = encode(chunk)
+                value = job.encode(job.chunk)
             finally:
                 finished = self._clock()
-                throttle.record(chunk.nbytes, started, finished, finished - started)
+                throttle.record(job.chunk.nbytes, started, finished, finished - started)
         except BaseException as exc:  # noqa: BLE001 - the worker raises it with the chunk's store
             # Whatever failed (the encoding, or the pacing around it), the
             # Encoding says so: the worker waits on it, never on this thread.
-            encoding.set_exception(exc)
+            job.encoding.set_exception(exc)
         else:
-            encoding.set_result(value)
+            job.encoding.set_result(value)
+
+    def encode_one(self) -> bool:
+        """Encode the oldest chunk no thread has started, in the calling thread, if the lead
+        bound lets it start now; False if there was none.
+
+        The worker calls it (through :meth:`Encoding.wait_helping`) while
+        the chunk it stores next is not ready: its own pacing counts the
+        time as busy.
+        """
+        if self._stopping.is_set():
+            return False
+        job = self._claim(only_with_room=True)
+        if job is None:
+            return False
+        try:
+            value = job.encode(job.chunk)
+        except BaseException as exc:  # noqa: BLE001 - raised with that chunk's store
+            job.encoding.set_exception(exc)
+        else:
+            job.encoding.set_result(value)
+        return True
 
     @property
     def outstanding(self) -> int:
@@ -363,21 +461,28 @@ class EncodingPool:
 def encoding_pool(profile: BackgroundIOPriority, lead: bool = False) -> EncodingPool | None:
     """Threads that compress chunks ahead of the worker, as ``profile`` allows, or None.
 
-    One thread per core, at most :data:`MAX_POOL`, at every preset: the
-    codecs release the GIL, so chunks are compressed in parallel while the
-    worker stores them in order. Each thread is paced to the profile's
-    ``bandwidth_pct`` (see :class:`EncodingPool`): the pool's compressing
-    takes at most that share of its cores, e.g. at preset 4 (72 %) on two
-    cores 1.44 cores at most, at preset 10 (20 %) 0.4; at preset 1 all of
-    them. A single core gains nothing from a pool (None: the worker
-    compresses each chunk itself, inside the busy time its pacing governs).
+    One thread per core but one, at most :data:`MAX_POOL`, at every
+    preset: the codecs release the GIL, so chunks are compressed in
+    parallel while the worker stores them in order, and the worker
+    compresses queued chunks too whenever the one it stores next is not
+    ready (:meth:`Encoding.wait_helping`): the pool and the worker together
+    are one thread per core. (A pool of one per core measured slower: the
+    worker, whose stores are serial, then shared its core and waited in
+    the run queue, while the pool ran ahead and idled at its lead bound.)
+    Each thread is paced to the profile's ``bandwidth_pct`` (see
+    :class:`EncodingPool`), and the worker's pacing counts the chunks it
+    compresses as its busy time: compressing takes at most that share of
+    the cores, e.g. at preset 4 (72 %) on two cores 1.44 cores at most, at
+    preset 10 (20 %) 0.4; at preset 1 all of them. A single core gains
+    nothing from a pool (None: the worker compresses each chunk itself,
+    inside the busy time its pacing governs).
 
     With ``lead``, at most :data:`LEAD_PER_THREAD` encoded chunks per
-    thread wait for the worker (the caller takes or drops every
-    :class:`Encoding`).
+    encoding thread (the pool's and the worker) wait for the worker (the
+    caller takes or drops every :class:`Encoding`).
     """
     cores = os.cpu_count() or 1
     if cores < 2:
         return None
-    threads = min(MAX_POOL, cores)
-    return EncodingPool(threads, profile, threads * LEAD_PER_THREAD if lead else None)
+    threads = min(MAX_POOL, cores - 1)
+    return EncodingPool(threads, profile, (threads + 1) * LEAD_PER_THREAD if lead else None)

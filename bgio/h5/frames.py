@@ -94,8 +94,9 @@ class FrameWriter(H5Writer):
     priority : int 1..10 or bgio.BackgroundIOPriority
         Pacing of the background work (filtering and storing, not the
         handing of bytes to HDF5's cache). Chunks are compressed ahead on a
-        pool, one thread per core, each busy at most the profile's
-        ``bandwidth_pct`` of the time (all of it at preset 1; see
+        pool of one thread per core but one, and by the worker while the
+        chunk it stores next is not ready; each thread is busy at most the
+        profile's ``bandwidth_pct`` of the time (all of it at preset 1; see
         :func:`bgio.h5.filters.encoding_pool`).
     max_pending_bytes : int or None, keyword-only
         Bound on the bytes held for frames not yet stored (chunks being

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from concurrent.futures import wait
 
 import h5py
 import numpy as np
@@ -112,15 +110,19 @@ def raw_form(dataset: h5py.Dataset) -> RawForm:
 
 
 def await_encoded(encoded: Encoding[bytes] | None, waiter: Waiter | None) -> None:
-    """Wait for a chunk the pool is encoding; the wait is counted as the lane's waited
-    time: the pool paces its own work, and pacing must not charge it a second time as
-    the worker's busy time."""
+    """Wait for a chunk the pool is encoding, encoding the pool's queued chunks meanwhile
+    (:meth:`~bgio.h5.filters.Encoding.wait_helping`).
+
+    Only the time spent waiting is counted as the lane's waited time: the
+    pool paces its own work, and pacing must not charge it a second time
+    as the worker's busy time; the chunks the worker encodes itself are its
+    busy time.
+    """
     if encoded is None or encoded.done():
         return
-    started = time.perf_counter()
-    wait((encoded,))
+    waited = encoded.wait_helping()
     if waiter is not None:
-        waiter.waited += time.perf_counter() - started
+        waiter.waited += waited
 
 
 def sync_file(file: h5py.File) -> None:
