@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
+import sys
 import zlib
 
 import h5py
@@ -154,3 +156,23 @@ def test_the_environment_can_keep_the_standard_librarys_zlib(deflate_choice):
     assert deflate.compress(data, 4) == zlib.compress(data, 4)
     deflate_choice.setenv(deflate.ENVIRONMENT, "")
     assert deflate.choose() == "zlib-ng"
+
+
+def test_the_deflate_implementation_is_imported_by_the_caller_not_a_pool_thread(tmp_path):
+    # An import in a pool thread when the program forks leaves the child
+    # with the import lock held: the gzip pipeline imports zlib-ng where it
+    # is built, in the thread that opened the dataset.
+    pytest.importorskip("zlib_ng.zlib_ng")
+    code = (
+        "import sys, h5py\n"
+        "from bgio.h5 import pipeline_of\n"
+        f"f = h5py.File({str(tmp_path / 'f.h5')!r}, 'w')\n"
+        "ds = f.create_dataset('x', shape=(4, 4), chunks=(1, 4), dtype='u2', compression='gzip')\n"
+        "print('zlib_ng.zlib_ng' in sys.modules)\n"
+        "pipeline_of(ds)\n"
+        "print('zlib_ng.zlib_ng' in sys.modules)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != deflate.ENVIRONMENT}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env=env).stdout
+    assert out.split() == ["False", "True"]

@@ -181,6 +181,11 @@ def pipeline_of(dataset: h5py.Dataset) -> ChunkPipeline | None:
             if reason is not None:
                 logger.debug("%s: filtered by HDF5 under h5py's lock: %s", dataset.name, reason)
                 return None
+        elif filter_id == DEFLATE:
+            # Chosen (zlib-ng imported) here, in the caller's thread: an
+            # import running in a pool thread when the program forks leaves
+            # the child with the import lock held, and its next import hangs.
+            deflate.implementation()
         steps.append((filter_id, options))
     return ChunkPipeline(tuple(steps), itemsize)
 
