@@ -118,6 +118,11 @@ class Throttle:
             return wait
         return 0.0
 
+    def forget_pause(self) -> None:
+        """The pause :meth:`delay` asked for was not followed by a chunk (the work went
+        elsewhere meanwhile): the next chunk's start is judged as if none had been asked."""
+        self._paused = False
+
     def record(self, nbytes: int, started: float, finished: float, busy: float,
                cpu_wait: float = 0.0) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings.

@@ -264,6 +264,39 @@ def test_every_preset_has_a_pool_on_two_cores_and_none_on_one(monkeypatch):
     assert encoding_pool(PRESETS[4]) is None
 
 
+def test_a_turn_whose_chunk_the_worker_took_leaves_no_credit_behind():
+    # A pool thread rests before its turn; meanwhile the worker takes the
+    # chunk. After the program then goes quiet, the next chunks are paced as
+    # after any idle gap, not run back to back as if they were late.
+    fake = _FakeTime()
+    stolen = []
+    pool = None
+
+    def rest(seconds):
+        fake.rest(seconds)
+        if not stolen:
+            stolen.append(1)
+            assert pool.encode_one()  # the worker takes the chunk this turn was for
+
+    def encode(chunk):  # 10 ms of work
+        fake.now += 0.01
+        return int(chunk[0])
+
+    pool = EncodingPool(1, PRESETS[10], clock=fake.clock, rest=rest)
+    try:
+        assert pool.submit(encode, np.array([0], "u1")).result(timeout=30) == 0
+        assert pool.submit(encode, np.array([1], "u1")).result(timeout=30) == 1
+        pool._executor.submit(lambda: None).result(timeout=30)  # chunk 1's turn has ended
+        assert stolen
+        fake.now += 10.0  # quiet for 10 s
+        fake.rests.clear()
+        for number in range(2, 9):
+            assert pool.submit(encode, np.array([number], "u1")).result(timeout=30) == number
+    finally:
+        pool.shutdown(wait=True)
+    assert fake.rests == [pytest.approx(0.04)] * 6  # 10 ms of work at 20 %: 40 ms of rest
+
+
 def test_a_resting_thread_wakes_when_the_pool_shuts_down():
     fake = _FakeTime()
     pool = EncodingPool(1, PRESETS[10], clock=fake.clock)  # rests for real (an Event's wait)
@@ -478,6 +511,49 @@ def test_a_shut_down_pool_leaves_the_waiting_worker_to_wait():
     assert encode.ran_in[1].startswith("bgio-h5-filter")  # queued chunks are still encoded
 
 
+def test_a_submit_that_fails_leaves_the_lead_bound_free(monkeypatch):
+    pool = EncodingPool(1, PRESETS[1], lead=2)
+    real = pool._executor.submit
+    calls = []
+
+    def refuse_the_second(fn, *args):
+        calls.append(fn)
+        if len(calls) == 2:
+            raise RuntimeError("can't start new thread")
+        return real(fn, *args)
+
+    monkeypatch.setattr(pool._executor, "submit", refuse_the_second)
+    try:
+        first = pool.submit(lambda chunk: 0, np.zeros(1, "u1"))
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            pool.submit(lambda chunk: 1, np.zeros(1, "u1"))
+        later = [pool.submit(lambda chunk, n=n: n, np.zeros(1, "u1")) for n in (2, 3)]
+        assert first.take() == 0
+        # The failed chunk's number does not hold the bound: 3 may start.
+        assert [encoding.take() for encoding in later] == [2, 3]
+        assert pool.outstanding == 0
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_chunk_given_up_before_it_started_is_not_encoded():
+    encode = _HeldFirst()
+    pool = EncodingPool(1, PRESETS[1], lead=8)
+    try:
+        encodings = [pool.submit(encode, np.array([n], "u1")) for n in range(3)]
+        assert encode.started.wait(30)  # the pool's thread holds chunk 0
+        encodings[1].drop()  # its store was cancelled
+        worker, _ = _wait_helping_in_a_thread(encodings[0])
+        assert encodings[2].result(timeout=30) == 2
+        encode.release.set()
+        worker.join(30)
+        assert 1 not in encode.ran_in and encodings[1].cancelled()
+        assert encodings[0].take() == 0 and encodings[2].take() == 2
+    finally:
+        encode.release.set()
+        pool.shutdown(wait=True)
+
+
 def test_a_lead_must_be_positive():
     with pytest.raises(ValueError, match="lead must be at least 1"):
         EncodingPool(1, PRESETS[1], lead=0)
@@ -533,6 +609,8 @@ def test_a_pool_failure_outside_the_codec_fails_the_store_instead_of_hanging(tmp
         return wait_for_room(self, encoding)
 
     monkeypatch.setattr(filters._Lead, "wait_for_room", failing_wait)
+    # Only the pool encodes (chunks the worker takes skip the pool's wait).
+    monkeypatch.setattr(filters.EncodingPool, "encode_one", lambda self: False)
     w = FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
                     chunk_frames=1, priority=1)
     handles = [w.append(np.ones((16, 16), "<u2")) for _ in range(6)]

@@ -56,7 +56,8 @@ _HEAVY = frozenset({DEFLATE, ZSTD, LZ4, BLOSC, BITSHUFFLE})
 #: Most pool threads compressing chunks ahead of the worker (which compresses too).
 MAX_POOL = 4
 
-#: Encoded chunks per pool thread that may wait for the worker (see :class:`EncodingPool`).
+#: Encoded chunks per encoding thread (the pool's and the worker) that may wait for the
+#: worker (see :func:`encoding_pool`).
 LEAD_PER_THREAD = 4
 
 _T = TypeVar("_T")
@@ -375,6 +376,8 @@ class EncodingPool:
             with self._queued_lock:
                 if self._queued and self._queued[-1].encoding is encoding:
                     self._queued.pop()
+            encoding.cancel()
+            encoding.drop()  # its number must not hold the lead bound (no caller can drop it)
             raise
         return encoding
 
@@ -388,6 +391,9 @@ class EncodingPool:
                         job.encoding):
                     return None
                 self._queued.popleft()
+                if job.encoding.released:
+                    job.encoding.cancel()  # its store gave it up: nobody will take it
+                    continue
                 if job.encoding.set_running_or_notify_cancel():
                     return job
         return None
@@ -406,7 +412,10 @@ class EncodingPool:
             failed = exc
         job = self._claim(only_with_room=False)
         if job is None:
-            # The worker encoded it while this thread waited its turn.
+            # The worker encoded it while this thread waited its turn. No
+            # chunk followed the pause: a chunk after an idle gap must not
+            # be taken for a late one (and given credit to catch up).
+            throttle.forget_pause()
             if failed is not None:
                 logger.error("bgio: pacing an encoding thread failed", exc_info=failed)
             return
@@ -430,7 +439,8 @@ class EncodingPool:
 
     def encode_one(self) -> bool:
         """Encode the oldest chunk no thread has started, in the calling thread, if the lead
-        bound lets it start now; False if there was none.
+        bound lets it start now; False if none was encoded (none queued, none allowed to
+        start yet, or the pool shut down).
 
         The worker calls it (through :meth:`Encoding.wait_helping`) while
         the chunk it stores next is not ready: its own pacing counts the
