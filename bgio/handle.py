@@ -133,8 +133,20 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
     total_bytes : int or None
         Bytes the write will take in all, or ``None`` when the data is a lazy
         iterable whose size is not known in advance.
+    bytes_on_disk : int or None
+        Of :attr:`bytes_written` (which are in the page cache), the bytes
+        the kernel has reported written to the device, for a regular file
+        written with a profile's ``writeback_window`` (see
+        :mod:`bgio.writeback`): it trails :attr:`bytes_written` by at most
+        two windows, and equals it once an ``fsync`` (``fsync=True``) is
+        done. None where bgio cannot tell: no window (preset 1, pipes,
+        sockets, tmpfs, file objects bgio does not write through their
+        descriptor, HDF5), a Writer's writes, and before the first window
+        of the write reached the device.
     """
 
+    # Set by the worker where it knows (see bytes_on_disk).
+    bytes_on_disk: int | None = None
     # Set only when used: most writes are never cancelled, timed or waited for.
     _cancel_requested = False
     _on_cancel: Callable[[], None] | None = None

@@ -6,7 +6,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
-__all__ = ["PRESETS", "BackgroundIOPriority", "resolve_priority", "validate_chunk_size"]
+__all__ = ["DEFAULT_WRITEBACK_WINDOW", "PRESETS", "BackgroundIOPriority", "resolve_priority",
+           "validate_chunk_size"]
 
 _MIB = 1024 * 1024
 
@@ -16,6 +17,10 @@ _MIB = 1024 * 1024
 MIN_BANDWIDTH_PCT = 0.01
 #: The lowest ``max_rate``, bytes per second.
 MIN_RATE = 1.0
+#: The smallest write-back window: below it the calls per window cost more than they save.
+MIN_WRITEBACK_WINDOW = 64 * 1024
+#: The presets' write-back window (2 to 10): see "Pacing the disk" in the manual.
+DEFAULT_WRITEBACK_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,14 @@ class BackgroundIOPriority:
         An absolute cap in bytes per second (characters per second for text
         streams), at least 1, applied on top of ``bandwidth_pct``.
         ``None`` means no cap.
+    writeback_window : int or None, keyword-only
+        Bytes per write-back window for regular files (paths and file
+        descriptors; see :mod:`bgio.writeback`): each window is written to
+        the device as the next one fills, and dropped from the page cache
+        once there, so about two windows per destination are dirty and the
+        pacing counts the device's time. At least 64 KiB. ``None`` (preset
+        1, and a profile made without it) leaves the data in the page cache
+        for the kernel to write back when it chooses.
 
     Raises
     ------
@@ -67,6 +80,7 @@ class BackgroundIOPriority:
     bandwidth_pct: float
     num_chunks_rate_smoothing: int = 5
     max_rate: float | None = None
+    writeback_window: int | None = None
 
     def __init__(
         self,
@@ -76,6 +90,7 @@ class BackgroundIOPriority:
         num_chunks_rate_smoothing: int = 5,
         *,
         max_rate: float | None = None,
+        writeback_window: int | None = None,
     ) -> None:
         # The dataclass is frozen (profiles are shared by many writes), so
         # validated values are stored with object.__setattr__.
@@ -99,6 +114,12 @@ class BackgroundIOPriority:
                                  f"got {max_rate!r}")
             max_rate = rate
         setter(self, "max_rate", max_rate)
+        if writeback_window is not None:
+            writeback_window = validate_chunk_size("writeback_window", writeback_window)
+            if writeback_window < MIN_WRITEBACK_WINDOW:
+                raise ValueError(f"writeback_window must be >= {MIN_WRITEBACK_WINDOW} bytes "
+                                 f"or None, got {writeback_window!r}")
+        setter(self, "writeback_window", writeback_window)
 
     def replace(self, **changes: object) -> BackgroundIOPriority:
         """Return a copy of this profile with some fields changed (validated again).
@@ -115,13 +136,14 @@ class BackgroundIOPriority:
             "bandwidth_pct": self.bandwidth_pct,
             "num_chunks_rate_smoothing": self.num_chunks_rate_smoothing,
             "max_rate": self.max_rate,
+            "writeback_window": self.writeback_window,
         }
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"replace() got unknown field(s): {', '.join(sorted(unknown))}")
         fields.update(changes)
-        max_rate = fields.pop("max_rate")
-        return BackgroundIOPriority(**fields, max_rate=max_rate)  # type: ignore[arg-type]
+        keywords = {name: fields.pop(name) for name in ("max_rate", "writeback_window")}
+        return BackgroundIOPriority(**fields, **keywords)  # type: ignore[arg-type]
 
 
 def _real(name: str, value: object) -> float:
@@ -166,15 +188,17 @@ def validate_chunk_size(name: str, value: object) -> int:
     return _positive_int(name, value)
 
 
-def _preset(poll: float, mib: float, pct: float) -> BackgroundIOPriority:
-    return BackgroundIOPriority(poll, int(_MIB * mib), pct)
+def _preset(poll: float, mib: float, pct: float,
+            window: int | None = DEFAULT_WRITEBACK_WINDOW) -> BackgroundIOPriority:
+    return BackgroundIOPriority(poll, int(_MIB * mib), pct, writeback_window=window)
 
 
 #: The ten presets of the older ``nonblock`` module, same knobs. 1 favours
-#: throughput (5 MiB chunks, no pacing); 10 favours the rest of the program
-#: (256 KiB chunks, busy 20 % of the time).
+#: throughput (5 MiB chunks, no pacing, the page cache's speed); 10 favours
+#: the rest of the program (256 KiB chunks, busy 20 % of the time). 2 to 10
+#: write files back to the device window by window (``writeback_window``).
 PRESETS: dict[int, BackgroundIOPriority] = {
-    1: _preset(0.0009, 5, 100),
+    1: _preset(0.0009, 5, 100, None),
     2: _preset(0.0009, 4, 90),
     3: _preset(0.0015, 3, 78),
     4: _preset(0.0015, 2, 72),

@@ -24,6 +24,7 @@ import weakref
 from collections import deque
 from collections.abc import Hashable, Sequence
 from concurrent.futures import CancelledError
+from typing import cast
 
 from .errors import ChainError
 from .group import GroupOwners, WriteGroup
@@ -44,6 +45,7 @@ from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source, chunks_of, only_chunk_of
 from .throttle import Throttle
+from .writeback import Writeback
 
 __all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "flush_pending", "run_batch"]
 
@@ -278,8 +280,9 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     since_flush, lane.since_flush = lane.since_flush, 0
     sync_pending, lane.sync_pending = lane.sync_pending, False
     error: BaseException | None = None
+    synced = sync or sync_pending
     try:
-        if sync or sync_pending:
+        if synced:
             sink.sync()
         else:
             sink.flush()
@@ -295,6 +298,9 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
     if error is None:
+        if synced:
+            for handle in handles:
+                handle.bytes_on_disk = handle.bytes_written
         finish_all(handles)  # one lock for the lot
         for group in groups:
             finish_group(group)
@@ -626,6 +632,9 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = owners[0]
     hooked = sink.nonblocking
+    use_writeback = getattr(sink, "use_writeback", None)  # optional (see Sink)
+    writeback = use_writeback(first.profile.writeback_window) if use_writeback else None
+    disk = _DiskCredit(writeback, owners, group, shared) if writeback is not None else None
     last_seen = run_delay()  # this thread's: a run is served by one thread
     for piece in pieces:
         if leader.cancel_requested:
@@ -649,6 +658,8 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         started = clock()
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
+        if disk is not None:
+            disk.credit()
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
             stopped = _flush_in_run(lane, sink, leader, before_piece=False)
@@ -679,6 +690,41 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if stop >= 0:
             return stop, error
     return -1, None
+
+
+class _DiskCredit:
+    """Tells a run's handles how much of their data the kernel has written to the device
+    (``bytes_on_disk``), from the sink's :class:`~bgio.writeback.Writeback`.
+
+    A write's bytes are a range of what went through the sink: from the
+    count when the run began, block after block in a run of small writes.
+    A Writer's group (``shared``) keeps no handles to credit: its writes
+    say None.
+    """
+
+    __slots__ = ("_owners", "_starts", "_writeback")
+
+    def __init__(self, writeback: Writeback, owners: Sequence[Owner],
+                 group: list[Block | bytes] | None, shared: GroupState | None) -> None:
+        self._writeback = writeback
+        origin = writeback.written
+        handles = cast("Sequence[BackgroundWriteProcess]", owners)  # not a group: handles
+        self._owners: Sequence[BackgroundWriteProcess] = ()
+        self._starts: list[int] = []
+        if shared is None and group is None:
+            self._owners, self._starts = handles[:1], [origin]
+        elif shared is None and group is not None:
+            for block in group:
+                self._starts.append(origin)
+                origin += len(block)
+            self._owners = handles
+
+    def credit(self) -> None:
+        on_disk = self._writeback.on_disk
+        for owner, start in zip(self._owners, self._starts):
+            if on_disk <= start:
+                break  # the rest start later still
+            owner.bytes_on_disk = min(on_disk - start, owner.bytes_written)
 
 
 def _flush_in_run(lane: Lane, sink: Sink, leader: Owner, before_piece: bool

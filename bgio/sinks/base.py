@@ -17,6 +17,12 @@ class Sink(Protocol):
     ``target`` is the caller's destination object; ``key`` identifies it: writes with the same key share one
     ordered queue. ``kind`` is "bytes", "text", or None when the adapter
     cannot tell (then every block's kind is accepted).
+
+    A sink that writes a file may also have ``use_writeback(window)``
+    (optional; the worker looks it up): called before writing with the
+    profile's ``writeback_window`` (or None), it returns the
+    :class:`~bgio.writeback.Writeback` that now follows the sink's writes,
+    or None where windows do not apply.
     """
 
     key: Hashable

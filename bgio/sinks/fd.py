@@ -11,6 +11,7 @@ import stat
 import sys
 
 from ..source import Block
+from ..writeback import Writeback
 from .wait import Waiter
 
 __all__ = ["FdSink", "SocketSink"]
@@ -41,7 +42,8 @@ class FdSink:
     worker resumes exactly there without copying the rest.
     """
 
-    __slots__ = ("_fd", "_regular", "key", "kind", "name", "nonblocking", "target", "waiter")
+    __slots__ = ("_fd", "_regular", "_writeback", "key", "kind", "name", "nonblocking", "target",
+                 "waiter")
 
     def __init__(self, fd: int, name: str = "file") -> None:
         if not 0 <= fd <= _FD_MAX:
@@ -57,20 +59,27 @@ class FdSink:
         self.kind = "bytes"
         self.name = f"fd {fd}"
         self.waiter: Waiter | None = None
+        self._writeback: Writeback | None = None
 
     def write(self, block: Block | bytes) -> int:
         try:
-            return os.write(self._fd, block)
+            taken = os.write(self._fd, block)
         except BlockingIOError:
             self._wait()
             return 0
+        if self._writeback is not None:
+            self._writeback.wrote(taken)
+        return taken
 
     def write_many(self, blocks: list[Block | bytes]) -> int:
         try:
-            return os.writev(self._fd, blocks)
+            taken = os.writev(self._fd, blocks)
         except BlockingIOError:
             self._wait()
             return 0
+        if self._writeback is not None:
+            self._writeback.wrote(taken)
+        return taken
 
     def flush(self) -> None:
         """Nothing is buffered in this process."""
@@ -79,9 +88,29 @@ class FdSink:
         # Pipes and sockets have nothing to put on disk (fdatasync says EINVAL).
         if self._regular:
             os.fdatasync(self._fd)
+            if self._writeback is not None:
+                self._writeback.synced()
+
+    def use_writeback(self, window: int | None) -> Writeback | None:
+        """Write back each ``window`` bytes as they are written (None: stop windowing); the
+        :class:`~bgio.writeback.Writeback` in use, or None where it does not apply."""
+        writeback = self._writeback
+        if window is None:
+            if writeback is not None:
+                writeback.finish()  # a later window starts afresh from where the file is
+                self._writeback = None
+            return None
+        if writeback is None:
+            writeback = self._writeback = Writeback(self._fd, window)
+        writeback.window = window
+        return writeback if writeback.enabled else None
 
     def close(self) -> None:
-        os.close(self._fd)
+        try:
+            if self._writeback is not None:
+                self._writeback.finish()  # no window is left dirty for the kernel to find
+        finally:
+            os.close(self._fd)
 
     def _wait(self) -> None:
         assert self.waiter is not None, "the worker binds a waiter before writing"

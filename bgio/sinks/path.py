@@ -7,6 +7,7 @@ import secrets
 import warnings
 
 from ..source import Block
+from ..writeback import Writeback
 from .fd import FdSink
 
 __all__ = ["PATH_MODES", "PathSink"]
@@ -79,6 +80,11 @@ class PathSink:
 
     def write(self, block: Block | bytes) -> int:
         return self._open().write(block)
+
+    def use_writeback(self, window: int | None) -> Writeback | None:
+        """Write the file back to the device window by window (see
+        :meth:`FdSink.use_writeback`); opens it, as the first write would."""
+        return self._open().use_writeback(window)
 
     def _write_many(self, blocks: list[Block | bytes]) -> int:
         return self._open().write_many(blocks)

@@ -7,6 +7,7 @@ import os
 import stat
 
 from ..source import Block, Kind
+from ..writeback import Writeback
 from .wait import Waiter, WriteInterrupted
 
 __all__ = ["StreamSink"]
@@ -44,8 +45,8 @@ class StreamSink:
     and reports what was taken, so the worker resumes exactly there.
     """
 
-    __slots__ = ("_direct", "_flush", "_raw", "_write", "fd", "file", "key", "kind", "name",
-                 "nonblocking", "target", "waiter", "write_many")
+    __slots__ = ("_direct", "_flush", "_raw", "_write", "_writeback", "fd", "file", "key", "kind",
+                 "name", "nonblocking", "target", "waiter", "write_many")
 
     def __init__(self, file: object, name: str = "file") -> None:
         write = getattr(file, "write", None)
@@ -90,6 +91,7 @@ class StreamSink:
         self._direct = self.fd >= 0 and type(file) in (io.BufferedWriter, io.FileIO)
         if self._direct:
             self.write_many = self._writev
+        self._writeback: Writeback | None = None
 
     def write(self, block: Block) -> int:
         if self._direct:
@@ -122,19 +124,42 @@ class StreamSink:
         """
         self.flush()
         try:
-            return os.write(self.fd, block)  # type: ignore[arg-type]
+            taken = os.write(self.fd, block)  # type: ignore[arg-type]
         except BlockingIOError:
             self._wait_writable()
             return 0
+        if self._writeback is not None:
+            self._writeback.wrote(taken)
+        return taken
 
     def _writev(self, blocks: list[Block | bytes]) -> int:
         """Write as much of ``blocks`` as the fd takes in one call; return the byte count."""
         self.flush()  # as in _write_fd
         try:
-            return os.writev(self.fd, blocks)  # type: ignore[arg-type]
+            taken = os.writev(self.fd, blocks)  # type: ignore[arg-type]
         except BlockingIOError:
             self._wait_writable()
             return 0
+        if self._writeback is not None:
+            self._writeback.wrote(taken)
+        return taken
+
+    def use_writeback(self, window: int | None) -> Writeback | None:
+        """Write back each ``window`` bytes as they are written (None: stop), for a plain
+        binary file on a regular file, which bgio writes through its fd; others keep the
+        page cache's behaviour (None). Bytes the program writes through the file itself
+        are written back by the kernel as usual."""
+        writeback = self._writeback
+        if window is None or not self._direct:
+            if writeback is not None:
+                writeback.finish()
+                self._writeback = None
+            return None
+        if writeback is None:
+            self.flush()  # the windows start where the file's own bytes end
+            writeback = self._writeback = Writeback(self.fd, window)
+        writeback.window = window
+        return writeback if writeback.enabled else None
 
     def flush(self) -> None:
         if self._flush is not None:
@@ -151,9 +176,15 @@ class StreamSink:
         # Pipes and sockets have nothing to put on disk (fdatasync says EINVAL).
         if stat.S_ISREG(os.fstat(fd).st_mode):
             os.fdatasync(fd)
+            if self._writeback is not None:
+                self._writeback.synced()
 
     def close(self) -> None:
-        self.file.close()  # type: ignore[attr-defined]
+        try:
+            if self._writeback is not None:
+                self._writeback.finish()
+        finally:
+            self.file.close()  # type: ignore[attr-defined]
 
     def _wait_writable(self) -> None:
         # A non-blocking destination is full: block in poll() until it drains

@@ -1,0 +1,206 @@
+"""Windowed write-back: a file written in the background reaches the device window by window.
+
+A buffered write only copies data into the page cache; the kernel writes it
+to the device later, at full speed and outside any pacing, once enough of
+memory is dirty (about 2 GiB on a 24 GiB machine), and whoever calls
+``fsync`` or needs memory next pays for it. A :class:`Writeback` keeps the
+dirty data of one file to about two windows instead: when a window of
+``window`` bytes has been written it starts the device write of that
+window (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), waits for the window
+before it, and drops that one from the cache (``posix_fadvise(DONTNEED)``),
+so a long stream neither piles up dirty pages nor evicts the program's
+working set. The wait happens inside the worker's write, so pacing counts
+the device's time, as PostgreSQL's ``*_flush_after`` and RocksDB's
+``bytes_per_sync`` do.
+
+Linux only (``sync_file_range`` through the C library); regular files on
+file systems with a device. Pipes, sockets, tmpfs and ramfs, and other
+systems keep plain buffered writes (:func:`unsupported_reason` says why).
+
+``DONTNEED`` after the wait is used rather than ``RWF_DONTCACHE`` (Linux
+6.14 and later): it needs no positional writes, so file descriptors in
+append mode, or shared with the program, are written as they are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import logging
+import os
+import stat
+import sys
+from collections.abc import Callable
+
+__all__ = ["Writeback", "available", "unsupported_reason"]
+
+logger = logging.getLogger("bgio")
+
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+#: ``statfs`` magic numbers of file systems whose pages never go to a device.
+_NO_DEVICE = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
+#: Errors that mean "this file cannot be written back by range": fall back, don't fail.
+_UNSUPPORTED = {errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENODEV}
+
+_SyncFileRange = Callable[[int, int, int, int], int]
+_StatFs = Callable[[int, ctypes.Array[ctypes.c_char]], int]
+
+
+def _load() -> tuple[_SyncFileRange | None, _StatFs | None]:
+    if not sys.platform.startswith("linux"):
+        return None, None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        sync_file_range = libc.sync_file_range
+        fstatfs = libc.fstatfs
+    except (OSError, AttributeError):
+        return None, None
+    sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    sync_file_range.restype = ctypes.c_int
+    fstatfs.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    fstatfs.restype = ctypes.c_int
+    return sync_file_range, fstatfs
+
+
+_sync_file_range, _fstatfs = _load()
+
+
+def available() -> bool:
+    """True if this platform has ``sync_file_range`` (Linux)."""
+    return _sync_file_range is not None
+
+
+def _file_system(fd: int) -> int | None:
+    # struct statfs starts with f_type (a long on every Linux ABI).
+    if _fstatfs is None:
+        return None
+    buffer = ctypes.create_string_buffer(256)
+    if _fstatfs(fd, buffer) != 0:
+        return None
+    return int.from_bytes(buffer.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder)
+
+
+def unsupported_reason(fd: int) -> str | None:
+    """Why ``fd``'s writes cannot be written back by window, or None if they can.
+
+    Parameters
+    ----------
+    fd : int
+        An open file descriptor.
+    """
+    if _sync_file_range is None:
+        return "no sync_file_range on this platform"
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return "not a regular file"
+    name = _NO_DEVICE.get(_file_system(fd) or 0)
+    if name is not None:
+        return f"on {name}, which has no device"
+    return None
+
+
+class Writeback:
+    """The write-back windows of one file descriptor, fed the byte count of each write.
+
+    Parameters
+    ----------
+    fd : int
+        The file's descriptor; not closed here. Where windows do not apply
+        (:func:`unsupported_reason`), the object is made disabled.
+    window : int
+        Bytes per window.
+
+    Attributes
+    ----------
+    written : int
+        Bytes written through this object (:meth:`wrote`).
+    on_disk : int
+        Of those, the bytes the kernel has reported written to the device
+        (not necessarily durable: the device's own cache, and the file's
+        metadata, need ``fsync``). Trails :attr:`written` by at most two
+        windows.
+    enabled : bool
+        False where windows do not apply, or once the file system refused
+        ranged write-back (the writes go on as plain buffered writes).
+    reason : str or None
+        Why windows are off, if they are.
+    """
+
+    __slots__ = ("_fd", "_origin", "_previous", "_started", "enabled", "on_disk", "reason",
+                 "window", "written")
+
+    def __init__(self, fd: int, window: int) -> None:
+        self._fd = fd
+        self.window = window
+        self._started = 0  # bytes (from the origin) whose write-back has been started
+        self._previous = 0  # ... and whose write-back is being waited for next
+        self.written = 0
+        self.on_disk = 0
+        self.reason = unsupported_reason(fd)
+        self.enabled = self.reason is None
+        self._origin = 0
+        if not self.enabled:
+            return
+        # The file offset of the first byte: windows are ranges of the file.
+        # In append mode every write goes to the end, wherever the offset is.
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+            self._origin = os.fstat(fd).st_size
+        else:
+            self._origin = os.lseek(fd, 0, os.SEEK_CUR)
+
+    def wrote(self, count: int) -> None:
+        """Count ``count`` more bytes written; at each full window, start its write-back,
+        wait for the window before it, and drop that one from the cache."""
+        self.written += count
+        if self.enabled and self.written - self._started >= self.window:
+            self._turn()
+
+    def finish(self, wait: bool = False) -> None:
+        """The stream ends (for now): start the write-back of what is left; with ``wait``,
+        wait for all of it and drop it from the cache."""
+        if not self.enabled or self.written == self._started and not wait:
+            return
+        self._start(self._started, self.written)
+        self._started = self.written
+        if wait:
+            self._wait_for(self.on_disk, self.written)
+            self._previous = self.written
+
+    def synced(self) -> None:
+        """Everything written is on disk (an ``fsync`` returned)."""
+        self.on_disk = self._started = self._previous = self.written
+
+    def _turn(self) -> None:
+        end = self.written
+        self._start(self._started, end)
+        if self._previous < self._started:
+            self._wait_for(self._previous, self._started)
+        self._previous, self._started = self._started, end
+
+    def _start(self, start: int, end: int) -> None:
+        self._call(start, end, _WRITE)
+
+    def _wait_for(self, start: int, end: int) -> None:
+        if self._call(start, end, _WAIT_BEFORE | _WRITE | _WAIT_AFTER):
+            self.on_disk = max(self.on_disk, end)
+            try:
+                os.posix_fadvise(self._fd, self._origin + start, end - start,
+                                 os.POSIX_FADV_DONTNEED)
+            except OSError:  # only a hint: the data is written either way
+                pass
+
+    def _call(self, start: int, end: int, flags: int) -> bool:
+        if end <= start or not self.enabled:
+            return False
+        assert _sync_file_range is not None
+        if _sync_file_range(self._fd, self._origin + start, end - start, flags) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code in _UNSUPPORTED:
+            self.enabled = False
+            self.reason = f"sync_file_range refused: {os.strerror(code)}"
+            logger.debug("bgio: fd %d: ranged write-back refused (%s); plain buffered writes",
+                         self._fd, os.strerror(code))
+            return False
+        raise OSError(code, f"write-back failed: {os.strerror(code)}")
