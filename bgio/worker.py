@@ -821,6 +821,8 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
         error = _close(sink, error if stopped is not None else flush_error, failed)
         lane.since_flush = 0  # whatever was buffered went with the close
         if stopped is None:
+            if error is None and last.fsync:  # synced by the flush above, then closed
+                last.handle.bytes_on_disk = last.handle.bytes_written
             _settle(lane, sink, last.handle, error)
             lane.end(last)
             return
