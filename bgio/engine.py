@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from . import runqueue
+from . import ioprio, runqueue
 from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
@@ -106,6 +106,7 @@ def submit_held(job: Job) -> Callable[[], None] | None:
     if inline is not None:
         return functools.partial(_serve, lane)
     if new_worker is not None:
+        ioprio.load()  # here, not in the new thread (see bgio.ioprio.load)
         thread = threading.Thread(target=_work, args=(new_worker,), name=f"bgio-{_thread_count}")
         try:
             thread.start()
@@ -118,6 +119,7 @@ def submit_held(job: Job) -> Callable[[], None] | None:
 
 def _work(worker: Worker) -> None:
     """A worker thread: serve the lane handed over, park, repeat; end when unused for LINGER."""
+    ioprio.adopt()
     while True:
         lane = worker.lane
         assert lane is not None

@@ -6,6 +6,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .ioprio import check_io_priority
+
 __all__ = ["DEFAULT_WRITEBACK_WINDOW", "PRESETS", "BackgroundIOPriority", "resolve_priority",
            "validate_chunk_size"]
 
@@ -59,6 +61,14 @@ class BackgroundIOPriority:
         pacing counts the device's time. At least 64 KiB. ``None`` (preset
         1, and a profile made without it) leaves the data in the page cache
         for the kernel to write back when it chooses.
+    io_priority : (str, int) or "idle" or None, keyword-only
+        The I/O priority the worker thread gives itself while it writes
+        with this profile (Linux; see :mod:`bgio.ioprio`): ``("best-effort",
+        0..7)`` (0 first; an ordinary process is at 4), ``("realtime",
+        0..7)`` (needs privileges), or ``"idle"`` (``("idle", 0)``: served
+        when the disk is otherwise idle). None (a profile made without it)
+        leaves the thread's own. It governs what the worker submits itself,
+        the write-back of its windows included (``writeback_window``).
 
     Raises
     ------
@@ -81,6 +91,7 @@ class BackgroundIOPriority:
     num_chunks_rate_smoothing: int = 5
     max_rate: float | None = None
     writeback_window: int | None = None
+    io_priority: tuple[str, int] | None = None
 
     def __init__(
         self,
@@ -91,6 +102,7 @@ class BackgroundIOPriority:
         *,
         max_rate: float | None = None,
         writeback_window: int | None = None,
+        io_priority: tuple[str, int] | str | None = None,
     ) -> None:
         # The dataclass is frozen (profiles are shared by many writes), so
         # validated values are stored with object.__setattr__.
@@ -120,6 +132,7 @@ class BackgroundIOPriority:
                 raise ValueError(f"writeback_window must be >= {MIN_WRITEBACK_WINDOW} bytes "
                                  f"or None, got {writeback_window!r}")
         setter(self, "writeback_window", writeback_window)
+        setter(self, "io_priority", check_io_priority(io_priority))
 
     def replace(self, **changes: object) -> BackgroundIOPriority:
         """Return a copy of this profile with some fields changed (validated again).
@@ -137,12 +150,14 @@ class BackgroundIOPriority:
             "num_chunks_rate_smoothing": self.num_chunks_rate_smoothing,
             "max_rate": self.max_rate,
             "writeback_window": self.writeback_window,
+            "io_priority": self.io_priority,
         }
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"replace() got unknown field(s): {', '.join(sorted(unknown))}")
         fields.update(changes)
-        keywords = {name: fields.pop(name) for name in ("max_rate", "writeback_window")}
+        keywords = {name: fields.pop(name)
+                    for name in ("max_rate", "writeback_window", "io_priority")}
         return BackgroundIOPriority(**fields, **keywords)  # type: ignore[arg-type]
 
 
@@ -188,26 +203,29 @@ def validate_chunk_size(name: str, value: object) -> int:
     return _positive_int(name, value)
 
 
-def _preset(poll: float, mib: float, pct: float,
+def _preset(poll: float, mib: float, pct: float, io_priority: tuple[str, int] | str,
             window: int | None = DEFAULT_WRITEBACK_WINDOW) -> BackgroundIOPriority:
-    return BackgroundIOPriority(poll, int(_MIB * mib), pct, writeback_window=window)
+    return BackgroundIOPriority(poll, int(_MIB * mib), pct, writeback_window=window,
+                                io_priority=io_priority)
 
 
 #: The ten presets of the older ``nonblock`` module, same knobs. 1 favours
 #: throughput (5 MiB chunks, no pacing, the page cache's speed); 10 favours
 #: the rest of the program (256 KiB chunks, busy 20 % of the time). 2 to 10
 #: write files back to the device window by window (``writeback_window``).
+#: I/O priorities: best-effort from 0 (before ordinary processes) at 1, 4
+#: (theirs) at the default 4, down to 7, then idle at 10.
 PRESETS: dict[int, BackgroundIOPriority] = {
-    1: _preset(0.0009, 5, 100, None),
-    2: _preset(0.0009, 4, 90),
-    3: _preset(0.0015, 3, 78),
-    4: _preset(0.0015, 2, 72),
-    5: _preset(0.0019, 1.6, 65),
-    6: _preset(0.0019, 0.75, 55),
-    7: _preset(0.0024, 0.69, 45),
-    8: _preset(0.0024, 0.5, 35),
-    9: _preset(0.0031, 0.3, 30),
-    10: _preset(0.0100, 0.25, 20),
+    1: _preset(0.0009, 5, 100, ("best-effort", 0), None),
+    2: _preset(0.0009, 4, 90, ("best-effort", 2)),
+    3: _preset(0.0015, 3, 78, ("best-effort", 3)),
+    4: _preset(0.0015, 2, 72, ("best-effort", 4)),
+    5: _preset(0.0019, 1.6, 65, ("best-effort", 5)),
+    6: _preset(0.0019, 0.75, 55, ("best-effort", 6)),
+    7: _preset(0.0024, 0.69, 45, ("best-effort", 7)),
+    8: _preset(0.0024, 0.5, 35, ("best-effort", 7)),
+    9: _preset(0.0031, 0.3, 30, ("best-effort", 7)),
+    10: _preset(0.0100, 0.25, 20, "idle"),
 }
 
 

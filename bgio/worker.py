@@ -26,6 +26,7 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import CancelledError
 from typing import cast
 
+from . import ioprio
 from .errors import ChainError
 from .group import GroupOwners, WriteGroup
 from .handle import (
@@ -622,6 +623,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     sink = first.sink
     throttle = lane.throttle
     throttle.profile = first.profile
+    ioprio.apply(first.profile.io_priority)
     chunk_size = first.chunk_size
     waiter = sink.waiter
     assert waiter is not None
