@@ -635,7 +635,12 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     leader = owners[0]
     hooked = sink.nonblocking
     use_writeback = getattr(sink, "use_writeback", None)  # optional (see Sink)
-    writeback = use_writeback(first.profile.writeback_window) if use_writeback else None
+    window = first.profile.writeback_window
+    writeback = use_writeback(window) if use_writeback else None
+    if window is not None:
+        # Pauses come between pieces: a window of whole chunks, each one at
+        # most, has none of its device time inside a pause.
+        window = min(window, chunk_size)
     disk = _DiskCredit(writeback, owners, group, shared) if writeback is not None else None
     last_seen = run_delay()  # this thread's: a run is served by one thread
     for piece in pieces:
@@ -658,9 +663,16 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         before = run_delay()
         cpu = cpu_clock()
         started = clock()
+        if writeback is not None:
+            writeback.resume()  # the window ended last goes to the device now, not in a pause
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
-        if disk is not None:
+        if writeback is not None and disk is not None:
+            try:
+                writeback.turn(window)
+            except OSError as exc:  # the device failed to write what it had taken
+                if error is None:
+                    stop, error = 0, exc
             disk.credit()
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:

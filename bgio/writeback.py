@@ -4,14 +4,17 @@ A buffered write only copies data into the page cache; the kernel writes it
 to the device later, at full speed and outside any pacing, once enough of
 memory is dirty (about 2 GiB on a 24 GiB machine), and whoever calls
 ``fsync`` or needs memory next pays for it. A :class:`Writeback` keeps the
-dirty data of one file to about two windows instead: when a window of
-``window`` bytes has been written it starts the device write of that
-window (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), waits for the window
-before it, and drops that one from the cache (``posix_fadvise(DONTNEED)``),
-so a long stream neither piles up dirty pages nor evicts the program's
-working set. The wait happens inside the worker's write, so pacing counts
-the device's time, as PostgreSQL's ``*_flush_after`` and RocksDB's
-``bytes_per_sync`` do.
+dirty data of one file to about two windows instead, as PostgreSQL's
+``*_flush_after`` and RocksDB's ``bytes_per_sync`` do. Windows end between
+two pieces of a write (:meth:`Writeback.turn`), once ``window`` bytes were
+written since the last one ended: the worker then waits for the window the
+device is writing (``sync_file_range`` with its wait flags), drops it from
+the cache (``posix_fadvise(DONTNEED)``), and, after any pacing pause, starts
+the device write of the window just ended (:meth:`Writeback.resume`,
+``SYNC_FILE_RANGE_WRITE``) before it writes the next piece. So the device
+writes one window while the next is copied into the cache, the wait is
+inside the worker's busy time, and the device rests during the pauses: a
+profile's busy share is the device's share too.
 
 Linux only (``sync_file_range`` through the C library); regular files on
 file systems with a device. Pipes, sockets, tmpfs and ramfs, and other
@@ -127,14 +130,17 @@ class Writeback:
         Why windows are off, if they are.
     """
 
-    __slots__ = ("_fd", "_origin", "_previous", "_started", "enabled", "on_disk", "reason",
+    __slots__ = ("_closed", "_fd", "_origin", "_started", "enabled", "on_disk", "reason",
                  "window", "written")
 
     def __init__(self, fd: int, window: int) -> None:
         self._fd = fd
         self.window = window
-        self._started = 0  # bytes (from the origin) whose write-back has been started
-        self._previous = 0  # ... and whose write-back is being waited for next
+        # Offsets from the origin: [on_disk, _started) is being written back,
+        # [_started, _closed) is a window ended and not yet started, and
+        # [_closed, written) the window being written.
+        self._started = 0
+        self._closed = 0
         self.written = 0
         self.on_disk = 0
         self.reason = unsupported_reason(fd)
@@ -150,36 +156,39 @@ class Writeback:
             self._origin = os.lseek(fd, 0, os.SEEK_CUR)
 
     def wrote(self, count: int) -> None:
-        """Count ``count`` more bytes written; at each full window, start its write-back,
-        wait for the window before it, and drop that one from the cache."""
+        """Count ``count`` more bytes written (the sink calls it after each write)."""
         self.written += count
-        if self.enabled and self.written - self._started >= self.window:
-            self._turn()
+
+    def turn(self, window: int | None = None) -> None:
+        """Between two pieces of the write: if a window's worth (``window``, default
+        :attr:`window`) was written since the last window ended, wait for the window in
+        flight, drop it from the cache, and end a window here (its write-back starts at
+        the next :meth:`resume`)."""
+        if not self.enabled or self.written - self._closed < (window or self.window):
+            return
+        self._wait_for(self.on_disk, self._started)
+        self._closed = self.written
+
+    def resume(self) -> None:
+        """Before the next piece (after any pause): start the write-back of the window
+        ended last, so the device writes it while the next one is written."""
+        if self.enabled and self._closed > self._started:
+            self._call(self._started, self._closed, _WRITE)
+            self._started = self._closed
 
     def finish(self, wait: bool = False) -> None:
         """The stream ends (for now): start the write-back of what is left; with ``wait``,
         wait for all of it and drop it from the cache."""
-        if not self.enabled or self.written == self._started and not wait:
+        if not self.enabled:
             return
-        self._start(self._started, self.written)
-        self._started = self.written
+        self._closed = self.written
+        self.resume()
         if wait:
-            self._wait_for(self.on_disk, self.written)
-            self._previous = self.written
+            self._wait_for(self.on_disk, self._started)
 
     def synced(self) -> None:
         """Everything written is on disk (an ``fsync`` returned)."""
-        self.on_disk = self._started = self._previous = self.written
-
-    def _turn(self) -> None:
-        end = self.written
-        self._start(self._started, end)
-        if self._previous < self._started:
-            self._wait_for(self._previous, self._started)
-        self._previous, self._started = self._started, end
-
-    def _start(self, start: int, end: int) -> None:
-        self._call(start, end, _WRITE)
+        self.on_disk = self._started = self._closed = self.written
 
     def _wait_for(self, start: int, end: int) -> None:
         if self._call(start, end, _WAIT_BEFORE | _WRITE | _WAIT_AFTER):

@@ -253,15 +253,19 @@ def test_each_window_is_started_then_the_one_before_waited_for_and_dropped(disk_
                         lambda fd, offset, length, advice: dropped.append((offset, length)))
     with open(disk_dir / "w.bin", "wb") as file:
         keeper = Writeback(file.fileno(), 100 * 1024)
-        for _ in range(7):
+        for _ in range(7):  # as the worker does it, piece after piece
+            keeper.resume()
             keeper.wrote(50 * 1024)  # 350 KiB: three windows and a half
+            keeper.turn()
         keeper.finish(wait=True)
     kib = 1024
     start, wait = 2, 1 | 2 | 4
+    # Each window ends after the piece that fills it; the one the device is
+    # writing is waited for then, and the new one starts before the next piece.
     assert calls.calls == [
         (0, 100 * kib, start),
-        (100 * kib, 100 * kib, start), (0, 100 * kib, wait),
-        (200 * kib, 100 * kib, start), (100 * kib, 100 * kib, wait),
+        (0, 100 * kib, wait), (100 * kib, 100 * kib, start),
+        (100 * kib, 100 * kib, wait), (200 * kib, 100 * kib, start),
         (300 * kib, 50 * kib, start), (200 * kib, 150 * kib, wait),
     ]
     assert dropped == [(0, 100 * kib), (100 * kib, 100 * kib), (200 * kib, 150 * kib)]
