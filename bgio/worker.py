@@ -663,16 +663,20 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         before = run_delay()
         cpu = cpu_clock()
         started = clock()
+        device = 0.0  # seconds spent handing windows to the device and waiting for it
         if writeback is not None:
             writeback.resume()  # the window ended last goes to the device now, not in a pause
+            device = clock() - started
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
         if writeback is not None and disk is not None:
+            turned = clock()
             try:
                 writeback.turn(window)
             except OSError as exc:  # the device failed to write what it had taken
                 if error is None:
                     stop, error = 0, exc
+            device += clock() - turned
             disk.credit()
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
@@ -690,7 +694,8 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if wall - cpu > throttle.latency:
             seen = run_delay()
             queued = max(0.0, seen - before)
-        busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
+        # The device's time is busy, all of it: no wake-up latency is taken off it.
+        busy = throttle.busy_of(wall - device, cpu, waiter.take_waited(), queued) + device
         # Waiting for a CPU since the last reading (a pause's wake-up, a
         # preemption between chunks) and during this chunk.
         cpu_wait = max(0.0, seen - last_seen)
