@@ -25,7 +25,7 @@ PROG = "bgio"
 #: The presets ``bgio bench`` compares.
 BENCH_PRESETS = tuple(range(1, 11))
 #: Its scenarios (see bgio.bench.suite).
-BENCH_SCENARIOS = ("streams", "small", "hdf5", "pacing")
+BENCH_SCENARIOS = ("streams", "small", "hdf5", "pacing", "disk")
 
 
 class _UsageError(Exception):
@@ -73,7 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "cycle, the main thread's 1 ms loop p99 and longest iteration, peak RSS), small "
             "(100,000 x 4 KiB through bgio.open against a buffered file), hdf5 (100 camera-like "
             "frames with gzip-4 while the main thread calls h5py, against a plain thread doing "
-            "dset[i] = frame) and pacing (the rate achieved at max_rate 50 MB/s). "
+            "dset[i] = frame), pacing (the rate achieved at max_rate 50 MB/s) and disk "
+            "(512 MiB at preset 4 with and without its write-back windows, page cache dropped "
+            "first when root: time until on disk, peak dirty memory, the device's rate). "
             "Runs are interleaved; with --repeat the medians are shown."
         ),
         epilog="Exit status: 0 on success, 1 if a measurement failed, 2 on a usage error.",

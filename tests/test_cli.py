@@ -36,12 +36,13 @@ def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
     assert labels == ["sync f.write", "f.write in a thread", *[f"bgio p{n}" for n in range(1, 11)]]
     text = proc.stdout
     for heading in ("small writes: 100000 x 4096 B", "HDF5: 100 camera-like", "plain thread gzip-4",
-                    "FrameWriter p1 gzip-4", "pacing: 100 MB at max_rate 50 MB/s: achieved"):
+                    "FrameWriter p1 gzip-4", "pacing: 100 MB at max_rate 50 MB/s: achieved",
+                    "disk: 512 MiB to a file", "(preset 4 kept "):
         assert heading in text
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["settings"]["presets"] == list(range(1, 11))
     assert report["settings"]["size_bytes"] == 4 * 1024 * 1024
-    assert report["settings"]["scenarios"] == ["streams", "small", "hdf5", "pacing"]
+    assert report["settings"]["scenarios"] == ["streams", "small", "hdf5", "pacing", "disk"]
     results = report["results"]
     assert set(results["streams"]["bgio"]) >= {"bgio p1", "bgio p10"}
     assert results["streams"]["thread"]["label"] == "f.write in a thread"
@@ -49,6 +50,8 @@ def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
     assert set(results["hdf5"]) == {"plain thread gzip-4, main calls h5py",
                                     "FrameWriter p1 gzip-4, main calls h5py"}
     assert results["pacing"]["target_rate"] == 50e6
+    assert set(results["disk"]) == {"preset 4", "preset 4 without windows"}
+    assert results["disk"]["preset 4"]["on_disk_s"] > 0
     if plot:
         assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"][: 1 + plot]

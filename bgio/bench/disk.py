@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bgio
+from bgio import writeback
 
 from .data import MIB
 from .loop import loop_gaps
 
-__all__ = ["BLOCK", "DiskRun", "ReadRun", "bgio_side", "can_drop_caches", "device_of",
-           "direct_dd_side", "drop_caches", "plain_side", "read_beside", "source_blocks"]
+__all__ = ["BLOCK", "DiskRun", "ReadRun", "bgio_side", "bgio_writer", "can_drop_caches",
+           "device_of", "direct_dd_side", "drop_caches", "plain_side", "plain_writer",
+           "read_beside", "source_blocks", "windows_apply"]
 
 #: Bytes of the random block the data repeats (the data is that block, many times, no copy).
 BLOCK = 64 * MIB
@@ -98,6 +100,17 @@ def _dirty_bytes() -> int:
             if line.startswith("Dirty:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def windows_apply(directory: str) -> bool:
+    """True if files in ``directory`` get write-back windows (see :mod:`bgio.writeback`)."""
+    probe = os.path.join(directory, ".bgio-disk-probe")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        return writeback.unsupported_reason(fd) is None
+    finally:
+        os.close(fd)
+        os.remove(probe)
 
 
 def device_of(directory: str) -> str | None:

@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..priority import PRESETS as PRESETS_BGIO
+from . import disk
 from .compare import Comparison, compare_steps, compare_writes
 from .data import MIB, make_data
 from .h5 import H5Run, h5_scenario, realistic_frames
@@ -18,7 +20,11 @@ __all__ = ["PRESETS_ALL", "SCENARIOS", "Suite", "plot_suite", "run_suite", "suit
            "suite_tables"]
 
 #: Scenario names, in the order they run and print.
-SCENARIOS = ("streams", "small", "hdf5", "pacing")
+SCENARIOS = ("streams", "small", "hdf5", "pacing", "disk")
+#: What the disk scenario writes with each side.
+DISK_BYTES = 512 * MIB
+#: Its sides: the default preset as it is, and without its write-back windows.
+DISK_SIDES = ("preset 4", "preset 4 without windows")
 #: The presets of the streams scenario.
 PRESETS_ALL = tuple(range(1, 11))
 #: The sides of the HDF5 scenario (labels of :data:`bgio.bench.h5.ARMS`).
@@ -38,6 +44,8 @@ class Suite:
     small: StreamRun | None = None
     hdf5: dict[str, H5Run] | None = None
     pacing: RateRun | None = None
+    disk: dict[str, disk.DiskRun] | None = None
+    disk_note: str = ""
     settings: dict[str, object] = field(default_factory=dict)
 
 
@@ -48,6 +56,8 @@ def suite_steps(scenarios: Sequence[str], presets: Sequence[int], repeat: int) -
         steps += compare_steps(len(presets), repeat, thread=True,
                                nonblock=len(presets) if nonblock_available() else 0)
     steps += sum(1 for name in ("small", "pacing") if name in scenarios)
+    if "disk" in scenarios:
+        steps += len(DISK_SIDES) * repeat
     if "hdf5" in scenarios:
         steps += len(H5_SIDES) * (1 + repeat)
     return steps
@@ -97,7 +107,33 @@ def run_suite(directory: str, scenarios: Sequence[str], size: int, repeat: int =
         suite.pacing = max_rate(make_data(PACING_BYTES), rate=PACING_RATE, chunk_size=MIB,
                                 directory=directory)
         step("pacing")
+    if "disk" in scenarios:
+        suite.disk, suite.disk_note = _disk(directory, repeat, step)
     return suite
+
+
+def _disk(directory: str, repeat: int, step: Callable[[str], None]
+          ) -> tuple[dict[str, disk.DiskRun], str]:
+    """The disk scenario: preset 4 with and without its write-back windows, medians."""
+    from .schedule import interleave
+    from .stats import median_of
+
+    profiles = {DISK_SIDES[0]: PRESETS_BGIO[4],
+                DISK_SIDES[1]: PRESETS_BGIO[4].replace(writeback_window=None)}
+    blocks = disk.source_blocks(DISK_BYTES)
+    runs: dict[str, list[disk.DiskRun]] = {side: [] for side in DISK_SIDES}
+    for side in interleave(DISK_SIDES, repeat):
+        run = disk.bgio_side(side, directory, blocks, profiles[side])
+        runs[side].append(run)
+        step(f"disk: {side}")
+    medians = {side: median_of(sorted(values, key=lambda run: run.on_disk_s))
+               for side, values in runs.items()}
+    notes = []
+    if not disk.can_drop_caches():
+        notes.append("the page cache was not dropped between sides (not root)")
+    if not disk.windows_apply(directory):
+        notes.append(f"{directory} has no device behind it: windows do not apply there")
+    return medians, "; ".join(notes)
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -150,6 +186,8 @@ def suite_tables(suite: Suite) -> list[str]:
             [run.label.replace(", main calls h5py", ""), f"{run.mib_s:.0f}",
              _cell(run.p99_ms, 2), _cell(run.max_ms, 1)] for run in suite.hdf5.values()])
         lines.append("")
+    if suite.disk is not None:
+        lines += _disk_table(suite)
     if suite.pacing is not None:
         pacing = suite.pacing
         lines.append(f"pacing: {pacing.size_bytes / 1e6:.0f} MB at max_rate "
@@ -157,6 +195,23 @@ def suite_tables(suite: Suite) -> list[str]:
                      f"{pacing.achieved_rate / 1e6:.2f} MB/s ({pacing.error_pct:+.1f} %)")
         lines.append("")
     return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _disk_table(suite: Suite) -> list[str]:
+    assert suite.disk is not None
+    lines = [f"disk: {DISK_BYTES / MIB:g} MiB to a file, page cache dropped first, then fsync"]
+    lines += _grid(["", "on disk s", "peak dirty MiB", "device MiB/s writing", "loop p99 ms",
+                    "loop max ms", "fsync loop max ms"],
+                   [[side, f"{run.on_disk_s:.2f}", f"{run.peak_dirty_mib:.0f}",
+                     f"{run.device_mib_s:.0f}", f"{run.loop_p99_ms:.2f}", f"{run.loop_max_ms:.1f}",
+                     f"{run.fsync_max_ms:.1f}"] for side, run in suite.disk.items()])
+    windowed, plain = suite.disk[DISK_SIDES[0]], suite.disk[DISK_SIDES[1]]
+    lines.append(f"(preset 4 kept {windowed.peak_dirty_mib:.0f} MiB dirty where the page cache "
+                 f"alone held {plain.peak_dirty_mib:.0f} MiB, and had the data on disk in "
+                 f"{windowed.on_disk_s:.2f} s against {plain.on_disk_s:.2f} s"
+                 + (f"; {suite.disk_note}" if suite.disk_note else "") + ")")
+    lines.append("")
+    return lines
 
 
 def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
