@@ -93,8 +93,7 @@ def main() -> int:
         if not args.no_fairness:
             read_path = os.path.join(directory, "disk-bench-read.bin")
             with open(read_path, "wb") as file:
-                for block in disk.source_blocks(int(args.read_gib * GIB)):
-                    file.write(block)
+                file.writelines(disk.source_blocks(int(args.read_gib * GIB)))
                 os.fsync(file.fileno())
             small = blocks[: max(1, len(blocks) // 4)]
             readers = {
@@ -136,14 +135,14 @@ def main() -> int:
             side = f"bgio {pct} % windowed"
             if side in med:
                 share = med[side]["device_mib_s"] / full["device_mib_s"] * 100
-                checks.append((abs(share - pct) <= pct * 0.10,
-                               f"device rate at {pct} %: {share:.1f} % of the 100 % side's "
-                               f"(within +-10 % of {pct})"))
+                text = (f"device rate at {pct} %: {share:.1f} % of the 100 % side's "
+                        f"(within +-10 % of {pct})")
+                checks.append((abs(share - pct) <= pct * 0.10, text))
         for other in ("dd oflag=direct", "plain thread f.write"):
             if other in med:
                 ratio = full["on_disk_s"] / med[other]["on_disk_s"]
-                checks.append((ratio <= 1.1, f"time until on disk at 100 % with windows: "
-                                             f"{ratio:.2f}x {other} (<= 1.1)"))
+                text = f"time until on disk at 100 % with windows: {ratio:.2f}x {other} (<= 1.1)"
+                checks.append((ratio <= 1.1, text))
     if reads:
         solo = _median([read.read_mib_s for read in reads["alone"]])
         print(f"\n  reader {args.read_gib:g} GiB (dd), MiB/s: alone {solo:.0f}")
@@ -153,8 +152,8 @@ def main() -> int:
             rate = _median([read.read_mib_s for read in values])
             print(f"    {name:34s} {rate:7.0f}  ({rate / solo * 100:.0f} % of alone)")
         beside = _median([read.read_mib_s for read in reads["beside bgio preset 10"]])
-        checks.append((beside >= 0.7 * solo, f"reader beside preset 10 keeps "
-                                             f"{beside / solo * 100:.0f} % of its solo rate (>= 70)"))
+        text = f"reader beside preset 10 keeps {beside / solo * 100:.0f} % of its solo rate (>= 70)"
+        checks.append((beside >= 0.7 * solo, text))
     print()
     for ok, text in checks:
         print(("ok   " if ok else "MISS ") + text)

@@ -304,7 +304,7 @@ def bgio_writer(directory: str, blocks: Sequence[memoryview],
             handle = bgio.bgwrite(fd, list(blocks) * 64, priority=profile)
             stop.wait()
             handle.cancel()
-            handle.exception()  # waits until the worker has stopped
+            handle.wait()  # until the worker has stopped
         finally:
             os.close(fd)
             os.remove(path)
