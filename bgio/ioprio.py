@@ -61,11 +61,12 @@ def check_io_priority(value: object, name: str = "io_priority") -> IOPriority | 
         raise ValueError(f"{name}: class must be one of {', '.join(CLASSES)}, got {io_class!r}")
     if isinstance(level, bool) or not isinstance(level, numbers.Integral):
         raise TypeError(f"{name}: level must be an int 0..7, got {type(level).__name__}")
-    if not 0 <= level <= 7:
+    number = int(level)
+    if not 0 <= number <= 7:
         raise ValueError(f"{name}: level must be 0..7, got {level!r}")
-    if io_class == "idle" and level != 0:
+    if io_class == "idle" and number != 0:
         raise ValueError(f"{name}: the idle class has no level, got {level!r}")
-    return (io_class, int(level))
+    return (io_class, number)
 
 
 def load() -> bool:
@@ -80,7 +81,7 @@ def load() -> bool:
         _loaded = True
         if sys.platform.startswith("linux"):
             try:
-                import psutil
+                import psutil  # type: ignore[import-untyped]
             except ImportError:  # a runtime dependency; without it, nothing is set
                 psutil = None
             if psutil is not None and hasattr(psutil.Process, "ionice"):
