@@ -172,7 +172,11 @@ def test_recover_refuses_what_it_cannot_check(tmp_path):
         bgio.h5.recover(tmp_path / "x.h5")
     with h5py.File(tmp_path / "old.h5", "w") as f:  # libver earliest: superblock version 0
         f["x"] = 1
-    with pytest.raises(ValueError, match="superblock version 0 keeps no write marks"):
+    assert bgio.h5.recover(tmp_path / "old.h5") is False  # no marks, not truncated
+    with open(tmp_path / "old.h5", "r+b") as f:
+        f.seek(8)
+        f.write(b"\x07")  # a superblock version HDF5 never wrote
+    with pytest.raises(ValueError, match="unknown superblock version 7"):
         bgio.h5.recover(tmp_path / "old.h5")
     with h5py.File(tmp_path / "new.h5", "w", libver="latest") as f:
         f["x"] = 1

@@ -1,4 +1,4 @@
-"""Making a file whose SWMR writer died open normally again.
+"""Making a file whose writer died (or ran out of disk) open normally again.
 
 A writer marks the file's superblock "open for (SWMR) write" and clears the
 mark when it closes. If it is killed, the mark stays: SWMR readers still
@@ -7,7 +7,9 @@ open fails with "file is already open for write". HDF5's ``h5clear -s
 --increment=0`` repairs that; h5py offers no way to, so :func:`recover` does
 the same: it rewrites the superblock's status flags, its end-of-file address
 and its checksum (Bob Jenkins' lookup3, as HDF5 computes it), after checking
-that the stored checksum is the one it computes.
+that the stored checksum is the one it computes. A file that a full disk
+left shorter than its end-of-file address ("truncated file") is extended to
+it, as ``h5clear --increment=0`` does.
 """
 
 from __future__ import annotations
@@ -87,15 +89,24 @@ def _find_superblock(fd: int) -> int:
 
 
 def recover(path: str | os.PathLike[str]) -> bool:
-    """Clear the "open for write" marks a crashed writer left, so the file opens normally.
+    """Make a file whose writer failed or died open normally again, keeping what it stored.
+
+    Two things keep such a file from opening, and both are repaired:
+
+    - The writer's "open for write" marks (a SWMR writer that was killed):
+      they are cleared, and the end-of-file address the superblock records
+      is raised to the file's size (a SWMR writer leaves it short; HDF5's
+      ``h5clear -s`` alone then cuts the file there, losing the frames).
+      Equivalent to ``h5clear -s --increment=0``.
+    - A file shorter than its end-of-file address ("truncated file"): HDF5
+      had reserved space it could not write (the disk was full, a file size
+      limit). The file is extended to that address with zeros, as
+      ``h5clear --increment=0`` does: what was stored before the failure
+      reads back intact; the chunk that failed reads as zeros, or fails to
+      decompress.
 
     Only for a file whose writer is gone: a SWMR writer that is still
     running cannot be detected, and would then be corrupting its own file.
-    Equivalent to HDF5's ``h5clear -s --increment=0``: the marks are
-    cleared and the end-of-file address the superblock records is raised
-    to the file's size (a SWMR writer leaves it short; ``h5clear -s``
-    alone then cuts the file there, losing the frames). Everything the
-    writer had flushed stays readable.
 
     Parameters
     ----------
@@ -104,14 +115,14 @@ def recover(path: str | os.PathLike[str]) -> bool:
     Returns
     -------
     bool
-        True if the superblock was repaired, False if it needed nothing.
+        True if the file was repaired, False if it needed nothing.
 
     Raises
     ------
     ValueError
-        The file is locked by a writer that has it open, not an HDF5 file, a superblock version without status flags (files
-        written for SWMR have version 3), or a superblock whose checksum
-        does not verify (nothing is changed then).
+        The file is locked by a writer that has it open, is not an HDF5
+        file, or has a superblock whose checksum does not verify (nothing
+        is changed then).
     """
     fd = os.open(os.fspath(path), os.O_RDWR)
     try:
@@ -123,32 +134,58 @@ def recover(path: str | os.PathLike[str]) -> bool:
             raise ValueError("path: the file is open in a writer (it holds HDF5's lock); "
                              "recover only a file whose writer is gone") from None
         base = _find_superblock(fd)
-        head = os.pread(fd, 12, base)
-        version, offset_size, flags = head[8], head[9], head[11]
+        head = os.pread(fd, 14, base)
+        version = head[8]
+        if version in (0, 1):
+            return _extend_to_end(fd, base, head[13], 24 if version == 0 else 28)
         if version not in (2, 3):
-            raise ValueError(f"path: superblock version {version} keeps no write marks to clear")
-        if offset_size not in _ADDRESS_FORMATS:
-            raise ValueError(f"path: unexpected size of offsets {offset_size} in the superblock")
-        length = 12 + 4 * offset_size  # signature ... root group address; the checksum follows
-        block = bytearray(os.pread(fd, length + 4, base))
-        (stored,) = struct.unpack_from("<I", block, length)
-        if lookup3(bytes(block[:length])) != stored:
-            raise ValueError("path: the superblock's checksum does not verify; not changing it")
-        # The end-of-file address: a SWMR writer does not update it as the
-        # file grows, so after a crash it lies short of the data. Opened as
-        # it stands, HDF5 would read nothing past it (and a write would cut
-        # the file there); it becomes the file's real size.
-        address_format = _ADDRESS_FORMATS[offset_size]
-        eoa_at = 12 + 2 * offset_size
-        (eoa,) = struct.unpack_from(address_format, block, eoa_at)
-        real = os.fstat(fd).st_size  # the address counts the user block too, as HDF5's does
-        if flags == 0 and eoa >= real:
-            return False
+            raise ValueError(f"path: unknown superblock version {version}")
+        return _clear_marks(fd, base, head[9], head[11])
+    finally:
+        os.close(fd)
+
+
+def _extend_to_end(fd: int, base: int, offset_size: int, addresses_at: int) -> bool:
+    """Superblock versions 0 and 1 (no write marks, no checksum): extend a truncated file."""
+    if offset_size not in _ADDRESS_FORMATS:
+        raise ValueError(f"path: unexpected size of offsets {offset_size} in the superblock")
+    # Base address, free-space address, then the end-of-file address.
+    eoa_at = base + addresses_at + 2 * offset_size
+    (eoa,) = struct.unpack(_ADDRESS_FORMATS[offset_size], os.pread(fd, offset_size, eoa_at))
+    if eoa <= os.fstat(fd).st_size:
+        return False
+    os.ftruncate(fd, eoa)
+    os.fsync(fd)
+    return True
+
+
+def _clear_marks(fd: int, base: int, offset_size: int, flags: int) -> bool:
+    """Superblock versions 2 and 3: clear the write marks, set the end-of-file address to
+    the file's size, extend a truncated file; the checksum is checked and rewritten."""
+    if offset_size not in _ADDRESS_FORMATS:
+        raise ValueError(f"path: unexpected size of offsets {offset_size} in the superblock")
+    length = 12 + 4 * offset_size  # signature ... root group address; the checksum follows
+    block = bytearray(os.pread(fd, length + 4, base))
+    (stored,) = struct.unpack_from("<I", block, length)
+    if lookup3(bytes(block[:length])) != stored:
+        raise ValueError("path: the superblock's checksum does not verify; not changing it")
+    # The end-of-file address: a SWMR writer does not update it as the
+    # file grows, so after a crash it lies short of the data. Opened as
+    # it stands, HDF5 would read nothing past it (and a write would cut
+    # the file there); it becomes the file's real size. A file shorter
+    # than the address (space reserved, never written) is extended to it.
+    address_format = _ADDRESS_FORMATS[offset_size]
+    eoa_at = 12 + 2 * offset_size
+    (eoa,) = struct.unpack_from(address_format, block, eoa_at)
+    real = os.fstat(fd).st_size  # the address counts the user block too, as HDF5's does
+    if flags == 0 and eoa == real:
+        return False
+    if eoa > real:
+        os.ftruncate(fd, eoa)
+    if flags != 0 or eoa < real:
         block[11] = 0
         struct.pack_into(address_format, block, eoa_at, max(eoa, real))
         struct.pack_into("<I", block, length, lookup3(bytes(block[:length])))
         os.pwrite(fd, bytes(block[8 : length + 4]), base + 8)
-        os.fsync(fd)
-        return True
-    finally:
-        os.close(fd)
+    os.fsync(fd)
+    return True
