@@ -149,11 +149,19 @@ class Writeback:
         if not self.enabled:
             return
         # The file offset of the first byte: windows are ranges of the file.
+        self._origin = self._position()
+
+    def _position(self) -> int:
         # In append mode every write goes to the end, wherever the offset is.
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
-            self._origin = os.fstat(fd).st_size
-        else:
-            self._origin = os.lseek(fd, 0, os.SEEK_CUR)
+        if fcntl.fcntl(self._fd, fcntl.F_GETFL) & os.O_APPEND:
+            return os.fstat(self._fd).st_size
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
+    def moved(self) -> bool:
+        """True if the file's offset is no longer where this object's writes ended (the
+        program wrote or seeked between bgio's writes): its windows no longer match the
+        file, and a new object should follow from here."""
+        return self.enabled and self._position() != self._origin + self.written
 
     def wrote(self, count: int) -> None:
         """Count ``count`` more bytes written (the sink calls it after each write)."""

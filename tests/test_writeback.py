@@ -42,8 +42,9 @@ def disk_dir(tmp_path):
     return tmp_path
 
 
-def _resident_bytes(path) -> int:
-    """Bytes of ``path`` in the page cache (mincore over a read-only mapping)."""
+def _resident_bytes(path, start: int = 0) -> int:
+    """Bytes of ``path`` from ``start`` on in the page cache (mincore over a read-only
+    mapping)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -60,7 +61,7 @@ def _resident_bytes(path) -> int:
             pages = -(-size // page)
             vector = ctypes.create_string_buffer(pages)
             assert libc.mincore(address, size, vector) == 0, os.strerror(ctypes.get_errno())
-            return sum(byte & 1 for byte in vector.raw) * page
+            return sum(byte & 1 for byte in vector.raw[start // page:]) * page
         finally:
             libc.munmap(address, size)
     finally:
@@ -172,6 +173,27 @@ def test_fds_and_plain_binary_files_get_windows_too(disk_dir):
         handle = bgio.bgwrite(text, "x" * (5 * MIB), priority=PROFILE)
         handle.result(timeout=60)
         assert handle.bytes_on_disk is None
+
+
+@linux_only
+def test_windows_follow_the_file_when_the_program_writes_in_between(disk_dir):
+    data = os.urandom(MIB) * 12
+    path = disk_dir / "between.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        writer = bgio.Writer(fd, priority=PROFILE)
+        writer.write(data).result(timeout=60)
+        program = b"p" * (16 * MIB)
+        os.write(fd, program)  # the program writes through the same descriptor meanwhile
+        second = writer.write(data)
+        second.result(timeout=60)
+        writer.close()
+        assert second.bytes_on_disk >= len(data) - 2 * WINDOW
+        # The second write's windows are its own bytes: written back, out of the cache.
+        assert _resident_bytes(path, len(data) + len(program)) <= 2 * WINDOW + MIB
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data + program + data
 
 
 @linux_only

@@ -102,6 +102,9 @@ class FdSink:
             return None
         if writeback is None:
             writeback = self._writeback = Writeback(self._fd, window)
+        elif writeback.moved():
+            writeback.finish()
+            writeback = self._writeback = Writeback(self._fd, window)
         writeback.window = window
         return writeback if writeback.enabled else None
 

@@ -155,8 +155,11 @@ class StreamSink:
                 writeback.finish()
                 self._writeback = None
             return None
+        self.flush()  # the windows start where the file's own bytes end
         if writeback is None:
-            self.flush()  # the windows start where the file's own bytes end
+            writeback = self._writeback = Writeback(self.fd, window)
+        elif writeback.moved():
+            writeback.finish()
             writeback = self._writeback = Writeback(self.fd, window)
         writeback.window = window
         return writeback if writeback.enabled else None
