@@ -11,8 +11,8 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import Any, NoReturn
 
 from .errors import BgioError
 from .version import __version__
@@ -110,8 +110,9 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--priority", type=_preset, default=4, metavar="N",
                    help="priority preset 1 (fastest) .. 10 (gentlest) (default: 4)")
     c.add_argument("--rate", type=_rate, default=None, metavar="RATE",
-                   help="at most RATE bytes per second; k, M, G suffixes are powers of 1024, "
-                        "as for pv -L (e.g. 50M)")
+                   help="at most RATE bytes per second; K, M, G, T are powers of 1024, as for "
+                        "pv -L and as the progress bar prints them (50M = 50MiB); KiB, MiB, "
+                        "GiB, TiB are accepted, 50MB is refused as ambiguous")
     c.add_argument("--fsync", action="store_true", help="sync DST to disk before finishing")
     c.add_argument("--atomic", action="store_true",
                    help="write to a temporary file and rename it over DST when complete "
@@ -270,17 +271,44 @@ def _progress_bar(total: int | None, label: str, quiet: bool) -> Iterator[Callab
         # No bar, and no tqdm import: a paced copy is timed from the start.
         yield lambda _size: None
         return
-    from tqdm import tqdm
-
     lock = threading.Lock()
-    with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-              file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
+    with _byte_bar()(total=total, desc=label, unit="B", file=sys.stderr, leave=True,
+                     dynamic_ncols=True, bar_format=_BAR if total else _BAR_NO_TOTAL) as bar:
 
         def update(size: int) -> None:
             with lock:  # called from the worker thread
                 bar.update(size)
 
         yield update
+
+
+#: tqdm's own layouts, with the sizes and the rate formatted by bgio.copy.format_size.
+_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_BAR_NO_TOTAL = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+
+def _byte_bar() -> Any:
+    """A tqdm class that prints sizes and rates as ``--rate`` reads them (1024-based, MiB)."""
+    # tqdm's unit_scale names powers of 1024 "MB" and scales the rate by 1000
+    # whatever unit_divisor says: --rate 50M showed as 52.4MB/s.
+    from tqdm import tqdm
+
+    from .copy import format_size
+
+    class ByteBar(tqdm):  # type: ignore[type-arg]  # generic only in its stubs
+        @property
+        def format_dict(self) -> MutableMapping[str, Any]:
+            values: MutableMapping[str, Any] = super().format_dict
+            rate = values["rate"]
+            if rate is None and values["elapsed"]:
+                rate = (values["n"] - values["initial"]) / values["elapsed"]
+            total = values["total"]
+            values.update(n_fmt=format_size(values["n"]),
+                          total_fmt="?" if total is None else format_size(total),
+                          rate_fmt=f"{format_size(rate) if rate else '?'}/s")
+            return values
+
+    return ByteBar
 
 
 def main(argv: Sequence[str] | None = None) -> int:

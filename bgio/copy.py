@@ -8,6 +8,7 @@ queued.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -21,7 +22,7 @@ from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority
 from .writer import Writer
 
-__all__ = ["BLOCK_SIZE", "MAX_PENDING", "copy_stream", "parse_rate"]
+__all__ = ["BLOCK_SIZE", "MAX_PENDING", "copy_stream", "format_size", "parse_rate"]
 
 logger = logging.getLogger("bgio")
 
@@ -30,14 +31,20 @@ BLOCK_SIZE = 4 * 1024 * 1024
 #: Bytes read ahead of the writes at most.
 MAX_PENDING = 64 * 1024 * 1024
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(ib|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: The units :func:`format_size` prints, each 1024 times the one before.
+_PRINTED = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def parse_rate(text: str) -> int:
-    """Bytes per second from ``"50M"`` and the like: suffixes k, M, G, T are powers of 1024.
+    """Bytes per second from ``"50M"`` and the like: suffixes K, M, G, T are powers of 1024.
 
-    As with ``pv -L``, ``100M`` is 100 MiB/s; ``B`` and ``iB`` may follow.
+    The one rule for sizes in ``bgio copy``, as for ``pv -L``: ``100M`` is
+    100 MiB/s. ``KiB``, ``MiB``, ``GiB`` and ``TiB`` say the same thing
+    (and are what the progress bar prints, see :func:`format_size`); the
+    suffix letter may be lower case, and ``B`` alone means bytes. ``50MB``
+    is refused: it reads as 50,000,000 to some and 50 MiB to others.
 
     Examples
     --------
@@ -47,15 +54,48 @@ def parse_rate(text: str) -> int:
     Raises
     ------
     ValueError
-        If ``text`` is not a positive number with an optional suffix.
+        If ``text`` is not a positive number with an optional suffix, or
+        its suffix is a decimal-looking ``KB``, ``MB``, ``GB`` or ``TB``.
     """
-    match = _RATE.match(text)
+    match = _SIZE.match(text)
     if match is None:
-        raise ValueError(f"not a rate: {text!r} (a number, optionally with k, M, G or T)")
-    rate = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        raise ValueError(f"not a rate: {text!r} (a number, optionally with K, M, G or T)")
+    number, prefix, unit = match.groups()
+    if prefix and unit is not None and unit.lower() == "b":
+        # pv reads 50MB as 50 MiB, dd as 50,000,000: neither guess is safe.
+        raise ValueError(
+            f"ambiguous rate: {text!r} (write {number}{prefix.upper()} or "
+            f"{number}{prefix.upper()}iB for powers of 1024; 1000-based units are not taken)")
+    if unit is not None and unit.lower() == "ib" and not prefix:
+        raise ValueError(f"not a rate: {text!r} (a number, optionally with K, M, G or T)")
+    rate = int(float(number) * _UNITS[prefix.lower()])
     if rate < 1:
         raise ValueError(f"not a rate: {text!r} (below one byte per second)")
     return rate
+
+
+def format_size(size: float) -> str:
+    """A byte count as the progress bar shows it: powers of 1024, named KiB, MiB, GiB.
+
+    Three significant digits, as ``pv`` and ``tqdm`` print; what it prints
+    :func:`parse_rate` reads back as the same number (to its rounding).
+
+    Examples
+    --------
+    >>> format_size(512), format_size(1536), format_size(50 * 2**20), format_size(3 * 2**30)
+    ('512B', '1.50KiB', '50.0MiB', '3.00GiB')
+    """
+    if abs(size) < 1024:
+        return f"{size:.0f}B"
+    for unit in _PRINTED[1:]:
+        size /= 1024
+        if abs(size) < 1024 or unit == _PRINTED[-1]:
+            break
+    if abs(size) < 9.995:
+        return f"{size:.2f}{unit}"
+    if abs(size) < 99.95:
+        return f"{size:.1f}{unit}"
+    return f"{size:.0f}{unit}"
 
 
 def copy_stream(
@@ -122,7 +162,7 @@ def copy_stream(
             if not size:
                 break
             handle = writer.write(memoryview(block)[:size])
-            handle.add_done_callback(lambda done, block=block: written(done, block))
+            handle.add_done_callback(functools.partial(written, block=block))
             pending.append(handle)
             while pending and pending[0].done():
                 pending.popleft()

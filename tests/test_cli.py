@@ -105,3 +105,28 @@ def test_bench_compares_the_older_module_when_it_is_installed(tmp_path):
     assert [f"nonblock p{n}" for n in range(1, 11)] == [row for row in rows if "nonblock" in row]
     report = json.loads((tmp_path / "out.json").read_text())
     assert set(report["results"]["streams"]["nonblock"]) == {f"nonblock p{n}" for n in range(1, 11)}
+
+
+def test_the_progress_bar_prints_sizes_and_rates_as_rate_reads_them():
+    # tqdm's own unit_scale printed 2**20-based sizes as "MB" and the rate in
+    # powers of 1000: a copy at --rate 50M showed "52.4MB/s".
+    import io
+
+    from bgio.cli import _BAR, _BAR_NO_TOTAL, _byte_bar
+    from bgio.copy import parse_rate
+
+    out = io.StringIO()
+    bar = _byte_bar()(total=200 * 2**20, desc="src", unit="B", file=out, ncols=100,
+                      bar_format=_BAR, smoothing=0, mininterval=0)
+    bar.start_t -= 2.0  # as if it had taken 2 s: 100 MiB in 2 s is 50 MiB/s
+    bar.update(100 * 2**20)
+    line = str(bar)
+    bar.close()
+    assert line.startswith("src:  50%|") and "| 100MiB/200MiB [00:02<00:02, 50.0MiB/s]" in line
+    assert parse_rate(line.split(", ")[1].split("/s")[0]) == parse_rate("50M")
+    bar = _byte_bar()(desc="stdin", unit="B", file=io.StringIO(), bar_format=_BAR_NO_TOTAL,
+                      smoothing=0)
+    bar.start_t -= 4.0
+    bar.update(3 * 2**30)
+    assert str(bar) == "stdin: 3.00GiB [00:04, 768MiB/s]"
+    bar.close()

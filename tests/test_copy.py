@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bgio.copy import parse_rate
+from bgio.copy import format_size, parse_rate
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
@@ -149,6 +149,31 @@ def test_parse_rate():
     assert parse_rate("100M") == 100 * 2**20
     assert parse_rate("2.5k") == 2560
     assert parse_rate("1G") == 2**30 and parse_rate("1GiB") == 2**30 and parse_rate("7") == 7
-    for bad in ("", "M", "-5M", "0", "5X", "1e3"):
+    assert parse_rate("50MiB") == parse_rate("50m") == 50 * 2**20 and parse_rate("512B") == 512
+    for bad in ("", "M", "-5M", "0", "5X", "1e3", "5iB"):
         with pytest.raises(ValueError, match="not a rate"):
             parse_rate(bad)
+
+
+@pytest.mark.parametrize("text", ["50MB", "50mb", "2KB", "1GB", "1tb"])
+def test_a_decimal_looking_suffix_is_refused(text):
+    with pytest.raises(ValueError, match=rf"^ambiguous rate: '{text}' \(write \d+[KMGT] or "
+                                         r"\d+[KMGT]iB for powers of 1024; 1000-based units are "
+                                         r"not taken\)$"):
+        parse_rate(text)
+
+
+def test_an_ambiguous_rate_is_a_usage_error(payload):
+    source, _ = payload
+    run = bgio("copy", str(source), "/dev/null", "--rate", "50MB")
+    assert run.returncode == 2
+    assert run.stderr.decode() == (
+        "bgio copy: error: argument --rate: ambiguous rate: '50MB' (write 50M or 50MiB for "
+        "powers of 1024; 1000-based units are not taken) (see --help)\n")
+
+
+def test_format_size_prints_what_parse_rate_reads():
+    assert [format_size(n) for n in (0, 512, 1023, 1024, 1536, 10 * 2**10, 50 * 2**20, 3 * 2**30)] \
+        == ["0B", "512B", "1023B", "1.00KiB", "1.50KiB", "10.0KiB", "50.0MiB", "3.00GiB"]
+    for rate in ("50M", "6M", "1.5G", "100k"):
+        assert parse_rate(format_size(parse_rate(rate))) == parse_rate(rate)
