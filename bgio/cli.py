@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import io
 import json
 import os
 import shutil
+import signal
+import stat
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BgioError
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .priority import BackgroundIOPriority
 
 __all__ = ["main"]
 
@@ -102,8 +109,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "rate cap, with a progress bar (rate and ETA) on stderr when it is a terminal. "
             "Use - for standard input or standard output."
         ),
-        epilog=("Exit status: 0 on success, 1 if the copy failed (missing source, full disk, "
-                "broken pipe), 2 on a usage error, 130 if interrupted."),
+        epilog=("Exit status: 0 on success, 1 if the copy failed (SRC missing or unreadable, "
+                "SRC and DST the same file, a full disk), 2 on a usage error, 130 if "
+                "interrupted. If the reader of standard output goes away (| head), bgio copy "
+                "ends silently by SIGPIPE, as cat does (status 141 in a shell)."),
     )
     c.add_argument("source", metavar="SRC", help="file to copy, or - for standard input")
     c.add_argument("destination", metavar="DST", help="file to write, or - for standard output")
@@ -233,8 +242,41 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CopyFailed(Exception):
+    """A copy that failed, with the line to print (as ``cp`` words it): exit status 1."""
+
+
+class _ReadFailed(Exception):
+    """Reading the source failed: told apart from the destination's errors for the message."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _Reading(io.RawIOBase):
+    """The source as ``copy_stream`` reads it, its errors marked as read errors."""
+
+    def __init__(self, file: io.RawIOBase) -> None:
+        super().__init__()
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        try:
+            return self._file.readinto(buffer)
+        except OSError as exc:
+            raise _ReadFailed(exc) from exc
+
+
+def _quote(name: str) -> str:
+    # The names the user typed, quoted as coreutils quote them; - is a stream.
+    return f"'{name}'"
+
+
 def _run_copy(args: argparse.Namespace) -> int:
-    from .copy import copy_stream
     from .priority import PRESETS
 
     if args.atomic and args.destination == "-":
@@ -242,26 +284,135 @@ def _run_copy(args: argparse.Namespace) -> int:
     profile = PRESETS[args.priority]
     if args.rate is not None:
         profile = profile.replace(max_rate=args.rate)
-    if args.source == "-":
-        source = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
-        label, total = "stdin", None
-    else:
-        if os.path.isdir(args.source):
-            raise IsADirectoryError(21, "Is a directory", args.source)
-        source = open(args.source, "rb", buffering=0)  # noqa: SIM115 - closed below
-        label, total = args.source, os.fstat(source.fileno()).st_size or None
-    destination: str | int = sys.stdout.fileno() if args.destination == "-" else args.destination
-    if isinstance(destination, str) and os.path.isdir(destination):
-        if args.source == "-":
-            raise IsADirectoryError(21, "Is a directory (name the file to write)", destination)
-        destination = os.path.join(destination, os.path.basename(args.source))  # as cp does
+    source = _open_source(args.source)
     try:
-        with _progress_bar(total, os.path.basename(label), args.quiet) as progress:
-            copy_stream(source, destination, profile, fsync=args.fsync, atomic=args.atomic,
-                        on_progress=progress)
+        _copy_from(source, args, profile)
     finally:
         source.close()
     return 0
+
+
+def _open_source(name: str) -> io.RawIOBase:
+    if name == "-":
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    try:
+        return open(name, "rb", buffering=0)
+    except OSError as exc:
+        raise _CopyFailed(f"cannot open {_quote(name)} for reading: {exc.strerror}") from None
+
+
+def _destination_name(args: argparse.Namespace) -> str:
+    """DST as given, or the file it names inside a directory (as ``cp`` does)."""
+    name: str = args.destination
+    if name == "-" or not os.path.isdir(name):
+        return name
+    if args.source == "-":
+        raise _CopyFailed(f"cannot create {_quote(name)}: Is a directory (name the file to write)")
+    return os.path.join(name, os.path.basename(args.source))
+
+
+def _copy_from(source: io.RawIOBase, args: argparse.Namespace,
+               profile: BackgroundIOPriority) -> None:
+    from .copy import copy_stream
+
+    source_stat = os.fstat(source.fileno())
+    name = _destination_name(args)
+    shown = "'standard output'" if name == "-" else _quote(name)
+    # Checked before DST is opened for writing: opening it truncates it.
+    _refuse_same_file(args.source, source_stat, name)
+    destination: str | int
+    if name == "-":
+        destination = sys.stdout.fileno()
+    elif args.atomic:
+        destination = _check_atomic_target(name)
+    else:
+        destination = _open_destination(name, args.source, source_stat)
+    total = source_stat.st_size if stat.S_ISREG(source_stat.st_mode) else 0
+    label = "stdin" if args.source == "-" else os.path.basename(args.source)
+    failed = True
+    try:
+        with _progress_bar(total or None, label, args.quiet) as progress:
+            copy_stream(_Reading(source), destination, profile, fsync=args.fsync,
+                        atomic=args.atomic, on_progress=progress)
+        failed = False
+    except _ReadFailed as exc:
+        where = "'standard input'" if args.source == "-" else _quote(args.source)
+        raise _CopyFailed(f"error reading {where}: {exc.error.strerror}") from None
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends as cat does
+    except OSError as exc:
+        # The temporary file of --atomic, or fd N, would mean nothing to the user: name DST.
+        raise _CopyFailed(f"error writing {shown}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # refused by bgio in the caller (an --atomic DST it cannot replace)
+        raise _CopyFailed(str(exc)) from None
+    finally:
+        if isinstance(destination, int) and name != "-":
+            _close_destination(destination, shown, failed)
+
+
+def _refuse_same_file(source: str, source_stat: os.stat_result, destination: str) -> None:
+    """Exit 1 as ``cp`` does when SRC and DST are one file (links and symlinks included)."""
+    try:
+        target = os.fstat(sys.stdout.fileno()) if destination == "-" else os.stat(destination)
+    except OSError:
+        return  # DST does not exist yet (or cannot be looked at: opening it will say why)
+    _check_not_same(source, source_stat, destination, target)
+
+
+def _check_not_same(source: str, source_stat: os.stat_result, destination: str,
+                    target: os.stat_result) -> None:
+    if (source_stat.st_dev, source_stat.st_ino) != (target.st_dev, target.st_ino):
+        return
+    # `bgio copy - -` from a terminal to itself is a stream, not a file copied onto itself.
+    if "-" in (source, destination) and not stat.S_ISREG(target.st_mode):
+        return
+    raise _CopyFailed(f"{_quote(source)} and {_quote(destination)} are the same file")
+
+
+def _open_destination(name: str, source: str, source_stat: os.stat_result) -> int:
+    """Open DST for writing without replacing it: a device or FIFO is written into."""
+    existed = os.path.lexists(name)
+    try:
+        # No O_TRUNC: a regular file is truncated below, once it is known not to be SRC.
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        doing = f"open {_quote(name)} for writing" if existed else f"create {_quote(name)}"
+        raise _CopyFailed(f"cannot {doing}: {exc.strerror}") from None
+    try:
+        target = os.fstat(fd)
+        _check_not_same(source, source_stat, name, target)  # a link made since the first look
+        if stat.S_ISREG(target.st_mode):
+            os.ftruncate(fd, 0)
+    except OSError as exc:
+        os.close(fd)
+        raise _CopyFailed(f"cannot open {_quote(name)} for writing: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_atomic_target(name: str) -> str:
+    """The checks opening DST would make, for --atomic (which creates a temporary beside it)."""
+    directory = os.path.dirname(os.path.abspath(name))
+    problem = None
+    if not os.path.exists(directory):
+        problem = errno.ENOENT
+    elif not os.path.isdir(directory):
+        problem = errno.ENOTDIR
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        problem = errno.EACCES
+    if problem is not None:
+        raise _CopyFailed(f"cannot create {_quote(name)}: {os.strerror(problem)}")
+    return name
+
+
+def _close_destination(fd: int, shown: str, failed: bool) -> None:
+    try:
+        os.close(fd)  # NFS reports some write errors (a full disk) only here
+    except OSError as exc:
+        if not failed:
+            raise _CopyFailed(f"error writing {shown}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -322,8 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 1 if a measurement failed, 2 on a
-        usage error (bad option, missing directory, no command).
+        The exit status: 0 on success, 1 if a measurement or a copy failed,
+        2 on a usage error (bad option, missing directory, no command), 130
+        if interrupted.
+
+    Notes
+    -----
+    If standard output is a pipe whose reader went away, the process kills
+    itself with SIGPIPE, as ``cat`` dies of it, and does not return.
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -341,12 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (`bgio copy big - | head`); stdout is unusable
-        # now, and Python flushing it at exit must not print a second error.
-        _silence_stdout()
-        print(f"{prog}: error: broken pipe (the reader of the output went away)", file=sys.stderr)
+    except _CopyFailed as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`bgio copy big - | head`): end as cat does.
+        return _die_of_sigpipe()
     except (OSError, MemoryError, TimeoutError, BgioError, ValueError) as exc:
         # A failed write (disk full, permission changed under us, ...): one line, no traceback.
         print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
@@ -359,6 +516,20 @@ def _describe(exc: BaseException) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
     return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+
+
+def _die_of_sigpipe() -> int:
+    """End quietly, killed by SIGPIPE as ``cat`` is (status 141 in a shell); return 141 if alive."""
+    # Python ignores SIGPIPE so that writes raise EPIPE instead; cat has the
+    # default action and dies of it. Dying of the same signal gives scripts
+    # (`set -o pipefail`, a parent that checks WIFSIGNALED) what cat gives.
+    _silence_stdout()  # flushing stdout at exit must not print a second error
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + 13  # no SIGPIPE here (Windows): the status a shell shows for cat
 
 
 def _silence_stdout() -> None:
