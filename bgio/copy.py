@@ -62,7 +62,8 @@ def parse_rate(text: str) -> int:
         raise ValueError(f"not a rate: {text!r} (a number, optionally with K, M, G or T)")
     number, prefix, unit = match.groups()
     if prefix and unit is not None and unit.lower() == "b":
-        # pv reads 50MB as 50 MiB, dd as 50,000,000: neither guess is safe.
+        # dd reads 50MB as 50,000,000 and pv -L refuses it; tqdm's own bar
+        # printed 50 MiB as 50.0MB but 50 MiB/s as 52.4MB/s. No reading is safe.
         raise ValueError(
             f"ambiguous rate: {text!r} (write {number}{prefix.upper()} or "
             f"{number}{prefix.upper()}iB for powers of 1024; 1000-based units are not taken)")
