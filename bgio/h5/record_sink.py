@@ -164,8 +164,9 @@ class RecordSink:
     def close(self) -> None:
         try:
             if self.missing:
+                # The attribute on nevents (the group without it), the ranges beside the group.
                 set_missing(self.nevents if self.nevents is not None else self.group,
-                            self.missing)
+                            self.missing, beside=self.group)
             if self.finished is not None:
                 self._flush_data()
                 set_finished(self.finished)

@@ -14,12 +14,17 @@ from .live import Announce, Keys
 
 __all__ = [
     "MISSING_ATTRIBUTE",
+    "MISSING_SUFFIX",
+    "SMALL_MISSING",
     "Chunk",
     "DatasetSink",
     "RawForm",
     "Slab",
     "await_encoded",
+    "check_missing_place",
+    "create_missing",
     "encode_chunk",
+    "missing_place",
     "raw_form",
     "set_finished",
     "set_missing",
@@ -29,8 +34,15 @@ __all__ = [
 
 logger = logging.getLogger("bgio")
 
-#: The attribute listing the frames never written, set on close when there are any.
+#: The attribute listing the frames never written, set on close when there are a few.
 MISSING_ATTRIBUTE = "missing_frames"
+#: The missing-slot ranges of a dataset (or group) ``name`` are the dataset
+#: ``name + MISSING_SUFFIX`` beside it.
+MISSING_SUFFIX = "_missing"
+#: Up to this many slots the attribute is set too (as before the ranges dataset existed).
+#: An attribute lives in its object's header, which HDF5 limits to 64 KiB: 5,000 to
+#: 9,000 slots made ``close()`` fail ("object header message is too large").
+SMALL_MISSING = 1024
 
 
 def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
@@ -136,20 +148,69 @@ def sync_file(file: h5py.File) -> None:
         os.fsync(file.id.get_vfd_handle())
 
 
-def set_missing(dataset: h5py.Dataset | h5py.Group, missing: list[int]) -> None:
-    """Record the frames never written as an attribute of ``dataset``.
+def missing_place(node: h5py.Dataset | h5py.Group) -> tuple[h5py.Group, str]:
+    """Where the missing-slot ranges of ``node`` go: the group, and the name in it
+    (beside ``node``, not in a group whose contents a format may define)."""
+    return node.parent, node.name.rsplit("/", 1)[-1] + MISSING_SUFFIX
 
-    Some HDF5 versions cannot create attributes in SWMR mode; the frames
-    are listed on the writer and in its warning all the same, so that is
-    logged rather than raised.
+
+def check_missing_place(node: h5py.Dataset | h5py.Group, label: str) -> None:
+    """Refuse a ``node`` whose missing-slot ranges' place is taken (``label``: the argument
+    that names it)."""
+    group, name = missing_place(node)
+    if name in group:
+        raise ValueError(f"{label}: {group.name.rstrip('/')}/{name} exists already; it is "
+                         f"where the slots never written would be recorded")
+
+
+def create_missing(node: h5py.Dataset | h5py.Group) -> h5py.Dataset:
+    """Create ``node``'s (empty) missing-slot ranges dataset: a live file's before SWMR
+    mode, which creates no dataset; :func:`set_missing` fills it at close."""
+    group, name = missing_place(node)
+    return group.create_dataset(name, shape=(0, 2), maxshape=(None, 2), dtype=np.int64,
+                                chunks=(1024, 2))
+
+
+def _ranges(missing: list[int]) -> np.ndarray:
+    """Sorted slot indices as ``(n, 2)`` ``[start, stop)`` runs."""
+    slots = np.asarray(missing, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+    starts = slots[np.concatenate(([0], breaks))]
+    stops = slots[np.concatenate((breaks - 1, [len(slots) - 1]))] + 1
+    return np.stack([starts, stops], axis=1)
+
+
+def set_missing(node: h5py.Dataset | h5py.Group, missing: list[int],
+                beside: h5py.Dataset | h5py.Group | None = None) -> None:
+    """Record the slots never written (sorted) beside ``node``, in a form HDF5 holds at any count.
+
+    The record is an int64 dataset of shape ``(n, 2)``, one ``[start,
+    stop)`` range of slots per row: ``<name>_missing`` beside ``beside``
+    (default ``node``) named ``<name>``: a FrameWriter's dataset, a
+    RecordWriter's group. A
+    plain h5py reader lists the slots with
+    ``[i for start, stop in f["frames_missing"][:] for i in range(start, stop)]``.
+    Up to :data:`SMALL_MISSING` slots the ``missing_frames`` attribute of
+    ``node`` lists them too; some HDF5 versions cannot create attributes
+    in SWMR mode, so there that is logged rather than raised (the
+    ranges, the writer's ``missing`` and its warning have them all the same).
+    A live file's ranges dataset exists from the start (:func:`create_missing`).
     """
+    ranges = _ranges(missing)
+    place = node if beside is None else beside
+    group, name = missing_place(place)
+    dataset = group[name] if name in group else create_missing(place)
+    dataset.resize(len(ranges), axis=0)
+    dataset[:] = ranges
+    if len(missing) > SMALL_MISSING:
+        return
     try:
-        dataset.attrs[MISSING_ATTRIBUTE] = np.asarray(missing, dtype=np.int64)
+        node.attrs[MISSING_ATTRIBUTE] = np.asarray(missing, dtype=np.int64)
     except Exception as exc:
-        if not dataset.file.swmr_mode:
+        if not node.file.swmr_mode:
             raise
         logger.warning("could not record %s on %s in SWMR mode: %r", MISSING_ATTRIBUTE,
-                       dataset.name, exc)
+                       node.name, exc)
 
 
 def set_finished(flag: h5py.Dataset) -> None:
