@@ -7,13 +7,19 @@ import math
 
 import numpy as np
 
-__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "as_frames", "check_count", "check_dtype",
-           "check_lossless", "check_shape", "default_chunks", "from_values"]
+__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "MAX_ELEMENTS", "as_frames", "check_count",
+           "check_dtype", "check_extent", "check_lossless", "check_shape", "default_chunks",
+           "from_values"]
 
 #: A 2-D frame at least this large gets a chunk of its own.
 FRAME_CHUNK_BYTES = 256 * 1024
 #: Otherwise chunks hold about this many bytes of whole frames along axis 0.
 CHUNK_BYTES = 1024 * 1024
+#: Most elements a dataset (and so a frame, or an event's feature) can hold. HDF5's
+#: sizes are 64-bit unsigned (hsize_t; h5py raises OverflowError from 2**64), but it
+#: counts a dataset's elements signed: HDF5 2.0 grows a dataset to 2**63 rows of one
+#: element and more, then fails every write to it ("can't retrieve number of elements").
+MAX_ELEMENTS = 2**63 - 1
 
 
 def default_chunks(frame_shape: tuple[int, ...], dtype: np.dtype | str) -> tuple[int, ...]:
@@ -64,7 +70,25 @@ def check_shape(value: object, name: str) -> tuple[int, ...]:
     shape = tuple(int(size) for size in sizes)  # type: ignore[call-overload]
     if any(size < 1 for size in shape):
         raise ValueError(f"{name} must have sizes >= 1, got {shape}")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise ValueError(f"{name} {shape} has more than 2**63 - 1 elements, more than an HDF5 "
+                         f"dataset holds")
     return shape
+
+
+def check_extent(index: int, count: int, row_elements: int, name: str) -> None:
+    """Refuse rows ``index .. index + count - 1`` of ``row_elements`` each if HDF5 cannot
+    hold a dataset that long (see :data:`MAX_ELEMENTS`).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the largest index the dataset can take.
+    """
+    last = MAX_ELEMENTS // max(row_elements, 1) - 1
+    if index + count - 1 > last:
+        raise ValueError(f"{name}: frame {index + count - 1} is beyond what an HDF5 dataset of "
+                         f"these frames holds (frames 0 to {last})")
 
 
 def check_count(value: object, name: str, minimum: int = 1) -> int:
