@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import h5py
 import numpy as np
 import pytest
@@ -312,3 +314,115 @@ def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
         with h5py.File(path, "r") as f:
             assert [int(frame[0, 0]) for frame in f["frames"]] == list(range(30))
         path.unlink()
+
+
+def _gate_stores(monkeypatch) -> threading.Event:
+    """Hold every chunk store until the returned Event is set (a slow disk, no sleep)."""
+    from bgio.h5 import sink
+
+    gate = threading.Event()
+    real = sink.store_chunk
+
+    def slow_store(*args, **kwargs):
+        gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sink, "store_chunk", slow_store)
+    return gate
+
+
+def test_a_reused_buffer_stores_each_frame_as_it_was_at_the_call(tmp_path, monkeypatch):
+    gate = _gate_stores(monkeypatch)
+    buffer = np.empty((256, 512), "<u2")  # 256 KiB: a chunk per frame, stored by reference
+    with FrameWriter(tmp_path / "f.h5", "frames", buffer.shape, "<u2", priority=1) as w:
+        handles = []
+        for i in range(40):
+            buffer[...] = i  # a camera refilling its one buffer
+            handles.append(w.write_at(i, buffer) if i % 2 else w.append(buffer))
+        assert sum(not h.done() for h in handles) >= 39  # queued behind the held store
+        assert w.pending_bytes >= 39 * buffer.nbytes  # the snapshots count
+        gate.set()
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        stored = f["frames"][...]
+    expected = np.repeat(np.arange(40, dtype="<u2"), buffer.size).reshape(40, *buffer.shape)
+    assert stored.tobytes() == expected.tobytes()
+
+
+def test_copy_false_takes_the_callers_array_by_reference(tmp_path, monkeypatch):
+    gate = _gate_stores(monkeypatch)
+    buffer = np.zeros((256, 512), "<u2")
+    with FrameWriter(tmp_path / "f.h5", "frames", buffer.shape, "<u2", copy=False) as w:
+        handle = w.append(buffer)
+        buffer[...] = 7  # before its handle is done: the hazard copy=False documents
+        gate.set()
+        handle.result()
+        w.append(buffer, copy=True).result()
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert (f["frames"][...] == 7).all() and f["frames"].shape[0] == 2
+    with pytest.raises(TypeError, match="copy must be True or False"):
+        FrameWriter(tmp_path / "g.h5", "frames", (4, 4), "u1", copy=1)
+
+
+def test_many_missing_slots_are_ranges_beside_the_dataset(tmp_path):
+    # 100,000 of 200,000 slots missing, in 1,000 runs: as an attribute, HDF5's
+    # 64 KiB object header limit made close() fail from ~5,000 slots.
+    frames = np.arange(100, dtype="u1").reshape(100, 1)
+    w = FrameWriter(tmp_path / "f.h5", "frames", (1,), "u1")
+    for start in range(100, 200_000, 200):
+        w.write_at(start, frames)
+    with pytest.warns(RuntimeWarning, match=r"100000 frame\(s\) of 200000 never written"):
+        w.close()
+    expected = [i for start in range(0, 200_000, 200) for i in range(start, start + 100)]
+    assert w.missing == expected
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        ranges = f["frames_missing"][...]
+        assert ranges.dtype == np.int64 and ranges.shape == (1000, 2)
+        assert ranges[:2].tolist() == [[0, 100], [200, 300]]
+        assert [i for start, stop in ranges for i in range(start, stop)] == expected
+        assert "missing_frames" not in f["frames"].attrs  # only for a few slots
+        assert f["frames"].shape == (200_000, 1)
+
+
+def test_a_live_files_missing_slots_are_recorded(tmp_path):
+    path = tmp_path / "live.h5"
+    w = FrameWriter(path, "frames", (4,), "u1", swmr=True)
+    w.write_at(2, np.ones(4, "u1"))
+    w.write_at(5, np.ones(4, "u1"))
+    with pytest.warns(RuntimeWarning, match="never written"):
+        w.close()
+    with h5py.File(path, "r") as f:
+        assert f["frames_missing"][...].tolist() == [[0, 2], [3, 5]]
+    assert w.missing == [0, 1, 3, 4]
+
+
+def test_the_missing_ranges_place_must_be_free(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["frames_missing"] = [1]
+        with pytest.raises(ValueError, match="name: /frames_missing exists already"):
+            FrameWriter(f, "frames", (4,), "u1")
+        assert "frames" not in f
+
+
+@pytest.mark.parametrize("index", [2**64, 2**70, 2**63, 2**63 // 16])
+def test_indices_hdf5_cannot_hold_are_refused(tmp_path, index):
+    with FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1") as w:
+        with pytest.raises(ValueError, match=r"index: frame \d+ is beyond what an HDF5 dataset"):
+            w.write_at(index, np.zeros((4, 4), "u1"))
+        w.append(np.zeros((4, 4), "u1"))
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"].shape == (1, 4, 4)
+
+
+def test_the_last_index_hdf5_holds():
+    from bgio.h5.layout import check_extent
+
+    check_extent(2**63 // 16 - 2, 1, 16, "index")  # 2**63 - 16 elements: held
+    with pytest.raises(ValueError, match=r"index: frame 576460752303423487 is beyond .* "
+                                         r"\(frames 0 to 576460752303423486\)"):
+        check_extent(2**63 // 16 - 1, 1, 16, "index")
+
+
+@pytest.mark.parametrize("shape", [(2**64,), (2**63,), (2**32, 2**32), (-1,)])
+def test_frame_shapes_hdf5_cannot_hold_are_refused(tmp_path, shape):
+    with pytest.raises(ValueError, match="frame_shape"):
+        FrameWriter(tmp_path / "f.h5", "frames", shape, "u1")

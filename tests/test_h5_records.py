@@ -755,3 +755,73 @@ def test_bookkeeping_places_that_cannot_be_are_refused(tmp_path, options, messag
         RecordWriter(path, "e", FEATURES, swmr=True, **options)
     with h5py.File(path, "r") as f:
         assert list(f) == ["cal"]  # nothing made, no group left behind
+
+
+def test_a_waiting_frame_keeps_its_events_as_they_were_at_the_call(tmp_path):
+    area = np.zeros(3, "<f4")
+    peak = np.zeros(3, "<u2")
+    trace = np.zeros((3, 8), "u1")
+    with RecordWriter(tmp_path / "r.h5", "events", FEATURES) as w:
+        for frame in range(10, 0, -1):  # frames 10..1 wait for 0, from reused arrays
+            area[...], peak[...], trace[...] = frame, frame, frame
+            w.append(frame, {"area": area, "peak": peak, "trace": trace})
+        w.append(0, {})
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events/area"][:].tolist() == [float(i) for i in range(1, 11) for _ in range(3)]
+        assert f["events/trace"][:].tobytes() == np.repeat(np.arange(1, 11, dtype="u1"), 24).tobytes()
+
+
+def test_copy_false_keeps_a_waiting_frames_arrays_by_reference(tmp_path):
+    events = make_events(1, 2)
+    with RecordWriter(tmp_path / "r.h5", "events", FEATURES, copy=False) as w:
+        w.append(1, events)
+        events["peak"][...] = 9  # before its handle is done: the hazard copy=False documents
+        w.append(0, {})
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events/peak"][:].tolist() == [9, 9]
+    with pytest.raises(TypeError, match="copy must be True or False"):
+        w2 = RecordWriter(tmp_path / "s.h5", "events", FEATURES)
+        try:
+            w2.append(0, {}, copy="yes")
+        finally:
+            w2.close()
+
+
+def test_many_missing_frames_are_ranges_beside_nevents(tmp_path):
+    w = RecordWriter(tmp_path / "r.h5", "events", FEATURES)
+    for start in range(100, 200_000, 200):  # 100,000 of 200,000 frames never come
+        for frame in range(start, start + 100):
+            w.append(frame, {})
+    with pytest.warns(RuntimeWarning, match=r"100000 frame\(s\) of 200000 never appended"):
+        w.close()
+    expected = [i for start in range(0, 200_000, 200) for i in range(start, start + 100)]
+    assert w.missing == expected
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        ranges = f["events_missing"][...]
+        assert [i for start, stop in ranges for i in range(start, stop)] == expected
+        assert "missing_frames" not in f["events/nevents"].attrs
+
+
+def test_missing_frames_without_nevents_are_ranges_beside_the_group(tmp_path):
+    with pytest.warns(RuntimeWarning), RecordWriter(tmp_path / "r.h5", "events", FEATURES,
+                                                    nevents_name=None) as w:
+        w.append(2, {})
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["events_missing"][...].tolist() == [[0, 2]]
+        assert sorted(f["events"]) == ["area", "index", "peak", "trace"]
+
+
+@pytest.mark.parametrize("frame_index", [2**64, 2**70, 2**63 - 1])
+def test_frame_indices_hdf5_cannot_hold_are_refused(tmp_path, frame_index):
+    with RecordWriter(tmp_path / "r.h5", "events", FEATURES) as w:
+        with pytest.raises(ValueError, match=r"frame_index: frame \d+ is beyond"):
+            w.append(frame_index, {})
+        w.append(0, {})
+    assert w.missing == []
+
+
+@pytest.mark.parametrize("shape", [(2**64,), (2**40, 2**40)])
+def test_feature_shapes_hdf5_cannot_hold_are_refused(tmp_path, shape):
+    with pytest.raises(ValueError, match=r"features\['a'\] shape"):
+        RecordWriter(tmp_path / "r.h5", "events", {"a": (shape, "u1")})
+    assert not (tmp_path / "r.h5").exists()

@@ -22,6 +22,7 @@ from .layout import (
     as_frames,
     check_count,
     check_dtype,
+    check_extent,
     check_shape,
     default_chunks,
 )
@@ -36,7 +37,7 @@ from .live import (
     create_finished,
     create_keys,
 )
-from .sink import Chunk, DatasetSink
+from .sink import Chunk, DatasetSink, check_missing_place, create_missing
 
 if TYPE_CHECKING:
 
@@ -70,9 +71,11 @@ class FrameWriter(H5Writer):
 
     Frames smaller than a chunk are gathered into the current chunk (copied
     into it) and stored when it is full, at :meth:`flush` and at
-    :meth:`close`. A 2-D frame of 256 KiB or more is a chunk of its own and
-    is written from the caller's array without a copy: leave it unchanged
-    until its handle is done.
+    :meth:`close`. A 2-D frame of 256 KiB or more is a chunk of its own: by
+    default (``copy=True``) it is copied at the call, so a producer may
+    refill its buffer at once; with ``copy=False`` it is written from the
+    caller's array, and the array must stay unchanged until its handle is
+    done (or the frames stored are whatever the array holds by then).
 
     Parameters
     ----------
@@ -103,11 +106,16 @@ class FrameWriter(H5Writer):
         filled and chunks queued); a call that would exceed it waits for
         room (or raises :class:`bgio.QueueFull`, see :meth:`append`).
         None, the default, means no bound.
+    copy : bool, keyword-only, default True
+        The default of :meth:`append`'s and :meth:`write_at`'s ``copy``:
+        store the frames as they are at the call (True), or take the
+        caller's arrays by reference (False; see above).
     on_missing : {"warn", "raise", "ignore"}, keyword-only
         What :meth:`close` does about slots below the last frame that were
         never written (:meth:`write_at`): they are listed in
-        :attr:`missing` in every case; "warn" also warns, "raise" raises
-        ``ValueError`` (after closing).
+        :attr:`missing` and recorded in the file (see
+        :func:`bgio.h5.sink.set_missing`) in every case; "warn" also warns,
+        "raise" raises ``ValueError`` (after closing).
     swmr : bool, keyword-only, default False
         Write a live file that other processes read while it is written
         (HDF5's SWMR mode; see the "Live files" page of the manual): a key
@@ -139,7 +147,8 @@ class FrameWriter(H5Writer):
     ----------
     missing : list of int
         After :meth:`close`: the slots below the last frame that were never
-        written (also the dataset's ``missing_frames`` attribute).
+        written (in the file: the ``<name>_missing`` dataset of ``[start,
+        stop)`` ranges beside the dataset; see :func:`bgio.h5.sink.set_missing`).
 
     Examples
     --------
@@ -168,6 +177,7 @@ class FrameWriter(H5Writer):
         chunk_frames: int | None = None,
         priority: PriorityLike = 4,
         max_pending_bytes: int | None = None,
+        copy: bool = True,
         on_missing: str = "warn",
         swmr: bool = False,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
@@ -177,6 +187,7 @@ class FrameWriter(H5Writer):
         libver: str | tuple[str, str] | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
+        self._copy = _check_copy(copy)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         if not isinstance(swmr, bool):
@@ -222,7 +233,9 @@ class FrameWriter(H5Writer):
                 compression_opts=compression_opts, shuffle=shuffle,
             )
             created.append(dataset.name)
+            check_missing_place(dataset, "name")
             if swmr:
+                created.append(create_missing(dataset).name)  # SWMR creates no dataset
                 key_dataset = create_keys(dataset.parent, keys)
                 created.append(key_dataset.name)
                 finished_flag = create_finished(dataset.parent, finished)
@@ -239,6 +252,7 @@ class FrameWriter(H5Writer):
         self._chunk_frames = chunks[0]
         self._bound = max_pending_bytes
         self._pending = 0  # bytes of chunks being filled, and of stores not yet done
+        self._frame_elements = math.prod(self._frame_shape)
         self._chunk_bytes = self._chunk_frames * math.prod(self._frame_shape) * self._dtype.itemsize
         self._next = 0  # where append() goes: after the highest frame written
         self._count = 0  # frames accepted
@@ -263,8 +277,8 @@ class FrameWriter(H5Writer):
         """Bytes held for frames not yet stored: chunks being filled, and chunks queued."""
         return self._pending
 
-    def append(self, frames: object, *, block: bool = True,
-               timeout: float | None = None) -> BackgroundWriteProcess:
+    def append(self, frames: object, *, block: bool = True, timeout: float | None = None,
+               copy: bool | None = None) -> BackgroundWriteProcess:
         """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
 
         Parameters
@@ -276,6 +290,12 @@ class FrameWriter(H5Writer):
             :class:`bgio.QueueFull` at once (False).
         timeout : float or None, keyword-only
             Seconds to wait for room at most; then :class:`bgio.QueueFull`.
+        copy : bool or None, keyword-only
+            Store the frames as they are now (True: a frame that is a chunk
+            of its own is copied, counted in ``max_pending_bytes``), or take
+            the array by reference (False: leave it unchanged until the
+            handle is done). None: the writer's ``copy``. Frames gathered
+            into a chunk are copied into it either way.
 
         Returns
         -------
@@ -287,34 +307,41 @@ class FrameWriter(H5Writer):
         Raises
         ------
         ValueError
-            Wrong frame shape, or the writer is closed.
+            Wrong frame shape, frames beyond what an HDF5 dataset can hold,
+            or the writer is closed.
         TypeError
             A dtype that would lose values in the dataset's.
         bgio.QueueFull
             No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
         timeout = check_timeout(timeout)
+        copy = self._copy if copy is None else _check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
+            check_extent(self._next, len(stack), self._frame_elements, "frames")
             if self._bound is not None:
                 self._wait_for_room(lambda: self._next, stack, block, timeout)
-            return self._place(self._next, stack)
+            return self._place(self._next, self._snapshot(frames, stack, copy))
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
-                 timeout: float | None = None) -> BackgroundWriteProcess:
+                 timeout: float | None = None, copy: bool | None = None,
+                 ) -> BackgroundWriteProcess:
         """Put frames at ``index`` (and after), for frames that arrive out of order.
 
         Several producer threads may call it at once. A chunk is stored once
         all its frames have come (or at :meth:`flush` / :meth:`close`); slots
         never written are reported by :meth:`close` (see ``on_missing``).
-        ``block`` and ``timeout`` are as for :meth:`append`; a frame that
+        ``block``, ``timeout`` and ``copy`` are as for :meth:`append`; a frame that
         goes into a chunk already being filled needs no room, so the frames
         others wait for are always let in.
 
         Raises
         ------
         ValueError
-            A negative index, wrong frame shape, or the writer is closed.
+            A negative index, or one (with the frames after it) beyond what an
+            HDF5 dataset can hold (2**63 - 1 elements: see
+            :data:`bgio.h5.layout.MAX_ELEMENTS`), wrong frame shape, or the
+            writer is closed.
         TypeError
             A dtype that would lose values, or a non-integer index.
         bgio.QueueFull
@@ -322,11 +349,24 @@ class FrameWriter(H5Writer):
         """
         index = check_count(index, "index", minimum=0)
         timeout = check_timeout(timeout)
+        copy = self._copy if copy is None else _check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
+        check_extent(index, len(stack), self._frame_elements, "index")
         with self._lock:
             if self._bound is not None:
                 self._wait_for_room(lambda: index, stack, block, timeout)
-            return self._place(index, stack)
+            return self._place(index, self._snapshot(frames, stack, copy))
+
+    def _snapshot(self, frames: object, stack: np.ndarray, copy: bool) -> np.ndarray:
+        """``stack``, copied if it is stored by reference (a chunk per frame) and may be
+        the caller's memory; frames gathered into chunks are copied there anyway."""
+        if not copy or self._chunk_frames != 1:
+            return stack
+        if isinstance(frames, np.ndarray) and not np.may_share_memory(stack, frames):
+            return stack  # as_frames made it (a cast, a strided view): a copy already
+        if isinstance(frames, (list, tuple, int, float)):
+            return stack  # made from Python values: nobody else has it
+        return stack.copy()
 
     def _cost(self, index: int, stack: np.ndarray) -> int:
         """Bytes that placing ``stack`` at ``index`` would add to :attr:`pending_bytes`."""
@@ -504,3 +544,9 @@ class FrameWriter(H5Writer):
     def _missing_message(self) -> str:
         return (f"{len(self.missing)} frame(s) of {self._next} never written "
                 f"(first: {self.missing[:10]}); they read as the fill value")
+
+
+def _check_copy(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"copy must be True or False, got {value!r}")
+    return value

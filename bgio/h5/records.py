@@ -32,7 +32,7 @@ from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
 from .filters import Encoding, encoding_pool
-from .layout import check_count, check_lossless, from_values
+from .layout import check_count, check_extent, check_lossless, from_values
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
@@ -60,6 +60,7 @@ from .record_sink import (
     RecordBlock,
     RecordSink,
 )
+from .sink import check_missing_place, create_missing
 
 if TYPE_CHECKING:
     from ..api import PriorityLike
@@ -96,8 +97,8 @@ class RecordWriter(H5Writer):
 
     Several threads may call :meth:`append` at once, for frames in any
     order. A frame that comes before the frames ahead of it waits for them
-    (by reference: leave its arrays unchanged until it is accepted, or its
-    handle is done); then its events are copied into the open chunks, which
+    (as a copy of its arrays; with ``copy=False`` by reference: leave them
+    unchanged until its handle is done); then its events are copied into the open chunks, which
     the worker stores, filtered outside h5py's lock, when they are full, at
     :meth:`flush` and at :meth:`close`. Memory is bounded: frames that wait
     for a missing one, and chunks not yet stored, take at most
@@ -153,12 +154,18 @@ class RecordWriter(H5Writer):
         file holds the events in frame order with no frame boundaries.
         A follower (:func:`bgio.h5.follow_records`) must be told the names
         used.
+    copy : bool, keyword-only, default True
+        The default of :meth:`append`'s ``copy``: a frame that must wait
+        for one before it is kept as a copy of its arrays (True), or by
+        reference (False: leave them unchanged until its handle is done).
     on_missing : {"warn", "raise", "ignore"}, keyword-only
         What :meth:`close` does about frames below the last one appended
         that never came: they are stored with no events, listed in
-        :attr:`missing` and in the ``missing_frames`` attribute of
-        ``nevents`` (of the group without it); "warn" also warns, "raise"
-        raises ``ValueError`` (after closing).
+        :attr:`missing` and recorded as ``[start, stop)`` ranges in the
+        dataset ``<group>_missing`` beside the group (see
+        :func:`bgio.h5.sink.set_missing`); up to 1,024 of them also in the
+        ``missing_frames`` attribute of ``nevents`` (of the group without it);
+        "warn" also warns, "raise" raises ``ValueError`` (after closing).
     swmr, flush_interval, flush_every : keyword-only
         Write a live file, as for :class:`bgio.h5.FrameWriter`: a frame is
         announced once its events and its ``nevents`` row are stored. A
@@ -178,7 +185,7 @@ class RecordWriter(H5Writer):
     ----------
     missing : list of int
         After :meth:`close`: the frames below the last one appended that
-        never came (also the ``missing_frames`` attribute of ``nevents``).
+        never came (also recorded in the file: see ``on_missing``).
 
     Raises
     ------
@@ -223,6 +230,7 @@ class RecordWriter(H5Writer):
         max_pending_bytes: int | None = 64 * 1024 * 1024,
         index_name: str | None = "index",
         nevents_name: str | None = "nevents",
+        copy: bool = True,
         on_missing: str = "warn",
         swmr: bool = False,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
@@ -232,6 +240,9 @@ class RecordWriter(H5Writer):
         libver: str | tuple[str, str] | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
+        if not isinstance(copy, bool):
+            raise TypeError(f"copy must be True or False, got {copy!r}")
+        self._copy = copy
         if not isinstance(group, str) or not group:
             raise TypeError(f"group must be a non-empty str, got {group!r}")
         index_name = check_bookkeeping_path("index_name", index_name)
@@ -309,7 +320,12 @@ class RecordWriter(H5Writer):
                 nevents = create(nevents_name, (), np.int64,
                                  LIVE_NEVENTS_CHUNK if swmr else NEVENTS_CHUNK,
                                  merged_options(defaults, {}))
+            # Beside the group, not in it: followers and formats (.rtdc) take
+            # the group's datasets for features.
+            check_missing_place(where, "group")
             if swmr:
+                # SWMR mode creates no dataset: the missing frames' one is made now.
+                created.append(create_missing(where).name)
                 key_dataset = create_keys(where, keys)
                 created.append(key_dataset.name)
                 finished_flag = create_finished(where.parent, finished)
@@ -367,7 +383,8 @@ class RecordWriter(H5Writer):
         return self._held_bytes + self._queued_bytes
 
     def append(self, frame_index: int, events: Mapping[str, object], *, block: bool = True,
-               timeout: float | None = None) -> BackgroundWriteProcess:
+               timeout: float | None = None, copy: bool | None = None,
+               ) -> BackgroundWriteProcess:
         """Accept the events of frame ``frame_index``; return a handle at once.
 
         Parameters
@@ -383,6 +400,12 @@ class RecordWriter(H5Writer):
             itself provide the missing frame should not block forever.
         timeout : float or None, keyword-only
             Seconds to wait for room at most; then :class:`bgio.QueueFull`.
+        copy : bool or None, keyword-only
+            If the frame must wait for one before it: keep a copy of its
+            arrays (True; the copy counts in ``max_pending_bytes``), or the
+            arrays themselves (False: leave them unchanged until the handle
+            is done). None: the writer's ``copy``. A frame put in order at
+            once is copied into the open chunks either way.
 
         Returns
         -------
@@ -396,7 +419,8 @@ class RecordWriter(H5Writer):
         TypeError
             A non-integer index, a non-mapping, or a dtype that would lose values.
         ValueError
-            A negative or repeated index, missing or unknown features, shapes
+            A negative or repeated index, one HDF5 cannot hold (``nevents``
+            would outgrow 2**63 - 1 rows), missing or unknown features, shapes
             or event counts that do not match, or the writer is closed.
         bgio.QueueFull
             No room (``block=False``, or after ``timeout``); nothing was accepted.
@@ -406,6 +430,11 @@ class RecordWriter(H5Writer):
         frame_index = int(frame_index)
         if frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {frame_index}")
+        check_extent(frame_index, 1, 1, "frame_index")
+        if copy is None:
+            copy = self._copy
+        elif not isinstance(copy, bool):
+            raise TypeError(f"copy must be True or False, got {copy!r}")
         timeout = check_timeout(timeout)
         arrays, count = self._check_events(events)
         size = count * self._row_bytes
@@ -420,6 +449,11 @@ class RecordWriter(H5Writer):
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
             self._ensure_swmr(self._group)
             if frame_index != self._next:
+                if copy:
+                    # Kept until the frames before it come: the caller may
+                    # refill its arrays meanwhile (a copy of what is not one).
+                    arrays = {name: array if isinstance(events[name], (list, tuple))
+                              else array.copy() for name, array in arrays.items()}
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size
                 return handle
