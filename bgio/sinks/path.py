@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import warnings
 
 from ..source import Block
@@ -29,10 +30,19 @@ class PathSink:
     either the old file or the whole new one. :meth:`discard` (after a
     failure or cancel) removes the temporary file and leaves the target as
     it was. New files get the usual permissions (0666 less the umask).
+
+    An atomic target is "this path, complete or not at all", and nothing
+    else changes: a symbolic link stays a link, and the file it points to
+    (through any chain of links; for a dangling link, the file it names)
+    is the one replaced, its temporary file beside it; the new file gets
+    the old one's permission bits, and its owner and group where the
+    process may set them; an existing target that is not a regular file
+    (a device, a FIFO, a socket, a directory) is refused in the caller.
+    Errors name the target, never the temporary file.
     """
 
-    __slots__ = ("_atomic", "_fd", "_flags", "_path", "_temp", "key", "kind", "name",
-                 "nonblocking", "target", "waiter", "write_many")
+    __slots__ = ("_atomic", "_fd", "_flags", "_path", "_replaced", "_temp", "key", "kind",
+                 "name", "nonblocking", "target", "waiter", "write_many")
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "wb", atomic: bool = False,
                  name: str = "file") -> None:
@@ -52,14 +62,19 @@ class PathSink:
             raise ValueError(f"{name}: directory {directory!r} does not exist")
         if os.path.isdir(text):
             raise ValueError(f"{name}: {text!r} is a directory")
+        self._replaced = text
+        if atomic:
+            # The file a link points to is the one replaced (as editors do).
+            self._replaced = os.path.realpath(text)
+            _check_replaceable(text, self._replaced, name)
         self._path = text
         self._flags = PATH_MODES[mode] | os.O_CLOEXEC
         self._atomic = atomic
         self._fd: FdSink | None = None
         self._temp: str | None = None
         self.target: object = None  # a str cannot be weakly referenced: the lane goes when idle
-        self.key: object = "path " + os.path.join(os.path.realpath(directory),
-                                                  os.path.basename(text))
+        self.key: object = "path " + (self._replaced if atomic else os.path.join(
+            os.path.realpath(directory), os.path.basename(text)))
         self.kind = "bytes"
         self.name = text
         self.waiter = None
@@ -69,14 +84,38 @@ class PathSink:
     def _open(self) -> FdSink:
         if self._fd is None:
             if self._atomic:
-                directory, base = os.path.split(os.path.abspath(self._path))
-                self._temp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.bgio-tmp")
-                fd = os.open(self._temp, self._flags | os.O_EXCL, 0o666)
+                fd = self._open_temporary()
             else:
                 fd = os.open(self._path, self._flags, 0o666)
             self._fd = FdSink(fd, self.name)
         self._fd.waiter = self.waiter
         return self._fd
+
+    def _open_temporary(self) -> int:
+        """Create the temporary file beside the file replaced, with its permissions and
+        (where allowed) its owner; errors name the target."""
+        directory, base = os.path.split(self._replaced)
+        temp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.bgio-tmp")
+        try:
+            fd = os.open(temp, self._flags | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise _naming(exc, self._path) from None
+        self._temp = temp
+        try:
+            old = os.stat(self._replaced)
+        except FileNotFoundError:
+            return fd  # a new file: 0666 less the umask, as usual
+        try:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            try:
+                os.fchown(fd, old.st_uid, old.st_gid)
+            except PermissionError:
+                pass  # not ours to give away: the file is the writer's, as a new one would be
+        except BaseException:
+            os.close(fd)
+            self.discard()
+            raise
+        return fd
 
     def write(self, block: Block | bytes) -> int:
         return self._open().write(block)
@@ -106,12 +145,15 @@ class PathSink:
             sink.sync()  # the data must be on disk before the name points at it
             self._fd = None
             sink.close()
-            os.replace(self._temp, self._path)  # type: ignore[arg-type]
-        except BaseException:
+            os.replace(self._temp, self._replaced)  # type: ignore[arg-type]
+        except OSError as exc:
             self.discard()  # the target stays as it was; no temporary is left
+            raise _naming(exc, self._path) from None
+        except BaseException:
+            self.discard()
             raise
         self._temp = None
-        _sync_directory(os.path.dirname(os.path.abspath(self._path)))
+        _sync_directory(os.path.dirname(self._replaced))
 
     def __del__(self) -> None:
         # A Writer dropped without close(): like an unclosed file, warn and
@@ -133,6 +175,33 @@ class PathSink:
         if self._temp is not None:
             temp, self._temp = self._temp, None
             os.unlink(temp)
+
+
+#: What a path that is not a regular file is, for the message that refuses it.
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _check_replaceable(path: str, replaced: str, name: str) -> None:
+    """Refuse an atomic target that exists and is not a regular file (in the caller)."""
+    directory = os.path.dirname(replaced)
+    if not os.path.isdir(directory):
+        raise ValueError(f"{name}: {path!r} is a link into directory {directory!r}, which "
+                         "does not exist")
+    try:
+        mode = os.stat(replaced).st_mode
+    except FileNotFoundError:
+        return
+    for test, kind in _KINDS:
+        if test(mode):
+            raise ValueError(f"{name}: {path!r} is {kind}; atomic=True replaces regular files "
+                             "only (write into it without atomic)")
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """The same error, naming the target instead of the temporary file."""
+    error = OSError(exc.errno, exc.strerror, path) if exc.errno else OSError(str(exc))
+    return error
 
 
 def _sync_directory(directory: str) -> None:
