@@ -26,12 +26,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from . import ioprio, runqueue
+from . import drain, ioprio, runqueue
 from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
-__all__ = ["submit", "submit_held", "wait_all"]
+__all__ = ["pending", "submit", "submit_held", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -198,6 +198,7 @@ def _serve(lane: Lane) -> None:
             # Take every queued job at once: one lock round trip per batch,
             # not per job (a Writer may queue thousands of small writes).
             batch, lane.jobs = lane.jobs, deque()
+            lane.batch = batch
         if batch:
             _jobs_ended(ended)
             ended = run_batch(lane, batch)
@@ -272,13 +273,27 @@ def _bury() -> None:
             lane.anchor = None
 
 
+def pending() -> list[tuple[str, BackgroundWriteProcess]]:
+    """Every write queued or under way that is not done: (destination's name, handle).
+
+    For the exit drain (:mod:`bgio.drain`); a snapshot, taken under the
+    engine's lock.
+    """
+    with _lock:
+        jobs = [job for lane in _lanes.values()
+                for job in ((lane.running,) if lane.running else ()) + (*lane.batch, *lane.jobs)]
+    return [(job.sink.name, job.handle) for job in jobs if not job.handle.done()]
+
+
 def _shutdown() -> None:
-    """At interpreter exit: parked workers end now; busy ones once their lanes are drained."""
+    """At interpreter exit: parked workers end now; busy ones once their lanes are drained
+    (waited for here, where a Ctrl-C can abandon them: :func:`bgio.drain.drain`)."""
     global _shutting_down
     with _lock:
         _shutting_down = True
         for worker in _parked:
             worker.wakeup.notify()
+    drain.drain(pending, wait_all)
 
 
 def _after_fork_in_child() -> None:

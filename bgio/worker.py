@@ -126,14 +126,17 @@ class Job:
 class Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
-    __slots__ = ("anchor", "failure", "flush_groups", "flush_waiters", "jobs", "key",
-                 "open_group", "probe",
+    __slots__ = ("anchor", "batch", "failure", "flush_groups", "flush_waiters", "jobs", "key",
+                 "open_group", "probe", "running",
                  "settled", "since_flush", "sync_pending", "target", "throttle", "unflushed",
                  "waiter", "wake", "worker")
 
     def __init__(self, key: Hashable, profile: BackgroundIOPriority) -> None:
         self.key = key
         self.jobs: deque[Job] = deque()  # guarded by the engine's lock
+        # The jobs the worker took and runs now (read by the exit drain, to cancel them).
+        self.batch: deque[Job] = deque()
+        self.running: Job | None = None
         # The Writer's group last queued, while it may still take writes (engine's lock).
         self.open_group: WriteGroup | None = None
         self.worker: object = None  # the worker serving the lane, if any (see bgio.engine)
@@ -348,7 +351,7 @@ def run_batch(lane: Lane, batch: deque[Job]) -> int:
     counted by the call in which that flush happens.
     """
     while batch:
-        job = batch.popleft()
+        job = lane.running = batch.popleft()
         lane.target = job.sink.target
         run = [job]
         try:
@@ -367,6 +370,7 @@ def run_batch(lane: Lane, batch: deque[Job]) -> int:
                 if each in lane.unflushed:
                     lane.unflushed.remove(each)
                 lane.end(each)
+    lane.running = None
     return lane.take_ended()
 
 

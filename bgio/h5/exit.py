@@ -13,6 +13,8 @@ import threading
 import weakref
 from typing import Protocol
 
+from .. import drain, engine
+
 __all__ = ["track"]
 
 logger = logging.getLogger("bgio")
@@ -31,11 +33,19 @@ def track(writer: _Closable) -> None:
 
 
 def _close_all() -> None:
-    for writer in list(_open):
-        try:
-            writer.close()
-        except Exception:
-            logger.exception("closing %r at exit failed", writer)
+    try:
+        if len(_open):
+            # The writers' stores queued so far may take a while: say so first.
+            drain.say_if_slow(engine.pending, engine.wait_all)
+        for writer in list(_open):
+            try:
+                writer.close()
+            except Exception:
+                logger.exception("closing %r at exit failed", writer)
+    except KeyboardInterrupt:
+        # Ctrl-C while the writers store what they hold: abandon it all, as
+        # the engine's drain would (it logs, and ends the process, status 130).
+        drain.abandon(engine.pending, engine.wait_all)
 
 
 try:
