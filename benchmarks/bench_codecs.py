@@ -9,7 +9,9 @@ hdf5plugin), a plain thread doing the same while the main thread calls
 h5py, tensorstore writing a zarr v2 array with the nearest compressor (see
 ``bgio.bench.codecs.CODECS``), and FrameWriter at presets 1 and 4 (main
 thread waiting, or calling h5py on another file: a small read and a 1 ms
-sleep in a loop). Every side is warmed up, the sides are interleaved (order
+sleep in a loop), with ``copy=False`` (the frames are not reused; tensorstore
+is told the same, ``can_reference_source_data_indefinitely``), and at preset
+1 with the default ``copy=True`` (shown, not checked). Every side is warmed up, the sides are interleaved (order
 reversed every other round); figures are medians of R rounds, and the
 worst gap of any round is shown too. Needs hdf5plugin, numcodecs,
 bitshuffle and tensorstore installed (and zlib-ng, for bgio's faster

@@ -128,13 +128,13 @@ def _thread(directory: str, frames: np.ndarray, codec: str) -> H5Run:
 
 
 def _frame_writer(directory: str, frames: np.ndarray, codec: str, priority: int,
-                  main_calls_h5py: bool) -> H5Run:
+                  main_calls_h5py: bool, copy: bool = False) -> H5Run:
     """FrameWriter appends every frame; the main thread then waits, or calls h5py meanwhile."""
     small_path, path = _small(directory), os.path.join(directory, "frames.h5")
     with h5py.File(small_path, "r") as small:
         values = small["values"]
         writer = FrameWriter(path, "frames", frames.shape[1:], frames.dtype, chunk_frames=1,
-                             priority=priority, **h5py_filter(codec))
+                             priority=priority, copy=copy, **h5py_filter(codec))
         settle()
         started = time.perf_counter()
         last = None
@@ -162,7 +162,9 @@ def _tensorstore(directory: str, frames: np.ndarray, codec: str) -> H5Run:
     store = ts.open(tensorstore_spec(path, frames, codec)).result()
     settle()
     started = time.perf_counter()
-    writes = [store[index].write(frame) for index, frame in enumerate(frames)]
+    # The frames are not reused: neither side copies them (as bgio's copy=False).
+    writes = [store[index].write(frame, can_reference_source_data_indefinitely=True)
+              for index, frame in enumerate(frames)]
     for write in writes:
         write.result()
     seconds = time.perf_counter() - started
@@ -179,6 +181,7 @@ SIDES: dict[str, Callable[[str, np.ndarray, str], H5Run]] = {
     "bgio p4": lambda d, f, c: _frame_writer(d, f, c, 4, False),
     "bgio p1, main calls h5py": lambda d, f, c: _frame_writer(d, f, c, 1, True),
     "bgio p4, main calls h5py": lambda d, f, c: _frame_writer(d, f, c, 4, True),
+    "bgio p1, copy=True": lambda d, f, c: _frame_writer(d, f, c, 1, False, copy=True),
 }
 
 
