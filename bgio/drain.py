@@ -4,7 +4,7 @@ At interpreter exit (before non-daemon threads are joined) the engine
 waits here for every write still queued or under way. If that takes more
 than :data:`QUIET` seconds, one line on standard error says how many
 writes and how many MiB are left, and that Ctrl-C abandons them. A Ctrl-C
-during the wait cancels every pending write (a running one stops before its
+during the wait (the handler :func:`arm` installs) cancels every pending write (a running one stops before its
 next chunk; an atomic write removes its temporary file), logs on the
 ``bgio`` logger, per destination, how far it got, and ends the process
 with status 130 (``os._exit``, after flushing the log and the standard
@@ -19,11 +19,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from .handle import BackgroundWriteProcess
 
-__all__ = ["ABANDONED_STATUS", "QUIET", "abandon", "drain", "say_if_slow"]
+__all__ = ["ABANDONED_STATUS", "QUIET", "abandon", "abandoning", "arm", "drain", "hold_if_abandoning",
+           "say_if_slow"]
 
 logger = logging.getLogger("bgio")
 
@@ -46,6 +48,43 @@ def _left(handles: list[tuple[str, BackgroundWriteProcess]]) -> int:
 
 
 _said = False  # the line was printed already (HDF5 writers closed at exit come first)
+_abandoning = threading.Event()  # a Ctrl-C handed the pending writes to abandon()
+
+
+def abandoning() -> bool:
+    """True once a Ctrl-C at exit handed the pending writes to :func:`abandon`."""
+    return _abandoning.is_set()
+
+
+def hold_if_abandoning() -> None:
+    """If a Ctrl-C is abandoning the writes, wait for it to end the process: the main
+    thread must not finish exiting first (with the program's own status)."""
+    if _abandoning.is_set():
+        threading.Event().wait()
+
+
+def arm(pending: Pending, wait_all: WaitAll) -> None:
+    """From now on a Ctrl-C abandons the pending writes (see :func:`abandon`).
+
+    The handler does not raise KeyboardInterrupt into the waiting code (an
+    interrupt that lands in a finalizer is printed as "Exception ignored"
+    and lost, and the drain would go on and exit 0): it hands the work to a
+    thread of its own, which ends the process, while the main thread keeps
+    waiting. Only from the main thread (where signals are handled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the temporaries must be removed
+        _abandoning.set()
+        try:
+            threading.Thread(target=abandon, args=(pending, wait_all),
+                             name="bgio-abandon", daemon=True).start()
+        except RuntimeError:  # no new threads any more: do it here
+            abandon(pending, wait_all)
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
 
 def say_if_slow(pending: Pending, wait_all: WaitAll) -> None:
@@ -74,8 +113,10 @@ def drain(pending: Pending, wait_all: WaitAll) -> None:
         Waits up to a timeout (None: no limit) for all of them; True when none is left.
     """
     try:
+        arm(pending, wait_all)
         say_if_slow(pending, wait_all)
         wait_all(None)
+        hold_if_abandoning()
     except KeyboardInterrupt:
         abandon(pending, wait_all)
 

@@ -36,12 +36,15 @@ def _close_all() -> None:
     try:
         if len(_open):
             # The writers' stores queued so far may take a while: say so first.
+            drain.arm(engine.pending, engine.wait_all)
             drain.say_if_slow(engine.pending, engine.wait_all)
         for writer in list(_open):
             try:
                 writer.close()
             except Exception:
-                logger.exception("closing %r at exit failed", writer)
+                if not drain.abandoning():  # (else cancelled, and said per destination)
+                    logger.exception("closing %r at exit failed", writer)
+        drain.hold_if_abandoning()
     except KeyboardInterrupt:
         # Ctrl-C while the writers store what they hold: abandon it all, as
         # the engine's drain would (it logs, and ends the process, status 130).
