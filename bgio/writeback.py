@@ -37,7 +37,7 @@ import stat
 import sys
 from collections.abc import Callable
 
-__all__ = ["Writeback", "available", "unsupported_reason"]
+__all__ = ["Writeback", "available", "follow", "unsupported_reason"]
 
 logger = logging.getLogger("bgio")
 
@@ -221,3 +221,25 @@ class Writeback:
                          self._fd, os.strerror(code))
             return False
         raise OSError(code, f"write-back failed: {os.strerror(code)}")
+
+
+def follow(current: Writeback | None, fd: int, window: int | None) -> Writeback | None:
+    """The :class:`Writeback` a sink writing ``fd`` uses for its next run, given the one it
+    has (``current``) and the profile's ``window``.
+
+    None stops windowing (what is left is started on its way first); a file
+    whose offset moved since (:meth:`Writeback.moved`) gets a new one from
+    where it is. Where windows do not apply, a disabled one is kept, so the
+    file is not examined again at every run.
+    """
+    if window is None:
+        if current is not None:
+            current.finish()  # a later window starts afresh from where the file is
+        return None
+    if current is not None and current.moved():
+        current.finish()
+        current = None
+    if current is None:
+        current = Writeback(fd, window)
+    current.window = window
+    return current

@@ -11,7 +11,7 @@ import stat
 import sys
 
 from ..source import Block
-from ..writeback import Writeback
+from ..writeback import Writeback, follow
 from .wait import Waiter
 
 __all__ = ["FdSink", "SocketSink"]
@@ -94,19 +94,8 @@ class FdSink:
     def use_writeback(self, window: int | None) -> Writeback | None:
         """Write back each ``window`` bytes as they are written (None: stop windowing); the
         :class:`~bgio.writeback.Writeback` in use, or None where it does not apply."""
-        writeback = self._writeback
-        if window is None:
-            if writeback is not None:
-                writeback.finish()  # a later window starts afresh from where the file is
-                self._writeback = None
-            return None
-        if writeback is None:
-            writeback = self._writeback = Writeback(self._fd, window)
-        elif writeback.moved():
-            writeback.finish()
-            writeback = self._writeback = Writeback(self._fd, window)
-        writeback.window = window
-        return writeback if writeback.enabled else None
+        writeback = self._writeback = follow(self._writeback, self._fd, window)
+        return writeback if writeback is not None and writeback.enabled else None
 
     def close(self) -> None:
         try:

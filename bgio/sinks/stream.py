@@ -7,7 +7,7 @@ import os
 import stat
 
 from ..source import Block, Kind
-from ..writeback import Writeback
+from ..writeback import Writeback, follow
 from .wait import Waiter, WriteInterrupted
 
 __all__ = ["StreamSink"]
@@ -149,20 +149,11 @@ class StreamSink:
         binary file on a regular file, which bgio writes through its fd; others keep the
         page cache's behaviour (None). Bytes the program writes through the file itself
         are written back by the kernel as usual."""
-        writeback = self._writeback
-        if window is None or not self._direct:
-            if writeback is not None:
-                writeback.finish()
-                self._writeback = None
+        if not self._direct:
             return None
         self.flush()  # the windows start where the file's own bytes end
-        if writeback is None:
-            writeback = self._writeback = Writeback(self.fd, window)
-        elif writeback.moved():
-            writeback.finish()
-            writeback = self._writeback = Writeback(self.fd, window)
-        writeback.window = window
-        return writeback if writeback.enabled else None
+        writeback = self._writeback = follow(self._writeback, self.fd, window)
+        return writeback if writeback is not None and writeback.enabled else None
 
     def flush(self) -> None:
         if self._flush is not None:
