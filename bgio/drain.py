@@ -96,6 +96,7 @@ def say_if_slow(pending: Pending, wait_all: WaitAll) -> None:
     waiting = pending()
     if waiting:
         _said = True
+        arm(pending, wait_all)  # only now: a quick exit leaves the program's handler alone
         sys.stderr.write(f"bgio: finishing {len(waiting)} pending write(s), "
                          f"{_left(waiting) / _MIB:.1f} MiB left; press Ctrl-C to abandon "
                          "them\n")
@@ -113,7 +114,6 @@ def drain(pending: Pending, wait_all: WaitAll) -> None:
         Waits up to a timeout (None: no limit) for all of them; True when none is left.
     """
     try:
-        arm(pending, wait_all)
         say_if_slow(pending, wait_all)
         wait_all(None)
         hold_if_abandoning()

@@ -36,7 +36,6 @@ def _close_all() -> None:
     try:
         if len(_open):
             # The writers' stores queued so far may take a while: say so first.
-            drain.arm(engine.pending, engine.wait_all)
             drain.say_if_slow(engine.pending, engine.wait_all)
         for writer in list(_open):
             try:
