@@ -143,7 +143,7 @@ class BackgroundIOPriority:
         >>> bgio.PRESETS[1].replace(max_rate=10e6).max_rate
         10000000.0
         """
-        fields = {
+        fields: dict[str, object] = {
             "chain_poll_time": self.chain_poll_time,
             "default_chunk_size": self.default_chunk_size,
             "bandwidth_pct": self.bandwidth_pct,
