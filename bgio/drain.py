@@ -4,8 +4,9 @@ At interpreter exit (before non-daemon threads are joined) the engine
 waits here for every write still queued or under way. If that takes more
 than :data:`QUIET` seconds, one line on standard error says how many
 writes and how many MiB are left, and that Ctrl-C abandons them. A Ctrl-C
-during the wait (the handler :func:`arm` installs) cancels every pending write (a running one stops before its
-next chunk; an atomic write removes its temporary file), logs on the
+then (through the handler :func:`arm` installs) cancels every pending
+write (a running one stops before its next chunk; an atomic write
+removes its temporary file), logs on the
 ``bgio`` logger, per destination, how far it got, and ends the process
 with status 130 (``os._exit``, after flushing the log and the standard
 streams: the interpreter would otherwise report the interrupt as an
@@ -24,8 +25,8 @@ from collections.abc import Callable
 
 from .handle import BackgroundWriteProcess
 
-__all__ = ["ABANDONED_STATUS", "QUIET", "abandon", "abandoning", "arm", "drain", "hold_if_abandoning",
-           "say_if_slow"]
+__all__ = ["ABANDONED_STATUS", "QUIET", "abandon", "abandoning", "arm", "drain",
+           "hold_if_abandoning", "say_if_slow"]
 
 logger = logging.getLogger("bgio")
 
@@ -89,7 +90,8 @@ def arm(pending: Pending, wait_all: WaitAll) -> None:
 
 def say_if_slow(pending: Pending, wait_all: WaitAll) -> None:
     """Wait :data:`QUIET` seconds for the pending writes; if some are left, print the one
-    line (once per process). A Ctrl-C during the wait is the caller's to handle."""
+    line (once per process) and :func:`arm` the Ctrl-C handler. A Ctrl-C during the
+    wait itself is the caller's to handle (a KeyboardInterrupt)."""
     global _said
     if _said or wait_all(QUIET):
         return

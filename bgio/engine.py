@@ -280,8 +280,7 @@ def pending() -> list[tuple[str, BackgroundWriteProcess]]:
     engine's lock.
     """
     with _lock:
-        jobs = [job for lane in _lanes.values()
-                for job in ((lane.running,) if lane.running else ()) + (*lane.batch, *lane.jobs)]
+        jobs = [job for lane in _lanes.values() for job in lane.unfinished()]
     return [(job.sink.name, job.handle) for job in jobs if not job.handle.done()]
 
 

@@ -159,6 +159,11 @@ class Lane:
         self.wake = threading.Event()  # cuts a pause or a chain wait short
         self.probe = 0  # chunks until the next wake-up latency probe
 
+    def unfinished(self) -> list[Job]:
+        """The job running and those queued behind it, in order (for the exit drain)."""
+        running = self.running
+        return ([running] if running is not None else []) + [*self.batch, *self.jobs]
+
     def end(self, job: Job) -> None:
         """Count ``job`` as ended (settled, file closed), once whatever the path."""
         if not job.ended:
@@ -638,14 +643,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = owners[0]
     hooked = sink.nonblocking
-    use_writeback = getattr(sink, "use_writeback", None)  # optional (see Sink)
-    window = first.profile.writeback_window
-    writeback = use_writeback(window) if use_writeback else None
-    if window is not None:
-        # Pauses come between pieces: a window of whole chunks, each one at
-        # most, has none of its device time inside a pause.
-        window = min(window, chunk_size)
-    disk = _DiskCredit(writeback, owners, group, shared) if writeback is not None else None
+    windows = _Windows.of(sink, first.profile, chunk_size, owners, group, shared)
     last_seen = run_delay()  # this thread's: a run is served by one thread
     for piece in pieces:
         if leader.cancel_requested:
@@ -667,21 +665,18 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         before = run_delay()
         cpu = cpu_clock()
         started = clock()
-        device = 0.0  # seconds spent handing windows to the device and waiting for it
-        if writeback is not None:
-            writeback.resume()  # the window ended last goes to the device now, not in a pause
-            device = clock() - started
+        # Seconds spent handing windows to the device and waiting for it.
+        device = windows.before_piece() if windows is not None else 0.0
         written, stop, error = put_piece(sink, owners, piece, cancels, shared)
         del piece  # no view of the caller's data outlives its write
-        if writeback is not None and disk is not None:
+        if windows is not None:
             turned = clock()
             try:
-                writeback.turn(window)
+                windows.after_piece()
             except OSError as exc:  # the device failed to write what it had taken
                 if error is None:
                     stop, error = 0, exc
             device += clock() - turned
-            disk.credit()
         lane.since_flush += written
         if stop < 0 and lane.since_flush >= chunk_size:
             stopped = _flush_in_run(lane, sink, leader, before_piece=False)
@@ -715,21 +710,26 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     return -1, None
 
 
-class _DiskCredit:
-    """Tells a run's handles how much of their data the kernel has written to the device
-    (``bytes_on_disk``), from the sink's :class:`~bgio.writeback.Writeback`.
+class _Windows:
+    """A run's write-back windows (:mod:`bgio.writeback`), and what they tell its handles.
 
-    A write's bytes are a range of what went through the sink: from the
-    count when the run began, block after block in a run of small writes.
-    A Writer's group (``shared``) keeps no handles to credit: its writes
-    say None.
+    Before each piece the window ended last goes to the device (after any
+    pause, never in one); after it, a window ends once ``window`` bytes were
+    written, each piece at most (pauses come between pieces, so a window of
+    whole pieces has none of its device time inside a pause), and the
+    handles learn how much of their data is on the device
+    (``bytes_on_disk``). A write's bytes are a range of what went through
+    the sink: from the count when the run began, block after block in a run
+    of small writes. A Writer's group (``shared``) keeps no handles to
+    credit: its writes say None.
     """
 
-    __slots__ = ("_owners", "_starts", "_writeback")
+    __slots__ = ("_owners", "_starts", "_window", "_writeback")
 
-    def __init__(self, writeback: Writeback, owners: Sequence[Owner],
+    def __init__(self, writeback: Writeback, window: int, owners: Sequence[Owner],
                  group: list[Block | bytes] | None, shared: GroupState | None) -> None:
         self._writeback = writeback
+        self._window = window
         origin = writeback.written
         handles = cast("Sequence[BackgroundWriteProcess]", owners)  # not a group: handles
         self._owners: Sequence[BackgroundWriteProcess] = ()
@@ -742,7 +742,27 @@ class _DiskCredit:
                 origin += len(block)
             self._owners = handles
 
-    def credit(self) -> None:
+    @classmethod
+    def of(cls, sink: Sink, profile: BackgroundIOPriority, chunk_size: int,
+           owners: Sequence[Owner], group: list[Block | bytes] | None,
+           shared: GroupState | None) -> _Windows | None:
+        """The run's windows, or None where the profile has none or they do not apply."""
+        window = profile.writeback_window
+        use_writeback = getattr(sink, "use_writeback", None)  # optional (see Sink)
+        writeback = use_writeback(window) if use_writeback is not None else None
+        if writeback is None or window is None:
+            return None
+        return cls(writeback, min(window, chunk_size), owners, group, shared)
+
+    def before_piece(self) -> float:
+        """Start the device write of the window ended last; return the seconds it took."""
+        started = time.perf_counter()
+        self._writeback.resume()
+        return time.perf_counter() - started
+
+    def after_piece(self) -> None:
+        """End a window if one is full (waiting for the one before), then credit the handles."""
+        self._writeback.turn(self._window)
         on_disk = self._writeback.on_disk
         for owner, start in zip(self._owners, self._starts):
             if on_disk <= start:

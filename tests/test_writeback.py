@@ -71,14 +71,14 @@ def _resident_bytes(path, start: int = 0) -> int:
 def _credits(monkeypatch):
     """Record (bytes_on_disk, bytes_written) of a run's first handle after every credit."""
     seen: list[tuple[int | None, int]] = []
-    real = worker._DiskCredit.credit
+    real = worker._Windows.after_piece
 
     def credit(self):
         real(self)
         if self._owners:
             seen.append((self._owners[0].bytes_on_disk, self._owners[0].bytes_written))
 
-    monkeypatch.setattr(worker._DiskCredit, "credit", credit)
+    monkeypatch.setattr(worker._Windows, "after_piece", credit)
     return seen
 
 

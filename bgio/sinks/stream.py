@@ -151,7 +151,8 @@ class StreamSink:
         are written back by the kernel as usual."""
         if not self._direct:
             return None
-        self.flush()  # the windows start where the file's own bytes end
+        if window is not None:
+            self.flush()  # the windows start where the file's own bytes end
         writeback = self._writeback = follow(self._writeback, self.fd, window)
         return writeback if writeback is not None and writeback.enabled else None
 
