@@ -8,7 +8,7 @@ import sys
 from .engine import submit
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
-from .sinks import PathSink, Sink, sink_can_sync, sink_for
+from .sinks import PathSink, Sink, fit_chunk_size, sink_can_sync, sink_for
 from .source import make_source
 from .worker import Job
 
@@ -52,17 +52,22 @@ def prepare(
         handle.total_bytes = source.total
     # A path is opened for the write, so it is closed after it too.
     close = bool(close_when_finished) or isinstance(sink, PathSink)
-    return Job(handle, sink, source, profile, chunk_size, close, chain, fsync)
+    size = fit_chunk_size(sink, chunk_size or profile.default_chunk_size)
+    return Job(handle, sink, source, profile, size, close, chain, fsync)
 
 
-def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool) -> Sink:
+def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
+              direct: bool = False) -> Sink:
     """The sink for ``file`` with the path-only options checked (in the caller)."""
     if isinstance(file, (str, bytes, os.PathLike)):
-        return PathSink(file, "wb" if mode is None else mode, bool(atomic))
+        return PathSink(file, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))
     if mode is not None:
         raise ValueError(f"mode applies to paths only; got {mode!r} with {type(file).__qualname__}")
     if atomic:
         raise ValueError(f"atomic=True applies to paths only, not to {type(file).__qualname__}")
+    if direct:
+        raise ValueError(f"direct=True applies to paths only, not to {type(file).__qualname__} "
+                         "(bgio opens the file with O_DIRECT itself)")
     sink = sink_for(file)
     if fsync and not sink_can_sync(sink):
         raise ValueError("fsync=True needs a destination with a file descriptor "
@@ -82,6 +87,7 @@ def bgwrite(
     atomic: bool = False,
     copy: bool = False,
     offset: int | None = None,
+    direct: bool = False,
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -131,6 +137,15 @@ def bgwrite(
         (the dataset must be able to grow) or written from frame ``offset``.
         A dtype that would lose values is a ``TypeError``; a wrong frame
         shape a ``ValueError``.
+    direct : bool, keyword-only, default False, paths only
+        Write past the page cache (``O_DIRECT``): each chunk goes from
+        memory to the device, so pacing and the worker's I/O priority govern
+        the disk itself and nothing of the file is left in the cache. Data
+        not aligned in memory is copied chunk by chunk into an aligned
+        buffer of bgio's (one copy); the unaligned end of a write is written
+        through the cache and sent to the device at once. Refused with a
+        ``ValueError`` where the platform or the file system has no direct
+        I/O. See :ref:`direct-io`.
 
     Returns
     -------
@@ -147,8 +162,9 @@ def bgwrite(
     ValueError
         ``file`` is closed or not writable (or a path in a missing
         directory); ``priority`` is out of range; a buffer is not contiguous;
-        ``mode`` or ``atomic`` given for something that is not a path;
-        ``fsync`` for a destination without a file descriptor.
+        ``mode``, ``atomic`` or ``direct`` given for something that is not
+        a path; ``fsync`` for a destination without a file descriptor;
+        ``direct`` where the file system does not support it.
 
     Examples
     --------
@@ -160,10 +176,10 @@ def bgwrite(
     h5py = sys.modules.get("h5py")  # a Dataset cannot exist unless h5py is imported
     if h5py is not None and isinstance(file, h5py.Dataset):
         return _bgwrite_dataset(file, data, close_when_finished, chain_after, priority, mode,
-                                fsync, atomic, copy, offset)
+                                fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
-    sink = open_sink(file, mode, fsync, atomic)
+    sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
@@ -174,7 +190,8 @@ def _bgwrite_dataset(dataset: object, data: object, close_when_finished: bool,
                      fsync: bool, atomic: bool, copy: bool,
                      offset: int | None) -> BackgroundWriteProcess:
     if mode is not None or atomic or close_when_finished:
-        raise ValueError("mode, atomic and close_when_finished do not apply to an h5py dataset")
+        raise ValueError("mode, atomic, direct and close_when_finished do not apply to an h5py "
+                         "dataset")
     from .h5.dataset import write_dataset  # h5py is loaded already if we are here
 
     profile = resolve_priority(priority)
@@ -195,6 +212,7 @@ def bgwrite_chunk(
     fsync: bool = False,
     atomic: bool = False,
     copy: bool = False,
+    direct: bool = False,
 ) -> BackgroundWriteProcess:
     """Like :func:`bgwrite`, with chunks of ``chunk_size`` bytes instead of the profile's.
 
@@ -202,7 +220,9 @@ def bgwrite_chunk(
     ----------
     chunk_size : int
         Bytes (characters for text) per chunk, >= 1. Smaller chunks pace
-        more finely; larger ones cost fewer system calls.
+        more finely; larger ones cost fewer system calls. With
+        ``direct=True`` choose a multiple of 4096: a chunk that ends
+        unaligned costs two small synchronous device writes.
 
     Notes
     -----
@@ -216,7 +236,7 @@ def bgwrite_chunk(
     >>> bgio.bgwrite_chunk(out, "abcdef", 4).result(), out.getvalue()
     (6, 'abcdef')
     """
-    sink = open_sink(file, mode, fsync, atomic)
+    sink = open_sink(file, mode, fsync, atomic, direct)
     size = validate_chunk_size("chunk_size", chunk_size)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,

@@ -252,6 +252,7 @@ def open(
     max_pending_bytes: int | None = DEFAULT_MAX_PENDING,
     fsync: bool = False,
     atomic: bool = False,
+    direct: bool = False,
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
@@ -271,9 +272,9 @@ def open(
     max_pending_bytes : int or None, keyword-only, default 64 MiB
         Bound on bytes accepted and not yet written: ``write`` waits for
         room beyond it. None means no bound.
-    fsync, atomic : bool, keyword-only
+    fsync, atomic, direct : bool, keyword-only
         As for :func:`bgio.bgwrite`; ``atomic`` makes the whole file appear
-        at :meth:`close`.
+        at :meth:`close`; ``direct`` writes a path past the page cache.
     encoding, errors, newline : keyword-only
         For text mode, as for :func:`open` (the encoding defaults to UTF-8).
 
@@ -314,6 +315,7 @@ def open(
         fsync=fsync,
         atomic=atomic,
         max_pending_bytes=max_pending_bytes,
+        direct=direct,
     )
     if writer.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")

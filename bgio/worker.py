@@ -46,7 +46,7 @@ from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source, chunks_of, only_chunk_of
 from .throttle import Throttle
-from .writeback import Writeback
+from .writeback import Progress
 
 __all__ = ["MAX_GROUP", "MIN_PAUSE", "Job", "Lane", "flush_pending", "run_batch"]
 
@@ -127,7 +127,7 @@ class Lane:
     """The ordered queue of one destination, and what its worker carries between jobs."""
 
     __slots__ = ("anchor", "batch", "failure", "flush_groups", "flush_waiters", "jobs", "key",
-                 "open_group", "probe", "running",
+                 "open_group", "probe", "progress", "running",
                  "settled", "since_flush", "sync_pending", "target", "throttle", "unflushed",
                  "waiter", "wake", "worker")
 
@@ -158,6 +158,8 @@ class Lane:
         self.waiter: Waiter | None = None  # made when first needed, closed when idle
         self.wake = threading.Event()  # cuts a pause or a chain wait short
         self.probe = 0  # chunks until the next wake-up latency probe
+        # What the sink last said is on the device (see _Windows), or None.
+        self.progress: Progress | None = None
 
     def unfinished(self) -> list[Job]:
         """The job running and those queued behind it, in order (for the exit drain)."""
@@ -307,7 +309,7 @@ def flush(lane: Lane, sink: Sink, raise_error: bool = True, sync: bool = False) 
     except BaseException as exc:  # noqa: BLE001 - goes to the waiting handles
         error = exc
     if error is None:
-        if synced:
+        if synced or _all_on_disk(lane):
             for handle in handles:
                 handle.bytes_on_disk = handle.bytes_written
         finish_all(handles)  # one lock for the lot
@@ -644,6 +646,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     leader = owners[0]
     hooked = sink.nonblocking
     windows = _Windows.of(sink, first.profile, chunk_size, owners, group, shared)
+    lane.progress = windows.progress if windows is not None else None
     last_seen = run_delay()  # this thread's: a run is served by one thread
     for piece in pieces:
         if leader.cancel_requested:
@@ -726,7 +729,7 @@ class _Windows:
 
     __slots__ = ("_owners", "_starts", "_window", "_writeback")
 
-    def __init__(self, writeback: Writeback, window: int, owners: Sequence[Owner],
+    def __init__(self, writeback: Progress, window: int, owners: Sequence[Owner],
                  group: list[Block | bytes] | None, shared: GroupState | None) -> None:
         self._writeback = writeback
         self._window = window
@@ -750,9 +753,15 @@ class _Windows:
         window = profile.writeback_window
         use_writeback = getattr(sink, "use_writeback", None)  # optional (see Sink)
         writeback = use_writeback(window) if use_writeback is not None else None
-        if writeback is None or window is None:
+        if writeback is None:
             return None
-        return cls(writeback, min(window, chunk_size), owners, group, shared)
+        # A sink may count bytes on the device without windows (direct I/O).
+        return cls(writeback, min(window or chunk_size, chunk_size), owners, group, shared)
+
+    @property
+    def progress(self) -> Progress:
+        """The sink's account of what is on the device."""
+        return self._writeback
 
     def before_piece(self) -> float:
         """Start the device write of the window ended last; return the seconds it took."""
@@ -768,6 +777,12 @@ class _Windows:
             if on_disk <= start:
                 break  # the rest start later still
             owner.bytes_on_disk = min(on_disk - start, owner.bytes_written)
+
+
+def _all_on_disk(lane: Lane) -> bool:
+    """Whether the sink says everything it took is on the device (a direct sink, flushed)."""
+    progress = lane.progress
+    return progress is not None and progress.on_disk >= progress.written
 
 
 def _flush_in_run(lane: Lane, sink: Sink, leader: Owner, before_piece: bool
@@ -864,7 +879,7 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
         error = _close(sink, error if stopped is not None else flush_error, failed)
         lane.since_flush = 0  # whatever was buffered went with the close
         if stopped is None:
-            if error is None and last.fsync:  # synced by the flush above, then closed
+            if error is None and (last.fsync or _all_on_disk(lane)):  # (flushed above)
                 last.handle.bytes_on_disk = last.handle.bytes_written
             _settle(lane, sink, last.handle, error)
             lane.end(last)

@@ -36,8 +36,9 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["Writeback", "available", "follow", "unsupported_reason"]
+__all__ = ["Progress", "Writeback", "available", "follow", "unsupported_reason", "write_range"]
 
 logger = logging.getLogger("bgio")
 
@@ -101,6 +102,42 @@ def unsupported_reason(fd: int) -> str | None:
     if name is not None:
         return f"on {name}, which has no device"
     return None
+
+
+def write_range(fd: int, offset: int, size: int) -> bool:
+    """Write ``size`` bytes of ``fd`` from ``offset`` to the device and wait for them.
+
+    Returns False, having done nothing, where ranged write-back is not
+    available or the file system refuses it; raises ``OSError`` if the
+    device fails to write them.
+    """
+    if _sync_file_range is None or size <= 0:
+        return False
+    if _sync_file_range(fd, offset, size, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, f"write-back failed: {os.strerror(code)}")
+
+
+class Progress(Protocol):
+    """What the worker reads and drives of a sink's write-back: a :class:`Writeback`, or
+    a sink's own account where its writes reach the device another way (direct I/O)."""
+
+    @property
+    def written(self) -> int:
+        """Bytes written through it."""
+
+    @property
+    def on_disk(self) -> int:
+        """Of those, the bytes on the device."""
+
+    def resume(self) -> None:
+        """Before a piece: start the device write of the window ended last."""
+
+    def turn(self, window: int | None = None) -> None:
+        """After a piece: end a window if one is full."""
 
 
 class Writeback:

@@ -12,7 +12,7 @@ from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
 from .room import wait_for_room
-from .sinks import PathSink
+from .sinks import PathSink, fit_chunk_size
 from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -39,7 +39,7 @@ class Writer(ClosesOnExit):
     close_when_finished : bool, default False
         Close ``file`` when the Writer is closed, after the last write
         (always done for a path, which the Writer opened itself).
-    mode, fsync, atomic, copy : keyword-only
+    mode, fsync, atomic, copy, direct : keyword-only
         As for :func:`bgwrite`, for every write. With ``atomic=True`` the
         file appears under its name, complete, when :meth:`close` succeeds;
         after a failure the old file is left as it was.
@@ -88,14 +88,15 @@ class Writer(ClosesOnExit):
         atomic: bool = False,
         copy: bool = False,
         max_pending_bytes: int | None = None,
+        direct: bool = False,
     ) -> None:
-        self._sink = open_sink(file, mode, fsync, atomic)
+        self._sink = open_sink(file, mode, fsync, atomic, direct)
         self._profile = resolve_priority(priority)
         self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
         self._fsync = bool(fsync)
         self._copy = bool(copy)
         self._takes_bytes = self._sink.kind != "text"
-        self._chunk_size = self._profile.default_chunk_size
+        self._chunk_size = fit_chunk_size(self._sink, self._profile.default_chunk_size)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._max_pending = max_pending_bytes

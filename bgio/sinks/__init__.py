@@ -12,7 +12,7 @@ from .stream import StreamSink
 from .wait import Waiter, WriteInterrupted
 
 __all__ = ["FdSink", "PathSink", "Sink", "SocketSink", "StreamSink", "Waiter", "WriteInterrupted",
-           "sink_can_sync", "sink_for"]
+           "fit_chunk_size", "sink_can_sync", "sink_for"]
 
 
 def sink_for(file: object, name: str = "file") -> Sink:
@@ -38,3 +38,10 @@ def sink_for(file: object, name: str = "file") -> Sink:
 def sink_can_sync(sink: Sink) -> bool:
     """Whether ``fsync=True`` can be honoured: the sink reaches a file descriptor."""
     return not isinstance(sink, StreamSink) or sink.fd >= 0
+
+
+def fit_chunk_size(sink: Sink, size: int) -> int:
+    """``size`` rounded up to a multiple of what the sink writes whole (the page size for
+    a direct path, so that no chunk ends unaligned; else unchanged)."""
+    multiple = sink.chunk_multiple if isinstance(sink, PathSink) else 1
+    return -(-size // multiple) * multiple

@@ -21,8 +21,10 @@ class Sink(Protocol):
     A sink that writes a file may also have ``use_writeback(window)``
     (optional; the worker looks it up): called before writing with the
     profile's ``writeback_window`` (or None), it returns the
-    :class:`~bgio.writeback.Writeback` that now follows the sink's writes,
-    or None where windows do not apply.
+    :class:`~bgio.writeback.Progress` that now follows the sink's writes
+    (a :class:`~bgio.writeback.Writeback`, or a direct sink's own account),
+    or None where windows do not apply and bgio cannot tell what is on the
+    device.
     """
 
     key: Hashable

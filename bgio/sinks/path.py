@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import secrets
 import stat
 import warnings
+from typing import TYPE_CHECKING
 
 from ..source import Block
-from ..writeback import Writeback
+from ..writeback import Progress
 from .fd import FdSink
+
+if TYPE_CHECKING:
+    from .direct import DirectSink
 
 __all__ = ["PATH_MODES", "PathSink"]
 
@@ -39,13 +45,21 @@ class PathSink:
     process may set them; an existing target that is not a regular file
     (a device, a FIFO, a socket, a directory) is refused in the caller.
     Errors name the target, never the temporary file.
+
+    With ``direct=True`` the file (or the temporary file) is opened with
+    ``O_DIRECT`` and written by a :class:`~bgio.sinks.direct.DirectSink`;
+    the caller learns at once if the file system refuses it
+    (:func:`~bgio.sinks.direct.check_supported`). Appending then writes at
+    the file's size when it was opened, so no other program should append
+    to it meanwhile.
     """
 
-    __slots__ = ("_atomic", "_fd", "_flags", "_path", "_replaced", "_temp", "key", "kind",
-                 "name", "nonblocking", "target", "waiter", "write_many")
+    __slots__ = ("_atomic", "_direct", "_fd", "_flags", "_path", "_replaced", "_temp",
+                 "chunk_multiple", "key", "kind", "name", "nonblocking", "target", "waiter",
+                 "write_many")
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "wb", atomic: bool = False,
-                 name: str = "file") -> None:
+                 name: str = "file", direct: bool = False) -> None:
         if mode not in PATH_MODES:
             raise ValueError(f"mode must be one of {', '.join(PATH_MODES)} for a path, got {mode!r}")
         if atomic and mode != "wb":
@@ -69,8 +83,18 @@ class PathSink:
             _check_replaceable(text, self._replaced, name)
         self._path = text
         self._flags = PATH_MODES[mode] | os.O_CLOEXEC
+        self._direct = bool(direct)
+        #: Chunks are made multiples of this (see bgio.sinks.fit_chunk_size).
+        self.chunk_multiple = mmap.PAGESIZE if self._direct else 1
+        if self._direct:
+            # (numpy, which it copies with, is loaded only by those who ask for it)
+            from .direct import DIRECT_FLAG, check_supported
+
+            check_supported(self._replaced, name)
+            # pwrite at explicit offsets: O_APPEND would send every one to the end.
+            self._flags = (self._flags & ~os.O_APPEND) | DIRECT_FLAG
         self._atomic = atomic
-        self._fd: FdSink | None = None
+        self._fd: FdSink | DirectSink | None = None
         self._temp: str | None = None
         self.target: object = None  # a str cannot be weakly referenced: the lane goes when idle
         self.key: object = "path " + (self._replaced if atomic else os.path.join(
@@ -79,17 +103,32 @@ class PathSink:
         self.name = text
         self.waiter = None
         self.nonblocking = False  # opened by bgio, blocking
-        self.write_many = self._write_many
+        # A direct write goes block by block, each from an aligned offset.
+        self.write_many = None if self._direct else self._write_many
 
-    def _open(self) -> FdSink:
+    def _open(self) -> FdSink | DirectSink:
         if self._fd is None:
             if self._atomic:
                 fd = self._open_temporary()
             else:
-                fd = os.open(self._path, self._flags, 0o666)
-            self._fd = FdSink(fd, self.name)
+                fd = self._open_path()
+            if self._direct:
+                from .direct import DirectSink  # loaded by __init__ already
+
+                # Appending starts at the end; a new or truncated file is empty.
+                self._fd = DirectSink(fd, self.name, os.fstat(fd).st_size)
+            else:
+                self._fd = FdSink(fd, self.name)
         self._fd.waiter = self.waiter
         return self._fd
+
+    def _open_path(self) -> int:
+        try:
+            return os.open(self._path, self._flags, 0o666)
+        except OSError as exc:
+            if self._direct and exc.errno == errno.EINVAL:
+                raise _direct_refused(self._path) from None
+            raise
 
     def _open_temporary(self) -> int:
         """Create the temporary file beside the file replaced, with its permissions and
@@ -99,6 +138,8 @@ class PathSink:
         try:
             fd = os.open(temp, self._flags | os.O_EXCL, 0o666)
         except OSError as exc:
+            if self._direct and exc.errno == errno.EINVAL:
+                raise _direct_refused(self._path) from None
             raise _naming(exc, self._path) from None
         self._temp = temp
         try:
@@ -120,16 +161,21 @@ class PathSink:
     def write(self, block: Block | bytes) -> int:
         return self._open().write(block)
 
-    def use_writeback(self, window: int | None) -> Writeback | None:
+    def use_writeback(self, window: int | None) -> Progress | None:
         """Write the file back to the device window by window (see
-        :meth:`FdSink.use_writeback`); opens it, as the first write would."""
+        :meth:`FdSink.use_writeback`; direct writes need none); opens it, as the
+        first write would."""
         return self._open().use_writeback(window)
 
     def _write_many(self, blocks: list[Block | bytes]) -> int:
-        return self._open().write_many(blocks)
+        sink = self._open()
+        assert isinstance(sink, FdSink), "a direct sink writes one block at a time"
+        return sink.write_many(blocks)
 
     def flush(self) -> None:
-        """Nothing is buffered in this process."""
+        """Hand on what a direct write holds back (nothing is buffered otherwise)."""
+        if self._fd is not None:
+            self._fd.flush()
 
     def sync(self) -> None:
         self._open().sync()
@@ -196,6 +242,11 @@ def _check_replaceable(path: str, replaced: str, name: str) -> None:
         if test(mode):
             raise ValueError(f"{name}: {path!r} is {kind}; atomic=True replaces regular files "
                              "only (write into it without atomic)")
+
+
+def _direct_refused(path: str) -> OSError:
+    return OSError(errno.EINVAL, "the file system does not support direct I/O (O_DIRECT); "
+                   "write without direct=True", path)
 
 
 def _naming(exc: OSError, path: str) -> OSError:
