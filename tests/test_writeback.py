@@ -7,12 +7,12 @@ import ctypes
 import errno
 import io
 import logging
-import mmap
 import os
 import sys
 import threading
 
 import pytest
+from pagecache import dirty_bytes, resident_bytes
 
 import bgio
 from bgio import worker, writeback
@@ -42,32 +42,6 @@ def disk_dir(tmp_path):
     return tmp_path
 
 
-def _resident_bytes(path, start: int = 0) -> int:
-    """Bytes of ``path`` from ``start`` on in the page cache (mincore over a read-only
-    mapping)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    size = os.path.getsize(path)
-    page = mmap.PAGESIZE
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        assert address not in (None, ctypes.c_void_p(-1).value)
-        try:
-            pages = -(-size // page)
-            vector = ctypes.create_string_buffer(pages)
-            assert libc.mincore(address, size, vector) == 0, os.strerror(ctypes.get_errno())
-            return sum(byte & 1 for byte in vector.raw[start // page:]) * page
-        finally:
-            libc.munmap(address, size)
-    finally:
-        os.close(fd)
-
-
 def _credits(monkeypatch):
     """Record (bytes_on_disk, bytes_written) of a run's first handle after every credit."""
     seen: list[tuple[int | None, int]] = []
@@ -94,7 +68,7 @@ def test_windows_leave_the_file_on_disk_not_in_the_page_cache(disk_dir, monkeypa
     assert handle.result(timeout=60) == len(data)
     # At most two windows were not yet known on disk; what is, left the cache.
     assert len(data) - 2 * WINDOW <= handle.bytes_on_disk <= len(data)
-    assert _resident_bytes(path) <= 3 * WINDOW
+    assert resident_bytes(path) <= 3 * WINDOW
     assert path.read_bytes() == data
     on_disk = [value for value, _ in seen]
     assert on_disk == sorted(on_disk, key=lambda value: value or 0)  # never goes back
@@ -109,28 +83,20 @@ def test_without_a_window_the_page_cache_keeps_it_and_nothing_is_said(disk_dir):
     handle = bgio.bgwrite(path, data, priority=PROFILE.replace(writeback_window=None))
     handle.result(timeout=60)
     assert handle.bytes_on_disk is None
-    assert _resident_bytes(path) >= len(data) // 2  # the contrast the windows make
-
-
-def _dirty_bytes() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Dirty:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no Dirty line in /proc/meminfo")
+    assert resident_bytes(path) >= len(data) // 2  # the contrast the windows make
 
 
 @linux_only
 def test_dirty_memory_stays_near_two_windows_while_256_mib_go_out(disk_dir):
     data = os.urandom(MIB) * 256
     os.sync()
-    baseline = _dirty_bytes()
+    baseline = dirty_bytes()
     peak = [0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.02):  # a sampling period, not a synchronisation
-            peak[0] = max(peak[0], _dirty_bytes())
+            peak[0] = max(peak[0], dirty_bytes())
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -190,7 +156,7 @@ def test_windows_follow_the_file_when_the_program_writes_in_between(disk_dir):
         writer.close()
         assert second.bytes_on_disk >= len(data) - 2 * WINDOW
         # The second write's windows are its own bytes: written back, out of the cache.
-        assert _resident_bytes(path, len(data) + len(program)) <= 2 * WINDOW + MIB
+        assert resident_bytes(path, len(data) + len(program)) <= 2 * WINDOW + MIB
     finally:
         os.close(fd)
     assert path.read_bytes() == data + program + data
