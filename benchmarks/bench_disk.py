@@ -10,6 +10,8 @@ main thread runs a 1 ms loop, then ``fsync``-ed:
 - bgio at 100 % (preset 1's 5 MiB chunks) with 8 MiB write-back windows,
   and at busy shares of 80, 50 and 20 % with windows;
 - today's behaviour for comparison: preset 1, and 50 %, without windows;
+- bgio with ``direct=True`` (O_DIRECT; the data, not aligned in memory, is
+  copied chunk by chunk into an aligned buffer) at 100 and 50 %;
 - a plain thread's ``f.write`` of each block, and ``dd bs=1M oflag=direct``.
 
 Then a second process reads an R GiB file (default 2; cache dropped) with
@@ -56,6 +58,8 @@ WRITERS = {
     "bgio 20 % windowed": lambda d, b: disk.bgio_side("", d, b, _profile(20, WINDOW)),
     "bgio preset 1 no window (before)": lambda d, b: disk.bgio_side("", d, b, bgio.PRESETS[1]),
     "bgio 50 % no window (before)": lambda d, b: disk.bgio_side("", d, b, _profile(50, None)),
+    "bgio 100 % direct": lambda d, b: disk.bgio_direct_side("", d, b, _profile(100, None)),
+    "bgio 50 % direct": lambda d, b: disk.bgio_direct_side("", d, b, _profile(50, None)),
     "plain thread f.write": lambda d, b: disk.plain_side("", d, b),
     "dd oflag=direct": lambda d, b: disk.direct_dd_side("", d, b),
 }
@@ -143,6 +147,17 @@ def main() -> int:
                 ratio = full["on_disk_s"] / med[other]["on_disk_s"]
                 text = f"time until on disk at 100 % with windows: {ratio:.2f}x {other} (<= 1.1)"
                 checks.append((ratio <= 1.1, text))
+    fast = med.get("bgio 100 % direct")
+    if fast is not None:
+        if "dd oflag=direct" in med:
+            ratio = fast["on_disk_s"] / med["dd oflag=direct"]["on_disk_s"]
+            text = f"time until on disk with direct=True: {ratio:.2f}x dd oflag=direct (<= 1.1)"
+            checks.append((ratio <= 1.1, text))
+        if "bgio 50 % direct" in med:
+            share = med["bgio 50 % direct"]["device_mib_s"] / fast["device_mib_s"] * 100
+            text = (f"device rate at 50 % with direct=True: {share:.1f} % of 100 % direct "
+                    "(within +-10 % of 50)")
+            checks.append((abs(share - 50) <= 5, text))
     if reads:
         solo = _median([read.read_mib_s for read in reads["alone"]])
         print(f"\n  reader {args.read_gib:g} GiB (dd), MiB/s: alone {solo:.0f}")

@@ -227,6 +227,27 @@ def bgio_side(label: str, directory: str, blocks: Sequence[memoryview],
     return runs[0]
 
 
+def bgio_direct_side(label: str, directory: str, blocks: Sequence[memoryview],
+                     profile: bgio.BackgroundIOPriority | int) -> DiskRun:
+    """``bgio.bgwrite(path, ..., direct=True)`` of ``blocks`` at ``profile`` (on the device
+    when it is done), then ``fsync`` (the file's metadata and the device's cache)."""
+    path = os.path.join(directory, "disk-bench.bin")
+    runs: list[DiskRun] = []
+    try:
+        with _measured(label, directory, runs) as done:
+            handle = bgio.bgwrite(path, list(blocks), priority=profile, direct=True)
+            handle.add_done_callback(lambda _: done())
+        handle.result()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            _fsync_timed(fd, runs[0], time.perf_counter())
+        finally:
+            os.close(fd)
+    finally:
+        os.remove(path)
+    return runs[0]
+
+
 def plain_side(label: str, directory: str, blocks: Sequence[memoryview]) -> DiskRun:
     """A plain thread doing ``f.write`` of each block, then ``fsync``."""
     path = os.path.join(directory, "disk-bench.bin")

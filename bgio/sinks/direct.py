@@ -261,7 +261,7 @@ class DirectSink:
         return self._memory_align, self._offset_align
 
     def write(self, block: Block | bytes) -> int:
-        data = np.frombuffer(block, dtype=np.uint8)  # type: ignore[call-overload]
+        data = np.frombuffer(block, dtype=np.uint8)  # type: ignore[arg-type]  # bytes only
         size = data.size
         if size == 0:
             return 0
@@ -303,9 +303,7 @@ class DirectSink:
         align = max(self._offset_align, self._memory_align)
         need = max(_MIN_BUFFER, -(-(size + self._held) // align) * align)
         if self._view is None or self._view.size < need:
-            # mmap memory is page-aligned, which satisfies any DIO alignment here.
-            buffer = mmap.mmap(-1, need)
-            view = np.frombuffer(buffer, dtype=np.uint8)
+            buffer, view = _huge_buffer(need)
             if self._view is not None and self._held:
                 view[:self._held] = self._view[:self._held]
             self._release()
@@ -377,6 +375,35 @@ class DirectSink:
         finally:
             self._release()
             os.close(self._fd)
+
+
+#: Huge pages are 2 MiB on the platforms that have them (x86-64, arm64 with 4 KiB pages).
+_HUGE = 2 << 20
+
+
+def _huge_buffer(size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """``size`` bytes of page-aligned memory, in huge pages where the system gives them.
+
+    A device write is split into requests by the pages it comes from (a
+    virtio disk takes 254 segments per request): from 4 KiB pages a 4 MiB
+    write is many requests, from 2 MiB pages a few (measured: ~10 % faster
+    from an unaligned array, within the disk's noise). The buffer starts on
+    a huge-page boundary and asks for huge pages (``MADV_HUGEPAGE``); where
+    that is refused it is ordinary memory, page-aligned, which any direct
+    I/O alignment here accepts.
+    """
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None:
+        buffer = mmap.mmap(-1, size)
+        return buffer, np.frombuffer(buffer, dtype=np.uint8)
+    buffer = mmap.mmap(-1, size + _HUGE)
+    whole = np.frombuffer(buffer, dtype=np.uint8)
+    start = -whole.ctypes.data % _HUGE
+    try:
+        buffer.madvise(advice, start, size)
+    except OSError:  # no transparent huge pages: ordinary pages
+        pass
+    return buffer, whole[start:start + size]
 
 
 def _to_device(fd: int, position: int, size: int) -> None:
