@@ -88,15 +88,14 @@ def test_unaligned_data_of_any_length_is_written_byte_exact(disk_dir, size):
 @pytest.mark.parametrize("size", [PAGE, 3 * MIB, 3 * MIB + 100])
 def test_aligned_memory_goes_to_the_device_without_a_copy(disk_dir, monkeypatch, size):
     buffers: list[int] = []
-    real_mmap = direct.mmap.mmap
+    real = direct._huge_buffer
 
-    class Counting:  # mmap.mmap cannot be subclassed into a spy: wrap the factory
-        def __call__(self, *args, **kwargs):
-            buffers.append(args[1])
-            return real_mmap(*args, **kwargs)
+    def counting(size):
+        buffers.append(size)
+        return real(size)
 
     data = _aligned(size)
-    monkeypatch.setattr(direct.mmap, "mmap", Counting())
+    monkeypatch.setattr(direct, "_huge_buffer", counting)
     path = disk_dir / "aligned.bin"
     assert bgio.bgwrite(path, data, priority=FAST, direct=True).result(timeout=60) == size
     assert path.read_bytes() == data.tobytes()
