@@ -191,25 +191,57 @@ def test_an_atomic_direct_write_replaces_the_file_whole(disk_dir):
     assert handle.bytes_on_disk == len(data)
 
 
-def test_a_failing_device_write_says_how_far_it_got(disk_dir, monkeypatch):
+def _failing_pwrite(monkeypatch, at: int, short: int = 0, once: bool = True):
+    """Make the ``at``-th ``os.pwrite`` fail with ENOSPC (and with ``once=False`` every one
+    after it); with ``short``, the call before writes only that many bytes."""
     real = os.pwrite
     calls = [0]
 
-    def failing(fd, data, position):
+    def pwrite(fd, data, position):
         calls[0] += 1
-        if calls[0] == 3:
+        if calls[0] == at - 1 and short:
+            return real(fd, memoryview(data)[:short], position)
+        if calls[0] == at or (calls[0] > at and not once):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data, position)
 
-    monkeypatch.setattr(direct.os, "pwrite", failing)
+    monkeypatch.setattr(direct.os, "pwrite", pwrite)
+
+
+def test_a_failing_device_write_says_how_far_it_got(disk_dir, monkeypatch):
+    _failing_pwrite(monkeypatch, at=3, once=False)
     path = disk_dir / "full.bin"
     chunk = FAST.default_chunk_size
     handle = bgio.bgwrite(path, os.urandom(5 * chunk), priority=FAST, direct=True)
     with pytest.raises(OSError) as caught:
         handle.result(timeout=60)
     assert caught.value.errno == errno.ENOSPC
-    assert handle.bytes_written == 2 * chunk == os.path.getsize(path)
-    assert handle.bytes_on_disk == 2 * chunk
+    assert handle.bytes_written == handle.bytes_on_disk == 2 * chunk == os.path.getsize(path)
+
+
+def test_a_failure_after_held_bytes_still_writes_them(disk_dir, monkeypatch):
+    _failing_pwrite(monkeypatch, at=2)
+    first, second = os.urandom(PAGE + 100), os.urandom(3 * MIB)
+    path = disk_dir / "held.bin"
+    handle = bgio.bgwrite(path, [first, second], priority=FAST, direct=True)
+    with pytest.raises(OSError) as caught:
+        handle.result(timeout=60)
+    assert caught.value.errno == errno.ENOSPC
+    # The 100 bytes held after the first block's whole pages reached the file.
+    assert path.read_bytes() == first
+    assert handle.bytes_written == handle.bytes_on_disk == len(first)
+
+
+def test_a_short_device_write_is_taken_as_it_is(disk_dir, monkeypatch):
+    _failing_pwrite(monkeypatch, at=3, short=8 * PAGE, once=False)
+    data = os.urandom(3 * MIB)
+    path = disk_dir / "short.bin"
+    handle = bgio.bgwrite_chunk(path, data, MIB, priority=FAST, direct=True)
+    with pytest.raises(OSError) as caught:
+        handle.result(timeout=60)
+    assert caught.value.errno == errno.ENOSPC
+    assert handle.bytes_written == handle.bytes_on_disk == MIB + 8 * PAGE
+    assert path.read_bytes() == data[:MIB + 8 * PAGE]
 
 
 def test_bytes_on_disk_never_goes_back_nor_passes_bytes_written(disk_dir, monkeypatch):

@@ -275,28 +275,50 @@ class DirectSink:
             self.on_disk = self.taken
             return count
         if not self._held and data.ctypes.data % self._memory_align == 0 and size >= align:
-            count = size - size % align  # straight from the caller's memory
-            self._direct(data[:count], self._position)
+            # Straight from the caller's memory (a short write is taken as it is).
+            count = self._direct(data[:size - size % align], self._position)
             self._position += count
             self.taken += count
             self.on_disk = self.taken
             return count
         view = self._room(size)
-        count = min(size, view.size - self._held)
-        view[self._held:self._held + count] = data[:count]  # numpy: without the GIL
-        filled = self._held + count
+        held = self._held
+        count = min(size, view.size - held)
+        view[held:held + count] = data[:count]  # numpy: without the GIL
+        filled = held + count
         ready = filled - filled % align
-        if ready:
-            self._direct(view[:ready], self._position)
-            self._position += ready
+        if not ready:
+            self._held = filled
+            self.taken += count
+            return count
+        try:
+            written = self._direct(view[:ready], self._position)
+        except OSError:
+            # The bytes held from before were taken (bytes_written counts them):
+            # they go to the file now if the device still takes them, so that
+            # the failed write's bytes_on_disk says what the file holds.
+            self._flush_after_failure()
+            raise
+        self._position += written
+        if written < ready:
+            # A short write: of this block, only what reached the file is taken.
+            kept = max(held - written, 0)
+            view[:kept] = view[written:written + kept]
+            self._held = kept
+            count = max(written - held, 0)
+        else:
             rest = filled - ready
             view[:rest] = view[ready:filled]
             self._held = rest
-        else:
-            self._held = filled
         self.taken += count
         self.on_disk = self.taken - self._held
         return count
+
+    def _flush_after_failure(self) -> None:
+        try:
+            self.flush()
+        except OSError:  # refused too: they stay held, bytes_on_disk says how far it got
+            pass
 
     def _room(self, size: int) -> np.ndarray:
         """The aligned buffer, large enough for the bytes held and a chunk of ``size``."""
@@ -319,18 +341,28 @@ class DirectSink:
             except BufferError:  # a view still held by an exception's traceback
                 pass
 
-    def _direct(self, data: np.ndarray, position: int) -> None:
+    def _direct(self, data: np.ndarray, position: int) -> int:
+        """Write ``data`` at ``position``; return the bytes written: all of them, or fewer if
+        the device stopped short (the error, if any, comes with the next write)."""
         memory = memoryview(data)  # type: ignore[arg-type]
         done = 0
         while done < data.size:
             try:
-                done += os.pwrite(self._fd, memory[done:], position + done)
+                taken = os.pwrite(self._fd, memory[done:], position + done)
             except OSError as exc:
+                if done:
+                    return done
                 if exc.errno == errno.EINVAL:
                     raise OSError(errno.EINVAL, "direct write refused (O_DIRECT, alignment "
                                   f"{self._memory_align}/{self._offset_align} bytes)",
                                   self.name) from None
                 raise
+            if taken == 0:  # never for a regular file; not a reason to spin
+                if done:
+                    return done
+                raise OSError(errno.EIO, "the direct write took no bytes", self.name)
+            done += taken
+        return done
 
     def _buffered(self, data: np.ndarray, position: int) -> None:
         """Write a few unaligned bytes through the page cache, then to the device at once."""
