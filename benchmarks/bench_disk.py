@@ -7,7 +7,7 @@ page cache is dropped before every side. G GiB (default 4) of random data
 (one 64 MiB block, repeated) are written to an fd by each side while the
 main thread runs a 1 ms loop, then ``fsync``-ed:
 
-- bgio at 100 % (preset 1's 5 MiB chunks) with the presets' 16 MiB write-back windows,
+- bgio at 100 % (preset 1's 5 MiB chunks) with 8 MiB write-back windows,
   and at busy shares of 80, 50 and 20 % with windows;
 - today's behaviour for comparison: preset 1, and 50 %, without windows;
 - bgio with ``direct=True`` (O_DIRECT; the data, not aligned in memory, is
@@ -44,7 +44,7 @@ from bgio.bench.report import environment
 from bgio.bench.schedule import interleave
 
 GIB = 1024 ** 3
-WINDOW = bgio.priority.DEFAULT_WRITEBACK_WINDOW  # the presets' window
+WINDOW = 8 * 1024 * 1024
 
 
 def _profile(pct: float, window: int | None) -> bgio.BackgroundIOPriority:

@@ -22,7 +22,7 @@ MIN_RATE = 1.0
 #: The smallest write-back window: below it the calls per window cost more than they save.
 MIN_WRITEBACK_WINDOW = 64 * 1024
 #: The presets' write-back window (2 to 10): see "Pacing the disk" in the manual.
-DEFAULT_WRITEBACK_WINDOW = 16 * 1024 * 1024
+DEFAULT_WRITEBACK_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

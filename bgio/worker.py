@@ -41,7 +41,7 @@ from .handle import (
     start_group,
 )
 from .pieces import IOV_MAX, Owner, put_piece
-from .priority import MIN_WRITEBACK_WINDOW, BackgroundIOPriority
+from .priority import BackgroundIOPriority
 from .runqueue import run_delay
 from .sinks import Sink, Waiter, WriteInterrupted
 from .source import Block, Source, chunks_of, only_chunk_of
@@ -652,11 +652,6 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if leader.cancel_requested:
             return 0, None
         pause = throttle.delay()
-        if pause and windows is not None and not windows.may_pause():
-            # Inside a write-back window: the pause is owed, and taken (longer)
-            # once the window ends.
-            throttle.forget_pause()
-            pause = 0.0
         if pause:
             if lane.since_flush:
                 # Idle time is the time to hand data on.
@@ -718,22 +713,15 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     return -1, None
 
 
-#: Seconds of a profile's ``max_rate`` one write-back window holds at most.
-_RATE_BURST = 0.25
-
-
 class _Windows:
     """A run's write-back windows (:mod:`bgio.writeback`), and what they tell its handles.
 
     Before each piece the window ended last goes to the device (after any
     pause, never in one); after it, a window ends once ``window`` bytes were
-    written, and the handles learn how much of their data is on the device
-    (``bytes_on_disk``). Pacing pauses come only between windows
-    (:meth:`may_pause`): a window's pieces go back to back, the pauses they
-    owe are taken together once it ends, so no device write spans a pause
-    and the cost of restarting after one (the CPU's and the device's) is
-    paid once per window, not per piece. With a ``max_rate`` a window holds
-    at most a quarter second's worth of it. A write's bytes are a range of what went through
+    written, each piece at most (pauses come between pieces, so a window of
+    whole pieces has none of its device time inside a pause), and the
+    handles learn how much of their data is on the device
+    (``bytes_on_disk``). A write's bytes are a range of what went through
     the sink: from the count when the run began, block after block in a run
     of small writes. A Writer's group (``shared``) keeps no handles to
     credit: its writes say None.
@@ -768,24 +756,12 @@ class _Windows:
         if writeback is None:
             return None
         # A sink may count bytes on the device without windows (direct I/O).
-        size = window or chunk_size
-        if profile.max_rate is not None:
-            # A window's pieces go back to back: with a rate cap, a window is at
-            # most a fraction of a second's worth, so the rate holds each second.
-            size = min(size, max(MIN_WRITEBACK_WINDOW, int(profile.max_rate * _RATE_BURST)))
-        return cls(writeback, size, owners, group, shared)
+        return cls(writeback, min(window or chunk_size, chunk_size), owners, group, shared)
 
     @property
     def progress(self) -> Progress:
         """The sink's account of what is on the device."""
         return self._writeback
-
-    def may_pause(self) -> bool:
-        """Whether a pacing pause may come before the next piece: only between windows,
-        so that no window's device write spans a pause, and a window's pieces go back to
-        back (each restart after a pause costs the device and the CPU: ~0.5 ms per 5 MiB
-        piece here)."""
-        return self._writeback.between_windows()
 
     def before_piece(self) -> float:
         """Start the device write of the window ended last; return the seconds it took."""

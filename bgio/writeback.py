@@ -139,9 +139,6 @@ class Progress(Protocol):
     def turn(self, window: int | None = None) -> None:
         """After a piece: end a window if one is full."""
 
-    def between_windows(self) -> bool:
-        """Whether the last piece ended a window (or none is under way): a pause may come."""
-
 
 class Writeback:
     """The write-back windows of one file descriptor, fed the byte count of each write.
@@ -223,11 +220,6 @@ class Writeback:
         if self.enabled and self._closed > self._started:
             self._call(self._started, self._closed, _WRITE)
             self._started = self._closed
-
-    def between_windows(self) -> bool:
-        """Whether a window ended with the last :meth:`turn` and was not started yet, or
-        nothing was written since the last one: a pause here has no device write under it."""
-        return not self.enabled or self._closed > self._started or self.written == self._closed
 
     def finish(self, wait: bool = False) -> None:
         """The stream ends (for now): start the write-back of what is left; with ``wait``,

@@ -105,7 +105,7 @@ def test_dirty_memory_stays_near_two_windows_while_256_mib_go_out(disk_dir):
     finally:
         done.set()
         sampler.join()
-    # Preset 4's 16 MiB windows: two dirty at most; a generous bound for
+    # Preset 4's 8 MiB windows: two dirty at most; a generous bound for
     # other programs' writes meanwhile (without windows it would be 256 MiB).
     assert peak[0] - baseline <= 64 * MIB
 
@@ -284,7 +284,7 @@ def test_a_device_error_during_write_back_fails_the_write(disk_dir, monkeypatch)
 
 def test_profiles_take_a_window_and_the_presets_have_one():
     assert bgio.PRESETS[1].writeback_window is None
-    assert {bgio.PRESETS[level].writeback_window for level in range(2, 11)} == {16 * MIB}
+    assert {bgio.PRESETS[level].writeback_window for level in range(2, 11)} == {8 * MIB}
     profile = bgio.BackgroundIOPriority(0.001, MIB, 50, writeback_window=2 * MIB)
     assert profile.writeback_window == 2 * MIB
     assert profile.replace(bandwidth_pct=20).writeback_window == 2 * MIB

@@ -206,10 +206,6 @@ class DirectProgress:
     def turn(self, window: int | None = None) -> None:
         """No window to end (see :meth:`resume`)."""
 
-    def between_windows(self) -> bool:
-        """Always: a pause may come before any chunk."""
-        return True
-
 
 class DirectSink:
     """Writes a file opened with ``O_DIRECT`` at explicit offsets (``os.pwrite``).
