@@ -780,9 +780,15 @@ class _Windows:
 
 
 def _all_on_disk(lane: Lane) -> bool:
-    """Whether the sink says everything it took is on the device (a direct sink, flushed)."""
+    """Whether the sink says everything it took is on the device (a direct sink, flushed).
+
+    Only a sink whose flush settles everything (``settled_by_flush``) can say
+    so: a path's, which is opened and closed by the writes it serves, so the
+    handles a flush completes are all its own.
+    """
     progress = lane.progress
-    return progress is not None and progress.on_disk >= progress.written
+    return (progress is not None and progress.settled_by_flush
+            and progress.on_disk >= progress.written)
 
 
 def _flush_in_run(lane: Lane, sink: Sink, leader: Owner, before_piece: bool

@@ -139,6 +139,11 @@ class Progress(Protocol):
     def turn(self, window: int | None = None) -> None:
         """After a piece: end a window if one is full."""
 
+    @property
+    def settled_by_flush(self) -> bool:
+        """True if a flush of the sink leaves everything it took on the device (direct
+        I/O); then :attr:`on_disk` reaching :attr:`written` says all of it is there."""
+
 
 class Writeback:
     """The write-back windows of one file descriptor, fed the byte count of each write.
@@ -169,6 +174,9 @@ class Writeback:
 
     __slots__ = ("_closed", "_fd", "_origin", "_started", "enabled", "on_disk", "reason",
                  "window", "written")
+
+    #: A flush leaves the windows' last bytes in the page cache (see Progress).
+    settled_by_flush = False
 
     def __init__(self, fd: int, window: int) -> None:
         self._fd = fd

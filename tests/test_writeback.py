@@ -305,3 +305,17 @@ def test_io_bytesio_has_no_writeback():
 
 if sys.platform != "linux":  # pragma: no cover - documented: Linux only
     pytestmark = pytest.mark.skip(reason="write-back windows are Linux only")
+
+
+@linux_only
+def test_a_later_empty_write_does_not_claim_the_earlier_one_is_on_disk(disk_dir):
+    # Both flushed together: the empty write's sink has nothing on the device, which
+    # says nothing of the first write's last window (still in the page cache).
+    fd = os.open(disk_dir / "two.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        first = bgio.bgwrite(fd, os.urandom(MIB) * 12, priority=5)
+        empty = bgio.bgwrite(fd, b"", priority=5)
+        assert first.result(timeout=60) == 12 * MIB and empty.result(timeout=60) == 0
+        assert first.bytes_on_disk is not None and first.bytes_on_disk < 12 * MIB
+    finally:
+        os.close(fd)

@@ -187,6 +187,9 @@ class DirectProgress:
 
     __slots__ = ("_sink",)
 
+    #: After a flush every byte the sink took is on the device.
+    settled_by_flush = True
+
     def __init__(self, sink: DirectSink) -> None:
         self._sink = sink
 
@@ -371,7 +374,10 @@ class DirectSink:
             memory = memoryview(data)  # type: ignore[arg-type]
             done = 0
             while done < data.size:
-                done += os.pwrite(self._fd, memory[done:], position + done)
+                taken = os.pwrite(self._fd, memory[done:], position + done)
+                if taken == 0:  # never for a regular file; not a reason to spin
+                    raise OSError(errno.EIO, "the write took no bytes", self.name)
+                done += taken
         finally:
             fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
         if self._progress is not None:

@@ -85,7 +85,7 @@ class PathSink:
         self._flags = PATH_MODES[mode] | os.O_CLOEXEC
         self._direct = bool(direct)
         #: Chunks are made multiples of this (see bgio.sinks.fit_chunk_size).
-        self.chunk_multiple = mmap.PAGESIZE if self._direct else 1
+        self.chunk_multiple = _direct_unit(directory) if self._direct else 1
         if self._direct:
             # (numpy, which it copies with, is loaded only by those who ask for it)
             from .direct import DIRECT_FLAG, check_supported
@@ -242,6 +242,16 @@ def _check_replaceable(path: str, replaced: str, name: str) -> None:
         if test(mode):
             raise ValueError(f"{name}: {path!r} is {kind}; atomic=True replaces regular files "
                              "only (write into it without atomic)")
+
+
+def _direct_unit(directory: str) -> int:
+    """What a direct path's chunks are made multiples of: the page size, or the file
+    system's block where larger (direct writes are aligned to it; see sinks.direct)."""
+    block = os.stat(directory).st_blksize
+    page = mmap.PAGESIZE
+    if block > page and block % page == 0 and block <= 1 << 16:
+        return block
+    return page
 
 
 def _direct_refused(path: str) -> OSError:
