@@ -1053,14 +1053,22 @@ def test_run_delay_reads_this_threads_wait_and_release_closes_it():
 def test_a_thread_that_ends_closes_its_run_delay_file():
     from bgio import runqueue
 
-    before = len(_schedstat_fds())
-    threads = [threading.Thread(target=runqueue.run_delay) for _ in range(5)]
+    ids: list[int] = []
+
+    def read() -> None:
+        ids.append(threading.get_native_id())
+        runqueue.run_delay()
+
+    threads = [threading.Thread(target=read) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     gc.collect()
-    assert len(_schedstat_fds()) == before
+    # Only these threads' files count: other tests' workers may come and go meanwhile.
+    theirs = [path for path in _schedstat_fds()
+              if any(path.endswith(f"/task/{ident}/schedstat") for ident in ids)]
+    assert len(ids) == 5 and theirs == []
 
 
 @needs_schedstat
