@@ -8,6 +8,7 @@ import sys
 from .engine import submit
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
+from .process import check_backend
 from .sinks import PathSink, Sink, fit_chunk_size, sink_can_sync, sink_for
 from .source import make_source
 from .worker import Job
@@ -88,6 +89,7 @@ def bgwrite(
     copy: bool = False,
     offset: int | None = None,
     direct: bool = False,
+    backend: str = "thread",
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -146,6 +148,11 @@ def bgwrite(
         through the cache and sent to the device at once. Refused with a
         ``ValueError`` where the platform or the file system has no direct
         I/O. See :ref:`direct-io`.
+    backend : {"thread", "process"}, keyword-only, default "thread"
+        Who writes: a worker thread of this process, or bgio's writer
+        process (paths only), whose throughput a main thread busy in Python
+        cannot starve. The data is then copied into shared memory, 16 MiB
+        at a time. See :ref:`process-backend`.
 
     Returns
     -------
@@ -179,10 +186,38 @@ def bgwrite(
                                 fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
+    if check_backend(backend) == "process":
+        return _bgwrite_process(file, data, chain_after, priority, None, mode=mode, fsync=fsync,
+                                atomic=atomic, copy=copy, direct=direct)
     sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
+
+
+def _bgwrite_process(file: object, data: object, chain_after: object, priority: PriorityLike,
+                     chunk_size: int | None, *, mode: str | None, fsync: bool, atomic: bool,
+                     copy: bool, direct: bool) -> BackgroundWriteProcess:
+    """A write done by the writer process (:mod:`bgio.process`), checked here first."""
+    if not isinstance(file, (str, bytes, os.PathLike)):
+        # A valid destination, just not for this backend: a ValueError, as for direct=True.
+        raise ValueError(  # noqa: TRY004
+            "file: backend='process' writes paths (the writer process opens them); "
+            f"{type(file).__qualname__} objects cannot be handed to it")
+    PathSink(file, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))  # checks
+    path = os.fspath(file)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    profile = resolve_priority(priority)
+    chain = _check_chain_after(chain_after)
+    source = make_source(data, "bytes", copy=bool(copy))
+    handle = BackgroundWriteProcess(source.total)
+    from .process import parent  # loaded by those who use it
+
+    options = {"mode": mode, "fsync": bool(fsync), "atomic": bool(atomic),
+               "direct": bool(direct), "priority": profile, "chunk_size": chunk_size}
+    parent.submit(handle, source, path, options, chain)
+    return handle
 
 
 def _bgwrite_dataset(dataset: object, data: object, close_when_finished: bool,
@@ -213,6 +248,7 @@ def bgwrite_chunk(
     atomic: bool = False,
     copy: bool = False,
     direct: bool = False,
+    backend: str = "thread",
 ) -> BackgroundWriteProcess:
     """Like :func:`bgwrite`, with chunks of ``chunk_size`` bytes instead of the profile's.
 
@@ -236,8 +272,11 @@ def bgwrite_chunk(
     >>> bgio.bgwrite_chunk(out, "abcdef", 4).result(), out.getvalue()
     (6, 'abcdef')
     """
-    sink = open_sink(file, mode, fsync, atomic, direct)
     size = validate_chunk_size("chunk_size", chunk_size)
+    if check_backend(backend) == "process":
+        return _bgwrite_process(file, data, chain_after, priority, size, mode=mode, fsync=fsync,
+                                atomic=atomic, copy=copy, direct=direct)
+    sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))

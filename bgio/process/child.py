@@ -1,0 +1,330 @@
+"""The writer process: bgio's own thread engine, fed by the parent through shared memory.
+
+Started by :mod:`bgio.process.parent` as ``python -m bgio.process.child
+COMMANDS EVENTS RING SEGMENT PARENT`` (a fresh interpreter: nothing of the
+parent's program is imported or re-run). Its main thread only reads
+commands, so its worker threads never wait for a busy interpreter lock;
+each write is an ordinary :func:`bgio.bgwrite` of a lazy iterable whose
+blocks are the ring segments the parent filled, so order per destination,
+pacing, ``chain_after``, ``atomic``, ``fsync``, write-back windows and the
+exit drain are the thread engine's own.
+
+Commands (parent to child), pickled tuples:
+
+- ``("write", id, path, options, chain)``: start a write; ``options`` are
+  keyword arguments of :func:`bgio.bgwrite` (``chunk_size`` among them),
+  ``chain`` None or the id of the write (or of a parent-side handle's
+  stand-in) to wait for;
+- ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
+  a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
+  the parent's memory, read from there (:mod:`bgio.process.remote`);
+- ``("probe", address, expected)``: may the parent's memory be read? (answered
+  with a ``("probe", ok, reason)`` event);
+- ``("cancel", id)``;
+- ``("settle", id, outcome, value)``: a parent-side write that a write here
+  is chained after has ended (``"ok"`` and its result, ``"failed"`` and its
+  exception, or ``"cancelled"``);
+- ``("forget", id, ...)``: the parent let go of these writes' handles, so no
+  later write can be chained after them;
+- ``("exit",)``: finish every write, then end.
+
+Events (child to parent): ``("start", id)``; ``("free", segment, id,
+bytes_written, bytes_on_disk)`` once a segment is written (or will not be);
+``("progress", id, bytes_written, bytes_on_disk)`` as a buffer read from the
+parent's memory is written;
+``("done", id, outcome, value, bytes_written, bytes_on_disk)``; ``("log",
+level, message)`` for records of the ``bgio`` logger. If the parent goes
+away (the command pipe ends), every write is cancelled and the process ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pickle
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+import bgio
+from bgio.errors import BgioError
+from bgio.handle import BackgroundWriteProcess
+from bgio.process import remote
+from bgio.process.ring import Attached
+
+#: Bytes read from the parent's memory at a time (a buffer per write being written).
+READ_PIECE = 16 * 1024 * 1024
+
+__all__ = ["main"]
+
+
+class _Events:
+    """The event pipe, shared by the main thread and the workers' callbacks."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    def send(self, event: tuple[Any, ...]) -> None:
+        try:
+            payload = pickle.dumps(event)
+        except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
+            event = event[:3] + (BgioError(f"{event[3]!r} (not picklable: {exc})"),) + event[4:]
+            payload = pickle.dumps(event)
+        with self._lock:
+            try:
+                self._connection.send_bytes(payload)
+            except OSError:
+                pass  # the parent is gone: nobody to tell
+
+
+class _Forward(logging.Handler):
+    """Hands the ``bgio`` logger's records to the parent, which logs them on its own."""
+
+    def __init__(self, events: _Events) -> None:
+        super().__init__()
+        self._events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self._events.send(("log", record.levelno, text))
+
+
+class _Cancelled(BgioError):
+    """Raised into a write whose data the parent stopped sending (it was cancelled)."""
+
+
+class _Feed:
+    """One write's segments, as the parent sends them, and what became of them."""
+
+    def __init__(self, ident: int, ring: Attached, events: _Events, parent: int) -> None:
+        self.ident = ident
+        self.ring = ring
+        self.events = events
+        # (segment, size), None at the end, or "cancel".
+        self.segments: queue.SimpleQueue[tuple[int, int] | str | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.current: int | None = None  # the segment being written
+        self.written = 0
+        self.handle: BackgroundWriteProcess | None = None
+        self.cancelled = False
+        self.parent = parent
+        self._buffer: np.ndarray | None = None  # for reads from the parent's memory
+
+    def blocks(self) -> Iterator[memoryview]:
+        while True:
+            item = self.segments.get()
+            if item is None:
+                return
+            if isinstance(item, str):  # cancelled while waiting for data
+                raise _Cancelled("cancelled")
+            index, size = item
+            if index < 0:  # -address: a buffer of the parent's, read from its memory
+                yield from self._remote(-index, size)
+                continue
+            self.current = index
+            yield self.ring.view(index, size)
+            # Asked for the next block: this one is written.
+            self.current = None
+            self.written += size
+            handle = self.handle
+            self.events.send(("free", index, self.ident, self.written,
+                              None if handle is None else handle.bytes_on_disk))
+
+    def _remote(self, address: int, size: int) -> Iterator[memoryview]:
+        buffer = self.buffer()
+        done = 0
+        while done < size:
+            if self.cancelled:
+                raise _Cancelled("cancelled")
+            count = min(size - done, buffer.size)
+            piece = buffer[:count]
+            remote.read_into(self.parent, address + done, piece)
+            yield memoryview(piece)  # type: ignore[arg-type]
+            done += count
+            self.written += count
+            handle = self.handle
+            self.events.send(("progress", self.ident, self.written,
+                              None if handle is None else handle.bytes_on_disk))
+
+    def buffer(self) -> np.ndarray:
+        if self._buffer is None:
+            self._buffer = np.empty(READ_PIECE, dtype=np.uint8)
+        return self._buffer
+
+    def add(self, index: int, size: int) -> None:
+        with self.lock:
+            if not self.closed:
+                self.segments.put((index, size))
+                return
+        if index >= 0:
+            self.events.send(("free", index, self.ident, None, None))
+
+    def end(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.segments.put(None)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        with self.lock:
+            if not self.closed:
+                self.segments.put("cancel")
+
+    def close(self) -> None:
+        """The write is done: give back every segment it still holds."""
+        with self.lock:
+            self.closed = True
+            held = [] if self.current is None else [self.current]
+            self.current = None
+            while True:
+                try:
+                    item = self.segments.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple) and item[0] >= 0:
+                    held.append(item[0])
+        for index in held:
+            self.events.send(("free", index, self.ident, None, None))
+
+
+def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> None:
+    feed.close()
+    error = None if handle.cancelled() else handle.exception()
+    outcome: str
+    value: Any
+    if handle.cancelled() or isinstance(error, _Cancelled):
+        outcome, value = "cancelled", None
+    elif error is not None:
+        outcome, value = "failed", error
+    else:
+        outcome, value = "ok", handle.result()
+    events.send(("done", feed.ident, outcome, value, handle.bytes_written, handle.bytes_on_disk))
+
+
+def _stand_in(outcome: str, value: Any) -> BackgroundWriteProcess:
+    """A handle standing for a parent-side write, ended as it ended."""
+    handle = BackgroundWriteProcess(0)
+    if outcome == "cancelled":
+        handle.cancel()
+        return handle
+    handle.set_running_or_notify_cancel()
+    if outcome == "ok":
+        handle.set_result(value)
+    else:
+        handle.set_exception(value)
+    return handle
+
+
+def serve(commands: Connection, events: _Events, ring: Attached, parent: int) -> None:
+    """Read and carry out commands until told to exit or the parent goes away."""
+    feeds: dict[int, _Feed] = {}
+    handles: dict[int, BackgroundWriteProcess] = {}  # by id: writes here, parent stand-ins
+    waiting: dict[int, BackgroundWriteProcess] = {}  # stand-ins not settled yet
+    while True:
+        try:
+            message = commands.recv()
+        except (EOFError, OSError):
+            # The parent is gone: nobody will feed or collect these writes.
+            for handle in list(handles.values()):
+                handle.cancel()
+            return
+        kind = message[0]
+        if kind == "data":
+            _, ident, index, size = message
+            feed = feeds.get(ident)
+            if feed is not None:
+                feed.add(index, size)
+            elif index >= 0:  # the write ended already (failed, cancelled): not needed
+                events.send(("free", index, ident, None, None))
+        elif kind == "write":
+            _, ident, path, options, chain = message
+            feed = feeds[ident] = _Feed(ident, ring, events, parent)
+            after = None
+            if chain is not None:
+                after = handles.get(chain)
+                if after is None:  # a parent-side write, settled later
+                    after = waiting[chain] = BackgroundWriteProcess(0)
+                    after.set_running_or_notify_cancel()
+                    handles[chain] = after
+            chunk_size = options.pop("chunk_size", None)
+            if chunk_size is None:
+                handle = bgio.bgwrite(path, feed.blocks(), chain_after=after, **options)
+            else:
+                handle = bgio.bgwrite_chunk(path, feed.blocks(), chunk_size, chain_after=after,
+                                            **options)
+            feed.handle = handles[ident] = handle
+            handle.add_done_callback(functools.partial(_finished, feed, events, feeds=feeds,
+                                                       handles=handles))
+            events.send(("start", ident))
+        elif kind == "end":
+            feed = feeds.get(message[1])
+            if feed is not None:
+                feed.end()
+        elif kind == "cancel":
+            cancelled = handles.get(message[1])
+            if cancelled is not None:
+                cancelled.cancel()
+            feed = feeds.get(message[1])
+            if feed is not None:
+                feed.cancel()
+        elif kind == "settle":
+            _, ident, outcome, value = message
+            stand_in = waiting.pop(ident, None)
+            if stand_in is None:
+                handles[ident] = _stand_in(outcome, value)
+            elif outcome == "cancelled":
+                stand_in.set_stopped()
+            elif outcome == "ok":
+                stand_in.set_result(value)
+            else:
+                stand_in.set_exception(value)
+        elif kind == "probe":
+            # May this process read the parent's memory? (see bgio.process.remote)
+            _, address, expected = message
+            probe = np.empty(len(expected), dtype=np.uint8)
+            try:
+                remote.read_into(parent, address, probe)
+                events.send(("probe", probe.tobytes() == expected, ""))
+            except OSError as exc:
+                events.send(("probe", False, str(exc)))
+        elif kind == "forget":
+            for ident in message[1:]:
+                handles.pop(ident, None)
+        elif kind == "exit":
+            return
+
+
+def _finished(feed: _Feed, events: _Events, handle: BackgroundWriteProcess, *,
+              feeds: dict[int, _Feed], handles: dict[int, BackgroundWriteProcess]) -> None:
+    _report(feed, events, handle)
+    feeds.pop(feed.ident, None)
+    # A later write may still be chained after it: its handle stays (it is small).
+
+
+def main(argv: list[str]) -> int:
+    """``COMMANDS EVENTS RING SEGMENT PARENT``: the descriptors inherited from the parent,
+    the ring's segment size, and the parent's pid."""
+    commands_fd, events_fd, ring_fd, segment, parent = (int(value) for value in argv)
+    commands = Connection(commands_fd, writable=False)
+    events = _Events(Connection(events_fd, readable=False))
+    ring = Attached(ring_fd, segment)
+    logger = logging.getLogger("bgio")
+    logger.addHandler(_Forward(events))
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # the parent's logging decides what is shown
+    serve(commands, events, ring, parent)
+    bgio.wait_all()  # every write ends (the exit drain would wait too)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,498 @@
+"""The process backend, the caller's side: one long-lived writer process, fed through shared memory.
+
+:func:`submit` queues a write; a *feeder* thread sends it to the writer
+process (:mod:`bgio.process.child`) and copies its data into the ring's
+segments (:mod:`bgio.process.ring`), one large copy per segment, in call
+order; a *reader* thread takes the child's events and drives the handles:
+``bytes_written`` as each segment is written, the outcome at the end.
+Neither thread does per-chunk work, so a caller whose main thread runs
+Python costs the writer one round trip for the interpreter lock per 16 MiB
+segment, not one per chunk; the pacing, the system calls and their waits
+are the child's.
+
+The writer process is a fresh interpreter (``python -m
+bgio.process.child``, so nothing of the program is imported or re-run in
+it, as with ``multiprocessing``'s ``spawn``), started on the first write
+and ended at exit once its writes are drained, under the same rules as
+threads (:mod:`bgio.drain`). If it dies, every write it had fails with a
+:class:`~bgio.BgioError` saying so and how far it got; the next write
+starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import weakref
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .. import drain
+from ..errors import BgioError
+from ..handle import BackgroundWriteProcess, failure_of
+from ..source import Source
+from . import remote
+from .ring import SEGMENT, Ring
+
+__all__ = ["pending", "submit", "wait_all"]
+
+logger = logging.getLogger("bgio")
+
+#: Seconds to wait for the writer process to end once told to.
+EXIT_TIMEOUT = 30.0
+#: Buffers at least this large are read by the child from our memory; smaller ones copied.
+_BY_ADDRESS = 256 * 1024
+#: A chunk size larger than any buffer: the source's blocks whole.
+_WHOLE = 1 << 60
+
+
+def _bytes_view(block: object) -> memoryview:
+    """A binary source's block (a view of unsigned bytes, or bytes) as a view."""
+    assert not isinstance(block, str), "a path takes bytes"
+    return block if isinstance(block, memoryview) else memoryview(block)  # type: ignore[arg-type]
+
+
+class _Job:
+    """One write: its handle, its data (until sent), where it goes and how."""
+
+    __slots__ = ("by_address", "chain", "feed_error", "handle", "ident", "options", "path",
+                 "sent", "source")
+
+    def __init__(self, ident: int, handle: BackgroundWriteProcess, source: Source, path: str,
+                 options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
+        self.ident = ident
+        self.handle = handle
+        self.source: Source | None = source
+        self.path = path
+        self.options = options
+        self.chain = chain
+        self.feed_error: BaseException | None = None
+        self.sent = False
+        self.by_address = False  # the child reads the data from our memory
+
+
+class _Backend:
+    """A writer process, its ring, and the two threads that talk to it."""
+
+    def __init__(self) -> None:
+        self.ring = Ring()
+        commands_read, commands_write = os.pipe()
+        events_read, events_write = os.pipe()
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bgio.process.child", str(commands_read),
+                 str(events_write), str(self.ring.fd), str(SEGMENT), str(os.getpid())],
+                pass_fds=(commands_read, events_write, self.ring.fd), env=env,
+                stdin=subprocess.DEVNULL)
+        except BaseException:
+            for fd in (commands_read, commands_write, events_read, events_write):
+                os.close(fd)
+            self.ring.close()
+            raise
+        os.close(commands_read)
+        os.close(events_write)
+        remote.allow(self.process.pid)
+        # Whether the child may read this process's memory (the feeder asks first).
+        self.remote = False
+        self._probed = threading.Event()
+        self._commands = Connection(commands_write, readable=False)
+        self._events = Connection(events_read, writable=False)
+        self._send_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self.jobs: dict[int, _Job] = {}  # not done yet, by id (queued ones too)
+        self._next = 0
+        self.dead: str | None = None
+        self._closing = False
+        # Ids the child knows: this backend's writes, and stand-ins for other handles.
+        self._idents: weakref.WeakKeyDictionary[BackgroundWriteProcess, int] = (
+            weakref.WeakKeyDictionary())
+        self._forgotten: deque[int] = deque()  # handles let go of (appended by finalizers)
+        self._feeder = threading.Thread(target=self._feed, name="bgio-process-feed", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="bgio-process-events",
+                                        daemon=True)
+        self._feeder.start()
+        self._reader.start()
+
+    # -- the caller's side --------------------------------------------------------------
+
+    def submit(self, handle: BackgroundWriteProcess, source: Source, path: str,
+               options: dict[str, Any], chain: BackgroundWriteProcess | None) -> bool:
+        """Queue a write; False if this backend is dead (the caller starts a new one)."""
+        with self._changed:
+            if self.dead is not None or self._closing:
+                return False
+            ident = self._new_ident()
+            job = _Job(ident, handle, source, path, options, chain)
+            self.jobs[ident] = job
+            self._queue.append(job)
+            self._idents[handle] = ident
+            weakref.finalize(handle, self._forgotten.append, ident)
+            self._changed.notify_all()
+        handle.watch_cancel(lambda: self._cancel(job))
+        return True
+
+    def _new_ident(self) -> int:
+        self._next += 1
+        return self._next
+
+    def _cancel(self, job: _Job) -> None:
+        # Called by handle.cancel() under the handles' lock: a short send at most.
+        self.ring.wake()
+        if job.sent:
+            self._send_quietly(("cancel", job.ident))
+
+    def pending(self) -> list[tuple[str, BackgroundWriteProcess]]:
+        with self._changed:
+            return [(job.path, job.handle) for job in self.jobs.values() if not job.handle.done()]
+
+    def wait_all(self, timeout: float | None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: not self.jobs, timeout)
+
+    # -- talking to the child -----------------------------------------------------------
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        payload = pickle.dumps(message)
+        with self._send_lock:
+            self._commands.send_bytes(payload)
+
+    def _send_quietly(self, message: tuple[Any, ...]) -> None:
+        try:
+            self._send(message)
+        except OSError:
+            pass  # the child is gone: the reader says so on every handle
+
+    def _chain_ident(self, chain: BackgroundWriteProcess | None) -> int | None:
+        """The id the child knows ``chain`` by; a handle of another backend (or of a
+        thread) gets a stand-in, settled when it ends."""
+        if chain is None:
+            return None
+        with self._changed:
+            ident = self._idents.get(chain)
+            if ident is not None:
+                return ident
+            ident = self._idents[chain] = self._new_ident()
+        chain.add_done_callback(lambda done: self._settle(ident, done))
+        return ident
+
+    def _settle(self, ident: int, done: BackgroundWriteProcess) -> None:
+        error = failure_of(done)
+        if done.cancelled():
+            message: tuple[Any, ...] = ("settle", ident, "cancelled", None)
+        elif error is not None:
+            try:
+                pickle.dumps(error)
+            except Exception:  # noqa: BLE001 - said as text instead
+                error = BgioError(repr(error))
+            message = ("settle", ident, "failed", error)
+        else:
+            message = ("settle", ident, "ok", done.result())
+        self._send_quietly(message)
+
+    # -- the feeder thread --------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Ask the child to read a buffer of ours; from its answer on, data in memory is
+        read by the child (:mod:`bgio.process.remote`) or copied into the ring."""
+        if not remote.available():
+            return
+        expected = os.urandom(64)
+        buffer = bytearray(expected)  # kept alive until the answer
+        self._send(("probe", remote.address_of(memoryview(buffer)), expected))
+        self._probed.wait()
+        del buffer
+
+    def _feed(self) -> None:
+        try:
+            self._probe()
+        except OSError:
+            return
+        while True:
+            with self._changed:
+                while not self._queue and self.dead is None and not self._closing:
+                    self._changed.wait()
+                if self.dead is not None or not self._queue:
+                    return
+                job = self._queue.popleft()
+            try:
+                self._feed_one(job)
+            except OSError:
+                return  # the child is gone (the reader fails the handles)
+
+    def _feed_one(self, job: _Job) -> None:
+        handle = job.handle
+        forgotten = []
+        while self._forgotten:
+            forgotten.append(self._forgotten.popleft())
+        if forgotten:
+            self._send(("forget", *forgotten))
+        chain = self._chain_ident(job.chain)
+        job.chain = None
+        if not handle.set_running_or_notify_cancel():
+            # Cancelled while queued: nothing was written. A later write chained
+            # after it is told so.
+            job.source = None
+            self._send(("settle", job.ident, "cancelled", None))
+            self._ended(job.ident)
+            return
+        self._send(("write", job.ident, job.path, job.options, chain))
+        job.sent = True
+        if handle.cancel_requested:
+            self._send(("cancel", job.ident))
+        try:
+            if self.remote and job.source is not None and not job.source.lazy:
+                self._feed_addresses(job)
+            else:
+                self._feed_data(job)
+        except OSError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a lazy iterable's item, say
+            job.feed_error = exc
+            self._send(("cancel", job.ident))
+        finally:
+            if not job.by_address:
+                job.source = None  # let go of the caller's data
+        self._send(("end", job.ident))
+
+    def _feed_addresses(self, job: _Job) -> None:
+        """Send where each buffer is; the child reads them from this process's memory
+        (small ones are copied into the ring: one message each would cost more)."""
+        assert job.source is not None
+        job.by_address = True  # the data must live until the child is done with it
+        small: list[memoryview] = []
+        for block in job.source.chunks(_WHOLE, "bytes"):
+            view = _bytes_view(block)
+            if len(view) < _BY_ADDRESS:
+                small.append(view)
+                continue
+            if small:
+                self._copy_in(job, small)
+                small = []
+            if job.handle.cancel_requested or self.dead is not None:
+                return
+            self._send(("data", job.ident, -remote.address_of(view), len(view)))
+        if small:
+            self._copy_in(job, small)
+
+    def _copy_in(self, job: _Job, views: list[memoryview]) -> None:
+        """Copy small buffers into ring segments, as many to a segment as fit."""
+        ring = self.ring
+        index: int | None = None
+        used = 0
+        for view in views:
+            start = 0
+            while start < len(view):
+                if index is None:
+                    index = ring.take(lambda: job.handle.cancel_requested or self.dead is not None)
+                    if index is None:
+                        return
+                    used = 0
+                count = min(len(view) - start, ring.segment - used)
+                ring.fill(index, view[start:start + count], used)
+                used += count
+                start += count
+                if used == ring.segment:
+                    self._send(("data", job.ident, index, used))
+                    index = None
+        if index is not None:
+            self._send(("data", job.ident, index, used))
+
+    def _feed_data(self, job: _Job) -> None:
+        handle = job.handle
+        ring = self.ring
+        segment = ring.segment
+
+        def stopped() -> bool:
+            return handle.cancel_requested or self.dead is not None
+
+        assert job.source is not None
+        for block in job.source.chunks(segment, "bytes"):
+            view = _bytes_view(block)
+            for start in range(0, len(view), segment):
+                if stopped():
+                    return
+                index = ring.take(stopped)
+                if index is None:
+                    return
+                piece = view[start:start + segment]
+                ring.fill(index, piece)
+                self._send(("data", job.ident, index, len(piece)))
+
+    def _ended(self, ident: int) -> None:
+        with self._changed:
+            self.jobs.pop(ident, None)
+            self._changed.notify_all()
+
+    # -- the reader thread --------------------------------------------------------------
+
+    def _read(self) -> None:
+        while True:
+            try:
+                event = self._events.recv()
+            except (EOFError, OSError):
+                break
+            kind = event[0]
+            if kind == "free":
+                _, index, ident, written, on_disk = event
+                self.ring.give_back(index)
+                job = self.jobs.get(ident)
+                if job is not None and written is not None:
+                    job.handle.bytes_written = max(job.handle.bytes_written, written)
+                    if on_disk is not None:
+                        job.handle.bytes_on_disk = on_disk
+            elif kind == "progress":
+                _, ident, written, on_disk = event
+                job = self.jobs.get(ident)
+                if job is not None:
+                    job.handle.bytes_written = max(job.handle.bytes_written, written)
+                    if on_disk is not None:
+                        job.handle.bytes_on_disk = on_disk
+            elif kind == "done":
+                self._done(*event[1:])
+            elif kind == "probe":
+                self.remote = bool(event[1])
+                if not self.remote:
+                    logger.debug("bgio: the writer process cannot read this process's memory "
+                                 "(%s); data goes through shared memory", event[2])
+                self._probed.set()
+            elif kind == "log":
+                logger.log(event[1], "writer process: %s", event[2])
+        self._gone()
+
+    def _done(self, ident: int, outcome: str, value: Any, written: int,
+              on_disk: int | None) -> None:
+        job = self.jobs.get(ident)
+        if job is None:
+            return
+        handle = job.handle
+        handle.bytes_written = written
+        handle.bytes_on_disk = on_disk
+        handle.watch_cancel(None)
+        job.source = None  # (the child read from it until now)
+        if job.feed_error is not None:
+            handle.set_exception(job.feed_error)
+        elif outcome == "ok" and not (handle.cancel_requested and handle.total_bytes is not None
+                                      and written < handle.total_bytes):
+            handle.set_result(value)
+        elif outcome in ("ok", "cancelled"):
+            handle.set_stopped()
+        else:
+            handle.set_exception(value)
+        self._ended(ident)
+
+    def _gone(self) -> None:
+        """The event pipe ended: the child exited as told, or died."""
+        code = self.process.wait()
+        with self._changed:
+            expected = self._closing and code == 0
+            if code < 0:
+                how = f"killed by signal {-code}"
+            else:
+                how = f"exit status {code}"
+            self.dead = f"bgio's writer process (pid {self.process.pid}) ended ({how})"
+            jobs = list(self.jobs.values())
+            self.jobs.clear()
+            self._queue.clear()
+            self._changed.notify_all()
+        self.ring.wake()
+        self._probed.set()
+        self._feeder.join()
+        for job in jobs:
+            handle = job.handle
+            handle.watch_cancel(None)
+            job.source = None
+            message = (f"{self.dead} before this write to {job.path!r} ended; "
+                       f"{handle.bytes_written} bytes of it were written")
+            handle.set_exception(BgioError(message))
+        if jobs or not expected:
+            logger.error("%s with %d write(s) unfinished", self.dead, len(jobs))
+        self.ring.close()
+        self._events.close()
+        self._commands.close()
+
+    # -- the end ------------------------------------------------------------------------
+
+    def let_go(self) -> None:
+        """(In a forked child) close this process's copies of the pipes and the ring."""
+        for connection in (self._commands, self._events):
+            try:
+                connection.close()
+            except OSError:
+                pass
+        try:
+            os.close(self.ring.fd)
+        except OSError:
+            pass
+
+    def shut_down(self) -> None:
+        """Drain (as threads are drained at exit), then tell the child to end and wait."""
+        drain.drain(self.pending, self.wait_all)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._feeder.join()
+        self._send_quietly(("exit",))
+        self._reader.join(EXIT_TIMEOUT)
+
+
+_lock = threading.Lock()
+_backend: _Backend | None = None
+_registered = False
+
+
+def submit(handle: BackgroundWriteProcess, source: Source, path: str,
+           options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
+    """Queue a write on the writer process, starting one if none is running."""
+    global _backend, _registered
+    with _lock:
+        while True:
+            if _backend is None or _backend.dead is not None:
+                _backend = _Backend()
+                if not _registered:
+                    threading._register_atexit(_shut_down)  # type: ignore[attr-defined]
+                    _registered = True
+            if _backend.submit(handle, source, path, options, chain):
+                return
+            _backend = None
+
+
+def pending() -> list[tuple[str, BackgroundWriteProcess]]:
+    """The writer process's writes not done yet: (destination, handle)."""
+    backend = _backend
+    return [] if backend is None else backend.pending()
+
+
+def wait_all(timeout: float | None = None) -> bool:
+    """Wait until the writer process's writes are done; True if none is left."""
+    backend = _backend
+    return True if backend is None else backend.wait_all(timeout)
+
+
+def _shut_down() -> None:
+    backend = _backend
+    if backend is not None and backend.dead is None:
+        backend.shut_down()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child does not own the parent's writer process: it starts without one, and
+    lets go of the pipes (the writer process must see the parent's end when it ends)."""
+    global _backend, _lock
+    backend, _backend = _backend, None
+    _lock = threading.Lock()
+    if backend is not None:
+        backend.let_go()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

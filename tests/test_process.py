@@ -1,0 +1,227 @@
+"""The process backend (``backend="process"``): writes done by bgio's writer process."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import bgio
+from bgio.process import parent, ring
+
+MIB = 1024 * 1024
+SEGMENT = ring.SEGMENT
+#: Slow enough that a test can act while the write is under way.
+SLOW = bgio.PRESETS[1].replace(max_rate=20e6)
+
+
+def _blocks_then_signal(count: int, size: int, after: int, seen: threading.Event):
+    """A lazy iterable of ``count`` random blocks; ``seen`` is set when block ``after`` is
+    asked for. Lazy data goes through the ring, whose segments come back only as the
+    writer process writes them: asked for block ``after`` > ring.SEGMENTS, it has
+    written at least one."""
+    blocks = [os.urandom(size) for _ in range(count)]
+
+    def generate():
+        for number, block in enumerate(blocks):
+            if number == after:
+                seen.set()
+            yield block
+
+    return blocks, generate()
+
+
+def test_bytes_arrays_and_lists_are_written_byte_exact(tmp_path):
+    data = os.urandom(3 * SEGMENT + 12345)
+    array = np.arange(600_000, dtype=np.float64).reshape(1000, 600)
+    parts = [os.urandom(size) for size in (1, 100, 300_000, 70_000, 5 * MIB + 3, 7)]
+    handles = {
+        "bytes.bin": bgio.bgwrite(tmp_path / "bytes.bin", data, backend="process"),
+        "array.bin": bgio.bgwrite(tmp_path / "array.bin", array, backend="process"),
+        "list.bin": bgio.bgwrite(tmp_path / "list.bin", parts, backend="process"),
+        "empty.bin": bgio.bgwrite(tmp_path / "empty.bin", b"", backend="process"),
+    }
+    assert {name: handle.result(timeout=60) for name, handle in handles.items()} == {
+        "bytes.bin": len(data), "array.bin": array.nbytes,
+        "list.bin": sum(map(len, parts)), "empty.bin": 0}
+    assert (tmp_path / "bytes.bin").read_bytes() == data
+    assert (tmp_path / "array.bin").read_bytes() == array.tobytes()
+    assert (tmp_path / "list.bin").read_bytes() == b"".join(parts)
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+    assert all(handle.bytes_written == handle.total_bytes for handle in handles.values())
+
+
+def test_a_lazy_iterable_goes_through_shared_memory(tmp_path):
+    blocks = [os.urandom(size) for size in (10, SEGMENT + 1, 3 * MIB, 0, 5)]
+    handle = bgio.bgwrite(tmp_path / "lazy.bin", iter(blocks), backend="process")
+    assert handle.result(timeout=60) == sum(map(len, blocks))
+    assert (tmp_path / "lazy.bin").read_bytes() == b"".join(blocks)
+
+
+def test_writes_to_one_path_keep_call_order(tmp_path):
+    path = tmp_path / "log.bin"
+    parts = [bytes([number]) * (1000 + number) for number in range(60)]
+    handles = [bgio.bgwrite(path, part, mode="ab" if number else "wb", backend="process")
+               for number, part in enumerate(parts)]
+    assert [handle.result(timeout=60) for handle in handles] == [len(part) for part in parts]
+    assert path.read_bytes() == b"".join(parts)
+
+
+def test_path_options_work_in_the_writer_process(tmp_path):
+    path = tmp_path / "opts.bin"
+    path.write_bytes(b"old")
+    data = os.urandom(MIB + 5)
+    handle = bgio.bgwrite(path, data, atomic=True, fsync=True, backend="process")
+    assert handle.result(timeout=60) == len(data) and handle.bytes_on_disk == len(data)
+    assert path.read_bytes() == data and os.listdir(tmp_path) == ["opts.bin"]
+    chunked = bgio.bgwrite_chunk(path, b"tail", 2, mode="ab", backend="process")
+    assert chunked.result(timeout=60) == 4 and path.read_bytes() == data + b"tail"
+
+
+def test_destinations_that_cannot_cross_are_refused_in_the_caller(tmp_path):
+    with pytest.raises(ValueError, match="backend='process' writes paths .* BytesIO objects cannot"):
+        bgio.bgwrite(io.BytesIO(), b"x", backend="process")
+    with open(tmp_path / "f.bin", "wb") as stream:
+        with pytest.raises(ValueError, match="BufferedWriter objects cannot be handed"):
+            bgio.bgwrite(stream, b"x", backend="process")
+        with pytest.raises(ValueError, match="int objects cannot be handed"):
+            bgio.bgwrite(stream.fileno(), b"x", backend="process")
+    left, right = socket.socketpair()
+    with left, right, pytest.raises(ValueError, match="socket objects cannot be handed"):
+        bgio.bgwrite(left, b"x", backend="process")
+    with pytest.raises(ValueError, match="backend must be 'thread' or 'process', got 'proc'"):
+        bgio.bgwrite(tmp_path / "x", b"x", backend="proc")
+    with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got int"):
+        bgio.bgwrite(tmp_path / "x", b"x", backend=1)
+    with pytest.raises(ValueError, match="directory .* does not exist"):
+        bgio.bgwrite(tmp_path / "missing" / "x", b"x", backend="process")
+    with pytest.raises(TypeError, match="str cannot be written to a binary stream"):
+        bgio.bgwrite(tmp_path / "x", "text", backend="process")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_error_in_the_writer_process_reaches_result_and_the_log(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="bgio")
+    path = tmp_path / "exists.bin"
+    path.write_bytes(b"keep")
+    handle = bgio.bgwrite(path, b"new", mode="xb", backend="process")
+    with pytest.raises(FileExistsError, match="File exists") as caught:
+        handle.result(timeout=60)
+    assert caught.value.filename == str(path)
+    assert path.read_bytes() == b"keep" and handle.bytes_written == 0
+    assert f"writer process: background write to {path} failed" in caplog.text
+
+
+def test_chains_cross_backends_both_ways(tmp_path):
+    # A process write after a thread write that fails: ChainError, nothing written.
+    (tmp_path / "taken.bin").write_bytes(b"x")
+    failed = bgio.bgwrite(tmp_path / "taken.bin", b"y", mode="xb")
+    after = bgio.bgwrite(tmp_path / "after.bin", b"data", chain_after=failed, backend="process")
+    with pytest.raises(bgio.ChainError, match="chained after failed .*FileExistsError"):
+        after.result(timeout=60)
+    assert not (tmp_path / "after.bin").exists()
+    # A thread write after a process write: it waits for it.
+    first = bgio.bgwrite(tmp_path / "first.bin", os.urandom(4 * MIB), backend="process",
+                         priority=SLOW)
+    second = bgio.bgwrite(tmp_path / "second.bin", b"then", chain_after=first)
+    assert second.result(timeout=60) == 4 and first.done() and first.result() == 4 * MIB
+    # A process write after a process write that succeeded.
+    third = bgio.bgwrite(tmp_path / "third.bin", b"3", chain_after=first, backend="process")
+    assert third.result(timeout=60) == 1
+
+
+@pytest.mark.slow
+def test_a_cancel_stops_the_write_where_it_stands(tmp_path):
+    seen = threading.Event()
+    count = ring.SEGMENTS + 4
+    blocks, data = _blocks_then_signal(count, SEGMENT, ring.SEGMENTS + 2, seen)
+    path = tmp_path / "cancelled.bin"
+    handle = bgio.bgwrite(path, data, backend="process", priority=SLOW)
+    assert seen.wait(60)
+    assert handle.cancel() is True
+    assert handle.wait(60) and handle.cancelled()
+    written = handle.bytes_written
+    assert 0 < written < count * SEGMENT
+    assert path.read_bytes() == b"".join(blocks)[:written]
+
+
+@pytest.mark.slow
+def test_a_write_cancelled_before_it_starts_writes_nothing(tmp_path):
+    seen = threading.Event()
+    _, data = _blocks_then_signal(ring.SEGMENTS + 3, SEGMENT, ring.SEGMENTS + 1, seen)
+    first = bgio.bgwrite(tmp_path / "busy.bin", data, backend="process", priority=SLOW)
+    queued = bgio.bgwrite(tmp_path / "queued.bin", b"never", backend="process")
+    assert queued.cancel() is True and queued.cancelled()
+    assert seen.wait(60)
+    first.cancel()
+    first.wait(60)
+    later = bgio.bgwrite(tmp_path / "later.bin", b"ok", chain_after=queued, backend="process")
+    with pytest.raises(bgio.ChainError):
+        later.result(timeout=60)
+    assert not (tmp_path / "queued.bin").exists()
+
+
+@pytest.mark.slow
+def test_the_writer_process_dying_fails_its_writes_and_the_next_one_starts_anew(tmp_path):
+    seen = threading.Event()
+    blocks, data = _blocks_then_signal(ring.SEGMENTS + 6, SEGMENT, ring.SEGMENTS + 2, seen)
+    path = tmp_path / "killed.bin"
+    handle = bgio.bgwrite(path, data, backend="process", priority=SLOW)
+    queued = bgio.bgwrite(tmp_path / "queued.bin", b"q", backend="process")
+    assert seen.wait(60)
+    pid = parent._backend.process.pid
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(bgio.BgioError, match=rf"writer process \(pid {pid}\) ended \(killed "
+                                             r"by signal 9\) before this write to .* ended; "
+                                             r"\d+ bytes of it were written"):
+        handle.result(timeout=60)
+    with pytest.raises(bgio.BgioError, match="ended"):
+        queued.result(timeout=60)
+    # Nothing is reported written that was not.
+    assert handle.bytes_written <= os.path.getsize(path)
+    assert path.read_bytes()[:handle.bytes_written] == b"".join(blocks)[:handle.bytes_written]
+    again = bgio.bgwrite(tmp_path / "again.bin", b"again", backend="process")
+    assert again.result(timeout=60) == 5
+    assert parent._backend.process.pid != pid
+
+
+def _run(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_writes_pending_at_exit_are_finished(tmp_path):
+    path = tmp_path / "exit.bin"
+    done = _run(f"""
+        import bgio, os
+        data = bytes(range(256)) * (256 * 1024)  # 64 MiB
+        bgio.bgwrite({str(path)!r}, data, backend="process",
+                     priority=bgio.PRESETS[1].replace(max_rate=200e6))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert path.read_bytes() == bytes(range(256)) * (256 * 1024)
+
+
+@pytest.mark.slow
+def test_a_forked_child_that_never_uses_bgio_does_not_hang(tmp_path):
+    done = _run(f"""
+        import bgio, os, sys
+        bgio.bgwrite({str(tmp_path / "x.bin")!r}, b"x", backend="process").result()
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # an ordinary exit: atexit handlers, threads joined
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "child 0" in done.stdout
