@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 
 from . import compat
-from .api import bgwrite, bgwrite_chunk
-from .engine import wait_all
+from .api import bgwrite, bgwrite_chunk, wait_all
 from .errors import BgioError, ChainError, QueueFull
 from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess

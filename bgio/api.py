@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .engine import submit
+from .engine import wait_all as wait_threads
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .process import check_backend
 from .sinks import PathSink, Sink, fit_chunk_size, sink_can_sync, sink_for
 from .source import make_source
+from .timeouts import check_timeout
 from .worker import Job
 
-__all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "open_sink", "prepare"]
+__all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "open_sink", "prepare", "wait_all"]
 
 #: A preset number 1..10 or a profile.
 PriorityLike = int | BackgroundIOPriority
@@ -280,3 +283,39 @@ def bgwrite_chunk(
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
+
+
+def wait_all(timeout: float | None = None) -> bool:
+    """Wait until every background write started so far is done, the writer process's too.
+
+    Parameters
+    ----------
+    timeout : float or None
+        Seconds to wait at most; None waits as long as it takes.
+
+    Returns
+    -------
+    bool
+        True if nothing is pending any more, False on timeout.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``timeout`` is negative, NaN, longer than the platform can wait
+        (``math.inf`` means no limit), or not a number.
+    """
+    limit = check_timeout(timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    parent = sys.modules.get("bgio.process.parent")  # none if no write asked for a process
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not wait_threads(left):
+            return False
+        if parent is None:
+            return True
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not parent.wait_all(left):  # type: ignore[attr-defined]
+            return False
+        # A thread's write chained after one of the writer process's may have begun.
+        if wait_threads(0):
+            return True

@@ -60,6 +60,18 @@ def test_bytes_arrays_and_lists_are_written_byte_exact(tmp_path):
     assert all(handle.bytes_written == handle.total_bytes for handle in handles.values())
 
 
+def test_wait_all_waits_for_the_writer_process_too(tmp_path):
+    slow = bgio.PRESETS[1].replace(max_rate=20e6)
+    handle = bgio.bgwrite(tmp_path / "w.bin", os.urandom(2 * MIB), backend="process",
+                          priority=slow)
+    assert bgio.wait_all(60) is True and handle.done()
+    first = bgio.bgwrite(tmp_path / "w.bin", os.urandom(2 * MIB), backend="process",
+                         priority=slow)
+    after = bgio.bgwrite(tmp_path / "t.bin", b"then", chain_after=first)
+    assert bgio.wait_all(60) is True
+    assert first.done() and after.result() == 4
+
+
 def test_a_lazy_iterable_goes_through_shared_memory(tmp_path):
     blocks = [os.urandom(size) for size in (10, SEGMENT + 1, 3 * MIB, 0, 5)]
     handle = bgio.bgwrite(tmp_path / "lazy.bin", iter(blocks), backend="process")
