@@ -28,11 +28,12 @@ Commands (parent to child), pickled tuples:
   later write can be chained after them;
 - ``("exit",)``: finish every write, then end.
 
-Events (child to parent): ``("start", id)``; ``("free", segment, id,
-bytes_written, bytes_on_disk)`` once a segment is written (or will not be);
-``("progress", id, bytes_written, bytes_on_disk)`` as a buffer read from the
-parent's memory is written;
-``("done", id, outcome, value, bytes_written, bytes_on_disk)``; ``("log",
+Events (child to parent), each with the write's timing record last (see
+:func:`_timing_of`): ``("start", id)``; ``("free", segment, id,
+bytes_written, bytes_on_disk, timing)`` once a segment is written (or will
+not be); ``("progress", id, bytes_written, bytes_on_disk, timing)`` as a
+buffer read from the parent's memory is written; ``("done", id, outcome,
+value, bytes_written, bytes_on_disk, timing)``; ``("log",
 level, message)`` for records of the ``bgio`` logger. If the parent goes
 away (the command pipe ends), every write is cancelled and the process ends.
 """
@@ -137,7 +138,8 @@ class _Feed:
             self.written += size
             handle = self.handle
             self.events.send(("free", index, self.ident, self.written,
-                              None if handle is None else handle.bytes_on_disk))
+                              None if handle is None else handle.bytes_on_disk,
+                              _timing_of(handle)))
 
     def _remote(self, address: int, size: int) -> Iterator[memoryview]:
         buffer = self.buffer()
@@ -153,7 +155,8 @@ class _Feed:
             self.written += count
             handle = self.handle
             self.events.send(("progress", self.ident, self.written,
-                              None if handle is None else handle.bytes_on_disk))
+                              None if handle is None else handle.bytes_on_disk,
+                              _timing_of(handle)))
 
     def buffer(self) -> np.ndarray:
         if self._buffer is None:
@@ -166,7 +169,7 @@ class _Feed:
                 self.segments.put((index, size))
                 return
         if index >= 0:
-            self.events.send(("free", index, self.ident, None, None))
+            self.events.send(("free", index, self.ident, None, None, None))
 
     def end(self) -> None:
         with self.lock:
@@ -193,7 +196,7 @@ class _Feed:
                 if isinstance(item, tuple) and item[0] >= 0:
                     held.append(item[0])
         for index in held:
-            self.events.send(("free", index, self.ident, None, None))
+            self.events.send(("free", index, self.ident, None, None, None))
 
 
 def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> None:
@@ -207,7 +210,18 @@ def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> Non
         outcome, value = "failed", error
     else:
         outcome, value = "ok", handle.result()
-    events.send(("done", feed.ident, outcome, value, handle.bytes_written, handle.bytes_on_disk))
+    events.send(("done", feed.ident, outcome, value, handle.bytes_written, handle.bytes_on_disk,
+                 _timing_of(handle)))
+
+
+def _timing_of(handle: BackgroundWriteProcess | None) -> tuple[float, float, float,
+                                                                 float | None] | None:
+    """A write's timing record as plain numbers (the clocks of both processes agree:
+    ``perf_counter`` is the system's monotonic clock)."""
+    timing = None if handle is None else handle.timing
+    if timing is None or timing.first_start < 0:
+        return None
+    return timing.first_start, timing.last_end, timing.busy, timing.rate
 
 
 def _stand_in(outcome: str, value: Any) -> BackgroundWriteProcess:
@@ -244,7 +258,7 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
             if feed is not None:
                 feed.add(index, size)
             elif index >= 0:  # the write ended already (failed, cancelled): not needed
-                events.send(("free", index, ident, None, None))
+                events.send(("free", index, ident, None, None, None))
         elif kind == "write":
             _, ident, path, options, chain = message
             feed = feeds[ident] = _Feed(ident, ring, events, parent)

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import drain
 from ..errors import BgioError
-from ..handle import BackgroundWriteProcess, failure_of
+from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
 from ..source import Source
 from . import remote
 from .ring import SEGMENT, Ring
@@ -343,20 +343,12 @@ class _Backend:
                 break
             kind = event[0]
             if kind == "free":
-                _, index, ident, written, on_disk = event
+                _, index, ident, written, on_disk, timing = event
                 self.ring.give_back(index)
-                job = self.jobs.get(ident)
-                if job is not None and written is not None:
-                    job.handle.bytes_written = max(job.handle.bytes_written, written)
-                    if on_disk is not None:
-                        job.handle.bytes_on_disk = on_disk
+                if written is not None:
+                    self._progress(ident, written, on_disk, timing)
             elif kind == "progress":
-                _, ident, written, on_disk = event
-                job = self.jobs.get(ident)
-                if job is not None:
-                    job.handle.bytes_written = max(job.handle.bytes_written, written)
-                    if on_disk is not None:
-                        job.handle.bytes_on_disk = on_disk
+                self._progress(*event[1:])
             elif kind == "done":
                 self._done(*event[1:])
             elif kind == "probe":
@@ -369,14 +361,30 @@ class _Backend:
                 logger.log(event[1], "writer process: %s", event[2])
         self._gone()
 
+    def _progress(self, ident: int, written: int, on_disk: int | None,
+                  timing: tuple[float, float, float, float | None] | None) -> None:
+        job = self.jobs.get(ident)
+        if job is None:
+            return
+        handle = job.handle
+        handle.bytes_written = max(handle.bytes_written, written)
+        if on_disk is not None:
+            handle.bytes_on_disk = on_disk
+        if timing is not None:
+            # A new record each time: readers in other threads see whole figures.
+            handle.set_timing(WriteTiming(*timing))
+
     def _done(self, ident: int, outcome: str, value: Any, written: int,
-              on_disk: int | None) -> None:
+              on_disk: int | None, timing: tuple[float, float, float, float | None] | None
+              ) -> None:
         job = self.jobs.get(ident)
         if job is None:
             return
         handle = job.handle
         handle.bytes_written = written
         handle.bytes_on_disk = on_disk
+        if timing is not None:
+            handle.set_timing(WriteTiming(*timing))
         handle.watch_cancel(None)
         job.source = None  # (the child read from it until now)
         if job.feed_error is not None:
