@@ -58,8 +58,8 @@ from bgio.handle import BackgroundWriteProcess
 from bgio.process import remote
 from bgio.process.ring import Attached
 
-#: Bytes read from the parent's memory at a time (a buffer per write being written).
-READ_PIECE = 16 * 1024 * 1024
+#: Bytes read from the parent's memory at a time (two buffers per write being written).
+READ_PIECE = 8 * 1024 * 1024
 
 __all__ = ["main"]
 
@@ -118,7 +118,7 @@ class _Feed:
         self.handle: BackgroundWriteProcess | None = None
         self.cancelled = False
         self.parent = parent
-        self._buffer: np.ndarray | None = None  # for reads from the parent's memory
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # (see buffers)
 
     def blocks(self) -> Iterator[memoryview]:
         while True:
@@ -142,26 +142,59 @@ class _Feed:
                               _timing_of(handle)))
 
     def _remote(self, address: int, size: int) -> Iterator[memoryview]:
-        buffer = self.buffer()
-        done = 0
-        while done < size:
-            if self.cancelled:
-                raise _Cancelled("cancelled")
-            count = min(size - done, buffer.size)
-            piece = buffer[:count]
-            remote.read_into(self.parent, address + done, piece)
-            yield memoryview(piece)  # type: ignore[arg-type]
-            done += count
-            self.written += count
-            handle = self.handle
-            self.events.send(("progress", self.ident, self.written,
-                              None if handle is None else handle.bytes_on_disk,
-                              _timing_of(handle)))
+        """The parent's buffer, piece by piece: a thread of its own reads the next piece
+        while the worker writes this one (the read is not the worker's busy time, and
+        the device need not wait for it)."""
+        free: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        ready: queue.SimpleQueue[tuple[np.ndarray, int] | BaseException | None] = (
+            queue.SimpleQueue())
+        for buffer in self.buffers():
+            free.put(buffer)
 
-    def buffer(self) -> np.ndarray:
-        if self._buffer is None:
-            self._buffer = np.empty(READ_PIECE, dtype=np.uint8)
-        return self._buffer
+        def fetch() -> None:
+            done = 0
+            try:
+                while done < size:
+                    buffer = free.get()
+                    if buffer is None:
+                        return  # the write stopped
+                    count = min(size - done, buffer.size)
+                    remote.read_into(self.parent, address + done, buffer[:count])
+                    ready.put((buffer, count))
+                    done += count
+                ready.put(None)
+            except BaseException as exc:  # noqa: BLE001 - raised in the worker
+                ready.put(exc)
+
+        fetcher = threading.Thread(target=fetch, name="bgio-child-read", daemon=True)
+        fetcher.start()
+        try:
+            while True:
+                if self.cancelled:
+                    raise _Cancelled("cancelled")
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                buffer, count = item
+                yield memoryview(buffer[:count])  # type: ignore[arg-type]
+                free.put(buffer)  # written: it may take the next piece
+                self.written += count
+                handle = self.handle
+                self.events.send(("progress", self.ident, self.written,
+                                  None if handle is None else handle.bytes_on_disk,
+                                  _timing_of(handle)))
+        finally:
+            free.put(None)  # a fetcher still reading stops at its next piece
+            fetcher.join()
+
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two buffers for reads from the parent: one written while the other fills."""
+        if self._buffers is None:
+            self._buffers = (np.empty(READ_PIECE, dtype=np.uint8),
+                             np.empty(READ_PIECE, dtype=np.uint8))
+        return self._buffers
 
     def add(self, index: int, size: int) -> None:
         with self.lock:
