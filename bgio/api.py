@@ -207,10 +207,10 @@ def _bgwrite_process(file: object, data: object, chain_after: object, priority: 
         raise ValueError(  # noqa: TRY004
             "file: backend='process' writes paths (the writer process opens them); "
             f"{type(file).__qualname__} objects cannot be handed to it")
-    PathSink(file, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))  # checks
-    path = os.fspath(file)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    text = os.fsdecode(os.fspath(file))
+    PathSink(text, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))  # checks
+    # The writer process has a working directory of its own (the program may change its).
+    path = os.path.abspath(text)
     profile = resolve_priority(priority)
     chain = _check_chain_after(chain_after)
     source = make_source(data, "bytes", copy=bool(copy))
@@ -314,7 +314,7 @@ def wait_all(timeout: float | None = None) -> bool:
         if parent is None:
             return True
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not parent.wait_all(left):  # type: ignore[attr-defined]
+        if not parent.wait_all(left):
             return False
         # A thread's write chained after one of the writer process's may have begun.
         if wait_threads(0):

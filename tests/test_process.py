@@ -133,6 +133,65 @@ def test_an_error_in_the_writer_process_reaches_result_and_the_log(tmp_path, cap
     assert f"writer process: background write to {path} failed" in caplog.text
 
 
+class ProgramError(Exception):
+    """An exception of the program's own, which the writer process cannot import."""
+
+
+def test_relative_paths_are_the_callers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bgio.bgwrite("first.bin", b"1", backend="process").result(timeout=60)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    bgio.bgwrite("second.bin", b"2", backend="process").result(timeout=60)
+    assert (tmp_path / "first.bin").read_bytes() == b"1"
+    assert (tmp_path / "elsewhere" / "second.bin").read_bytes() == b"2"
+
+
+def test_an_iterable_that_raises_fails_the_write_after_what_it_gave(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="bgio")
+
+    def blocks():
+        for _ in range(5):
+            yield b"x" * 1000
+        raise ProgramError("the camera went away")
+
+    path = tmp_path / "partial.bin"
+    handle = bgio.bgwrite(path, blocks(), backend="process")
+    with pytest.raises(ProgramError, match="the camera went away"):
+        handle.result(timeout=60)
+    assert handle.bytes_written == 5000 and path.read_bytes() == b"x" * 5000
+    assert "the camera went away" in caplog.text
+    after = bgio.bgwrite(tmp_path / "next.bin", b"y", chain_after=handle, backend="process")
+    with pytest.raises(bgio.ChainError, match="ProgramError: the camera went away"):
+        after.result(timeout=60)
+
+
+def test_a_program_exception_crosses_as_a_description(tmp_path):
+    class Failing:
+        def write(self, data):
+            raise ProgramError("disk on fire")
+
+    failed = bgio.bgwrite(Failing(), b"data")
+    after = bgio.bgwrite(tmp_path / "after.bin", b"data", chain_after=failed, backend="process")
+    with pytest.raises(bgio.ChainError, match="ProgramError: disk on fire"):
+        after.result(timeout=60)
+    # The writer process is still there for the next write.
+    assert bgio.bgwrite(tmp_path / "ok.bin", b"ok", backend="process").result(timeout=60) == 2
+
+
+@pytest.mark.slow
+def test_a_cancelled_iterable_write_never_reports_success(tmp_path):
+    for trial in range(30):
+        seen = threading.Event()
+        _, data = _blocks_then_signal(40, 64 * 1024, 1, seen)
+        handle = bgio.bgwrite(tmp_path / f"c{trial}.bin", data, backend="process")
+        seen.wait(60)
+        handle.cancel()
+        assert handle.wait(60)
+        if not handle.cancelled() and handle.exception() is None:
+            assert handle.result() == 40 * 64 * 1024  # finished before the cancel: all of it
+
+
 def test_chains_cross_backends_both_ways(tmp_path):
     # A process write after a thread write that fails: ChainError, nothing written.
     (tmp_path / "taken.bin").write_bytes(b"x")

@@ -9,7 +9,9 @@ memory (:mod:`bgio.process.ring`). The handle is an ordinary
 
 from __future__ import annotations
 
-__all__ = ["BACKENDS", "check_backend"]
+from ..errors import BgioError
+
+__all__ = ["BACKENDS", "FeedCancelled", "check_backend", "portable"]
 
 #: The backends a write may ask for.
 BACKENDS = ("thread", "process")
@@ -30,3 +32,33 @@ def check_backend(value: object) -> str:
     if value not in BACKENDS:
         raise ValueError(f"backend must be 'thread' or 'process', got {value!r}")
     return value
+
+
+class FeedCancelled(BgioError):
+    """Raised, in the writer process, into a write whose data the parent stopped sending
+    because it was cancelled (defined here, not in the child's main module, so that both
+    processes can unpickle it)."""
+
+
+def portable(error: BaseException, known_only: bool = False) -> BaseException:
+    """``error`` if the other process can rebuild it from a pickle, else a
+    :class:`~bgio.BgioError` that says what it was.
+
+    An exception of a class defined in a program's main module, or whose
+    constructor does not take what it keeps, pickles but cannot be unpickled
+    on the other side; the copy made here shows the second. With
+    ``known_only`` (the parent's errors, sent to the writer process, which
+    has none of the program's modules) only built-in and bgio's own
+    exceptions cross as they are.
+    """
+    import pickle
+
+    try:
+        copy = pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure means: send a description
+        copy = None
+    module = type(error).__module__
+    unknown = known_only and module != "builtins" and module.split(".")[0] != "bgio"
+    if copy is None or unknown or module in ("__main__", "__mp_main__"):
+        return BgioError(f"{type(error).__qualname__}: {error}")
+    return error

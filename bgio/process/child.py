@@ -24,6 +24,8 @@ Commands (parent to child), pickled tuples:
 - ``("settle", id, outcome, value)``: a parent-side write that a write here
   is chained after has ended (``"ok"`` and its result, ``"failed"`` and its
   exception, or ``"cancelled"``);
+- ``("fail", id, error)``: the data's source raised ``error``: the write fails
+  with it, after the data sent so far;
 - ``("forget", id, ...)``: the parent let go of these writes' handles, so no
   later write can be chained after them;
 - ``("exit",)``: finish every write, then end.
@@ -44,6 +46,7 @@ import functools
 import logging
 import pickle
 import queue
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -53,9 +56,8 @@ from typing import Any
 import numpy as np
 
 import bgio
-from bgio.errors import BgioError
 from bgio.handle import BackgroundWriteProcess
-from bgio.process import remote
+from bgio.process import FeedCancelled, portable, remote
 from bgio.process.ring import Attached
 
 #: Bytes read from the parent's memory at a time (two buffers per write being written).
@@ -72,11 +74,9 @@ class _Events:
         self._lock = threading.Lock()
 
     def send(self, event: tuple[Any, ...]) -> None:
-        try:
-            payload = pickle.dumps(event)
-        except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
-            event = event[:3] + (BgioError(f"{event[3]!r} (not picklable: {exc})"),) + event[4:]
-            payload = pickle.dumps(event)
+        if event[0] == "done" and isinstance(event[3], BaseException):
+            event = event[:3] + (portable(event[3]),) + event[4:]
+        payload = pickle.dumps(event)
         with self._lock:
             try:
                 self._connection.send_bytes(payload)
@@ -98,10 +98,6 @@ class _Forward(logging.Handler):
         self._events.send(("log", record.levelno, text))
 
 
-class _Cancelled(BgioError):
-    """Raised into a write whose data the parent stopped sending (it was cancelled)."""
-
-
 class _Feed:
     """One write's segments, as the parent sends them, and what became of them."""
 
@@ -109,8 +105,9 @@ class _Feed:
         self.ident = ident
         self.ring = ring
         self.events = events
-        # (segment, size), None at the end, or "cancel".
-        self.segments: queue.SimpleQueue[tuple[int, int] | str | None] = queue.SimpleQueue()
+        # (segment, size), None at the end, "cancel", or the error the data's source raised.
+        self.segments: queue.SimpleQueue[tuple[int, int] | str | BaseException | None] = (
+            queue.SimpleQueue())
         self.lock = threading.Lock()
         self.closed = False
         self.current: int | None = None  # the segment being written
@@ -126,7 +123,9 @@ class _Feed:
             if item is None:
                 return
             if isinstance(item, str):  # cancelled while waiting for data
-                raise _Cancelled("cancelled")
+                raise FeedCancelled("cancelled")
+            if isinstance(item, BaseException):  # the parent's data source failed
+                raise item
             index, size = item
             if index < 0:  # -address: a buffer of the parent's, read from its memory
                 yield from self._remote(-index, size)
@@ -171,7 +170,7 @@ class _Feed:
         try:
             while True:
                 if self.cancelled:
-                    raise _Cancelled("cancelled")
+                    raise FeedCancelled("cancelled")
                 item = ready.get()
                 if item is None:
                     return
@@ -209,6 +208,12 @@ class _Feed:
             if not self.closed:
                 self.segments.put(None)
 
+    def fail(self, error: BaseException) -> None:
+        """The parent could not produce the rest of the data: the write fails with this."""
+        with self.lock:
+            if not self.closed:
+                self.segments.put(error)
+
     def cancel(self) -> None:
         self.cancelled = True
         with self.lock:
@@ -237,7 +242,7 @@ def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> Non
     error = None if handle.cancelled() else handle.exception()
     outcome: str
     value: Any
-    if handle.cancelled() or isinstance(error, _Cancelled):
+    if handle.cancelled() or isinstance(error, FeedCancelled):
         outcome, value = "cancelled", None
     elif error is not None:
         outcome, value = "failed", error
@@ -276,6 +281,7 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
     feeds: dict[int, _Feed] = {}
     handles: dict[int, BackgroundWriteProcess] = {}  # by id: writes here, parent stand-ins
     waiting: dict[int, BackgroundWriteProcess] = {}  # stand-ins not settled yet
+    feed: _Feed | None
     while True:
         try:
             message = commands.recv()
@@ -283,7 +289,12 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
             # The parent is gone: nobody will feed or collect these writes.
             for handle in list(handles.values()):
                 handle.cancel()
+            for feed in list(feeds.values()):
+                feed.cancel()  # a worker waiting for data stops now
             return
+        except Exception:
+            logging.getLogger("bgio").exception("a command could not be read; ignored")
+            continue
         kind = message[0]
         if kind == "data":
             _, ident, index, size = message
@@ -343,6 +354,10 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
                 events.send(("probe", probe.tobytes() == expected, ""))
             except OSError as exc:
                 events.send(("probe", False, str(exc)))
+        elif kind == "fail":
+            feed = feeds.get(message[1])
+            if feed is not None:
+                feed.fail(message[2])
         elif kind == "forget":
             for ident in message[1:]:
                 handles.pop(ident, None)
@@ -360,6 +375,9 @@ def _finished(feed: _Feed, events: _Events, handle: BackgroundWriteProcess, *,
 def main(argv: list[str]) -> int:
     """``COMMANDS EVENTS RING SEGMENT PARENT``: the descriptors inherited from the parent,
     the ring's segment size, and the parent's pid."""
+    # A Ctrl-C is the parent's to handle (it cancels what it abandons): one that reached
+    # this process too (a terminal's, to the whole group) must not kill the writes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     commands_fd, events_fd, ring_fd, segment, parent = (int(value) for value in argv)
     commands = Connection(commands_fd, writable=False)
     events = _Events(Connection(events_fd, readable=False))

@@ -27,16 +27,17 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .. import drain
+from .. import drain, engine
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
 from ..source import Source
-from . import remote
+from . import portable, remote
 from .ring import SEGMENT, Ring
 
 __all__ = ["pending", "submit", "wait_all"]
@@ -49,6 +50,9 @@ EXIT_TIMEOUT = 30.0
 _BY_ADDRESS = 256 * 1024
 #: A chunk size larger than any buffer: the source's blocks whole.
 _WHOLE = 1 << 60
+#: The writer process must not import what lies in the program's working directory
+#: (a numpy.py there would stop every write): ``-P`` where the interpreter has it.
+_SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
 
 
 def _bytes_view(block: object) -> memoryview:
@@ -61,7 +65,7 @@ class _Job:
     """One write: its handle, its data (until sent), where it goes and how."""
 
     __slots__ = ("by_address", "chain", "feed_error", "handle", "ident", "options", "path",
-                 "sent", "source")
+                 "sent", "source", "stopped_early")
 
     def __init__(self, ident: int, handle: BackgroundWriteProcess, source: Source, path: str,
                  options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
@@ -74,6 +78,7 @@ class _Job:
         self.feed_error: BaseException | None = None
         self.sent = False
         self.by_address = False  # the child reads the data from our memory
+        self.stopped_early = False  # the feeder stopped sending for a cancel
 
 
 class _Backend:
@@ -89,10 +94,13 @@ class _Backend:
                                     else "")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bgio.process.child", str(commands_read),
+                [sys.executable, *_SAFE_PATH, "-m", "bgio.process.child", str(commands_read),
                  str(events_write), str(self.ring.fd), str(SEGMENT), str(os.getpid())],
                 pass_fds=(commands_read, events_write, self.ring.fd), env=env,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL,
+                # Not in the terminal's process group: a Ctrl-C is the program's to
+                # handle (the exit drain cancels what it abandons), not the writer's.
+                start_new_session=True)
         except BaseException:
             for fd in (commands_read, commands_write, events_read, events_write):
                 os.close(fd)
@@ -190,11 +198,7 @@ class _Backend:
         if done.cancelled():
             message: tuple[Any, ...] = ("settle", ident, "cancelled", None)
         elif error is not None:
-            try:
-                pickle.dumps(error)
-            except Exception:  # noqa: BLE001 - said as text instead
-                error = BgioError(repr(error))
-            message = ("settle", ident, "failed", error)
+            message = ("settle", ident, "failed", portable(error, known_only=True))
         else:
             message = ("settle", ident, "ok", done.result())
         self._send_quietly(message)
@@ -257,11 +261,18 @@ class _Backend:
         except OSError:
             raise
         except BaseException as exc:  # noqa: BLE001 - a lazy iterable's item, say
+            # The write fails with it there, after the data sent so far (as a thread's
+            # write does when its iterable raises), and is logged there.
             job.feed_error = exc
-            self._send(("cancel", job.ident))
+            self._send(("fail", job.ident, portable(exc, known_only=True)))
         finally:
             if not job.by_address:
                 job.source = None  # let go of the caller's data
+        if handle.cancel_requested:
+            # Stopped for a cancel: the child is told before the data's end, or it
+            # would finish the write with what it has, as if that were all of it.
+            job.stopped_early = True
+            self._send(("cancel", job.ident))
         self._send(("end", job.ident))
 
     def _feed_addresses(self, job: _Job) -> None:
@@ -341,6 +352,9 @@ class _Backend:
                 event = self._events.recv()
             except (EOFError, OSError):
                 break
+            except Exception:
+                logger.exception("bgio: an event from the writer process could not be read")
+                continue
             kind = event[0]
             if kind == "free":
                 _, index, ident, written, on_disk, timing = event
@@ -389,8 +403,9 @@ class _Backend:
         job.source = None  # (the child read from it until now)
         if job.feed_error is not None:
             handle.set_exception(job.feed_error)
-        elif outcome == "ok" and not (handle.cancel_requested and handle.total_bytes is not None
-                                      and written < handle.total_bytes):
+        elif outcome == "ok" and not job.stopped_early and not (
+                handle.cancel_requested and handle.total_bytes is not None
+                and written < handle.total_bytes):
             handle.set_result(value)
         elif outcome in ("ok", "cancelled"):
             handle.set_stopped()
@@ -409,26 +424,44 @@ class _Backend:
                 how = f"exit status {code}"
             self.dead = f"bgio's writer process (pid {self.process.pid}) ended ({how})"
             jobs = list(self.jobs.values())
-            self.jobs.clear()
             self._queue.clear()
             self._changed.notify_all()
         self.ring.wake()
         self._probed.set()
-        self._feeder.join()
-        for job in jobs:
-            handle = job.handle
-            handle.watch_cancel(None)
-            job.source = None
-            message = (f"{self.dead} before this write to {job.path!r} ended; "
-                       f"{handle.bytes_written} bytes of it were written")
-            handle.set_exception(BgioError(message))
         if jobs or not expected:
             logger.error("%s with %d write(s) unfinished", self.dead, len(jobs))
+        for job in jobs:  # failed before wait_all() may say nothing is left
+            handle = job.handle
+            handle.watch_cancel(None)
+            message = (f"{self.dead} before this write to {job.path!r} ended; "
+                       f"{handle.bytes_written} bytes of it were written")
+            logger.error("bgio: %s: %d of %s bytes written when the writer process ended",
+                         job.path, handle.bytes_written,
+                         "?" if handle.total_bytes is None else handle.total_bytes)
+            handle.set_exception(BgioError(message))
+        with self._changed:
+            self.jobs.clear()
+            self._changed.notify_all()
+        self._feeder.join()  # (it may be inside the program's iterable)
+        for job in jobs:
+            job.source = None
         self.ring.close()
         self._events.close()
         self._commands.close()
 
     # -- the end ------------------------------------------------------------------------
+
+    def _wait_everything(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.wait_all(left):
+                return False
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not engine.wait_all(left):
+                return False
+            if self.wait_all(0):
+                return True
 
     def let_go(self) -> None:
         """(In a forked child) close this process's copies of the pipes and the ring."""
@@ -444,7 +477,9 @@ class _Backend:
 
     def shut_down(self) -> None:
         """Drain (as threads are drained at exit), then tell the child to end and wait."""
-        drain.drain(self.pending, self.wait_all)
+        # One drain for both backends: the line counts every pending write, and a
+        # Ctrl-C abandons the threads' writes too (their own drain then finds none).
+        drain.drain(lambda: engine.pending() + self.pending(), self._wait_everything)
         with self._changed:
             self._closing = True
             self._changed.notify_all()
