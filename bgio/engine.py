@@ -167,24 +167,8 @@ def _jobs_ended(count: int) -> None:
 
 
 def wait_all(timeout: float | None = None) -> bool:
-    """Wait until every background write started so far is done.
-
-    Parameters
-    ----------
-    timeout : float or None
-        Seconds to wait at most; None waits as long as it takes.
-
-    Returns
-    -------
-    bool
-        True if nothing is pending any more, False on timeout.
-
-    Raises
-    ------
-    ValueError, TypeError
-        If ``timeout`` is negative, NaN, longer than the platform can wait
-        (``math.inf`` means no limit), or not a number.
-    """
+    """Wait (up to ``timeout`` seconds; None: no limit) until the threads' writes are done;
+    True if none is left. :func:`bgio.wait_all` waits for the writer process's too."""
     limit = check_timeout(timeout)
     with _lock:
         return _all_done.wait_for(lambda: _unfinished == 0, limit)
