@@ -154,8 +154,9 @@ def bgwrite(
     backend : {"thread", "process"}, keyword-only, default "thread"
         Who writes: a worker thread of this process, or bgio's writer
         process (paths only), whose throughput a main thread busy in Python
-        cannot starve. The data is then copied into shared memory, 16 MiB
-        at a time. See :ref:`process-backend`.
+        cannot starve. Large buffers are then read by the writer process
+        from this one's memory, small ones and iterables copied into shared
+        memory. See :ref:`process-backend`.
 
     Returns
     -------
