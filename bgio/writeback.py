@@ -104,6 +104,18 @@ def unsupported_reason(fd: int) -> str | None:
     return None
 
 
+def _ranged(fd: int, offset: int, size: int, flags: int) -> int:
+    """``sync_file_range``: 0 when done, the error number where the file system refuses
+    ranged write-back (fall back, don't fail); ``OSError`` if the device failed."""
+    assert _sync_file_range is not None
+    if _sync_file_range(fd, offset, size, flags) == 0:
+        return 0
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return code
+    raise OSError(code, f"write-back failed: {os.strerror(code)}")
+
+
 def write_range(fd: int, offset: int, size: int) -> bool:
     """Write ``size`` bytes of ``fd`` from ``offset`` to the device and wait for them.
 
@@ -113,12 +125,7 @@ def write_range(fd: int, offset: int, size: int) -> bool:
     """
     if _sync_file_range is None or size <= 0:
         return False
-    if _sync_file_range(fd, offset, size, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in _UNSUPPORTED:
-        return False
-    raise OSError(code, f"write-back failed: {os.strerror(code)}")
+    return _ranged(fd, offset, size, _WAIT_BEFORE | _WRITE | _WAIT_AFTER) == 0
 
 
 class Progress(Protocol):
@@ -255,17 +262,14 @@ class Writeback:
     def _call(self, start: int, end: int, flags: int) -> bool:
         if end <= start or not self.enabled:
             return False
-        assert _sync_file_range is not None
-        if _sync_file_range(self._fd, self._origin + start, end - start, flags) == 0:
+        code = _ranged(self._fd, self._origin + start, end - start, flags)
+        if code == 0:
             return True
-        code = ctypes.get_errno()
-        if code in _UNSUPPORTED:
-            self.enabled = False
-            self.reason = f"sync_file_range refused: {os.strerror(code)}"
-            logger.debug("bgio: fd %d: ranged write-back refused (%s); plain buffered writes",
-                         self._fd, os.strerror(code))
-            return False
-        raise OSError(code, f"write-back failed: {os.strerror(code)}")
+        self.enabled = False
+        self.reason = f"sync_file_range refused: {os.strerror(code)}"
+        logger.debug("bgio: fd %d: ranged write-back refused (%s); plain buffered writes",
+                     self._fd, os.strerror(code))
+        return False
 
 
 def follow(current: Writeback | None, fd: int, window: int | None) -> Writeback | None:

@@ -44,7 +44,8 @@ from ..source import Block
 from ..writeback import available as writeback_available
 from ..writeback import unsupported_reason, write_range
 
-__all__ = ["DIRECT_FLAG", "DirectProgress", "DirectSink", "alignment", "check_supported"]
+__all__ = ["DIRECT_FLAG", "DirectProgress", "DirectSink", "alignment", "check_supported",
+           "chunk_unit", "refused"]
 
 #: ``os.O_DIRECT`` where the platform has it, else 0 (``direct=True`` is then refused).
 DIRECT_FLAG: int = getattr(os, "O_DIRECT", 0)
@@ -103,10 +104,26 @@ def alignment(fd: int) -> tuple[int, int]:
                                         sys.byteorder)
     if memory <= 0 or offset <= 0:
         memory = offset = page
-    block = os.fstat(fd).st_blksize
-    if block > offset and block % offset == 0 and block <= 1 << 16:
-        offset = block
-    return memory, offset
+    return memory, _whole_blocks(offset, os.fstat(fd).st_blksize)
+
+
+def _whole_blocks(unit: int, block: int) -> int:
+    """``unit`` raised to the file system's ``block`` where that is a larger multiple of
+    it (up to 64 KiB): no direct write then covers part of a block."""
+    return block if block > unit and block % unit == 0 and block <= 1 << 16 else unit
+
+
+def chunk_unit(directory: str) -> int:
+    """What a direct path's chunks are made multiples of, so that none ends unaligned:
+    the page size, or the block of the file system holding ``directory`` where larger
+    (the offsets :func:`alignment` gives its files)."""
+    return _whole_blocks(mmap.PAGESIZE, os.stat(directory).st_blksize)
+
+
+def refused(path: str) -> OSError:
+    """The error for a file system that refuses ``O_DIRECT`` when the file is opened."""
+    return OSError(errno.EINVAL, "the file system does not support direct I/O (O_DIRECT); "
+                   "write without direct=True", path)
 
 
 #: Devices whose file system was found to refuse ``O_DIRECT`` (``st_dev``), and those that take it.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import secrets
 import stat
@@ -85,12 +84,13 @@ class PathSink:
         self._flags = PATH_MODES[mode] | os.O_CLOEXEC
         self._direct = bool(direct)
         #: Chunks are made multiples of this (see bgio.sinks.fit_chunk_size).
-        self.chunk_multiple = _direct_unit(directory) if self._direct else 1
+        self.chunk_multiple = 1
         if self._direct:
             # (numpy, which it copies with, is loaded only by those who ask for it)
-            from .direct import DIRECT_FLAG, check_supported
+            from .direct import DIRECT_FLAG, check_supported, chunk_unit
 
             check_supported(self._replaced, name)
+            self.chunk_multiple = chunk_unit(directory)
             # pwrite at explicit offsets: O_APPEND would send every one to the end.
             self._flags = (self._flags & ~os.O_APPEND) | DIRECT_FLAG
         self._atomic = atomic
@@ -244,19 +244,10 @@ def _check_replaceable(path: str, replaced: str, name: str) -> None:
                              "only (write into it without atomic)")
 
 
-def _direct_unit(directory: str) -> int:
-    """What a direct path's chunks are made multiples of: the page size, or the file
-    system's block where larger (direct writes are aligned to it; see sinks.direct)."""
-    block = os.stat(directory).st_blksize
-    page = mmap.PAGESIZE
-    if block > page and block % page == 0 and block <= 1 << 16:
-        return block
-    return page
-
-
 def _direct_refused(path: str) -> OSError:
-    return OSError(errno.EINVAL, "the file system does not support direct I/O (O_DIRECT); "
-                   "write without direct=True", path)
+    from .direct import refused  # loaded already: the sink is a direct one
+
+    return refused(path)
 
 
 def _naming(exc: OSError, path: str) -> OSError:
