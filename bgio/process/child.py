@@ -195,30 +195,28 @@ class _Feed:
                              np.empty(READ_PIECE, dtype=np.uint8))
         return self._buffers
 
-    def add(self, index: int, size: int) -> None:
+    def _put(self, item: tuple[int, int] | str | BaseException | None) -> bool:
+        """Queue ``item`` for the write, unless it is done already; True if queued."""
         with self.lock:
             if not self.closed:
-                self.segments.put((index, size))
-                return
-        if index >= 0:
-            self.events.send(("free", index, self.ident, None, None, None))
+                self.segments.put(item)
+                return True
+        return False
+
+    def add(self, index: int, size: int) -> None:
+        if not self._put((index, size)) and index >= 0:
+            self.events.send(("free", index, self.ident, None, None, None))  # not needed
 
     def end(self) -> None:
-        with self.lock:
-            if not self.closed:
-                self.segments.put(None)
+        self._put(None)
 
     def fail(self, error: BaseException) -> None:
         """The parent could not produce the rest of the data: the write fails with this."""
-        with self.lock:
-            if not self.closed:
-                self.segments.put(error)
+        self._put(error)
 
     def cancel(self) -> None:
         self.cancelled = True
-        with self.lock:
-            if not self.closed:
-                self.segments.put("cancel")
+        self._put("cancel")
 
     def close(self) -> None:
         """The write is done: give back every segment it still holds."""

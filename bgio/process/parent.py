@@ -30,6 +30,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -254,10 +255,13 @@ class _Backend:
         if handle.cancel_requested:
             self._send(("cancel", job.ident))
         try:
-            if self.remote and job.source is not None and not job.source.lazy:
+            assert job.source is not None
+            if self.remote and not job.source.lazy:
                 self._feed_addresses(job)
             else:
-                self._feed_data(job)
+                # An iterable's items go as they come; data in memory is packed.
+                views = map(_bytes_view, job.source.chunks(self.ring.segment, "bytes"))
+                self._copy_in(job, views, pack=not job.source.lazy)
         except OSError:
             raise
         except BaseException as exc:  # noqa: BLE001 - a lazy iterable's item, say
@@ -287,24 +291,30 @@ class _Backend:
                 small.append(view)
                 continue
             if small:
-                self._copy_in(job, small)
+                self._copy_in(job, small, pack=True)
                 small = []
             if job.handle.cancel_requested or self.dead is not None:
                 return
             self._send(("data", job.ident, -remote.address_of(view), len(view)))
         if small:
-            self._copy_in(job, small)
+            self._copy_in(job, small, pack=True)
 
-    def _copy_in(self, job: _Job, views: list[memoryview]) -> None:
-        """Copy small buffers into ring segments, as many to a segment as fit."""
+    def _copy_in(self, job: _Job, views: Iterable[memoryview], pack: bool) -> None:
+        """Copy buffers into ring segments and send each segment as it fills; with
+        ``pack`` several buffers share a segment, else each buffer's last piece goes at
+        once (an iterable's item is written as it comes, as with threads)."""
         ring = self.ring
+
+        def stopped() -> bool:
+            return job.handle.cancel_requested or self.dead is not None
+
         index: int | None = None
         used = 0
         for view in views:
             start = 0
             while start < len(view):
                 if index is None:
-                    index = ring.take(lambda: job.handle.cancel_requested or self.dead is not None)
+                    index = None if stopped() else ring.take(stopped)
                     if index is None:
                         return
                     used = 0
@@ -312,32 +322,11 @@ class _Backend:
                 ring.fill(index, view[start:start + count], used)
                 used += count
                 start += count
-                if used == ring.segment:
+                if used == ring.segment or (start == len(view) and not pack):
                     self._send(("data", job.ident, index, used))
                     index = None
         if index is not None:
             self._send(("data", job.ident, index, used))
-
-    def _feed_data(self, job: _Job) -> None:
-        handle = job.handle
-        ring = self.ring
-        segment = ring.segment
-
-        def stopped() -> bool:
-            return handle.cancel_requested or self.dead is not None
-
-        assert job.source is not None
-        for block in job.source.chunks(segment, "bytes"):
-            view = _bytes_view(block)
-            for start in range(0, len(view), segment):
-                if stopped():
-                    return
-                index = ring.take(stopped)
-                if index is None:
-                    return
-                piece = view[start:start + segment]
-                ring.fill(index, piece)
-                self._send(("data", job.ident, index, len(piece)))
 
     def _ended(self, ident: int) -> None:
         with self._changed:
