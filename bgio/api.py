@@ -153,10 +153,13 @@ def bgwrite(
         I/O. See :ref:`direct-io`.
     backend : {"thread", "process"}, keyword-only, default "thread"
         Who writes: a worker thread of this process, or bgio's writer
-        process (paths only), whose throughput a main thread busy in Python
-        cannot starve. Large buffers are then read by the writer process
-        from this one's memory, small ones and iterables copied into shared
-        memory. See :ref:`process-backend`.
+        process, whose throughput a main thread busy in Python cannot
+        starve. It writes paths, file descriptors, plain sockets and binary
+        file objects with a ``fileno()`` (flushed first, then written
+        through their descriptor); a ``BytesIO``, a text stream or a TLS
+        socket is a ``ValueError``. Large buffers are read by the writer
+        process from this one's memory, small ones and iterables copied
+        into shared memory. See :ref:`process-backend`.
 
     Returns
     -------
@@ -191,7 +194,8 @@ def bgwrite(
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
     if check_backend(backend) == "process":
-        return _bgwrite_process(file, data, chain_after, priority, None, mode=mode, fsync=fsync,
+        return _bgwrite_process(file, data, close_when_finished, chain_after, priority, None,
+                                mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
     sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
@@ -199,28 +203,27 @@ def bgwrite(
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
 
 
-def _bgwrite_process(file: object, data: object, chain_after: object, priority: PriorityLike,
-                     chunk_size: int | None, *, mode: str | None, fsync: bool, atomic: bool,
-                     copy: bool, direct: bool) -> BackgroundWriteProcess:
+def _bgwrite_process(file: object, data: object, close_when_finished: bool, chain_after: object,
+                     priority: PriorityLike, chunk_size: int | None, *, mode: str | None,
+                     fsync: bool, atomic: bool, copy: bool,
+                     direct: bool) -> BackgroundWriteProcess:
     """A write done by the writer process (:mod:`bgio.process`), checked here first."""
-    if not isinstance(file, (str, bytes, os.PathLike)):
-        # A valid destination, just not for this backend: a ValueError, as for direct=True.
-        raise ValueError(  # noqa: TRY004
-            "file: backend='process' writes paths (the writer process opens them); "
-            f"{type(file).__qualname__} objects cannot be handed to it")
-    text = os.fsdecode(os.fspath(file))
-    PathSink(text, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))  # checks
-    # The writer process has a working directory of its own (the program may change its).
-    path = os.path.abspath(text)
+    from .process import parent  # loaded by those who use it
+    from .process.destination import destination_for
+
     profile = resolve_priority(priority)
     chain = _check_chain_after(chain_after)
     source = make_source(data, "bytes", copy=bool(copy))
+    destination = destination_for(file, mode, bool(atomic), bool(direct),
+                                  bool(close_when_finished))
     handle = BackgroundWriteProcess(source.total)
-    from .process import parent  # loaded by those who use it
-
     options = {"mode": mode, "fsync": bool(fsync), "atomic": bool(atomic),
                "direct": bool(direct), "priority": profile, "chunk_size": chunk_size}
-    parent.submit(handle, source, path, options, chain)
+    try:
+        parent.submit(handle, source, destination, options, chain)
+    except BaseException:
+        destination.discard()
+        raise
     return handle
 
 
@@ -278,7 +281,8 @@ def bgwrite_chunk(
     """
     size = validate_chunk_size("chunk_size", chunk_size)
     if check_backend(backend) == "process":
-        return _bgwrite_process(file, data, chain_after, priority, size, mode=mode, fsync=fsync,
+        return _bgwrite_process(file, data, close_when_finished, chain_after, priority, size,
+                                mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
     sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)

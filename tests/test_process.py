@@ -100,16 +100,32 @@ def test_path_options_work_in_the_writer_process(tmp_path):
 
 
 def test_destinations_that_cannot_cross_are_refused_in_the_caller(tmp_path):
-    with pytest.raises(ValueError, match="backend='process' writes paths .* BytesIO objects cannot"):
+    with pytest.raises(ValueError, match="cannot write to BytesIO objects: they have no file "
+                                         "descriptor"):
         bgio.bgwrite(io.BytesIO(), b"x", backend="process")
+    with open(tmp_path / "f.txt", "w") as text, pytest.raises(
+            ValueError, match="TextIOWrapper objects: a text stream encodes in this process; "
+                              "write bytes to its .buffer"):
+        bgio.bgwrite(text, b"x", backend="process")
+    (tmp_path / "f.bin").write_bytes(b"")
+    with open(tmp_path / "f.bin", "rb") as reading:
+        with pytest.raises(ValueError, match="not writable"):
+            bgio.bgwrite(reading, b"x", backend="process")
+        with pytest.raises(ValueError, match="file descriptor .* is not open for writing"):
+            bgio.bgwrite(reading.fileno(), b"x", backend="process")
     with open(tmp_path / "f.bin", "wb") as stream:
-        with pytest.raises(ValueError, match="BufferedWriter objects cannot be handed"):
-            bgio.bgwrite(stream, b"x", backend="process")
-        with pytest.raises(ValueError, match="int objects cannot be handed"):
-            bgio.bgwrite(stream.fileno(), b"x", backend="process")
+        for option, match in (({"mode": "ab"}, "mode applies to paths only"),
+                              ({"atomic": True}, "atomic=True applies to paths only"),
+                              ({"direct": True}, "direct=True applies to paths only")):
+            with pytest.raises(ValueError, match=match):
+                bgio.bgwrite(stream, b"x", backend="process", **option)
+    ssl = pytest.importorskip("ssl")
     left, right = socket.socketpair()
-    with left, right, pytest.raises(ValueError, match="socket objects cannot be handed"):
-        bgio.bgwrite(left, b"x", backend="process")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with left, right, context.wrap_socket(
+            left, server_hostname="localhost", do_handshake_on_connect=False) as wrapped, \
+            pytest.raises(ValueError, match="SSLSocket objects: the encryption lives"):
+        bgio.bgwrite(wrapped, b"x", backend="process")
     with pytest.raises(ValueError, match="backend must be 'thread' or 'process', got 'proc'"):
         bgio.bgwrite(tmp_path / "x", b"x", backend="proc")
     with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got int"):
@@ -119,6 +135,73 @@ def test_destinations_that_cannot_cross_are_refused_in_the_caller(tmp_path):
     with pytest.raises(TypeError, match="str cannot be written to a binary stream"):
         bgio.bgwrite(tmp_path / "x", "text", backend="process")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_descriptor_is_written_at_its_position_and_in_call_order(tmp_path):
+    path = tmp_path / "fd.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(fd, b"head")
+        # A buffer read from this process's memory, one copied into the ring, a small one.
+        blocks = [os.urandom(MIB), os.urandom(100_000), b"small"]
+        handles = [bgio.bgwrite(fd, block, priority=1, backend="process") for block in blocks]
+        assert [handle.result(timeout=60) for handle in handles] == [MIB, 100_000, 5]
+        # The writer process wrote through the same open file: its position moved.
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 4 + MIB + 100_005
+        os.write(fd, b"tail")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"head" + b"".join(blocks) + b"tail"
+    # Once the writes are done neither process holds a duplicate of the descriptor.
+    for pid in (os.getpid(), parent._backend.process.pid):
+        assert str(path) not in _open_files(pid)
+
+
+def test_a_file_object_is_flushed_first_and_keeps_its_position(tmp_path):
+    path = tmp_path / "stream.bin"
+    data = os.urandom(3 * MIB)
+    with open(path, "wb") as stream:
+        stream.write(b"buffered, not yet flushed")
+        assert bgio.bgwrite(stream, data, backend="process").result(timeout=60) == len(data)
+        assert stream.tell() == 25 + len(data)
+        stream.write(b"end")
+    assert path.read_bytes() == b"buffered, not yet flushed" + data + b"end"
+
+
+def test_close_when_finished_closes_the_callers_object(tmp_path):
+    stream = open(tmp_path / "closed.bin", "wb")  # noqa: SIM115 - bgio closes it
+    handle = bgio.bgwrite(stream, b"abc", close_when_finished=True, backend="process")
+    assert handle.result(timeout=60) == 3 and stream.closed
+    fd = os.open(tmp_path / "closed-fd.bin", os.O_WRONLY | os.O_CREAT)
+    handle = bgio.bgwrite(fd, b"defg", close_when_finished=True, backend="process")
+    assert handle.result(timeout=60) == 4
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    assert (tmp_path / "closed.bin").read_bytes() == b"abc"
+    assert (tmp_path / "closed-fd.bin").read_bytes() == b"defg"
+
+
+def test_pipes_and_sockets_are_written_through_their_descriptors():
+    data = os.urandom(3 * MIB)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the writer process waits for the reader, no polling
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    handle = bgio.bgwrite(write_end, data, close_when_finished=True, backend="process")
+    assert handle.result(timeout=60) == len(data)
+    reader.join(timeout=60)
+    os.close(read_end)
+    assert bytes(received) == data
+    left, right = socket.socketpair()
+    with left, right:
+        assert bgio.bgwrite(left, b"over a socket", backend="process").result(timeout=60) == 13
+        assert right.recv(100) == b"over a socket"
 
 
 def test_an_error_in_the_writer_process_reaches_result_and_the_log(tmp_path, caplog):
@@ -263,6 +346,17 @@ def test_the_writer_process_dying_fails_its_writes_and_the_next_one_starts_anew(
     again = bgio.bgwrite(tmp_path / "again.bin", b"again", backend="process")
     assert again.result(timeout=60) == 5
     assert parent._backend.process.pid != pid
+
+
+def _open_files(pid: int) -> set[str]:
+    """What the process's descriptors point at."""
+    names = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            names.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # the listing's own descriptor
+            pass
+    return names
 
 
 def _run(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

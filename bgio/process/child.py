@@ -1,8 +1,8 @@
 """The writer process: bgio's own thread engine, fed by the parent through shared memory.
 
 Started by :mod:`bgio.process.parent` as ``python -m bgio.process.child
-COMMANDS EVENTS RING SEGMENT PARENT`` (a fresh interpreter: nothing of the
-parent's program is imported or re-run). Its main thread only reads
+COMMANDS EVENTS RING SEGMENT PARENT DESCRIPTORS`` (a fresh interpreter:
+nothing of the parent's program is imported or re-run). Its main thread only reads
 commands, so its worker threads never wait for a busy interpreter lock;
 each write is an ordinary :func:`bgio.bgwrite` of a lazy iterable whose
 blocks are the ring segments the parent filled, so order per destination,
@@ -11,10 +11,12 @@ exit drain are the thread engine's own.
 
 Commands (parent to child), pickled tuples:
 
-- ``("write", id, path, options, chain)``: start a write; ``options`` are
-  keyword arguments of :func:`bgio.bgwrite` (``chunk_size`` among them),
-  ``chain`` None or the id of the write (or of a parent-side handle's
-  stand-in) to wait for;
+- ``("write", id, path, key, options, chain)``: start a write to ``path``,
+  or (``path`` None) to the file descriptor that came over the DESCRIPTORS
+  socket just before, of the open file ``key`` (see :class:`_Descriptors`);
+  ``options`` are keyword arguments of :func:`bgio.bgwrite` (``chunk_size``
+  among them), ``chain`` None or the id of the write (or of a parent-side
+  handle's stand-in) to wait for;
 - ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
   a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
   the parent's memory, read from there (:mod:`bgio.process.remote`);
@@ -44,9 +46,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import pickle
 import queue
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -235,6 +239,42 @@ class _Feed:
             self.events.send(("free", index, self.ident, None, None, None))
 
 
+class _Descriptors:
+    """The parent's descriptors: one duplicate per open file while writes to it are pending.
+
+    Every write to a descriptor brings a fresh duplicate; the writes to one
+    open file (the parent's number, device and inode: ``key``) must share
+    one, since bgio orders the writes to a descriptor by its number. So the
+    first is kept, later ones are closed, and the kept one is closed when its
+    last write ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, list[int]] = {}  # key: [fd, writes pending]
+
+    def take(self, key: str, received: int) -> int:
+        """The descriptor a new write to ``key`` uses (``received`` is closed if unneeded)."""
+        with self._lock:
+            entry = self._held.get(key)
+            if entry is None:
+                self._held[key] = [received, 1]
+                return received
+            entry[1] += 1
+        os.close(received)
+        return entry[0]
+
+    def release(self, key: str, _ended: object = None) -> None:
+        """A write to ``key`` ended (a done callback: ``_ended`` is its handle)."""
+        with self._lock:
+            entry = self._held[key]
+            entry[1] -= 1
+            if entry[1]:
+                return
+            del self._held[key]
+        os.close(entry[0])
+
+
 def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> None:
     feed.close()
     error = None if handle.cancelled() else handle.exception()
@@ -274,8 +314,10 @@ def _stand_in(outcome: str, value: Any) -> BackgroundWriteProcess:
     return handle
 
 
-def serve(commands: Connection, events: _Events, ring: Attached, parent: int) -> None:
+def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
+          descriptors: socket.socket) -> None:
     """Read and carry out commands until told to exit or the parent goes away."""
+    held = _Descriptors()
     feeds: dict[int, _Feed] = {}
     handles: dict[int, BackgroundWriteProcess] = {}  # by id: writes here, parent stand-ins
     waiting: dict[int, BackgroundWriteProcess] = {}  # stand-ins not settled yet
@@ -302,7 +344,11 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
             elif index >= 0:  # the write ended already (failed, cancelled): not needed
                 events.send(("free", index, ident, None, None, None))
         elif kind == "write":
-            _, ident, path, options, chain = message
+            _, ident, path, key, options, chain = message
+            file: str | int = path
+            if path is None:
+                _, received, _, _ = socket.recv_fds(descriptors, 1, 1)
+                file = held.take(key, received[0])
             feed = feeds[ident] = _Feed(ident, ring, events, parent)
             after = None
             if chain is not None:
@@ -312,11 +358,20 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int) ->
                     after.set_running_or_notify_cancel()
                     handles[chain] = after
             chunk_size = options.pop("chunk_size", None)
-            if chunk_size is None:
-                handle = bgio.bgwrite(path, feed.blocks(), chain_after=after, **options)
-            else:
-                handle = bgio.bgwrite_chunk(path, feed.blocks(), chunk_size, chain_after=after,
-                                            **options)
+            try:
+                if chunk_size is None:
+                    handle = bgio.bgwrite(file, feed.blocks(), chain_after=after, **options)
+                else:
+                    handle = bgio.bgwrite_chunk(file, feed.blocks(), chunk_size,
+                                                chain_after=after, **options)
+            except Exception as exc:  # noqa: BLE001 - e.g. the directory went since the check
+                # Refused here after the caller's checks passed: the write fails, the
+                # writer process goes on.
+                handle = BackgroundWriteProcess(0)
+                handle.set_running_or_notify_cancel()
+                handle.set_exception(exc)
+            if path is None:
+                handle.add_done_callback(functools.partial(held.release, key))
             feed.handle = handles[ident] = handle
             handle.add_done_callback(functools.partial(_finished, feed, events, feeds=feeds,
                                                        handles=handles))
@@ -371,12 +426,14 @@ def _finished(feed: _Feed, events: _Events, handle: BackgroundWriteProcess, *,
 
 
 def main(argv: list[str]) -> int:
-    """``COMMANDS EVENTS RING SEGMENT PARENT``: the descriptors inherited from the parent,
-    the ring's segment size, and the parent's pid."""
+    """``COMMANDS EVENTS RING SEGMENT PARENT DESCRIPTORS``: the descriptors inherited from
+    the parent, the ring's segment size, the parent's pid, and the socket its file
+    descriptors come through."""
     # A Ctrl-C is the parent's to handle (it cancels what it abandons): one that reached
     # this process too (a terminal's, to the whole group) must not kill the writes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    commands_fd, events_fd, ring_fd, segment, parent = (int(value) for value in argv)
+    commands_fd, events_fd, ring_fd, segment, parent, descriptors_fd = (
+        int(value) for value in argv)
     commands = Connection(commands_fd, writable=False)
     events = _Events(Connection(events_fd, readable=False))
     ring = Attached(ring_fd, segment)
@@ -384,7 +441,8 @@ def main(argv: list[str]) -> int:
     logger.addHandler(_Forward(events))
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # the parent's logging decides what is shown
-    serve(commands, events, ring, parent)
+    descriptors = socket.socket(fileno=descriptors_fd)
+    serve(commands, events, ring, parent, descriptors)
     bgio.wait_all()  # every write ends (the exit drain would wait too)
     return 0
 

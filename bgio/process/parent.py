@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
 from ..source import Source
 from . import portable, remote
+from .destination import Destination
 from .ring import SEGMENT, Ring
 
 __all__ = ["pending", "submit", "wait_all"]
@@ -65,15 +67,16 @@ def _bytes_view(block: object) -> memoryview:
 class _Job:
     """One write: its handle, its data (until sent), where it goes and how."""
 
-    __slots__ = ("by_address", "chain", "feed_error", "handle", "ident", "options", "path",
+    __slots__ = ("by_address", "chain", "destination", "feed_error", "handle", "ident", "options",
                  "sent", "source", "stopped_early")
 
-    def __init__(self, ident: int, handle: BackgroundWriteProcess, source: Source, path: str,
-                 options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
+    def __init__(self, ident: int, handle: BackgroundWriteProcess, source: Source,
+                 destination: Destination, options: dict[str, Any],
+                 chain: BackgroundWriteProcess | None) -> None:
         self.ident = ident
         self.handle = handle
         self.source: Source | None = source
-        self.path = path
+        self.destination = destination
         self.options = options
         self.chain = chain
         self.feed_error: BaseException | None = None
@@ -89,6 +92,10 @@ class _Backend:
         self.ring = Ring()
         commands_read, commands_write = os.pipe()
         events_read, events_write = os.pipe()
+        # File descriptors go to the child over a socket of their own (SCM_RIGHTS), each
+        # just before the write that uses it.
+        self._descriptors, descriptors_child = socket.socketpair(socket.AF_UNIX,
+                                                                 socket.SOCK_STREAM)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
@@ -96,8 +103,10 @@ class _Backend:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, *_SAFE_PATH, "-m", "bgio.process.child", str(commands_read),
-                 str(events_write), str(self.ring.fd), str(SEGMENT), str(os.getpid())],
-                pass_fds=(commands_read, events_write, self.ring.fd), env=env,
+                 str(events_write), str(self.ring.fd), str(SEGMENT), str(os.getpid()),
+                 str(descriptors_child.fileno())],
+                pass_fds=(commands_read, events_write, self.ring.fd,
+                          descriptors_child.fileno()), env=env,
                 stdin=subprocess.DEVNULL,
                 # Not in the terminal's process group: a Ctrl-C is the program's to
                 # handle (the exit drain cancels what it abandons), not the writer's.
@@ -106,7 +115,10 @@ class _Backend:
             for fd in (commands_read, commands_write, events_read, events_write):
                 os.close(fd)
             self.ring.close()
+            self._descriptors.close()
             raise
+        finally:
+            descriptors_child.close()
         os.close(commands_read)
         os.close(events_write)
         remote.allow(self.process.pid)
@@ -134,14 +146,14 @@ class _Backend:
 
     # -- the caller's side --------------------------------------------------------------
 
-    def submit(self, handle: BackgroundWriteProcess, source: Source, path: str,
+    def submit(self, handle: BackgroundWriteProcess, source: Source, destination: Destination,
                options: dict[str, Any], chain: BackgroundWriteProcess | None) -> bool:
         """Queue a write; False if this backend is dead (the caller starts a new one)."""
         with self._changed:
             if self.dead is not None or self._closing:
                 return False
             ident = self._new_ident()
-            job = _Job(ident, handle, source, path, options, chain)
+            job = _Job(ident, handle, source, destination, options, chain)
             self.jobs[ident] = job
             self._queue.append(job)
             self._idents[handle] = ident
@@ -162,7 +174,8 @@ class _Backend:
 
     def pending(self) -> list[tuple[str, BackgroundWriteProcess]]:
         with self._changed:
-            return [(job.path, job.handle) for job in self.jobs.values() if not job.handle.done()]
+            return [(job.destination.name, job.handle) for job in self.jobs.values()
+                    if not job.handle.done()]
 
     def wait_all(self, timeout: float | None) -> bool:
         with self._changed:
@@ -247,10 +260,20 @@ class _Backend:
             # Cancelled while queued: nothing was written. A later write chained
             # after it is told so.
             job.source = None
+            job.destination.discard()
             self._send(("settle", job.ident, "cancelled", None))
             self._ended(job.ident)
+            self._close_after(job)
             return
-        self._send(("write", job.ident, job.path, job.options, chain))
+        destination = job.destination
+        fd = destination.take_fd()
+        if fd is not None:
+            try:
+                # Sent just before its write: the child takes it when it reads the write.
+                socket.send_fds(self._descriptors, [b"d"], [fd])
+            finally:
+                os.close(fd)
+        self._send(("write", job.ident, destination.path, destination.key, job.options, chain))
         job.sent = True
         if handle.cancel_requested:
             self._send(("cancel", job.ident))
@@ -390,8 +413,11 @@ class _Backend:
             handle.set_timing(WriteTiming(*timing))
         handle.watch_cancel(None)
         job.source = None  # (the child read from it until now)
+        closing_error = self._close_after(job)
         if job.feed_error is not None:
             handle.set_exception(job.feed_error)
+        elif outcome == "ok" and closing_error is not None:
+            handle.set_exception(closing_error)
         elif outcome == "ok" and not job.stopped_early and not (
                 handle.cancel_requested and handle.total_bytes is not None
                 and written < handle.total_bytes):
@@ -401,6 +427,21 @@ class _Backend:
         else:
             handle.set_exception(value)
         self._ended(ident)
+
+    @staticmethod
+    def _close_after(job: _Job) -> BaseException | None:
+        """Close the caller's file object or descriptor (``close_when_finished``), as a
+        thread does after the write, whatever its outcome; the error if that failed."""
+        closes, job.destination.closes = job.destination.closes, None
+        if closes is None:
+            return None
+        try:
+            closes()
+        except Exception as exc:  # reported on the handle and the log
+            logger.error("bgio: closing %s after its write failed", job.destination.name,
+                         exc_info=exc)
+            return exc
+        return None
 
     def _gone(self) -> None:
         """The event pipe ended: the child exited as told, or died."""
@@ -422,10 +463,10 @@ class _Backend:
         for job in jobs:  # failed before wait_all() may say nothing is left
             handle = job.handle
             handle.watch_cancel(None)
-            message = (f"{self.dead} before this write to {job.path!r} ended; "
+            message = (f"{self.dead} before this write to {job.destination.name!r} ended; "
                        f"{handle.bytes_written} bytes of it were written")
             logger.error("bgio: %s: %d of %s bytes written when the writer process ended",
-                         job.path, handle.bytes_written,
+                         job.destination.name, handle.bytes_written,
                          "?" if handle.total_bytes is None else handle.total_bytes)
             handle.set_exception(BgioError(message))
         with self._changed:
@@ -434,6 +475,9 @@ class _Backend:
         self._feeder.join()  # (it may be inside the program's iterable)
         for job in jobs:
             job.source = None
+            job.destination.discard()
+            self._close_after(job)
+        self._descriptors.close()
         self.ring.close()
         self._events.close()
         self._commands.close()
@@ -453,7 +497,8 @@ class _Backend:
                 return True
 
     def let_go(self) -> None:
-        """(In a forked child) close this process's copies of the pipes and the ring."""
+        """(In a forked child) close this process's copies of the pipes, the socket and
+        the ring."""
         for connection in (self._commands, self._events):
             try:
                 connection.close()
@@ -463,6 +508,7 @@ class _Backend:
             os.close(self.ring.fd)
         except OSError:
             pass
+        self._descriptors.close()
 
     def shut_down(self) -> None:
         """Drain (as threads are drained at exit), then tell the child to end and wait."""
@@ -482,7 +528,7 @@ _backend: _Backend | None = None
 _registered = False
 
 
-def submit(handle: BackgroundWriteProcess, source: Source, path: str,
+def submit(handle: BackgroundWriteProcess, source: Source, destination: Destination,
            options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
     """Queue a write on the writer process, starting one if none is running."""
     global _backend, _registered
@@ -493,7 +539,7 @@ def submit(handle: BackgroundWriteProcess, source: Source, path: str,
                 if not _registered:
                     threading._register_atexit(_shut_down)  # type: ignore[attr-defined]
                     _registered = True
-            if _backend.submit(handle, source, path, options, chain):
+            if _backend.submit(handle, source, destination, options, chain):
                 return
             _backend = None
 
