@@ -256,6 +256,7 @@ def open(
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
+    backend: str = "thread",
 ) -> BackgroundFile | io.TextIOWrapper:
     """Open a file for writing in the background: ``write`` returns at once.
 
@@ -277,6 +278,9 @@ def open(
         at :meth:`close`; ``direct`` writes a path past the page cache.
     encoding, errors, newline : keyword-only
         For text mode, as for :func:`open` (the encoding defaults to UTF-8).
+    backend : {"thread", "process"}, keyword-only, default "thread"
+        As for :func:`bgio.bgwrite`: with ``"process"`` bgio's writer process
+        holds the file open and writes it (see :ref:`process-backend`).
 
     Returns
     -------
@@ -316,6 +320,7 @@ def open(
         atomic=atomic,
         max_pending_bytes=max_pending_bytes,
         direct=direct,
+        backend=backend,
     )
     if writer.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .api import PriorityLike, open_sink, prepare
 from .closing import ClosesOnExit
@@ -11,11 +12,15 @@ from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .priority import resolve_priority, validate_chunk_size
+from .process import check_backend
 from .room import wait_for_room
 from .sinks import PathSink, fit_chunk_size
 from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
 __all__ = ["Writer"]
 
@@ -39,7 +44,7 @@ class Writer(ClosesOnExit):
     close_when_finished : bool, default False
         Close ``file`` when the Writer is closed, after the last write
         (always done for a path, which the Writer opened itself).
-    mode, fsync, atomic, copy, direct : keyword-only
+    mode, fsync, atomic, copy, direct, backend : keyword-only
         As for :func:`bgwrite`, for every write. With ``atomic=True`` the
         file appears under its name, complete, when :meth:`close` succeeds;
         after a failure the old file is left as it was.
@@ -77,6 +82,15 @@ class Writer(ClosesOnExit):
     b'line 0\\nline 1\\nline 2\\n'
     """
 
+    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+        # Writer(..., backend="process") is the writer process's kind of Writer (same
+        # methods); Python then runs that class's __init__ with the same arguments.
+        if cls is Writer and check_backend(backend) == "process":
+            from .process.writer import ProcessWriter  # loaded by those who use it
+
+            return object.__new__(ProcessWriter)  # type: ignore[return-value]
+        return object.__new__(cls)
+
     def __init__(
         self,
         file: object,
@@ -89,6 +103,7 @@ class Writer(ClosesOnExit):
         copy: bool = False,
         max_pending_bytes: int | None = None,
         direct: bool = False,
+        backend: str = "thread",
     ) -> None:
         self._sink = open_sink(file, mode, fsync, atomic, direct)
         self._profile = resolve_priority(priority)

@@ -787,6 +787,7 @@ def test_copy_false_keeps_a_waiting_frames_arrays_by_reference(tmp_path):
             w2.close()
 
 
+@pytest.mark.slow  # 100,000 appends
 def test_many_missing_frames_are_ranges_beside_nevents(tmp_path):
     w = RecordWriter(tmp_path / "r.h5", "events", FEATURES)
     for start in range(100, 200_000, 200):  # 100,000 of 200,000 frames never come

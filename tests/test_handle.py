@@ -283,6 +283,7 @@ def test_asyncio_wait_for_cancels_the_write_on_timeout():
     assert rec.getvalue() == b"x" * handle.bytes_written and handle.bytes_written < 40
 
 
+@pytest.mark.slow  # a stress test: a thread spinning in Python
 def test_progress_is_read_safely_from_another_thread_while_writes_go_on():
     errors = []
     stop = threading.Event()

@@ -23,7 +23,9 @@ def test_writer_keeps_order_with_one_thread(recorder):
             if i % 1000 == 0:
                 peak = max(peak, threading.active_count())
     assert recorder.getvalue() == b"".join(b"%05d," % i for i in range(10_000))
-    assert peak - before <= 1
+    # Not a thread per write. (A worker that has just let go of the lane and not yet
+    # parked is not reused: a second one may start in that window, never more.)
+    assert peak - before <= 2, [thread.name for thread in threading.enumerate()]
 
 
 def test_writer_flush_and_close_raise_the_first_error():

@@ -17,6 +17,13 @@ Commands (parent to child), pickled tuples:
   ``options`` are keyword arguments of :func:`bgio.bgwrite` (``chunk_size``
   among them), ``chain`` None or the id of the write (or of a parent-side
   handle's stand-in) to wait for;
+- ``("writer", id, path, key, options)``: open a :class:`bgio.Writer` (``id``
+  names it) on ``path`` or on the descriptor that came just before (as for
+  ``write``); ``options`` are its keyword arguments;
+- ``("append", id, writer, inline)``: a write ``id`` to that Writer, its
+  data ``inline`` (bytes) or, when None, sent as for ``write``;
+- ``("close-writer", id, writer)``: close that Writer (in a thread of its
+  own, as it waits for the writes); ``id`` ends with it, or its first error;
 - ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
   a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
   the parent's memory, read from there (:mod:`bgio.process.remote`);
@@ -53,13 +60,14 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
 import bgio
+from bgio.errors import BgioError
 from bgio.handle import BackgroundWriteProcess
 from bgio.process import FeedCancelled, portable, remote
 from bgio.process.ring import Attached
@@ -275,8 +283,8 @@ class _Descriptors:
         os.close(entry[0])
 
 
-def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> None:
-    feed.close()
+def _report(ident: int, events: _Events, handle: BackgroundWriteProcess) -> None:
+    """Tell the parent how the write ``ident`` ended."""
     error = None if handle.cancelled() else handle.exception()
     outcome: str
     value: Any
@@ -286,7 +294,7 @@ def _report(feed: _Feed, events: _Events, handle: BackgroundWriteProcess) -> Non
         outcome, value = "failed", error
     else:
         outcome, value = "ok", handle.result()
-    events.send(("done", feed.ident, outcome, value, handle.bytes_written, handle.bytes_on_disk,
+    events.send(("done", ident, outcome, value, handle.bytes_written, handle.bytes_on_disk,
                  _timing_of(handle)))
 
 
@@ -314,114 +322,206 @@ def _stand_in(outcome: str, value: Any) -> BackgroundWriteProcess:
     return handle
 
 
+def _failed(error: BaseException) -> BackgroundWriteProcess:
+    """A handle for a write refused here after the caller's checks passed (the directory
+    went meanwhile, say): it fails, and the writer process goes on."""
+    handle = BackgroundWriteProcess(0)
+    handle.set_running_or_notify_cancel()
+    handle.set_exception(error)
+    return handle
+
+
+class _Server:
+    """The commands' state: one method per command (see the module's docstring)."""
+
+    def __init__(self, events: _Events, ring: Attached, parent: int,
+                 descriptors: socket.socket) -> None:
+        self.events = events
+        self.ring = ring
+        self.parent = parent
+        self.descriptors = descriptors
+        self.held = _Descriptors()
+        self.feeds: dict[int, _Feed] = {}
+        # By id: writes here, and stand-ins for parent-side writes chained after.
+        self.handles: dict[int, BackgroundWriteProcess] = {}
+        self.waiting: dict[int, BackgroundWriteProcess] = {}  # stand-ins not settled yet
+        # Writers by id (or why one could not be made), and the descriptor key of each.
+        self.writers: dict[int, bgio.Writer | BaseException] = {}
+        self.writer_keys: dict[int, str | None] = {}
+
+    def _file(self, path: str | None, key: str | None) -> str | int:
+        """The path, or the descriptor for ``key`` that came with this command."""
+        if path is not None:
+            return path
+        assert key is not None
+        _, received, _, _ = socket.recv_fds(self.descriptors, 1, 1)
+        return self.held.take(key, received[0])
+
+    def _started(self, ident: int, handle: BackgroundWriteProcess,
+                 feed: _Feed | None) -> None:
+        if feed is not None:
+            feed.handle = handle
+        self.handles[ident] = handle
+        handle.add_done_callback(functools.partial(_finished, ident, self.events,
+                                                   feeds=self.feeds))
+        self.events.send(("start", ident))
+
+    def _new_feed(self, ident: int) -> _Feed:
+        feed = self.feeds[ident] = _Feed(ident, self.ring, self.events, self.parent)
+        return feed
+
+    def write(self, ident: int, path: str | None, key: str | None, options: dict[str, Any],
+              chain: int | None) -> None:
+        file = self._file(path, key)
+        feed = self._new_feed(ident)
+        after = None
+        if chain is not None:
+            after = self.handles.get(chain)
+            if after is None:  # a parent-side write, settled later
+                after = self.waiting[chain] = BackgroundWriteProcess(0)
+                after.set_running_or_notify_cancel()
+                self.handles[chain] = after
+        chunk_size = options.pop("chunk_size", None)
+        try:
+            if chunk_size is None:
+                handle = bgio.bgwrite(file, feed.blocks(), chain_after=after, **options)
+            else:
+                handle = bgio.bgwrite_chunk(file, feed.blocks(), chunk_size, chain_after=after,
+                                            **options)
+        except Exception as exc:  # noqa: BLE001 - reported on the handle
+            handle = _failed(exc)
+        if key is not None:
+            handle.add_done_callback(functools.partial(self.held.release, key))
+        self._started(ident, handle, feed)
+
+    def writer(self, ident: int, path: str | None, key: str | None,
+               options: dict[str, Any]) -> None:
+        file = self._file(path, key)
+        self.writer_keys[ident] = key
+        try:
+            self.writers[ident] = bgio.Writer(file, **options)
+        except Exception as exc:  # noqa: BLE001 - each of its writes fails with it
+            self.writers[ident] = exc
+
+    def append(self, ident: int, writer: int, inline: bytes | None) -> None:
+        feed = None if inline is not None else self._new_feed(ident)
+        target = self.writers.get(writer)
+        try:
+            if isinstance(target, bgio.Writer):
+                handle = target.write(inline if feed is None else feed.blocks())
+            else:
+                raise BgioError(f"the Writer could not be opened in the writer process: "
+                                f"{target!r}") from target
+        except Exception as exc:  # noqa: BLE001 - reported on the handle
+            handle = _failed(exc)
+        self._started(ident, handle, feed)
+
+    def close_writer(self, ident: int, writer: int) -> None:
+        target = self.writers.pop(writer, None)
+        key = self.writer_keys.pop(writer, None)
+        handle = BackgroundWriteProcess(0)
+        handle.set_running_or_notify_cancel()
+        self._started(ident, handle, None)
+
+        def close() -> None:
+            try:
+                if isinstance(target, bgio.Writer):
+                    target.close()  # waits for its writes
+                handle.set_result(0)
+            except BaseException as exc:  # noqa: BLE001 - the Writer's first error
+                handle.set_exception(exc)
+            finally:
+                if key is not None:
+                    self.held.release(key)
+
+        # Not here: the commands go on being read while the writes drain.
+        threading.Thread(target=close, name="bgio-child-close").start()
+
+    def data(self, ident: int, index: int, size: int) -> None:
+        feed = self.feeds.get(ident)
+        if feed is not None:
+            feed.add(index, size)
+        elif index >= 0:  # the write ended already (failed, cancelled): not needed
+            self.events.send(("free", index, ident, None, None, None))
+
+    def end(self, ident: int) -> None:
+        feed = self.feeds.get(ident)
+        if feed is not None:
+            feed.end()
+
+    def fail(self, ident: int, error: BaseException) -> None:
+        feed = self.feeds.get(ident)
+        if feed is not None:
+            feed.fail(error)
+
+    def cancel(self, ident: int) -> None:
+        cancelled = self.handles.get(ident)
+        if cancelled is not None:
+            cancelled.cancel()
+        feed = self.feeds.get(ident)
+        if feed is not None:
+            feed.cancel()
+
+    def settle(self, ident: int, outcome: str, value: Any) -> None:
+        stand_in = self.waiting.pop(ident, None)
+        if stand_in is None:
+            self.handles[ident] = _stand_in(outcome, value)
+        elif outcome == "cancelled":
+            stand_in.set_stopped()
+        elif outcome == "ok":
+            stand_in.set_result(value)
+        else:
+            stand_in.set_exception(value)
+
+    def probe(self, address: int, expected: bytes) -> None:
+        """May this process read the parent's memory? (see :mod:`bgio.process.remote`)"""
+        probe = np.empty(len(expected), dtype=np.uint8)
+        try:
+            remote.read_into(self.parent, address, probe)
+            self.events.send(("probe", probe.tobytes() == expected, ""))
+        except OSError as exc:
+            self.events.send(("probe", False, str(exc)))
+
+    def forget(self, *idents: int) -> None:
+        for ident in idents:
+            self.handles.pop(ident, None)
+
+    def abandon(self) -> None:
+        """The parent is gone: nobody will feed or collect these writes."""
+        for handle in list(self.handles.values()):
+            handle.cancel()
+        for feed in list(self.feeds.values()):
+            feed.cancel()  # a worker waiting for data stops now
+
+
 def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
           descriptors: socket.socket) -> None:
     """Read and carry out commands until told to exit or the parent goes away."""
-    held = _Descriptors()
-    feeds: dict[int, _Feed] = {}
-    handles: dict[int, BackgroundWriteProcess] = {}  # by id: writes here, parent stand-ins
-    waiting: dict[int, BackgroundWriteProcess] = {}  # stand-ins not settled yet
-    feed: _Feed | None
+    server = _Server(events, ring, parent, descriptors)
+    methods: dict[str, Callable[..., None]] = {"write": server.write, "writer": server.writer, "append": server.append,
+               "close-writer": server.close_writer, "data": server.data, "end": server.end,
+               "fail": server.fail, "cancel": server.cancel, "settle": server.settle,
+               "probe": server.probe, "forget": server.forget}
     while True:
         try:
             message = commands.recv()
         except (EOFError, OSError):
-            # The parent is gone: nobody will feed or collect these writes.
-            for handle in list(handles.values()):
-                handle.cancel()
-            for feed in list(feeds.values()):
-                feed.cancel()  # a worker waiting for data stops now
+            server.abandon()
             return
         except Exception:
             logging.getLogger("bgio").exception("a command could not be read; ignored")
             continue
-        kind = message[0]
-        if kind == "data":
-            _, ident, index, size = message
-            feed = feeds.get(ident)
-            if feed is not None:
-                feed.add(index, size)
-            elif index >= 0:  # the write ended already (failed, cancelled): not needed
-                events.send(("free", index, ident, None, None, None))
-        elif kind == "write":
-            _, ident, path, key, options, chain = message
-            file: str | int = path
-            if path is None:
-                _, received, _, _ = socket.recv_fds(descriptors, 1, 1)
-                file = held.take(key, received[0])
-            feed = feeds[ident] = _Feed(ident, ring, events, parent)
-            after = None
-            if chain is not None:
-                after = handles.get(chain)
-                if after is None:  # a parent-side write, settled later
-                    after = waiting[chain] = BackgroundWriteProcess(0)
-                    after.set_running_or_notify_cancel()
-                    handles[chain] = after
-            chunk_size = options.pop("chunk_size", None)
-            try:
-                if chunk_size is None:
-                    handle = bgio.bgwrite(file, feed.blocks(), chain_after=after, **options)
-                else:
-                    handle = bgio.bgwrite_chunk(file, feed.blocks(), chunk_size,
-                                                chain_after=after, **options)
-            except Exception as exc:  # noqa: BLE001 - e.g. the directory went since the check
-                # Refused here after the caller's checks passed: the write fails, the
-                # writer process goes on.
-                handle = BackgroundWriteProcess(0)
-                handle.set_running_or_notify_cancel()
-                handle.set_exception(exc)
-            if path is None:
-                handle.add_done_callback(functools.partial(held.release, key))
-            feed.handle = handles[ident] = handle
-            handle.add_done_callback(functools.partial(_finished, feed, events, feeds=feeds,
-                                                       handles=handles))
-            events.send(("start", ident))
-        elif kind == "end":
-            feed = feeds.get(message[1])
-            if feed is not None:
-                feed.end()
-        elif kind == "cancel":
-            cancelled = handles.get(message[1])
-            if cancelled is not None:
-                cancelled.cancel()
-            feed = feeds.get(message[1])
-            if feed is not None:
-                feed.cancel()
-        elif kind == "settle":
-            _, ident, outcome, value = message
-            stand_in = waiting.pop(ident, None)
-            if stand_in is None:
-                handles[ident] = _stand_in(outcome, value)
-            elif outcome == "cancelled":
-                stand_in.set_stopped()
-            elif outcome == "ok":
-                stand_in.set_result(value)
-            else:
-                stand_in.set_exception(value)
-        elif kind == "probe":
-            # May this process read the parent's memory? (see bgio.process.remote)
-            _, address, expected = message
-            probe = np.empty(len(expected), dtype=np.uint8)
-            try:
-                remote.read_into(parent, address, probe)
-                events.send(("probe", probe.tobytes() == expected, ""))
-            except OSError as exc:
-                events.send(("probe", False, str(exc)))
-        elif kind == "fail":
-            feed = feeds.get(message[1])
-            if feed is not None:
-                feed.fail(message[2])
-        elif kind == "forget":
-            for ident in message[1:]:
-                handles.pop(ident, None)
-        elif kind == "exit":
+        if message[0] == "exit":
             return
+        methods[message[0]](*message[1:])
 
 
-def _finished(feed: _Feed, events: _Events, handle: BackgroundWriteProcess, *,
-              feeds: dict[int, _Feed], handles: dict[int, BackgroundWriteProcess]) -> None:
-    _report(feed, events, handle)
-    feeds.pop(feed.ident, None)
+def _finished(ident: int, events: _Events, handle: BackgroundWriteProcess, *,
+              feeds: dict[int, _Feed]) -> None:
+    feed = feeds.pop(ident, None)
+    if feed is not None:
+        feed.close()
+    _report(ident, events, handle)
     # A later write may still be chained after it: its handle stays (it is small).
 
 

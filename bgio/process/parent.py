@@ -43,7 +43,7 @@ from . import portable, remote
 from .destination import Destination
 from .ring import SEGMENT, Ring
 
-__all__ = ["pending", "submit", "wait_all"]
+__all__ = ["RemoteWriter", "pending", "submit", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -64,21 +64,43 @@ def _bytes_view(block: object) -> memoryview:
     return block if isinstance(block, memoryview) else memoryview(block)  # type: ignore[arg-type]
 
 
+class _Opening:
+    """A :class:`RemoteWriter` to open in the child (queued like the writes: in order)."""
+
+    __slots__ = ("destination", "ident", "options")
+
+    def __init__(self, destination: Destination, options: dict[str, Any]) -> None:
+        self.ident = 0
+        self.destination = destination
+        self.options = options
+
+
 class _Job:
-    """One write: its handle, its data (until sent), where it goes and how."""
+    """A write for the feeder to send, in call order: its handle, its data until sent,
+    where it goes and how.
 
-    __slots__ = ("by_address", "chain", "destination", "feed_error", "handle", "ident", "options",
-                 "sent", "source", "stopped_early")
+    ``action`` is the child's command: ``"write"`` (to ``destination``),
+    ``"append"`` (a write to the :class:`RemoteWriter` ``writer``, its data
+    ``inline`` in the command if small) or ``"close-writer"``.
+    """
 
-    def __init__(self, ident: int, handle: BackgroundWriteProcess, source: Source,
-                 destination: Destination, options: dict[str, Any],
-                 chain: BackgroundWriteProcess | None) -> None:
+    __slots__ = ("action", "by_address", "chain", "destination", "feed_error", "handle", "ident",
+                 "inline", "options", "sent", "source", "stopped_early", "writer")
+
+    def __init__(self, ident: int, action: str, handle: BackgroundWriteProcess,
+                 source: Source | None, destination: Destination,
+                 options: dict[str, Any] | None = None,
+                 chain: BackgroundWriteProcess | None = None, writer: int = 0,
+                 inline: bytes | None = None) -> None:
         self.ident = ident
+        self.action = action
         self.handle = handle
-        self.source: Source | None = source
+        self.source = source
         self.destination = destination
         self.options = options
         self.chain = chain
+        self.writer = writer
+        self.inline = inline
         self.feed_error: BaseException | None = None
         self.sent = False
         self.by_address = False  # the child reads the data from our memory
@@ -129,7 +151,7 @@ class _Backend:
         self._events = Connection(events_read, writable=False)
         self._send_lock = threading.Lock()
         self._changed = threading.Condition()
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[_Job | _Opening] = deque()
         self.jobs: dict[int, _Job] = {}  # not done yet, by id (queued ones too)
         self._next = 0
         self.dead: str | None = None
@@ -146,20 +168,22 @@ class _Backend:
 
     # -- the caller's side --------------------------------------------------------------
 
-    def submit(self, handle: BackgroundWriteProcess, source: Source, destination: Destination,
-               options: dict[str, Any], chain: BackgroundWriteProcess | None) -> bool:
-        """Queue a write; False if this backend is dead (the caller starts a new one)."""
+    def submit(self, job: _Job | _Opening) -> bool:
+        """Queue ``job`` (its ``ident`` is given here); False if this backend is dead or
+        ending (the caller starts a new one, or fails the write)."""
         with self._changed:
             if self.dead is not None or self._closing:
                 return False
-            ident = self._new_ident()
-            job = _Job(ident, handle, source, destination, options, chain)
-            self.jobs[ident] = job
+            job.ident = self._new_ident()
             self._queue.append(job)
-            self._idents[handle] = ident
-            weakref.finalize(handle, self._forgotten.append, ident)
+            if isinstance(job, _Job):
+                self.jobs[job.ident] = job
+                self._idents[job.handle] = job.ident
+                weakref.finalize(job.handle, self._forgotten.append, job.ident)
             self._changed.notify_all()
-        handle.watch_cancel(lambda: self._cancel(job))
+        if isinstance(job, _Job):
+            handle = job.handle
+            handle.watch_cancel(lambda: self._cancel(job))
         return True
 
     def _new_ident(self) -> int:
@@ -247,36 +271,54 @@ class _Backend:
             except OSError:
                 return  # the child is gone (the reader fails the handles)
 
-    def _feed_one(self, job: _Job) -> None:
-        handle = job.handle
+    def _send_descriptor(self, destination: Destination) -> None:
+        """Hand the destination's descriptor over (just before the command that uses it:
+        the child takes it when it reads that command)."""
+        fd = destination.take_fd()
+        if fd is not None:
+            try:
+                socket.send_fds(self._descriptors, [b"d"], [fd])
+            finally:
+                os.close(fd)
+
+    def _feed_one(self, job: _Job | _Opening) -> None:
         forgotten = []
         while self._forgotten:
             forgotten.append(self._forgotten.popleft())
         if forgotten:
             self._send(("forget", *forgotten))
+        destination = job.destination
+        if isinstance(job, _Opening):
+            self._send_descriptor(destination)
+            self._send(("writer", job.ident, destination.path, destination.key, job.options))
+            return
+        handle = job.handle
         chain = self._chain_ident(job.chain)
         job.chain = None
         if not handle.set_running_or_notify_cancel():
             # Cancelled while queued: nothing was written. A later write chained
             # after it is told so.
             job.source = None
-            job.destination.discard()
+            destination.discard()
             self._send(("settle", job.ident, "cancelled", None))
             self._ended(job.ident)
-            self._close_after(job)
+            self.close_after(job)
             return
-        destination = job.destination
-        fd = destination.take_fd()
-        if fd is not None:
-            try:
-                # Sent just before its write: the child takes it when it reads the write.
-                socket.send_fds(self._descriptors, [b"d"], [fd])
-            finally:
-                os.close(fd)
-        self._send(("write", job.ident, destination.path, destination.key, job.options, chain))
+        if job.action == "close-writer":
+            self._send(("close-writer", job.ident, job.writer))
+            job.sent = True
+            return
+        if job.action == "append":
+            self._send(("append", job.ident, job.writer, job.inline))
+        else:
+            self._send_descriptor(destination)
+            self._send(("write", job.ident, destination.path, destination.key, job.options,
+                        chain))
         job.sent = True
         if handle.cancel_requested:
             self._send(("cancel", job.ident))
+        if job.inline is not None:
+            return  # all of it went with the command
         try:
             assert job.source is not None
             if self.remote and not job.source.lazy:
@@ -413,7 +455,7 @@ class _Backend:
             handle.set_timing(WriteTiming(*timing))
         handle.watch_cancel(None)
         job.source = None  # (the child read from it until now)
-        closing_error = self._close_after(job)
+        closing_error = self.close_after(job)
         if job.feed_error is not None:
             handle.set_exception(job.feed_error)
         elif outcome == "ok" and closing_error is not None:
@@ -429,7 +471,7 @@ class _Backend:
         self._ended(ident)
 
     @staticmethod
-    def _close_after(job: _Job) -> BaseException | None:
+    def close_after(job: _Job) -> BaseException | None:
         """Close the caller's file object or descriptor (``close_when_finished``), as a
         thread does after the write, whatever its outcome; the error if that failed."""
         closes, job.destination.closes = job.destination.closes, None
@@ -454,6 +496,7 @@ class _Backend:
                 how = f"exit status {code}"
             self.dead = f"bgio's writer process (pid {self.process.pid}) ended ({how})"
             jobs = list(self.jobs.values())
+            openings = [job for job in self._queue if isinstance(job, _Opening)]
             self._queue.clear()
             self._changed.notify_all()
         self.ring.wake()
@@ -476,7 +519,9 @@ class _Backend:
         for job in jobs:
             job.source = None
             job.destination.discard()
-            self._close_after(job)
+            self.close_after(job)
+        for opening in openings:
+            opening.destination.discard()
         self._descriptors.close()
         self.ring.close()
         self._events.close()
@@ -528,9 +573,8 @@ _backend: _Backend | None = None
 _registered = False
 
 
-def submit(handle: BackgroundWriteProcess, source: Source, destination: Destination,
-           options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
-    """Queue a write on the writer process, starting one if none is running."""
+def _submit_anew(job: _Job | _Opening) -> _Backend:
+    """Queue ``job`` on the writer process, starting one if none is running; the backend."""
     global _backend, _registered
     with _lock:
         while True:
@@ -539,9 +583,57 @@ def submit(handle: BackgroundWriteProcess, source: Source, destination: Destinat
                 if not _registered:
                     threading._register_atexit(_shut_down)  # type: ignore[attr-defined]
                     _registered = True
-            if _backend.submit(handle, source, destination, options, chain):
-                return
+            if _backend.submit(job):
+                return _backend
             _backend = None
+
+
+def submit(handle: BackgroundWriteProcess, source: Source, destination: Destination,
+           options: dict[str, Any], chain: BackgroundWriteProcess | None) -> None:
+    """Queue a write on the writer process, starting one if none is running."""
+    _submit_anew(_Job(0, "write", handle, source, destination, options, chain))
+
+
+class RemoteWriter:
+    """A :class:`bgio.Writer` kept in the writer process, for a Writer of this one.
+
+    Made once (the child opens its Writer on ``destination`` with
+    ``options``, keyword arguments of :class:`bgio.Writer`); then
+    :meth:`write` and :meth:`close` queue in call order with every other
+    writer-process write. Its writes belong to the writer process it was
+    opened in: if that one ends, they fail (a new one knows nothing of
+    this Writer, and its file was closed half written).
+    """
+
+    __slots__ = ("_backend", "_destination", "_ident", "_name")
+
+    def __init__(self, destination: Destination, options: dict[str, Any]) -> None:
+        opening = _Opening(destination, options)
+        self._backend = _submit_anew(opening)
+        self._ident = opening.ident
+        self._destination = destination  # closes the caller's object (close_when_finished)
+        self._name = Destination(destination.name)  # for the writes' messages
+
+    def write(self, handle: BackgroundWriteProcess, source: Source | None,
+              inline: bytes | None = None) -> None:
+        """Queue a write of ``source``'s data (or of ``inline``, sent with the command)."""
+        self._queue(_Job(0, "append", handle, source, self._name, writer=self._ident,
+                         inline=inline))
+
+    def close(self, handle: BackgroundWriteProcess) -> None:
+        """Queue the Writer's close; ``handle`` ends with it (and its first error)."""
+        self._queue(_Job(0, "close-writer", handle, None, self._destination,
+                         writer=self._ident))
+
+    def _queue(self, job: _Job) -> None:
+        backend = self._backend
+        if backend.submit(job):
+            return
+        job.handle.set_running_or_notify_cancel()
+        job.handle.set_exception(BgioError(
+            f"{backend.dead or 'bgio is shutting down its writer process'}: this Writer's "
+            f"writes to {self._name.name!r} cannot go on"))
+        _Backend.close_after(job)
 
 
 def pending() -> list[tuple[str, BackgroundWriteProcess]]:
