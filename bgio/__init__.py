@@ -14,6 +14,7 @@ from .api import bgwrite, bgwrite_chunk, wait_all
 from .errors import BgioError, ChainError, QueueFull
 from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
+from .pool import FramePool
 from .priority import PRESETS, BackgroundIOPriority
 from .source import chunk_data
 from .version import __version__
@@ -26,6 +27,7 @@ __all__ = [
     "BackgroundWriteProcess",
     "BgioError",
     "ChainError",
+    "FramePool",
     "QueueFull",
     "Writer",
     "__version__",

@@ -9,17 +9,21 @@ import time
 from .engine import submit
 from .engine import wait_all as wait_threads
 from .handle import BackgroundWriteProcess
+from .pool import take_frames
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .process import check_backend
 from .sinks import PathSink, Sink, fit_chunk_size, sink_can_sync, sink_for
-from .source import make_source
+from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
 
-__all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "open_sink", "prepare", "wait_all"]
+__all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "hand_over_frames", "open_sink", "prepare",
+           "wait_all"]
 
 #: A preset number 1..10 or a profile.
 PriorityLike = int | BackgroundIOPriority
+#: A chunk size larger than any buffer: a source's blocks whole.
+_WHOLE = 1 << 60
 
 
 def _check_chain_after(chain_after: object) -> BackgroundWriteProcess | None:
@@ -57,7 +61,15 @@ def prepare(
     # A path is opened for the write, so it is closed after it too.
     close = bool(close_when_finished) or isinstance(sink, PathSink)
     size = fit_chunk_size(sink, chunk_size or profile.default_chunk_size)
+    hand_over_frames(source, handle)
     return Job(handle, sink, source, profile, size, close, chain, fsync)
+
+
+def hand_over_frames(source: Source, handle: BackgroundWriteProcess) -> None:
+    """The write of ``source`` takes the :class:`~bgio.FramePool` frames among its data,
+    each back in its pool once ``handle`` is done."""
+    if not source.lazy and source.kind != "text":
+        take_frames(source.chunks(_WHOLE), handle)
 
 
 def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
@@ -217,6 +229,7 @@ def _bgwrite_process(file: object, data: object, close_when_finished: bool, chai
     destination = destination_for(file, mode, bool(atomic), bool(direct),
                                   bool(close_when_finished))
     handle = BackgroundWriteProcess(source.total)
+    hand_over_frames(source, handle)
     options = {"mode": mode, "fsync": bool(fsync), "atomic": bool(atomic),
                "direct": bool(direct), "priority": profile, "chunk_size": chunk_size}
     try:

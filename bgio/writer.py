@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .api import PriorityLike, open_sink, prepare
+from .api import PriorityLike, hand_over_frames, open_sink, prepare
 from .closing import ClosesOnExit
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
@@ -202,6 +202,8 @@ class Writer(ClosesOnExit):
             source = make_source(data, self._sink.kind, copy=self._copy)
             total = source.total
         handle = BackgroundWriteProcess(total)
+        if isinstance(source, Source):
+            hand_over_frames(source, handle)
         job = Job(handle, self._sink, source, self._profile, self._chunk_size)
         if self._fsync:
             job.fsync = True

@@ -442,6 +442,7 @@ def violations(path):
         return [cue.msg for cue in checker.check() if cue.level == "violation"]
 
 
+@pytest.mark.slow  # importing dclab takes a second
 @pytest.mark.parametrize("bookkeeping", [{"index_name": None, "nevents_name": None},
                                          {"index_name": "/bgio/index",
                                           "nevents_name": "/bgio/nevents"}])

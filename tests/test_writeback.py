@@ -86,6 +86,7 @@ def test_without_a_window_the_page_cache_keeps_it_and_nothing_is_said(disk_dir):
     assert resident_bytes(path) >= len(data) // 2  # the contrast the windows make
 
 
+@pytest.mark.slow  # 256 MiB to the disk
 @linux_only
 def test_dirty_memory_stays_near_two_windows_while_256_mib_go_out(disk_dir):
     data = os.urandom(MIB) * 256

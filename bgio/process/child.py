@@ -24,6 +24,9 @@ Commands (parent to child), pickled tuples:
   data ``inline`` (bytes) or, when None, sent as for ``write``;
 - ``("close-writer", id, writer)``: close that Writer (in a thread of its
   own, as it waits for the writes); ``id`` ends with it, or its first error;
+- ``("pool", pool, size)``: map a :class:`bgio.FramePool`'s memory, whose
+  descriptor came just before; ``("shared", id, pool, offset, size)``: the
+  write's next data is there; ``("forget-pool", pool)``: the parent freed it;
 - ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
   a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
   the parent's memory, read from there (:mod:`bgio.process.remote`);
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import mmap
 import os
 import pickle
 import queue
@@ -117,9 +121,10 @@ class _Feed:
         self.ident = ident
         self.ring = ring
         self.events = events
-        # (segment, size), None at the end, "cancel", or the error the data's source raised.
-        self.segments: queue.SimpleQueue[tuple[int, int] | str | BaseException | None] = (
-            queue.SimpleQueue())
+        # (segment, size), a view of a shared pool's frame, None at the end, "cancel", or
+        # the error the data's source raised.
+        self.segments: queue.SimpleQueue[
+            tuple[int, int] | memoryview | str | BaseException | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
         self.current: int | None = None  # the segment being written
@@ -138,6 +143,11 @@ class _Feed:
                 raise FeedCancelled("cancelled")
             if isinstance(item, BaseException):  # the parent's data source failed
                 raise item
+            if isinstance(item, memoryview):  # a FramePool's frame: memory both processes map
+                yield item
+                self.written += len(item)
+                self._progress()
+                continue
             index, size = item
             if index < 0:  # -address: a buffer of the parent's, read from its memory
                 yield from self._remote(-index, size)
@@ -192,13 +202,15 @@ class _Feed:
                 yield memoryview(buffer[:count])  # type: ignore[arg-type]
                 free.put(buffer)  # written: it may take the next piece
                 self.written += count
-                handle = self.handle
-                self.events.send(("progress", self.ident, self.written,
-                                  None if handle is None else handle.bytes_on_disk,
-                                  _timing_of(handle)))
+                self._progress()
         finally:
             free.put(None)  # a fetcher still reading stops at its next piece
             fetcher.join()
+
+    def _progress(self) -> None:
+        handle = self.handle
+        self.events.send(("progress", self.ident, self.written,
+                          None if handle is None else handle.bytes_on_disk, _timing_of(handle)))
 
     def buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """Two buffers for reads from the parent: one written while the other fills."""
@@ -207,7 +219,7 @@ class _Feed:
                              np.empty(READ_PIECE, dtype=np.uint8))
         return self._buffers
 
-    def _put(self, item: tuple[int, int] | str | BaseException | None) -> bool:
+    def _put(self, item: tuple[int, int] | memoryview | str | BaseException | None) -> bool:
         """Queue ``item`` for the write, unless it is done already; True if queued."""
         with self.lock:
             if not self.closed:
@@ -218,6 +230,9 @@ class _Feed:
     def add(self, index: int, size: int) -> None:
         if not self._put((index, size)) and index >= 0:
             self.events.send(("free", index, self.ident, None, None, None))  # not needed
+
+    def add_view(self, view: memoryview) -> None:
+        self._put(view)
 
     def end(self) -> None:
         self._put(None)
@@ -348,6 +363,7 @@ class _Server:
         # Writers by id (or why one could not be made), and the descriptor key of each.
         self.writers: dict[int, bgio.Writer | BaseException] = {}
         self.writer_keys: dict[int, str | None] = {}
+        self.pools: dict[int, mmap.mmap] = {}  # FramePools' memory, by the parent's id
 
     def _file(self, path: str | None, key: str | None) -> str | int:
         """The path, or the descriptor for ``key`` that came with this command."""
@@ -444,6 +460,22 @@ class _Server:
         elif index >= 0:  # the write ended already (failed, cancelled): not needed
             self.events.send(("free", index, ident, None, None, None))
 
+    def pool(self, ident: int, size: int) -> None:
+        _, received, _, _ = socket.recv_fds(self.descriptors, 1, 1)
+        try:
+            self.pools[ident] = mmap.mmap(received[0], size)
+        finally:
+            os.close(received[0])
+
+    def shared(self, ident: int, pool: int, offset: int, size: int) -> None:
+        feed = self.feeds.get(ident)
+        if feed is not None:
+            feed.add_view(memoryview(self.pools[pool])[offset:offset + size])
+
+    def forget_pool(self, ident: int) -> None:
+        # Unmapped once no write holds a view of it (the views keep the mapping).
+        self.pools.pop(ident, None)
+
     def end(self, ident: int) -> None:
         feed = self.feeds.get(ident)
         if feed is not None:
@@ -501,7 +533,8 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
     methods: dict[str, Callable[..., None]] = {"write": server.write, "writer": server.writer, "append": server.append,
                "close-writer": server.close_writer, "data": server.data, "end": server.end,
                "fail": server.fail, "cancel": server.cancel, "settle": server.settle,
-               "probe": server.probe, "forget": server.forget}
+               "probe": server.probe, "forget": server.forget, "pool": server.pool,
+               "shared": server.shared, "forget-pool": server.forget_pool}
     while True:
         try:
             message = commands.recv()

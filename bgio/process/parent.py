@@ -38,6 +38,7 @@ from typing import Any
 from .. import drain, engine
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
+from ..pool import FramePool, locate
 from ..source import Source
 from . import portable, remote
 from .destination import Destination
@@ -160,6 +161,8 @@ class _Backend:
         self._idents: weakref.WeakKeyDictionary[BackgroundWriteProcess, int] = (
             weakref.WeakKeyDictionary())
         self._forgotten: deque[int] = deque()  # handles let go of (appended by finalizers)
+        self._pools: set[int] = set()  # the FramePools the child has mapped
+        self._forgotten_pools: deque[int] = deque()  # of those, pools freed here since
         self._feeder = threading.Thread(target=self._feed, name="bgio-process-feed", daemon=True)
         self._reader = threading.Thread(target=self._read, name="bgio-process-events",
                                         daemon=True)
@@ -287,6 +290,10 @@ class _Backend:
             forgotten.append(self._forgotten.popleft())
         if forgotten:
             self._send(("forget", *forgotten))
+        while self._forgotten_pools:
+            ident = self._forgotten_pools.popleft()
+            self._pools.discard(ident)
+            self._send(("forget-pool", ident))
         destination = job.destination
         if isinstance(job, _Opening):
             self._send_descriptor(destination)
@@ -321,12 +328,12 @@ class _Backend:
             return  # all of it went with the command
         try:
             assert job.source is not None
-            if self.remote and not job.source.lazy:
-                self._feed_addresses(job)
+            if not job.source.lazy:
+                self._feed_in_memory(job)
             else:
-                # An iterable's items go as they come; data in memory is packed.
+                # An iterable's items go as they come, copied into the ring.
                 views = map(_bytes_view, job.source.chunks(self.ring.segment, "bytes"))
-                self._copy_in(job, views, pack=not job.source.lazy)
+                self._copy_in(job, views, pack=False)
         except OSError:
             raise
         except BaseException as exc:  # noqa: BLE001 - a lazy iterable's item, say
@@ -344,25 +351,41 @@ class _Backend:
             self._send(("cancel", job.ident))
         self._send(("end", job.ident))
 
-    def _feed_addresses(self, job: _Job) -> None:
-        """Send where each buffer is; the child reads them from this process's memory
-        (small ones are copied into the ring: one message each would cost more)."""
+    def _feed_in_memory(self, job: _Job) -> None:
+        """Send data already in memory: a frame of a :class:`~bgio.FramePool` as a
+        reference to memory the child maps too; other buffers of 256 KiB or more by
+        address, read by the child from this process's memory (if it may); the rest
+        copied into the ring, packed (one message each would cost more)."""
         assert job.source is not None
-        job.by_address = True  # the data must live until the child is done with it
-        small: list[memoryview] = []
+        copied: list[memoryview] = []
         for block in job.source.chunks(_WHOLE, "bytes"):
             view = _bytes_view(block)
-            if len(view) < _BY_ADDRESS:
-                small.append(view)
+            found = locate(view)
+            if found is None and (not self.remote or len(view) < _BY_ADDRESS):
+                copied.append(view)
                 continue
-            if small:
-                self._copy_in(job, small, pack=True)
-                small = []
+            if copied:
+                self._copy_in(job, copied, pack=True)
+                copied = []
             if job.handle.cancel_requested or self.dead is not None:
                 return
-            self._send(("data", job.ident, -remote.address_of(view), len(view)))
-        if small:
-            self._copy_in(job, small, pack=True)
+            job.by_address = True  # the data must live until the child is done with it
+            if found is not None:
+                pool, offset = found
+                if pool.ident not in self._pools:
+                    self._share(pool)
+                self._send(("shared", job.ident, pool.ident, offset, len(view)))
+            else:
+                self._send(("data", job.ident, -remote.address_of(view), len(view)))
+        if copied:
+            self._copy_in(job, copied, pack=True)
+
+    def _share(self, pool: FramePool) -> None:
+        """Hand a pool's memory to the child (once; it maps it until told to forget it)."""
+        socket.send_fds(self._descriptors, [b"p"], [pool.fd])
+        self._send(("pool", pool.ident, pool.size))
+        self._pools.add(pool.ident)
+        weakref.finalize(pool, self._forgotten_pools.append, pool.ident)
 
     def _copy_in(self, job: _Job, views: Iterable[memoryview], pack: bool) -> None:
         """Copy buffers into ring segments and send each segment as it fills; with

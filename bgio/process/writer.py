@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from ..api import PriorityLike
+from ..api import PriorityLike, hand_over_frames
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -117,6 +117,7 @@ class ProcessWriter(Writer):
             blocks = source.chunks(_WHOLE, "bytes")
             inline = b"".join(bytes(block) for block in blocks)  # type: ignore[arg-type]
         handle = BackgroundWriteProcess(source.total)
+        hand_over_frames(source, handle)
         bound = self._max_pending
         with self._lock:
             if bound is not None:

@@ -1,0 +1,304 @@
+"""``FramePool``: numpy frames in shared memory, handed to writes without a copy.
+
+A pool is one block of shared memory (an anonymous file: ``memfd_create``
+on Linux) cut into ``count`` frames of one shape and dtype. A program
+acquires a frame, fills it (a camera's buffer, a processing step's output)
+and writes it; the write *takes* the frame, and it returns to the pool once
+that write is done. Through the writer process (``backend="process"``)
+only a reference crosses: the writer process maps the same memory and
+writes from it, so neither process copies the frame. Through a thread the
+frame is written from where it is, as any array.
+
+The frames' states: *free*, *held* (acquired, not yet written or
+released) and *taken* by one or more writes (back to free when the last of
+them is done). :func:`take_frames` is how the writes claim them; nothing
+else in bgio needs to know a pool exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import mmap
+import os
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .errors import QueueFull
+from .handle import BackgroundWriteProcess
+from .timeouts import check_timeout
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["FramePool", "locate", "take_frames"]
+
+#: Live pools by id, for the writes that look their frames up by address.
+_pools: weakref.WeakValueDictionary[int, FramePool] = weakref.WeakValueDictionary()
+_ids = iter(range(1, 1 << 62))
+_ids_lock = threading.Lock()
+
+
+def _shared_file(size: int) -> int:
+    """An anonymous file of ``size`` bytes (its descriptor)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("bgio-frames", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - not Linux
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.TemporaryFile(dir=shm) as file:
+            fd = os.dup(file.fileno())
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_memory(fd: int, memory: mmap.mmap) -> None:
+    try:
+        memory.close()
+    except BufferError:  # a frame is still referenced somewhere: freed with it
+        pass
+    os.close(fd)
+
+
+class FramePool:
+    """``count`` numpy frames of ``frame_shape`` and ``dtype`` in shared memory.
+
+    Parameters
+    ----------
+    frame_shape : int or tuple of int
+        The shape of every frame (each dimension >= 1).
+    dtype : numpy dtype-like
+        Their element type.
+    count : int
+        How many frames (>= 1).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a shape, dtype or count that is not one (named in the message).
+
+    Notes
+    -----
+    A frame handed to a write (:func:`bgio.bgwrite`, a Writer's
+    ``write``) is the write's until it is done, then free again: do not
+    touch it after the write call, and do not write it twice unless both
+    writes are queued before either ends. One never written goes back with
+    :meth:`release` (or by leaving ``with pool.acquired() as frame:``).
+    The memory is freed when the pool and all its frames are gone.
+
+    Examples
+    --------
+    >>> import bgio, io
+    >>> pool = bgio.FramePool((2, 3), "uint16", count=4)
+    >>> frame = pool.acquire()
+    >>> frame[:] = 7
+    >>> out = io.BytesIO()
+    >>> bgio.bgwrite(out, frame, priority=1).result()
+    12
+    >>> pool.free
+    4
+    """
+
+    def __init__(self, frame_shape: int | tuple[int, ...], dtype: npt.DTypeLike,
+                 count: int) -> None:
+        import numpy as np  # (bgio imports numpy only once it is needed)
+
+        shape = (frame_shape,) if isinstance(frame_shape, int) else frame_shape
+        if not isinstance(shape, tuple) or not all(
+                isinstance(size, int) and not isinstance(size, bool) for size in shape):
+            raise TypeError(f"frame_shape must be an int or a tuple of ints, got {frame_shape!r}")
+        if not shape or any(size < 1 for size in shape):
+            raise ValueError(f"frame_shape must have dimensions >= 1, got {frame_shape!r}")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype: {exc}") from None
+        if self.dtype.hasobject or self.dtype.itemsize == 0:
+            raise ValueError(f"dtype must be a fixed-size type without objects, got {self.dtype}")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise TypeError(f"count must be an int, got {type(count).__qualname__}")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.frame_shape = shape
+        self.count = count
+        self.frame_bytes = int(np.prod(shape)) * self.dtype.itemsize
+        # Frames start on page boundaries: aligned for O_DIRECT and for vector copies.
+        self._stride = -(-self.frame_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.size = self._stride * count
+        self.fd = _shared_file(self.size)
+        memory = mmap.mmap(self.fd, self.size)
+        self._memory = np.frombuffer(memory, dtype=np.uint8)
+        self.base = int(self._memory.ctypes.data)
+        self._changed = threading.Condition()
+        self._free = list(range(count - 1, -1, -1))
+        self._taken = [0] * count  # writes that hold each frame
+        self._held = [False] * count  # acquired and not yet written or released
+        self._closed = False
+        with _ids_lock:
+            self.ident = next(_ids)
+        _pools[self.ident] = self
+        weakref.finalize(self, _close_memory, self.fd, memory)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.free} of {self.count} free"
+        return (f"<bgio.FramePool {self.count} x {self.frame_shape} {self.dtype}, {state}>")
+
+    @property
+    def free(self) -> int:
+        """Frames that :meth:`acquire` can hand out now."""
+        return len(self._free)
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> np.ndarray:
+        """A free frame (its contents are what the last user left).
+
+        Parameters
+        ----------
+        block : bool, default True
+            Wait for a frame to come back (True) or raise at once (False).
+        timeout : float or None
+            Seconds to wait at most.
+
+        Raises
+        ------
+        bgio.QueueFull
+            If no frame is free (``block=False``) or none came back in time.
+        ValueError
+            If the pool is closed.
+        """
+        limit = check_timeout(timeout)
+        with self._changed:
+            if not self._free and not self._closed:
+                if not block:
+                    raise QueueFull(f"all {self.count} frames of the pool are in use")
+                if not self._changed.wait_for(lambda: self._free or self._closed, limit):
+                    raise QueueFull(f"no frame of the pool came back after {timeout} s "
+                                    f"(all {self.count} in use)")
+            if self._closed:
+                raise ValueError("acquire from a closed bgio.FramePool")
+            slot = self._free.pop()
+            self._held[slot] = True
+        start = slot * self._stride
+        frame = self._memory[start:start + self.frame_bytes].view(self.dtype)
+        return frame.reshape(self.frame_shape)
+
+    @contextmanager
+    def acquired(self, block: bool = True, timeout: float | None = None
+                 ) -> Iterator[np.ndarray]:
+        """``with pool.acquired() as frame:``: a frame, released at the end unless written."""
+        frame = self.acquire(block, timeout)
+        try:
+            yield frame
+        finally:
+            slot = self.slot_of(frame)
+            with self._changed:
+                if slot is not None and self._held[slot]:
+                    self._give_back(slot)
+
+    def release(self, frame: np.ndarray) -> None:
+        """Give back an acquired frame that will not be written.
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` is not an acquired frame of this pool (not of it,
+            free already, or taken by a write: it comes back by itself).
+        """
+        slot = self.slot_of(frame)
+        with self._changed:
+            if slot is None or not self._held[slot]:
+                raise ValueError("release: not a frame of this pool held by the program "
+                                 "(a frame given to a write comes back when it is done)")
+            self._give_back(slot)
+
+    def close(self) -> None:
+        """No more frames are handed out; a waiting :meth:`acquire` raises ``ValueError``.
+
+        Frames given to writes are written all the same; the memory goes
+        once the pool and its frames are no longer referenced.
+        """
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def slot_of(self, frame: Any) -> int | None:
+        """The frame of this pool that ``frame``'s memory lies in, or None."""
+        offset = _address(frame) - self.base
+        if not 0 <= offset < self.size:
+            return None
+        return offset // self._stride
+
+    def _give_back(self, slot: int) -> None:  # (the condition held)
+        self._held[slot] = False
+        if not self._taken[slot]:
+            self._free.append(slot)
+            self._changed.notify()
+
+    def _take(self, slot: int) -> None:
+        with self._changed:
+            self._held[slot] = False
+            self._taken[slot] += 1
+
+    def _written(self, slot: int, _done: object = None) -> None:
+        with self._changed:
+            self._taken[slot] -= 1
+            if not self._taken[slot] and not self._held[slot]:
+                self._free.append(slot)
+                self._changed.notify()
+
+
+def _address(block: Any) -> int:
+    """Where a buffer's memory starts (0 when it exposes none)."""
+    import numpy as np  # loaded: a pool exists
+
+    try:
+        interface = block.__array_interface__
+    except AttributeError:
+        try:
+            interface = np.asarray(memoryview(block)).__array_interface__
+        except (TypeError, ValueError):
+            return 0
+    return int(interface["data"][0])
+
+
+def locate(block: Any) -> tuple[FramePool, int] | None:
+    """The pool whose memory holds ``block`` entirely, and the block's offset in it."""
+    if not _pools:
+        return None
+    address = _address(block)
+    size = memoryview(block).nbytes
+    for pool in list(_pools.values()):
+        offset = address - pool.base
+        if 0 <= offset and offset + size <= pool.size:
+            return pool, offset
+    return None
+
+
+def take_frames(blocks: Iterable[Any], handle: BackgroundWriteProcess) -> None:
+    """A write of ``blocks`` takes the pool frames among them; each goes back to its
+    pool when ``handle`` is done (called where the write is made, in the caller)."""
+    if not _pools:
+        return
+    for block in blocks:
+        found = locate(block)
+        if found is None:
+            continue
+        pool, _ = found
+        slot = pool.slot_of(block)
+        assert slot is not None
+        pool._take(slot)
+        handle.add_done_callback(functools.partial(pool._written, slot))
