@@ -23,7 +23,7 @@ import os
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["FramePool", "locate", "take_frames"]
+__all__ = ["FramePool", "claim", "locate", "take_frames"]
 
 #: Live pools by id, for the writes that look their frames up by address.
 _pools: weakref.WeakValueDictionary[int, FramePool] = weakref.WeakValueDictionary()
@@ -253,7 +253,7 @@ class FramePool:
             self._held[slot] = False
             self._taken[slot] += 1
 
-    def _written(self, slot: int, _done: object = None) -> None:
+    def _written(self, slot: int) -> None:
         with self._changed:
             self._taken[slot] -= 1
             if not self._taken[slot] and not self._held[slot]:
@@ -288,17 +288,30 @@ def locate(block: Any) -> tuple[FramePool, int] | None:
     return None
 
 
+def claim(block: Any) -> Callable[[], None] | None:
+    """If ``block`` lies in a pool's frame, take that frame for a write (it is no longer
+    the program's to release) and return what gives it back; else None."""
+    if not _pools:
+        return None
+    found = locate(block)
+    if found is None:
+        return None
+    pool, offset = found
+    slot = offset // pool._stride
+    pool._take(slot)
+    return functools.partial(pool._written, slot)
+
+
 def take_frames(blocks: Iterable[Any], handle: BackgroundWriteProcess) -> None:
     """A write of ``blocks`` takes the pool frames among them; each goes back to its
     pool when ``handle`` is done (called where the write is made, in the caller)."""
     if not _pools:
         return
     for block in blocks:
-        found = locate(block)
-        if found is None:
-            continue
-        pool, _ = found
-        slot = pool.slot_of(block)
-        assert slot is not None
-        pool._take(slot)
-        handle.add_done_callback(functools.partial(pool._written, slot))
+        give_back = claim(block)
+        if give_back is not None:
+            handle.add_done_callback(functools.partial(_call, give_back))
+
+
+def _call(action: Callable[[], None], _done: object) -> None:
+    action()

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
+from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
@@ -40,6 +41,7 @@ from .live import (
 from .sink import Chunk, DatasetSink, check_missing_place, create_missing
 
 if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
     from ..api import PriorityLike
 
@@ -168,6 +170,15 @@ class FrameWriter(H5Writer):
 
     _what = "frames"
 
+    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+        # FrameWriter(..., backend="process") is the writer process's kind (same
+        # methods); Python then runs that class's __init__ with the same arguments.
+        if cls is FrameWriter and check_backend(backend) == "process":
+            from ..process.h5 import ProcessFrameWriter  # loaded by those who use it
+
+            return object.__new__(ProcessFrameWriter)  # type: ignore[return-value]
+        return object.__new__(cls)
+
     def __init__(
         self,
         target: str | os.PathLike[str] | h5py.File | h5py.Group,
@@ -189,6 +200,7 @@ class FrameWriter(H5Writer):
         keys: str | None = None,
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
+        backend: str = "thread",
     ) -> None:
         on_missing = check_on_missing(on_missing)
         self._copy = _check_copy(copy)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
+from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
@@ -63,6 +64,8 @@ from .record_sink import (
 from .sink import check_missing_place, create_missing
 
 if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
     from ..api import PriorityLike
 
 __all__ = ["NEVENTS_CHUNK", "RecordWriter", "default_chunk_events"]
@@ -214,6 +217,15 @@ class RecordWriter(H5Writer):
 
     _what = "records"
 
+    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+        # RecordWriter(..., backend="process") is the writer process's kind (same
+        # methods); Python then runs that class's __init__ with the same arguments.
+        if cls is RecordWriter and check_backend(backend) == "process":
+            from ..process.h5 import ProcessRecordWriter  # loaded by those who use it
+
+            return object.__new__(ProcessRecordWriter)  # type: ignore[return-value]
+        return object.__new__(cls)
+
     def __init__(
         self,
         target: str | os.PathLike[str] | h5py.File | h5py.Group,
@@ -238,6 +250,7 @@ class RecordWriter(H5Writer):
         keys: str = "keys",
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
+        backend: str = "thread",
     ) -> None:
         on_missing = check_on_missing(on_missing)
         if not isinstance(copy, bool):

@@ -27,6 +27,15 @@ Commands (parent to child), pickled tuples:
 - ``("pool", pool, size)``: map a :class:`bgio.FramePool`'s memory, whose
   descriptor came just before; ``("shared", id, pool, offset, size)``: the
   write's next data is there; ``("forget-pool", pool)``: the parent freed it;
+- ``("make", id, kind, args, kwargs)``: open a :class:`bgio.h5.FrameWriter`
+  (``kind`` "frames") or :class:`bgio.h5.RecordWriter` ("records") with
+  these arguments; ``id`` names it and is done (None) once it is open;
+- ``("frames", id, writer, index, refs)``: store frames at ``index`` on,
+  ``refs`` the stacks (:mod:`bgio.process.refs`); a ``("taken", id)`` event
+  says they are copied and no longer needed; ``("records", id, writer,
+  frame_index, events)``: append a frame's events;
+- ``("finish", id, writer, method)``: ``flush`` or ``close`` it (``id`` is
+  done with the slots never written, for a close);
 - ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
   a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
   the parent's memory, read from there (:mod:`bgio.process.remote`);
@@ -74,6 +83,7 @@ import bgio
 from bgio.errors import BgioError
 from bgio.handle import BackgroundWriteProcess
 from bgio.process import FeedCancelled, portable, remote
+from bgio.process.refs import RemoteArray, SharedArray, resolve
 from bgio.process.ring import Attached
 
 #: Bytes read from the parent's memory at a time (two buffers per write being written).
@@ -364,6 +374,10 @@ class _Server:
         self.writers: dict[int, bgio.Writer | BaseException] = {}
         self.writer_keys: dict[int, str | None] = {}
         self.pools: dict[int, mmap.mmap] = {}  # FramePools' memory, by the parent's id
+        # HDF5 writers by id (or why one could not be made), and whether each copies
+        # frames into chunks of several (then a frame is not needed once accepted).
+        self.objects: dict[int, Any] = {}
+        self.gathers: dict[int, bool] = {}
 
     def _file(self, path: str | None, key: str | None) -> str | int:
         """The path, or the descriptor for ``key`` that came with this command."""
@@ -453,6 +467,78 @@ class _Server:
         # Not here: the commands go on being read while the writes drain.
         threading.Thread(target=close, name="bgio-child-close").start()
 
+    def _done_now(self, ident: int, outcome: str, value: Any) -> None:
+        self.events.send(("done", ident, outcome, value, 0, None, None))
+
+    def make(self, ident: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> None:
+        """Open an HDF5 writer (``kind`` "frames" or "records"); ``ident`` names it."""
+        try:
+            from bgio import h5
+
+            if kind == "frames":
+                writer: Any = h5.FrameWriter(*args, **kwargs)
+                chunks = writer.dataset.chunks
+                self.gathers[ident] = chunks is not None and chunks[0] > 1
+            else:
+                writer = h5.RecordWriter(*args, **kwargs)
+                self.gathers[ident] = False
+        except Exception as exc:  # noqa: BLE001 - raised by the parent's constructor
+            self._done_now(ident, "failed", exc)
+            return
+        self.objects[ident] = writer
+        self._done_now(ident, "ok", None)
+
+    def _target(self, writer: int) -> Any:
+        target = self.objects.get(writer)
+        if target is None:
+            raise BgioError("the HDF5 writer is not open in the writer process")
+        return target
+
+    def frames(self, ident: int, writer: int, index: int,
+               refs: list[SharedArray | RemoteArray]) -> None:
+        """Store frames at ``index`` on: each ref a stack of them."""
+        try:
+            target = self._target(writer)
+            handle = None
+            for ref in refs:
+                stack = resolve(ref, self.pools, self.parent)
+                handle = target.write_at(index, stack, copy=False)
+                index += len(stack)
+            assert handle is not None
+        except Exception as exc:  # noqa: BLE001 - reported on the handle
+            handle = _failed(exc)
+        else:
+            if self.gathers.get(writer):
+                self.events.send(("taken", ident))  # copied into the chunks being filled
+        self._started(ident, handle, None)
+
+    def records(self, ident: int, writer: int, frame_index: int,
+                events: dict[str, Any]) -> None:
+        try:
+            handle = self._target(writer).append(frame_index, events, copy=False)
+        except Exception as exc:  # noqa: BLE001 - reported on the handle
+            handle = _failed(exc)
+        self._started(ident, handle, None)
+
+    def finish(self, ident: int, writer: int, method: str) -> None:
+        """``flush`` or ``close`` an HDF5 writer, in a thread (it waits for the stores);
+        a close reports the slots never written."""
+        target = self.objects.get(writer) if method == "flush" else self.objects.pop(writer, None)
+
+        def run() -> None:
+            try:
+                if target is None:
+                    raise BgioError("the HDF5 writer is not open in the writer process")
+                getattr(target, method)()
+                value = list(target.missing) if method == "close" else None
+            except BaseException as exc:  # noqa: BLE001 - raised by the parent's call
+                self._done_now(ident, "failed", exc)
+            else:
+                self._done_now(ident, "ok", value)
+
+        threading.Thread(target=run, name=f"bgio-child-{method}").start()
+
     def data(self, ident: int, index: int, size: int) -> None:
         feed = self.feeds.get(ident)
         if feed is not None:
@@ -534,7 +620,9 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
                "close-writer": server.close_writer, "data": server.data, "end": server.end,
                "fail": server.fail, "cancel": server.cancel, "settle": server.settle,
                "probe": server.probe, "forget": server.forget, "pool": server.pool,
-               "shared": server.shared, "forget-pool": server.forget_pool}
+               "shared": server.shared, "forget-pool": server.forget_pool,
+               "make": server.make, "frames": server.frames, "records": server.records,
+               "finish": server.finish}
     while True:
         try:
             message = commands.recv()

@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -42,9 +42,10 @@ from ..pool import FramePool, locate
 from ..source import Source
 from . import portable, remote
 from .destination import Destination
+from .refs import RemoteArray, SharedArray
 from .ring import SEGMENT, Ring
 
-__all__ = ["RemoteWriter", "pending", "submit", "wait_all"]
+__all__ = ["RemoteObject", "RemoteWriter", "pending", "submit", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -82,11 +83,15 @@ class _Job:
 
     ``action`` is the child's command: ``"write"`` (to ``destination``),
     ``"append"`` (a write to the :class:`RemoteWriter` ``writer``, its data
-    ``inline`` in the command if small) or ``"close-writer"``.
+    ``inline`` in the command if small), ``"close-writer"``, or ``"call"``
+    (a :class:`RemoteObject`'s: ``call`` is the command and its arguments,
+    ``arrays`` the arrays sent by reference after them, ``release`` what to
+    run once the child no longer needs them).
     """
 
-    __slots__ = ("action", "by_address", "chain", "destination", "feed_error", "handle", "ident",
-                 "inline", "options", "sent", "source", "stopped_early", "writer")
+    __slots__ = ("action", "arrays", "by_address", "call", "chain", "destination", "feed_error",
+                 "handle", "ident", "inline", "options", "release", "reply", "sent", "source",
+                 "stopped_early", "writer")
 
     def __init__(self, ident: int, action: str, handle: BackgroundWriteProcess,
                  source: Source | None, destination: Destination,
@@ -106,6 +111,18 @@ class _Job:
         self.sent = False
         self.by_address = False  # the child reads the data from our memory
         self.stopped_early = False  # the feeder stopped sending for a cancel
+        self.call: tuple[str, tuple[Any, ...]] | None = None
+        self.arrays: list[Any] | None = None
+        self.release: list[Callable[[], None]] = []
+        # Given the value a call's command ended with (a handle's result is its bytes).
+        self.reply: Callable[[Any], None] | None = None
+
+    def let_go(self) -> None:
+        """The child is done with the job's arrays (or will never see them)."""
+        release, self.release = self.release, []
+        self.arrays = None
+        for action in release:
+            action()
 
 
 class _Backend:
@@ -302,17 +319,25 @@ class _Backend:
         handle = job.handle
         chain = self._chain_ident(job.chain)
         job.chain = None
-        if not handle.set_running_or_notify_cancel():
+        if not handle.running() and not handle.set_running_or_notify_cancel():
             # Cancelled while queued: nothing was written. A later write chained
             # after it is told so.
             job.source = None
             destination.discard()
             self._send(("settle", job.ident, "cancelled", None))
             self._ended(job.ident)
+            job.let_go()
             self.close_after(job)
             return
         if job.action == "close-writer":
             self._send(("close-writer", job.ident, job.writer))
+            job.sent = True
+            return
+        if job.call is not None:
+            kind, arguments = job.call
+            if job.arrays is not None:
+                arguments += ([self._reference(array) for array in job.arrays],)
+            self._send((kind, job.ident, *arguments))
             job.sent = True
             return
         if job.action == "append":
@@ -379,6 +404,18 @@ class _Backend:
                 self._send(("data", job.ident, -remote.address_of(view), len(view)))
         if copied:
             self._copy_in(job, copied, pack=True)
+
+    def _reference(self, array: Any) -> SharedArray | RemoteArray:
+        """How the child finds ``array``: in a pool (shared with it now if need be), or
+        at its address here."""
+        found = locate(array)
+        shape, dtype = tuple(array.shape), array.dtype.str
+        if found is None:
+            return RemoteArray(int(array.ctypes.data), shape, dtype)
+        pool, offset = found
+        if pool.ident not in self._pools:
+            self._share(pool)
+        return SharedArray(pool.ident, offset, shape, dtype)
 
     def _share(self, pool: FramePool) -> None:
         """Hand a pool's memory to the child (once; it maps it until told to forget it)."""
@@ -448,6 +485,10 @@ class _Backend:
                     logger.debug("bgio: the writer process cannot read this process's memory "
                                  "(%s); data goes through shared memory", event[2])
                 self._probed.set()
+            elif kind == "taken":
+                job = self.jobs.get(event[1])
+                if job is not None:
+                    job.let_go()
             elif kind == "log":
                 logger.log(event[1], "writer process: %s", event[2])
         self._gone()
@@ -478,6 +519,9 @@ class _Backend:
             handle.set_timing(WriteTiming(*timing))
         handle.watch_cancel(None)
         job.source = None  # (the child read from it until now)
+        job.let_go()  # before the handle is done: its frames are back when result() returns
+        if job.reply is not None and outcome == "ok":
+            job.reply(value)
         closing_error = self.close_after(job)
         if job.feed_error is not None:
             handle.set_exception(job.feed_error)
@@ -534,6 +578,7 @@ class _Backend:
             logger.error("bgio: %s: %d of %s bytes written when the writer process ended",
                          job.destination.name, handle.bytes_written,
                          "?" if handle.total_bytes is None else handle.total_bytes)
+            job.let_go()  # (nobody reads its frames any more)
             handle.set_exception(BgioError(message))
         with self._changed:
             self.jobs.clear()
@@ -657,6 +702,55 @@ class RemoteWriter:
             f"{backend.dead or 'bgio is shutting down its writer process'}: this Writer's "
             f"writes to {self._name.name!r} cannot go on"))
         _Backend.close_after(job)
+
+
+class RemoteObject:
+    """An HDF5 writer kept in the writer process, and the calls queued to it in order.
+
+    Made with the writer's ``kind`` (``"frames"``: :class:`bgio.h5.FrameWriter`,
+    ``"records"``: :class:`bgio.h5.RecordWriter`) and constructor arguments;
+    the constructor waits until the writer process has opened it, and raises
+    what that raised. :meth:`call` queues a command (see
+    :mod:`bgio.process.child`) whose arrays go by reference.
+    """
+
+    __slots__ = ("_backend", "_ident", "_name")
+
+    def __init__(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 name: str) -> None:
+        self._name = Destination(name)
+        handle = BackgroundWriteProcess(0)
+        job = _Job(0, "call", handle, None, self._name)
+        job.call = ("make", (kind, args, kwargs))
+        self._backend = _submit_anew(job)
+        self._ident = job.ident
+        handle.result()  # the writer's own errors, raised here
+
+    @property
+    def reads_caller_memory(self) -> bool:
+        """Whether the writer process reads this process's memory (else arrays not in
+        a pool must be copied into one)."""
+        return self._backend.remote
+
+    def call(self, handle: BackgroundWriteProcess, kind: str, arguments: tuple[Any, ...],
+             arrays: list[Any] | None = None, release: Iterable[Callable[[], None]] = (),
+             reply: Callable[[Any], None] | None = None) -> None:
+        """Queue ``(kind, id, writer, *arguments[, refs])``; ``handle`` ends as it does,
+        ``release`` runs once the child is done with ``arrays``, and ``reply`` is given
+        the value the command ended with, if it succeeded."""
+        job = _Job(0, "call", handle, None, self._name)
+        job.call = (kind, (self._ident, *arguments))
+        job.arrays = arrays
+        job.release = list(release)
+        job.reply = reply
+        backend = self._backend
+        if backend.submit(job):
+            return
+        job.let_go()
+        if handle.running() or handle.set_running_or_notify_cancel():
+            handle.set_exception(BgioError(
+                f"{backend.dead or 'bgio is shutting down its writer process'}: the writes to "
+                f"{self._name.name!r} cannot go on"))
 
 
 def pending() -> list[tuple[str, BackgroundWriteProcess]]:

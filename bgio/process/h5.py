@@ -1,0 +1,398 @@
+"""The HDF5 writers with ``backend="process"``: the file is open in the writer process only.
+
+``FrameWriter(path, ..., backend="process")`` opens an ordinary
+:class:`bgio.h5.FrameWriter` in the writer process
+(:class:`~bgio.process.parent.RemoteObject`), so compression, h5py's
+process-wide lock and HDF5's own work never touch the caller's process:
+its h5py calls on other files never wait for bgio's. This side checks the
+frames in the caller, numbers them, and sends them by reference: a frame
+of a :class:`bgio.FramePool` as it is, others copied into the writer's own
+pool of shared frames (the copy that ``copy=True`` asks for anyway), or
+with ``copy=False`` read by the writer process from the caller's array.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import QueueFull
+from ..h5.base import check_on_missing
+from ..h5.frames import FrameWriter
+from ..h5.layout import as_frames, check_dtype, check_extent, check_shape
+from ..h5.record_layout import check_features
+from ..h5.records import RecordWriter
+from ..handle import BackgroundWriteProcess, raise_root_error
+from ..pool import FramePool, claim
+from ..priority import resolve_priority, validate_chunk_size
+from ..room import wait_for_room
+from ..timeouts import check_timeout
+from .parent import RemoteObject
+
+__all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
+
+#: Bytes of shared frames a writer copies into, unless ``max_pending_bytes`` says.
+DEFAULT_SHARED_BYTES = 64 * 1024 * 1024
+#: At least this many shared frames, whatever their size.
+MIN_SHARED_FRAMES = 4
+
+
+def _check_path(target: object) -> str:
+    if not isinstance(target, (str, bytes, os.PathLike)):
+        raise ValueError(  # noqa: TRY004 - a valid target, just not for this backend
+            f"target: backend='process' opens the file in the writer process; pass a path, "
+            f"not {type(target).__qualname__}")
+    return os.path.abspath(os.fsdecode(os.fspath(target)))
+
+
+def _check_copy(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"copy must be True or False, got {value!r}")
+    return value
+
+
+class _InWriterProcess:
+    """What both HDF5 writers do the same with ``backend="process"``: flush, close (the
+    slots never written reported here, under ``on_missing``), and their repr."""
+
+    _remote: RemoteObject
+    _lock: threading.RLock
+    _closed: bool
+    _last: BackgroundWriteProcess | None
+    _missing_policy: str
+    _name: str
+    _what: str
+    _kind: str  # the public class's name
+    missing: list[int]
+    _missing_message: Callable[[], str]  # the thread writer's own
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.h5.{self._kind} {state} {self._name!r} backend='process'>"
+
+    def _closing(self) -> None:
+        """What else a close lets go of (called once the writes are done)."""
+
+    def _closed_with(self, missing: list[int]) -> None:
+        self.missing = list(missing)  # the slots never written, as the close found them
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Store everything so far and flush the file (as with threads)."""
+        check_timeout(timeout)
+        handle = BackgroundWriteProcess(0)
+        handle.set_running_or_notify_cancel()
+        with self._lock:
+            if self._closed:
+                last = self._last
+                if last is not None and not last.wait(timeout):
+                    raise TimeoutError(f"{self._what} not stored after {timeout} s")
+                if last is not None:
+                    raise_root_error(last)
+                return
+            self._remote.call(handle, "finish", ("flush",))
+        if not handle.wait(timeout):
+            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        raise_root_error(handle)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Store what is left and close the file (as with threads)."""
+        check_timeout(timeout)
+        with self._lock:
+            closed_before, last = self._closed, self._last
+            if not closed_before:
+                self._closed = True
+                last = self._last = BackgroundWriteProcess(0)
+                last.set_running_or_notify_cancel()
+                self._remote.call(last, "finish", ("close",), reply=self._closed_with)
+        assert last is not None
+        if not last.wait(timeout):
+            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        if closed_before:
+            return
+        self._closing()
+        raise_root_error(last)
+        if self.missing and self._missing_policy != "ignore":
+            message = self._missing_message()
+            if self._missing_policy == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+class ProcessFrameWriter(_InWriterProcess, FrameWriter):
+    """A :class:`bgio.h5.FrameWriter` with ``backend="process"``: the same methods.
+
+    Made by ``bgio.h5.FrameWriter(path, ..., backend="process")``; the
+    parameters are :class:`~bgio.h5.FrameWriter`'s. Differences: ``target``
+    must be a path; :attr:`dataset` is not available (the file is open in
+    the writer process: read it once closed, or follow it live with
+    ``swmr=True``); frames are copied into shared memory of
+    ``max_pending_bytes`` (64 MiB if None, at least four frames), so
+    :meth:`append` waits for room there (``block``/``timeout`` as always).
+    """
+
+    _kind = "FrameWriter"
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        name: str,
+        frame_shape: tuple[int, ...],
+        dtype: np.dtype | str,
+        *,
+        max_pending_bytes: int | None = None,
+        copy: bool = True,
+        on_missing: str = "warn",
+        backend: str = "process",
+        **options: Any,
+    ) -> None:
+        path = _check_path(target)
+        self._missing_policy = check_on_missing(on_missing)
+        self._copy = _check_copy(copy)
+        self._dtype = check_dtype(dtype)
+        self._frame_shape = check_shape(frame_shape, "frame_shape")
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        if "priority" in options:
+            options["priority"] = resolve_priority(options["priority"])
+        self._frame_elements = math.prod(self._frame_shape)
+        frame_bytes = self._frame_elements * self._dtype.itemsize
+        count = max(MIN_SHARED_FRAMES,
+                    (max_pending_bytes or DEFAULT_SHARED_BYTES) // max(1, frame_bytes))
+        self._name = f"{path}:{name}"
+        self._lock = threading.RLock()
+        self._next = 0
+        self._count = 0
+        self._closed = False
+        self._last: BackgroundWriteProcess | None = None
+        self.missing: list[int] = []
+        # The writer process's FrameWriter: it checks the other arguments and creates
+        # the dataset now, raising here what it raises there.
+        self._remote = RemoteObject(
+            "frames", (path, name, self._frame_shape, self._dtype),
+            {**options, "copy": False, "on_missing": "ignore"}, self._name)
+        self._shared = FramePool(self._frame_shape, self._dtype, count)
+
+    @property
+    def dataset(self) -> Any:
+        """Not available: the dataset is open in the writer process only."""
+        raise AttributeError("dataset: with backend='process' the file is open in the writer "
+                             "process only; read it once the writer is closed")
+
+    @property
+    def frames_written(self) -> int:
+        """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
+        return self._count
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the shared frames holding copies not yet stored."""
+        return (self._shared.count - self._shared.free) * self._shared.frame_bytes
+
+    def append(self, frames: object, *, block: bool = True, timeout: float | None = None,
+               copy: bool | None = None) -> BackgroundWriteProcess:
+        """Queue frames after the highest written; see :meth:`bgio.h5.FrameWriter.append`."""
+        return self._queue_frames(None, frames, block, timeout, copy)
+
+    def write_at(self, index: int, frames: object, *, block: bool = True,
+                 timeout: float | None = None, copy: bool | None = None,
+                 ) -> BackgroundWriteProcess:
+        """Put frames at ``index`` on; see :meth:`bgio.h5.FrameWriter.write_at`."""
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"index must be an int, got {type(index).__qualname__}")
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index}")
+        return self._queue_frames(index, frames, block, timeout, copy)
+
+    def _queue_frames(self, index: int | None, frames: object, block: bool, timeout: float | None,
+             copy: bool | None) -> BackgroundWriteProcess:
+        limit = check_timeout(timeout)
+        copy = self._copy if copy is None else _check_copy(copy)
+        stack = as_frames(frames, self._frame_shape, self._dtype)
+        if self._closed:
+            raise ValueError("write to a closed FrameWriter")
+        # Outside the lock: a producer waiting for shared memory must not keep the
+        # others (one of them may bring the frame a chunk waits for) from going on.
+        arrays, release = self._references(stack, copy, block, limit, timeout)
+        handle = BackgroundWriteProcess(int(stack.nbytes))
+        handle.set_running_or_notify_cancel()  # frames accepted are stored: no cancel
+        with self._lock:
+            if self._closed:
+                for give_back in release:
+                    give_back()
+                raise ValueError("write to a closed FrameWriter")
+            start = self._next if index is None else index
+            check_extent(start, len(stack), self._frame_elements, "frames" if index is None
+                         else "index")
+            self._next = max(self._next, start + len(stack))
+            self._count += len(stack)
+            self._last = handle
+            self._remote.call(handle, "frames", (start,), arrays, release)
+        return handle
+
+    def _references(self, stack: np.ndarray, copy: bool, block: bool, limit: float | None,
+                    timeout: float | None) -> tuple[list[Any], list[Callable[[], None]]]:
+        """The arrays to send for ``stack``, and what gives their frames back."""
+        taken = claim(stack)
+        if taken is not None:  # the caller's FramePool frame: it goes as it is
+            return [stack], [taken]
+        if not copy and self._remote.reads_caller_memory:
+            return [stack], []  # read by the writer process from here: keep it unchanged
+        shared = self._shared
+        if len(stack) > shared.count:
+            raise ValueError(f"frames: {len(stack)} frames at once are more than the "
+                             f"{shared.count} this writer's shared memory holds; append them "
+                             "in parts or raise max_pending_bytes")
+        copies: list[np.ndarray] = []
+        release: list[Callable[[], None]] = []
+        try:
+            for frame in stack:
+                copy_of = shared.acquire(block, limit)
+                copies.append(copy_of)
+                np.copyto(copy_of, frame)
+        except QueueFull:
+            for copy_of in copies:
+                shared.release(copy_of)
+            if block:
+                raise QueueFull(f"no room for {len(stack)} frame(s) after {timeout} s") \
+                    from None
+            raise QueueFull(f"no room for {len(stack)} frame(s): all {shared.count} shared "
+                            "frames hold frames not yet stored") from None
+        for copy_of in copies:
+            give_back = claim(copy_of)
+            assert give_back is not None
+            release.append(give_back)
+        return [copy_of.reshape(1, *self._frame_shape) for copy_of in copies], release
+
+    def _closing(self) -> None:
+        self._shared.close()
+
+
+class ProcessRecordWriter(_InWriterProcess, RecordWriter):
+    """A :class:`bgio.h5.RecordWriter` with ``backend="process"``: the same methods.
+
+    Made by ``bgio.h5.RecordWriter(path, ..., backend="process")``; the
+    parameters are :class:`~bgio.h5.RecordWriter`'s. Differences: ``target``
+    must be a path; :attr:`group` is not available (the file is open in the
+    writer process); each frame's events are checked here and copied into
+    their command (pickled: one copy, made by the call), so a program may
+    refill its arrays at once whatever ``copy`` says.
+    """
+
+    _kind = "RecordWriter"
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        group: str,
+        features: Mapping[str, tuple[object, object]],
+        *,
+        max_pending_bytes: int | None = 64 * 1024 * 1024,
+        copy: bool = True,
+        on_missing: str = "warn",
+        backend: str = "process",
+        **options: Any,
+    ) -> None:
+        path = _check_path(target)
+        self._missing_policy = check_on_missing(on_missing)
+        self._copy = _check_copy(copy)
+        self._features = check_features(features)
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        if "priority" in options:
+            options["priority"] = resolve_priority(options["priority"])
+        self._bound = max_pending_bytes
+        self._name = f"{path}:{group}"
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._pending = 0  # bytes of events sent and not yet stored
+        self._lowest = 0  # the lowest frame not appended yet
+        self._waiting: dict[int, int] = {}  # frames appended above it: their events
+        self._events = 0  # events of the frames below it
+        self._next = 0  # after the highest frame appended (for the message at close)
+        self._closed = False
+        self._last: BackgroundWriteProcess | None = None
+        self.missing: list[int] = []
+        # The writer process keeps no bound of its own: waiting there for room would
+        # stop its commands, the one that brings the missing frame among them.
+        self._remote = RemoteObject(
+            "records", (path, group, features),
+            {**options, "copy": False, "on_missing": "ignore", "max_pending_bytes": None},
+            self._name)
+
+    @property
+    def group(self) -> Any:
+        """Not available: the group is open in the writer process only."""
+        raise AttributeError("group: with backend='process' the file is open in the writer "
+                             "process only; read it once the writer is closed")
+
+    @property
+    def frames_written(self) -> int:
+        """Frames appended in order so far (not counting those after a missing one)."""
+        return self._lowest
+
+    @property
+    def events_written(self) -> int:
+        """Events of the frames appended in order so far."""
+        return self._events
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of events accepted and not yet stored."""
+        return self._pending
+
+    def append(self, frame_index: int, events: Mapping[str, object], *, block: bool = True,
+               timeout: float | None = None, copy: bool | None = None,
+               ) -> BackgroundWriteProcess:
+        """Accept the events of frame ``frame_index``; see :meth:`bgio.h5.RecordWriter.append`."""
+        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+            raise TypeError(f"frame_index must be an int, got {type(frame_index).__name__}")
+        frame_index = int(frame_index)
+        if frame_index < 0:
+            raise ValueError(f"frame_index must be >= 0, got {frame_index}")
+        check_extent(frame_index, 1, 1, "frame_index")
+        if copy is not None:
+            _check_copy(copy)
+        limit = check_timeout(timeout)
+        arrays, count = self._check_events(events)
+        size = sum(int(array.nbytes) for array in arrays.values())
+        handle = BackgroundWriteProcess(size)
+        handle.set_running_or_notify_cancel()  # events accepted are stored: no cancel
+        with self._lock:
+            self._check_appendable(frame_index)
+            bound = self._bound
+            if bound is not None:
+                def has_room() -> bool:
+                    # The frame the others wait for always goes in.
+                    return (self._closed or frame_index == self._lowest or self._pending == 0
+                            or self._pending + size <= bound)
+
+                wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
+                              bound, f"frame {frame_index} ({size} bytes)")
+                self._check_appendable(frame_index)
+            self._pending += size
+            self._waiting[frame_index] = count
+            while self._lowest in self._waiting:
+                self._events += self._waiting.pop(self._lowest)
+                self._lowest += 1
+            self._next = max(self._next, frame_index + 1)
+            self._last = handle
+            self._remote.call(handle, "records", (frame_index, arrays))
+        handle.add_done_callback(lambda _: self._events_stored(size))
+        return handle
+
+    def _check_appendable(self, frame_index: int) -> None:
+        if self._closed:
+            raise ValueError("append to a closed RecordWriter")
+        if frame_index < self._lowest or frame_index in self._waiting:
+            raise ValueError(f"frame_index: frame {frame_index} was already appended")
+
+    def _events_stored(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+            self._room.notify_all()
