@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -82,6 +83,16 @@ class _InWriterProcess:
     def _closed_with(self, missing: list[int]) -> None:
         self.missing = list(missing)  # the slots never written, as the close found them
 
+    def _wait(self, finishing: BackgroundWriteProcess, stored: BackgroundWriteProcess | None,
+              timeout: float | None) -> None:
+        """Wait for a flush or close, and for the last store before a close: the writer
+        process reports them from different threads, so the store's end may come second."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for handle in (finishing, stored):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if handle is not None and not handle.wait(left):
+                raise TimeoutError(f"{self._what} not stored after {timeout} s")
+
     def flush(self, timeout: float | None = None) -> None:
         """Store everything so far and flush the file (as with threads)."""
         check_timeout(timeout)
@@ -90,14 +101,13 @@ class _InWriterProcess:
         with self._lock:
             if self._closed:
                 last = self._last
-                if last is not None and not last.wait(timeout):
-                    raise TimeoutError(f"{self._what} not stored after {timeout} s")
                 if last is not None:
+                    self._wait(last, None, timeout)
                     raise_root_error(last)
                 return
             self._remote.call(handle, "finish", ("flush",))
-        if not handle.wait(timeout):
-            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        # (A chunk flushed while partly filled stays open: its handles end with it.)
+        self._wait(handle, None, timeout)
         raise_root_error(handle)
 
     def close(self, timeout: float | None = None) -> None:
@@ -105,14 +115,15 @@ class _InWriterProcess:
         check_timeout(timeout)
         with self._lock:
             closed_before, last = self._closed, self._last
+            stored = None
             if not closed_before:
                 self._closed = True
+                stored = last
                 last = self._last = BackgroundWriteProcess(0)
                 last.set_running_or_notify_cancel()
                 self._remote.call(last, "finish", ("close",), reply=self._closed_with)
         assert last is not None
-        if not last.wait(timeout):
-            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        self._wait(last, stored, timeout)
         if closed_before:
             return
         self._closing()
