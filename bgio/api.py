@@ -18,7 +18,7 @@ from .timeouts import check_timeout
 from .worker import Job
 
 __all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "hand_over_frames", "open_sink", "prepare",
-           "wait_all"]
+           "wait_all", "writer_process_ended"]
 
 #: A preset number 1..10 or a profile.
 PriorityLike = int | BackgroundIOPriority
@@ -205,7 +205,7 @@ def bgwrite(
                                 fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
-    if check_backend(backend) == "process":
+    if check_backend(backend) == "process" and not writer_process_ended():
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, None,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
@@ -213,6 +213,13 @@ def bgwrite(
     profile = resolve_priority(priority)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
+
+
+def writer_process_ended() -> bool:
+    """True once bgio's writer process has ended at exit: ``backend="process"`` then
+    means the threads (which write in the caller's thread by then), not a loss."""
+    parent = sys.modules.get("bgio.process.parent")
+    return parent is not None and parent.exited()
 
 
 def _bgwrite_process(file: object, data: object, close_when_finished: bool, chain_after: object,
@@ -293,7 +300,7 @@ def bgwrite_chunk(
     (6, 'abcdef')
     """
     size = validate_chunk_size("chunk_size", chunk_size)
-    if check_backend(backend) == "process":
+    if check_backend(backend) == "process" and not writer_process_ended():
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, size,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)

@@ -325,7 +325,14 @@ def open(
     if writer.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")
     binary = BackgroundFile(writer, file, _BINARY[mode])
-    if not text:
-        return binary
-    return io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,
-                            newline=newline)
+    opened: BackgroundFile | io.TextIOWrapper = binary
+    if text:
+        opened = io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,
+                                  newline=newline)
+    if writer.backend == "process":
+        from .process.parent import close_at_exit
+
+        # Closed at exit before the writer process ends (it would be closed later,
+        # when it is freed, with the writer process gone).
+        close_at_exit(opened)
+    return opened

@@ -6,7 +6,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .api import PriorityLike, hand_over_frames, open_sink, prepare
+from .api import (
+    PriorityLike,
+    hand_over_frames,
+    open_sink,
+    prepare,
+    writer_process_ended,
+)
 from .closing import ClosesOnExit
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
@@ -85,7 +91,10 @@ class Writer(ClosesOnExit):
     def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
         # Writer(..., backend="process") is the writer process's kind of Writer (same
         # methods); Python then runs that class's __init__ with the same arguments.
-        if cls is Writer and check_backend(backend) == "process":
+        if check_backend(backend) == "process" and not writer_process_ended():
+            if cls is not Writer:
+                raise ValueError(f"backend='process' makes a bgio.Writer of its own kind; "
+                                 f"{cls.__qualname__} (a subclass) takes backend='thread' only")
             from .process.writer import ProcessWriter  # loaded by those who use it
 
             return object.__new__(ProcessWriter)  # type: ignore[return-value]
@@ -149,6 +158,11 @@ class Writer(ClosesOnExit):
     def pending_bytes(self) -> int:
         """Bytes accepted by :meth:`write` and not yet written."""
         return self._pending
+
+    @property
+    def backend(self) -> str:
+        """Who writes: ``"thread"`` (a worker thread) or ``"process"`` (the writer process)."""
+        return "thread"
 
     def write(
         self, data: object, *, block: bool = True, timeout: float | None = None

@@ -34,7 +34,7 @@ from ..pool import FramePool, claim
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .parent import RemoteObject
+from .parent import RemoteObject, close_at_exit
 
 __all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
 
@@ -188,6 +188,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             "frames", (path, name, self._frame_shape, self._dtype),
             {**options, "copy": False, "on_missing": "ignore"}, self._name)
         self._shared = FramePool(self._frame_shape, self._dtype, count)
+        close_at_exit(self)  # left open, it is closed at exit (its file made whole)
 
     @property
     def dataset(self) -> Any:
@@ -335,6 +336,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
             "records", (path, group, features),
             {**options, "copy": False, "on_missing": "ignore", "max_pending_bytes": None},
             self._name)
+        close_at_exit(self)  # left open, it is closed at exit (its file made whole)
 
     @property
     def group(self) -> Any:

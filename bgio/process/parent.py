@@ -21,6 +21,7 @@ starts a new one.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -183,8 +184,13 @@ class _Backend:
         self._feeder = threading.Thread(target=self._feed, name="bgio-process-feed", daemon=True)
         self._reader = threading.Thread(target=self._read, name="bgio-process-events",
                                         daemon=True)
+        self._cancels: deque[int] = deque()  # ids of writes to cancel (see _cancel)
+        self._cancel_wanted = threading.Event()
+        self._canceller = threading.Thread(target=self._send_cancels,
+                                           name="bgio-process-cancel", daemon=True)
         self._feeder.start()
         self._reader.start()
+        self._canceller.start()
 
     # -- the caller's side --------------------------------------------------------------
 
@@ -211,10 +217,23 @@ class _Backend:
         return self._next
 
     def _cancel(self, job: _Job) -> None:
-        # Called by handle.cancel() under the handles' lock: a short send at most.
+        # Called by handle.cancel() under the handles' lock: nothing here may wait. A
+        # send could (the pipe full while the child waits for the reader thread, which
+        # waits for that lock), so the canceller thread sends it.
         self.ring.wake()
         if job.sent:
-            self._send_quietly(("cancel", job.ident))
+            self._cancels.append(job.ident)
+            self._cancel_wanted.set()
+
+    def _send_cancels(self) -> None:
+        """The canceller thread: sends the cancels asked for, until the backend ends."""
+        while True:
+            self._cancel_wanted.wait()
+            self._cancel_wanted.clear()
+            while self._cancels:
+                self._send_quietly(("cancel", self._cancels.popleft()))
+            if self.dead is not None or self._closing:
+                return
 
     def pending(self) -> list[tuple[str, BackgroundWriteProcess]]:
         with self._changed:
@@ -568,6 +587,7 @@ class _Backend:
             self._changed.notify_all()
         self.ring.wake()
         self._probed.set()
+        self._cancel_wanted.set()  # the canceller ends
         if jobs or not expected:
             logger.error("%s with %d write(s) unfinished", self.dead, len(jobs))
         for job in jobs:  # failed before wait_all() may say nothing is left
@@ -623,15 +643,21 @@ class _Backend:
             pass
         self._descriptors.close()
 
-    def shut_down(self) -> None:
-        """Drain (as threads are drained at exit), then tell the child to end and wait."""
+    def drain(self) -> None:
+        """Wait for every write of both backends, as threads are drained at exit."""
         # One drain for both backends: the line counts every pending write, and a
         # Ctrl-C abandons the threads' writes too (their own drain then finds none).
         drain.drain(lambda: engine.pending() + self.pending(), self._wait_everything)
+
+    def shut_down(self) -> None:
+        """Drain, then tell the child to end and wait."""
+        self.drain()
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         self._feeder.join()
+        self._cancel_wanted.set()
+        self._canceller.join()
         self._send_quietly(("exit",))
         self._reader.join(EXIT_TIMEOUT)
 
@@ -639,6 +665,10 @@ class _Backend:
 _lock = threading.Lock()
 _backend: _Backend | None = None
 _registered = False
+#: Set once the writer process has ended at exit: later writes are the threads'.
+_exited = False
+#: What to close at exit before the writer process ends (see close_at_exit).
+_closers: list[weakref.ref[Any]] = []
 
 
 def _submit_anew(job: _Job | _Opening) -> _Backend:
@@ -649,7 +679,11 @@ def _submit_anew(job: _Job | _Opening) -> _Backend:
             if _backend is None or _backend.dead is not None:
                 _backend = _Backend()
                 if not _registered:
-                    threading._register_atexit(_shut_down)  # type: ignore[attr-defined]
+                    # Drained where the threads are (before non-daemon threads are
+                    # joined), ended only after the atexit handlers registered since:
+                    # what those write (a file closed there) still goes to it.
+                    threading._register_atexit(_drain_at_exit)  # type: ignore[attr-defined]
+                    atexit.register(_end_at_exit)
                     _registered = True
             if _backend.submit(job):
                 return _backend
@@ -697,10 +731,11 @@ class RemoteWriter:
         backend = self._backend
         if backend.submit(job):
             return
+        error = BgioError(f"{backend.dead or 'bgio has ended its writer process'}: this "
+                          f"Writer's writes to {self._name.name!r} cannot go on")
+        logger.error("bgio: a write to %s was refused: %s", self._name.name, error)
         job.handle.set_running_or_notify_cancel()
-        job.handle.set_exception(BgioError(
-            f"{backend.dead or 'bgio is shutting down its writer process'}: this Writer's "
-            f"writes to {self._name.name!r} cannot go on"))
+        job.handle.set_exception(error)
         _Backend.close_after(job)
 
 
@@ -747,10 +782,11 @@ class RemoteObject:
         if backend.submit(job):
             return
         job.let_go()
+        error = BgioError(f"{backend.dead or 'bgio has ended its writer process'}: the "
+                          f"writes to {self._name.name!r} cannot go on")
+        logger.error("bgio: a write to %s was refused: %s", self._name.name, error)
         if handle.running() or handle.set_running_or_notify_cancel():
-            handle.set_exception(BgioError(
-                f"{backend.dead or 'bgio is shutting down its writer process'}: the writes to "
-                f"{self._name.name!r} cannot go on"))
+            handle.set_exception(error)
 
 
 def pending() -> list[tuple[str, BackgroundWriteProcess]]:
@@ -765,7 +801,37 @@ def wait_all(timeout: float | None = None) -> bool:
     return True if backend is None else backend.wait_all(timeout)
 
 
-def _shut_down() -> None:
+def close_at_exit(thing: Any) -> None:
+    """Have ``thing.close()`` called at exit, before the writer process ends (a Writer,
+    a file or an HDF5 writer whose writes it does; the latest first)."""
+    _closers.append(weakref.ref(thing))
+
+
+def exited() -> bool:
+    """True once the writer process has ended at exit (later writes are the threads')."""
+    return _exited
+
+
+def _drain_at_exit() -> None:
+    backend = _backend
+    if backend is not None and backend.dead is None:
+        backend.drain()
+
+
+def _end_at_exit() -> None:
+    """Close what is still open on the writer process, drain, and end it."""
+    global _exited
+    for ref in reversed(_closers):
+        thing = ref()
+        if thing is None:
+            continue
+        try:
+            thing.close()
+        except Exception:
+            if not drain.abandoning():
+                logger.exception("bgio: closing %r at exit failed", thing)
+    _closers.clear()
+    _exited = True
     backend = _backend
     if backend is not None and backend.dead is None:
         backend.shut_down()

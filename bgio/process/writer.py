@@ -20,7 +20,7 @@ from ..source import make_source
 from ..timeouts import check_timeout
 from ..writer import Writer
 from .destination import destination_for
-from .parent import RemoteWriter
+from .parent import RemoteWriter, close_at_exit
 
 __all__ = ["ProcessWriter"]
 
@@ -76,6 +76,7 @@ class ProcessWriter(Writer):
         except BaseException:
             destination.discard()
             raise
+        close_at_exit(self)  # a Writer left open is closed (written out) at exit
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -95,6 +96,11 @@ class ProcessWriter(Writer):
     def kind(self) -> str | None:
         """What the destination takes: always ``"bytes"`` (text is refused at the start)."""
         return "bytes"
+
+    @property
+    def backend(self) -> str:
+        """Who writes: ``"process"``."""
+        return "process"
 
     @property
     def pending_bytes(self) -> int:
