@@ -236,10 +236,10 @@ def _bgwrite_process(file: object, data: object, close_when_finished: bool, chai
     destination = destination_for(file, mode, bool(atomic), bool(direct),
                                   bool(close_when_finished))
     handle = BackgroundWriteProcess(source.total)
-    hand_over_frames(source, handle)
     options = {"mode": mode, "fsync": bool(fsync), "atomic": bool(atomic),
                "direct": bool(direct), "priority": profile, "chunk_size": chunk_size}
     try:
+        hand_over_frames(source, handle)
         parent.submit(handle, source, destination, options, chain)
     except BaseException:
         destination.discard()

@@ -142,11 +142,13 @@ class FramePool:
         self._free = list(range(count - 1, -1, -1))
         self._taken = [0] * count  # writes that hold each frame
         self._held = [False] * count  # acquired and not yet written or released
+        self._turns = [0] * count  # times each frame was handed out (see acquired)
         self._closed = False
         with _ids_lock:
             self.ident = next(_ids)
         _pools[self.ident] = self
-        weakref.finalize(self, _close_memory, self.fd, memory)
+        # Not at exit: frames still being written then need the memory (and its fd).
+        weakref.finalize(self, _close_memory, self.fd, memory).atexit = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.free} of {self.count} free"
@@ -186,6 +188,7 @@ class FramePool:
                 raise ValueError("acquire from a closed bgio.FramePool")
             slot = self._free.pop()
             self._held[slot] = True
+            self._turns[slot] += 1
         start = slot * self._stride
         frame = self._memory[start:start + self.frame_bytes].view(self.dtype)
         return frame.reshape(self.frame_shape)
@@ -195,12 +198,15 @@ class FramePool:
                  ) -> Iterator[np.ndarray]:
         """``with pool.acquired() as frame:``: a frame, released at the end unless written."""
         frame = self.acquire(block, timeout)
+        slot = self.slot_of(frame)
+        assert slot is not None
+        turn = self._turns[slot]
         try:
             yield frame
         finally:
-            slot = self.slot_of(frame)
             with self._changed:
-                if slot is not None and self._held[slot]:
+                # Still this hand-out's (not written, come back and handed out again).
+                if self._held[slot] and self._turns[slot] == turn:
                     self._give_back(slot)
 
     def release(self, frame: np.ndarray) -> None:
@@ -250,6 +256,10 @@ class FramePool:
 
     def _take(self, slot: int) -> None:
         with self._changed:
+            if not self._held[slot] and not self._taken[slot]:
+                raise ValueError("data: a frame of a bgio.FramePool that is not acquired (a "
+                                 "frame given to a write is back in the pool once it is "
+                                 "done: acquire it again)")
             self._held[slot] = False
             self._taken[slot] += 1
 

@@ -216,8 +216,6 @@ class Writer(ClosesOnExit):
             source = make_source(data, self._sink.kind, copy=self._copy)
             total = source.total
         handle = BackgroundWriteProcess(total)
-        if isinstance(source, Source):
-            hand_over_frames(source, handle)
         job = Job(handle, self._sink, source, self._profile, self._chunk_size)
         if self._fsync:
             job.fsync = True
@@ -229,6 +227,7 @@ class Writer(ClosesOnExit):
             last = self._last
             if last is not None and last.done():
                 self._after_failure(job)
+            _take_frames(job)  # once nothing can refuse the write
             serve = submit_held(job)
             self._last = handle
         if serve is not None:
@@ -271,6 +270,7 @@ class Writer(ClosesOnExit):
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             self._after_failure(job)
+            _take_frames(job)  # once nothing can refuse the write
             self._pending += size
             serve = submit_held(job)
             self._last = job.handle
@@ -354,3 +354,9 @@ class Writer(ClosesOnExit):
         if serve is not None:
             serve()
         self.flush(timeout)
+
+
+def _take_frames(job: Job) -> None:
+    """The write takes the FramePool frames among its data (see :mod:`bgio.pool`)."""
+    if isinstance(job.source, Source):
+        hand_over_frames(job.source, job.handle)

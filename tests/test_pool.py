@@ -153,3 +153,38 @@ def test_importing_bgio_does_not_import_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_frame_given_back_cannot_be_written_again_until_acquired(tmp_path):
+    pool = bgio.FramePool(8, "uint8", count=2)
+    frame = pool.acquire()
+    bgio.bgwrite(tmp_path / "once.bin", frame).result(timeout=60)
+    with pytest.raises(ValueError, match="a frame of a bgio.FramePool that is not acquired"):
+        bgio.bgwrite(tmp_path / "twice.bin", frame)
+    assert pool.free == 2 and not (tmp_path / "twice.bin").exists()
+
+
+def test_leaving_acquired_after_the_frame_came_back_frees_nothing_else(tmp_path):
+    pool = bgio.FramePool(8, "uint8", count=1)
+    with pool.acquired() as frame:
+        bgio.bgwrite(tmp_path / "f.bin", frame).result(timeout=60)
+        again = pool.acquire()  # the same frame, handed out anew
+    assert pool.free == 0  # still held as `again`
+    pool.release(again)
+    assert pool.free == 1
+
+
+def test_a_refused_write_does_not_take_the_frame(tmp_path):
+    pool = bgio.FramePool(1024, "uint8", count=1)
+    for backend in ("thread", "process"):
+        writer = bgio.Writer(tmp_path / f"{backend}.bin", max_pending_bytes=1024,
+                             backend=backend)
+        writer.write(bytes(1024))
+        frame = pool.acquire()
+        with pytest.raises(bgio.QueueFull):
+            writer.write(frame, block=False)
+        writer.close(timeout=60)
+        with pytest.raises(ValueError, match="write to a closed bgio.Writer"):
+            writer.write(frame)
+        pool.release(frame)  # still the program's
+        assert pool.free == 1

@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
@@ -159,3 +163,69 @@ def test_a_writer_whose_writer_process_died_fails_and_stays_failed(tmp_path):
     with bgio.Writer(tmp_path / "anew.bin", backend="process") as anew:
         anew.write(b"fine")
     assert (tmp_path / "anew.bin").read_bytes() == b"fine"
+
+
+def test_a_write_cancelled_before_it_was_sent_fails_the_later_ones(tmp_path):
+    path = tmp_path / "gap.bin"
+    writer = bgio.Writer(path, SLOW, backend="process")
+    first = writer.write(os.urandom(8 * MIB))  # paced: the others wait behind it
+    cancelled = writer.write(b"B" * 1000)
+    after = writer.write(b"C" * 1000)
+    assert cancelled.cancel()
+    with pytest.raises(bgio.ChainError, match="was cancelled"):
+        after.result(timeout=60)
+    with pytest.raises(CancelledError):
+        writer.close(timeout=60)
+    assert first.result() == 8 * MIB and path.stat().st_size == 8 * MIB  # nothing after a gap
+
+
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_what_is_left_open_or_written_late_is_written_at_exit(tmp_path):
+    run = _run(f"""
+        import atexit, threading, time, bgio
+        unclosed = bgio.open({str(tmp_path / 'unclosed.bin')!r}, "wb", backend="process")
+        unclosed.write(b"never closed")
+        closed_late = bgio.open({str(tmp_path / 'atexit.bin')!r}, "wb", backend="process")
+        closed_late.write(b"closed by atexit")
+        atexit.register(closed_late.close)
+        writer = bgio.Writer({str(tmp_path / 'thread.bin')!r}, backend="process")
+
+        def late():
+            time.sleep(0.3)  # the main thread has ended
+            for number in range(10):
+                writer.write(b"%d," % number)
+            writer.close()
+            bgio.bgwrite({str(tmp_path / 'last.bin')!r}, b"last", backend="process")
+
+        threading.Thread(target=late).start()
+    """)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "unclosed.bin").read_bytes() == b"never closed"
+    assert (tmp_path / "atexit.bin").read_bytes() == b"closed by atexit"
+    assert (tmp_path / "thread.bin").read_bytes() == b"".join(b"%d," % n for n in range(10))
+    assert (tmp_path / "last.bin").read_bytes() == b"last"
+
+
+@pytest.mark.slow
+def test_a_writer_made_before_a_fork_refuses_to_write_in_the_child(tmp_path):
+    run = _run(f"""
+        import os, bgio
+        writer = bgio.Writer({str(tmp_path / 'f.bin')!r}, backend="process")
+        writer.write(b"parent,").result(timeout=60)
+        pid = os.fork()
+        if pid == 0:
+            handle = writer.write(b"child,")
+            error = handle.exception(timeout=10)
+            os._exit(0 if isinstance(error, bgio.BgioError) and "forked" in str(error) else 3)
+        _, status = os.waitpid(pid, 0)
+        writer.write(b"parent again")
+        writer.close()
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "f.bin").read_bytes() == b"parent,parent again"

@@ -22,6 +22,8 @@ Commands (parent to child), pickled tuples:
   ``write``); ``options`` are its keyword arguments;
 - ``("append", id, writer, inline)``: a write ``id`` to that Writer, its
   data ``inline`` (bytes) or, when None, sent as for ``write``;
+- ``("append_cancelled", id, writer)``: a write to that Writer cancelled
+  before it was sent: it fails there with the cancel, so the later ones do;
 - ``("close-writer", id, writer)``: close that Writer (in a thread of its
   own, as it waits for the writes); ``id`` ends with it, or its first error;
 - ``("pool", pool, size)``: map a :class:`bgio.FramePool`'s memory, whose
@@ -74,6 +76,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -356,6 +359,12 @@ def _failed(error: BaseException) -> BackgroundWriteProcess:
     return handle
 
 
+def _cancelled() -> Iterator[bytes]:
+    """Data whose first block is a cancel (see :meth:`_Server.append_cancelled`)."""
+    raise CancelledError("cancelled before it was sent to the writer process")
+    yield b""  # pragma: no cover - a generator
+
+
 class _Server:
     """The commands' state: one method per command (see the module's docstring)."""
 
@@ -431,22 +440,37 @@ class _Server:
         try:
             self.writers[ident] = bgio.Writer(file, **options)
         except Exception as exc:  # noqa: BLE001 - each of its writes fails with it
+            logging.getLogger("bgio").error("opening a Writer on %s failed: %s", file, exc)
             self.writers[ident] = exc
 
     def append(self, ident: int, writer: int, inline: bytes | None) -> None:
         feed = None if inline is not None else self._new_feed(ident)
         target = self.writers.get(writer)
         try:
-            if isinstance(target, bgio.Writer):
-                handle = target.write(inline if feed is None else feed.blocks())
-            else:
-                raise BgioError(f"the Writer could not be opened in the writer process: "
-                                f"{target!r}") from target
+            if isinstance(target, BaseException):
+                raise target  # the Writer could not be opened: each write fails with that
+            if target is None:
+                raise BgioError("the Writer is not open in the writer process")
+            handle = target.write(inline if feed is None else feed.blocks())
         except Exception as exc:  # noqa: BLE001 - reported on the handle
             handle = _failed(exc)
         self._started(ident, handle, feed)
 
+    def append_cancelled(self, ident: int, writer: int) -> None:
+        """A write to the Writer cancelled before it was sent: it fails there with the
+        cancel, so the writes after it fail too (nothing is written after a gap)."""
+        target = self.writers.get(writer)
+        if isinstance(target, bgio.Writer):
+            handle = target.write(_cancelled())
+        else:
+            handle = _failed(CancelledError())
+        self._started(ident, handle, None)
+
     def close_writer(self, ident: int, writer: int) -> None:
+        if writer not in self.writers:  # closed already (freed there: then no reply)
+            if ident:
+                self._done_now(ident, "failed", BgioError("the Writer was closed already"))
+            return
         target = self.writers.pop(writer, None)
         key = self.writer_keys.pop(writer, None)
         handle = BackgroundWriteProcess(0)
@@ -455,6 +479,8 @@ class _Server:
 
         def close() -> None:
             try:
+                if isinstance(target, BaseException):
+                    raise target  # it was never opened: close says why, as with threads
                 if isinstance(target, bgio.Writer):
                     target.close()  # waits for its writes
                 handle.set_result(0)
@@ -616,13 +642,14 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
           descriptors: socket.socket) -> None:
     """Read and carry out commands until told to exit or the parent goes away."""
     server = _Server(events, ring, parent, descriptors)
-    methods: dict[str, Callable[..., None]] = {"write": server.write, "writer": server.writer, "append": server.append,
-               "close-writer": server.close_writer, "data": server.data, "end": server.end,
-               "fail": server.fail, "cancel": server.cancel, "settle": server.settle,
-               "probe": server.probe, "forget": server.forget, "pool": server.pool,
-               "shared": server.shared, "forget-pool": server.forget_pool,
-               "make": server.make, "frames": server.frames, "records": server.records,
-               "finish": server.finish}
+    methods: dict[str, Callable[..., None]] = {
+        "write": server.write, "writer": server.writer, "append": server.append,
+        "append_cancelled": server.append_cancelled, "close-writer": server.close_writer,
+        "data": server.data, "end": server.end, "fail": server.fail, "cancel": server.cancel,
+        "settle": server.settle, "probe": server.probe, "forget": server.forget,
+        "pool": server.pool, "shared": server.shared, "forget-pool": server.forget_pool,
+        "make": server.make, "frames": server.frames, "records": server.records,
+        "finish": server.finish}
     while True:
         try:
             message = commands.recv()

@@ -181,6 +181,7 @@ class _Backend:
         self._forgotten: deque[int] = deque()  # handles let go of (appended by finalizers)
         self._pools: set[int] = set()  # the FramePools the child has mapped
         self._forgotten_pools: deque[int] = deque()  # of those, pools freed here since
+        self._forgotten_writers: deque[int] = deque()  # RemoteWriters freed unclosed
         self._feeder = threading.Thread(target=self._feed, name="bgio-process-feed", daemon=True)
         self._reader = threading.Thread(target=self._read, name="bgio-process-events",
                                         daemon=True)
@@ -310,6 +311,10 @@ class _Backend:
             except OSError:
                 return  # the child is gone (the reader fails the handles)
 
+    def forget_writer(self, ident: int) -> None:
+        """(A finalizer: takes no lock) the RemoteWriter ``ident`` was freed."""
+        self._forgotten_writers.append(ident)
+
     def _send_descriptor(self, destination: Destination) -> None:
         """Hand the destination's descriptor over (just before the command that uses it:
         the child takes it when it reads that command)."""
@@ -330,6 +335,9 @@ class _Backend:
             ident = self._forgotten_pools.popleft()
             self._pools.discard(ident)
             self._send(("forget-pool", ident))
+        while self._forgotten_writers:
+            # A Writer freed without close(): its file is closed there (id 0: no reply).
+            self._send(("close-writer", 0, self._forgotten_writers.popleft()))
         destination = job.destination
         if isinstance(job, _Opening):
             self._send_descriptor(destination)
@@ -339,6 +347,15 @@ class _Backend:
         chain = self._chain_ident(job.chain)
         job.chain = None
         if not handle.running() and not handle.set_running_or_notify_cancel():
+            if job.action == "append":
+                # A Writer's write cancelled while queued: the Writer there must know of
+                # the gap (every later write fails, as with threads), so it goes as a
+                # write that fails with the cancel.
+                job.source = None
+                job.let_go()
+                self._send(("append_cancelled", job.ident, job.writer))
+                job.sent = True
+                return
             # Cancelled while queued: nothing was written. A later write chained
             # after it is told so.
             job.source = None
@@ -441,7 +458,7 @@ class _Backend:
         socket.send_fds(self._descriptors, [b"p"], [pool.fd])
         self._send(("pool", pool.ident, pool.size))
         self._pools.add(pool.ident)
-        weakref.finalize(pool, self._forgotten_pools.append, pool.ident)
+        weakref.finalize(pool, self._forgotten_pools.append, pool.ident).atexit = False
 
     def _copy_in(self, job: _Job, views: Iterable[memoryview], pack: bool) -> None:
         """Copy buffers into ring segments and send each segment as it fills; with
@@ -631,7 +648,11 @@ class _Backend:
 
     def let_go(self) -> None:
         """(In a forked child) close this process's copies of the pipes, the socket and
-        the ring."""
+        the ring; the Writers and HDF5 writers made before the fork fail their writes
+        here (their writer process is the parent's, and no thread feeds it here)."""
+        self._changed = threading.Condition()  # (another thread may have held it)
+        self.dead = ("bgio's writer process belongs to the process this one was forked "
+                     "from")
         for connection in (self._commands, self._events):
             try:
                 connection.close()
@@ -721,6 +742,12 @@ class RemoteWriter:
         """Queue a write of ``source``'s data (or of ``inline``, sent with the command)."""
         self._queue(_Job(0, "append", handle, source, self._name, writer=self._ident,
                          inline=inline))
+
+    def forget_when_freed(self, owner: object) -> None:
+        """Once ``owner`` is freed, the child closes the Writer (at the next write that
+        goes there, or at exit), unless :meth:`close` came first."""
+        finalizer = weakref.finalize(owner, self._backend.forget_writer, self._ident)
+        finalizer.atexit = False  # at exit it is closed (close_at_exit), not dropped
 
     def close(self, handle: BackgroundWriteProcess) -> None:
         """Queue the Writer's close; ``handle`` ends with it (and its first error)."""
@@ -843,6 +870,7 @@ def _after_fork_in_child() -> None:
     global _backend, _lock
     backend, _backend = _backend, None
     _lock = threading.Lock()
+    _closers.clear()  # the parent's to close
     if backend is not None:
         backend.let_go()
 

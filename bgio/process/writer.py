@@ -77,6 +77,7 @@ class ProcessWriter(Writer):
             destination.discard()
             raise
         close_at_exit(self)  # a Writer left open is closed (written out) at exit
+        self._remote.forget_when_freed(self)  # one freed unclosed lets go of its file
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -123,7 +124,6 @@ class ProcessWriter(Writer):
             blocks = source.chunks(_WHOLE, "bytes")
             inline = b"".join(bytes(block) for block in blocks)  # type: ignore[arg-type]
         handle = BackgroundWriteProcess(source.total)
-        hand_over_frames(source, handle)
         bound = self._max_pending
         with self._lock:
             if bound is not None:
@@ -136,6 +136,7 @@ class ProcessWriter(Writer):
                 check_timeout(timeout)
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
+            hand_over_frames(source, handle)  # once nothing can refuse the write
             if bound is not None:
                 self._pending += size
             # Queued under the lock: writes from several threads go in the order taken.
