@@ -133,16 +133,19 @@ def test_copy_false_reads_the_callers_array_and_copy_true_snapshots_it(tmp_path)
 
 
 def test_back_pressure_on_the_shared_frames(tmp_path):
-    writer = bgio.h5.FrameWriter(tmp_path / "slow.h5", "frames", (64, 64), "uint16",
-                                 chunk_frames=1, priority=SLOW,
-                                 max_pending_bytes=4 * 64 * 64 * 2, backend="process")
-    frames = _frames(60)  # more than the rate's smoothing lets go at once
-    with pytest.raises(bgio.QueueFull):
+    # 128-byte frames stored at 1,000 bytes/s, one at a time: the four shared frames
+    # fill up long before the stores catch up.
+    crawl = bgio.PRESETS[1].replace(max_rate=1000, num_chunks_rate_smoothing=1)
+    writer = bgio.h5.FrameWriter(tmp_path / "slow.h5", "frames", (8, 8), "uint16",
+                                 chunk_frames=1, priority=crawl,
+                                 max_pending_bytes=4 * 128, backend="process")
+    frames = _frames(60, (8, 8))
+    with pytest.raises(bgio.QueueFull, match=r"no room for 1 frame\(s\): all 4 shared"):
         for frame in frames:
             writer.append(frame, block=False)
     accepted = writer.frames_written
     assert 4 <= accepted < 60
-    assert writer.pending_bytes <= 4 * 64 * 64 * 2
+    assert writer.pending_bytes <= 4 * 128
     with pytest.raises(bgio.QueueFull, match=r"no room for 1 frame\(s\) after 0.001 s"):
         writer.append(frames[0], timeout=0.001)
     writer.close(timeout=60)
