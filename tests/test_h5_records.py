@@ -477,6 +477,7 @@ def test_an_rtdc_file_that_dclab_accepts(tmp_path, bookkeeping):
                                                     counts).tolist()
 
 
+@pytest.mark.slow  # importing dclab takes a second
 def test_the_default_bookkeeping_is_what_dclab_refuses(tmp_path):
     pytest.importorskip("dclab")
     counts = [2, 0, 3, 1]

@@ -42,6 +42,8 @@ __all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
 DEFAULT_SHARED_BYTES = 64 * 1024 * 1024
 #: At least this many shared frames, whatever their size.
 MIN_SHARED_FRAMES = 4
+#: At most this many (each starts on a page: tiny frames would take a page each).
+MAX_SHARED_FRAMES = 1024
 
 
 def _check_path(target: object) -> str:
@@ -143,7 +145,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
     must be a path; :attr:`dataset` is not available (the file is open in
     the writer process: read it once closed, or follow it live with
     ``swmr=True``); frames are copied into shared memory of
-    ``max_pending_bytes`` (64 MiB if None, at least four frames), so
+    ``max_pending_bytes`` (64 MiB if None; 4 to 1,024 frames), so
     :meth:`append` waits for room there (``block``/``timeout`` as always).
     """
 
@@ -173,8 +175,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             options["priority"] = resolve_priority(options["priority"])
         self._frame_elements = math.prod(self._frame_shape)
         frame_bytes = self._frame_elements * self._dtype.itemsize
-        count = max(MIN_SHARED_FRAMES,
-                    (max_pending_bytes or DEFAULT_SHARED_BYTES) // max(1, frame_bytes))
+        count = min(MAX_SHARED_FRAMES, max(
+            MIN_SHARED_FRAMES, (max_pending_bytes or DEFAULT_SHARED_BYTES) // max(1, frame_bytes)))
         self._name = f"{path}:{name}"
         self._lock = threading.RLock()
         self._next = 0
