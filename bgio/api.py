@@ -12,7 +12,14 @@ from .handle import BackgroundWriteProcess
 from .pool import take_frames
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .process import check_backend
-from .sinks import PathSink, Sink, fit_chunk_size, sink_can_sync, sink_for
+from .sinks import (
+    PathSink,
+    Sink,
+    check_path_options,
+    fit_chunk_size,
+    sink_can_sync,
+    sink_for,
+)
 from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -77,13 +84,7 @@ def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
     """The sink for ``file`` with the path-only options checked (in the caller)."""
     if isinstance(file, (str, bytes, os.PathLike)):
         return PathSink(file, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))
-    if mode is not None:
-        raise ValueError(f"mode applies to paths only; got {mode!r} with {type(file).__qualname__}")
-    if atomic:
-        raise ValueError(f"atomic=True applies to paths only, not to {type(file).__qualname__}")
-    if direct:
-        raise ValueError(f"direct=True applies to paths only, not to {type(file).__qualname__} "
-                         "(bgio opens the file with O_DIRECT itself)")
+    check_path_options(file, mode, atomic, direct)
     sink = sink_for(file)
     if fsync and not sink_can_sync(sink):
         raise ValueError("fsync=True needs a destination with a file descriptor "

@@ -18,7 +18,14 @@ import os
 import socket
 from collections.abc import Callable
 
-from ..sinks import FdSink, PathSink, SocketSink, StreamSink, sink_for
+from ..sinks import (
+    FdSink,
+    PathSink,
+    SocketSink,
+    StreamSink,
+    check_path_options,
+    sink_for,
+)
 
 __all__ = ["Destination", "destination_for"]
 
@@ -71,13 +78,7 @@ def destination_for(file: object, mode: str | None, atomic: bool, direct: bool,
         # The writer process has a working directory of its own (the program may change its).
         path = os.path.abspath(text)
         return Destination(path, path=path)
-    if mode is not None:
-        raise ValueError(f"mode applies to paths only; got {mode!r} with {type(file).__qualname__}")
-    if atomic:
-        raise ValueError(f"atomic=True applies to paths only, not to {type(file).__qualname__}")
-    if direct:
-        raise ValueError(f"direct=True applies to paths only, not to {type(file).__qualname__} "
-                         "(bgio opens the file with O_DIRECT itself)")
+    check_path_options(file, mode, atomic, direct)
     sink = sink_for(file)
     closes: Callable[[], None] | None = None
     if isinstance(sink, FdSink):

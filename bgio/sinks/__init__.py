@@ -12,7 +12,7 @@ from .stream import StreamSink
 from .wait import Waiter, WriteInterrupted
 
 __all__ = ["FdSink", "PathSink", "Sink", "SocketSink", "StreamSink", "Waiter", "WriteInterrupted",
-           "fit_chunk_size", "sink_can_sync", "sink_for"]
+           "check_path_options", "fit_chunk_size", "sink_can_sync", "sink_for"]
 
 
 def sink_for(file: object, name: str = "file") -> Sink:
@@ -33,6 +33,23 @@ def sink_for(file: object, name: str = "file") -> Sink:
     if isinstance(file, numbers.Integral) and not isinstance(file, bool):
         return FdSink(int(file), name)
     return StreamSink(file, name)
+
+
+def check_path_options(file: object, mode: str | None, atomic: bool, direct: bool) -> None:
+    """Refuse the options that apply to paths only, for ``file`` that is not one.
+
+    Raises
+    ------
+    ValueError
+        Naming the option.
+    """
+    if mode is not None:
+        raise ValueError(f"mode applies to paths only; got {mode!r} with {type(file).__qualname__}")
+    if atomic:
+        raise ValueError(f"atomic=True applies to paths only, not to {type(file).__qualname__}")
+    if direct:
+        raise ValueError(f"direct=True applies to paths only, not to {type(file).__qualname__} "
+                         "(bgio opens the file with O_DIRECT itself)")
 
 
 def sink_can_sync(sink: Sink) -> bool:
