@@ -249,6 +249,10 @@ def release_frames(error: BaseException | None) -> None:
 def _report(sink: Sink, handle: BackgroundWriteProcess | None, error: BaseException) -> None:
     if isinstance(error, ChainError):
         logger.debug("write to %s not run: %s", sink.name, error)
+    elif isinstance(error, CancelledError):
+        # Its data said it was cancelled (a writer-process write cancelled before it
+        # was sent): a cancel, not a failure.
+        logger.debug("write to %s cancelled: %s", sink.name, error)
     elif handle is not None:
         logger.error("background write to %s failed after %d bytes",
                      sink.name, handle.bytes_written, exc_info=error)
