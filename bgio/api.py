@@ -20,7 +20,7 @@ from .sinks import (
     sink_can_sync,
     sink_for,
 )
-from .source import Source, make_source
+from .source import WHOLE, Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
 
@@ -29,8 +29,6 @@ __all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "hand_over_frames", "open
 
 #: A preset number 1..10 or a profile.
 PriorityLike = int | BackgroundIOPriority
-#: A chunk size larger than any buffer: a source's blocks whole.
-_WHOLE = 1 << 60
 
 
 def _check_chain_after(chain_after: object) -> BackgroundWriteProcess | None:
@@ -76,7 +74,7 @@ def hand_over_frames(source: Source, handle: BackgroundWriteProcess) -> None:
     """The write of ``source`` takes the :class:`~bgio.FramePool` frames among its data,
     each back in its pool once ``handle`` is done."""
     if not source.lazy and source.kind != "text":
-        take_frames(source.chunks(_WHOLE), handle)
+        take_frames(source.chunks(WHOLE), handle)
 
 
 def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,

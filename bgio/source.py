@@ -9,8 +9,12 @@ from typing import Literal
 
 from .priority import validate_chunk_size
 
-__all__ = ["Block", "Kind", "Source", "as_block", "chunk_data", "chunks_of", "make_source",
-           "only_chunk_of"]
+__all__ = ["WHOLE", "Block", "Kind", "Source", "as_block", "chunk_data", "chunks_of",
+           "make_source", "only_chunk_of"]
+
+#: A chunk size larger than any buffer: ``source.chunks(WHOLE)`` gives a source's
+#: blocks as they are.
+WHOLE = 1 << 60
 
 #: What a sink receives: a flat byte view, or a piece of text.
 Block = memoryview | str

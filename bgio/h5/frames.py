@@ -21,6 +21,7 @@ from .filters import encoding_pool, pipeline_of
 from .gaps import Gaps
 from .layout import (
     as_frames,
+    check_copy,
     check_count,
     check_dtype,
     check_extent,
@@ -203,7 +204,7 @@ class FrameWriter(H5Writer):
         backend: str = "thread",
     ) -> None:
         on_missing = check_on_missing(on_missing)
-        self._copy = _check_copy(copy)
+        self._copy = check_copy(copy)
         # Snapshot buffers whose stores are done, for the next snapshots: a
         # fresh 2 MiB array costs a millisecond of page faults, a warm one a tenth.
         self._spares: list[np.ndarray] = []
@@ -334,7 +335,7 @@ class FrameWriter(H5Writer):
             No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
         timeout = check_timeout(timeout)
-        copy = self._copy if copy is None else _check_copy(copy)
+        copy = self._copy if copy is None else check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         with self._lock:
             check_extent(self._next, len(stack), self._frame_elements, "frames")
@@ -369,7 +370,7 @@ class FrameWriter(H5Writer):
         """
         index = check_count(index, "index", minimum=0)
         timeout = check_timeout(timeout)
-        copy = self._copy if copy is None else _check_copy(copy)
+        copy = self._copy if copy is None else check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         check_extent(index, len(stack), self._frame_elements, "index")
         with self._lock:
@@ -587,8 +588,3 @@ class FrameWriter(H5Writer):
         return (f"{len(self.missing)} frame(s) of {self._next} never written "
                 f"(first: {self.missing[:10]}); they read as the fill value")
 
-
-def _check_copy(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"copy must be True or False, got {value!r}")
-    return value

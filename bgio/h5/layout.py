@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "MAX_ELEMENTS", "as_frames", "check_count",
-           "check_dtype", "check_extent", "check_lossless", "check_shape", "default_chunks",
-           "from_values"]
+__all__ = ["CHUNK_BYTES", "FRAME_CHUNK_BYTES", "MAX_ELEMENTS", "as_frames", "check_copy",
+           "check_count", "check_dtype", "check_extent", "check_frame_index", "check_lossless",
+           "check_shape", "default_chunks", "from_values"]
 
 #: A 2-D frame at least this large gets a chunk of its own.
 FRAME_CHUNK_BYTES = 256 * 1024
@@ -198,3 +198,29 @@ def as_frames(array: object, frame_shape: tuple[int, ...], dtype: np.dtype,
         # A safe cast (uint8 into uint16) or a strided view: the one copy is needed.
         array = np.ascontiguousarray(array, dtype=dtype)
     return array
+
+
+def check_copy(value: object) -> bool:
+    """Check a ``copy`` argument: True or False, nothing else (a TypeError)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"copy must be True or False, got {value!r}")
+    return value
+
+
+def check_frame_index(value: object) -> int:
+    """Check a record writer's ``frame_index``: an int >= 0 that HDF5 can hold.
+
+    Raises
+    ------
+    TypeError
+        If it is not an integer (bool included).
+    ValueError
+        If it is negative or too large.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"frame_index must be an int, got {type(value).__name__}")
+    index = int(value)
+    if index < 0:
+        raise ValueError(f"frame_index must be >= 0, got {index}")
+    check_extent(index, 1, 1, "frame_index")
+    return index

@@ -33,7 +33,12 @@ from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
 from .filters import Encoding, encoding_pool
-from .layout import check_count, check_extent, check_lossless, from_values
+from .layout import (
+    check_count,
+    check_frame_index,
+    check_lossless,
+    from_values,
+)
 from .live import (
     DEFAULT_FLUSH_INTERVAL,
     Announce,
@@ -438,12 +443,7 @@ class RecordWriter(H5Writer):
         bgio.QueueFull
             No room (``block=False``, or after ``timeout``); nothing was accepted.
         """
-        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
-            raise TypeError(f"frame_index must be an int, got {type(frame_index).__name__}")
-        frame_index = int(frame_index)
-        if frame_index < 0:
-            raise ValueError(f"frame_index must be >= 0, got {frame_index}")
-        check_extent(frame_index, 1, 1, "frame_index")
+        frame_index = check_frame_index(frame_index)
         if copy is None:
             copy = self._copy
         elif not isinstance(copy, bool):

@@ -26,7 +26,15 @@ import numpy as np
 from ..errors import QueueFull
 from ..h5.base import check_on_missing
 from ..h5.frames import FrameWriter
-from ..h5.layout import as_frames, check_dtype, check_extent, check_shape
+from ..h5.layout import (
+    as_frames,
+    check_copy,
+    check_count,
+    check_dtype,
+    check_extent,
+    check_frame_index,
+    check_shape,
+)
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error
@@ -53,11 +61,6 @@ def _check_path(target: object) -> str:
             f"not {type(target).__qualname__}")
     return os.path.abspath(os.fsdecode(os.fspath(target)))
 
-
-def _check_copy(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"copy must be True or False, got {value!r}")
-    return value
 
 
 class _InWriterProcess:
@@ -166,7 +169,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
     ) -> None:
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
-        self._copy = _check_copy(copy)
+        self._copy = check_copy(copy)
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
         if max_pending_bytes is not None:
@@ -217,16 +220,13 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                  timeout: float | None = None, copy: bool | None = None,
                  ) -> BackgroundWriteProcess:
         """Put frames at ``index`` on; see :meth:`bgio.h5.FrameWriter.write_at`."""
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise TypeError(f"index must be an int, got {type(index).__qualname__}")
-        if index < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
+        index = check_count(index, "index", minimum=0)
         return self._queue_frames(index, frames, block, timeout, copy)
 
     def _queue_frames(self, index: int | None, frames: object, block: bool, timeout: float | None,
              copy: bool | None) -> BackgroundWriteProcess:
         limit = check_timeout(timeout)
-        copy = self._copy if copy is None else _check_copy(copy)
+        copy = self._copy if copy is None else check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         if self._closed:
             raise ValueError("write to a closed FrameWriter")
@@ -314,7 +314,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
     ) -> None:
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
-        self._copy = _check_copy(copy)
+        self._copy = check_copy(copy)
         self._features = check_features(features)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -365,14 +365,9 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
                timeout: float | None = None, copy: bool | None = None,
                ) -> BackgroundWriteProcess:
         """Accept the events of frame ``frame_index``; see :meth:`bgio.h5.RecordWriter.append`."""
-        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
-            raise TypeError(f"frame_index must be an int, got {type(frame_index).__name__}")
-        frame_index = int(frame_index)
-        if frame_index < 0:
-            raise ValueError(f"frame_index must be >= 0, got {frame_index}")
-        check_extent(frame_index, 1, 1, "frame_index")
+        frame_index = check_frame_index(frame_index)
         if copy is not None:
-            _check_copy(copy)
+            check_copy(copy)
         limit = check_timeout(timeout)
         arrays, count = self._check_events(events)
         size = sum(int(array.nbytes) for array in arrays.values())

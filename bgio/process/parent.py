@@ -40,7 +40,7 @@ from .. import drain, engine
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
 from ..pool import FramePool, locate
-from ..source import Source
+from ..source import WHOLE, Source
 from . import portable, remote
 from .destination import Destination
 from .refs import RemoteArray, SharedArray
@@ -54,8 +54,6 @@ logger = logging.getLogger("bgio")
 EXIT_TIMEOUT = 30.0
 #: Buffers at least this large are read by the child from our memory; smaller ones copied.
 _BY_ADDRESS = 256 * 1024
-#: A chunk size larger than any buffer: the source's blocks whole.
-_WHOLE = 1 << 60
 #: The writer process must not import what lies in the program's working directory
 #: (a numpy.py there would stop every write): ``-P`` where the interpreter has it.
 _SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
@@ -419,7 +417,7 @@ class _Backend:
         copied into the ring, packed (one message each would cost more)."""
         assert job.source is not None
         copied: list[memoryview] = []
-        for block in job.source.chunks(_WHOLE, "bytes"):
+        for block in job.source.chunks(WHOLE, "bytes"):
             view = _bytes_view(block)
             found = locate(view)
             if found is None and (not self.remote or len(view) < _BY_ADDRESS):

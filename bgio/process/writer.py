@@ -16,7 +16,7 @@ from ..api import PriorityLike, hand_over_frames
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
-from ..source import make_source
+from ..source import WHOLE, make_source
 from ..timeouts import check_timeout
 from ..writer import Writer
 from .destination import destination_for
@@ -26,8 +26,6 @@ __all__ = ["ProcessWriter"]
 
 #: Writes of at most this many bytes go inside their command.
 INLINE = 64 * 1024
-#: A chunk size larger than any buffer: a source's blocks whole.
-_WHOLE = 1 << 60
 
 
 class ProcessWriter(Writer):
@@ -121,7 +119,7 @@ class ProcessWriter(Writer):
         inline = None
         if not source.lazy and size <= INLINE:
             # Small: one copy, as pickling it would make anyway.
-            blocks = source.chunks(_WHOLE, "bytes")
+            blocks = source.chunks(WHOLE, "bytes")
             inline = b"".join(bytes(block) for block in blocks)  # type: ignore[arg-type]
         handle = BackgroundWriteProcess(source.total)
         bound = self._max_pending
