@@ -86,6 +86,19 @@ class FramePool:
     TypeError, ValueError
         For a shape, dtype or count that is not one (named in the message).
 
+    Attributes
+    ----------
+    frame_shape, dtype, count
+        As given (``dtype`` as a numpy dtype).
+    frame_bytes : int
+        The bytes of one frame.
+    stride : int
+        Bytes from one frame's start to the next's (frames start on pages).
+    size : int
+        Bytes of the whole shared memory (``stride * count``).
+    fd : int
+        The shared memory's file descriptor (what another process maps).
+
     Notes
     -----
     A frame handed to a write (:func:`bgio.bgwrite`, a Writer's
@@ -132,8 +145,8 @@ class FramePool:
         self.count = count
         self.frame_bytes = int(np.prod(shape)) * self.dtype.itemsize
         # Frames start on page boundaries: aligned for O_DIRECT and for vector copies.
-        self._stride = -(-self.frame_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
-        self.size = self._stride * count
+        self.stride = -(-self.frame_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.size = self.stride * count
         self.fd = _shared_file(self.size)
         memory = mmap.mmap(self.fd, self.size)
         self._memory = np.frombuffer(memory, dtype=np.uint8)
@@ -189,7 +202,7 @@ class FramePool:
             slot = self._free.pop()
             self._held[slot] = True
             self._turns[slot] += 1
-        start = slot * self._stride
+        start = slot * self.stride
         frame = self._memory[start:start + self.frame_bytes].view(self.dtype)
         return frame.reshape(self.frame_shape)
 
@@ -246,7 +259,7 @@ class FramePool:
         offset = _address(frame) - self.base
         if not 0 <= offset < self.size:
             return None
-        return offset // self._stride
+        return offset // self.stride
 
     def _give_back(self, slot: int) -> None:  # (the condition held)
         self._held[slot] = False
@@ -307,7 +320,7 @@ def claim(block: Any) -> Callable[[], None] | None:
     if found is None:
         return None
     pool, offset = found
-    slot = offset // pool._stride
+    slot = offset // pool.stride
     pool._take(slot)
     return functools.partial(pool._written, slot)
 

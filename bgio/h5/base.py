@@ -7,7 +7,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h5py
 
@@ -32,6 +32,9 @@ from .live import (
     release_finished,
     start_swmr,
 )
+
+if TYPE_CHECKING:
+    from .producers import ProducerService
 
 __all__ = ["H5Writer", "check_on_missing", "check_target_libver", "open_target"]
 
@@ -107,6 +110,32 @@ class H5Writer(ClosesOnExit):
     _sink: _Sink
     _profile: BackgroundIOPriority
     _pool: EncodingPool | None
+    #: Answers this writer's producers in other processes (made by ``producer()``).
+    _producers: ProducerService | None = None
+
+    def _producer_service(self, kind: str, shared_frames: int | None = None,
+                          ) -> ProducerService:
+        """The service of :meth:`producer` (made at the first call; lock held)."""
+        if self._closed:
+            raise ValueError(f"producer() of a closed {type(self).__name__}")
+        if self._producers is None:
+            # (its sockets only for those who use it)
+            from .producers import ProducerService
+
+            frame_shape = getattr(self, "_frame_shape", None)
+            self._producers = ProducerService(self, kind, frame_shape,
+                                              getattr(self, "_dtype", None), shared_frames)
+        return self._producers
+
+    @property
+    def _label(self) -> str:
+        """What messages call this writer (its file and dataset or group)."""
+        return str(self._sink.name)
+
+    def _stop_producers(self) -> None:
+        """Closing: producers can no longer connect; those waiting for a slot stop."""
+        if self._producers is not None:
+            self._producers.close()
 
     def _start(self, sink: _Sink, profile: BackgroundIOPriority, on_missing: str, swmr: bool,
                keys: h5py.Dataset | None, finished: h5py.Dataset | None,
@@ -208,6 +237,7 @@ class H5Writer(ClosesOnExit):
                 return  # another thread closed it meanwhile
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
+            self._stop_producers()
             self._announcer.close()
             self._store_rest()
             after = None

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..handle import BackgroundWriteProcess, raise_root_error
+from ..pool import claim
 from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
     from ..api import PriorityLike
+    from .producers import FrameProducer
 
 __all__ = ["FrameWriter"]
 
@@ -341,8 +343,35 @@ class FrameWriter(H5Writer):
             check_extent(self._next, len(stack), self._frame_elements, "frames")
             if self._bound is not None:
                 self._wait_for_room(lambda: self._next, stack, block, timeout)
-            snapshot = self._snapshot(frames, stack, copy)
-            return self._recycling(snapshot, stack, self._place(self._next, snapshot))
+            return self._accept(self._next, frames, stack, copy)
+
+    def producer(self, *, shared_frames: int | None = None) -> FrameProducer:
+        """A picklable stand-in for this writer, for producers in other processes.
+
+        Hand it to worker processes (``multiprocessing``, a process pool):
+        their :meth:`~bgio.h5.producers.FrameProducer.write_at` and
+        :meth:`~bgio.h5.producers.FrameProducer.append` become this writer's,
+        with its checks, back-pressure and errors; the frames travel through
+        shared memory (see :mod:`bgio.h5.producers`).
+
+        Parameters
+        ----------
+        shared_frames : int or None, keyword-only
+            How many frames of shared memory the producers share (taken at
+            the first call; None: 64 MiB of them, 4 to 1,024). Each frame is
+            busy from the producer's copy until its store is done, so this
+            bounds what the producers have in flight.
+
+        Raises
+        ------
+        ValueError
+            If the writer is closed, or ``shared_frames`` < 1.
+        """
+        if shared_frames is not None:
+            shared_frames = check_count(shared_frames, "shared_frames")
+        with self._lock:
+            service = self._producer_service("frames", shared_frames)
+            return service.producer(self._label)  # type: ignore[return-value]
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
                  timeout: float | None = None, copy: bool | None = None,
@@ -376,8 +405,27 @@ class FrameWriter(H5Writer):
         with self._lock:
             if self._bound is not None:
                 self._wait_for_room(lambda: index, stack, block, timeout)
-            snapshot = self._snapshot(frames, stack, copy)
-            return self._recycling(snapshot, stack, self._place(index, snapshot))
+            return self._accept(index, frames, stack, copy)
+
+    def _accept(self, index: int, frames: object, stack: np.ndarray, copy: bool,
+                ) -> BackgroundWriteProcess:
+        """Place ``stack`` at ``index`` (lock held). Frames of a :class:`bgio.FramePool`
+        go back to it once not needed: at once if copied (into a snapshot or the chunks
+        being filled), else when their store is done."""
+        give_back = claim(stack)
+        snapshot = self._snapshot(frames, stack, copy)
+        try:
+            handle = self._place(index, snapshot)
+        except BaseException:
+            if give_back is not None:
+                give_back()
+            raise
+        if give_back is not None:
+            if snapshot is stack and self._chunk_frames == 1:
+                handle.add_done_callback(lambda _: give_back())
+            else:
+                give_back()
+        return self._recycling(snapshot, stack, handle)
 
     def _snapshot(self, frames: object, stack: np.ndarray, copy: bool) -> np.ndarray:
         """``stack``, copied if it is stored by reference (a chunk per frame) and may be

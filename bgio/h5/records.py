@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
     from ..api import PriorityLike
+    from .producers import RecordProducer
 
 __all__ = ["NEVENTS_CHUNK", "RecordWriter", "default_chunk_events"]
 
@@ -491,6 +492,24 @@ class RecordWriter(H5Writer):
     def _submit_announce(self) -> None:
         self._submit_block(Announce(range(self._announced, self._next)))
         self._announced = self._next
+
+    def producer(self) -> RecordProducer:
+        """A picklable stand-in for this writer, for producers in other processes.
+
+        Hand it to worker processes (``multiprocessing``, a process pool):
+        each one's :meth:`~bgio.h5.producers.RecordProducer.append` of a
+        frame's events becomes this writer's :meth:`append`, with its checks,
+        back-pressure and errors (see :mod:`bgio.h5.producers`), so workers
+        may append the frames they have in any order.
+
+        Raises
+        ------
+        ValueError
+            If the writer is closed.
+        """
+        with self._lock:
+            service = self._producer_service("records")
+            return service.producer(self._label)  # type: ignore[return-value]
 
     def _check_open(self, frame_index: int) -> None:
         if self._closed:

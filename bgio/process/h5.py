@@ -82,6 +82,10 @@ class _InWriterProcess:
         state = "closed" if self._closed else "open"
         return f"<bgio.h5.{self._kind} {state} {self._name!r} backend='process'>"
 
+    @property
+    def _label(self) -> str:
+        return self._name
+
     def _closing(self) -> None:
         """What else a close lets go of (called once the writes are done)."""
 
@@ -123,6 +127,7 @@ class _InWriterProcess:
             stored = None
             if not closed_before:
                 self._closed = True
+                self._stop_producers()  # type: ignore[attr-defined]
                 stored = last
                 last = self._last = BackgroundWriteProcess(0)
                 last.set_running_or_notify_cancel()
