@@ -188,3 +188,31 @@ def test_a_refused_write_does_not_take_the_frame(tmp_path):
             writer.write(frame)
         pool.release(frame)  # still the program's
         assert pool.free == 1
+
+
+def test_the_thread_frame_writer_gives_frames_back_once_copied_or_stored(tmp_path):
+    import h5py
+
+    import bgio.h5
+
+    pool = bgio.FramePool((4, 6), "uint16", count=2)
+    gathered = bgio.h5.FrameWriter(tmp_path / "a.h5", "x", (4, 6), "uint16", chunk_frames=4,
+                                   on_missing="ignore")
+    frame = pool.acquire()
+    frame[...] = 3
+    gathered.write_at(1, frame)
+    assert pool.free == 2  # copied into the chunk being filled: free at once
+    by_reference = bgio.h5.FrameWriter(tmp_path / "b.h5", "x", (4, 6), "uint16",
+                                       chunk_frames=1, copy=False)
+    frame = pool.acquire()
+    frame[...] = 5
+    by_reference.write_at(0, frame)
+    # Stored from the pool's memory, then given back (both frames come back).
+    taken = [pool.acquire(timeout=30), pool.acquire(timeout=30)]
+    assert len(taken) == 2
+    gathered.close()
+    by_reference.close()
+    with h5py.File(tmp_path / "a.h5") as file:
+        assert (file["x"][1] == 3).all()
+    with h5py.File(tmp_path / "b.h5") as file:
+        assert (file["x"][0] == 5).all()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -61,15 +62,28 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class _Session:
-    """One connected producer (one thread of a worker): the slots it holds and the
-    first failure of its writes."""
+    """One producer in one process (one connection per thread that uses it): the slots
+    it holds and the first failure of its writes."""
 
     def __init__(self, service: ProducerService) -> None:
         self._service = service
-        self.held: dict[int, np.ndarray] = {}
+        self.connections = 0
+        self._held: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._failure: BaseException | None = None
         self._reported = False
+
+    def hold(self, slot: int, frame: np.ndarray) -> None:
+        with self._lock:
+            self._held[slot] = frame
+
+    def take(self, slots: list[int]) -> list[np.ndarray]:
+        """The frames of slots this producer holds, no longer held (all or none)."""
+        with self._lock:
+            for slot in slots:
+                if slot not in self._held:
+                    raise ValueError(f"slot {slot} is not a shared frame this producer holds")
+            return [self._held.pop(slot) for slot in slots]
 
     def failed(self, handle: BackgroundWriteProcess) -> None:
         error = failure_of(handle)
@@ -87,11 +101,13 @@ class _Session:
             return portable(self._failure)
 
     def end(self) -> None:
+        """The producer's last connection closed: what it held is free again."""
+        with self._lock:
+            frames, self._held = list(self._held.values()), {}
         pool = self._service.pool
         if pool is not None:
-            for frame in self.held.values():
+            for frame in frames:
                 pool.release(frame)
-        self.held.clear()
 
 
 class ProducerService:
@@ -115,6 +131,8 @@ class ProducerService:
                 shared_frames = min(MAX_POOL_FRAMES, max(
                     MIN_POOL_FRAMES, DEFAULT_POOL_BYTES // max(1, frame_bytes)))
             self.pool = FramePool(frame_shape, dtype, shared_frames)
+        self._sessions: dict[bytes, _Session] = {}
+        self._sessions_lock = threading.Lock()
         self._service = Service(self._serve, "producers")
 
     def producer(self, name: str) -> FrameProducer | RecordProducer:
@@ -130,8 +148,23 @@ class ProducerService:
 
     # -- the service's side of a connection -----------------------------------------------
 
+    def _join(self, producer: bytes) -> _Session:
+        with self._sessions_lock:
+            session = self._sessions.get(producer)
+            if session is None:
+                session = self._sessions[producer] = _Session(self)
+            session.connections += 1
+        return session
+
+    def _leave(self, producer: bytes, session: _Session) -> None:
+        with self._sessions_lock:
+            session.connections -= 1
+            if session.connections:
+                return
+            del self._sessions[producer]
+        session.end()
+
     def _serve(self, channel: Channel) -> None:
-        session = _Session(self)
         pool = self.pool
         if pool is None:
             channel.send({"kind": "records"})
@@ -140,6 +173,10 @@ class ProducerService:
                           "dtype": pool.dtype.str, "count": pool.count, "stride": pool.stride,
                           "size": pool.size})
             channel.send_descriptors([pool.fd])
+        producer = channel.receive()  # which producer (of which process) this thread is
+        if not isinstance(producer, bytes):
+            raise ConnectionError("a producer's connection that does not say whose it is")
+        session = self._join(producer)
         try:
             while True:
                 request = channel.receive()
@@ -150,7 +187,7 @@ class ProducerService:
                 else:
                     channel.send(("ok", value, session.news()))
         finally:
-            session.end()
+            self._leave(producer, session)
 
     def _answer(self, session: _Session, request: tuple[Any, ...]) -> object:
         command, *arguments = request
@@ -158,8 +195,8 @@ class ProducerService:
             return self._acquire(session, *arguments)
         if command == "release":
             assert self.pool is not None
-            for slot in arguments[0]:
-                self.pool.release(session.held.pop(slot))
+            for frame in session.take(arguments[0]):
+                self.pool.release(frame)
             return None
         if command == "frames":
             self._frames(session, *arguments)
@@ -184,7 +221,8 @@ class ProducerService:
         frames: list[np.ndarray] = []
         try:
             for _ in range(count):
-                frames.append(pool.acquire(block, _remaining(deadline)))
+                # (The first waits ``timeout`` as given: its message names it.)
+                frames.append(pool.acquire(block, _remaining(deadline) if frames else timeout))
         except BaseException:
             for frame in frames:
                 pool.release(frame)
@@ -193,7 +231,7 @@ class ProducerService:
         for frame in frames:
             slot = pool.slot_of(frame)
             assert slot is not None
-            session.held[slot] = frame
+            session.hold(slot, frame)
             slots.append(slot)
         return slots
 
@@ -202,7 +240,7 @@ class ProducerService:
         pool = self.pool
         assert pool is not None
         writer = self._writer
-        frames = [session.held.pop(slot) for slot in slots]
+        frames = session.take(slots)
         deadline = None if timeout is None else time.monotonic() + timeout
         for position, frame in enumerate(frames):
             # Held for the call: the writer takes the frame for as long as it needs it
@@ -244,6 +282,7 @@ class _Producer:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
+        self._identity = secrets.token_bytes(16)  # this producer in this process
         self._local = threading.local()
         self._channels: list[Channel] = []
         self._failure: BaseException | None = None
@@ -279,6 +318,7 @@ class _Producer:
             if hello["kind"] == "frames":
                 (fd,) = channel.receive_descriptors(1)
                 self._map(fd, hello)
+            channel.send(self._identity)
         except (ConnectionError, OSError) as exc:
             raise BgioError(f"{self._name}: cannot reach the writer (closed, or its process "
                             f"has ended): {exc}") from exc
