@@ -146,12 +146,20 @@ def test_back_pressure_on_the_shared_frames(tmp_path):
     accepted = writer.frames_written
     assert 4 <= accepted < 60
     assert writer.pending_bytes <= 4 * 128
-    with pytest.raises(bgio.QueueFull, match=r"no room for 1 frame\(s\) after 0.001 s"):
-        writer.append(frames[0], timeout=0.001)
+    appended = frames[:accepted]
+    for _ in range(20):  # (a store may end, and free a frame, within the millisecond)
+        try:
+            writer.append(frames[0], timeout=0.001)
+        except bgio.QueueFull as exc:
+            assert str(exc) == "no room for 1 frame(s) after 0.001 s"
+            break
+        appended.append(frames[0])
+    else:
+        pytest.fail("a full writer never kept a frame out for a millisecond")
     writer.close(timeout=60)
-    assert writer.frames_written == accepted
+    assert writer.frames_written == len(appended)
     with h5py.File(tmp_path / "slow.h5", "r") as file:
-        assert np.array_equal(file["frames"][...], np.stack(frames[:accepted]))
+        assert np.array_equal(file["frames"][...], np.stack(appended))
 
 
 def test_records_from_several_threads_match_the_thread_writer(tmp_path):

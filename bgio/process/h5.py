@@ -241,13 +241,16 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         handle = BackgroundWriteProcess(int(stack.nbytes))
         handle.set_running_or_notify_cancel()  # frames accepted are stored: no cancel
         with self._lock:
-            if self._closed:
-                for give_back in release:
-                    give_back()
-                raise ValueError("write to a closed FrameWriter")
             start = self._next if index is None else index
-            check_extent(start, len(stack), self._frame_elements, "frames" if index is None
-                         else "index")
+            try:
+                if self._closed:
+                    raise ValueError("write to a closed FrameWriter")
+                check_extent(start, len(stack), self._frame_elements, "frames" if index is None
+                             else "index")
+            except ValueError:
+                for give_back in release:  # refused: the frames are back in their pools
+                    give_back()
+                raise
             self._next = max(self._next, start + len(stack))
             self._count += len(stack)
             self._last = handle
