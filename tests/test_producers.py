@@ -82,9 +82,25 @@ def test_threads_out_of_order_store_every_frame_byte_exact(tmp_path, backend):
             thread.start()
         for thread in threads:
             thread.join(60)
-        assert writer.frames_written == 40
+    assert writer.frames_written == 40  # (the writer process's producers: counted at close)
     assert writer.missing == []
     assert_frames(path, 40)
+
+
+@pytest.mark.slow
+def test_appends_here_go_after_what_producers_wrote_in_the_writer_process(tmp_path):
+    path = tmp_path / "f.h5"
+    with frames_writer(path, "process") as writer:
+        writer.append(frame(0))
+        producer = elsewhere(writer.producer())
+        producer.write_at(1, frame(1))
+        producer.append(frame(2))
+        producer.flush()
+        writer.append(frame(3))  # after the producer's frames, not over them
+        with pytest.raises(ValueError, match="shared_frames must be an int >= 1"):
+            writer.producer(shared_frames=0)
+    assert writer.frames_written == 4
+    assert_frames(path, 4)
 
 
 def test_append_from_a_producer_goes_after_the_highest_written(tmp_path):

@@ -5,10 +5,12 @@
 :class:`ProducerService` for the writer and returns a
 :class:`FrameProducer` or :class:`RecordProducer`. Pickled into a worker
 process (``multiprocessing`` with ``spawn`` or ``fork``, a
-``ProcessPoolExecutor``), it connects back to this process over a private
-Unix socket (:mod:`bgio.channel`), one connection per thread that uses it,
-and each call becomes the writer's own call here: the same checks, order
-rules, back-pressure and errors.
+``ProcessPoolExecutor``), it connects to the writer's process over a
+private Unix socket (:mod:`bgio.channel`), one connection per thread that
+uses it, and each call becomes the writer's own call there: the same
+checks, order rules, back-pressure and errors. (A
+``FrameWriter(..., backend="process")`` starts its service in the writer
+process, beside its FrameWriter: the program's own process takes no part.)
 
 Frames travel through shared memory: the service keeps a
 :class:`bgio.FramePool` that every producer maps. A frame the worker got

@@ -37,7 +37,11 @@ Commands (parent to child), pickled tuples:
   says they are copied and no longer needed; ``("records", id, writer,
   frame_index, events)``: append a frame's events;
 - ``("finish", id, writer, method)``: ``flush`` or ``close`` it (``id`` is
-  done with the slots never written, for a close);
+  done with the slots never written and the frames written, for a close);
+- ``("producer", id, writer, shared_frames)``: a FrameWriter's producer for
+  other processes, answered here (``id`` is done with the pickled
+  :class:`bgio.h5.producers.FrameProducer`); ``index`` None in ``frames``
+  appends after the highest frame written here;
 - ``("data", id, segment, size)``, ``("end", id)``: the write's data, in order;
   a negative ``segment`` is minus the address of a buffer of ``size`` bytes in
   the parent's memory, read from there (:mod:`bgio.process.remote`);
@@ -521,7 +525,7 @@ class _Server:
             raise BgioError("the HDF5 writer is not open in the writer process")
         return target
 
-    def frames(self, ident: int, writer: int, index: int,
+    def frames(self, ident: int, writer: int, index: int | None,
                refs: list[SharedArray | RemoteArray]) -> None:
         """Store frames at ``index`` on: each ref a stack of them."""
         try:
@@ -529,6 +533,9 @@ class _Server:
             handle = None
             for ref in refs:
                 stack = resolve(ref, self.pools, self.parent)
+                if index is None:  # (producers write here too: the highest is known here)
+                    handle = target.append(stack, copy=False)
+                    continue
                 handle = target.write_at(index, stack, copy=False)
                 index += len(stack)
             assert handle is not None
@@ -557,13 +564,24 @@ class _Server:
                 if target is None:
                     raise BgioError("the HDF5 writer is not open in the writer process")
                 getattr(target, method)()
-                value = list(target.missing) if method == "close" else None
+                value = ((list(target.missing), target.frames_written) if method == "close"
+                         else None)
             except BaseException as exc:  # noqa: BLE001 - raised by the parent's call
                 self._done_now(ident, "failed", exc)
             else:
                 self._done_now(ident, "ok", value)
 
         threading.Thread(target=run, name=f"bgio-child-{method}").start()
+
+    def producer(self, ident: int, writer: int, shared_frames: int | None) -> None:
+        """Start the FrameWriter's service for producers in other processes, here: they
+        talk to this process, whatever the parent's main thread is doing."""
+        try:
+            made = self._target(writer).producer(shared_frames=shared_frames)
+        except Exception as exc:  # noqa: BLE001 - raised by the parent's call
+            self._done_now(ident, "failed", exc)
+            return
+        self._done_now(ident, "ok", made)
 
     def data(self, ident: int, index: int, size: int) -> None:
         feed = self.feeds.get(ident)
@@ -649,7 +667,7 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
         "settle": server.settle, "probe": server.probe, "forget": server.forget,
         "pool": server.pool, "shared": server.shared, "forget-pool": server.forget_pool,
         "make": server.make, "frames": server.frames, "records": server.records,
-        "finish": server.finish}
+        "finish": server.finish, "producer": server.producer}
     while True:
         try:
             message = commands.recv()

@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .parent import RemoteObject, close_at_exit
+
+if TYPE_CHECKING:
+    from ..h5.producers import FrameProducer
 
 __all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
 
@@ -89,7 +92,8 @@ class _InWriterProcess:
     def _closing(self) -> None:
         """What else a close lets go of (called once the writes are done)."""
 
-    def _closed_with(self, missing: list[int]) -> None:
+    def _closed_with(self, outcome: tuple[list[int], int]) -> None:
+        missing, _ = outcome
         self.missing = list(missing)  # the slots never written, as the close found them
 
     def _wait(self, finishing: BackgroundWriteProcess, stored: BackgroundWriteProcess | None,
@@ -191,6 +195,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         self._count = 0
         self._closed = False
         self._last: BackgroundWriteProcess | None = None
+        self._producer: FrameProducer | None = None
         self.missing: list[int] = []
         # The writer process's FrameWriter: it checks the other arguments and creates
         # the dataset now, raising here what it raises there.
@@ -208,8 +213,36 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
 
     @property
     def frames_written(self) -> int:
-        """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
+        """Frames accepted by :meth:`append` and :meth:`write_at` so far (with
+        :meth:`producer`, their frames are counted once the writer is closed)."""
         return self._count
+
+    def _closed_with(self, outcome: tuple[list[int], int]) -> None:
+        missing, written = outcome
+        self.missing = list(missing)
+        self._count = max(self._count, written)  # the producers' frames too
+
+    def producer(self, *, shared_frames: int | None = None) -> FrameProducer:
+        """A picklable stand-in for this writer, for producers in other processes (see
+        :meth:`bgio.h5.FrameWriter.producer`).
+
+        With ``backend="process"`` the producers talk to the writer process
+        itself, so a main thread busy in Python here does not slow them;
+        :meth:`append` here then goes after the highest frame written there.
+        """
+        if shared_frames is not None:
+            shared_frames = check_count(shared_frames, "shared_frames")
+        with self._lock:
+            if self._closed:
+                raise ValueError("producer() of a closed FrameWriter")
+            if self._producer is None:
+                handle = BackgroundWriteProcess(0)
+                handle.set_running_or_notify_cancel()
+                made: list[FrameProducer] = []
+                self._remote.call(handle, "producer", (shared_frames,), reply=made.append)
+                handle.result()  # raises what the writer process raised
+                self._producer = made[0]
+            return self._producer
 
     @property
     def pending_bytes(self) -> int:
@@ -241,17 +274,22 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         handle = BackgroundWriteProcess(int(stack.nbytes))
         handle.set_running_or_notify_cancel()  # frames accepted are stored: no cancel
         with self._lock:
-            start = self._next if index is None else index
+            # With producers writing there too, the writer process knows where an
+            # append goes (and checks its extent).
+            start = None if index is None and self._producer is not None else (
+                self._next if index is None else index)
             try:
                 if self._closed:
                     raise ValueError("write to a closed FrameWriter")
-                check_extent(start, len(stack), self._frame_elements, "frames" if index is None
-                             else "index")
+                if start is not None:
+                    check_extent(start, len(stack), self._frame_elements,
+                                 "frames" if index is None else "index")
             except ValueError:
                 for give_back in release:  # refused: the frames are back in their pools
                     give_back()
                 raise
-            self._next = max(self._next, start + len(stack))
+            if start is not None:
+                self._next = max(self._next, start + len(stack))
             self._count += len(stack)
             self._last = handle
             self._remote.call(handle, "frames", (start,), arrays, release)
