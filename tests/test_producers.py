@@ -14,11 +14,6 @@ import threading
 import h5py
 import numpy as np
 import pytest
-
-import bgio
-import bgio.h5
-from bgio.h5.producers import FrameProducer, RecordProducer
-
 from producer_workers import (
     FEATURES,
     FRAME_SHAPE,
@@ -28,6 +23,10 @@ from producer_workers import (
     write_frames,
     write_wrong_shape,
 )
+
+import bgio
+import bgio.h5
+from bgio.h5.producers import FrameProducer, RecordProducer
 
 BACKENDS = ["thread", pytest.param("process", marks=pytest.mark.slow)]
 
