@@ -16,6 +16,7 @@ from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .pool import FramePool
 from .priority import PRESETS, BackgroundIOPriority
+from .process import default_backend, set_default_backend
 from .source import chunk_data
 from .version import __version__
 from .writer import Writer
@@ -35,7 +36,9 @@ __all__ = [
     "bgwrite_chunk",
     "chunk_data",
     "compat",
+    "default_backend",
     "open",
+    "set_default_backend",
     "wait_all",
 ]
 

@@ -103,7 +103,7 @@ def bgwrite(
     copy: bool = False,
     offset: int | None = None,
     direct: bool = False,
-    backend: str = "thread",
+    backend: str | None = None,
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -162,7 +162,9 @@ def bgwrite(
         through the cache and sent to the device at once. Refused with a
         ``ValueError`` where the platform or the file system has no direct
         I/O. See :ref:`direct-io`.
-    backend : {"thread", "process"}, keyword-only, default "thread"
+    backend : {"thread", "process"} or None, keyword-only
+        (None: threads, or for a path what :func:`bgio.set_default_backend`
+        set.)
         Who writes: a worker thread of this process, or bgio's writer
         process, whose throughput a main thread busy in Python cannot
         starve. It writes paths, file descriptors, plain sockets and binary
@@ -204,7 +206,7 @@ def bgwrite(
                                 fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
-    if check_backend(backend) == "process" and not writer_process_ended():
+    if check_backend(backend, file) == "process" and not writer_process_ended():
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, None,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
@@ -274,7 +276,7 @@ def bgwrite_chunk(
     atomic: bool = False,
     copy: bool = False,
     direct: bool = False,
-    backend: str = "thread",
+    backend: str | None = None,
 ) -> BackgroundWriteProcess:
     """Like :func:`bgwrite`, with chunks of ``chunk_size`` bytes instead of the profile's.
 
@@ -299,7 +301,7 @@ def bgwrite_chunk(
     (6, 'abcdef')
     """
     size = validate_chunk_size("chunk_size", chunk_size)
-    if check_backend(backend) == "process" and not writer_process_ended():
+    if check_backend(backend, file) == "process" and not writer_process_ended():
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, size,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)

@@ -256,7 +256,7 @@ def open(
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
-    backend: str = "thread",
+    backend: str | None = None,
 ) -> BackgroundFile | io.TextIOWrapper:
     """Open a file for writing in the background: ``write`` returns at once.
 
@@ -278,7 +278,9 @@ def open(
         at :meth:`close`; ``direct`` writes a path past the page cache.
     encoding, errors, newline : keyword-only
         For text mode, as for :func:`open` (the encoding defaults to UTF-8).
-    backend : {"thread", "process"}, keyword-only, default "thread"
+    backend : {"thread", "process"} or None, keyword-only
+        (None: threads, or for a path what :func:`bgio.set_default_backend`
+        set.)
         As for :func:`bgio.bgwrite`: with ``"process"`` bgio's writer process
         holds the file open and writes it (see :ref:`process-backend`).
 

@@ -88,10 +88,13 @@ class Writer(ClosesOnExit):
     b'line 0\\nline 1\\nline 2\\n'
     """
 
-    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+    def __new__(cls, *args: object, backend: str | None = None, **options: object) -> Self:
         # Writer(..., backend="process") is the writer process's kind of Writer (same
         # methods); Python then runs that class's __init__ with the same arguments.
-        if check_backend(backend) == "process" and not writer_process_ended():
+        if backend is None and cls is not Writer:
+            return object.__new__(cls)  # (a subclass was written for threads)
+        target = args[0] if args else options.get("file")
+        if check_backend(backend, target) == "process" and not writer_process_ended():
             if cls is not Writer:
                 raise ValueError(f"backend='process' makes a bgio.Writer of its own kind; "
                                  f"{cls.__qualname__} (a subclass) takes backend='thread' only")
@@ -112,7 +115,7 @@ class Writer(ClosesOnExit):
         copy: bool = False,
         max_pending_bytes: int | None = None,
         direct: bool = False,
-        backend: str = "thread",
+        backend: str | None = None,
     ) -> None:
         self._sink = open_sink(file, mode, fsync, atomic, direct)
         self._profile = resolve_priority(priority)

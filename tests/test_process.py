@@ -390,3 +390,44 @@ def test_a_forked_child_that_never_uses_bgio_does_not_hang(tmp_path):
     """, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "child 0" in done.stdout
+
+
+@pytest.fixture
+def process_by_default():
+    previous = bgio.set_default_backend("process")
+    yield
+    bgio.set_default_backend(previous)
+
+
+def test_the_default_backend_sends_paths_to_the_writer_process(tmp_path, process_by_default):
+    import bgio.h5
+
+    assert bgio.default_backend() == "process"
+    path = tmp_path / "a.raw"
+    bgio.bgwrite(path, b"by default", priority=1).result(timeout=60)
+    assert path.read_bytes() == b"by default"
+    with bgio.Writer(tmp_path / "w.raw") as writer:
+        assert writer.backend == "process"
+        writer.write(b"x")
+    with bgio.h5.FrameWriter(tmp_path / "f.h5", "x", (2, 2), "u1") as frames:
+        assert "backend='process'" in repr(frames)
+    # Other destinations keep the threads, unless a call asks.
+    out = io.BytesIO()
+    bgio.bgwrite(out, b"here", priority=1).result(timeout=60)
+    assert out.getvalue() == b"here"
+    with bgio.Writer(tmp_path / "t.raw", backend="thread") as writer:
+        assert writer.backend == "thread"
+
+    class Mine(bgio.Writer):
+        pass
+
+    with Mine(tmp_path / "m.raw") as mine:
+        assert mine.backend == "thread"
+
+
+def test_the_default_backend_is_checked():
+    with pytest.raises(ValueError, match="backend must be 'thread' or 'process', got 'disk'"):
+        bgio.set_default_backend("disk")
+    with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got int"):
+        bgio.set_default_backend(1)
+    assert bgio.default_backend() == "thread"

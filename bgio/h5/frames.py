@@ -138,6 +138,12 @@ class FrameWriter(H5Writer):
         which every HDF5 from 1.10 on reads (see :func:`bgio.h5.open_live`);
         without, h5py's default. A live file needs a low bound of "v110"
         or newer. For an open ``target`` it must match the file's bounds.
+    backend : {"thread", "process"} or None, keyword-only
+        ``"process"``: the file is opened, compressed into and written by
+        bgio's writer process only, so the program's own h5py calls never
+        wait for bgio's (``target`` must be a path; see
+        :ref:`process-backend`). None: threads, or for a path what
+        :func:`bgio.set_default_backend` set.
     flush_interval : float or None, keyword-only, default 0.25
         With ``swmr``: seconds between announcements of the frames accepted
         meanwhile (they are stored, flushed, then their keys set), so
@@ -173,10 +179,11 @@ class FrameWriter(H5Writer):
 
     _what = "frames"
 
-    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+    def __new__(cls, *args: object, backend: str | None = None, **options: object) -> Self:
         # FrameWriter(..., backend="process") is the writer process's kind (same
         # methods); Python then runs that class's __init__ with the same arguments.
-        if cls is FrameWriter and check_backend(backend) == "process":
+        target = args[0] if args else options.get("target")
+        if cls is FrameWriter and check_backend(backend, target) == "process":
             from ..process.h5 import ProcessFrameWriter  # loaded by those who use it
 
             return object.__new__(ProcessFrameWriter)  # type: ignore[return-value]
@@ -203,7 +210,7 @@ class FrameWriter(H5Writer):
         keys: str | None = None,
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
-        backend: str = "thread",
+        backend: str | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
         self._copy = check_copy(copy)

@@ -189,6 +189,9 @@ class RecordWriter(H5Writer):
         The format version bounds of a file the writer opens, as for
         :class:`bgio.h5.FrameWriter` (live files: ``("v110", "v110")`` by
         default, read by every HDF5 from 1.10 on).
+    backend : {"thread", "process"} or None, keyword-only
+        As for :class:`bgio.h5.FrameWriter`: ``"process"`` keeps the file in
+        bgio's writer process (``target`` a path).
 
     Attributes
     ----------
@@ -223,10 +226,11 @@ class RecordWriter(H5Writer):
 
     _what = "records"
 
-    def __new__(cls, *args: object, backend: str = "thread", **options: object) -> Self:
+    def __new__(cls, *args: object, backend: str | None = None, **options: object) -> Self:
         # RecordWriter(..., backend="process") is the writer process's kind (same
         # methods); Python then runs that class's __init__ with the same arguments.
-        if cls is RecordWriter and check_backend(backend) == "process":
+        target = args[0] if args else options.get("target")
+        if cls is RecordWriter and check_backend(backend, target) == "process":
             from ..process.h5 import ProcessRecordWriter  # loaded by those who use it
 
             return object.__new__(ProcessRecordWriter)  # type: ignore[return-value]
@@ -256,7 +260,7 @@ class RecordWriter(H5Writer):
         keys: str = "keys",
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
-        backend: str = "thread",
+        backend: str | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
         if not isinstance(copy, bool):

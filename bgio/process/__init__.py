@@ -9,24 +9,68 @@ memory (:mod:`bgio.process.ring`). The handle is an ordinary
 
 from __future__ import annotations
 
+import os
+
 from ..errors import BgioError
 
-__all__ = ["BACKENDS", "FeedCancelled", "check_backend", "portable"]
+__all__ = ["BACKENDS", "FeedCancelled", "check_backend", "default_backend", "portable",
+           "set_default_backend"]
 
 #: The backends a write may ask for.
 BACKENDS = ("thread", "process")
 
+_default = "thread"
 
-def check_backend(value: object) -> str:
-    """Check a ``backend`` argument: ``"thread"`` or ``"process"``.
+
+def set_default_backend(backend: str) -> str:
+    """Set the backend of writes to a path that name none; returns the previous one.
+
+    ``bgio.set_default_backend("process")`` at the start of a program
+    sends every :func:`bgio.bgwrite`, :class:`bgio.Writer`,
+    :func:`bgio.open`, :class:`bgio.h5.FrameWriter` and
+    :class:`bgio.h5.RecordWriter` *to a path* that does not pass
+    ``backend=`` to the writer process. Other destinations (file objects,
+    descriptors, sockets, open h5py files) keep the threads unless
+    ``backend="process"`` is passed: some of them cannot cross a process
+    boundary, and code that passes them was not written for it. A
+    subclass of :class:`bgio.Writer` keeps the threads too.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``backend`` is not ``"thread"`` or ``"process"``.
+
+    Examples
+    --------
+    >>> import bgio
+    >>> bgio.set_default_backend("thread")
+    'thread'
+    >>> bgio.default_backend()
+    'thread'
+    """
+    global _default
+    previous, _default = _default, check_backend(backend)
+    return previous
+
+
+def default_backend() -> str:
+    """The backend of writes to a path that name none (see :func:`set_default_backend`)."""
+    return _default
+
+
+def check_backend(value: object, target: object = None) -> str:
+    """Check a ``backend`` argument: ``"thread"``, ``"process"``, or None (the default
+    of :func:`set_default_backend` for a ``target`` that is a path, else threads).
 
     Raises
     ------
     TypeError
-        If it is not a str.
+        If it is not a str (nor None).
     ValueError
         If it names no backend.
     """
+    if value is None:
+        return _default if isinstance(target, (str, bytes, os.PathLike)) else "thread"
     if not isinstance(value, str):
         raise TypeError(f"backend must be 'thread' or 'process', got {type(value).__qualname__}")
     if value not in BACKENDS:

@@ -173,7 +173,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         max_pending_bytes: int | None = None,
         copy: bool = True,
         on_missing: str = "warn",
-        backend: str = "process",
+        backend: str | None = "process",
         **options: Any,
     ) -> None:
         path = _check_path(target)
@@ -355,7 +355,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         max_pending_bytes: int | None = 64 * 1024 * 1024,
         copy: bool = True,
         on_missing: str = "warn",
-        backend: str = "process",
+        backend: str | None = "process",
         **options: Any,
     ) -> None:
         path = _check_path(target)

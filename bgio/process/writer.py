@@ -49,7 +49,7 @@ class ProcessWriter(Writer):
         copy: bool = False,
         max_pending_bytes: int | None = None,
         direct: bool = False,
-        backend: str = "process",
+        backend: str | None = "process",
     ) -> None:
         profile = resolve_priority(priority)
         if max_pending_bytes is not None:
