@@ -32,7 +32,7 @@ PROG = "bgio"
 #: The presets ``bgio bench`` compares.
 BENCH_PRESETS = tuple(range(1, 11))
 #: Its scenarios (see bgio.bench.suite).
-BENCH_SCENARIOS = ("streams", "small", "hdf5", "pacing", "disk")
+BENCH_SCENARIOS = ("streams", "busy", "small", "hdf5", "pacing", "disk")
 
 
 class _UsageError(Exception):
@@ -77,7 +77,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "Measure bgio beside the plain ways, in one run, on this machine: "
             "streams (--size MiB in one call at presets 1..10, against one synchronous "
             "f.write and f.write in a plain thread: throughput, requested and measured duty "
-            "cycle, the main thread's 1 ms loop p99 and longest iteration, peak RSS), small "
+            "cycle, the main thread's 1 ms loop p99 and longest iteration, peak RSS), busy (the "
+            "same write at presets 1, 4, 7, 10 with the thread and the process backend while "
+            "the main thread runs Python: throughput, duty cycle, the main thread's work "
+            "rate), small "
             "(100,000 x 4 KiB through bgio.open against a buffered file), hdf5 (100 camera-like "
             "frames with gzip-4 while the main thread calls h5py, against a plain thread doing "
             "dset[i] = frame), pacing (the rate achieved at max_rate 50 MB/s) and disk "

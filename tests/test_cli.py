@@ -37,12 +37,18 @@ def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
     text = proc.stdout
     for heading in ("small writes: 100000 x 4096 B", "HDF5: 100 camera-like", "plain thread gzip-4",
                     "FrameWriter p1 gzip-4", "pacing: 100 MB at max_rate 50 MB/s: achieved",
-                    "disk: 512 MiB to a file", "(preset 4 kept "):
+                    "disk: 512 MiB to a file", "(preset 4 kept ",
+                    "busy: 4 MiB in one call, the main thread running Python",
+                    "(main thread busy: backend='process' wrote "):
         assert heading in text
+    busy_rows = [line.split("  ")[0] for line in lines if line.startswith(("thread p", "process p"))]
+    assert busy_rows == [f"{backend} p{preset}" for preset in (1, 4, 7, 10)
+                         for backend in ("thread", "process")]
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["settings"]["presets"] == list(range(1, 11))
     assert report["settings"]["size_bytes"] == 4 * 1024 * 1024
-    assert report["settings"]["scenarios"] == ["streams", "small", "hdf5", "pacing", "disk"]
+    assert report["settings"]["scenarios"] == ["streams", "busy", "small", "hdf5", "pacing",
+                                               "disk"]
     results = report["results"]
     assert set(results["streams"]["bgio"]) >= {"bgio p1", "bgio p10"}
     assert results["streams"]["thread"]["label"] == "f.write in a thread"
@@ -50,6 +56,9 @@ def test_bench_prints_every_scenario_and_writes_json_and_a_plot(tmp_path):
     assert set(results["hdf5"]) == {"plain thread gzip-4, main calls h5py",
                                     "FrameWriter p1 gzip-4, main calls h5py"}
     assert results["pacing"]["target_rate"] == 50e6
+    assert set(results["busy"]["rows"]) == {f"{backend} p{preset}" for preset in (1, 4, 7, 10)
+                                            for backend in ("thread", "process")}
+    assert results["busy"]["rows"]["process p1"]["mib_s"] > 0
     assert set(results["disk"]) == {"preset 4", "preset 4 without windows"}
     assert results["disk"]["preset 4"]["on_disk_s"] > 0
     if plot:

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 
 from ..priority import PRESETS as PRESETS_BGIO
 from . import disk
+from .backends import (
+    BACKEND_PRESETS,
+    WINDOW,
+    BusyScenario,
+    advice,
+    busy_scenario,
+    busy_steps,
+)
 from .compare import Comparison, compare_steps, compare_writes
 from .data import MIB, make_data
 from .h5 import H5Run, h5_scenario, realistic_frames
@@ -20,7 +28,7 @@ __all__ = ["PRESETS_ALL", "SCENARIOS", "Suite", "plot_suite", "run_suite", "suit
            "suite_tables"]
 
 #: Scenario names, in the order they run and print.
-SCENARIOS = ("streams", "small", "hdf5", "pacing", "disk")
+SCENARIOS = ("streams", "busy", "small", "hdf5", "pacing", "disk")
 #: What the disk scenario writes with each side.
 DISK_BYTES = 512 * MIB
 #: Its sides: the default preset as it is, and without its write-back windows.
@@ -41,6 +49,7 @@ class Suite:
     """What ``bgio bench`` measured; a scenario not run is None."""
 
     streams: Comparison | None = None
+    busy: BusyScenario | None = None
     small: StreamRun | None = None
     hdf5: dict[str, H5Run] | None = None
     pacing: RateRun | None = None
@@ -55,6 +64,8 @@ def suite_steps(scenarios: Sequence[str], presets: Sequence[int], repeat: int) -
     if "streams" in scenarios:
         steps += compare_steps(len(presets), repeat, thread=True,
                                nonblock=len(presets) if nonblock_available() else 0)
+    if "busy" in scenarios:
+        steps += busy_steps(BACKEND_PRESETS, repeat)
     steps += sum(1 for name in ("small", "pacing") if name in scenarios)
     if "disk" in scenarios:
         steps += len(DISK_SIDES) * repeat
@@ -89,12 +100,15 @@ def run_suite(directory: str, scenarios: Sequence[str], size: int, repeat: int =
     step = progress(on_step)
     suite = Suite(settings={"scenarios": list(scenarios), "size_bytes": size, "repeat": repeat,
                             "presets": list(presets)})
-    if "streams" in scenarios:
+    if "streams" in scenarios or "busy" in scenarios:
         data = make_data(size)
-        # The older module, when installed, at the same preset numbers.
-        suite.streams = compare_writes(data, presets, repeat, directory=directory,
-                                       thread=True, on_step=step,
-                                       nonblock=presets if nonblock_available() else ())
+        if "streams" in scenarios:
+            # The older module, when installed, at the same preset numbers.
+            suite.streams = compare_writes(data, presets, repeat, directory=directory,
+                                           thread=True, on_step=step,
+                                           nonblock=presets if nonblock_available() else ())
+        if "busy" in scenarios:
+            suite.busy = busy_scenario(directory, data, BACKEND_PRESETS, repeat, on_step=step)
         del data
     if "small" in scenarios:
         suite.small = open_small_writes(directory, count=100_000, size=4096, repeat=repeat)
@@ -169,6 +183,18 @@ def suite_tables(suite: Suite) -> list[str]:
         if comparison.idle is not None:
             lines.append(f"(idle loop, nothing written: p99 {comparison.idle.p99_ms:.2f} ms, "
                          f"max {comparison.idle.max_ms:.2f} ms)")
+        lines.append("")
+    if suite.busy is not None:
+        busy = suite.busy
+        lines.append(f"busy: {busy.size_bytes / MIB:g} MiB in one call, the main thread running "
+                     f"Python meanwhile (each arm stops after {WINDOW:g} s)")
+        lines += _grid(["", "MiB/s", "duty req %", "duty got %", "main work %"], [
+            [run.label, _cell(run.mib_s, 0), _cell(run.requested_duty_pct, 0),
+             _cell(run.measured_duty_pct, 1), _cell(run.main_work_pct, 0)]
+            for run in busy.rows.values()])
+        line = advice(busy)
+        if line:
+            lines.append(line)
         lines.append("")
     if suite.small is not None:
         small = suite.small
