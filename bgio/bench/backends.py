@@ -13,6 +13,7 @@ write left it.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -145,8 +146,8 @@ def busy_scenario(directory: str, data: object, presets: Sequence[int] = BACKEND
     alone: list[float] = []
     with scratch(directory, "bgio-busy.bin") as path:
         rate = _work_for(_ALONE)
-        warm_up([(backend, lambda backend=backend: _arm(path, data, presets[0], backend,
-                                                         rate, window / 4))
+        warm_up([(backend, functools.partial(_arm, path, data, presets[0], backend, rate,
+                                             window / 4))
                  for backend in ("process", "thread")], step)
         for index, (backend, preset) in enumerate(interleave(arms, repeat)):
             if index % len(arms) == 0:
