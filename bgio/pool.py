@@ -39,10 +39,18 @@ if TYPE_CHECKING:
 
 __all__ = ["FramePool", "claim", "locate", "take_frames"]
 
-#: Live pools by id, for the writes that look their frames up by address.
-_pools: weakref.WeakValueDictionary[int, FramePool] = weakref.WeakValueDictionary()
+#: Where the live pools' memory lies, for the writes that look their frames up by
+#: address: (start, end, the pool) each; a tuple replaced whole, so a lookup (on every
+#: write while pools exist) reads it without a lock.
+_spans: tuple[tuple[int, int, weakref.ref[FramePool]], ...] = ()
 _ids = iter(range(1, 1 << 62))
 _ids_lock = threading.Lock()
+
+
+def _forget_span(gone: weakref.ref[FramePool]) -> None:
+    global _spans
+    with _ids_lock:
+        _spans = tuple(span for span in _spans if span[2] is not gone)
 
 
 def _shared_file(size: int) -> int:
@@ -157,9 +165,11 @@ class FramePool:
         self._held = [False] * count  # acquired and not yet written or released
         self._turns = [0] * count  # times each frame was handed out (see acquired)
         self._closed = False
+        global _spans
         with _ids_lock:
             self.ident = next(_ids)
-        _pools[self.ident] = self
+            _spans = (*_spans, (self.base, self.base + self.size,
+                                weakref.ref(self, _forget_span)))
         # Not at exit: frames still being written then need the memory (and its fd).
         weakref.finalize(self, _close_memory, self.fd, memory).atexit = False
 
@@ -300,21 +310,23 @@ def _address(block: Any) -> int:
 
 def locate(block: Any) -> tuple[FramePool, int] | None:
     """The pool whose memory holds ``block`` entirely, and the block's offset in it."""
-    if not _pools:
+    spans = _spans
+    if not spans:
         return None
     address = _address(block)
-    size = memoryview(block).nbytes
-    for pool in list(_pools.values()):
-        offset = address - pool.base
-        if 0 <= offset and offset + size <= pool.size:
-            return pool, offset
+    end = address + memoryview(block).nbytes
+    for start, stop, pool_ref in spans:
+        if start <= address and end <= stop:
+            pool = pool_ref()
+            if pool is not None:
+                return pool, address - start
     return None
 
 
 def claim(block: Any) -> Callable[[], None] | None:
     """If ``block`` lies in a pool's frame, take that frame for a write (it is no longer
     the program's to release) and return what gives it back; else None."""
-    if not _pools:
+    if not _spans:
         return None
     found = locate(block)
     if found is None:
@@ -328,7 +340,7 @@ def claim(block: Any) -> Callable[[], None] | None:
 def take_frames(blocks: Iterable[Any], handle: BackgroundWriteProcess) -> None:
     """A write of ``blocks`` takes the pool frames among them; each goes back to its
     pool when ``handle`` is done (called where the write is made, in the caller)."""
-    if not _pools:
+    if not _spans:
         return
     for block in blocks:
         give_back = claim(block)

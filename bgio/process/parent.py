@@ -176,7 +176,8 @@ class _Backend:
         # Ids the child knows: this backend's writes, and stand-ins for other handles.
         self._idents: weakref.WeakKeyDictionary[BackgroundWriteProcess, int] = (
             weakref.WeakKeyDictionary())
-        self._forgotten: deque[int] = deque()  # handles let go of (appended by finalizers)
+        self._forgotten: deque[int] = deque()  # handles let go of (see _forget)
+        self._watching: dict[int, weakref.ref[BackgroundWriteProcess]] = {}
         self._pools: set[int] = set()  # the FramePools the child has mapped
         self._forgotten_pools: deque[int] = deque()  # of those, pools freed here since
         self._forgotten_writers: deque[int] = deque()  # RemoteWriters freed unclosed
@@ -204,12 +205,20 @@ class _Backend:
             if isinstance(job, _Job):
                 self.jobs[job.ident] = job
                 self._idents[job.handle] = job.ident
-                weakref.finalize(job.handle, self._forgotten.append, job.ident)
+                ident = job.ident
+                # (A plain weak reference: a finalizer costs ten times as much per write.)
+                self._watching[ident] = weakref.ref(
+                    job.handle, lambda _, ident=ident: self._forget(ident))
             self._changed.notify_all()
         if isinstance(job, _Job):
             handle = job.handle
             handle.watch_cancel(lambda: self._cancel(job))
         return True
+
+    def _forget(self, ident: int) -> None:
+        """(A weak reference's callback: takes no lock) the handle of ``ident`` is gone."""
+        self._watching.pop(ident, None)
+        self._forgotten.append(ident)
 
     def _new_ident(self) -> int:
         self._next += 1
