@@ -22,6 +22,7 @@ starts a new one.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import pickle
@@ -207,15 +208,15 @@ class _Backend:
                 self._idents[job.handle] = job.ident
                 ident = job.ident
                 # (A plain weak reference: a finalizer costs ten times as much per write.)
-                self._watching[ident] = weakref.ref(
-                    job.handle, lambda _, ident=ident: self._forget(ident))
+                self._watching[ident] = weakref.ref(job.handle,
+                                                    functools.partial(self._forget, ident))
             self._changed.notify_all()
         if isinstance(job, _Job):
             handle = job.handle
             handle.watch_cancel(lambda: self._cancel(job))
         return True
 
-    def _forget(self, ident: int) -> None:
+    def _forget(self, ident: int, _gone: object = None) -> None:
         """(A weak reference's callback: takes no lock) the handle of ``ident`` is gone."""
         self._watching.pop(ident, None)
         self._forgotten.append(ident)
