@@ -98,8 +98,20 @@ def test_appends_here_go_after_what_producers_wrote_in_the_writer_process(tmp_pa
         writer.append(frame(3))  # after the producer's frames, not over them
         with pytest.raises(ValueError, match="shared_frames must be an int >= 1"):
             writer.producer(shared_frames=0)
-    assert writer.frames_written == 4
+    assert (writer.frames_written, writer.extent) == (4, 4)
     assert_frames(path, 4)
+
+
+@pytest.mark.slow
+def test_frames_a_producer_never_wrote_are_reported_in_the_writer_process(tmp_path):
+    path = tmp_path / "f.h5"
+    writer = frames_writer(path, "process")
+    producer = elsewhere(writer.producer())
+    producer.write_at(3, frame(3))
+    producer.flush()
+    with pytest.warns(RuntimeWarning, match=r"3 frame\(s\) of 4 never written"):
+        writer.close()
+    assert (writer.missing, writer.extent) == ([0, 1, 2], 4)
 
 
 def test_append_from_a_producer_goes_after_the_highest_written(tmp_path):
@@ -110,6 +122,7 @@ def test_append_from_a_producer_goes_after_the_highest_written(tmp_path):
         producer.append(np.stack([frame(1), frame(2)]))
         producer.flush()
         writer.append(frame(3))
+        assert writer.extent == 4
     assert_frames(path, 4)
 
 

@@ -302,6 +302,11 @@ class FrameWriter(H5Writer):
         return self._count
 
     @property
+    def extent(self) -> int:
+        """Frames the dataset holds once closed: one after the highest frame written."""
+        return self._next
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes held for frames not yet stored: chunks being filled, and chunks queued."""
         return self._pending

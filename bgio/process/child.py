@@ -564,8 +564,8 @@ class _Server:
                 if target is None:
                     raise BgioError("the HDF5 writer is not open in the writer process")
                 getattr(target, method)()
-                value = ((list(target.missing), target.frames_written) if method == "close"
-                         else None)
+                value = ((list(target.missing), target.frames_written,
+                          getattr(target, "extent", None)) if method == "close" else None)
             except BaseException as exc:  # noqa: BLE001 - raised by the parent's call
                 self._done_now(ident, "failed", exc)
             else:

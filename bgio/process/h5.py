@@ -92,8 +92,8 @@ class _InWriterProcess:
     def _closing(self) -> None:
         """What else a close lets go of (called once the writes are done)."""
 
-    def _closed_with(self, outcome: tuple[list[int], int]) -> None:
-        missing, _ = outcome
+    def _closed_with(self, outcome: tuple[list[int], int, int | None]) -> None:
+        missing, _, _ = outcome
         self.missing = list(missing)  # the slots never written, as the close found them
 
     def _wait(self, finishing: BackgroundWriteProcess, stored: BackgroundWriteProcess | None,
@@ -217,10 +217,17 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         :meth:`producer`, their frames are counted once the writer is closed)."""
         return self._count
 
-    def _closed_with(self, outcome: tuple[list[int], int]) -> None:
-        missing, written = outcome
+    @property
+    def extent(self) -> int:
+        """Frames the dataset holds once closed: one after the highest frame written
+        (with :meth:`producer`, theirs are known once the writer is closed)."""
+        return self._next
+
+    def _closed_with(self, outcome: tuple[list[int], int, int | None]) -> None:
+        missing, written, extent = outcome
         self.missing = list(missing)
         self._count = max(self._count, written)  # the producers' frames too
+        self._next = max(self._next, extent or 0)
 
     def producer(self, *, shared_frames: int | None = None) -> FrameProducer:
         """A picklable stand-in for this writer, for producers in other processes (see
