@@ -135,7 +135,8 @@ class Service:
         self._lock = threading.Lock()
         self._channels: set[Channel] = set()
         self._closed = False
-        self._thread = threading.Thread(target=self._accept, name=f"bgio-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name=f"bgio-service-{name}",
+                                        daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
@@ -144,8 +145,8 @@ class Service:
                 sock, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._welcome, args=(sock,), name=f"bgio-{self._name}",
-                             daemon=True).start()
+            threading.Thread(target=self._welcome, args=(sock,),
+                             name=f"bgio-service-{self._name}", daemon=True).start()
 
     def _welcome(self, sock: socket.socket) -> None:
         channel = Channel(sock)

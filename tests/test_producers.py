@@ -31,9 +31,22 @@ from bgio.h5.producers import FrameProducer, RecordProducer
 BACKENDS = ["thread", pytest.param("process", marks=pytest.mark.slow)]
 
 
+_made = []
+
+
+@pytest.fixture(autouse=True)
+def _disconnect_producers():
+    """Each test's producers disconnect at its end (their service threads end too)."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def elsewhere(producer):
     """The producer as another process gets it: pickled, no connection of its own."""
-    return pickle.loads(pickle.dumps(producer))
+    copy = pickle.loads(pickle.dumps(producer))
+    _made.append(copy)
+    return copy
 
 
 def frames_writer(path, backend="thread", **options):
@@ -320,6 +333,7 @@ def test_a_producer_used_before_and_after_a_fork(tmp_path):
     fork = multiprocessing.get_context("fork")
     with frames_writer(tmp_path / "f.h5") as writer:
         producer = writer.producer()
+        _made.append(producer)
         producer.write_at(0, frame(0))  # connected here before the fork
         worker = fork.Process(target=write_frames, args=(producer, [3, 2, 1]))
         worker.start()

@@ -554,9 +554,11 @@ def test_many_destinations_then_threads_end():
     assert bgio.wait_all(timeout=30)
     assert all(r.getvalue() == b"abc" for r in recs)
     # (The writer process's two threads, if another test started it, stay for the
-    # program's life, as the writer process does.)
+    # program's life, as the writer process does; a producers' service answers each
+    # connected producer until it disconnects.)
     workers = [t for t in threading.enumerate()
-               if t.name.startswith("bgio-") and not t.name.startswith("bgio-process-")]
+               if t.name.startswith("bgio-") and not t.name.startswith(("bgio-process-",
+                                                                       "bgio-service-"))]
     for t in workers:
         t.join(timeout=5)  # parked workers leave after engine.LINGER (1 s)
     assert not [t for t in workers if t.is_alive()]
