@@ -36,7 +36,7 @@ BACKEND_PRESETS = (1, 4, 7, 10)
 WINDOW = 1.0
 #: Additions between two looks at the clock and the handle (~30 us of bytecode).
 _BLOCK = 1000
-#: Seconds the main thread's work rate is measured alone, before each round.
+#: Seconds the main thread's work rate is measured alone, before each arm.
 _ALONE = 0.25
 
 
@@ -149,9 +149,11 @@ def busy_scenario(directory: str, data: object, presets: Sequence[int] = BACKEND
         warm_up([(backend, functools.partial(_arm, path, data, presets[0], backend, rate,
                                              window / 4))
                  for backend in ("process", "thread")], step)
-        for index, (backend, preset) in enumerate(interleave(arms, repeat)):
-            if index % len(arms) == 0:
-                alone.append(_work_for(_ALONE))
+        for backend, preset in interleave(arms, repeat):
+            # Beside each arm: the machine's state (the page cache, the clock speed)
+            # drifts from one arm to the next.
+            settle()
+            alone.append(_work_for(_ALONE))
             run = _arm(path, data, preset, backend, alone[-1], window)
             runs[run.label].append(run)
             os.remove(path)
