@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["FramePool", "claim", "locate", "take_frames"]
+__all__ = ["FramePool", "claim", "locate", "shared_frame_count", "take_frames"]
 
 #: Where the live pools' memory lies, for the writes that look their frames up by
 #: address: (start, end, the pool) each; a tuple replaced whole, so a lookup (on every
@@ -45,6 +45,21 @@ __all__ = ["FramePool", "claim", "locate", "take_frames"]
 _spans: tuple[tuple[int, int, weakref.ref[FramePool]], ...] = ()
 _ids = iter(range(1, 1 << 62))
 _ids_lock = threading.Lock()
+
+
+#: Bytes of shared frames a writer keeps for copies, unless told otherwise.
+DEFAULT_SHARED_BYTES = 64 * 1024 * 1024
+#: At least this many shared frames, whatever their size.
+MIN_SHARED_FRAMES = 4
+#: At most this many (each starts on a page: tiny frames would take a page each).
+MAX_SHARED_FRAMES = 1024
+
+
+def shared_frame_count(frame_bytes: int, budget: int | None = None) -> int:
+    """How many shared frames of ``frame_bytes`` a writer keeps: ``budget`` bytes of
+    them (:data:`DEFAULT_SHARED_BYTES` if None), from 4 to 1,024."""
+    return min(MAX_SHARED_FRAMES, max(
+        MIN_SHARED_FRAMES, (budget or DEFAULT_SHARED_BYTES) // max(1, frame_bytes)))
 
 
 def _forget_span(gone: weakref.ref[FramePool]) -> None:

@@ -33,7 +33,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +42,7 @@ import numpy as np
 from ..channel import Channel, Service, connect
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, failure_of
-from ..pool import FramePool, claim
+from ..pool import FramePool, claim, shared_frame_count
 from ..process import portable
 from ..timeouts import check_timeout
 from .layout import as_frames, check_count
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FrameProducer", "ProducerService", "RecordProducer"]
 
-#: Bytes of shared frames for producers, unless ``producer(shared_frames=...)`` says.
-DEFAULT_POOL_BYTES = 64 * 1024 * 1024
-MIN_POOL_FRAMES = 4
-MAX_POOL_FRAMES = 1024
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -130,8 +127,7 @@ class ProducerService:
             assert frame_shape is not None and dtype is not None
             if shared_frames is None:
                 frame_bytes = math.prod(frame_shape) * dtype.itemsize
-                shared_frames = min(MAX_POOL_FRAMES, max(
-                    MIN_POOL_FRAMES, DEFAULT_POOL_BYTES // max(1, frame_bytes)))
+                shared_frames = shared_frame_count(frame_bytes)
             self.pool = FramePool(frame_shape, dtype, shared_frames)
         self._sessions: dict[bytes, _Session] = {}
         self._sessions_lock = threading.Lock()
@@ -470,9 +466,16 @@ class FrameProducer(_Producer):
             self._held.discard(slot)
         self._ask("release", [slot])
 
-    def acquired(self, block: bool = True, timeout: float | None = None) -> _Acquired:
+    @contextmanager
+    def acquired(self, block: bool = True, timeout: float | None = None
+                 ) -> Iterator[np.ndarray]:
         """``with producer.acquired() as frame:`` — released at the end unless written."""
-        return _Acquired(self, self.acquire(block, timeout))
+        frame = self.acquire(block, timeout)
+        try:
+            yield frame
+        finally:
+            if self._slot_of(frame) is not None:  # (not written)
+                self.release(frame)
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
                  timeout: float | None = None) -> None:
@@ -520,22 +523,6 @@ class FrameProducer(_Producer):
         with self._lock:  # from here on the writer's, whatever the outcome
             self._held.difference_update(slots)
         self._ask("frames", index, slots, bool(block), _remaining(deadline))
-
-
-class _Acquired:
-    """The context manager of :meth:`FrameProducer.acquired`."""
-
-    def __init__(self, producer: FrameProducer, frame: np.ndarray) -> None:
-        self._producer = producer
-        self._frame = frame
-
-    def __enter__(self) -> np.ndarray:
-        return self._frame
-
-    def __exit__(self, *exc_info: object) -> None:
-        producer = self._producer
-        if producer._slot_of(self._frame) is not None:  # (not written)
-            producer.release(self._frame)
 
 
 class RecordProducer(_Producer):

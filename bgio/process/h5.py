@@ -38,7 +38,7 @@ from ..h5.layout import (
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..pool import FramePool, claim
+from ..pool import FramePool, claim, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
@@ -48,13 +48,6 @@ if TYPE_CHECKING:
     from ..h5.producers import FrameProducer
 
 __all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
-
-#: Bytes of shared frames a writer copies into, unless ``max_pending_bytes`` says.
-DEFAULT_SHARED_BYTES = 64 * 1024 * 1024
-#: At least this many shared frames, whatever their size.
-MIN_SHARED_FRAMES = 4
-#: At most this many (each starts on a page: tiny frames would take a page each).
-MAX_SHARED_FRAMES = 1024
 
 
 def _check_path(target: object) -> str:
@@ -187,8 +180,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             options["priority"] = resolve_priority(options["priority"])
         self._frame_elements = math.prod(self._frame_shape)
         frame_bytes = self._frame_elements * self._dtype.itemsize
-        count = min(MAX_SHARED_FRAMES, max(
-            MIN_SHARED_FRAMES, (max_pending_bytes or DEFAULT_SHARED_BYTES) // max(1, frame_bytes)))
+        count = shared_frame_count(frame_bytes, max_pending_bytes)
         self._name = f"{path}:{name}"
         self._lock = threading.RLock()
         self._next = 0
