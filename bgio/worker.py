@@ -652,7 +652,13 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     windows = _Windows.of(sink, first.profile, chunk_size, owners, group, shared)
     lane.progress = windows.progress if windows is not None else None
     last_seen = run_delay()  # this thread's: a run is served by one thread
+    # The CPU time the source takes to produce a piece in this thread (a
+    # generator's work; in the writer process, the read of the caller's memory)
+    # is the write's work too: busy time, paced like the write itself. Time
+    # off the CPU meanwhile (waiting for the data) is not.
+    pulling = cpu_clock()
     for piece in pieces:
+        pulled = cpu_clock() - pulling
         if leader.cancel_requested:
             return 0, None
         pause = throttle.delay()
@@ -701,19 +707,22 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
             seen = run_delay()
             queued = max(0.0, seen - before)
         # The device's time is busy, all of it: no wake-up latency is taken off it.
-        busy = throttle.busy_of(wall - device, cpu, waiter.take_waited(), queued) + device
+        busy = (throttle.busy_of(wall - device, cpu, waiter.take_waited(), queued) + device
+                + pulled)
         # Waiting for a CPU since the last reading (a pause's wake-up, a
         # preemption between chunks) and during this chunk.
         cpu_wait = max(0.0, seen - last_seen)
         last_seen = seen
-        throttle.record(written, started, finished, busy, cpu_wait)
+        # The piece's span begins with its production: that is not idle time.
+        throttle.record(written, started - pulled, finished, busy, cpu_wait)
         if timing.first_start < 0:
-            timing.first_start = started
+            timing.first_start = started - pulled
         timing.busy += busy
         timing.last_end = finished
         timing.rate = throttle.rate(timing.first_start)
         if stop >= 0:
             return stop, error
+        pulling = cpu_clock()
     return -1, None
 
 

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bgio import PRESETS, ChainError
+from bgio import PRESETS, ChainError, cores
 from bgio.h5 import FrameWriter, codecs, filters, pipeline_of
 from bgio.h5.filters import EncodingPool, encoding_pool
 
@@ -187,7 +187,7 @@ def test_frame_writer_takes_the_codec_as_h5py_does(tmp_path):
 
 def test_the_pool_stores_chunks_in_order_whatever_order_they_are_encoded_in(tmp_path, monkeypatch):
     _needs(codecs.LZ4)
-    monkeypatch.setattr(filters.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cores, "available", lambda: 2)
     frames = _frames("<u2")[:2]
     second_done = threading.Event()
     real = filters.ChunkPipeline.encode
@@ -252,7 +252,7 @@ def test_each_pool_thread_is_busy_at_most_the_profiles_fraction(preset):
 
 
 def test_every_preset_has_a_pool_on_two_cores_and_none_on_one(monkeypatch):
-    monkeypatch.setattr(filters.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(cores, "available", lambda: 8)
     pools = [encoding_pool(PRESETS[preset]) for preset in (1, 4, 10)]
     try:
         assert [pool.threads for pool in pools] == [filters.MAX_POOL] * 3
@@ -260,8 +260,24 @@ def test_every_preset_has_a_pool_on_two_cores_and_none_on_one(monkeypatch):
     finally:
         for pool in pools:
             pool.shutdown()
-    monkeypatch.setattr(filters.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(cores, "available", lambda: 1)
     assert encoding_pool(PRESETS[4]) is None
+
+
+def test_the_writer_process_leaves_a_core_to_its_caller(monkeypatch):
+    # Two cores, one reserved (as the writer process does): the worker
+    # compresses alone, no pool thread beside it.
+    monkeypatch.setattr(cores, "available", lambda: 2)
+    monkeypatch.setattr(cores, "_reserved", 0)
+    cores.reserve(1)
+    assert cores.usable() == 1
+    assert encoding_pool(PRESETS[1]) is None
+    monkeypatch.setattr(cores, "available", lambda: 4)
+    pool = encoding_pool(PRESETS[1])
+    try:
+        assert pool is not None and pool.threads == 2
+    finally:
+        pool.shutdown()
 
 
 def test_a_turn_whose_chunk_the_worker_took_leaves_no_credit_behind():

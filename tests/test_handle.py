@@ -221,6 +221,43 @@ def test_measured_duty_cycle_follows_the_profile(tmp_path):
     assert 0.15 < h.duty_cycle < 0.35
 
 
+def _burn(seconds):
+    """Keep this thread on the CPU for ``seconds`` of its own CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_cpu_a_source_takes_to_produce_its_data_is_paced_as_busy_time():
+    # A generator's work happens in the worker: the profile's share governs
+    # it too (as the writer process's read of the caller's memory).
+    produced = []
+
+    def computed():
+        for _ in range(12):
+            started = time.thread_time()
+            _burn(0.005)
+            produced.append(time.thread_time() - started)
+            yield bytes(4096)
+
+    profile = bgio.BackgroundIOPriority(0, 4096, 25)
+    h = bgio.bgwrite(io.BytesIO(), computed(), priority=profile)
+    assert h.result(timeout=60) == 12 * 4096
+    assert h.timing.busy >= 0.9 * sum(produced)
+    assert 0.15 < h.duty_cycle < 0.35  # real sleeping: generous bounds
+
+
+def test_a_source_waiting_for_its_data_is_not_busy():
+    def slow():
+        for _ in range(8):
+            time.sleep(0.004)  # off the CPU: a slow producer, not the write's work
+            yield bytes(4096)
+
+    h = bgio.bgwrite(io.BytesIO(), slow(), priority=FAST)
+    assert h.result(timeout=60) == 8 * 4096
+    assert h.duty_cycle < 0.5
+
+
 # -- a real concurrent.futures.Future ------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ pool that encodes chunks ahead of the worker."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import h5py
 import numpy as np
 
+from .. import cores
 from ..priority import BackgroundIOPriority
 from ..throttle import Throttle
 from ..worker import MIN_PAUSE
@@ -476,8 +476,9 @@ class EncodingPool:
 def encoding_pool(profile: BackgroundIOPriority, lead: bool = False) -> EncodingPool | None:
     """Threads that compress chunks ahead of the worker, as ``profile`` allows, or None.
 
-    One thread per core but one, at most :data:`MAX_POOL`, at every
-    preset: the codecs release the GIL, so chunks are compressed in
+    One thread per usable core but one (:func:`bgio.cores.usable`: every
+    core, or in the writer process one fewer), at most :data:`MAX_POOL`, at
+    every preset: the codecs release the GIL, so chunks are compressed in
     parallel while the worker stores them in order, and the worker
     compresses queued chunks too whenever the one it stores next is not
     ready (:meth:`Encoding.wait_helping`): the pool and the worker together
@@ -488,16 +489,16 @@ def encoding_pool(profile: BackgroundIOPriority, lead: bool = False) -> Encoding
     :class:`EncodingPool`), and the worker's pacing counts the chunks it
     compresses as its busy time: compressing takes at most that share of
     the cores, e.g. at preset 4 (72 %) on two cores 1.44 cores at most, at
-    preset 10 (20 %) 0.4; at preset 1 all of them. A single core gains
-    nothing from a pool (None: the worker compresses each chunk itself,
+    preset 10 (20 %) 0.4; at preset 1 all of them. A single usable core
+    gains nothing from a pool (None: the worker compresses each chunk itself,
     inside the busy time its pacing governs).
 
     With ``lead``, at most :data:`LEAD_PER_THREAD` encoded chunks per
     encoding thread (the pool's and the worker) wait for the worker (the
     caller takes or drops every :class:`Encoding`).
     """
-    cores = os.cpu_count() or 1
-    if cores < 2:
+    usable = cores.usable()
+    if usable < 2:
         return None
-    threads = min(MAX_POOL, cores - 1)
+    threads = min(MAX_POOL, usable - 1)
     return EncodingPool(threads, profile, (threads + 1) * LEAD_PER_THREAD if lead else None)

@@ -87,6 +87,7 @@ from typing import Any
 import numpy as np
 
 import bgio
+from bgio import cores
 from bgio.errors import BgioError
 from bgio.handle import BackgroundWriteProcess
 from bgio.process import FeedCancelled, portable, remote
@@ -182,7 +183,11 @@ class _Feed:
     def _remote(self, address: int, size: int) -> Iterator[memoryview]:
         """The parent's buffer, piece by piece: a thread of its own reads the next piece
         while the worker writes this one (the read is not the worker's busy time, and
-        the device need not wait for it)."""
+        the device need not wait for it), when this process may keep two cores busy
+        (:mod:`bgio.cores`); otherwise the worker reads each piece itself."""
+        if cores.usable() < 2:
+            yield from self._remote_inline(address, size)
+            return
         free: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
         ready: queue.SimpleQueue[tuple[np.ndarray, int] | BaseException | None] = (
             queue.SimpleQueue())
@@ -223,6 +228,21 @@ class _Feed:
         finally:
             free.put(None)  # a fetcher still reading stops at its next piece
             fetcher.join()
+
+    def _remote_inline(self, address: int, size: int) -> Iterator[memoryview]:
+        """The parent's buffer, piece by piece, each read by the worker before it is
+        written: one busy thread (the read counts in the worker's busy time)."""
+        buffer = self.buffers()[0]
+        done = 0
+        while done < size:
+            if self.cancelled:
+                raise FeedCancelled("cancelled")
+            count = min(size - done, buffer.size)
+            remote.read_into(self.parent, address + done, buffer[:count])
+            yield memoryview(buffer[:count])  # type: ignore[arg-type]
+            done += count
+            self.written += count
+            self._progress()
 
     def _progress(self) -> None:
         handle = self.handle
@@ -698,6 +718,9 @@ def main(argv: list[str]) -> int:
     # A Ctrl-C is the parent's to handle (it cancels what it abandons): one that reached
     # this process too (a terminal's, to the whole group) must not kill the writes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The caller's program keeps a core of its own: its main thread is the reason for
+    # this process (bgio.cores).
+    cores.reserve(1)
     commands_fd, events_fd, ring_fd, segment, parent, descriptors_fd = (
         int(value) for value in argv)
     commands = Connection(commands_fd, writable=False)
