@@ -183,7 +183,8 @@ def as_frames(array: object, frame_shape: tuple[int, ...], dtype: np.dtype,
         If its frames do not have ``frame_shape``.
     """
     if isinstance(array, np.ndarray):
-        check_lossless(array.dtype, dtype, name)
+        if array.dtype != dtype:  # (equal, the common case: nothing to look up)
+            check_lossless(array.dtype, dtype, name)
     else:
         array = from_values(array, dtype, name)
     frame_shape = tuple(frame_shape)
