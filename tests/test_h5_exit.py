@@ -30,3 +30,36 @@ def test_writers_left_open_are_closed_at_exit(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["frames"][:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
         assert f["g/x"][:].tolist() == [1, 2, 5] and f["g/nevents"][:].tolist() == [2, 1]
+
+
+def _wait_for(event) -> None:
+    assert event.wait(60)
+
+
+def test_a_forked_child_leaves_the_parent_s_open_writers_alone(tmp_path):
+    # multiprocessing runs the threads' exit hooks in a forked child: the child's
+    # copy of the writer must not be closed there, or it writes its stale metadata
+    # over the parent's file (here: after the parent closed it).
+    import multiprocessing
+
+    import numpy as np
+
+    from bgio.h5 import FrameWriter
+
+    fork = multiprocessing.get_context("fork")
+    path = tmp_path / "f.h5"
+    parent_closed = fork.Event()
+    frames = np.arange(100 * 64, dtype="<u2").reshape(100, 8, 8)
+    writer = FrameWriter(path, "frames", (8, 8), "<u2", compression="gzip", priority=1)
+    child = fork.Process(target=_wait_for, args=(parent_closed,))
+    child.start()
+    try:
+        writer.append(frames)
+        writer.close()
+    finally:
+        parent_closed.set()
+        child.join(60)
+    assert child.exitcode == 0
+    with h5py.File(path, "r") as f:
+        assert f["frames"].shape == (100, 8, 8)
+        assert f["frames"][...].tobytes() == frames.tobytes()

@@ -430,4 +430,6 @@ def test_the_default_backend_is_checked():
         bgio.set_default_backend("disk")
     with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got int"):
         bgio.set_default_backend(1)
+    with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got NoneType"):
+        bgio.set_default_backend(None)
     assert bgio.default_backend() == "thread"

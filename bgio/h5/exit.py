@@ -9,6 +9,7 @@ stops, and before ``atexit`` handlers run) those still open are closed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Protocol
@@ -49,6 +50,17 @@ def _close_all() -> None:
         # the engine's drain would (it logs, and ends the process, status 130).
         drain.abandon(engine.pending, engine.wait_all)
 
+
+def _forget_all() -> None:
+    """In a forked child: the parent's writers are the parent's to close. Closing the
+    child's copies at its exit (``multiprocessing`` runs the threads' exit hooks
+    there) would write the child's stale view of the file's metadata into the
+    parent's file, truncating or corrupting it."""
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all)
 
 try:
     threading._register_atexit(_close_all)  # type: ignore[attr-defined]

@@ -49,6 +49,8 @@ def set_default_backend(backend: str) -> str:
     'thread'
     """
     global _default
+    if backend is None:  # (None means "the default" elsewhere: here it would mean nothing)
+        raise TypeError("backend must be 'thread' or 'process', got NoneType")
     previous, _default = _default, check_backend(backend)
     return previous
 
