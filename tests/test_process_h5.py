@@ -256,3 +256,17 @@ def test_a_dead_writer_process_fails_the_hdf5_writers_writes(tmp_path):
         later.result(timeout=60)
     with pytest.raises(bgio.BgioError):
         writer.close(timeout=60)
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_writing_no_frames_is_done_at_once_and_changes_nothing(tmp_path, backend):
+    no_frames = np.zeros((0, 4, 4), "<u2")
+    with bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "<u2",
+                             backend=backend) as writer:
+        assert writer.append(no_frames).result(timeout=60) == 0
+        assert writer.write_at(3, no_frames).result(timeout=60) == 0
+        assert writer.extent == 0
+        writer.append(np.ones((4, 4), "<u2"))
+    assert writer.frames_written == 1 and writer.extent == 1
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"][...].tobytes() == np.ones((1, 4, 4), "<u2").tobytes()

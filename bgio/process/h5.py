@@ -267,6 +267,11 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         stack = as_frames(frames, self._frame_shape, self._dtype)
         if self._closed:
             raise ValueError("write to a closed FrameWriter")
+        if not len(stack):  # nothing to store: done at once, as with threads
+            empty = BackgroundWriteProcess(0)
+            empty.set_running_or_notify_cancel()
+            empty.set_result(0)
+            return empty
         # Outside the lock: a producer waiting for shared memory must not keep the
         # others (one of them may bring the frame a chunk waits for) from going on.
         arrays, release = self._references(stack, copy, block, limit, timeout)
