@@ -270,3 +270,17 @@ def test_writing_no_frames_is_done_at_once_and_changes_nothing(tmp_path, backend
     assert writer.frames_written == 1 and writer.extent == 1
     with h5py.File(tmp_path / "f.h5", "r") as f:
         assert f["frames"][...].tobytes() == np.ones((1, 4, 4), "<u2").tobytes()
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_frame_written_twice_is_refused_in_the_caller(tmp_path, backend):
+    frame = np.ones((4, 4), "<u2")
+    with bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "<u2",
+                             backend=backend) as writer:
+        writer.write_at(1, frame)
+        with pytest.raises(ValueError, match="index: frame 1 was already written"):
+            writer.write_at(0, np.zeros((2, 4, 4), "<u2"))
+        writer.write_at(0, frame * 2)
+    assert writer.frames_written == 2
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["frames"][...].tobytes() == np.stack([frame * 2, frame]).tobytes()

@@ -185,6 +185,10 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         self._lock = threading.RLock()
         self._next = 0
         self._count = 0
+        # A byte per frame index this process has sent: writing one again is refused
+        # here, in the caller, as with threads (the writer process would refuse it
+        # too, but only on the handle).
+        self._sent = bytearray()
         self._closed = False
         self._last: BackgroundWriteProcess | None = None
         self._producer: FrameProducer | None = None
@@ -288,12 +292,20 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 if start is not None:
                     check_extent(start, len(stack), self._frame_elements,
                                  "frames" if index is None else "index")
+                    sent = self._sent[start:start + len(stack)]
+                    if any(sent):
+                        raise ValueError(f"index: frame {start + sent.index(1)} was already "
+                                         "written")
             except ValueError:
                 for give_back in release:  # refused: the frames are back in their pools
                     give_back()
                 raise
             if start is not None:
                 self._next = max(self._next, start + len(stack))
+                end = start + len(stack)
+                if len(self._sent) < end:
+                    self._sent.extend(bytes(end - len(self._sent)))
+                self._sent[start:end] = b"\x01" * len(stack)
             self._count += len(stack)
             self._last = handle
             self._remote.call(handle, "frames", (start,), arrays, release)
