@@ -26,8 +26,8 @@ def set_default_backend(backend: str) -> str:
     """Set the backend of writes to a path that name none; returns the previous one.
 
     ``bgio.set_default_backend("process")`` at the start of a program
-    sends every :func:`bgio.bgwrite`, :class:`bgio.Writer`,
-    :func:`bgio.open`, :class:`bgio.h5.FrameWriter` and
+    sends every :func:`bgio.bgwrite`, :func:`bgio.bgwrite_chunk`,
+    :class:`bgio.Writer`, :func:`bgio.open`, :class:`bgio.h5.FrameWriter` and
     :class:`bgio.h5.RecordWriter` *to a path* that does not pass
     ``backend=`` to the writer process. Other destinations (file objects,
     descriptors, sockets, open h5py files) keep the threads unless
