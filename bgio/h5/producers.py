@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["FrameProducer", "ProducerService", "RecordProducer"]
 
 
-
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 

@@ -150,7 +150,7 @@ class _Feed:
         self.handle: BackgroundWriteProcess | None = None
         self.cancelled = False
         self.parent = parent
-        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # (see buffers)
+        self._buffers: list[np.ndarray] = []  # (see buffers)
 
     def blocks(self) -> Iterator[memoryview]:
         while True:
@@ -191,7 +191,7 @@ class _Feed:
         free: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
         ready: queue.SimpleQueue[tuple[np.ndarray, int] | BaseException | None] = (
             queue.SimpleQueue())
-        for buffer in self.buffers():
+        for buffer in self.buffers(2):
             free.put(buffer)
 
         def fetch() -> None:
@@ -232,7 +232,7 @@ class _Feed:
     def _remote_inline(self, address: int, size: int) -> Iterator[memoryview]:
         """The parent's buffer, piece by piece, each read by the worker before it is
         written: one busy thread (the read counts in the worker's busy time)."""
-        buffer = self.buffers()[0]
+        buffer, = self.buffers(1)
         done = 0
         while done < size:
             if self.cancelled:
@@ -249,12 +249,12 @@ class _Feed:
         self.events.send(("progress", self.ident, self.written,
                           None if handle is None else handle.bytes_on_disk, _timing_of(handle)))
 
-    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
-        """Two buffers for reads from the parent: one written while the other fills."""
-        if self._buffers is None:
-            self._buffers = (np.empty(READ_PIECE, dtype=np.uint8),
-                             np.empty(READ_PIECE, dtype=np.uint8))
-        return self._buffers
+    def buffers(self, count: int) -> list[np.ndarray]:
+        """``count`` buffers (1 or 2) for reads from the parent, kept for the write's
+        later buffers: with two, one is written while the other fills."""
+        while len(self._buffers) < count:
+            self._buffers.append(np.empty(READ_PIECE, dtype=np.uint8))
+        return self._buffers[:count]
 
     def _put(self, item: tuple[int, int] | memoryview | str | BaseException | None) -> bool:
         """Queue ``item`` for the write, unless it is done already; True if queued."""
