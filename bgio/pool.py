@@ -37,12 +37,17 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["FramePool", "claim", "locate", "shared_frame_count", "take_frames"]
+__all__ = ["FramePool", "claim", "claim_handed", "locate", "shared_frame_count", "take_frames"]
 
 #: Where the live pools' memory lies, for the writes that look their frames up by
 #: address: (start, end, the pool) each; a tuple replaced whole, so a lookup (on every
 #: write while pools exist) reads it without a lock.
 _spans: tuple[tuple[int, int, weakref.ref[FramePool]], ...] = ()
+#: The arrays that acquire() handed out and that are still held, by id(): a write of
+#: that very array (the common case) finds its frame without reading its address, a
+#: step that costs more than the rest of a write's bookkeeping. (Each entry keeps
+#: its array, so its id() stays its own; a pool's go with it.)
+_handed_out: dict[int, tuple[np.ndarray, weakref.ref[FramePool], int]] = {}
 _ids = iter(range(1, 1 << 62))
 _ids_lock = threading.Lock()
 
@@ -66,6 +71,8 @@ def _forget_span(gone: weakref.ref[FramePool]) -> None:
     global _spans
     with _ids_lock:
         _spans = tuple(span for span in _spans if span[2] is not gone)
+        for key in [key for key, entry in list(_handed_out.items()) if entry[1] is gone]:
+            del _handed_out[key]
 
 
 def _shared_file(size: int) -> int:
@@ -174,17 +181,19 @@ class FramePool:
         memory = mmap.mmap(self.fd, self.size)
         self._memory = np.frombuffer(memory, dtype=np.uint8)
         self.base = int(self._memory.ctypes.data)
-        self._changed = threading.Condition()
+        self._mutex = threading.RLock()
+        self._changed = threading.Condition(self._mutex)
         self._free = list(range(count - 1, -1, -1))
         self._taken = [0] * count  # writes that hold each frame
         self._held = [False] * count  # acquired and not yet written or released
         self._turns = [0] * count  # times each frame was handed out (see acquired)
+        self._handed_as: list[int | None] = [None] * count  # each slot's key in _handed_out
         self._closed = False
         global _spans
         with _ids_lock:
             self.ident = next(_ids)
-            _spans = (*_spans, (self.base, self.base + self.size,
-                                weakref.ref(self, _forget_span)))
+            self._ref = weakref.ref(self, _forget_span)
+            _spans = (*_spans, (self.base, self.base + self.size, self._ref))
         # Not at exit: frames still being written then need the memory (and its fd).
         weakref.finalize(self, _close_memory, self.fd, memory).atexit = False
 
@@ -227,9 +236,12 @@ class FramePool:
             slot = self._free.pop()
             self._held[slot] = True
             self._turns[slot] += 1
-        start = slot * self.stride
-        frame = self._memory[start:start + self.frame_bytes].view(self.dtype)
-        return frame.reshape(self.frame_shape)
+            start = slot * self.stride
+            frame = self._memory[start:start + self.frame_bytes].view(self.dtype).reshape(
+                self.frame_shape)
+            _handed_out[id(frame)] = (frame, self._ref, slot)
+            self._handed_as[slot] = id(frame)
+        return frame
 
     @contextmanager
     def acquired(self, block: bool = True, timeout: float | None = None
@@ -288,6 +300,7 @@ class FramePool:
 
     def _give_back(self, slot: int) -> None:  # (the condition held)
         self._held[slot] = False
+        self._forget_handed(slot)
         if not self._taken[slot]:
             self._free.append(slot)
             self._changed.notify()
@@ -300,6 +313,13 @@ class FramePool:
                                  "done: acquire it again)")
             self._held[slot] = False
             self._taken[slot] += 1
+            self._forget_handed(slot)
+
+    def _forget_handed(self, slot: int) -> None:  # (the condition held)
+        key = self._handed_as[slot]
+        if key is not None:
+            self._handed_as[slot] = None
+            del _handed_out[key]
 
     def _written(self, slot: int) -> None:
         with self._changed:
@@ -338,11 +358,34 @@ def locate(block: Any) -> tuple[FramePool, int] | None:
     return None
 
 
+def claim_handed(block: Any) -> Callable[[], None] | None:
+    """:func:`claim` for ``block`` only if it is the very array a pool's ``acquire()``
+    handed out (so a whole frame, C-contiguous); else None, without looking further."""
+    entry = _handed_out.get(id(block))
+    if entry is None or entry[0] is not block:
+        return None
+    pool = entry[1]()
+    if pool is None:
+        return None
+    slot = entry[2]
+    with pool._mutex:  # (the lock itself: nothing to notify, and a step less)
+        if pool._handed_as[slot] != id(block):
+            return None  # taken or released meanwhile
+        pool._handed_as[slot] = None
+        del _handed_out[id(block)]
+        pool._held[slot] = False
+        pool._taken[slot] += 1
+    return functools.partial(pool._written, slot)
+
+
 def claim(block: Any) -> Callable[[], None] | None:
     """If ``block`` lies in a pool's frame, take that frame for a write (it is no longer
     the program's to release) and return what gives it back; else None."""
     if not _spans:
         return None
+    taken = claim_handed(block)  # as handed out: no address to read
+    if taken is not None:
+        return taken
     found = locate(block)
     if found is None:
         return None

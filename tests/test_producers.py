@@ -238,6 +238,23 @@ def test_a_store_that_fails_is_reported_to_the_producer(tmp_path):
         writer.close()
 
 
+def test_a_frame_held_when_a_failure_is_known_goes_back_to_the_shared_memory(tmp_path):
+    file = h5py.File(tmp_path / "f.h5", "w")
+    writer = bgio.h5.FrameWriter(file, "frames", FRAME_SHAPE, "<u2", chunk_frames=1)
+    producer = elsewhere(writer.producer(shared_frames=2))
+    shared = producer.acquire()
+    file.close()
+    producer.write_at(0, frame(0))  # its store fails
+    with pytest.raises(RuntimeError, match="identifier"):
+        producer.flush()
+    with pytest.raises(bgio.BgioError, match="a write of this producer failed"):
+        producer.write_at(1, shared)  # refused before it is sent: the slot is let go
+    other = elsewhere(writer.producer())
+    assert len([other.acquire(block=False), other.acquire(block=False)]) == 2
+    with pytest.raises(RuntimeError):
+        writer.close()
+
+
 def test_records_from_several_producers_in_any_order(tmp_path):
     path = tmp_path / "r.h5"
     with records_writer(path) as writer:

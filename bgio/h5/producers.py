@@ -343,6 +343,10 @@ class _Producer:
 
     def _ask(self, *request: object) -> Any:
         self._raise_failure()
+        return self._request(request)
+
+    def _request(self, request: tuple[object, ...]) -> Any:
+        """Send ``request`` and return the answer's value (raising its error)."""
         channel = self._channel()
         try:
             channel.send(request)
@@ -521,6 +525,13 @@ class FrameProducer(_Producer):
                     np.copyto(self._frame(slot), stack[position])
         with self._lock:  # from here on the writer's, whatever the outcome
             self._held.difference_update(slots)
+        if self._failure is not None:
+            # Refused here, unsent: the writer's service still holds the slots for us.
+            try:
+                self._request(("release", slots))
+            except Exception:  # noqa: BLE001 - the failure below is the one to raise
+                pass
+            self._raise_failure()
         self._ask("frames", index, slots, bool(block), _remaining(deadline))
 
 

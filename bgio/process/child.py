@@ -411,6 +411,7 @@ class _Server:
         # frames into chunks of several (then a frame is not needed once accepted).
         self.objects: dict[int, Any] = {}
         self.gathers: dict[int, bool] = {}
+        self.frame_dims: dict[int, int] = {}  # each FrameWriter's frame dimensions
 
     def _file(self, path: str | None, key: str | None) -> str | int:
         """The path, or the descriptor for ``key`` that came with this command."""
@@ -528,6 +529,7 @@ class _Server:
 
             if kind == "frames":
                 writer: Any = h5.FrameWriter(*args, **kwargs)
+                self.frame_dims[ident] = len(args[2])  # (path, name, frame_shape, dtype)
                 chunks = writer.dataset.chunks
                 self.gathers[ident] = chunks is not None and chunks[0] > 1
             else:
@@ -553,6 +555,8 @@ class _Server:
             handle = None
             for ref in refs:
                 stack = resolve(ref, self.pools, self.parent)
+                if stack.ndim == self.frame_dims[writer]:  # one frame, sent as it is
+                    stack = stack[np.newaxis]
                 if index is None:  # (producers write here too: the highest is known here)
                     handle = target.append(stack, copy=False)
                     continue

@@ -31,6 +31,7 @@ from ..h5.layout import (
     check_copy,
     check_count,
     check_dtype,
+    MAX_ELEMENTS,
     check_extent,
     check_frame_index,
     check_shape,
@@ -38,7 +39,7 @@ from ..h5.layout import (
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..pool import FramePool, claim, shared_frame_count
+from ..pool import FramePool, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
@@ -179,6 +180,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         if "priority" in options:
             options["priority"] = resolve_priority(options["priority"])
         self._frame_elements = math.prod(self._frame_shape)
+        # Frames an HDF5 dataset can hold (check_extent words the error beyond that).
+        self._frames_held = MAX_ELEMENTS // max(self._frame_elements, 1)
         frame_bytes = self._frame_elements * self._dtype.itemsize
         count = shared_frame_count(frame_bytes, max_pending_bytes)
         self._name = f"{path}:{name}"
@@ -187,8 +190,9 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         self._count = 0
         # A byte per frame index this process has sent: writing one again is refused
         # here, in the caller, as with threads (the writer process would refuse it
-        # too, but only on the handle).
-        self._sent = bytearray()
+        # too, but only on the handle). None while only append() was used: then the
+        # frames sent are 0 .. _next - 1.
+        self._sent: bytearray | None = None
         self._closed = False
         self._last: BackgroundWriteProcess | None = None
         self._producer: FrameProducer | None = None
@@ -266,19 +270,41 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
 
     def _queue_frames(self, index: int | None, frames: object, block: bool, timeout: float | None,
              copy: bool | None) -> BackgroundWriteProcess:
-        limit = check_timeout(timeout)
+        # The caller's cost of an append is what this backend is for: the common case
+        # (one frame of a FramePool) takes the fewest steps (each costs microseconds
+        # when the caller comes back to it cold, as between a camera's frames).
+        limit = None if timeout is None else check_timeout(timeout)
         copy = self._copy if copy is None else check_copy(copy)
-        stack = as_frames(frames, self._frame_shape, self._dtype)
-        if self._closed:
-            raise ValueError("write to a closed FrameWriter")
-        if not len(stack):  # nothing to store: done at once, as with threads
-            empty = BackgroundWriteProcess(0)
-            empty.set_running_or_notify_cancel()
-            empty.set_result(0)
-            return empty
-        # Outside the lock: a producer waiting for shared memory must not keep the
-        # others (one of them may bring the frame a chunk waits for) from going on.
-        arrays, release = self._references(stack, copy, block, limit, timeout)
+        taken = None
+        if (type(frames) is np.ndarray and frames.shape == self._frame_shape
+                and frames.dtype == self._dtype):
+            if self._closed:
+                raise ValueError("write to a closed FrameWriter")
+            taken = claim_handed(frames)
+        if taken is not None:
+            # A frame as a FramePool handed it out (whole, contiguous): it goes as it is,
+            # and the writer process reads it as one frame.
+            stack: np.ndarray = frames  # type: ignore[assignment]
+            count = 1
+            arrays: list[Any] = [stack]
+            release: list[Callable[[], None]] = [taken]
+        else:
+            stack = as_frames(frames, self._frame_shape, self._dtype)
+            if self._closed:
+                raise ValueError("write to a closed FrameWriter")
+            count = len(stack)
+            if not count:  # nothing to store: done at once, as with threads
+                empty = BackgroundWriteProcess(0)
+                empty.set_running_or_notify_cancel()
+                empty.set_result(0)
+                return empty
+            # Outside the lock: a producer waiting for shared memory must not keep the
+            # others (one of them may bring the frame a chunk waits for) from going on.
+            taken = claim(stack)
+            if taken is not None:  # frames in a FramePool (a view of one, a stack)
+                arrays, release = [stack], [taken]
+            else:
+                arrays, release = self._references(stack, copy, block, limit, timeout)
         handle = BackgroundWriteProcess(int(stack.nbytes))
         handle.set_running_or_notify_cancel()  # frames accepted are stored: no cancel
         with self._lock:
@@ -290,33 +316,39 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 if self._closed:
                     raise ValueError("write to a closed FrameWriter")
                 if start is not None:
-                    check_extent(start, len(stack), self._frame_elements,
-                                 "frames" if index is None else "index")
-                    sent = self._sent[start:start + len(stack)]
-                    if any(sent):
-                        raise ValueError(f"index: frame {start + sent.index(1)} was already "
-                                         "written")
+                    end = start + count
+                    if end > self._frames_held:
+                        check_extent(start, count, self._frame_elements,
+                                     "frames" if index is None else "index")
+                    if index is not None:  # (an append goes after every frame sent)
+                        sent = self._sent
+                        if sent is None:  # the first write_at: appends so far are 0.._next
+                            sent = self._sent = bytearray(b"\x01") * self._next
+                        if start < len(sent) and any(sent[start:end]):
+                            raise ValueError(f"index: frame {sent.index(1, start)} was "
+                                             "already written")
             except ValueError:
                 for give_back in release:  # refused: the frames are back in their pools
                     give_back()
                 raise
             if start is not None:
-                self._next = max(self._next, start + len(stack))
-                end = start + len(stack)
-                if len(self._sent) < end:
-                    self._sent.extend(bytes(end - len(self._sent)))
-                self._sent[start:end] = b"\x01" * len(stack)
-            self._count += len(stack)
+                if end > self._next:
+                    self._next = end
+                sent = self._sent
+                if sent is not None:
+                    if len(sent) < end:  # (grown a page at a time, not per frame)
+                        sent.extend(bytes(end - len(sent) + 4096))
+                    sent[start:end] = b"\x01" * count
+            self._count += count
             self._last = handle
-            self._remote.call(handle, "frames", (start,), arrays, release)
+            # (No cancel: frames accepted are stored, as with threads.)
+            self._remote.call(handle, "frames", (start,), arrays, release, cancellable=False)
         return handle
 
     def _references(self, stack: np.ndarray, copy: bool, block: bool, limit: float | None,
                     timeout: float | None) -> tuple[list[Any], list[Callable[[], None]]]:
-        """The arrays to send for ``stack``, and what gives their frames back."""
-        taken = claim(stack)
-        if taken is not None:  # the caller's FramePool frame: it goes as it is
-            return [stack], [taken]
+        """The arrays to send for ``stack`` (not in a FramePool), and what gives the
+        shared frames they were copied into back."""
         if not copy and self._remote.reads_caller_memory:
             return [stack], []  # read by the writer process from here: keep it unchanged
         shared = self._shared

@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import pickle
+import queue
 import socket
 import subprocess
 import sys
@@ -168,14 +169,17 @@ class _Backend:
         self._commands = Connection(commands_write, readable=False)
         self._events = Connection(events_read, writable=False)
         self._send_lock = threading.Lock()
-        self._changed = threading.Condition()
+        self._new_conditions()
         self._queue: deque[_Job | _Opening] = deque()
         self.jobs: dict[int, _Job] = {}  # not done yet, by id (queued ones too)
         self._next = 0
         self.dead: str | None = None
         self._closing = False
-        # Ids the child knows: this backend's writes, and stand-ins for other handles.
-        self._idents: weakref.WeakKeyDictionary[BackgroundWriteProcess, int] = (
+        # Ids the child knows: this backend's writes (by id() of their handle, removed
+        # by _forget as the handle goes, so an id() found is that handle's: a plain dict
+        # costs a write less than a WeakKeyDictionary), and stand-ins for other handles.
+        self._idents: dict[int, int] = {}
+        self._stand_ins: weakref.WeakKeyDictionary[BackgroundWriteProcess, int] = (
             weakref.WeakKeyDictionary())
         self._forgotten: deque[int] = deque()  # handles let go of (see _forget)
         self._watching: dict[int, weakref.ref[BackgroundWriteProcess]] = {}
@@ -193,32 +197,48 @@ class _Backend:
         self._reader.start()
         self._canceller.start()
 
+    def _new_conditions(self) -> None:
+        self._mutex = threading.RLock()
+        self._changed = threading.Condition(self._mutex)  # jobs ended, dead, closing
+        # The feeder, with nothing to send, waits for a token: a write made then puts
+        # one (a single call into C, where a Condition's notify runs Python code), and
+        # one made while it is busy wakes nobody.
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._feeder_waits = False
+
+    def _wake_feeder(self) -> None:  # (the lock held)
+        if self._feeder_waits:
+            self._feeder_waits = False
+            self._tokens.put(None)
+
     # -- the caller's side --------------------------------------------------------------
 
-    def submit(self, job: _Job | _Opening) -> bool:
+    def submit(self, job: _Job | _Opening, cancellable: bool = True) -> bool:
         """Queue ``job`` (its ``ident`` is given here); False if this backend is dead or
-        ending (the caller starts a new one, or fails the write)."""
-        with self._changed:
+        ending (the caller starts a new one, or fails the write). ``cancellable=False``:
+        a cancel of its handle is not sent on (the child's command ignores cancels)."""
+        own = isinstance(job, _Job)
+        with self._mutex:
             if self.dead is not None or self._closing:
                 return False
-            job.ident = self._new_ident()
+            self._next += 1
+            job.ident = self._next
             self._queue.append(job)
-            if isinstance(job, _Job):
-                self.jobs[job.ident] = job
-                self._idents[job.handle] = job.ident
-                ident = job.ident
-                # (A plain weak reference: a finalizer costs ten times as much per write.)
-                self._watching[ident] = weakref.ref(job.handle,
-                                                    functools.partial(self._forget, ident))
-            self._changed.notify_all()
-        if isinstance(job, _Job):
-            handle = job.handle
-            handle.watch_cancel(lambda: self._cancel(job))
+            if own:
+                self.jobs[self._next] = job
+                self._idents[id(job.handle)] = self._next  # (its weak reference: _feed)
+            if self._feeder_waits:
+                self._feeder_waits = False
+                self._tokens.put(None)
+        if own and cancellable:
+            job.handle.watch_cancel(lambda: self._cancel(job))
         return True
 
-    def _forget(self, ident: int, _gone: object = None) -> None:
-        """(A weak reference's callback: takes no lock) the handle of ``ident`` is gone."""
+    def _forget(self, ident: int, key: int, _gone: object = None) -> None:
+        """(A weak reference's callback: takes no lock) the handle of ``ident`` is gone
+        (``key`` was its id())."""
         self._watching.pop(ident, None)
+        self._idents.pop(key, None)
         self._forgotten.append(ident)
 
     def _new_ident(self) -> int:
@@ -272,10 +292,12 @@ class _Backend:
         if chain is None:
             return None
         with self._changed:
-            ident = self._idents.get(chain)
+            ident = self._idents.get(id(chain))
+            if ident is None:
+                ident = self._stand_ins.get(chain)
             if ident is not None:
                 return ident
-            ident = self._idents[chain] = self._new_ident()
+            ident = self._stand_ins[chain] = self._new_ident()
         chain.add_done_callback(lambda done: self._settle(ident, done))
         return ident
 
@@ -308,12 +330,23 @@ class _Backend:
         except OSError:
             return
         while True:
-            with self._changed:
-                while not self._queue and self.dead is None and not self._closing:
-                    self._changed.wait()
+            with self._mutex:
+                waits = not self._queue and self.dead is None and not self._closing
+                self._feeder_waits = waits
+            if waits:
+                self._tokens.get()
+                continue
+            with self._mutex:
                 if self.dead is not None or not self._queue:
                     return
                 job = self._queue.popleft()
+            if isinstance(job, _Job):
+                # Watched from here (not in submit: the caller's cost), before the job
+                # can end; its handle lives at least as long as the job.
+                # (A plain weak reference: a finalizer costs ten times as much per write.)
+                ident = job.ident
+                self._watching[ident] = weakref.ref(
+                    job.handle, functools.partial(self._forget, ident, id(job.handle)))
             try:
                 self._feed_one(job)
             except OSError:
@@ -610,6 +643,7 @@ class _Backend:
             openings = [job for job in self._queue if isinstance(job, _Opening)]
             self._queue.clear()
             self._changed.notify_all()
+            self._wake_feeder()
         self.ring.wake()
         self._probed.set()
         self._cancel_wanted.set()  # the canceller ends
@@ -658,7 +692,7 @@ class _Backend:
         """(In a forked child) close this process's copies of the pipes, the socket and
         the ring; the Writers and HDF5 writers made before the fork fail their writes
         here (their writer process is the parent's, and no thread feeds it here)."""
-        self._changed = threading.Condition()  # (another thread may have held it)
+        self._new_conditions()  # (another thread may have held the lock)
         self.dead = ("bgio's writer process belongs to the process this one was forked "
                      "from")
         for connection in (self._commands, self._events):
@@ -684,6 +718,7 @@ class _Backend:
         with self._changed:
             self._closing = True
             self._changed.notify_all()
+            self._wake_feeder()
         self._feeder.join()
         self._cancel_wanted.set()
         self._canceller.join()
@@ -804,17 +839,18 @@ class RemoteObject:
 
     def call(self, handle: BackgroundWriteProcess, kind: str, arguments: tuple[Any, ...],
              arrays: list[Any] | None = None, release: Iterable[Callable[[], None]] = (),
-             reply: Callable[[Any], None] | None = None) -> None:
+             reply: Callable[[Any], None] | None = None, cancellable: bool = True) -> None:
         """Queue ``(kind, id, writer, *arguments[, refs])``; ``handle`` ends as it does,
         ``release`` runs once the child is done with ``arrays``, and ``reply`` is given
-        the value the command ended with, if it succeeded."""
+        the value the command ended with, if it succeeded. ``cancellable=False``: the
+        command ignores cancels, so the handle's are not sent."""
         job = _Job(0, "call", handle, None, self._name)
         job.call = (kind, (self._ident, *arguments))
         job.arrays = arrays
         job.release = list(release)
         job.reply = reply
         backend = self._backend
-        if backend.submit(job):
+        if backend.submit(job, cancellable):
             return
         job.let_go()
         error = BgioError(f"{backend.dead or 'bgio has ended its writer process'}: the "
