@@ -28,6 +28,7 @@ failure (chained to it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -527,10 +528,8 @@ class FrameProducer(_Producer):
             self._held.difference_update(slots)
         if self._failure is not None:
             # Refused here, unsent: the writer's service still holds the slots for us.
-            try:
+            with contextlib.suppress(Exception):  # the failure below is the one to raise
                 self._request(("release", slots))
-            except Exception:  # noqa: BLE001 - the failure below is the one to raise
-                pass
             self._raise_failure()
         self._ask("frames", index, slots, bool(block), _remaining(deadline))
 

@@ -27,11 +27,11 @@ from ..errors import QueueFull
 from ..h5.base import check_on_missing
 from ..h5.frames import FrameWriter
 from ..h5.layout import (
+    MAX_ELEMENTS,
     as_frames,
     check_copy,
     check_count,
     check_dtype,
-    MAX_ELEMENTS,
     check_extent,
     check_frame_index,
     check_shape,
@@ -332,8 +332,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                     give_back()
                 raise
             if start is not None:
-                if end > self._next:
-                    self._next = end
+                self._next = max(self._next, end)
                 sent = self._sent
                 if sent is not None:
                     if len(sent) < end:  # (grown a page at a time, not per frame)
