@@ -217,21 +217,21 @@ class _Backend:
         """Queue ``job`` (its ``ident`` is given here); False if this backend is dead or
         ending (the caller starts a new one, or fails the write). ``cancellable=False``:
         a cancel of its handle is not sent on (the child's command ignores cancels)."""
-        own = isinstance(job, _Job)
         with self._mutex:
             if self.dead is not None or self._closing:
                 return False
             self._next += 1
             job.ident = self._next
             self._queue.append(job)
-            if own:
+            if isinstance(job, _Job):
                 self.jobs[self._next] = job
                 self._idents[id(job.handle)] = self._next  # (its weak reference: _feed)
             if self._feeder_waits:
                 self._feeder_waits = False
                 self._tokens.put(None)
-        if own and cancellable:
-            job.handle.watch_cancel(lambda: self._cancel(job))
+        if isinstance(job, _Job) and cancellable:
+            own = job
+            own.handle.watch_cancel(lambda: self._cancel(own))
         return True
 
     def _forget(self, ident: int, key: int, _gone: object = None) -> None:
