@@ -6,8 +6,10 @@ directory elsewhere) and answers each client in a thread of its own, so
 a client that waits (for room, for its writes) keeps no other waiting.
 A client proves it was given the address by the program (a random token
 travels with it, compared before anything of the client's is unpickled);
-then requests and replies are pickled messages, each with its length.
-File descriptors cross with the first reply (``SCM_RIGHTS``).
+on Linux it must also run as the same user (``SO_PEERCRED``), and it has
+:data:`HANDSHAKE_TIMEOUT` seconds to send the token. Then requests and
+replies are pickled messages, each with its length. File descriptors cross
+with the first reply (``SCM_RIGHTS``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ logger = logging.getLogger("bgio")
 
 _LENGTH = struct.Struct("!Q")
 TOKEN_BYTES = 32
+#: Seconds a new connection has to send its token before it is dropped: a client that
+#: connects and says nothing holds a thread only that long.
+HANDSHAKE_TIMEOUT = 10.0
+#: ``struct ucred`` (pid, uid, gid), what ``SO_PEERCRED`` reads on Linux.
+_CREDENTIALS = struct.Struct("3i")
 
 
 class ChannelClosed(ConnectionError):
@@ -76,6 +83,11 @@ class Channel:
             raise ChannelClosed(f"expected {count} file descriptor(s), got {len(fds)}")
         return list(fds)
 
+    def forget(self) -> None:
+        """Close this process's descriptor only: in a forked process, the connection is
+        still the parent's, and :meth:`close` (a shutdown) would end it for the parent."""
+        self._socket.close()
+
     def close(self) -> None:
         try:
             self._socket.shutdown(socket.SHUT_RDWR)
@@ -103,6 +115,11 @@ def connect(address: str | bytes, token: bytes) -> Channel:
         sock.close()
         raise
     return channel
+
+
+def _refuse(channel: Channel) -> None:
+    """What a closed service does for a client (nothing: the connection is closed)."""
+    del channel
 
 
 class Service:
@@ -134,6 +151,7 @@ class Service:
         self._listener = listener
         self._lock = threading.Lock()
         self._channels: set[Channel] = set()
+        self._pending: set[socket.socket] = set()  # connected, token not yet checked
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name=f"bgio-service-{name}",
                                         daemon=True)
@@ -145,45 +163,96 @@ class Service:
                 sock, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._welcome, args=(sock,),
-                             name=f"bgio-service-{self._name}", daemon=True).start()
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                self._pending.add(sock)
+            try:
+                threading.Thread(target=self._welcome, args=(sock,),
+                                 name=f"bgio-service-{self._name}", daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had (at exit, or out of them)
+                logger.warning("bgio: %s: a connection was dropped: %s", self._name, exc)
+                with self._lock:
+                    self._pending.discard(sock)
+                sock.close()
 
-    def _welcome(self, sock: socket.socket) -> None:
-        channel = Channel(sock)
+    def _stranger(self, sock: socket.socket) -> str | None:
+        """Why the peer of ``sock`` may not connect (another user), or None."""
+        option = getattr(socket, "SO_PEERCRED", None)
+        if option is None:
+            return None  # the socket file's private directory keeps other users out
+        _, uid, _ = _CREDENTIALS.unpack(sock.getsockopt(socket.SOL_SOCKET, option,
+                                                        _CREDENTIALS.size))
+        if uid != os.getuid():
+            return f"user {uid} is not this process's user {os.getuid()}"
+        return None
+
+    def _handshake(self, sock: socket.socket) -> bool:
+        """Check the peer's user and token; True if it may go on."""
+        refused = self._stranger(sock)
+        if refused is not None:
+            logger.warning("bgio: %s: a connection was refused: %s", self._name, refused)
+            return False
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        token = b""
         try:
-            token = b""
             while len(token) < TOKEN_BYTES:
                 piece = sock.recv(TOKEN_BYTES - len(token))
                 if not piece:
                     raise ChannelClosed("closed before its token")
                 token += piece
-            if not hmac.compare_digest(token, self.token):
-                logger.warning("bgio: %s: a connection with a wrong token was refused",
-                               self._name)
-                channel.close()
-                return
+        except TimeoutError:
+            logger.warning("bgio: %s: a connection sent no token within %g s and was dropped",
+                           self._name, HANDSHAKE_TIMEOUT)
+            return False
+        sock.settimeout(None)
+        if not hmac.compare_digest(token, self.token):
+            logger.warning("bgio: %s: a connection with a wrong token was refused", self._name)
+            return False
+        return True
+
+    def _welcome(self, sock: socket.socket) -> None:
+        channel = Channel(sock)
+        try:
+            accepted = self._handshake(sock)
             with self._lock:
-                if self._closed:
-                    channel.close()
+                self._pending.discard(sock)
+                if not accepted or self._closed:
                     return
                 self._channels.add(channel)
+                serve = self._serve
             channel.send("welcome")
-            self._serve(channel)
+            serve(channel)
         except (ChannelClosed, ConnectionError):
             pass  # the client went away: what it held is let go by serve
+        except OSError as exc:  # (the service closed the socket during the handshake)
+            logger.debug("bgio: %s: a connection ended before it began: %s", self._name, exc)
         except Exception:
             logger.exception("bgio: %s: a client's connection failed", self._name)
         finally:
             with self._lock:
+                self._pending.discard(sock)
                 self._channels.discard(channel)
             channel.close()
 
     def close(self) -> None:
-        """Accept no more clients (those connected go on until they disconnect)."""
+        """Accept no more clients: those still to send their token are dropped; those
+        connected go on until they disconnect."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            pending = list(self._pending)
+            # ``serve`` is often a bound method of what owns this service: let go of it,
+            # so the two are not kept alive by each other (connected clients' threads
+            # hold it as long as they need it).
+            self._serve = _refuse
+        for sock in pending:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the handshake's recv; it closes it
+            except OSError:
+                pass
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["FramePool", "claim", "claim_handed", "locate", "shared_frame_count", "take_frames"]
+__all__ = ["FramePool", "check_shared_size", "claim", "claim_handed", "locate",
+           "shared_frame_count", "take_frames"]
 
 #: Where the live pools' memory lies, for the writes that look their frames up by
 #: address: (start, end, the pool) each; a tuple replaced whole, so a lookup (on every
@@ -65,6 +66,36 @@ def shared_frame_count(frame_bytes: int, budget: int | None = None) -> int:
     them (:data:`DEFAULT_SHARED_BYTES` if None), from 4 to 1,024."""
     return min(MAX_SHARED_FRAMES, max(
         MIN_SHARED_FRAMES, (budget or DEFAULT_SHARED_BYTES) // max(1, frame_bytes)))
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+
+
+def _stride(frame_bytes: int) -> int:
+    # Frames start on page boundaries: aligned for O_DIRECT and for vector copies.
+    return -(-frame_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+def check_shared_size(count: int, frame_bytes: int, name: str = "count") -> int:
+    """``count`` if ``count`` frames of ``frame_bytes`` fit in this machine's memory.
+
+    Shared memory is memory: a pool larger than the machine's is a mistake
+    that would otherwise show up later, as the writer or the whole machine
+    running out of memory. Raises ``ValueError`` naming ``name``.
+    """
+    size = _stride(frame_bytes) * count
+    total = _physical_memory()
+    if size > total:
+        raise ValueError(f"{name}: {count:,} frames of {frame_bytes:,} bytes take "
+                         f"{size / 2 ** 30:,.1f} GiB of shared memory, more than this "
+                         f"machine's {total / 2 ** 30:,.1f} GiB")
+    return count
 
 
 def _forget_span(gone: weakref.ref[FramePool]) -> None:
@@ -174,8 +205,8 @@ class FramePool:
         self.frame_shape = shape
         self.count = count
         self.frame_bytes = int(np.prod(shape)) * self.dtype.itemsize
-        # Frames start on page boundaries: aligned for O_DIRECT and for vector copies.
-        self.stride = -(-self.frame_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        check_shared_size(count, self.frame_bytes)
+        self.stride = _stride(self.frame_bytes)
         self.size = self.stride * count
         self.fd = _shared_file(self.size)
         memory = mmap.mmap(self.fd, self.size)

@@ -359,3 +359,81 @@ def test_a_producer_used_before_and_after_a_fork(tmp_path):
         producer.write_at(4, frame(4))  # this process's connection still works
         producer.flush()
     assert_frames(tmp_path / "f.h5", 5)
+
+
+def _open_fds():
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_thread_that_ends_takes_its_connection_with_it(tmp_path):
+    path = tmp_path / "f.h5"
+    with frames_writer(path) as writer:
+        producer = elsewhere(writer.producer())
+        producer.write_at(0, frame(0))  # this thread's connection, kept
+        before = _open_fds()
+        threads = [threading.Thread(target=producer.write_at, args=(index, frame(index)))
+                   for index in range(1, 21)]
+        for thread in threads:
+            thread.start()
+            thread.join()
+        # Each thread's client socket closed when the thread ended (the writer's side
+        # closes when it reads the end: not necessarily yet). Kept, they would be 20 more.
+        assert _open_fds() - before <= 20 + 2
+        producer.write_at(21, frame(21))  # the producer goes on in this thread
+    assert_frames(path, 22)
+
+
+def _shared_memory_fds():
+    import os
+    found = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found += os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:bgio-frames")
+        except OSError:
+            pass  # (the listing's own fd, gone)
+    return found
+
+
+def _join_service_threads():
+    for thread in threading.enumerate():
+        if thread.name == "bgio-service-producers":
+            thread.join(30)
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_closed_writers_shared_memory_goes_without_the_cyclic_collector(tmp_path):
+    import gc
+
+    _join_service_threads()  # earlier tests' (their producers closed at their end)
+    gc.collect()
+    before = _shared_memory_fds()
+    gc.disable()
+    try:
+        writer = frames_writer(tmp_path / "f.h5")
+        producer = pickle.loads(pickle.dumps(writer.producer(shared_frames=2)))
+        producer.write_at(0, frame(0))
+        assert _shared_memory_fds() > before  # the pool's, and the producer's mapping
+        producer.close()
+        writer.close()
+        _join_service_threads()  # its client gone, it lets go of the service
+        del writer, producer
+        assert _shared_memory_fds() == before
+    finally:
+        gc.enable()
+    assert_frames(tmp_path / "f.h5", 1)
+
+
+def test_more_shared_frames_than_the_machine_has_memory_is_refused(tmp_path):
+    with frames_writer(tmp_path / "f.h5") as writer:
+        with pytest.raises(ValueError, match=r"^shared_frames: 1,000,000,000,000 frames of 768 "
+                                             r"bytes take .* GiB of shared memory, more than "
+                                             r"this machine's .* GiB$"):
+            writer.producer(shared_frames=10 ** 12)
+        writer.producer(shared_frames=4)  # (nothing was made by the refused call)
+
+
+def test_a_pool_larger_than_memory_is_refused():
+    with pytest.raises(ValueError, match=r"^count: 1,000,000,000 frames of 1,048,576 bytes"):
+        bgio.FramePool((1024, 1024), "u1", 10 ** 9)

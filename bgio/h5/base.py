@@ -133,9 +133,15 @@ class H5Writer(ClosesOnExit):
         return str(self._sink.name)
 
     def _stop_producers(self) -> None:
-        """Closing: producers can no longer connect; those waiting for a slot stop."""
-        if self._producers is not None:
-            self._producers.close()
+        """Closing: producers can no longer connect; those waiting for a slot stop.
+
+        The service is let go (it refers to this writer): once its connected
+        producers have gone, it and its shared memory are freed without
+        waiting for the cyclic garbage collector.
+        """
+        producers, self._producers = self._producers, None
+        if producers is not None:
+            producers.close()
 
     def _start(self, sink: _Sink, profile: BackgroundIOPriority, on_missing: str, swmr: bool,
                keys: h5py.Dataset | None, finished: h5py.Dataset | None,

@@ -34,6 +34,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,26 @@ class ProducerService:
             handle.add_done_callback(session.failed)
 
 
+class _Connection:
+    """A thread's connection, kept in that thread's local storage only: when the thread
+    ends, its storage goes, and with it the connection (closed, so the writer lets go of
+    the thread's side too). A producer used from many short-lived threads keeps no
+    connection per dead thread."""
+
+    __slots__ = ("__weakref__", "channel")
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        weakref.finalize(self, _let_go, channel, os.getpid())
+
+
+def _let_go(channel: Channel, pid: int) -> None:
+    if os.getpid() == pid:
+        channel.close()
+    else:  # a forked copy's: the parent's connection goes on
+        channel.forget()
+
+
 class _Producer:
     """What both producers share: a connection per thread of each process that uses
     them, the requests, and the errors."""
@@ -282,7 +303,8 @@ class _Producer:
         self._pid = os.getpid()
         self._identity = secrets.token_bytes(16)  # this producer in this process
         self._local = threading.local()
-        self._channels: list[Channel] = []
+        # Every live thread's connection, for close(); weak, so a thread's end frees it.
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._failure: BaseException | None = None
         self._memory: tuple[mmap.mmap, np.ndarray, dict[str, Any]] | None = None
         self._held: set[int] = set()
@@ -305,9 +327,9 @@ class _Producer:
             with self._lock:
                 if os.getpid() != self._pid:
                     self._reset()
-        channel: Channel | None = getattr(self._local, "channel", None)
-        if channel is not None:
-            return channel
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection.channel
         try:
             channel = connect(self._address, self._token)
             hello = channel.receive()
@@ -320,9 +342,10 @@ class _Producer:
         except (ConnectionError, OSError) as exc:
             raise BgioError(f"{self._name}: cannot reach the writer (closed, or its process "
                             f"has ended): {exc}") from exc
-        self._local.channel = channel
+        connection = _Connection(channel)
+        self._local.connection = connection
         with self._lock:
-            self._channels.append(channel)
+            self._connections.add(connection)
         return channel
 
     def _map(self, fd: int, hello: dict[str, Any]) -> None:
@@ -381,10 +404,10 @@ class _Producer:
             if os.getpid() != self._pid:
                 self._reset()
                 return
-            channels, self._channels = self._channels, []
+            connections, self._connections = list(self._connections), weakref.WeakSet()
             self._local = threading.local()
-        for channel in channels:
-            channel.close()
+        for connection in connections:
+            connection.channel.close()
 
 
 class FrameProducer(_Producer):

@@ -39,7 +39,7 @@ from ..h5.layout import (
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..pool import FramePool, claim, claim_handed, shared_frame_count
+from ..pool import FramePool, check_shared_size, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
@@ -238,7 +238,9 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         :meth:`append` here then goes after the highest frame written there.
         """
         if shared_frames is not None:
-            shared_frames = check_count(shared_frames, "shared_frames")
+            shared_frames = check_shared_size(check_count(shared_frames, "shared_frames"),
+                                              math.prod(self._frame_shape) * self._dtype.itemsize,
+                                              "shared_frames")
         with self._lock:
             if self._closed:
                 raise ValueError("producer() of a closed FrameWriter")
