@@ -433,3 +433,35 @@ def test_the_default_backend_is_checked():
     with pytest.raises(TypeError, match="backend must be 'thread' or 'process', got NoneType"):
         bgio.set_default_backend(None)
     assert bgio.default_backend() == "thread"
+
+
+HANG = 60  # seconds: a bound that only catches hangs
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_write_cancelled_while_queued_fails_the_later_ones_to_its_destination(
+        tmp_path, backend):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # (so the writer's open goes on)
+    try:
+        data = os.urandom(MIB)  # more than the pipe holds: the first write waits for us
+        first = bgio.bgwrite(fifo, data, backend=backend, priority=1)
+        queued = bgio.bgwrite(fifo, b"never", backend=backend, priority=1)
+        assert queued.cancel() is True
+        later = bgio.bgwrite(fifo, b"after the cancelled one", backend=backend, priority=1)
+        # Commands reach the writer process in order: once this one is done, so is the
+        # queuing of every write above (and the first is still waiting for us).
+        bgio.bgwrite(tmp_path / "probe.bin", b"p", backend=backend).result(timeout=HANG)
+        os.set_blocking(reader, True)
+        got = bytearray()
+        while piece := os.read(reader, 1 << 16):
+            got += piece
+    finally:
+        os.close(reader)
+    assert first.result(timeout=HANG) == MIB
+    assert queued.cancelled()
+    with pytest.raises(bgio.ChainError,
+                       match="^not written: an earlier write to this destination was cancelled$"):
+        later.result(timeout=HANG)
+    assert bytes(got) == data  # nothing of the cancelled write, nor of the one after it

@@ -24,6 +24,11 @@ Commands (parent to child), pickled tuples:
   data ``inline`` (bytes) or, when None, sent as for ``write``;
 - ``("append_cancelled", id, writer)``: a write to that Writer cancelled
   before it was sent: it fails there with the cancel, so the later ones do;
+- ``("write_cancelled", id, path, key, options)``: a write (as for
+  ``write``) cancelled before it was sent: queued here already cancelled, so
+  the writes to its destination queued after it fail, as with threads; the
+  destination is not opened, and nothing is reported (the parent's handle
+  is settled);
 - ``("close-writer", id, writer)``: close that Writer (in a thread of its
   own, as it waits for the writes); ``id`` ends with it, or its first error;
 - ``("pool", pool, size)``: map a :class:`bgio.FramePool`'s memory, whose
@@ -88,11 +93,15 @@ import numpy as np
 
 import bgio
 from bgio import cores
+from bgio.api import open_sink, prepare
+from bgio.engine import submit
 from bgio.errors import BgioError
 from bgio.handle import BackgroundWriteProcess
 from bgio.process import FeedCancelled, portable, remote
 from bgio.process.refs import RemoteArray, SharedArray, resolve
 from bgio.process.ring import Attached
+
+logger = logging.getLogger("bgio")
 
 #: Bytes read from the parent's memory at a time (two buffers per write being written).
 READ_PIECE = 8 * 1024 * 1024
@@ -458,6 +467,25 @@ class _Server:
             handle.add_done_callback(functools.partial(self.held.release, key))
         self._started(ident, handle, feed)
 
+    def write_cancelled(self, ident: int, path: str | None, key: str | None,
+                        options: dict[str, Any]) -> None:
+        file = self._file(path, key)
+        try:
+            sink = open_sink(file, options["mode"], options["fsync"], options["atomic"],
+                             options["direct"])
+            job = prepare(BackgroundWriteProcess, sink, b"", options["priority"])
+        except Exception as exc:  # noqa: BLE001 - refused in the parent already, or not at all
+            logger.debug("bgio: a cancelled write's destination: %s", exc)
+            if key is not None:
+                self.held.release(key)
+            return
+        handle = job.handle
+        handle.cancel()  # before its lane sees it: its lane fails the writes after it
+        if key is not None:
+            handle.add_done_callback(functools.partial(self.held.release, key))
+        self.handles[ident] = handle  # for a write here chained after it
+        submit(job)
+
     def writer(self, ident: int, path: str | None, key: str | None,
                options: dict[str, Any]) -> None:
         file = self._file(path, key)
@@ -687,6 +715,7 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
     methods: dict[str, Callable[..., None]] = {
         "write": server.write, "writer": server.writer, "append": server.append,
         "append_cancelled": server.append_cancelled, "close-writer": server.close_writer,
+        "write_cancelled": server.write_cancelled,
         "data": server.data, "end": server.end, "fail": server.fail, "cancel": server.cancel,
         "settle": server.settle, "probe": server.probe, "forget": server.forget,
         "pool": server.pool, "shared": server.shared, "forget-pool": server.forget_pool,

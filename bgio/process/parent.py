@@ -397,11 +397,13 @@ class _Backend:
                 self._send(("append_cancelled", job.ident, job.writer))
                 job.sent = True
                 return
-            # Cancelled while queued: nothing was written. A later write chained
-            # after it is told so.
+            # Cancelled while queued: nothing was written. The child queues it
+            # cancelled (unopened), so the later writes to its destination fail, as
+            # with threads, and a later write chained after it is told so.
             job.source = None
-            destination.discard()
-            self._send(("settle", job.ident, "cancelled", None))
+            self._send_descriptor(destination)
+            self._send(("write_cancelled", job.ident, destination.path, destination.key,
+                        job.options))
             self._ended(job.ident)
             job.let_go()
             self.close_after(job)
