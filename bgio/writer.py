@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from .api import (
     PriorityLike,
@@ -13,7 +13,7 @@ from .api import (
     prepare,
     writer_process_ended,
 )
-from .closing import ClosesOnExit
+from .closing import ClosesOnExit, Finish
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
@@ -325,10 +325,32 @@ class Writer(ClosesOnExit):
         assert last is not None
         raise_root_error(last)
 
-    def close(self, timeout: float | None = None) -> None:
+    @overload
+    def close(self, timeout: float | None = None, *, wait: Literal[True] = True) -> None: ...
+
+    @overload
+    def close(self, timeout: None = None, *, wait: Literal[False]) -> BackgroundWriteProcess: ...
+
+    def close(self, timeout: float | None = None, *,
+              wait: bool = True) -> BackgroundWriteProcess | None:
         """Stop accepting writes, wait for the queued ones, and close the file if asked.
 
-        Calling it again does nothing.
+        Calling it again does nothing (after ``close(wait=False)``: waits
+        for that close, and raises its error).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most (with ``wait=True``).
+        wait : bool, keyword-only, default True
+            False: return at once, with a handle that ends when every write
+            is done and the file closed (if asked); its ``result()`` raises
+            what ``close()`` would have (and is 0 otherwise). For a GUI
+            thread, which must not wait for the backlog.
+
+        Returns
+        -------
+        None, or with ``wait=False`` the close's handle.
 
         Raises
         ------
@@ -337,12 +359,16 @@ class Writer(ClosesOnExit):
         Exception
             The first error of this Writer's writes (the file is closed all
             the same when ``close_when_finished`` is set).
+        ValueError
+            If ``timeout`` is given with ``wait=False``.
         """
-        check_timeout(timeout)
+        return self._close(timeout, wait)
+
+    def _begin_close(self) -> Finish:
         serve = None
         with self._lock:
             if self._closed:
-                return
+                return _nothing
             self._closed = True
             self._room.notify_all()  # writers waiting for room get their ValueError
             if self._close_when_finished:
@@ -356,7 +382,12 @@ class Writer(ClosesOnExit):
                 self._last = job.handle
         if serve is not None:
             serve()
-        self.flush(timeout)
+        return self.flush
+
+
+def _nothing(timeout: float | None) -> None:
+    """The rest of a second close: nothing (see Writer.close)."""
+    del timeout
 
 
 def _take_frames(job: Job) -> None:

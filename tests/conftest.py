@@ -118,3 +118,37 @@ def flip_byte(path: object, offset: int) -> None:
         byte = raw.read(1)
         raw.seek(offset)
         raw.write(bytes([byte[0] ^ 0xFF]))
+
+
+class FifoReader:
+    """Reads a FIFO to its end in a thread, once told to (:meth:`go`): until then, a
+    writer of more than a pipe holds waits (a slow reader under the test's control).
+
+    The thread opens the FIFO for reading at once, blocking until a writer opens it,
+    so the writer's open goes on and the end is the writer's close, never a read
+    made before any writer came.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self._path = path
+        self._go = threading.Event()
+        self._data = bytearray()
+        self._thread = threading.Thread(target=self._read, name="test-fifo-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with open(self._path, "rb", buffering=0) as fifo:
+            self._go.wait()
+            while piece := fifo.read(1 << 16):
+                self._data += piece
+
+    def go(self) -> None:
+        self._go.set()
+
+    def data(self, timeout: float = 60) -> bytes:
+        """Everything read, once the writer closed the FIFO."""
+        self._go.set()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the FIFO's writer never closed it"
+        return bytes(self._data)

@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import FifoReader
 
 import bgio
 from bgio.process import parent, ring
@@ -443,22 +444,16 @@ def test_a_write_cancelled_while_queued_fails_the_later_ones_to_its_destination(
         tmp_path, backend):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # (so the writer's open goes on)
-    try:
-        data = os.urandom(MIB)  # more than the pipe holds: the first write waits for us
-        first = bgio.bgwrite(fifo, data, backend=backend, priority=1)
-        queued = bgio.bgwrite(fifo, b"never", backend=backend, priority=1)
-        assert queued.cancel() is True
-        later = bgio.bgwrite(fifo, b"after the cancelled one", backend=backend, priority=1)
-        # Commands reach the writer process in order: once this one is done, so is the
-        # queuing of every write above (and the first is still waiting for us).
-        bgio.bgwrite(tmp_path / "probe.bin", b"p", backend=backend).result(timeout=HANG)
-        os.set_blocking(reader, True)
-        got = bytearray()
-        while piece := os.read(reader, 1 << 16):
-            got += piece
-    finally:
-        os.close(reader)
+    reader = FifoReader(fifo)
+    data = os.urandom(MIB)  # more than the pipe holds: the first write waits for the reader
+    first = bgio.bgwrite(fifo, data, backend=backend, priority=1)
+    queued = bgio.bgwrite(fifo, b"never", backend=backend, priority=1)
+    assert queued.cancel() is True
+    later = bgio.bgwrite(fifo, b"after the cancelled one", backend=backend, priority=1)
+    # Commands reach the writer process in order: once this one is done, so is the
+    # queuing of every write above (and the first is still waiting for the reader).
+    bgio.bgwrite(tmp_path / "probe.bin", b"p", backend=backend).result(timeout=HANG)
+    got = reader.data(timeout=HANG)
     assert first.result(timeout=HANG) == MIB
     assert queued.cancelled()
     with pytest.raises(bgio.ChainError,

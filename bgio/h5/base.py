@@ -7,16 +7,15 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import h5py
 
-from ..closing import ClosesOnExit
+from ..closing import ClosesOnExit, Finish
 from ..engine import submit
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
 from ..source import Source
-from ..timeouts import check_timeout
 from ..worker import Job
 from .exit import track
 from .filters import EncodingPool
@@ -215,11 +214,32 @@ class H5Writer(ClosesOnExit):
     def _missing_message(self) -> str:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
-    def close(self, timeout: float | None = None) -> None:
+    @overload
+    def close(self, timeout: float | None = None, *, wait: Literal[True] = True) -> None: ...
+
+    @overload
+    def close(self, timeout: None = None, *, wait: Literal[False]) -> BackgroundWriteProcess: ...
+
+    def close(self, timeout: float | None = None, *,
+              wait: bool = True) -> BackgroundWriteProcess | None:
         """Store what is left, flush, and close the file if this writer opened it.
 
-        Calling it again waits for the stores (after a ``TimeoutError``)
-        and does nothing else.
+        Calling it again waits for the stores (after a ``TimeoutError``, or
+        a ``close(wait=False)``) and does nothing else.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most (with ``wait=True``).
+        wait : bool, keyword-only, default True
+            False: return at once (no more writes are accepted), with a
+            handle that ends once everything is stored and the file closed;
+            its ``result()`` raises what ``close()`` would have (and is 0
+            otherwise). A GUI thread need not wait for the backlog.
+
+        Returns
+        -------
+        None, or with ``wait=False`` the close's handle.
 
         Raises
         ------
@@ -228,19 +248,21 @@ class H5Writer(ClosesOnExit):
         Exception
             The first error of the background stores (the file is closed all the same).
         ValueError
-            With ``on_missing="raise"``, if slots were never written.
+            With ``on_missing="raise"``, if slots were never written; if
+            ``timeout`` is given with ``wait=False``.
         """
-        check_timeout(timeout)
-        with self._lock:
-            closed_before, last = self._closed, self._last
-        if closed_before:
-            # (The wait is outside the lock: the stores' callbacks take it.)
-            if last is not None and not last.wait(timeout):
-                raise TimeoutError(f"{self._what} not stored after {timeout} s")
-            return
+        return self._close(timeout, wait)
+
+    def _begin_close(self) -> Finish:
         with self._lock:
             if self._closed:
-                return  # another thread closed it meanwhile
+                last = self._last
+
+                def wait_again(timeout: float | None) -> None:
+                    # (The wait is outside the lock: the stores' callbacks take it.)
+                    if last is not None and not last.wait(timeout):
+                        raise TimeoutError(f"{self._what} not stored after {timeout} s")
+                return wait_again
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
             self._stop_producers()
@@ -256,13 +278,18 @@ class H5Writer(ClosesOnExit):
             self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
                                     Source((), None, 0, False, 0), self._profile, close=True,
                                     chain_after=after))
-        if not self._last.wait(timeout):
+        return self._finish_close
+
+    def _finish_close(self, timeout: float | None) -> None:
+        last = self._last
+        assert last is not None
+        if not last.wait(timeout):
             raise TimeoutError(f"{self._what} not stored after {timeout} s")
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
-        raise_root_error(self._last)
+        raise_root_error(last)
         if self.missing and self._missing_policy != "ignore":
             message = self._missing_message()
             if self._missing_policy == "raise":
                 raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)  # (the caller of close)

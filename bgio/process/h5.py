@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..closing import Finish
 from ..errors import QueueFull
 from ..h5.base import check_on_missing
 from ..h5.frames import FrameWriter
@@ -117,9 +118,8 @@ class _InWriterProcess:
         self._wait(handle, None, timeout)
         raise_root_error(handle)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Store what is left and close the file (as with threads)."""
-        check_timeout(timeout)
+    def _begin_close(self) -> Finish:
+        # (close() is H5Writer's: the same meaning as with threads, wait=False too)
         with self._lock:
             closed_before, last = self._closed, self._last
             stored = None
@@ -131,16 +131,20 @@ class _InWriterProcess:
                 last.set_running_or_notify_cancel()
                 self._remote.call(last, "finish", ("close",), reply=self._closed_with)
         assert last is not None
-        self._wait(last, stored, timeout)
-        if closed_before:
-            return
-        self._closing()
-        raise_root_error(last)
-        if self.missing and self._missing_policy != "ignore":
-            message = self._missing_message()
-            if self._missing_policy == "raise":
-                raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        closing = last
+
+        def finish(timeout: float | None) -> None:
+            self._wait(closing, stored, timeout)
+            if closed_before:
+                return
+            self._closing()
+            raise_root_error(closing)
+            if self.missing and self._missing_policy != "ignore":
+                message = self._missing_message()
+                if self._missing_policy == "raise":
+                    raise ValueError(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=4)  # (the caller of close)
+        return finish
 
 
 class ProcessFrameWriter(_InWriterProcess, FrameWriter):

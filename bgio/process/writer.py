@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 from ..api import PriorityLike, hand_over_frames
+from ..closing import Finish
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -168,19 +169,23 @@ class ProcessWriter(Writer):
             raise TimeoutError(f"writes not done after {timeout} s")
         raise_root_error(last)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop accepting writes, wait for the queued ones, and close the file if asked.
-
-        See :meth:`bgio.Writer.close`.
-        """
-        check_timeout(timeout)
+    def _begin_close(self) -> Finish:
+        # (close() is Writer's: the same meaning, wait=False too)
         with self._lock:
             if self._closed:
-                return
+                return _nothing
             self._closed = True
             self._room.notify_all()  # writers waiting for room get their ValueError
             closing = self._last = BackgroundWriteProcess(0)
             self._remote.close(closing)
-        if not closing.wait(timeout):
-            raise TimeoutError(f"writes not done after {timeout} s")
-        raise_root_error(closing)
+
+        def finish(timeout: float | None) -> None:
+            if not closing.wait(timeout):
+                raise TimeoutError(f"writes not done after {timeout} s")
+            raise_root_error(closing)
+        return finish
+
+
+def _nothing(timeout: float | None) -> None:
+    """The rest of a second close: nothing (see Writer.close)."""
+    del timeout

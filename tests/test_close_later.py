@@ -1,0 +1,138 @@
+"""``close(wait=False)``: the writers' close for a GUI thread, which must not wait for the
+backlog. It returns at once (no more writes accepted) with a handle that ends once
+everything is stored and the file closed, and raises what ``close()`` would have."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import h5py
+import numpy as np
+import pytest
+from conftest import FifoReader, Recorder
+
+import bgio
+import bgio.h5
+
+HANG = 60  # seconds: a bound that only catches hangs
+FAST = bgio.PRESETS[1]
+
+
+def _gate_stores(monkeypatch) -> threading.Event:
+    """Hold every HDF5 chunk store until the returned Event is set."""
+    from bgio.h5 import sink
+
+    gate = threading.Event()
+    real = sink.store_chunk
+
+    def held_store(*args, **kwargs):
+        gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sink, "store_chunk", held_store)
+    return gate
+
+
+def test_a_writer_closes_in_the_background_and_its_handle_says_when():
+    rec = Recorder(gated=True)
+    writer = bgio.Writer(rec, priority=FAST, close_when_finished=True)
+    writer.write(b"first ")
+    writer.write(b"second")
+    closing = writer.close(wait=False)
+    assert isinstance(closing, bgio.BackgroundWriteProcess)
+    assert not closing.done() and not rec.closed  # the writes are held: the close waits
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(b"too late")  # closed at the call, not when the handle ends
+    assert writer.close(wait=False) is closing  # the same close
+    rec.gate.set()
+    assert closing.result(timeout=HANG) == 0
+    assert rec.getvalue() == b"first second" and rec.closed
+    assert writer.close() is None  # again: nothing to do, no error
+
+
+def test_a_failed_write_fails_the_background_close_and_the_close_after(caplog):
+    rec = Recorder(fail_after=4)
+    writer = bgio.Writer(rec, priority=FAST)
+    writer.write(b"12345678")
+    with caplog.at_level(logging.ERROR, logger="bgio"):
+        closing = writer.close(wait=False)
+        with pytest.raises(OSError, match="No space left on device"):
+            closing.result(timeout=HANG)
+    assert "in the background failed: OSError" in caplog.text
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.close()  # waits for the background close and raises its error
+
+
+def test_wait_and_timeout_are_checked_in_the_caller():
+    writer = bgio.Writer(Recorder(), priority=FAST)
+    with pytest.raises(TypeError, match="wait must be True or False, got 0"):
+        writer.close(wait=0)
+    with pytest.raises(ValueError, match="^timeout: close\\(wait=False\\) does not wait"):
+        writer.close(1.0, wait=False)
+    assert not writer.closed  # refused before anything was done
+    writer.close()
+
+
+def test_a_frame_writer_closes_in_the_background(tmp_path, monkeypatch):
+    gate = _gate_stores(monkeypatch)
+    path = tmp_path / "f.h5"
+    frames = [np.full((64, 64), index, "<u2") for index in range(5)]
+    writer = bgio.h5.FrameWriter(path, "frames", (64, 64), "<u2", priority=1)
+    for frame in frames:
+        writer.append(frame)
+    closing = writer.close(wait=False)  # a GUI thread goes on
+    assert not closing.done()
+    with pytest.raises(ValueError, match="closed"):
+        writer.append(frames[0])
+    gate.set()
+    assert closing.result(timeout=HANG) == 0
+    writer.close()  # waits (nothing left) and returns
+    with h5py.File(path, "r") as file:  # closed by the writer: readable here
+        np.testing.assert_array_equal(file["frames"][...], np.stack(frames))
+
+
+def test_frames_never_written_fail_the_background_close_as_close_does(tmp_path):
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", priority=1,
+                                 on_missing="raise")
+    writer.write_at(0, np.zeros((4, 4), "u1"))
+    writer.write_at(2, np.ones((4, 4), "u1"))
+    closing = writer.close(wait=False)
+    with pytest.raises(ValueError, match="1"):
+        closing.result(timeout=HANG)
+    with pytest.raises(ValueError):
+        writer.close()  # the same error, once the background close is done
+
+
+def test_a_record_writer_closes_in_the_background(tmp_path):
+    path = tmp_path / "r.h5"
+    writer = bgio.h5.RecordWriter(path, "events", {"area": ((), "f4")}, priority=1)
+    for index in range(3):
+        writer.append(index, {"area": np.arange(index + 1, dtype="f4")})
+    closing = writer.close(wait=False)
+    assert closing.result(timeout=HANG) == 0
+    with h5py.File(path, "r") as file:
+        np.testing.assert_array_equal(file["events"]["area"][...],
+                                      np.array([0, 0, 1, 0, 1, 2], "f4"))
+
+
+def test_process_backend_writers_close_in_the_background(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = FifoReader(fifo)
+    data = os.urandom(1 << 20)  # more than a pipe holds: the write waits for the reader
+    writer = bgio.Writer(fifo, priority=1, backend="process")
+    writer.write(data)
+    closing = writer.close(wait=False)
+    assert not closing.done()  # the writer process waits for the reader
+    assert reader.data(timeout=HANG) == data
+    assert closing.result(timeout=HANG) == 0
+    path = tmp_path / "f.h5"
+    frames = bgio.h5.FrameWriter(path, "frames", (8, 8), "<u2", priority=1, backend="process")
+    for index in range(4):
+        frames.append(np.full((8, 8), index, "<u2"))
+    assert frames.close(wait=False).result(timeout=HANG) == 0
+    assert frames.frames_written == 4
+    with h5py.File(path, "r") as file:
+        np.testing.assert_array_equal(file["frames"][:, 0, 0], [0, 1, 2, 3])
