@@ -16,6 +16,7 @@ from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .pool import FramePool
 from .priority import PRESETS, BackgroundIOPriority
+from .progress import WriteProgress
 from .process import default_backend, set_default_backend
 from .source import chunk_data
 from .version import __version__
@@ -30,6 +31,7 @@ __all__ = [
     "ChainError",
     "FramePool",
     "QueueFull",
+    "WriteProgress",
     "Writer",
     "__version__",
     "bgwrite",

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ChainError
+from .progress import ProgressWatcher, WriteProgress, check_interval
 from .timeouts import check_timeout
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
     _on_cancel: Callable[[], None] | None = None
     _timing: WriteTiming | None = None
     _waited_on: threading.Condition | None = None
+    _watchers: list[ProgressWatcher] | None = None  # progress callbacks (see report_progress)
 
     def __init__(self, total_bytes: int | None = None) -> None:
         # Future.__init__ is not called: it gives each future a Condition
@@ -366,9 +368,62 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
                 return
         _call(fn, self)
 
+    def add_progress_callback(self, fn: Callable[[WriteProgress], object],
+                              interval: float = 0.1) -> None:
+        """Call ``fn`` with a :class:`~bgio.progress.WriteProgress` as the write goes on.
+
+        ``fn`` is called at most every ``interval`` seconds while bytes are
+        written, and once more when the write is done (``finished`` True),
+        in a bgio thread (not the worker: a slow ``fn`` holds no write up;
+        it is given the latest record when it is ready for one). One that
+        raises is logged on the ``bgio`` logger. Added to a write that is
+        done already, ``fn`` gets its last record at once.
+
+        Parameters
+        ----------
+        fn : callable
+            Takes one argument, the progress record.
+        interval : float, default 0.1
+            Seconds; 0 for a record after every chunk.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``fn`` is not callable, or ``interval`` is not a number >= 0.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__qualname__}")
+        watcher = ProgressWatcher(fn, check_interval(interval))
+        with _lock:
+            if self._state not in _DONE:
+                if self._watchers is None:
+                    self._watchers = [watcher]
+                else:
+                    self._watchers.append(watcher)
+                return
+        watcher.finish(self._progress_record(True))
+
+    def report_progress(self) -> None:
+        """(For the worker) bytes were credited to this write: tell its progress callbacks."""
+        watchers = self._watchers
+        if watchers:
+            for watcher in watchers:
+                watcher.tick(self._progress_record)
+
+    def _progress_record(self, finished: bool) -> WriteProgress:
+        done, total = self.bytes_written, self.total_bytes
+        return WriteProgress(done, total, self.rate, None if total is None else total - done,
+                             self.bytes_on_disk, finished)
+
     def _invoke_callbacks(self) -> None:
         # Called after a transition, outside the lock. Once run, the
         # callbacks are dropped: they often hold the writer that made them.
+        watchers = self._watchers
+        if watchers:
+            self._watchers = None
+            last = self._progress_record(True)
+            for watcher in watchers:
+                watcher.finish(last)
         callbacks = self._callbacks
         if callbacks:
             self._callbacks = None
@@ -572,7 +627,7 @@ def _tell_finished(handle: BackgroundWriteProcess,
     # it for its callbacks, which are run once the lock is released.
     if handle._waiter_list or handle._waited_on is not None:
         handle._notify(FINISHED)
-    if handle._callbacks:
+    if handle._callbacks or handle._watchers:
         with_callbacks.append(handle)
 
 
@@ -759,6 +814,12 @@ class GroupedWrite(BackgroundWriteProcess):
         with _lock:
             self._watch()
         super().add_done_callback(fn)
+
+    def add_progress_callback(self, fn: Callable[[WriteProgress], object],
+                              interval: float = 0.1) -> None:
+        with _lock:
+            self._watch()
+        super().add_progress_callback(fn, interval)
 
 
 def start_group(group: GroupState, timing: WriteTiming) -> int | None:

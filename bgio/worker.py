@@ -648,6 +648,9 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     pieces = (group,) if group is not None else (
         [chunk] for chunk in chunks_of(first.source, chunk_size, sink.kind))
     leader = owners[0]
+    # One job's progress callbacks are told after each chunk (a group's writes are
+    # small: theirs hear only of the end).
+    report = getattr(leader, "report_progress", None) if group is None else None
     hooked = sink.nonblocking
     windows = _Windows.of(sink, first.profile, chunk_size, owners, group, shared)
     lane.progress = windows.progress if windows is not None else None
@@ -720,6 +723,8 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         timing.busy += busy
         timing.last_end = finished
         timing.rate = throttle.rate(timing.first_start)
+        if report is not None:
+            report()
         if stop >= 0:
             return stop, error
         pulling = cpu_clock()

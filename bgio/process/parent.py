@@ -584,6 +584,7 @@ class _Backend:
         if timing is not None:
             # A new record each time: readers in other threads see whole figures.
             handle.set_timing(WriteTiming(*timing))
+        handle.report_progress()
 
     def _done(self, ident: int, outcome: str, value: Any, written: int,
               on_disk: int | None, timing: tuple[float, float, float, float | None] | None
