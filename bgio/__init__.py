@@ -16,8 +16,8 @@ from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .pool import FramePool
 from .priority import PRESETS, BackgroundIOPriority
-from .progress import WriteProgress
 from .process import default_backend, set_default_backend
+from .progress import WriteProgress
 from .source import chunk_data
 from .version import __version__
 from .writer import Writer

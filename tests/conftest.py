@@ -152,3 +152,18 @@ class FifoReader:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the FIFO's writer never closed it"
         return bytes(self._data)
+
+
+def gate_stores(monkeypatch) -> threading.Event:
+    """Hold every HDF5 chunk store until the returned Event is set (a slow disk, no sleep)."""
+    from bgio.h5 import sink
+
+    gate = threading.Event()
+    real = sink.store_chunk
+
+    def held_store(*args, **kwargs):
+        gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sink, "store_chunk", held_store)
+    return gate

@@ -6,33 +6,17 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 import h5py
 import numpy as np
 import pytest
-from conftest import FifoReader, Recorder
+from conftest import FifoReader, Recorder, gate_stores
 
 import bgio
 import bgio.h5
 
 HANG = 60  # seconds: a bound that only catches hangs
 FAST = bgio.PRESETS[1]
-
-
-def _gate_stores(monkeypatch) -> threading.Event:
-    """Hold every HDF5 chunk store until the returned Event is set."""
-    from bgio.h5 import sink
-
-    gate = threading.Event()
-    real = sink.store_chunk
-
-    def held_store(*args, **kwargs):
-        gate.wait()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sink, "store_chunk", held_store)
-    return gate
 
 
 def test_a_writer_closes_in_the_background_and_its_handle_says_when():
@@ -76,7 +60,7 @@ def test_wait_and_timeout_are_checked_in_the_caller():
 
 
 def test_a_frame_writer_closes_in_the_background(tmp_path, monkeypatch):
-    gate = _gate_stores(monkeypatch)
+    gate = gate_stores(monkeypatch)
     path = tmp_path / "f.h5"
     frames = [np.full((64, 64), index, "<u2") for index in range(5)]
     writer = bgio.h5.FrameWriter(path, "frames", (64, 64), "<u2", priority=1)
@@ -136,3 +120,13 @@ def test_process_backend_writers_close_in_the_background(tmp_path):
     assert frames.frames_written == 4
     with h5py.File(path, "r") as file:
         np.testing.assert_array_equal(file["frames"][:, 0, 0], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("backend", ["thread", pytest.param("process", marks=pytest.mark.slow)])
+def test_the_missing_frames_warning_points_at_the_call_of_close(tmp_path, backend):
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", priority=1,
+                                 backend=backend)
+    writer.write_at(1, np.zeros((4, 4), "u1"))
+    with pytest.warns(RuntimeWarning, match="never written") as caught:
+        writer.close()
+    assert caught[0].filename == __file__

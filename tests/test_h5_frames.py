@@ -7,6 +7,7 @@ import threading
 import h5py
 import numpy as np
 import pytest
+from conftest import gate_stores
 
 import bgio
 from bgio.bench.h5 import realistic_frames
@@ -108,7 +109,6 @@ def test_a_storage_error_surfaces_on_close(tmp_path, monkeypatch):
 
 
 def test_frames_out_of_order_from_several_threads(tmp_path):
-    import threading
 
     frames = realistic_frames(40, shape=(16, 16))
     with FrameWriter(tmp_path / "f.h5", "frames", (16, 16), "<u2", compression="gzip",
@@ -209,7 +209,6 @@ def test_max_pending_bytes_bounds_a_fast_producer(tmp_path, monkeypatch):
 
 
 def test_no_room_raises_queue_full_and_the_awaited_frame_is_let_in(tmp_path):
-    import threading
 
     w = FrameWriter(tmp_path / "f.h5", "frames", (8, 8), "u1", chunk_frames=2,
                     max_pending_bytes=2 * 64)  # one chunk
@@ -270,7 +269,6 @@ def test_room_is_free_before_the_callbacks_of_a_chunks_handle_run(tmp_path):
 
 
 def test_close_with_a_timeout_raises_and_a_second_close_waits(tmp_path, monkeypatch):
-    import threading
 
     from bgio.h5 import sink
 
@@ -316,23 +314,8 @@ def test_a_new_file_at_the_same_path_does_not_inherit_an_old_failure(tmp_path):
         path.unlink()
 
 
-def _gate_stores(monkeypatch) -> threading.Event:
-    """Hold every chunk store until the returned Event is set (a slow disk, no sleep)."""
-    from bgio.h5 import sink
-
-    gate = threading.Event()
-    real = sink.store_chunk
-
-    def slow_store(*args, **kwargs):
-        gate.wait()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sink, "store_chunk", slow_store)
-    return gate
-
-
 def test_a_reused_buffer_stores_each_frame_as_it_was_at_the_call(tmp_path, monkeypatch):
-    gate = _gate_stores(monkeypatch)
+    gate = gate_stores(monkeypatch)
     buffer = np.empty((256, 512), "<u2")  # 256 KiB: a chunk per frame, stored by reference
     with FrameWriter(tmp_path / "f.h5", "frames", buffer.shape, "<u2", priority=1) as w:
         handles = []
@@ -349,7 +332,7 @@ def test_a_reused_buffer_stores_each_frame_as_it_was_at_the_call(tmp_path, monke
 
 
 def test_copy_false_takes_the_callers_array_by_reference(tmp_path, monkeypatch):
-    gate = _gate_stores(monkeypatch)
+    gate = gate_stores(monkeypatch)
     buffer = np.zeros((256, 512), "<u2")
     with FrameWriter(tmp_path / "f.h5", "frames", buffer.shape, "<u2", copy=False) as w:
         handle = w.append(buffer)

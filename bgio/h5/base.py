@@ -288,8 +288,13 @@ class H5Writer(ClosesOnExit):
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(last)
+        self._report_missing()
+
+    def _report_missing(self) -> None:
+        """At the end of a close: slots never written, as ``on_missing`` says."""
         if self.missing and self._missing_policy != "ignore":
             message = self._missing_message()
             if self._missing_policy == "raise":
                 raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=4)  # (the caller of close)
+            # (stacklevel: the caller of close, through _close and the close's rest)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)

@@ -17,7 +17,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -139,11 +138,7 @@ class _InWriterProcess:
                 return
             self._closing()
             raise_root_error(closing)
-            if self.missing and self._missing_policy != "ignore":
-                message = self._missing_message()
-                if self._missing_policy == "raise":
-                    raise ValueError(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=4)  # (the caller of close)
+            self._report_missing()  # type: ignore[attr-defined]
         return finish
 
 
