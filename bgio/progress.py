@@ -105,6 +105,9 @@ class ProgressWatcher:
 
 # -- the delivery thread -------------------------------------------------------------------
 
+#: Seconds the delivery thread stays with nothing to deliver before it ends.
+LINGER = 1.0
+
 _changed = threading.Condition(threading.Lock())
 #: Records not yet delivered, the latest per watcher (dicts keep their order: oldest first).
 _waiting: dict[ProgressWatcher, WriteProgress] = {}
@@ -132,10 +135,15 @@ def _deliver(watcher: ProgressWatcher, record: WriteProgress) -> None:
 
 
 def _run() -> None:
+    global _thread
     while True:
         with _changed:
-            while not _waiting:
-                _changed.wait()
+            if not _waiting and not _changed.wait_for(lambda: bool(_waiting), LINGER):
+                # Nothing to deliver for a while: end (the next record starts another),
+                # as the engine's idle workers do.
+                if _thread is threading.current_thread():
+                    _thread = None
+                return
             watcher = next(iter(_waiting))
             record = _waiting.pop(watcher)
         _call(watcher, record)
