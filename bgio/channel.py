@@ -25,6 +25,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -163,6 +164,11 @@ class Service:
                 sock, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            refused = self._stranger(sock)  # (before a thread is spent on it)
+            if refused is not None:
+                logger.warning("bgio: %s: a connection was refused: %s", self._name, refused)
+                sock.close()
+                continue
             with self._lock:
                 if self._closed:
                     sock.close()
@@ -189,15 +195,15 @@ class Service:
         return None
 
     def _handshake(self, sock: socket.socket) -> bool:
-        """Check the peer's user and token; True if it may go on."""
-        refused = self._stranger(sock)
-        if refused is not None:
-            logger.warning("bgio: %s: a connection was refused: %s", self._name, refused)
-            return False
-        sock.settimeout(HANDSHAKE_TIMEOUT)
+        """Check the peer's token (its user was checked on accept); True if it may go on."""
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT  # for the whole token
         token = b""
         try:
             while len(token) < TOKEN_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
                 piece = sock.recv(TOKEN_BYTES - len(token))
                 if not piece:
                     raise ChannelClosed("closed before its token")

@@ -25,7 +25,7 @@ from .timeouts import check_timeout
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
-__all__ = ["ClosesOnExit", "Finish"]
+__all__ = ["Again", "ClosesOnExit", "Finish"]
 
 logger = logging.getLogger("bgio")
 
@@ -76,12 +76,20 @@ class ClosesOnExit:
                 raise TimeoutError(f"{self!r} not closed after {timeout} s")
             handle.result()  # its error, if the close failed
             return None
-        finish = self._begin_close()
         if handle is None:
-            finish(timeout)
+            self._begin_close()(timeout)
             return None
-        threading.Thread(target=_finish_in_background, args=(self, finish, handle),
-                         name="bgio-close", daemon=True).start()
+        try:
+            finish = self._begin_close()
+        except BaseException as exc:  # (a KeyboardInterrupt): the handle says so too
+            handle.set_exception(exc)
+            raise
+        thread = threading.Thread(target=_finish_in_background, args=(self, finish, handle),
+                                  name="bgio-close", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (at exit, or out of them): wait here
+            _finish_in_background(self, finish, handle)
         return handle
 
     def __enter__(self) -> Self:
@@ -102,10 +110,39 @@ class ClosesOnExit:
             logger.debug("closing %r after an exception in its block: %r", self, close_error)
 
 
+class Again:
+    """The rest of a close of a writer closed already (by another thread, or before):
+    wait for that close's writes. A second ``close()`` raises nothing else, as ever;
+    their error is kept in :attr:`error`, for the handle of a ``close(wait=False)``
+    made meanwhile, which must not say the close went well when it did not.
+
+    Parameters
+    ----------
+    wait : callable taking the timeout
+        Waits for the writes and raises their error (a writer's ``flush``, say).
+    """
+
+    __slots__ = ("_wait", "error")
+
+    def __init__(self, wait: Finish) -> None:
+        self._wait = wait
+        self.error: Exception | None = None
+
+    def __call__(self, timeout: float | None) -> None:
+        try:
+            self._wait(timeout)
+        except TimeoutError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised by the first close already
+            self.error = exc
+
+
 def _finish_in_background(writer: object, finish: Finish,
                           handle: BackgroundWriteProcess) -> None:
     try:
         finish(None)
+        if isinstance(finish, Again) and finish.error is not None:
+            raise finish.error
     except BaseException as exc:  # noqa: BLE001 - the handle's to raise
         logger.error("bgio: closing %r in the background failed: %s: %s", writer,
                      type(exc).__name__, exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -147,6 +148,20 @@ def _run() -> None:
             watcher = next(iter(_waiting))
             record = _waiting.pop(watcher)
         _call(watcher, record)
+        del watcher, record  # (while it waits, this thread keeps no callback alive)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's records are the parent's to deliver, and its lock may have been held
+    # by one of its threads at the fork.
+    global _changed, _thread
+    _changed = threading.Condition(threading.Lock())
+    _waiting.clear()
+    _thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _call(watcher: ProgressWatcher, record: WriteProgress) -> None:

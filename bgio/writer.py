@@ -13,7 +13,7 @@ from .api import (
     prepare,
     writer_process_ended,
 )
-from .closing import ClosesOnExit, Finish
+from .closing import Again, ClosesOnExit, Finish
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
@@ -335,8 +335,8 @@ class Writer(ClosesOnExit):
               wait: bool = True) -> BackgroundWriteProcess | None:
         """Stop accepting writes, wait for the queued ones, and close the file if asked.
 
-        Calling it again does nothing (after ``close(wait=False)``: waits
-        for that close, and raises its error).
+        Calling it again waits for the writes and does nothing else (after
+        ``close(wait=False)``: waits for that close, and raises its error).
 
         Parameters
         ----------
@@ -368,7 +368,7 @@ class Writer(ClosesOnExit):
         serve = None
         with self._lock:
             if self._closed:
-                return _nothing
+                return Again(self.flush)  # (waits for the first close's writes)
             self._closed = True
             self._room.notify_all()  # writers waiting for room get their ValueError
             if self._close_when_finished:
@@ -383,11 +383,6 @@ class Writer(ClosesOnExit):
         if serve is not None:
             serve()
         return self.flush
-
-
-def _nothing(timeout: float | None) -> None:
-    """The rest of a second close: nothing (see Writer.close)."""
-    del timeout
 
 
 def _take_frames(job: Job) -> None:

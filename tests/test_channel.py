@@ -119,3 +119,24 @@ def test_no_thread_for_a_connection_drops_it_and_keeps_accepting(service, monkey
     ch.send(4)
     assert ch.receive() == ("echo", 4)
     ch.close()
+
+
+def test_the_handshake_timeout_is_for_the_whole_token(monkeypatch):
+    monkeypatch.setattr(channel_module, "HANDSHAKE_TIMEOUT", 0.3)
+    svc = Service(_echo, "test")
+    try:
+        sock = _raw(svc)
+        sent = 0
+        pause = threading.Event()  # never set: its wait is the client's slowness
+        while sent < len(svc.token):  # a byte every 0.1 s: 3.2 s for the token
+            try:
+                sock.send(b"x")
+            except OSError:  # the service closed it (a send after that fails)
+                break
+            sent += 1
+            pause.wait(0.1)
+        # Dropped 0.3 s in, not when the last byte came (a timeout per byte would wait).
+        assert sent < len(svc.token) // 2
+        sock.close()
+    finally:
+        svc.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import types
 
 import h5py
 import numpy as np
@@ -130,3 +132,50 @@ def test_the_missing_frames_warning_points_at_the_call_of_close(tmp_path, backen
     with pytest.warns(RuntimeWarning, match="never written") as caught:
         writer.close()
     assert caught[0].filename == __file__
+
+
+def test_a_background_close_made_while_another_thread_closes_waits_for_that_close():
+    rec = Recorder(gated=True)
+    writer = bgio.Writer(rec, priority=FAST, close_when_finished=True)
+    writer.write(b"held")
+    closer = threading.Thread(target=writer.close)
+    closer.start()
+    assert rec.entered.wait(HANG)  # the first close's write is under way
+    closing = writer.close(wait=False)  # the writer is closed already: by that thread
+    assert not closing.done()  # not before the first close's writes are done
+    rec.gate.set()
+    assert closing.result(timeout=HANG) == 0
+    closer.join(HANG)
+    assert rec.getvalue() == b"held" and rec.closed
+
+
+def test_a_background_close_after_a_failed_close_reports_its_error():
+    writer = bgio.Writer(Recorder(fail_after=2), priority=FAST)
+    writer.write(b"too long")
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert writer.close() is None  # a second close() raises nothing more, as ever
+    with pytest.raises(OSError, match="No space left"):
+        writer.close(wait=False).result(timeout=HANG)  # but a handle says how it went
+
+
+def test_with_no_thread_to_be_had_the_background_close_is_done_here(monkeypatch):
+    from bgio import closing as closing_module
+
+    class NoThread:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(closing_module, "threading",
+                        types.SimpleNamespace(Thread=NoThread, Lock=threading.Lock))
+    rec = Recorder()
+    writer = bgio.Writer(rec, priority=FAST)
+    writer.write(b"data")
+    closing = writer.close(wait=False)
+    monkeypatch.undo()
+    assert closing.done() and closing.result() == 0  # (waited for here instead)
+    writer.close(timeout=HANG)  # no handle left running for ever
+    assert rec.getvalue() == b"data"

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import threading
+import time
 
 import pytest
 from conftest import Recorder
@@ -177,3 +178,56 @@ def test_a_writer_process_write_reports_progress_too(tmp_path):
     assert collect.finished.wait(HANG)
     assert collect.records[-1].done == len(data) and collect.records[-1].finished
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_delivered_callback_is_not_kept_alive_by_the_delivery_thread():
+    import gc
+    import weakref
+
+    collect = Collector()
+    handle = bgio.bgwrite(io.BytesIO(), b"x" * CHUNK, priority=FAST)
+    handle.add_progress_callback(collect)
+    handle.result(timeout=HANG)
+    assert collect.finished.wait(HANG)
+    gone = weakref.ref(collect)
+    del collect, handle
+    # The thread lets go as soon as the call returns; it would keep it for as long as
+    # it waits for the next record (up to progress.LINGER, a second) otherwise.
+    deadline = time.monotonic() + 0.5  # half of LINGER
+    while gone() is not None and time.monotonic() < deadline:
+        threading.Event().wait(0.005)  # (a short yield to the delivery thread)
+        gc.collect()
+    assert gone() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_deliver_the_parents_records():
+    from bgio import progress
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def held(record: WriteProgress) -> None:
+        entered.set()
+        release.wait()
+
+    first = bgio.bgwrite(io.BytesIO(), b"1", priority=FAST)
+    first.add_progress_callback(held)
+    second = bgio.bgwrite(io.BytesIO(), b"2", priority=FAST)
+    second.add_progress_callback(held)
+    first.result(timeout=HANG)
+    second.result(timeout=HANG)
+    assert entered.wait(HANG)  # one is being delivered, the other waits for the thread
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of the parent's left to deliver
+        try:
+            os.write(write, b"%d %d" % (len(progress._waiting), progress._thread is None))
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 64)
+    os.close(read)
+    os.waitpid(pid, 0)
+    release.set()
+    assert report == b"0 1"

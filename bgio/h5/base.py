@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import h5py
 
-from ..closing import ClosesOnExit, Finish
+from ..closing import Again, ClosesOnExit, Finish
 from ..engine import submit
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
@@ -260,9 +260,11 @@ class H5Writer(ClosesOnExit):
 
                 def wait_again(timeout: float | None) -> None:
                     # (The wait is outside the lock: the stores' callbacks take it.)
-                    if last is not None and not last.wait(timeout):
-                        raise TimeoutError(f"{self._what} not stored after {timeout} s")
-                return wait_again
+                    if last is not None:
+                        if not last.wait(timeout):
+                            raise TimeoutError(f"{self._what} not stored after {timeout} s")
+                        raise_root_error(last)
+                return Again(wait_again)
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
             self._stop_producers()

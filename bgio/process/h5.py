@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..closing import Finish
+from ..closing import Again, Finish
 from ..errors import QueueFull
 from ..h5.base import check_on_missing
 from ..h5.frames import FrameWriter
@@ -131,11 +131,14 @@ class _InWriterProcess:
                 self._remote.call(last, "finish", ("close",), reply=self._closed_with)
         assert last is not None
         closing = last
+        if closed_before:
+            def wait_again(timeout: float | None) -> None:
+                self._wait(closing, None, timeout)
+                raise_root_error(closing)
+            return Again(wait_again)
 
         def finish(timeout: float | None) -> None:
             self._wait(closing, stored, timeout)
-            if closed_before:
-                return
             self._closing()
             raise_root_error(closing)
             self._report_missing()  # type: ignore[attr-defined]
