@@ -460,3 +460,26 @@ def test_a_write_cancelled_while_queued_fails_the_later_ones_to_its_destination(
                        match="^not written: an earlier write to this destination was cancelled$"):
         later.result(timeout=HANG)
     assert bytes(got) == data  # nothing of the cancelled write, nor of the one after it
+
+
+@pytest.mark.slow
+def test_a_writer_process_whose_program_died_ends_even_with_a_write_stuck_in_the_kernel(
+        tmp_path):
+    import psutil
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # never opened for reading: a write to it waits in open() for ever
+    done = _run(f"""
+        import bgio, os
+        from bgio.process import parent
+        bgio.bgwrite({str(fifo)!r}, b"never read", backend="process")
+        bgio.bgwrite({str(tmp_path / "probe.bin")!r}, b"p", backend="process").result(60)
+        print(parent._backend.process.pid, flush=True)
+        os._exit(0)  # the program dies: no exit drain, no goodbye to the writer process
+    """)
+    assert done.returncode == 0, done.stderr
+    child = psutil.Process(int(done.stdout))
+    # It cancels what it had, and gives up on the write blocked in open() after
+    # ABANDONED_WAIT (10 s), rather than living on as an orphan.
+    child.wait(timeout=60)  # psutil.TimeoutExpired if it lived on (its status: not ours)
+    assert not child.is_running()

@@ -708,9 +708,16 @@ class _Server:
             feed.cancel()  # a worker waiting for data stops now
 
 
+#: Seconds the writes cancelled when the parent went away have to end before this
+#: process ends without them: one blocked in the kernel (opening a FIFO nobody will
+#: read, a hung network file system) ignores the cancel, and nobody is left to wait for.
+ABANDONED_WAIT = 10.0
+
+
 def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
-          descriptors: socket.socket) -> None:
-    """Read and carry out commands until told to exit or the parent goes away."""
+          descriptors: socket.socket) -> bool:
+    """Read and carry out commands until told to exit (False) or the parent goes away
+    (True: its writes are cancelled)."""
     server = _Server(events, ring, parent, descriptors)
     methods: dict[str, Callable[..., None]] = {
         "write": server.write, "writer": server.writer, "append": server.append,
@@ -726,12 +733,12 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
             message = commands.recv()
         except (EOFError, OSError):
             server.abandon()
-            return
+            return True
         except Exception:
             logging.getLogger("bgio").exception("a command could not be read; ignored")
             continue
         if message[0] == "exit":
-            return
+            return False
         methods[message[0]](*message[1:])
 
 
@@ -764,7 +771,10 @@ def main(argv: list[str]) -> int:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # the parent's logging decides what is shown
     descriptors = socket.socket(fileno=descriptors_fd)
-    serve(commands, events, ring, parent, descriptors)
+    if serve(commands, events, ring, parent, descriptors):
+        if not bgio.wait_all(ABANDONED_WAIT):
+            os._exit(1)  # (not the exit drain: it would wait for them for ever)
+        return 1
     bgio.wait_all()  # every write ends (the exit drain would wait too)
     return 0
 
