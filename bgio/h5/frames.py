@@ -217,6 +217,10 @@ class FrameWriter(H5Writer):
         # Snapshot buffers whose stores are done, for the next snapshots: a
         # fresh 2 MiB array costs a millisecond of page faults, a warm one a tenth.
         self._spares: list[np.ndarray] = []
+        # The frame accepted last (index, its array as stored), for latest(); and the
+        # snapshot that array lies in, kept out of the spares while it is the latest.
+        self._latest: tuple[int, np.ndarray] | None = None
+        self._latest_snapshot: np.ndarray | None = None
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         if not isinstance(swmr, bool):
@@ -305,6 +309,25 @@ class FrameWriter(H5Writer):
     def extent(self) -> int:
         """Frames the dataset holds once closed: one after the highest frame written."""
         return self._next
+
+    def latest(self) -> tuple[int, np.ndarray] | None:
+        """The frame accepted last (by :meth:`append` or :meth:`write_at`), for a live view.
+
+        Returns ``(index, frame)``, or None before the first. ``frame`` is
+        read-only and is not read back from the file: it is the writer's own
+        copy (``copy=True``), or with ``copy=False`` the array you gave (a
+        :class:`bgio.FramePool` frame goes back to its pool once stored and
+        may then be filled again: copy what you keep). With
+        ``backend="process"``, a copy taken from the shared memory.
+        """
+        with self._lock:
+            latest = self._latest
+        if latest is None:
+            return None
+        index, frame = latest
+        view = frame.view()
+        view.flags.writeable = False
+        return index, view
 
     @property
     def pending_bytes(self) -> int:
@@ -468,7 +491,8 @@ class FrameWriter(H5Writer):
             spares = self._spares
 
             def recycle(_: BackgroundWriteProcess) -> None:
-                if len(spares) < SPARE_SNAPSHOTS:
+                # (Not while latest() may hand it out: it would be filled again.)
+                if len(spares) < SPARE_SNAPSHOTS and snapshot is not self._latest_snapshot:
                     spares.append(snapshot)
 
             handle.add_done_callback(recycle)
@@ -537,6 +561,7 @@ class FrameWriter(H5Writer):
         per_chunk = self._chunk_frames
         if per_chunk == 1:
             # A chunk per frame: the caller's frame goes as it is (no copy).
+            self._latest, self._latest_snapshot = (index, stack[offset]), stack
             return self._submit(index, stack[offset : offset + 1], 1)
         chunk_index, position = divmod(index, per_chunk)
         chunk = self._open.get(chunk_index)
@@ -549,6 +574,7 @@ class FrameWriter(H5Writer):
             chunk.handle.add_done_callback(lambda _: self._stored(held))
         chunk.frames[position] = stack[offset]
         chunk.filled.add(position)
+        self._latest, self._latest_snapshot = (index, chunk.frames[position]), None
         if len(chunk.filled) == per_chunk:
             del self._open[chunk_index]
             self._submit(chunk_index * per_chunk, chunk.frames, per_chunk, chunk.handle,

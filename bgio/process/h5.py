@@ -13,6 +13,7 @@ with ``copy=False`` read by the writer process from the caller's array.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -145,6 +146,58 @@ class _InWriterProcess:
         return finish
 
 
+class _Latest:
+    """The frame sent last, kept readable for ``latest()``: its shared frame goes back to
+    its pool only once its store is done *and* a newer frame has taken its place."""
+
+    __slots__ = ("_lock", "current")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (index, frame, what gives its shared frame back or None, stored yet)
+        self.current: list[Any] | None = None
+
+    def hold(self, index: int, frame: np.ndarray,
+             give_back: Callable[[], None] | None) -> Callable[[], None] | None:
+        """``frame`` (at ``index``) is the latest; returns what its store's end calls in
+        place of ``give_back``."""
+        entry = [index, frame, give_back, False]
+        with self._lock:
+            previous, self.current = self.current, entry
+            release = previous[2] if previous is not None and previous[3] else None
+        if release is not None:
+            release()
+        if give_back is None:
+            return None
+        return functools.partial(self._stored, entry)
+
+    def _stored(self, entry: list[Any]) -> None:
+        with self._lock:
+            entry[3] = True
+            release = None if entry is self.current else entry[2]
+        if release is not None:
+            release()
+
+    def copy(self) -> tuple[int, np.ndarray] | None:
+        """The latest frame, copied (its shared frame is refilled once let go)."""
+        with self._lock:
+            if self.current is None:
+                return None
+            index, frame = self.current[0], self.current[1].copy()
+        frame.flags.writeable = False
+        return index, frame
+
+    def let_go(self) -> None:
+        """Closed (every store done): the latest frame is kept as a copy of its own, and
+        its shared frame goes back."""
+        with self._lock:
+            entry = self.current
+            if entry is None or entry[2] is None:
+                return
+            release, entry[1], entry[2] = entry[2], entry[1].copy(), None
+        release()
+
+
 class ProcessFrameWriter(_InWriterProcess, FrameWriter):
     """A :class:`bgio.h5.FrameWriter` with ``backend="process"``: the same methods.
 
@@ -205,6 +258,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             "frames", (path, name, self._frame_shape, self._dtype),
             {**options, "copy": False, "on_missing": "ignore"}, self._name)
         self._shared = FramePool(self._frame_shape, self._dtype, count)
+        self._kept = _Latest()
         close_at_exit(self)  # left open, it is closed at exit (its file made whole)
 
     @property
@@ -344,6 +398,14 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                     sent[start:end] = b"\x01" * count
             self._count += count
             self._last = handle
+            # The last frame stays readable for latest() until a newer one comes.
+            sent = arrays[-1]
+            kept = self._kept.hold(
+                -1 if start is None else start + count - 1,  # (-1: placed there)
+                sent[-1] if sent.ndim > len(self._frame_shape) else sent,
+                release[-1] if release else None)
+            if kept is not None:
+                release = [*release[:-1], kept]
             # (No cancel: frames accepted are stored, as with threads.)
             self._remote.call(handle, "frames", (start,), arrays, release, cancellable=False)
         return handle
@@ -381,7 +443,14 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         return [copy_of.reshape(1, *self._frame_shape) for copy_of in copies], release
 
     def _closing(self) -> None:
+        self._kept.let_go()
         self._shared.close()
+
+    def latest(self) -> tuple[int, np.ndarray] | None:
+        """The frame this process gave last, copied (see :meth:`bgio.h5.FrameWriter.latest`);
+        producers' frames are not among them. Its index is -1 when the writer process
+        placed it (an append while producers write there)."""
+        return self._kept.copy()
 
 
 class ProcessRecordWriter(_InWriterProcess, RecordWriter):
