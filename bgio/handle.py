@@ -377,7 +377,10 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         in a bgio thread (not the worker: a slow ``fn`` holds no write up;
         it is given the latest record when it is ready for one). One that
         raises is logged on the ``bgio`` logger. Added to a write that is
-        done already, ``fn`` gets its last record at once.
+        done already, ``fn`` is given its last record at once.
+        The last record may come after the done callbacks have run (they
+        run in the thread that completes the write): wait for the record
+        with ``finished`` set, not for them, to see the last one.
 
         Parameters
         ----------
