@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ class ClosesOnExit:
 
     #: The handle of a close(wait=False), once there was one.
     _close_handle: BackgroundWriteProcess | None = None
+    #: The rest of the close, once a close began (see _Rest).
+    _close_rest: _Rest | None = None
 
     def close(self) -> None:  # pragma: no cover - every user defines it
         raise NotImplementedError
@@ -64,6 +67,9 @@ class ClosesOnExit:
                              "the result() of the handle it returns")
         mine = False
         with _handles_lock:
+            if self._close_rest is None:  # (before any _begin_close: see _again)
+                self._close_rest = _Rest()
+            rest = self._close_rest
             handle = self._close_handle
             if handle is None and not wait:
                 handle = self._close_handle = BackgroundWriteProcess(0)
@@ -77,10 +83,10 @@ class ClosesOnExit:
             handle.result()  # its error, if the close failed
             return None
         if handle is None:
-            self._begin_close()(timeout)
+            self._rest_of(self._begin_close(), rest)(timeout)
             return None
         try:
-            finish = self._begin_close()
+            finish = self._rest_of(self._begin_close(), rest)
         except BaseException as exc:  # (a KeyboardInterrupt): the handle says so too
             handle.set_exception(exc)
             raise
@@ -91,6 +97,19 @@ class ClosesOnExit:
         except RuntimeError:  # no thread to be had (at exit, or out of them): wait here
             _finish_in_background(self, finish, handle)
         return handle
+
+    @staticmethod
+    def _rest_of(finish: Finish, rest: _Rest) -> Finish:
+        # The close that closed the writer hands its rest over; any close runs it.
+        if not isinstance(finish, Again):
+            rest.set(finish)
+            return rest
+        return finish
+
+    def _again(self) -> Again:
+        """What :meth:`_begin_close` returns for a writer closed already."""
+        assert self._close_rest is not None  # (made by _close before _begin_close)
+        return Again(self._close_rest)
 
     def __enter__(self) -> Self:
         return self
@@ -110,31 +129,102 @@ class ClosesOnExit:
             logger.debug("closing %r after an exception in its block: %r", self, close_error)
 
 
+def _ours(exc: TimeoutError) -> bool:
+    """True for a timeout of bgio's own waits, not a store's (an ``OSError`` with an
+    errno, ETIMEDOUT, on a network file system)."""
+    return exc.errno is None
+
+
+class _Rest:
+    """The rest of a writer's close (what its :meth:`ClosesOnExit._begin_close`
+    returned), run to its end once, whichever close calls it: one that timed out
+    leaves it to the next; closes meanwhile wait for the one running it; once ended,
+    every later call raises its error (or returns)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._finish: Finish | None = None
+        self._given = False  # (set() was called)
+        self._running = False
+        self._ended = False
+        self._error: BaseException | None = None
+        self._raised = False  # (its error was raised to a caller)
+
+    def set(self, finish: Finish) -> None:
+        with self._changed:
+            self._finish, self._given = finish, True
+            self._changed.notify_all()
+
+    @property
+    def error(self) -> BaseException | None:
+        """How the close failed, once it ended (None: it went well, or has not ended)."""
+        return self._error
+
+    def __call__(self, timeout: float | None, again: bool = False) -> None:
+        """Run the rest, or wait for it; raise its error. ``again``: a close of a writer
+        closed already, which raises only an error no close has raised yet."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        with self._changed:
+            while True:
+                if self._ended:
+                    if self._error is not None and not (again and self._raised):
+                        self._raised = True
+                        raise self._error
+                    return
+                finish = self._finish
+                if self._given and not self._running:
+                    self._running = True
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"not closed after {timeout} s")
+                self._changed.wait(left)
+                waited = True
+        if waited and deadline is not None:  # (else the timeout as given, for messages)
+            timeout = max(0.0, deadline - time.monotonic())
+        try:
+            finish(timeout)  # type: ignore[misc]
+        except TimeoutError as exc:
+            self._stop(exc if not _ours(exc) else None, ended=not _ours(exc))
+            raise
+        except Exception as exc:
+            self._stop(exc, ended=True)
+            raise
+        except BaseException:  # (a KeyboardInterrupt): the next close goes on
+            self._stop(None, ended=False)
+            raise
+        self._stop(None, ended=True)
+
+    def _stop(self, error: BaseException | None, ended: bool) -> None:
+        with self._changed:
+            self._running = False
+            self._ended = ended
+            self._error = error
+            self._raised = error is not None  # (raised by the close that ran it)
+            self._changed.notify_all()
+
+
 class Again:
     """The rest of a close of a writer closed already (by another thread, or before):
-    wait for that close's writes. A second ``close()`` raises nothing else, as ever;
-    their error is kept in :attr:`error`, for the handle of a ``close(wait=False)``
-    made meanwhile, which must not say the close went well when it did not.
-
-    Parameters
-    ----------
-    wait : callable taking the timeout
-        Waits for the writes and raises their error (a writer's ``flush``, say).
+    wait for that close to end, running what a close that timed out left. It raises
+    only an error no close has raised yet (a second ``close()`` raises nothing else,
+    as ever); :attr:`error` says how the close went, for the handle of a
+    ``close(wait=False)``, which must not say it went well when it did not.
     """
 
-    __slots__ = ("_wait", "error")
+    __slots__ = ("_rest",)
 
-    def __init__(self, wait: Finish) -> None:
-        self._wait = wait
-        self.error: Exception | None = None
+    def __init__(self, rest: _Rest) -> None:
+        self._rest = rest
 
     def __call__(self, timeout: float | None) -> None:
-        try:
-            self._wait(timeout)
-        except TimeoutError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - raised by the first close already
-            self.error = exc
+        self._rest(timeout, again=True)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The close's error, once it ended."""
+        return self._rest.error
 
 
 def _finish_in_background(writer: object, finish: Finish,

@@ -13,7 +13,7 @@ from .api import (
     prepare,
     writer_process_ended,
 )
-from .closing import Again, ClosesOnExit, Finish
+from .closing import ClosesOnExit, Finish
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
@@ -368,7 +368,7 @@ class Writer(ClosesOnExit):
         serve = None
         with self._lock:
             if self._closed:
-                return Again(self.flush)  # (waits for the first close's writes)
+                return self._again()  # (waits for the first close)
             self._closed = True
             self._room.notify_all()  # writers waiting for room get their ValueError
             if self._close_when_finished:

@@ -170,7 +170,8 @@ def test_with_no_thread_to_be_had_the_background_close_is_done_here(monkeypatch)
             raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(closing_module, "threading",
-                        types.SimpleNamespace(Thread=NoThread, Lock=threading.Lock))
+                        types.SimpleNamespace(Thread=NoThread, Lock=threading.Lock,
+                                              Condition=threading.Condition))
     rec = Recorder()
     writer = bgio.Writer(rec, priority=FAST)
     writer.write(b"data")
@@ -179,3 +180,26 @@ def test_with_no_thread_to_be_had_the_background_close_is_done_here(monkeypatch)
     assert closing.done() and closing.result() == 0  # (waited for here instead)
     writer.close(timeout=HANG)  # no handle left running for ever
     assert rec.getvalue() == b"data"
+
+
+def test_a_close_that_refused_missing_frames_is_reported_by_a_later_background_close(tmp_path):
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4, 4), "u1", priority=1,
+                                 on_missing="raise")
+    writer.write_at(1, np.zeros((4, 4), "u1"))
+    with pytest.raises(ValueError, match="never written"):
+        writer.close()
+    writer.close()  # a second close raises nothing more
+    with pytest.raises(ValueError, match="never written"):
+        writer.close(wait=False).result(timeout=HANG)
+
+
+def test_a_close_that_timed_out_leaves_the_rest_to_the_next(tmp_path, monkeypatch):
+    gate = gate_stores(monkeypatch)
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (64, 64), "<u2", priority=1,
+                                 chunk_frames=1, on_missing="raise")
+    writer.write_at(1, np.ones((64, 64), "<u2"))
+    with pytest.raises(TimeoutError, match="not stored after 0.05 s"):
+        writer.close(timeout=0.05)
+    gate.set()
+    with pytest.raises(ValueError, match="never written"):  # the rest ran this time
+        writer.close(timeout=HANG)

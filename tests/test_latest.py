@@ -78,3 +78,34 @@ def test_the_writer_process_keeps_the_latest_frame_readable(tmp_path, use_pool):
         assert pool.free == 2  # the kept frame went back at close
     with h5py.File(tmp_path / "f.h5", "r") as file:
         assert [int(f[0, 0]) for f in file["frames"]] == list(range(20))
+
+
+def test_the_writer_process_holds_no_shared_frame_for_latest_once_stored(tmp_path):
+    pool = bgio.FramePool(SHAPE, "<u2", count=1)  # one frame: it must come back
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", SHAPE, "<u2", priority=1,
+                                 backend="process", max_pending_bytes=4 * 512,
+                                 chunk_frames=1)
+    for value in range(3):
+        data = pool.acquire(timeout=HANG)
+        data[...] = value
+        writer.append(data).result(timeout=HANG)  # stored: the frame is the pool's again
+        assert writer.latest()[0] == value and (writer.latest()[1] == value).all()
+    stack = np.stack([frame(value) for value in range(3, 7)])  # all 4 shared frames at once
+    writer.append(stack).result(timeout=HANG)
+    writer.close()
+    index, shown = writer.latest()
+    assert index == 6 and (shown == 6).all()
+    assert pool.free == 1
+
+
+def test_a_frame_shown_is_not_changed_by_later_frames(tmp_path, monkeypatch):
+    gate = gate_stores(monkeypatch)
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", SHAPE, "<u2", priority=1,
+                                 chunk_frames=1)
+    writer.append(frame(0))
+    _, shown = writer.latest()
+    writer.append(frame(1))
+    gate.set()  # frame 0's snapshot is stored and recycled, then refilled by frame 2
+    writer.append(frame(2))
+    writer.close()
+    assert (shown == 0).all()  # a copy of its own

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import h5py
 
-from ..closing import Again, ClosesOnExit, Finish
+from ..closing import ClosesOnExit, Finish
 from ..engine import submit
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
@@ -256,15 +256,7 @@ class H5Writer(ClosesOnExit):
     def _begin_close(self) -> Finish:
         with self._lock:
             if self._closed:
-                last = self._last
-
-                def wait_again(timeout: float | None) -> None:
-                    # (The wait is outside the lock: the stores' callbacks take it.)
-                    if last is not None:
-                        if not last.wait(timeout):
-                            raise TimeoutError(f"{self._what} not stored after {timeout} s")
-                        raise_root_error(last)
-                return Again(wait_again)
+                return self._again()  # (waits for the first close)
             self._closed = True
             self._room.notify_all()  # producers waiting for room get their ValueError
             self._stop_producers()
@@ -298,5 +290,5 @@ class H5Writer(ClosesOnExit):
             message = self._missing_message()
             if self._missing_policy == "raise":
                 raise ValueError(message)
-            # (stacklevel: the caller of close, through _close and the close's rest)
-            warnings.warn(message, RuntimeWarning, stacklevel=5)
+            # (stacklevel: the caller of close, through _close, _Rest and the rest)
+            warnings.warn(message, RuntimeWarning, stacklevel=6)

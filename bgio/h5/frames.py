@@ -313,21 +313,19 @@ class FrameWriter(H5Writer):
     def latest(self) -> tuple[int, np.ndarray] | None:
         """The frame accepted last (by :meth:`append` or :meth:`write_at`), for a live view.
 
-        Returns ``(index, frame)``, or None before the first. ``frame`` is
-        read-only and is not read back from the file: it is the writer's own
-        copy (``copy=True``), or with ``copy=False`` the array you gave (a
-        :class:`bgio.FramePool` frame goes back to its pool once stored and
-        may then be filled again: copy what you keep). With
-        ``backend="process"``, a copy taken from the shared memory.
+        Returns ``(index, frame)``, or None before the first. ``frame`` is a
+        read-only copy, made now, of the frame as the writer has it (not read
+        back from the file): its own copy with ``copy=True``; with
+        ``copy=False`` your array as it is now (a :class:`bgio.FramePool`
+        frame goes back to its pool once stored, and may be filled again).
         """
         with self._lock:
             latest = self._latest
-        if latest is None:
-            return None
-        index, frame = latest
-        view = frame.view()
-        view.flags.writeable = False
-        return index, view
+            if latest is None:
+                return None
+            index, frame = latest[0], latest[1].copy()  # (under the lock: see _recycling)
+        frame.flags.writeable = False
+        return index, frame
 
     @property
     def pending_bytes(self) -> int:
@@ -491,9 +489,15 @@ class FrameWriter(H5Writer):
             spares = self._spares
 
             def recycle(_: BackgroundWriteProcess) -> None:
-                # (Not while latest() may hand it out: it would be filled again.)
-                if len(spares) < SPARE_SNAPSHOTS and snapshot is not self._latest_snapshot:
-                    spares.append(snapshot)
+                if len(spares) >= SPARE_SNAPSHOTS:
+                    return
+                with self._lock:
+                    latest = self._latest
+                    if snapshot is self._latest_snapshot and latest is not None:
+                        # Still the latest: latest() goes on from a copy of its own.
+                        self._latest = (latest[0], latest[1].copy())
+                        self._latest_snapshot = None
+                spares.append(snapshot)
 
             handle.add_done_callback(recycle)
         return handle

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..closing import Again, Finish
+from ..closing import Finish
 from ..errors import QueueFull
 from ..h5.base import check_on_missing
 from ..h5.frames import FrameWriter
@@ -130,13 +130,10 @@ class _InWriterProcess:
                 last = self._last = BackgroundWriteProcess(0)
                 last.set_running_or_notify_cancel()
                 self._remote.call(last, "finish", ("close",), reply=self._closed_with)
+        if closed_before:
+            return self._again()  # type: ignore[attr-defined,no-any-return]
         assert last is not None
         closing = last
-        if closed_before:
-            def wait_again(timeout: float | None) -> None:
-                self._wait(closing, None, timeout)
-                raise_root_error(closing)
-            return Again(wait_again)
 
         def finish(timeout: float | None) -> None:
             self._wait(closing, stored, timeout)
@@ -147,8 +144,10 @@ class _InWriterProcess:
 
 
 class _Latest:
-    """The frame sent last, kept readable for ``latest()``: its shared frame goes back to
-    its pool only once its store is done *and* a newer frame has taken its place."""
+    """The frame sent last, kept readable for ``latest()``: its shared frame is read
+    from while its store is under way; once stored, the latest frame is copied out and
+    its shared frame goes back (a shared frame is never held for it after its store:
+    a pool of one frame, or a stack as large as the writer's shared memory, goes on)."""
 
     __slots__ = ("_lock", "current")
 
@@ -160,13 +159,10 @@ class _Latest:
     def hold(self, index: int, frame: np.ndarray,
              give_back: Callable[[], None] | None) -> Callable[[], None] | None:
         """``frame`` (at ``index``) is the latest; returns what its store's end calls in
-        place of ``give_back``."""
+        place of ``give_back`` (None: the frame is the caller's, ``copy=False``)."""
         entry = [index, frame, give_back, False]
         with self._lock:
-            previous, self.current = self.current, entry
-            release = previous[2] if previous is not None and previous[3] else None
-        if release is not None:
-            release()
+            self.current = entry
         if give_back is None:
             return None
         return functools.partial(self._stored, entry)
@@ -174,7 +170,9 @@ class _Latest:
     def _stored(self, entry: list[Any]) -> None:
         with self._lock:
             entry[3] = True
-            release = None if entry is self.current else entry[2]
+            release, entry[2] = entry[2], None
+            if entry is self.current:
+                entry[1] = entry[1].copy()  # (the shared frame is refilled once back)
         if release is not None:
             release()
 
@@ -187,15 +185,6 @@ class _Latest:
         frame.flags.writeable = False
         return index, frame
 
-    def let_go(self) -> None:
-        """Closed (every store done): the latest frame is kept as a copy of its own, and
-        its shared frame goes back."""
-        with self._lock:
-            entry = self.current
-            if entry is None or entry[2] is None:
-                return
-            release, entry[1], entry[2] = entry[2], entry[1].copy(), None
-        release()
 
 
 class ProcessFrameWriter(_InWriterProcess, FrameWriter):
@@ -443,7 +432,6 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         return [copy_of.reshape(1, *self._frame_shape) for copy_of in copies], release
 
     def _closing(self) -> None:
-        self._kept.let_go()
         self._shared.close()
 
     def latest(self) -> tuple[int, np.ndarray] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from ..api import PriorityLike, hand_over_frames
-from ..closing import Again, Finish
+from ..closing import Finish
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -173,7 +173,7 @@ class ProcessWriter(Writer):
         # (close() is Writer's: the same meaning, wait=False too)
         with self._lock:
             if self._closed:
-                return Again(self.flush)  # (waits for the first close's writes)
+                return self._again()  # (waits for the first close)
             self._closed = True
             self._room.notify_all()  # writers waiting for room get their ValueError
             closing = self._last = BackgroundWriteProcess(0)
