@@ -284,3 +284,24 @@ def test_a_frame_written_twice_is_refused_in_the_caller(tmp_path, backend):
     assert writer.frames_written == 2
     with h5py.File(tmp_path / "f.h5", "r") as f:
         assert f["frames"][...].tobytes() == np.stack([frame * 2, frame]).tobytes()
+
+
+@pytest.mark.slow
+def test_a_frame_writer_left_open_at_exit_is_closed_and_the_program_ends(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "open.h5"
+    script = f"""
+        import bgio.h5, numpy as np
+        w = bgio.h5.FrameWriter({str(path)!r}, "frames", (8, 8), "<u2", priority=1,
+                                backend="process")
+        for i in range(3):
+            w.append(np.full((8, 8), i, "<u2"))  # small frames: a chunk still being filled
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(path, "r") as file:
+        assert [int(f[0, 0]) for f in file["frames"]] == [0, 1, 2]

@@ -264,14 +264,19 @@ class _Backend:
             if self.dead is not None or self._closing:
                 return
 
-    def pending(self) -> list[tuple[str, BackgroundWriteProcess]]:
+    def pending(self, held: bool = True) -> list[tuple[str, BackgroundWriteProcess]]:
+        """The writes not done yet; ``held=False``: not those an HDF5 writer there may
+        hold until it is closed (see :func:`_held`)."""
         with self._changed:
             return [(job.destination.name, job.handle) for job in self.jobs.values()
-                    if not job.handle.done()]
+                    if not job.handle.done() and (held or not _held(job))]
 
-    def wait_all(self, timeout: float | None) -> bool:
+    def wait_all(self, timeout: float | None, held: bool = True) -> bool:
         with self._changed:
-            return self._changed.wait_for(lambda: not self.jobs, timeout)
+            if held:
+                return self._changed.wait_for(lambda: not self.jobs, timeout)
+            return self._changed.wait_for(
+                lambda: all(_held(job) for job in self.jobs.values()), timeout)
 
     # -- talking to the child -----------------------------------------------------------
 
@@ -679,16 +684,16 @@ class _Backend:
 
     # -- the end ------------------------------------------------------------------------
 
-    def _wait_everything(self, timeout: float | None) -> bool:
+    def _wait_everything(self, timeout: float | None, held: bool = True) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.wait_all(left):
+            if not self.wait_all(left, held):
                 return False
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not engine.wait_all(left):
                 return False
-            if self.wait_all(0):
+            if self.wait_all(0, held):
                 return True
 
     def let_go(self) -> None:
@@ -709,11 +714,13 @@ class _Backend:
             pass
         self._descriptors.close()
 
-    def drain(self) -> None:
-        """Wait for every write of both backends, as threads are drained at exit."""
+    def drain(self, held: bool = True) -> None:
+        """Wait for every write of both backends, as threads are drained at exit
+        (``held=False``: not the frames and records HDF5 writers hold until closed)."""
         # One drain for both backends: the line counts every pending write, and a
         # Ctrl-C abandons the threads' writes too (their own drain then finds none).
-        drain.drain(lambda: engine.pending() + self.pending(), self._wait_everything)
+        drain.drain(lambda: engine.pending() + self.pending(held),
+                    functools.partial(self._wait_everything, held=held))
 
     def shut_down(self) -> None:
         """Drain, then tell the child to end and wait."""
@@ -886,10 +893,18 @@ def exited() -> bool:
     return _exited
 
 
+def _held(job: _Job) -> bool:
+    """True for frames or records sent to an HDF5 writer there: it may hold them (a chunk
+    being filled) until it is closed, so a drain before the close must not wait for
+    them (as the threads' drain does not wait for what an HDF5 writer holds)."""
+    return job.call is not None and job.call[0] in ("frames", "records")
+
+
 def _drain_at_exit() -> None:
+    # Before the HDF5 writers left open are closed (_end_at_exit, which drains all).
     backend = _backend
     if backend is not None and backend.dead is None:
-        backend.drain()
+        backend.drain(held=False)
 
 
 def _end_at_exit() -> None:
