@@ -188,6 +188,9 @@ def test_a_failed_write_does_not_keep_the_file_or_the_data_alive(caplog):
     data = bytearray(1 << 20)
     handle = bgio.bgwrite(f, data, priority=FAST_1K)
     assert isinstance(handle.exception(timeout=30), OSError)
+    # The handle is failed before the worker has ended its run (it settles the handle,
+    # then lets go of the job): wait for the engine to count the run ended.
+    assert bgio.wait_all(timeout=30)
     file_ref = weakref.ref(f)
     del f, data
     gc.collect()
