@@ -56,6 +56,7 @@ def test_a_reused_buffer_does_not_change_the_latest_frame(tmp_path, monkeypatch,
         assert [int(f[0, 0]) for f in file["frames"]] == list(range(12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_pool", [False, True])
 def test_the_writer_process_keeps_the_latest_frame_readable(tmp_path, use_pool):
     pool = bgio.FramePool(SHAPE, "<u2", count=2) if use_pool else None
@@ -80,6 +81,7 @@ def test_the_writer_process_keeps_the_latest_frame_readable(tmp_path, use_pool):
         assert [int(f[0, 0]) for f in file["frames"]] == list(range(20))
 
 
+@pytest.mark.slow
 def test_the_writer_process_holds_no_shared_frame_for_latest_once_stored(tmp_path):
     pool = bgio.FramePool(SHAPE, "<u2", count=1)  # one frame: it must come back
     writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", SHAPE, "<u2", priority=1,
