@@ -121,7 +121,7 @@ def _deliver(watcher: ProgressWatcher, record: WriteProgress) -> None:
     with _changed:
         _waiting.pop(watcher, None)  # (a newer one: to the back of the line)
         _waiting[watcher] = record
-        if _thread is None or not _thread.is_alive():  # (the first, or after a fork)
+        if _thread is None or not _thread.is_alive():  # (none yet, or the idle one ended)
             thread = threading.Thread(target=_run, name="bgio-progress", daemon=True)
             try:
                 thread.start()

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..pool import check_shared_size, claim
+from ..pool import claim
 from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
@@ -402,9 +402,7 @@ class FrameWriter(H5Writer):
             than fit in this machine's memory.
         """
         if shared_frames is not None:
-            shared_frames = check_shared_size(check_count(shared_frames, "shared_frames"),
-                                              math.prod(self._frame_shape) * self._dtype.itemsize,
-                                              "shared_frames")
+            shared_frames = check_count(shared_frames, "shared_frames")
         with self._lock:
             service = self._producer_service("frames", shared_frames)
             return service.producer(self._label)  # type: ignore[return-value]

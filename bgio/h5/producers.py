@@ -44,7 +44,7 @@ import numpy as np
 from ..channel import Channel, Service, connect
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, failure_of
-from ..pool import FramePool, claim, shared_frame_count
+from ..pool import FramePool, check_shared_size, claim, shared_frame_count
 from ..process import portable
 from ..timeouts import check_timeout
 from .layout import as_frames, check_count
@@ -126,9 +126,11 @@ class ProducerService:
         self.pool: FramePool | None = None
         if kind == "frames":
             assert frame_shape is not None and dtype is not None
+            frame_bytes = math.prod(frame_shape) * dtype.itemsize
             if shared_frames is None:
-                frame_bytes = math.prod(frame_shape) * dtype.itemsize
                 shared_frames = shared_frame_count(frame_bytes)
+            else:  # (here for both backends: the error names the producer's argument)
+                check_shared_size(shared_frames, frame_bytes, "shared_frames")
             self.pool = FramePool(frame_shape, dtype, shared_frames)
         self._sessions: dict[bytes, _Session] = {}
         self._sessions_lock = threading.Lock()

@@ -40,7 +40,7 @@ from ..h5.layout import (
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..pool import FramePool, check_shared_size, claim, claim_handed, shared_frame_count
+from ..pool import FramePool, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..timeouts import check_timeout
@@ -153,14 +153,14 @@ class _Latest:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (index, frame, what gives its shared frame back or None, stored yet)
+        # [index, frame, what gives its shared frame back (None once given back)]
         self.current: list[Any] | None = None
 
     def hold(self, index: int, frame: np.ndarray,
              give_back: Callable[[], None] | None) -> Callable[[], None] | None:
         """``frame`` (at ``index``) is the latest; returns what its store's end calls in
         place of ``give_back`` (None: the frame is the caller's, ``copy=False``)."""
-        entry = [index, frame, give_back, False]
+        entry = [index, frame, give_back]
         with self._lock:
             self.current = entry
         if give_back is None:
@@ -169,7 +169,6 @@ class _Latest:
 
     def _stored(self, entry: list[Any]) -> None:
         with self._lock:
-            entry[3] = True
             release, entry[2] = entry[2], None
             if entry is self.current:
                 entry[1] = entry[1].copy()  # (the shared frame is refilled once back)
@@ -283,9 +282,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         :meth:`append` here then goes after the highest frame written there.
         """
         if shared_frames is not None:
-            shared_frames = check_shared_size(check_count(shared_frames, "shared_frames"),
-                                              math.prod(self._frame_shape) * self._dtype.itemsize,
-                                              "shared_frames")
+            shared_frames = check_count(shared_frames, "shared_frames")
         with self._lock:
             if self._closed:
                 raise ValueError("producer() of a closed FrameWriter")
