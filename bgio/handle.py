@@ -573,6 +573,15 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         return self._timing
 
 
+def running_handle(total_bytes: int | None = None) -> BackgroundWriteProcess:
+    """A new handle already *running*: for writes accepted at once that cannot be
+    cancelled (a step less than :meth:`~BackgroundWriteProcess.set_running_or_notify_cancel`
+    on a path where microseconds count)."""
+    handle = BackgroundWriteProcess(total_bytes)
+    handle._state = RUNNING  # (no one else can see it yet: no lock)
+    return handle
+
+
 def failure_of(handle: BackgroundWriteProcess) -> BaseException | None:
     """What a done write failed with: its exception, a ``CancelledError`` if it was
     cancelled, or None if it succeeded (or is not done)."""

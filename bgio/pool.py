@@ -217,6 +217,8 @@ class FramePool:
         self._free = list(range(count - 1, -1, -1))
         self._taken = [0] * count  # writes that hold each frame
         self._held = [False] * count  # acquired and not yet written or released
+        # What gives each frame back once its write is done, made once (not per write).
+        self._when_written = [functools.partial(self._written, slot) for slot in range(count)]
         self._turns = [0] * count  # times each frame was handed out (see acquired)
         self._handed_as: list[int | None] = [None] * count  # each slot's key in _handed_out
         self._closed = False
@@ -406,7 +408,7 @@ def claim_handed(block: Any) -> Callable[[], None] | None:
         del _handed_out[id(block)]
         pool._held[slot] = False
         pool._taken[slot] += 1
-    return functools.partial(pool._written, slot)
+    return pool._when_written[slot]
 
 
 def claim(block: Any) -> Callable[[], None] | None:

@@ -13,7 +13,6 @@ with ``copy=False`` read by the writer process from the caller's array.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -39,7 +38,7 @@ from ..h5.layout import (
 )
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
-from ..handle import BackgroundWriteProcess, raise_root_error
+from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
 from ..pool import FramePool, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -143,47 +142,60 @@ class _InWriterProcess:
         return finish
 
 
+class _Kept:
+    """A frame sent, as the latest (see :class:`_Latest`); called once its store is done
+    (in place of what gives its shared frame back)."""
+
+    __slots__ = ("frame", "give_back", "index", "latest")
+
+    def __init__(self, latest: _Latest, index: int, frame: np.ndarray,
+                 give_back: Callable[[], None] | None) -> None:
+        self.latest = latest
+        self.index = index
+        self.frame = frame
+        self.give_back = give_back  # None once given back
+
+    def __call__(self) -> None:
+        latest = self.latest
+        with latest.lock:
+            release, self.give_back = self.give_back, None
+            if self is latest.current:
+                self.frame = self.frame.copy()  # (the shared frame is refilled once back)
+        if release is not None:
+            release()
+
+
 class _Latest:
     """The frame sent last, kept readable for ``latest()``: its shared frame is read
     from while its store is under way; once stored, the latest frame is copied out and
     its shared frame goes back (a shared frame is never held for it after its store:
     a pool of one frame, or a stack as large as the writer's shared memory, goes on)."""
 
-    __slots__ = ("_lock", "current")
+    __slots__ = ("current", "lock")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # [index, frame, what gives its shared frame back (None once given back)]
-        self.current: list[Any] | None = None
+        self.lock = threading.Lock()
+        self.current: _Kept | None = None
 
     def hold(self, index: int, frame: np.ndarray,
              give_back: Callable[[], None] | None) -> Callable[[], None] | None:
         """``frame`` (at ``index``) is the latest; returns what its store's end calls in
         place of ``give_back`` (None: the frame is the caller's, ``copy=False``)."""
-        entry = [index, frame, give_back]
-        with self._lock:
-            self.current = entry
-        if give_back is None:
-            return None
-        return functools.partial(self._stored, entry)
-
-    def _stored(self, entry: list[Any]) -> None:
-        with self._lock:
-            release, entry[2] = entry[2], None
-            if entry is self.current:
-                entry[1] = entry[1].copy()  # (the shared frame is refilled once back)
-        if release is not None:
-            release()
+        kept = _Kept(self, index, frame, give_back)
+        # (No lock: the assignment is atomic, and a _Kept copes with no longer being
+        # the current one at any point.)
+        self.current = kept
+        return None if give_back is None else kept
 
     def copy(self) -> tuple[int, np.ndarray] | None:
         """The latest frame, copied (its shared frame is refilled once let go)."""
-        with self._lock:
-            if self.current is None:
+        with self.lock:
+            kept = self.current
+            if kept is None:
                 return None
-            index, frame = self.current[0], self.current[1].copy()
+            index, frame = kept.index, kept.frame.copy()
         frame.flags.writeable = False
         return index, frame
-
 
 
 class ProcessFrameWriter(_InWriterProcess, FrameWriter):
@@ -303,6 +315,17 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
     def append(self, frames: object, *, block: bool = True, timeout: float | None = None,
                copy: bool | None = None) -> BackgroundWriteProcess:
         """Queue frames after the highest written; see :meth:`bgio.h5.FrameWriter.append`."""
+        # The caller's cost of an append is what this backend is for: the common case,
+        # one frame of a FramePool as it was handed out, takes the fewest steps (each
+        # costs a microsecond or more when the caller comes back to it cold, as between
+        # a camera's frames). The other arguments, if given, are checked on the way.
+        if (type(frames) is np.ndarray and timeout is None and copy is None
+                and frames.shape == self._frame_shape
+                and (frames.dtype is self._dtype or frames.dtype == self._dtype)
+                and not self._closed):
+            taken = claim_handed(frames)
+            if taken is not None:
+                return self._send(None, 1, [frames], [taken], frames.nbytes)
         return self._queue_frames(None, frames, block, timeout, copy)
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
@@ -314,9 +337,6 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
 
     def _queue_frames(self, index: int | None, frames: object, block: bool, timeout: float | None,
              copy: bool | None) -> BackgroundWriteProcess:
-        # The caller's cost of an append is what this backend is for: the common case
-        # (one frame of a FramePool) takes the fewest steps (each costs microseconds
-        # when the caller comes back to it cold, as between a camera's frames).
         limit = None if timeout is None else check_timeout(timeout)
         copy = self._copy if copy is None else check_copy(copy)
         taken = None
@@ -349,8 +369,13 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 arrays, release = [stack], [taken]
             else:
                 arrays, release = self._references(stack, copy, block, limit, timeout)
-        handle = BackgroundWriteProcess(int(stack.nbytes))
-        handle.set_running_or_notify_cancel()  # frames accepted are stored: no cancel
+        return self._send(index, count, arrays, release, int(stack.nbytes))
+
+    def _send(self, index: int | None, count: int, arrays: list[Any],
+              release: list[Callable[[], None]], nbytes: int) -> BackgroundWriteProcess:
+        """Send ``count`` frames (in ``arrays``) to ``index`` (None: append them); the
+        caller's claims on shared frames are given back if they are refused."""
+        handle = running_handle(nbytes)  # frames accepted are stored: no cancel
         with self._lock:
             # With producers writing there too, the writer process knows where an
             # append goes (and checks its extent).
@@ -391,7 +416,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 sent[-1] if sent.ndim > len(self._frame_shape) else sent,
                 release[-1] if release else None)
             if kept is not None:
-                release = [*release[:-1], kept]
+                release[-1] = kept  # (the list is this call's own)
             # (No cancel: frames accepted are stored, as with threads.)
             self._remote.call(handle, "frames", (start,), arrays, release, cancellable=False)
         return handle

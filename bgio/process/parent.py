@@ -90,9 +90,22 @@ class _Job:
     run once the child no longer needs them).
     """
 
-    __slots__ = ("action", "arrays", "by_address", "call", "chain", "destination", "feed_error",
-                 "handle", "ident", "inline", "options", "release", "reply", "sent", "source",
-                 "stopped_early", "writer")
+    # No __slots__: most fields keep these defaults, and setting only the others
+    # is what a job costs the caller (a frame's append, where microseconds count).
+    source: Source | None = None
+    options: dict[str, Any] | None = None
+    chain: BackgroundWriteProcess | None = None
+    writer: int = 0
+    inline: bytes | None = None
+    feed_error: BaseException | None = None
+    sent = False
+    by_address = False  # the child reads the data from our memory
+    stopped_early = False  # the feeder stopped sending for a cancel
+    call: tuple[str, tuple[Any, ...]] | None = None
+    arrays: list[Any] | None = None
+    release: list[Callable[[], None]] | tuple[()] = ()
+    # Given the value a call's command ended with (a handle's result is its bytes).
+    reply: Callable[[Any], None] | None = None
 
     def __init__(self, ident: int, action: str, handle: BackgroundWriteProcess,
                  source: Source | None, destination: Destination,
@@ -102,25 +115,21 @@ class _Job:
         self.ident = ident
         self.action = action
         self.handle = handle
-        self.source = source
         self.destination = destination
-        self.options = options
-        self.chain = chain
-        self.writer = writer
-        self.inline = inline
-        self.feed_error: BaseException | None = None
-        self.sent = False
-        self.by_address = False  # the child reads the data from our memory
-        self.stopped_early = False  # the feeder stopped sending for a cancel
-        self.call: tuple[str, tuple[Any, ...]] | None = None
-        self.arrays: list[Any] | None = None
-        self.release: list[Callable[[], None]] = []
-        # Given the value a call's command ended with (a handle's result is its bytes).
-        self.reply: Callable[[Any], None] | None = None
+        if source is not None:
+            self.source = source
+        if options is not None:
+            self.options = options
+        if chain is not None:
+            self.chain = chain
+        if writer:
+            self.writer = writer
+        if inline is not None:
+            self.inline = inline
 
     def let_go(self) -> None:
         """The child is done with the job's arrays (or will never see them)."""
-        release, self.release = self.release, []
+        release, self.release = self.release, ()
         self.arrays = None
         for action in release:
             action()
@@ -856,9 +865,12 @@ class RemoteObject:
         command ignores cancels, so the handle's are not sent."""
         job = _Job(0, "call", handle, None, self._name)
         job.call = (kind, (self._ident, *arguments))
-        job.arrays = arrays
-        job.release = list(release)
-        job.reply = reply
+        if arrays is not None:
+            job.arrays = arrays
+        if release:
+            job.release = release if type(release) is list else list(release)
+        if reply is not None:
+            job.reply = reply
         backend = self._backend
         if backend.submit(job, cancellable):
             return
