@@ -325,8 +325,35 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 and not self._closed):
             taken = claim_handed(frames)
             if taken is not None:
-                return self._send(None, 1, [frames], [taken], frames.nbytes)
+                return self._append_handed(frames, taken)
         return self._queue_frames(None, frames, block, timeout, copy)
+
+    def _append_handed(self, frame: np.ndarray, give_back: Callable[[], None],
+                       ) -> BackgroundWriteProcess:
+        """:meth:`_send` for one frame of a FramePool appended (the same steps, fewer
+        of them)."""
+        handle = running_handle(frame.nbytes)  # frames accepted are stored: no cancel
+        with self._lock:
+            if self._closed:
+                give_back()
+                raise ValueError("write to a closed FrameWriter")
+            start = None
+            if self._producer is None:  # (else the writer process places it)
+                start = self._next
+                if start >= self._frames_held:
+                    give_back()
+                    check_extent(start, 1, self._frame_elements, "frames")
+                self._next = start + 1
+                sent = self._sent
+                if sent is not None:
+                    if len(sent) <= start:  # (grown a page at a time, not per frame)
+                        sent.extend(bytes(start - len(sent) + 4097))
+                    sent[start] = 1
+            self._count += 1
+            self._last = handle
+            kept = self._kept.hold(-1 if start is None else start, frame, give_back)
+            self._remote.send(handle, ("frames", (self._remote.ident, start)), [frame], [kept])
+        return handle
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
                  timeout: float | None = None, copy: bool | None = None,

@@ -226,19 +226,20 @@ class _Backend:
         """Queue ``job`` (its ``ident`` is given here); False if this backend is dead or
         ending (the caller starts a new one, or fails the write). ``cancellable=False``:
         a cancel of its handle is not sent on (the child's command ignores cancels)."""
+        write = type(job) is _Job
         with self._mutex:
             if self.dead is not None or self._closing:
                 return False
-            self._next += 1
-            job.ident = self._next
+            ident = self._next = self._next + 1
+            job.ident = ident
             self._queue.append(job)
-            if isinstance(job, _Job):
-                self.jobs[self._next] = job
-                self._idents[id(job.handle)] = self._next  # (its weak reference: _feed)
+            if write:
+                self.jobs[ident] = job
+                self._idents[id(job.handle)] = ident  # (its weak reference: _feed)
             if self._feeder_waits:
                 self._feeder_waits = False
                 self._tokens.put(None)
-        if isinstance(job, _Job) and cancellable:
+        if write and cancellable:
             own = job
             own.handle.watch_cancel(lambda: self._cancel(own))
         return True
@@ -868,12 +869,35 @@ class RemoteObject:
         if arrays is not None:
             job.arrays = arrays
         if release:
-            job.release = release if type(release) is list else list(release)
+            job.release = list(release)
         if reply is not None:
             job.reply = reply
+        self._submit(job, cancellable)
+
+    @property
+    def ident(self) -> int:
+        """The id the writer process knows this object by (a command's first argument)."""
+        return self._ident
+
+    def send(self, handle: BackgroundWriteProcess, command: tuple[str, tuple[Any, ...]],
+             arrays: list[Any], release: list[Callable[[], None]]) -> None:
+        """:meth:`call` for a command that ignores cancels and gives no reply, made as
+        ``(kind, (ident, *arguments))``, its lists taken as they are (a frame's append:
+        the fewest steps)."""
+        job = _Job.__new__(_Job)  # (the fields __init__ would set, and no others)
+        job.action = "call"
+        job.handle = handle
+        job.destination = self._name
+        job.call = command
+        job.arrays = arrays
+        job.release = release
+        self._submit(job, False)
+
+    def _submit(self, job: _Job, cancellable: bool) -> None:
         backend = self._backend
         if backend.submit(job, cancellable):
             return
+        handle = job.handle
         job.let_go()
         error = BgioError(f"{backend.dead or 'bgio has ended its writer process'}: the "
                           f"writes to {self._name.name!r} cannot go on")
