@@ -11,6 +11,7 @@ import logging
 
 from . import compat
 from .api import bgwrite, bgwrite_chunk, wait_all
+from .bars import tqdm
 from .errors import BgioError, ChainError, QueueFull
 from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
@@ -41,6 +42,7 @@ __all__ = [
     "default_backend",
     "open",
     "set_default_backend",
+    "tqdm",
     "wait_all",
 ]
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .handle import BackgroundWriteProcess
 from .timeouts import check_timeout
+from .totals import CountsTotals
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
@@ -36,12 +37,14 @@ Finish = Callable[[float | None], None]
 _handles_lock = threading.Lock()  # (closes are rare: one lock for all writers' close handles)
 
 
-class ClosesOnExit:
+class ClosesOnExit(CountsTotals):
     """``with obj:`` calls ``obj.close()`` on exit.
 
     If the block raised, a failure of ``close()`` (a background write's
     error, already on its handle and in the log) does not replace the
-    block's exception; otherwise it propagates.
+    block's exception; otherwise it propagates. Its progress callbacks
+    (:class:`~bgio.totals.CountsTotals`) get their last record once the
+    close has ended.
     """
 
     #: The handle of a close(wait=False), once there was one.
@@ -68,7 +71,7 @@ class ClosesOnExit:
         mine = False
         with _handles_lock:
             if self._close_rest is None:  # (before any _begin_close: see _again)
-                self._close_rest = _Rest()
+                self._close_rest = _Rest(self._totals_closed)
             rest = self._close_rest
             handle = self._close_handle
             if handle is None and not wait:
@@ -141,8 +144,10 @@ class _Rest:
     leaves it to the next; closes meanwhile wait for the one running it; once ended,
     every later call raises its error (or returns)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ended: Callable[[BaseException | None], None]) -> None:
         self._changed = threading.Condition(threading.Lock())
+        self._on_end: Callable[[BaseException | None], None] | None = ended  # told once the
+        # close has ended, with its error
         self._finish: Finish | None = None
         self._given = False  # (set() was called)
         self._running = False
@@ -203,6 +208,11 @@ class _Rest:
             self._error = error
             self._raised = error is not None  # (raised by the close that ran it)
             self._changed.notify_all()
+        if ended:
+            # Dropped once told: it is the writer's (which holds this), no cycle left.
+            on_end, self._on_end = self._on_end, None
+            if on_end is not None:
+                on_end(error)
 
 
 class Again:

@@ -416,7 +416,8 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
     def _progress_record(self, finished: bool) -> WriteProgress:
         done, total = self.bytes_written, self.total_bytes
         return WriteProgress(done, total, self.rate, None if total is None else total - done,
-                             self.bytes_on_disk, finished)
+                             self.bytes_on_disk, finished,
+                             error=self._exception if finished else None)
 
     def _invoke_callbacks(self) -> None:
         # Called after a transition, outside the lock. Once run, the

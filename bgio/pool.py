@@ -217,8 +217,6 @@ class FramePool:
         self._free = list(range(count - 1, -1, -1))
         self._taken = [0] * count  # writes that hold each frame
         self._held = [False] * count  # acquired and not yet written or released
-        # What gives each frame back once its write is done, made once (not per write).
-        self._when_written = [functools.partial(self._written, slot) for slot in range(count)]
         self._turns = [0] * count  # times each frame was handed out (see acquired)
         self._handed_as: list[int | None] = [None] * count  # each slot's key in _handed_out
         self._closed = False
@@ -227,6 +225,10 @@ class FramePool:
             self.ident = next(_ids)
             self._ref = weakref.ref(self, _forget_span)
             _spans = (*_spans, (self.base, self.base + self.size, self._ref))
+        # What gives each frame back once its write is done, made once (not per write);
+        # through the weak reference, so that they keep the pool in no reference cycle.
+        self._when_written = [functools.partial(_written, self._ref, slot)
+                              for slot in range(count)]
         # Not at exit: frames still being written then need the memory (and its fd).
         weakref.finalize(self, _close_memory, self.fd, memory).atexit = False
 
@@ -389,6 +391,12 @@ def locate(block: Any) -> tuple[FramePool, int] | None:
             if pool is not None:
                 return pool, address - start
     return None
+
+
+def _written(pool_ref: weakref.ref[FramePool], slot: int) -> None:
+    pool = pool_ref()
+    if pool is not None:  # (else its memory is gone, and the frame with it)
+        pool._written(slot)
 
 
 def claim_handed(block: Any) -> Callable[[], None] | None:

@@ -46,7 +46,14 @@ class WriteProgress:
         :attr:`bgio.BackgroundWriteProcess.bytes_on_disk`).
     finished : bool
         True for the last call, made once the write is done (whatever its
-        outcome: the handle says which).
+        outcome: the handle says which), or for a writer's, once it is
+        closed.
+    frames_done, frames_total : int or None
+        For a :class:`bgio.h5.FrameWriter` or :class:`bgio.h5.RecordWriter`:
+        the frames stored and the frames accepted (None elsewhere).
+    error : BaseException or None
+        The error that ended the write (a handle's last record); for a
+        writer, the first error among its writes (or its close's).
     """
 
     done: int
@@ -55,6 +62,9 @@ class WriteProgress:
     pending: int | None
     on_disk: int | None
     finished: bool
+    frames_done: int | None = None
+    frames_total: int | None = None
+    error: BaseException | None = None
 
     @property
     def fraction(self) -> float | None:

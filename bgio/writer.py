@@ -211,6 +211,8 @@ class Writer(ClosesOnExit):
                     lock.release()
                 if serve is not None:
                     serve()  # no worker thread for it: this thread writes (see submit_held)
+                if self._totals is not None:
+                    self._count_write(member, len(data))
                 return member
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
@@ -223,7 +225,9 @@ class Writer(ClosesOnExit):
         if self._fsync:
             job.fsync = True
         if self._max_pending is not None:
-            return self._submit_bounded(job, total or 0, block, timeout)
+            handle = self._submit_bounded(job, total or 0, block, timeout)
+            self._count_write(handle, total)
+            return handle
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
@@ -235,6 +239,7 @@ class Writer(ClosesOnExit):
             self._last = handle
         if serve is not None:
             serve()
+        self._count_write(handle, total)
         return handle
 
     def _start_group(self, data: bytes) -> tuple[GroupedWrite, Callable[[], None] | None]:

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import FifoReader
 
 import bgio
 from bgio.process import parent
@@ -176,14 +177,19 @@ def test_leaving_acquired_after_the_frame_came_back_frees_nothing_else(tmp_path)
 
 def test_a_refused_write_does_not_take_the_frame(tmp_path):
     pool = bgio.FramePool(1024, "uint8", count=1)
+    big = 1 << 20  # more than a pipe holds: the first write waits for the reader
     for backend in ("thread", "process"):
-        writer = bgio.Writer(tmp_path / f"{backend}.bin", max_pending_bytes=1024,
-                             backend=backend)
-        writer.write(bytes(1024))
+        path = tmp_path / f"{backend}.fifo"
+        os.mkfifo(path)
+        reader = FifoReader(path)
+        writer = bgio.Writer(path, max_pending_bytes=big, backend=backend)
+        writer.write(bytes(big))
         frame = pool.acquire()
         with pytest.raises(bgio.QueueFull):
             writer.write(frame, block=False)
+        reader.go()
         writer.close(timeout=60)
+        assert reader.data() == bytes(big)
         with pytest.raises(ValueError, match="write to a closed bgio.Writer"):
             writer.write(frame)
         pool.release(frame)  # still the program's

@@ -105,6 +105,8 @@ class H5Writer(ClosesOnExit):
     :attr:`missing`) and :meth:`_missing_message`.
     """
 
+    _counts_frames = True  # (its progress records count frames too)
+
     _what = "data"  # for messages: "frames", "records"
     _sink: _Sink
     _profile: BackgroundIOPriority

@@ -459,6 +459,7 @@ class FrameWriter(H5Writer):
                 handle.add_done_callback(lambda _: give_back())
             else:
                 give_back()
+        self._count_write(handle, int(stack.nbytes), len(stack))
         return self._recycling(snapshot, stack, handle)
 
     def _snapshot(self, frames: object, stack: np.ndarray, copy: bool) -> np.ndarray:

@@ -474,6 +474,7 @@ class RecordWriter(H5Writer):
                               else array.copy() for name, array in arrays.items()}
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size
+                self._count_events(handle, arrays)
                 return handle
             before = self._next
             self._put(arrays, count, handle)
@@ -482,7 +483,14 @@ class RecordWriter(H5Writer):
             self._room.notify_all()
             if self._swmr and self._announcer.accepted(self._next - before):
                 self._announce()
+        self._count_events(handle, arrays)
         return handle
+
+    def _count_events(self, handle: BackgroundWriteProcess, arrays: Mapping[str, np.ndarray],
+                      ) -> None:
+        # (The bytes of the events as given, as the writer process counts them.)
+        if self._totals is not None:
+            self._count_write(handle, sum(int(array.nbytes) for array in arrays.values()), 1)
 
     def _announce(self) -> None:
         """Live files: store the open chunks as they stand, then set the keys of the

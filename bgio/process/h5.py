@@ -353,6 +353,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             self._last = handle
             kept = self._kept.hold(-1 if start is None else start, frame, give_back)
             self._remote.send(handle, ("frames", (self._remote.ident, start)), [frame], [kept])
+        if self._totals is not None:
+            self._count_write(handle, frame.nbytes, 1)
         return handle
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
@@ -446,6 +448,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 release[-1] = kept  # (the list is this call's own)
             # (No cancel: frames accepted are stored, as with threads.)
             self._remote.call(handle, "frames", (start,), arrays, release, cancellable=False)
+        self._count_write(handle, nbytes, count)
         return handle
 
     def _references(self, stack: np.ndarray, copy: bool, block: bool, limit: float | None,
@@ -597,6 +600,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
             self._last = handle
             self._remote.call(handle, "records", (frame_index, arrays))
         handle.add_done_callback(lambda _: self._events_stored(size))
+        self._count_write(handle, size, 1)
         return handle
 
     def _check_appendable(self, frame_index: int) -> None:

@@ -143,6 +143,7 @@ class ProcessWriter(Writer):
             self._last = handle
         if bound is not None:
             handle.add_done_callback(lambda _: self._written(size))
+        self._count_write(handle, source.total)
         return handle
 
     def _written(self, size: int) -> None:
