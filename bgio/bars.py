@@ -30,7 +30,7 @@ def tqdm(target: BackgroundWriteProcess | CountsTotals, *, interval: float = 0.1
 
     Parameters
     ----------
-    target : BackgroundWriteProcess or a bgio writer
+    target : bgio.BackgroundWriteProcess or a bgio writer
     interval : float, keyword-only, default 0.1
         Seconds between updates at most.
     **options
