@@ -26,6 +26,7 @@ it to run the example).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import queue
@@ -129,7 +130,7 @@ def _child(side: str, frames: int, path: str, tick_h5: bool) -> dict[str, object
 
     QtCore.QTimer.singleShot(0, go)
     app.exec()
-    intervals = sorted((b - a) * 1e3 for a, b in zip(ticks, ticks[1:], strict=False))
+    intervals = sorted((b - a) * 1e3 for a, b in itertools.pairwise(ticks))
     outcome["ticks"] = len(intervals)
     if intervals:
         outcome.update(p50_ms=statistics.median(intervals),

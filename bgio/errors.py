@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BgioError", "ChainError", "QueueFull"]
+__all__ = ["BgioError", "ChainError", "FramesDropped", "QueueFull"]
 
 
 class BgioError(Exception):
@@ -40,3 +40,18 @@ class QueueFull(BgioError):
     after its ``timeout``. Nothing was queued: retry later, or wait for the
     writes in flight (``Writer.flush()``).
     """
+
+
+class FramesDropped(BgioError):
+    """Frames were lost before they reached an HDF5 writer made with ``on_drop="raise"``.
+
+    A gap in the producer's ``frame_id`` counter, a frame refused by
+    back-pressure (:class:`QueueFull`), or frames counted with
+    ``add_dropped``. Raised by the writer's next ``append`` (which then
+    accepts nothing) and by its ``close()`` (once the file is complete and
+    closed). :attr:`dropped` is how many frames were lost so far.
+    """
+
+    def __init__(self, message: str, dropped: int) -> None:
+        super().__init__(message)
+        self.dropped = dropped

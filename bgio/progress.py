@@ -54,6 +54,10 @@ class WriteProgress:
     error : BaseException or None
         The error that ended the write (a handle's last record); for a
         writer, the first error among its writes (or its close's).
+    dropped_frames : int or None
+        For an HDF5 writer: frames lost before they reached it (see
+        :attr:`bgio.h5.FrameWriter.dropped_frames`), from the first
+        callback on.
     """
 
     done: int
@@ -65,6 +69,7 @@ class WriteProgress:
     frames_done: int | None = None
     frames_total: int | None = None
     error: BaseException | None = None
+    dropped_frames: int | None = None
 
     @property
     def fraction(self) -> float | None:

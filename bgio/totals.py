@@ -47,6 +47,7 @@ class Totals:
         self._frames_accepted = 0
         self._frames_stored = 0
         self._error: BaseException | None = None
+        self._dropped = 0
         self._last: WriteProgress | None = None  # (the last record, once closed)
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
@@ -83,6 +84,14 @@ class Totals:
         for watcher in watchers:
             watcher.tick(self._record)
 
+    def dropped(self, frames: int) -> None:
+        """``frames`` frames were lost before they reached the writer: tell the callbacks."""
+        with self._lock:
+            self._dropped += frames
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.tick(self._record)
+
     def _record(self, finished: bool) -> WriteProgress:
         with self._lock:
             now = time.monotonic()
@@ -98,7 +107,7 @@ class Totals:
                 finished,
                 self._frames_stored if self._frames else None,
                 self._frames_accepted if self._frames else None,
-                self._error)
+                self._error, self._dropped if self._frames else None)
 
     def finish(self, error: BaseException | None) -> None:
         """The writer is closed (``error``: how its close failed): the last records."""
@@ -164,6 +173,12 @@ class CountsTotals:
         totals = self._totals
         if totals is not None:
             totals.accept(handle, nbytes, frames)
+
+    def _count_dropped(self, frames: int) -> None:
+        """(For the writer) ``frames`` frames were lost before they reached it."""
+        totals = self._totals
+        if totals is not None:
+            totals.dropped(frames)
 
     def _totals_closed(self, error: BaseException | None) -> None:
         """(For the close) the writer is closed: the callbacks' last record."""

@@ -223,9 +223,12 @@ def test_no_room_raises_queue_full_and_the_awaited_frame_is_let_in(tmp_path):
     w.write_at(0, np.zeros((8, 8), "u1"))  # goes into the open chunk: no room needed
     thread.join(timeout=30)
     assert later and not thread.is_alive()
-    w.close()
+    with pytest.warns(RuntimeWarning, match=r"1 frame\(s\) were dropped"):  # (the refused one)
+        w.close()
+    assert w.dropped_frames == 1
     with h5py.File(tmp_path / "f.h5", "r") as f:
         assert [int(frame[0, 0]) for frame in f["frames"]] == [0, 1, 2]
+        assert f["frames"].attrs["dropped_frames"] == 1
     with pytest.raises(ValueError, match="max_pending_bytes"):
         FrameWriter(tmp_path / "g.h5", "frames", (8, 8), "u1", max_pending_bytes=-1)
 

@@ -273,7 +273,9 @@ def test_a_producer_ahead_of_a_missing_frame_waits(tmp_path, monkeypatch):
     w.append(0, make_events(0, 1000))  # the missing frame is let in over the bound
     thread.join(timeout=30)
     assert waiting and not thread.is_alive()
-    w.close()
+    with pytest.warns(RuntimeWarning, match=r"2 frame\(s\) were dropped"):  # (refused ones)
+        w.close()
+    assert w.dropped_frames == 2
     check_group(tmp_path / "r.h5", [1000] * 4)
 
 

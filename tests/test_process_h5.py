@@ -156,7 +156,9 @@ def test_back_pressure_on_the_shared_frames(tmp_path):
         appended.append(frames[0])
     else:
         pytest.fail("a full writer never kept a frame out for a millisecond")
-    writer.close(timeout=60)
+    with pytest.warns(RuntimeWarning, match=r"2 frame\(s\) were dropped"):  # the refused
+        writer.close(timeout=60)
+    assert writer.dropped_frames == 2
     assert writer.frames_written == len(appended)
     with h5py.File(tmp_path / "slow.h5", "r") as file:
         assert np.array_equal(file["frames"][...], np.stack(appended))

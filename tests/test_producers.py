@@ -287,13 +287,16 @@ def test_record_producer_errors(tmp_path):
 
 def test_a_record_producer_waits_for_room(tmp_path):
     size = sum(array.nbytes for array in events(2).values())
-    with records_writer(tmp_path / "r.h5", max_pending_bytes=size) as writer:
-        producer = elsewhere(writer.producer())
-        producer.append(2, events(2))  # held: frames 0 and 1 are missing
-        with pytest.raises(bgio.QueueFull):
-            producer.append(4, events(2), block=False)
-        producer.append(0, events(0))  # the frame the others wait for always goes in
-        producer.append(1, events(1))
+    writer = records_writer(tmp_path / "r.h5", max_pending_bytes=size)
+    producer = elsewhere(writer.producer())
+    producer.append(2, events(2))  # held: frames 0 and 1 are missing
+    with pytest.raises(bgio.QueueFull):
+        producer.append(4, events(2), block=False)
+    producer.append(0, events(0))  # the frame the others wait for always goes in
+    producer.append(1, events(1))
+    with pytest.warns(RuntimeWarning, match=r"1 frame\(s\) were dropped"):  # (the refused)
+        writer.close()
+    assert writer.dropped_frames == 1
 
 
 def test_producers_are_picklable_and_say_what_they_feed(tmp_path):

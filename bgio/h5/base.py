@@ -13,10 +13,12 @@ import h5py
 
 from ..closing import ClosesOnExit, Finish
 from ..engine import submit
+from ..errors import FramesDropped
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
 from ..source import Source
 from ..worker import Job
+from .drops import DropCounter, check_frame_id
 from .exit import track
 from .filters import EncodingPool
 from .live import (
@@ -94,6 +96,7 @@ class _Sink(Protocol):
     keys: Keys | None
     finished: h5py.Dataset | None
     missing: list[int]
+    dropped: tuple[int, list[tuple[int, int]]] | None
 
 
 class H5Writer(ClosesOnExit):
@@ -150,6 +153,8 @@ class H5Writer(ClosesOnExit):
         self._sink = sink
         self._profile = profile
         self._missing_policy = on_missing
+        if not hasattr(self, "_drops"):  # (a writer made before on_drop: none counted)
+            self._drops = DropCounter("ignore")
         # Reentrant: a submit during interpreter exit runs the store in this
         # thread, and its done callback takes the lock again.
         self._lock = threading.RLock()
@@ -270,6 +275,7 @@ class H5Writer(ClosesOnExit):
                 if after is not None:  # the last writer sharing the flag sets it
                     self._sink.finished = self._finished
             self._sink.missing = list(self.missing)
+            self._sink.dropped = self._drops.record()
             closing = BackgroundWriteProcess(0)
             self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
                                     Source((), None, 0, False, 0), self._profile, close=True,
@@ -285,6 +291,55 @@ class H5Writer(ClosesOnExit):
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(last)
         self._report_missing()
+        self._report_dropped()
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames lost before they reached this writer so far: gaps in the ``frame_id``
+        given to ``append``, frames it refused (:class:`bgio.QueueFull`), and frames
+        counted with :meth:`add_dropped`. Recorded in the file at close (see
+        :mod:`bgio.h5.drops`)."""
+        return self._drops.count
+
+    def add_dropped(self, count: int, *, first_id: int | None = None) -> None:
+        """Count ``count`` frames the producer lost before they came here (a camera's own
+        overflow counter, say), as a gap in ``frame_id`` is counted.
+
+        Parameters
+        ----------
+        count : int
+            Frames lost (>= 1).
+        first_id : int or None, keyword-only
+            The id of the first of them, if known (the file lists their ids).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``count`` is not an int >= 1, or ``first_id`` not an int >= 0.
+        """
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"count must be an int, got {type(count).__name__}")
+        if count < 1:
+            raise ValueError(f"count must be an int >= 1, got {count}")
+        first = None if first_id is None else check_frame_id(first_id)
+        with self._lock:
+            self._drops.add(count, first)
+        self._count_dropped(count)
+
+    def _note_dropped(self, lost: int) -> None:
+        """(Lock held, after the counter counted them) ``lost`` frames were lost now."""
+        if lost:
+            self._count_dropped(lost)
+
+    def _report_dropped(self) -> None:
+        """At the end of a close: frames lost, as ``on_drop`` says."""
+        drops = self._drops
+        if not drops.count or drops.policy == "ignore":
+            return
+        message = f"{self._what}: {drops.describe()} (recorded in the file as dropped_frames)"
+        if drops.policy == "raise":
+            raise FramesDropped(message, drops.count)
+        warnings.warn(message, RuntimeWarning, stacklevel=6)
 
     def _report_missing(self) -> None:
         """At the end of a close: slots never written, as ``on_missing`` says."""

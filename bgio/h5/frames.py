@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..pool import claim
 from ..priority import resolve_priority, validate_chunk_size
@@ -18,6 +19,7 @@ from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
+from .drops import DropCounter, check_on_drop
 from .filters import encoding_pool, pipeline_of
 from .gaps import Gaps
 from .layout import (
@@ -125,6 +127,14 @@ class FrameWriter(H5Writer):
         :attr:`missing` and recorded in the file (see
         :func:`bgio.h5.sink.set_missing`) in every case; "warn" also warns,
         "raise" raises ``ValueError`` (after closing).
+    on_drop : {"warn", "raise", "ignore"}, keyword-only
+        What the writer does about frames lost before they reached it (gaps
+        in the ``frame_id`` given to ``append``, frames refused by
+        back-pressure, :meth:`add_dropped`): they are counted in
+        :attr:`dropped_frames` and recorded in the file (see
+        :mod:`bgio.h5.drops`) in every case; "warn" also warns at
+        :meth:`close`; "raise" makes the next ``append`` and :meth:`close`
+        (after closing) raise :class:`bgio.FramesDropped`.
     swmr : bool, keyword-only, default False
         Write a live file that other processes read while it is written
         (HDF5's SWMR mode; see the "Live files" page of the manual): a key
@@ -204,6 +214,7 @@ class FrameWriter(H5Writer):
         max_pending_bytes: int | None = None,
         copy: bool = True,
         on_missing: str = "warn",
+        on_drop: str = "warn",
         swmr: bool = False,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
         flush_every: int | None = None,
@@ -213,6 +224,7 @@ class FrameWriter(H5Writer):
         backend: str | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
+        self._drops = DropCounter(check_on_drop(on_drop))
         self._copy = check_copy(copy)
         # Snapshot buffers whose stores are done, for the next snapshots: a
         # fresh 2 MiB array costs a millisecond of page faults, a warm one a tenth.
@@ -333,7 +345,7 @@ class FrameWriter(H5Writer):
         return self._pending
 
     def append(self, frames: object, *, block: bool = True, timeout: float | None = None,
-               copy: bool | None = None) -> BackgroundWriteProcess:
+               copy: bool | None = None, frame_id: int | None = None) -> BackgroundWriteProcess:
         """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
 
         Parameters
@@ -351,6 +363,11 @@ class FrameWriter(H5Writer):
             the array by reference (False: leave it unchanged until the
             handle is done). None: the writer's ``copy``. Frames gathered
             into a chunk are copied into it either way.
+        frame_id : int or None, keyword-only
+            The producer's own number of the (first) frame, a camera's frame
+            counter: ids must increase from one append to the next, and the
+            ids skipped are counted as frames lost (:attr:`dropped_frames`,
+            see ``on_drop``). A stack of n frames takes n ids.
 
         Returns
         -------
@@ -363,20 +380,32 @@ class FrameWriter(H5Writer):
         ------
         ValueError
             Wrong frame shape, frames beyond what an HDF5 dataset can hold,
-            or the writer is closed.
+            a ``frame_id`` not after the last, or the writer is closed.
         TypeError
             A dtype that would lose values in the dataset's.
         bgio.QueueFull
-            No room (``block=False``, or after ``timeout``); nothing was accepted.
+            No room (``block=False``, or after ``timeout``); nothing was
+            accepted (the frames count as dropped).
+        bgio.FramesDropped
+            With ``on_drop="raise"``, once frames were lost; nothing was accepted.
         """
         timeout = check_timeout(timeout)
         copy = self._copy if copy is None else check_copy(copy)
         stack = as_frames(frames, self._frame_shape, self._dtype)
+        count = len(stack)
         with self._lock:
-            check_extent(self._next, len(stack), self._frame_elements, "frames")
+            drops = self._drops
+            first_id = drops.check(frame_id, count)
+            check_extent(self._next, count, self._frame_elements, "frames")
             if self._bound is not None:
-                self._wait_for_room(lambda: self._next, stack, block, timeout)
-            return self._accept(self._next, frames, stack, copy)
+                try:
+                    self._wait_for_room(lambda: self._next, stack, block, timeout)
+                except QueueFull:
+                    self._note_dropped(drops.refused(first_id, count))
+                    raise
+            handle = self._accept(self._next, frames, stack, copy)
+            self._note_dropped(drops.arrived(first_id, count))
+            return handle
 
     def producer(self, *, shared_frames: int | None = None) -> FrameProducer:
         """A picklable stand-in for this writer, for producers in other processes.

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..sinks import Waiter
+from .drops import set_dropped
 from .filters import ChunkPipeline, Encoding, pipeline_of
 from .live import Announce, Keys
 from .sink import (
@@ -94,6 +95,7 @@ class RecordSink:
         self.name = f"{group.file.filename}:{group.name}"
         self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.missing: list[int] = []  # frames never appended, recorded as an attribute on close
+        self.dropped: tuple[int, list[tuple[int, int]]] | None = None  # (see drops)
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         # Events stored per column (its extent along axis 0): with chunks of
@@ -167,6 +169,8 @@ class RecordSink:
                 # The attribute on nevents (the group without it), the ranges beside the group.
                 set_missing(self.nevents if self.nevents is not None else self.group,
                             self.missing, beside=self.group)
+            if self.dropped is not None:
+                set_dropped(self.group, *self.dropped)
             if self.finished is not None:
                 self._flush_data()
                 set_finished(self.finished)

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
 from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
 from .base import H5Writer, check_on_missing, check_target_libver, open_target
+from .drops import DropCounter, check_on_drop
 from .filters import Encoding, encoding_pool
 from .layout import (
     check_count,
@@ -175,6 +177,14 @@ class RecordWriter(H5Writer):
         :func:`bgio.h5.sink.set_missing`); up to 1,024 of them also in the
         ``missing_frames`` attribute of ``nevents`` (of the group without it);
         "warn" also warns, "raise" raises ``ValueError`` (after closing).
+    on_drop : {"warn", "raise", "ignore"}, keyword-only
+        What the writer does about frames lost before they reached it (gaps
+        in the ``frame_id`` given to ``append``, frames refused by
+        back-pressure, :meth:`add_dropped`): they are counted in
+        :attr:`dropped_frames` and recorded in the file (see
+        :mod:`bgio.h5.drops`) in every case; "warn" also warns at
+        :meth:`close`; "raise" makes the next ``append`` and :meth:`close`
+        (after closing) raise :class:`bgio.FramesDropped`.
     swmr, flush_interval, flush_every : keyword-only
         Write a live file, as for :class:`bgio.h5.FrameWriter`: a frame is
         announced once its events and its ``nevents`` row are stored. A
@@ -254,6 +264,7 @@ class RecordWriter(H5Writer):
         nevents_name: str | None = "nevents",
         copy: bool = True,
         on_missing: str = "warn",
+        on_drop: str = "warn",
         swmr: bool = False,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
         flush_every: int | None = None,
@@ -263,6 +274,7 @@ class RecordWriter(H5Writer):
         backend: str | None = None,
     ) -> None:
         on_missing = check_on_missing(on_missing)
+        self._drops = DropCounter(check_on_drop(on_drop))
         if not isinstance(copy, bool):
             raise TypeError(f"copy must be True or False, got {copy!r}")
         self._copy = copy
@@ -407,7 +419,7 @@ class RecordWriter(H5Writer):
 
     def append(self, frame_index: int, events: Mapping[str, object], *, block: bool = True,
                timeout: float | None = None, copy: bool | None = None,
-               ) -> BackgroundWriteProcess:
+               frame_id: int | None = None) -> BackgroundWriteProcess:
         """Accept the events of frame ``frame_index``; return a handle at once.
 
         Parameters
@@ -429,6 +441,11 @@ class RecordWriter(H5Writer):
             arrays themselves (False: leave them unchanged until the handle
             is done). None: the writer's ``copy``. A frame put in order at
             once is copied into the open chunks either way.
+        frame_id : int or None, keyword-only
+            The producer's own counter for this frame (a camera's trigger
+            count), increasing from one call to the next: the ids skipped
+            are counted as frames lost (:attr:`dropped_frames`, see
+            ``on_drop``).
 
         Returns
         -------
@@ -444,9 +461,13 @@ class RecordWriter(H5Writer):
         ValueError
             A negative or repeated index, one HDF5 cannot hold (``nevents``
             would outgrow 2**63 - 1 rows), missing or unknown features, shapes
-            or event counts that do not match, or the writer is closed.
+            or event counts that do not match, a ``frame_id`` not after the
+            last, or the writer is closed.
         bgio.QueueFull
-            No room (``block=False``, or after ``timeout``); nothing was accepted.
+            No room (``block=False``, or after ``timeout``); nothing was
+            accepted (the frame counts as dropped).
+        bgio.FramesDropped
+            With ``on_drop="raise"``, once frames were lost; nothing was accepted.
         """
         frame_index = check_frame_index(frame_index)
         if copy is None:
@@ -458,13 +479,20 @@ class RecordWriter(H5Writer):
         size = count * self._row_bytes
         handle = _frame_handle(size)
         with self._lock:
+            drops = self._drops
+            first_id = drops.check(frame_id, 1)
             self._check_open(frame_index)
             if not self._has_room(frame_index, size):
-                wait_for_room(self._room,
-                              lambda: self._closed or self._has_room(frame_index, size), block,
-                              timeout, lambda: self.pending_bytes, self._bound,
-                              f"frame {frame_index} ({size} bytes)")
+                try:
+                    wait_for_room(self._room,
+                                  lambda: self._closed or self._has_room(frame_index, size),
+                                  block, timeout, lambda: self.pending_bytes, self._bound,
+                                  f"frame {frame_index} ({size} bytes)")
+                except QueueFull:
+                    self._note_dropped(drops.refused(first_id, 1))
+                    raise
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
+            self._note_dropped(drops.arrived(first_id, 1))
             self._ensure_swmr(self._group)
             if frame_index != self._next:
                 if copy:

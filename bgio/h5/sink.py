@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..sinks import Waiter
+from .drops import set_dropped
 from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
 from .live import Announce, Keys
 
@@ -269,6 +270,7 @@ class DatasetSink:
         self.name = f"{dataset.file.filename}:{dataset.name}"
         self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.missing: list[int] = []  # slots never written, recorded as an attribute on close
+        self.dropped: tuple[int, list[tuple[int, int]]] | None = None  # (see drops)
         self.raw = raw_form(dataset)
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
@@ -318,6 +320,8 @@ class DatasetSink:
         try:
             if self.missing:
                 set_missing(self.dataset, self.missing)
+            if self.dropped is not None:
+                set_dropped(self.dataset, *self.dropped)
             if self.finished is not None:
                 self.dataset.flush()
                 set_finished(self.finished)

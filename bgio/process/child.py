@@ -41,6 +41,8 @@ Commands (parent to child), pickled tuples:
   ``refs`` the stacks (:mod:`bgio.process.refs`); a ``("taken", id)`` event
   says they are copied and no longer needed; ``("records", id, writer,
   frame_index, events)``: append a frame's events;
+- ``("dropped", id, writer, count, ranges)``: frames the parent counted
+  lost, for the writer here to record in the file at its close;
 - ``("finish", id, writer, method)``: ``flush`` or ``close`` it (``id`` is
   done with the slots never written and the frames written, for a close);
 - ``("producer", id, writer, shared_frames)``: a FrameWriter's producer for
@@ -625,6 +627,21 @@ class _Server:
 
         threading.Thread(target=run, name=f"bgio-child-{method}").start()
 
+    def dropped(self, ident: int, writer: int, count: int,
+                ranges: list[tuple[int, int]]) -> None:
+        """The frames the parent counted lost: recorded in the file by the writer here."""
+        try:
+            target = self._target(writer)
+            for first, stop in ranges:
+                target.add_dropped(stop - first, first_id=first)
+            unknown = count - sum(stop - first for first, stop in ranges)
+            if unknown:  # (ids not known, or beyond the ranges kept)
+                target.add_dropped(unknown)
+        except Exception as exc:  # noqa: BLE001 - raised by the parent's call
+            self._done_now(ident, "failed", exc)
+            return
+        self._done_now(ident, "ok", None)
+
     def producer(self, ident: int, writer: int, shared_frames: int | None) -> None:
         """Start the FrameWriter's service for producers in other processes, here: they
         talk to this process, whatever the parent's main thread is doing."""
@@ -727,7 +744,7 @@ def serve(commands: Connection, events: _Events, ring: Attached, parent: int,
         "settle": server.settle, "probe": server.probe, "forget": server.forget,
         "pool": server.pool, "shared": server.shared, "forget-pool": server.forget_pool,
         "make": server.make, "frames": server.frames, "records": server.records,
-        "finish": server.finish, "producer": server.producer}
+        "finish": server.finish, "producer": server.producer, "dropped": server.dropped}
     while True:
         try:
             message = commands.recv()

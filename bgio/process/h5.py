@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..closing import Finish
-from ..errors import QueueFull
+from ..errors import FramesDropped, QueueFull
 from ..h5.base import check_on_missing
+from ..h5.drops import DropCounter, check_frame_id, check_on_drop
 from ..h5.frames import FrameWriter
 from ..h5.layout import (
     MAX_ELEMENTS,
@@ -65,6 +66,7 @@ class _InWriterProcess:
     slots never written reported here, under ``on_missing``), and their repr."""
 
     _remote: RemoteObject
+    _drops: DropCounter
     _lock: threading.RLock
     _closed: bool
     _last: BackgroundWriteProcess | None
@@ -126,6 +128,9 @@ class _InWriterProcess:
                 self._closed = True
                 self._stop_producers()  # type: ignore[attr-defined]
                 stored = last
+                dropped = self._drops.record()
+                if dropped is not None:  # (the writer process records them in the file)
+                    self._remote.call(running_handle(0), "dropped", dropped)
                 last = self._last = BackgroundWriteProcess(0)
                 last.set_running_or_notify_cancel()
                 self._remote.call(last, "finish", ("close",), reply=self._closed_with)
@@ -139,6 +144,7 @@ class _InWriterProcess:
             self._closing()
             raise_root_error(closing)
             self._report_missing()  # type: ignore[attr-defined]
+            self._report_dropped()  # type: ignore[attr-defined]
         return finish
 
 
@@ -222,11 +228,13 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         max_pending_bytes: int | None = None,
         copy: bool = True,
         on_missing: str = "warn",
+        on_drop: str = "warn",
         backend: str | None = "process",
         **options: Any,
     ) -> None:
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
+        self._drops = DropCounter(check_on_drop(on_drop))
         self._copy = check_copy(copy)
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
@@ -256,7 +264,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         # the dataset now, raising here what it raises there.
         self._remote = RemoteObject(
             "frames", (path, name, self._frame_shape, self._dtype),
-            {**options, "copy": False, "on_missing": "ignore"}, self._name)
+            {**options, "copy": False, "on_missing": "ignore", "on_drop": "ignore"}, self._name)
         self._shared = FramePool(self._frame_shape, self._dtype, count)
         self._kept = _Latest()
         close_at_exit(self)  # left open, it is closed at exit (its file made whole)
@@ -313,7 +321,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         return (self._shared.count - self._shared.free) * self._shared.frame_bytes
 
     def append(self, frames: object, *, block: bool = True, timeout: float | None = None,
-               copy: bool | None = None) -> BackgroundWriteProcess:
+               copy: bool | None = None, frame_id: int | None = None) -> BackgroundWriteProcess:
         """Queue frames after the highest written; see :meth:`bgio.h5.FrameWriter.append`."""
         # The caller's cost of an append is what this backend is for: the common case,
         # one frame of a FramePool as it was handed out, takes the fewest steps (each
@@ -325,11 +333,11 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 and not self._closed):
             taken = claim_handed(frames)
             if taken is not None:
-                return self._append_handed(frames, taken)
-        return self._queue_frames(None, frames, block, timeout, copy)
+                return self._append_handed(frames, taken, frame_id)
+        return self._queue_frames(None, frames, block, timeout, copy, frame_id)
 
     def _append_handed(self, frame: np.ndarray, give_back: Callable[[], None],
-                       ) -> BackgroundWriteProcess:
+                       frame_id: int | None) -> BackgroundWriteProcess:
         """:meth:`_send` for one frame of a FramePool appended (the same steps, fewer
         of them)."""
         handle = running_handle(frame.nbytes)  # frames accepted are stored: no cancel
@@ -337,6 +345,14 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             if self._closed:
                 give_back()
                 raise ValueError("write to a closed FrameWriter")
+            drops = self._drops
+            if frame_id is not None or drops.count:  # (the common case: neither)
+                try:
+                    frame_id = drops.check(frame_id, 1)
+                except BaseException:
+                    give_back()
+                    raise
+                self._note_dropped(drops.arrived(frame_id, 1))  # type: ignore[attr-defined]
             start = None
             if self._producer is None:  # (else the writer process places it)
                 start = self._next
@@ -365,9 +381,11 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         return self._queue_frames(index, frames, block, timeout, copy)
 
     def _queue_frames(self, index: int | None, frames: object, block: bool, timeout: float | None,
-             copy: bool | None) -> BackgroundWriteProcess:
+             copy: bool | None, frame_id: int | None = None) -> BackgroundWriteProcess:
         limit = None if timeout is None else check_timeout(timeout)
         copy = self._copy if copy is None else check_copy(copy)
+        if frame_id is not None:
+            frame_id = check_frame_id(frame_id)
         taken = None
         if (type(frames) is np.ndarray and frames.shape == self._frame_shape
                 and frames.dtype == self._dtype):
@@ -393,15 +411,26 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 return empty
             # Outside the lock: a producer waiting for shared memory must not keep the
             # others (one of them may bring the frame a chunk waits for) from going on.
+            if index is None:
+                with self._lock:  # (refused now, not after a wait for room)
+                    self._drops.check(frame_id, count)
             taken = claim(stack)
             if taken is not None:  # frames in a FramePool (a view of one, a stack)
                 arrays, release = [stack], [taken]
             else:
-                arrays, release = self._references(stack, copy, block, limit, timeout)
-        return self._send(index, count, arrays, release, int(stack.nbytes))
+                try:
+                    arrays, release = self._references(stack, copy, block, limit, timeout)
+                except QueueFull:
+                    if index is None:  # (an append refused: its frames are lost)
+                        with self._lock:
+                            self._note_dropped(  # type: ignore[attr-defined]
+                                self._drops.refused(frame_id, count))
+                    raise
+        return self._send(index, count, arrays, release, int(stack.nbytes), frame_id)
 
     def _send(self, index: int | None, count: int, arrays: list[Any],
-              release: list[Callable[[], None]], nbytes: int) -> BackgroundWriteProcess:
+              release: list[Callable[[], None]], nbytes: int,
+              frame_id: int | None = None) -> BackgroundWriteProcess:
         """Send ``count`` frames (in ``arrays``) to ``index`` (None: append them); the
         caller's claims on shared frames are given back if they are refused."""
         handle = running_handle(nbytes)  # frames accepted are stored: no cancel
@@ -413,6 +442,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             try:
                 if self._closed:
                     raise ValueError("write to a closed FrameWriter")
+                if index is None:
+                    self._drops.check(frame_id, count)  # (again: other appends meanwhile)
                 if start is not None:
                     end = start + count
                     if end > self._frames_held:
@@ -425,10 +456,12 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                         if start < len(sent) and any(sent[start:end]):
                             raise ValueError(f"index: frame {sent.index(1, start)} was "
                                              "already written")
-            except ValueError:
+            except (ValueError, FramesDropped):
                 for give_back in release:  # refused: the frames are back in their pools
                     give_back()
                 raise
+            if index is None:
+                self._note_dropped(self._drops.arrived(frame_id, count))  # type: ignore[attr-defined]
             if start is not None:
                 self._next = max(self._next, end)
                 sent = self._sent
@@ -515,11 +548,13 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         max_pending_bytes: int | None = 64 * 1024 * 1024,
         copy: bool = True,
         on_missing: str = "warn",
+        on_drop: str = "warn",
         backend: str | None = "process",
         **options: Any,
     ) -> None:
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
+        self._drops = DropCounter(check_on_drop(on_drop))
         self._copy = check_copy(copy)
         self._features = check_features(features)
         if max_pending_bytes is not None:
@@ -542,7 +577,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         # stop its commands, the one that brings the missing frame among them.
         self._remote = RemoteObject(
             "records", (path, group, features),
-            {**options, "copy": False, "on_missing": "ignore", "max_pending_bytes": None},
+            {**options, "copy": False, "on_missing": "ignore", "on_drop": "ignore",
+             "max_pending_bytes": None},
             self._name)
         close_at_exit(self)  # left open, it is closed at exit (its file made whole)
 
@@ -569,7 +605,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
 
     def append(self, frame_index: int, events: Mapping[str, object], *, block: bool = True,
                timeout: float | None = None, copy: bool | None = None,
-               ) -> BackgroundWriteProcess:
+               frame_id: int | None = None) -> BackgroundWriteProcess:
         """Accept the events of frame ``frame_index``; see :meth:`bgio.h5.RecordWriter.append`."""
         frame_index = check_frame_index(frame_index)
         if copy is not None:
@@ -580,6 +616,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         handle = BackgroundWriteProcess(size)
         handle.set_running_or_notify_cancel()  # events accepted are stored: no cancel
         with self._lock:
+            drops = self._drops
+            first_id = drops.check(frame_id, 1)
             self._check_appendable(frame_index)
             bound = self._bound
             if bound is not None:
@@ -588,9 +626,14 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
                     return (self._closed or frame_index == self._lowest or self._pending == 0
                             or self._pending + size <= bound)
 
-                wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
-                              bound, f"frame {frame_index} ({size} bytes)")
+                try:
+                    wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
+                                  bound, f"frame {frame_index} ({size} bytes)")
+                except QueueFull:
+                    self._note_dropped(drops.refused(first_id, 1))
+                    raise
                 self._check_appendable(frame_index)
+            self._note_dropped(drops.arrived(first_id, 1))
             self._pending += size
             self._waiting[frame_index] = count
             while self._lowest in self._waiting:
