@@ -31,7 +31,7 @@ try:
     BINDING = "PySide6"
 except ImportError:  # pragma: no cover - where PyQt6 is the binding installed
     try:
-        from PyQt6 import QtCore  # type: ignore[no-redef]
+        from PyQt6 import QtCore  # type: ignore[no-redef,import-not-found,unused-ignore]
 
         _Signal = QtCore.pyqtSignal  # type: ignore[attr-defined]
         BINDING = "PyQt6"
@@ -46,7 +46,7 @@ __all__ = ["BINDING", "WriteSignals"]
 _pending: set[WriteSignals] = set()
 
 
-class WriteSignals(QtCore.QObject):  # type: ignore[misc]
+class WriteSignals(QtCore.QObject):
     """Signals for one handle or writer, emitted in the thread that made this object.
 
     Parameters

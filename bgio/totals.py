@@ -130,6 +130,8 @@ class CountsTotals:
     #: Whether the writer's records count frames.
     _counts_frames = False
     _totals: Totals | None = None
+    #: When the writer's close ended (time.monotonic()), once it has.
+    _close_ended_at: float | None = None
 
     def add_progress_callback(self, fn: Callable[[WriteProgress], object],
                               interval: float = 0.1) -> None:
@@ -182,6 +184,7 @@ class CountsTotals:
 
     def _totals_closed(self, error: BaseException | None) -> None:
         """(For the close) the writer is closed: the callbacks' last record."""
+        self._close_ended_at = time.monotonic()
         totals = self._totals
         if totals is not None:
             totals.finish(error)

@@ -183,3 +183,28 @@ def test_the_writer_process_counts_and_records_the_same(tmp_path):
         assert _attrs(file["x"]) == (1, [[2, 3]])
     with h5py.File(tmp_path / "r.h5", "r") as file:
         assert _attrs(file["ev"]) == (3, [[8, 9]])
+
+
+@pytest.mark.parametrize("backend", ["thread", pytest.param("process", marks=pytest.mark.slow)])
+def test_stats_sum_the_run_up_once_closed(tmp_path, backend):
+    writer = bgio.h5.FrameWriter(tmp_path / "f.h5", "x", SHAPE, "uint16", on_drop="ignore",
+                                 backend=backend)
+    for frame_id in (0, 1, 5):
+        writer.append(frame(frame_id), frame_id=frame_id)
+    writer.write_at(4, frame(9))  # (slot 3 never written)
+    assert not writer.stats().closed
+    with pytest.warns(RuntimeWarning, match="never written"):
+        writer.close()
+    stats = writer.stats()
+    assert (stats.frames_written, stats.dropped_frames, stats.missing_frames, stats.bytes,
+            stats.closed) == (4, 3, 1, 4 * frame(0).nbytes, True)
+    assert stats.seconds > 0 and stats == writer.stats()  # final: the same each time
+    if backend == "thread":
+        assert stats.peak_backlog_bytes is not None and stats.peak_backlog_bytes > 0
+    else:
+        assert stats.peak_backlog_bytes is None
+    records = bgio.h5.RecordWriter(tmp_path / "r.h5", "ev", {"a": ((2,), "f4")},
+                                   backend=backend)
+    records.append(0, {"a": np.zeros((5, 2), "f4")})
+    records.close()
+    assert (records.stats().bytes, records.stats().frames_written) == (40, 1)

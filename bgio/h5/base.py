@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, overload
@@ -33,6 +34,7 @@ from .live import (
     release_finished,
     start_swmr,
 )
+from .stats import WriterStats
 
 if TYPE_CHECKING:
     from .producers import ProducerService
@@ -155,6 +157,8 @@ class H5Writer(ClosesOnExit):
         self._missing_policy = on_missing
         if not hasattr(self, "_drops"):  # (a writer made before on_drop: none counted)
             self._drops = DropCounter("ignore")
+        self._opened_at = time.monotonic()
+        self._peak_backlog: int | None = 0
         # Reentrant: a submit during interpreter exit runs the store in this
         # thread, and its done callback takes the lock again.
         self._lock = threading.RLock()
@@ -292,6 +296,28 @@ class H5Writer(ClosesOnExit):
         raise_root_error(last)
         self._report_missing()
         self._report_dropped()
+
+    def stats(self) -> WriterStats:
+        """A summary of the run so far: frames written and dropped, missing slots, bytes,
+        time, peak backlog (see :class:`bgio.h5.stats.WriterStats`); final once closed."""
+        ended = self._close_ended_at
+        return WriterStats(
+            self.frames_written, self._drops.count, len(self.missing), self._data_bytes(),
+            (time.monotonic() if ended is None else ended) - self._opened_at,
+            self._peak_backlog, ended is not None)
+
+    @property
+    def frames_written(self) -> int:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _data_bytes(self) -> int:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _sample_backlog(self, pending: int) -> None:
+        """(Lock held) ``pending`` bytes are accepted and not yet stored now."""
+        peak = self._peak_backlog
+        if peak is not None and pending > peak:
+            self._peak_backlog = pending
 
     @property
     def dropped_frames(self) -> int:

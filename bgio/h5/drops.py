@@ -38,7 +38,7 @@ def check_on_drop(value: object) -> str:
     """The ``on_drop`` option, checked."""
     if value not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_drop must be 'warn', 'raise' or 'ignore', got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_frame_id(value: object) -> int:

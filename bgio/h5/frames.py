@@ -317,6 +317,9 @@ class FrameWriter(H5Writer):
         """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
         return self._count
 
+    def _data_bytes(self) -> int:
+        return self.frames_written * math.prod(self._frame_shape) * self._dtype.itemsize
+
     @property
     def extent(self) -> int:
         """Frames the dataset holds once closed: one after the highest frame written."""
@@ -405,6 +408,7 @@ class FrameWriter(H5Writer):
                     raise
             handle = self._accept(self._next, frames, stack, copy)
             self._note_dropped(drops.arrived(first_id, count))
+            self._sample_backlog(self._pending)
             return handle
 
     def producer(self, *, shared_frames: int | None = None) -> FrameProducer:

@@ -412,6 +412,11 @@ class RecordWriter(H5Writer):
         """Events of the frames put in order so far."""
         return self._events
 
+    def _data_bytes(self) -> int:
+        event_bytes = sum(math.prod(shape) * np.dtype(dtype).itemsize
+                          for shape, dtype in self._features.values())
+        return self.events_written * event_bytes
+
     @property
     def pending_bytes(self) -> int:
         """Bytes of events accepted and not yet stored (waiting frames and queued chunks)."""
@@ -503,6 +508,7 @@ class RecordWriter(H5Writer):
                 self._held[frame_index] = (arrays, count, size, handle)
                 self._held_bytes += size
                 self._count_events(handle, arrays)
+                self._sample_backlog(self._held_bytes + self._queued_bytes)
                 return handle
             before = self._next
             self._put(arrays, count, handle)
@@ -512,6 +518,7 @@ class RecordWriter(H5Writer):
             if self._swmr and self._announcer.accepted(self._next - before):
                 self._announce()
         self._count_events(handle, arrays)
+        self._sample_backlog(self._held_bytes + self._queued_bytes)
         return handle
 
     def _count_events(self, handle: BackgroundWriteProcess, arrays: Mapping[str, np.ndarray],

@@ -235,6 +235,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
+        self._opened_at = time.monotonic()
+        self._peak_backlog = None  # (not looked at by the appends here: see WriterStats)
         self._copy = check_copy(copy)
         self._dtype = check_dtype(dtype)
         self._frame_shape = check_shape(frame_shape, "frame_shape")
@@ -352,7 +354,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 except BaseException:
                     give_back()
                     raise
-                self._note_dropped(drops.arrived(frame_id, 1))  # type: ignore[attr-defined]
+                self._note_dropped(drops.arrived(frame_id, 1))
             start = None
             if self._producer is None:  # (else the writer process places it)
                 start = self._next
@@ -368,6 +370,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             self._count += 1
             self._last = handle
             kept = self._kept.hold(-1 if start is None else start, frame, give_back)
+            assert kept is not None  # (a shared frame: given back through it)
             self._remote.send(handle, ("frames", (self._remote.ident, start)), [frame], [kept])
         if self._totals is not None:
             self._count_write(handle, frame.nbytes, 1)
@@ -423,8 +426,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 except QueueFull:
                     if index is None:  # (an append refused: its frames are lost)
                         with self._lock:
-                            self._note_dropped(  # type: ignore[attr-defined]
-                                self._drops.refused(frame_id, count))
+                            self._note_dropped(self._drops.refused(frame_id, count))
                     raise
         return self._send(index, count, arrays, release, int(stack.nbytes), frame_id)
 
@@ -461,7 +463,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                     give_back()
                 raise
             if index is None:
-                self._note_dropped(self._drops.arrived(frame_id, count))  # type: ignore[attr-defined]
+                self._note_dropped(self._drops.arrived(frame_id, count))
             if start is not None:
                 self._next = max(self._next, end)
                 sent = self._sent
@@ -555,6 +557,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
+        self._opened_at = time.monotonic()
+        self._peak_backlog = None  # (not looked at by the appends here: see WriterStats)
         self._copy = check_copy(copy)
         self._features = check_features(features)
         if max_pending_bytes is not None:

@@ -226,20 +226,19 @@ class _Backend:
         """Queue ``job`` (its ``ident`` is given here); False if this backend is dead or
         ending (the caller starts a new one, or fails the write). ``cancellable=False``:
         a cancel of its handle is not sent on (the child's command ignores cancels)."""
-        write = type(job) is _Job
         with self._mutex:
             if self.dead is not None or self._closing:
                 return False
             ident = self._next = self._next + 1
             job.ident = ident
             self._queue.append(job)
-            if write:
+            if isinstance(job, _Job):
                 self.jobs[ident] = job
                 self._idents[id(job.handle)] = ident  # (its weak reference: _feed)
             if self._feeder_waits:
                 self._feeder_waits = False
                 self._tokens.put(None)
-        if write and cancellable:
+        if cancellable and isinstance(job, _Job):
             own = job
             own.handle.watch_cancel(lambda: self._cancel(own))
         return True

@@ -1,0 +1,41 @@
+"""A run's summary: what an HDF5 writer stored, lost and held back (``writer.stats()``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["WriterStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """The summary of an HDF5 writer's run so far (complete once it is closed).
+
+    Attributes
+    ----------
+    frames_written : int
+        Frames accepted (all stored once the writer is closed without error).
+    dropped_frames : int
+        Frames lost before they reached the writer (see ``on_drop``).
+    missing_frames : int
+        Slots below the last frame never written (known once closed).
+    bytes : int
+        Bytes of data accepted, before compression (frames times the frame's
+        bytes; events times an event's bytes).
+    seconds : float
+        From the writer's creation to the end of its close (or to now).
+    peak_backlog_bytes : int or None
+        The most bytes accepted and not yet stored at once, as seen at each
+        append (None with ``backend="process"``, where the appends do not
+        look).
+    closed : bool
+        Whether the close has ended (the figures are final).
+    """
+
+    frames_written: int
+    dropped_frames: int
+    missing_frames: int
+    bytes: int
+    seconds: float
+    peak_backlog_bytes: int | None
+    closed: bool
