@@ -55,3 +55,7 @@ class FramesDropped(BgioError):
     def __init__(self, message: str, dropped: int) -> None:
         super().__init__(message)
         self.dropped = dropped
+
+    def __reduce__(self) -> tuple[type[FramesDropped], tuple[str, int]]:
+        # (Pickled to the producers in other processes with its count.)
+        return type(self), (str(self), self.dropped)

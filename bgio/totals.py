@@ -39,7 +39,7 @@ class Totals:
     """
 
     def __init__(self, frames: bool) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (records are made and told under it)
         self._frames = frames
         self._watchers: list[ProgressWatcher] = []
         self._accepted = 0
@@ -48,6 +48,8 @@ class Totals:
         self._frames_stored = 0
         self._error: BaseException | None = None
         self._dropped = 0
+        self._unsettled = 0  # writes accepted whose handles have not been counted yet
+        self._closed = False
         self._last: WriteProgress | None = None  # (the last record, once closed)
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
@@ -67,6 +69,7 @@ class Totals:
         with self._lock:
             self._accepted += nbytes or 0
             self._frames_accepted += frames
+            self._unsettled += 1
         handle.add_done_callback(functools.partial(self._done, nbytes, frames))
 
     def _done(self, nbytes: int | None, frames: int, handle: BackgroundWriteProcess) -> None:
@@ -80,16 +83,24 @@ class Totals:
                 self._frames_stored += frames
             elif self._error is None and failure is not None:
                 self._error = failure
-            watchers = list(self._watchers)
-        for watcher in watchers:
-            watcher.tick(self._record)
+            self._unsettled -= 1
+            self._tell()
 
     def dropped(self, frames: int) -> None:
         """``frames`` frames were lost before they reached the writer: tell the callbacks."""
         with self._lock:
             self._dropped += frames
-            watchers = list(self._watchers)
-        for watcher in watchers:
+            self._tell()
+
+    def _tell(self) -> None:
+        # (Lock held, so that no record follows the last one: the delivery keeps only
+        # the newest record per callback, and a late one would replace the last.)
+        if self._last is not None:
+            return
+        if self._closed and not self._unsettled:
+            self._end()
+            return
+        for watcher in self._watchers:
             watcher.tick(self._record)
 
     def _record(self, finished: bool) -> WriteProgress:
@@ -110,16 +121,22 @@ class Totals:
                 self._error, self._dropped if self._frames else None)
 
     def finish(self, error: BaseException | None) -> None:
-        """The writer is closed (``error``: how its close failed): the last records."""
+        """The writer is closed (``error``: how its close failed): the last record, once
+        the writes accepted are all counted (a handle is done before its done callbacks
+        have run: the last of those gives it then)."""
         with self._lock:
-            if self._last is not None:
+            if self._closed:
                 return
+            self._closed = True
             if self._error is None:
                 self._error = error
-        last = self._record(True)
-        with self._lock:
-            self._last = last
-            watchers, self._watchers = self._watchers, []
+            if not self._unsettled:
+                self._end()
+
+    def _end(self) -> None:
+        # (Lock held) the last record, to every callback, once.
+        last = self._last = self._record(True)
+        watchers, self._watchers = self._watchers, []
         for watcher in watchers:
             watcher.finish(last)
 

@@ -207,12 +207,12 @@ class Writer(ClosesOnExit):
                     if member is None:
                         member, serve = self._start_group(data)
                     self._last = member
+                    if self._totals is not None:  # (under the lock: before any close)
+                        self._count_write(member, len(data))
                 finally:
                     lock.release()
                 if serve is not None:
                     serve()  # no worker thread for it: this thread writes (see submit_held)
-                if self._totals is not None:
-                    self._count_write(member, len(data))
                 return member
             # The common case: immutable, so never copied, and its own source.
             source: Source | bytes = data
@@ -237,9 +237,9 @@ class Writer(ClosesOnExit):
             _take_frames(job)  # once nothing can refuse the write
             serve = submit_held(job)
             self._last = handle
+            self._count_write(handle, total)
         if serve is not None:
             serve()
-        self._count_write(handle, total)
         return handle
 
     def _start_group(self, data: bytes) -> tuple[GroupedWrite, Callable[[], None] | None]:

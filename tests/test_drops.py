@@ -133,11 +133,14 @@ def test_add_dropped_checks_its_arguments(tmp_path):
     with bgio.h5.FrameWriter(tmp_path / "f.h5", "x", SHAPE, "uint16", on_drop="ignore") as w:
         with pytest.raises(TypeError, match="^count must be an int, got float$"):
             w.add_dropped(1.0)
-        with pytest.raises(ValueError, match="^count must be an int >= 1, got 0$"):
-            w.add_dropped(0)
+        with pytest.raises(ValueError, match="^count must be an int >= 0, got -1$"):
+            w.add_dropped(-1)
         with pytest.raises(ValueError, match="^frame_id must be an int >= 0, got -2$"):
             w.add_dropped(1, first_id=-2)
         assert w.dropped_frames == 0
+        w.add_dropped(np.int64(2))
+        w.add_dropped(0)  # (none: the file says so all the same)
+        assert w.dropped_frames == 2
 
 
 def test_progress_records_say_how_many_frames_were_dropped(tmp_path):
@@ -208,3 +211,30 @@ def test_stats_sum_the_run_up_once_closed(tmp_path, backend):
     records.append(0, {"a": np.zeros((5, 2), "f4")})
     records.close()
     assert (records.stats().bytes, records.stats().frames_written) == (40, 1)
+
+
+def test_frames_dropped_pickles_with_its_count():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(bgio.FramesDropped("3 frame(s) were dropped", 3)))
+    assert type(error) is bgio.FramesDropped and str(error) == "3 frame(s) were dropped"
+    assert error.dropped == 3
+
+
+@pytest.mark.slow
+def test_a_pool_frame_refused_for_its_id_stays_the_callers(tmp_path):
+    pool = bgio.FramePool(SHAPE, "uint16", count=2)
+    for backend in ("thread", "process"):
+        path = tmp_path / f"{backend}.h5"
+        with bgio.h5.FrameWriter(path, "x", SHAPE, "uint16", backend=backend) as writer:
+            writer.append(frame(0), frame_id=5)
+            shared = pool.acquire(timeout=HANG)
+            shared[...] = frame(1)
+            with pytest.raises(ValueError, match="^frame_id: 5 is not after the last"):
+                writer.append(shared, frame_id=5)
+            assert pool.free == 1  # still held by the program
+            writer.append(shared, frame_id=6)  # (retried with its right id)
+        with h5py.File(path, "r") as file:
+            assert [int(f[0, 0]) for f in file["x"]] == [0, 1]
+            assert _attrs(file["x"]) == (0, [])  # ids given, none lost: the same both ways
+        assert pool.free == 2

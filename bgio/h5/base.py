@@ -3,6 +3,7 @@ live-file announcements, and closing."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -314,7 +315,9 @@ class H5Writer(ClosesOnExit):
         raise NotImplementedError
 
     def _sample_backlog(self, pending: int) -> None:
-        """(Lock held) ``pending`` bytes are accepted and not yet stored now."""
+        """``pending`` bytes are held for stores not yet done now (a peak taken at each
+        append; a RecordWriter's outside its lock, where a racing append may leave it a
+        little low)."""
         peak = self._peak_backlog
         if peak is not None and pending > peak:
             self._peak_backlog = pending
@@ -334,7 +337,7 @@ class H5Writer(ClosesOnExit):
         Parameters
         ----------
         count : int
-            Frames lost (>= 1).
+            Frames lost (>= 0; 0 records in the file that none were).
         first_id : int or None, keyword-only
             The id of the first of them, if known (the file lists their ids).
 
@@ -343,14 +346,16 @@ class H5Writer(ClosesOnExit):
         TypeError, ValueError
             If ``count`` is not an int >= 1, or ``first_id`` not an int >= 0.
         """
-        if isinstance(count, bool) or not isinstance(count, int):
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
             raise TypeError(f"count must be an int, got {type(count).__name__}")
-        if count < 1:
-            raise ValueError(f"count must be an int >= 1, got {count}")
+        count = int(count)
+        if count < 0:
+            raise ValueError(f"count must be an int >= 0, got {count}")
         first = None if first_id is None else check_frame_id(first_id)
         with self._lock:
             self._drops.add(count, first)
-        self._count_dropped(count)
+        if count:
+            self._count_dropped(count)
 
     def _note_dropped(self, lost: int) -> None:
         """(Lock held, after the counter counted them) ``lost`` frames were lost now."""

@@ -84,30 +84,37 @@ class DropCounter:
         if frame_id is None:
             return 0
         self.seen_ids = True
-        gap = 0 if self._last is None else frame_id - self._last - 1
-        if gap:
-            self._add(gap, self._last + 1)  # type: ignore[operator]
+        last = self._last
+        gap = 0 if last is None else frame_id - last - 1
+        if gap > 0:  # (check() made sure ids only go up, in the same hold of the lock)
+            self._add(gap, last + 1)  # type: ignore[operator]
         self._last = frame_id + frames - 1
-        return gap
+        return max(gap, 0)
 
     def refused(self, frame_id: int | None, frames: int) -> int:
         """``frames`` frames (from ``frame_id`` on, if given) were refused (QueueFull):
         they are lost too; returns how many frames that makes lost now."""
+        if frame_id is not None and self._last is not None and frame_id <= self._last:
+            frame_id = None  # (others' ids passed it while it waited: counted, not placed)
         lost = self.arrived(frame_id, frames)
         self._add(frames, frame_id)
         return lost + frames
 
     def add(self, frames: int, first_id: int | None) -> None:
-        """Frames the producer says it lost (``add_dropped``)."""
+        """Frames the producer says it lost (``add_dropped``; 0: none, but the file is to
+        say so)."""
+        if not frames:
+            self.seen_ids = True
+            return
         self._add(frames, first_id)
 
     def _add(self, frames: int, first_id: int | None) -> None:
         self.count += frames
-        if first_id is None or len(self.ranges) >= RANGES_KEPT:
+        if first_id is None:
             return
         if self.ranges and self.ranges[-1][1] == first_id:
             self.ranges[-1] = (self.ranges[-1][0], first_id + frames)
-        else:
+        elif len(self.ranges) < RANGES_KEPT:
             self.ranges.append((first_id, first_id + frames))
 
     def describe(self) -> str:

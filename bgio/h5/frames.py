@@ -406,6 +406,8 @@ class FrameWriter(H5Writer):
                 except QueueFull:
                     self._note_dropped(drops.refused(first_id, count))
                     raise
+                # (The wait let other appends in: their ids may have passed this one.)
+                first_id = drops.check(frame_id, count)
             handle = self._accept(self._next, frames, stack, copy)
             self._note_dropped(drops.arrived(first_id, count))
             self._sample_backlog(self._pending)

@@ -497,6 +497,7 @@ class RecordWriter(H5Writer):
                     self._note_dropped(drops.refused(first_id, 1))
                     raise
                 self._check_open(frame_index)  # closed, or appended by another thread meanwhile
+                first_id = drops.check(frame_id, 1)  # (their ids may have passed this one)
             self._note_dropped(drops.arrived(first_id, 1))
             self._ensure_swmr(self._group)
             if frame_index != self._next:

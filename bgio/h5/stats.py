@@ -25,9 +25,11 @@ class WriterStats:
     seconds : float
         From the writer's creation to the end of its close (or to now).
     peak_backlog_bytes : int or None
-        The most bytes accepted and not yet stored at once, as seen at each
-        append (None with ``backend="process"``, where the appends do not
-        look).
+        The most memory held at once for stores not yet done, as seen at
+        each append: a FrameWriter's chunks being filled count whole (their
+        buffers are), a RecordWriter's events held and queued by their
+        bytes. None with ``backend="process"``, where the appends do not
+        look.
     closed : bool
         Whether the close has ended (the figures are final).
     """

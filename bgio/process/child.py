@@ -635,7 +635,7 @@ class _Server:
             for first, stop in ranges:
                 target.add_dropped(stop - first, first_id=first)
             unknown = count - sum(stop - first for first, stop in ranges)
-            if unknown:  # (ids not known, or beyond the ranges kept)
+            if unknown or not count:  # (ids not known; or none lost, for the file to say)
                 target.add_dropped(unknown)
         except Exception as exc:  # noqa: BLE001 - raised by the parent's call
             self._done_now(ident, "failed", exc)

@@ -333,6 +333,9 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 and frames.shape == self._frame_shape
                 and (frames.dtype is self._dtype or frames.dtype == self._dtype)
                 and not self._closed):
+            if frame_id is not None or self._drops.count:
+                with self._lock:  # (refused before the frame is taken: it stays the caller's)
+                    self._drops.check(frame_id, 1)
             taken = claim_handed(frames)
             if taken is not None:
                 return self._append_handed(frames, taken, frame_id)
@@ -372,8 +375,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
             kept = self._kept.hold(-1 if start is None else start, frame, give_back)
             assert kept is not None  # (a shared frame: given back through it)
             self._remote.send(handle, ("frames", (self._remote.ident, start)), [frame], [kept])
-        if self._totals is not None:
-            self._count_write(handle, frame.nbytes, 1)
+            if self._totals is not None:  # (under the lock: counted before any close)
+                self._count_write(handle, frame.nbytes, 1)
         return handle
 
     def write_at(self, index: int, frames: object, *, block: bool = True,
@@ -389,6 +392,9 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         copy = self._copy if copy is None else check_copy(copy)
         if frame_id is not None:
             frame_id = check_frame_id(frame_id)
+        if index is None and (frame_id is not None or self._drops.count):
+            with self._lock:  # (refused before any frame is taken: they stay the caller's)
+                self._drops.check(frame_id, 1)
         taken = None
         if (type(frames) is np.ndarray and frames.shape == self._frame_shape
                 and frames.dtype == self._dtype):
@@ -414,9 +420,6 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 return empty
             # Outside the lock: a producer waiting for shared memory must not keep the
             # others (one of them may bring the frame a chunk waits for) from going on.
-            if index is None:
-                with self._lock:  # (refused now, not after a wait for room)
-                    self._drops.check(frame_id, count)
             taken = claim(stack)
             if taken is not None:  # frames in a FramePool (a view of one, a stack)
                 arrays, release = [stack], [taken]
@@ -483,7 +486,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
                 release[-1] = kept  # (the list is this call's own)
             # (No cancel: frames accepted are stored, as with threads.)
             self._remote.call(handle, "frames", (start,), arrays, release, cancellable=False)
-        self._count_write(handle, nbytes, count)
+            self._count_write(handle, nbytes, count)
         return handle
 
     def _references(self, stack: np.ndarray, copy: bool, block: bool, limit: float | None,
@@ -637,6 +640,7 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
                     self._note_dropped(drops.refused(first_id, 1))
                     raise
                 self._check_appendable(frame_index)
+                first_id = drops.check(frame_id, 1)  # (other appends' ids may have passed it)
             self._note_dropped(drops.arrived(first_id, 1))
             self._pending += size
             self._waiting[frame_index] = count
@@ -646,8 +650,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
             self._next = max(self._next, frame_index + 1)
             self._last = handle
             self._remote.call(handle, "records", (frame_index, arrays))
+            self._count_write(handle, size, 1)
         handle.add_done_callback(lambda _: self._events_stored(size))
-        self._count_write(handle, size, 1)
         return handle
 
     def _check_appendable(self, frame_index: int) -> None:

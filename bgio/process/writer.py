@@ -141,9 +141,9 @@ class ProcessWriter(Writer):
             # Queued under the lock: writes from several threads go in the order taken.
             self._remote.write(handle, None if inline is not None else source, inline)
             self._last = handle
+            self._count_write(handle, source.total)
         if bound is not None:
             handle.add_done_callback(lambda _: self._written(size))
-        self._count_write(handle, source.total)
         return handle
 
     def _written(self, size: int) -> None:
