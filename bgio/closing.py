@@ -209,7 +209,8 @@ class _Rest:
             self._raised = error is not None  # (raised by the close that ran it)
             self._changed.notify_all()
         if ended:
-            # Dropped once told: it is the writer's (which holds this), no cycle left.
+            # Dropped once ended: both are the writer's (which holds this), no cycle left.
+            self._finish = None
             on_end, self._on_end = self._on_end, None
             if on_end is not None:
                 on_end(error)

@@ -178,13 +178,10 @@ class RecordWriter(H5Writer):
         ``missing_frames`` attribute of ``nevents`` (of the group without it);
         "warn" also warns, "raise" raises ``ValueError`` (after closing).
     on_drop : {"warn", "raise", "ignore"}, keyword-only
-        What the writer does about frames lost before they reached it (gaps
-        in the ``frame_id`` given to ``append``, frames refused by
-        back-pressure, :meth:`add_dropped`): they are counted in
-        :attr:`dropped_frames` and recorded in the file (see
-        :mod:`bgio.h5.drops`) in every case; "warn" also warns at
-        :meth:`close`; "raise" makes the next ``append`` and :meth:`close`
-        (after closing) raise :class:`bgio.FramesDropped`.
+        As for :class:`bgio.h5.FrameWriter`: frames lost (gaps in
+        ``append``'s ``frame_id``, frames refused by back-pressure,
+        :meth:`add_dropped`) are counted and recorded on the group; "warn"
+        warns at :meth:`close`, "raise" fails the next ``append`` and the close.
     swmr, flush_interval, flush_every : keyword-only
         Write a live file, as for :class:`bgio.h5.FrameWriter`: a frame is
         announced once its events and its ``nevents`` row are stored. A
