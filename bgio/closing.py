@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .handle import BackgroundWriteProcess
+from .lag import KeepsUp
 from .timeouts import check_timeout
 from .totals import CountsTotals
 
@@ -37,7 +38,7 @@ Finish = Callable[[float | None], None]
 _handles_lock = threading.Lock()  # (closes are rare: one lock for all writers' close handles)
 
 
-class ClosesOnExit(CountsTotals):
+class ClosesOnExit(CountsTotals, KeepsUp):
     """``with obj:`` calls ``obj.close()`` on exit.
 
     If the block raised, a failure of ``close()`` (a background write's

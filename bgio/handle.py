@@ -144,10 +144,15 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         sockets, tmpfs, file objects bgio does not write through their
         descriptor, HDF5), a Writer's writes, and before the first window
         of the write reached the device.
+    unpaced_bytes : int
+        Of :attr:`bytes_written`, the bytes written with pacing suspended
+        because the writer was behind its ``max_lag`` (see
+        :class:`bgio.Writer`); 0 for a write that was paced throughout.
     """
 
     # Set by the worker where it knows (see bytes_on_disk).
     bytes_on_disk: int | None = None
+    unpaced_bytes: int = 0  # set by the worker (see the attribute)
     # Set only when used: most writes are never cancelled, timed or waited for.
     _cancel_requested = False
     _on_cancel: Callable[[], None] | None = None
@@ -417,7 +422,8 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         done, total = self.bytes_written, self.total_bytes
         return WriteProgress(done, total, self.rate, None if total is None else total - done,
                              self.bytes_on_disk, finished,
-                             error=self._exception if finished else None)
+                             error=self._exception if finished else None,
+                             unpaced_bytes=self.unpaced_bytes)
 
     def _invoke_callbacks(self) -> None:
         # Called after a transition, outside the lock. Once run, the

@@ -58,6 +58,13 @@ class WriteProgress:
         For an HDF5 writer: frames lost before they reached it (see
         :attr:`bgio.h5.FrameWriter.dropped_frames`), from the first
         callback on.
+    unpaced_bytes : int or None
+        Bytes written with pacing suspended because the writer was behind
+        its ``max_lag``: of this write (a handle's record), or of the
+        writer's whole run (a writer's, None when it has no ``max_lag``).
+    behind : bool or None
+        For a writer with a ``max_lag``: whether its pacing is suspended now
+        (None elsewhere).
     """
 
     done: int
@@ -70,6 +77,8 @@ class WriteProgress:
     frames_total: int | None = None
     error: BaseException | None = None
     dropped_frames: int | None = None
+    unpaced_bytes: int | None = None
+    behind: bool | None = None
 
     @property
     def fraction(self) -> float | None:

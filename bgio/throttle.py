@@ -124,7 +124,7 @@ class Throttle:
         self._paused = False
 
     def record(self, nbytes: int, started: float, finished: float, busy: float,
-               cpu_wait: float = 0.0) -> None:
+               cpu_wait: float = 0.0, hurried: bool = False) -> None:
         """Account for a chunk of ``nbytes`` written between two clock readings.
 
         ``busy`` is the part of ``finished - started`` spent writing (see
@@ -132,8 +132,22 @@ class Throttle:
         runnable but waiting for a CPU since the chunk before ended (before
         this one and during it): lateness it caused is made up to
         :data:`MAX_CREDIT`, and a gap it explains is not idle time.
+
+        ``hurried``: the chunk was written without the pause :meth:`delay`
+        would have asked for (a writer behind its ``max_lag``, see
+        :mod:`bgio.lag`). The schedule then restarts from this chunk, as if
+        it were unpaced: what it owed is forgiven, so the paced chunks after
+        it are paced from now on, and do not pay for the hurry.
         """
         profile = self.profile
+        if hurried:
+            self._paused = False
+            self._contended = 0.0
+            self._due = started + busy
+            if profile.max_rate is not None:
+                self._rate_due = started + nbytes / profile.max_rate
+            self._remember(started, finished, nbytes)
+            return
         # Earliest the chunk could have started; later than that with no
         # pause asked for, and not for want of a CPU, is idle time (nothing
         # was queued).
@@ -171,9 +185,12 @@ class Throttle:
                 owed = profile.num_chunks_rate_smoothing * interval
                 due = max(self._rate_due, started - owed)
             self._rate_due = due + interval
+        self._remember(started, finished, nbytes)
+
+    def _remember(self, started: float, finished: float, nbytes: int) -> None:
         recent = self._recent
         recent.append((started, finished, nbytes))
-        while len(recent) > profile.num_chunks_rate_smoothing:
+        while len(recent) > self.profile.num_chunks_rate_smoothing:
             recent.popleft()
         self._last_end = finished
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from .handle import BackgroundWriteProcess
+from .lag import LagGauge
 from .progress import ProgressWatcher, WriteProgress, check_interval
 
 __all__ = ["CountsTotals", "Totals"]
@@ -36,11 +37,15 @@ class Totals:
     ----------
     frames : bool
         Whether the writer counts frames (its records then give them).
+    lag : LagGauge or None
+        The writer's ``max_lag`` gauge, if it has one (its records then say
+        how far it went unpaced).
     """
 
-    def __init__(self, frames: bool) -> None:
+    def __init__(self, frames: bool, lag: LagGauge | None = None) -> None:
         self._lock = threading.RLock()  # (records are made and told under it)
         self._frames = frames
+        self._lag = lag
         self._watchers: list[ProgressWatcher] = []
         self._accepted = 0
         self._stored = 0
@@ -113,12 +118,15 @@ class Totals:
             first_time, first_stored = samples[0]
             rate = ((self._stored - first_stored) / (now - first_time)
                     if now > first_time else None)
+            lag = self._lag
             return WriteProgress(
                 self._stored, self._accepted, rate, self._accepted - self._stored, None,
                 finished,
                 self._frames_stored if self._frames else None,
                 self._frames_accepted if self._frames else None,
-                self._error, self._dropped if self._frames else None)
+                self._error, self._dropped if self._frames else None,
+                None if lag is None else lag.unpaced_bytes,
+                None if lag is None else lag.active and not finished)
 
     def finish(self, error: BaseException | None) -> None:
         """The writer is closed (``error``: how its close failed): the last record, once
@@ -147,6 +155,8 @@ class CountsTotals:
     #: Whether the writer's records count frames.
     _counts_frames = False
     _totals: Totals | None = None
+    #: The writer's ``max_lag`` gauge (:mod:`bgio.lag`), if it has one.
+    _lag: LagGauge | None = None
     #: When the writer's close ended (time.monotonic()), once it has.
     _close_ended_at: float | None = None
 
@@ -183,7 +193,7 @@ class CountsTotals:
         with _made_lock:
             totals = self._totals
             if totals is None:
-                totals = self._totals = Totals(self._counts_frames)
+                totals = self._totals = Totals(self._counts_frames, self._lag)
         totals.add(watcher)
 
     def _count_write(self, handle: BackgroundWriteProcess, nbytes: int | None,

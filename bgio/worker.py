@@ -40,6 +40,7 @@ from .handle import (
     start_all,
     start_group,
 )
+from .lag import LagGauge
 from .pieces import IOV_MAX, Owner, put_piece
 from .priority import BackgroundIOPriority
 from .runqueue import run_delay
@@ -85,6 +86,10 @@ class Job:
     fsync = False
     #: A Writer's small writes queued as this one job (``handle`` is the first).
     group: WriteGroup | None = None
+    #: The writer's ``max_lag`` gauge (:mod:`bgio.lag`), and when it accepted the job
+    #: (:func:`time.perf_counter`): its chunks go unpaced while the writer is behind.
+    lag: LagGauge | None = None
+    accepted = 0.0
 
     def __init__(
         self,
@@ -659,12 +664,16 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     # generator's work; in the writer process, the read of the caller's memory)
     # is the write's work too: busy time, paced like the write itself. Time
     # off the CPU meanwhile (waiting for the data) is not.
+    lag = first.lag
+    hurried = False
     pulling = cpu_clock()
     for piece in pieces:
         pulled = cpu_clock() - pulling
         if leader.cancel_requested:
             return 0, None
-        pause = throttle.delay()
+        if lag is not None:
+            hurried = lag.behind(first.accepted, clock())
+        pause = 0.0 if hurried else throttle.delay()
         if pause:
             if lane.since_flush:
                 # Idle time is the time to hand data on.
@@ -717,7 +726,12 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         cpu_wait = max(0.0, seen - last_seen)
         last_seen = seen
         # The piece's span begins with its production: that is not idle time.
-        throttle.record(written, started - pulled, finished, busy, cpu_wait)
+        throttle.record(written, started - pulled, finished, busy, cpu_wait, hurried)
+        if hurried:
+            assert lag is not None
+            lag.wrote(written, finished)
+            if group is None:  # (one job's chunks: the leader is its handle)
+                cast("BackgroundWriteProcess", leader).unpaced_bytes += written
         if timing.first_start < 0:
             timing.first_start = started - pulled
         timing.busy += busy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -17,6 +18,7 @@ from .closing import ClosesOnExit, Finish
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
+from .lag import check_max_lag
 from .priority import resolve_priority, validate_chunk_size
 from .process import check_backend
 from .room import wait_for_room
@@ -60,17 +62,30 @@ class Writer(ClosesOnExit):
         see :meth:`write`); a single write larger than the bound is
         accepted once nothing else is pending. None means no bound. Data
         of a lazy iterable counts as 0 bytes (its size is unknown).
+    max_lag : float or None, keyword-only
+        Seconds. While a write called longer ago than this is not yet
+        written, pacing is suspended: chunks go back to back, with the
+        profile's chunk size and I/O priority, until the Writer catches up;
+        then pacing resumes (with no debt to pay for the hurry). So a paced
+        Writer whose producer is faster than its profile falls behind by
+        about this much at most, as long as the destination keeps up at
+        full speed. None, the default: paced throughout (bound the backlog
+        with ``max_pending_bytes`` instead). See :attr:`lag` and the "GUI
+        programs" page of the manual.
+    max_lag_bytes : int or None, keyword-only
+        The same, in bytes: pacing is suspended while
+        :attr:`pending_bytes` exceed this. Either or both may be set.
 
     Raises
     ------
     TypeError, ValueError
         As :func:`bgwrite` does for its arguments; ``max_pending_bytes``
-        below 1.
+        or ``max_lag_bytes`` below 1, ``max_lag`` not a number > 0.
 
     Notes
     -----
     Consecutive small writes (``bytes`` of up to 64 KiB, without
-    ``max_pending_bytes``) are gathered in the caller's thread into one
+    ``max_pending_bytes``, ``max_lag`` or ``max_lag_bytes``) are gathered in the caller's thread into one
     piece of at most a chunk, written and paced as one: a million 64-byte
     writes cost about ten times a buffered file's loop, not fifty. Each
     still has its own handle. A cancel of a write of a piece under way
@@ -116,7 +131,10 @@ class Writer(ClosesOnExit):
         max_pending_bytes: int | None = None,
         direct: bool = False,
         backend: str | None = None,
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
     ) -> None:
+        lag_seconds, lag_bytes = check_max_lag(max_lag, max_lag_bytes)
         self._sink = open_sink(file, mode, fsync, atomic, direct)
         self._profile = resolve_priority(priority)
         self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
@@ -127,10 +145,12 @@ class Writer(ClosesOnExit):
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._max_pending = max_pending_bytes
+        self._keep_up(lag_seconds, lag_bytes, f"bgio.Writer({self._sink.name!r})")
+        # Whether the Writer counts pending bytes per write: for a bound, or a max_lag.
+        self._counts_pending = max_pending_bytes is not None or self._lag is not None
         # Writes up to this size join a group (bgio.group); none when the
         # Writer counts pending bytes per write.
-        self._group_below = -1 if max_pending_bytes is not None else min(
-            SMALL_WRITE, self._chunk_size)
+        self._group_below = -1 if self._counts_pending else min(SMALL_WRITE, self._chunk_size)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # signalled as pending bytes are written
         self._pending = 0
@@ -159,7 +179,8 @@ class Writer(ClosesOnExit):
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes accepted by :meth:`write` and not yet written."""
+        """Bytes accepted by :meth:`write` and not yet written (counted only with
+        ``max_pending_bytes``, ``max_lag`` or ``max_lag_bytes``: 0 otherwise)."""
         return self._pending
 
     @property
@@ -224,7 +245,10 @@ class Writer(ClosesOnExit):
         job = Job(handle, self._sink, source, self._profile, self._chunk_size)
         if self._fsync:
             job.fsync = True
-        if self._max_pending is not None:
+        if self._counts_pending:
+            if self._lag is not None:
+                job.lag = self._lag
+                job.accepted = time.perf_counter()
             handle = self._submit_bounded(job, total or 0, block, timeout)
             self._count_write(handle, total)
             return handle
@@ -267,14 +291,15 @@ class Writer(ClosesOnExit):
     def _submit_bounded(self, job: Job, size: int, block: bool,
                         timeout: float | None) -> BackgroundWriteProcess:
         bound = self._max_pending
-        assert bound is not None
         timeout = check_timeout(timeout)
         with self._lock:
-            def has_room() -> bool:
-                return self._closed or self._pending == 0 or self._pending + size <= bound
+            if bound is not None:
+                def has_room() -> bool:
+                    return (self._closed or self._pending == 0
+                            or self._pending + size <= bound)
 
-            wait_for_room(self._room, has_room, block, timeout, lambda: self._pending, bound,
-                          f"{size} bytes")
+                wait_for_room(self._room, has_room, block, timeout, lambda: self._pending,
+                              bound, f"{size} bytes")
             if self._closed:
                 raise ValueError("write to a closed bgio.Writer")
             self._after_failure(job)

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-from bgio.version import __version__  # noqa: E402
+from bgio.version import __version__
 
 project = "bgio"
 author = "the bgio developers"

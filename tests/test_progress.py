@@ -49,7 +49,7 @@ def test_records_grow_and_the_last_says_all_is_written(tmp_path):
     assert done == sorted(done) and done[-1] == len(data)
     assert [record.finished for record in collect.records].count(True) == 1
     last = collect.records[-1]
-    assert last == WriteProgress(len(data), len(data), last.rate, 0, None, True)
+    assert last == WriteProgress(len(data), len(data), last.rate, 0, None, True, unpaced_bytes=0)
     assert last.fraction == 1.0
     assert all(record.total == len(data) and record.pending == len(data) - record.done
                for record in collect.records)
@@ -142,7 +142,7 @@ def test_added_once_done_it_gets_the_last_record_at_once():
     collect = Collector()
     handle.add_progress_callback(collect)
     assert collect.finished.wait(HANG)
-    assert collect.records == [WriteProgress(5, 5, handle.rate, 0, None, True)]
+    assert collect.records == [WriteProgress(5, 5, handle.rate, 0, None, True, unpaced_bytes=0)]
 
 
 def test_a_cancelled_write_ends_with_a_last_record_short_of_its_total():

@@ -152,8 +152,12 @@ class H5Writer(ClosesOnExit):
 
     def _start(self, sink: _Sink, profile: BackgroundIOPriority, on_missing: str, swmr: bool,
                keys: h5py.Dataset | None, finished: h5py.Dataset | None,
-               flush_interval: float | None, flush_every: int | None) -> None:
+               flush_interval: float | None, flush_every: int | None,
+               lag: tuple[float | None, int | None] = (None, None)) -> None:
         self._sink = sink
+        self._keep_up(*lag, f"bgio.h5.{type(self).__name__}({sink.name!r})")
+        if self._lag is not None and self._pool is not None:
+            self._pool.hurry_when(self._lag)  # its threads hurry with the worker
         self._profile = profile
         self._missing_policy = on_missing
         if not hasattr(self, "_drops"):  # (a writer made before on_drop: none counted)
@@ -207,8 +211,12 @@ class H5Writer(ClosesOnExit):
             handle.add_done_callback(on_done)
         source = Source((block,), None, size, False, size)
         # One block per store, however large: chunk_size is the block's size.
-        self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
-                                chunk_size=max(size, 1)))
+        job = Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
+                  chunk_size=max(size, 1))
+        if self._lag is not None:
+            job.lag = self._lag
+            job.accepted = time.perf_counter()
+        self._last = submit(job)
         return handle
 
     def _announce(self) -> None:  # pragma: no cover - every subclass defines it
@@ -300,12 +308,15 @@ class H5Writer(ClosesOnExit):
 
     def stats(self) -> WriterStats:
         """A summary of the run so far: frames written and dropped, missing slots, bytes,
-        time, peak backlog (see :class:`bgio.h5.stats.WriterStats`); final once closed."""
+        time, peak backlog, time unpaced (see :class:`bgio.h5.stats.WriterStats`); final once closed."""
         ended = self._close_ended_at
+        lag = self._lag
         return WriterStats(
             self.frames_written, self._drops.count, len(self.missing), self._data_bytes(),
             (time.monotonic() if ended is None else ended) - self._opened_at,
-            self._peak_backlog, ended is not None)
+            self._peak_backlog, ended is not None,
+            0 if lag is None else lag.unpaced_bytes, 0.0 if lag is None else lag.unpaced_seconds,
+            0 if lag is None else lag.episodes)
 
     @property
     def frames_written(self) -> int:  # pragma: no cover - every subclass defines it
@@ -344,7 +355,7 @@ class H5Writer(ClosesOnExit):
         Raises
         ------
         TypeError, ValueError
-            If ``count`` is not an int >= 1, or ``first_id`` not an int >= 0.
+            If ``count`` is not an int >= 0, or ``first_id`` not an int >= 0.
         """
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):
             raise TypeError(f"count must be an int, got {type(count).__name__}")

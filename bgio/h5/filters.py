@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from .. import cores
+from ..lag import LagGauge
 from ..priority import BackgroundIOPriority
 from ..throttle import Throttle
 from ..worker import MIN_PAUSE
@@ -364,6 +365,14 @@ class EncodingPool:
         self._queued: deque[_Job[Any]] = deque()
         self._queued_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bgio-h5-filter")
+        #: Whether the writer is behind its max_lag now (see hurry_when): no rest then.
+        self._behind: Callable[[], bool] | None = None
+
+    def hurry_when(self, gauge: LagGauge) -> None:
+        """Rest between chunks only while the writer's ``gauge`` says it is not behind
+        its ``max_lag`` (:mod:`bgio.lag`): its threads suspend their pacing with the
+        worker's."""
+        self._behind = lambda: gauge.active
 
     def submit(self, encode: Callable[[np.ndarray], _T], chunk: np.ndarray) -> Encoding[_T]:
         """Encode ``chunk`` with ``encode`` on the pool; the :class:`Encoding` holds the result."""
@@ -404,8 +413,10 @@ class EncodingPool:
             throttle = self._schedules.throttle = Throttle(self.profile, self._clock, MIN_PAUSE)
         # Rest first, then take the chunk: meanwhile the worker may take it.
         failed: BaseException | None = None
+        behind = self._behind
+        hurried = behind is not None and behind()
         try:
-            pause = throttle.delay()
+            pause = 0.0 if hurried else throttle.delay()
             if pause and not self._stopping.is_set():
                 self._rest(pause)
         except BaseException as exc:  # noqa: BLE001 - it fails the chunk, below
@@ -429,7 +440,8 @@ class EncodingPool:
                 value = job.encode(job.chunk)
             finally:
                 finished = self._clock()
-                throttle.record(job.chunk.nbytes, started, finished, finished - started)
+                throttle.record(job.chunk.nbytes, started, finished, finished - started,
+                                hurried=hurried)
         except BaseException as exc:  # noqa: BLE001 - the worker raises it with the chunk's store
             # Whatever failed (the encoding, or the pacing around it), the
             # Encoding says so: the worker waits on it, never on this thread.

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, raise_root_error
+from ..lag import check_max_lag
 from ..pool import claim
 from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
@@ -117,6 +118,17 @@ class FrameWriter(H5Writer):
         filled and chunks queued); a call that would exceed it waits for
         room (or raises :class:`bgio.QueueFull`, see :meth:`append`).
         None, the default, means no bound.
+    max_lag : float or None, keyword-only
+        Seconds. While a chunk queued longer ago than this is not yet
+        stored, pacing is suspended (filtering and storing go back to back)
+        until the writer catches up; then pacing resumes. So a paced writer
+        whose producer is faster than its profile falls behind by about
+        this much at most, as long as the disk keeps up at full speed. None,
+        the default: paced throughout. See :attr:`lag` and the "GUI
+        programs" page of the manual.
+    max_lag_bytes : int or None, keyword-only
+        The same, in bytes: pacing is suspended while :attr:`pending_bytes`
+        exceed this. Either or both may be set.
     copy : bool, keyword-only, default True
         The default of :meth:`append`'s and :meth:`write_at`'s ``copy``:
         store the frames as they are at the call (True), or take the
@@ -222,7 +234,10 @@ class FrameWriter(H5Writer):
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
         backend: str | None = None,
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
     ) -> None:
+        lag = check_max_lag(max_lag, max_lag_bytes)
         on_missing = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
         self._copy = check_copy(copy)
@@ -305,7 +320,7 @@ class FrameWriter(H5Writer):
         self._open: dict[int, _OpenChunk] = {}  # chunks being filled, by chunk index
         self._pool = encoding_pool(profile, lead=True)
         self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
-                    flush_every)
+                    flush_every, lag)
 
     @property
     def dataset(self) -> h5py.Dataset:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, finish_all, raise_root_error
+from ..lag import check_max_lag
 from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
@@ -156,6 +157,17 @@ class RecordWriter(H5Writer):
         waiting for a missing one, and queued stores); None for no bound.
         The chunks being filled, one per dataset (a chunk's bytes each,
         about 1 MiB by default), are held beside it whatever the bound.
+    max_lag : float or None, keyword-only
+        Seconds. While a chunk queued longer ago than this is not yet
+        stored, pacing is suspended (filtering and storing go back to back)
+        until the writer catches up; then pacing resumes. So a paced writer
+        whose producer is faster than its profile falls behind by about
+        this much at most, as long as the disk keeps up at full speed. None,
+        the default: paced throughout. See :attr:`lag` and the "GUI
+        programs" page of the manual.
+    max_lag_bytes : int or None, keyword-only
+        The same, in bytes: pacing is suspended while :attr:`pending_bytes`
+        exceed this. Either or both may be set.
     index_name, nevents_name : str or None, keyword-only
         Where the ``index`` and ``nevents`` datasets go: a name in the
         group (``"index"``, ``"nevents"`` by default), a path below it
@@ -269,7 +281,10 @@ class RecordWriter(H5Writer):
         finished: str = "finished",
         libver: str | tuple[str, str] | None = None,
         backend: str | None = None,
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
     ) -> None:
+        lag = check_max_lag(max_lag, max_lag_bytes)
         on_missing = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
         if not isinstance(copy, bool):
@@ -392,7 +407,7 @@ class RecordWriter(H5Writer):
         # yet, or whose nevents row is not: (end event, events, handle).
         self._unsettled: deque[tuple[int, int, BackgroundWriteProcess]] = deque()
         self._start(sink, profile, on_missing, swmr, key_dataset, finished_flag, flush_interval,
-                    flush_every)
+                    flush_every, lag)
 
     @property
     def group(self) -> h5py.Group:

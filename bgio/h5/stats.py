@@ -32,6 +32,10 @@ class WriterStats:
         look.
     closed : bool
         Whether the close has ended (the figures are final).
+    unpaced_bytes, unpaced_seconds, unpaced_episodes : int, float, int
+        With a ``max_lag``: the bytes stored, and the seconds spent, with
+        pacing suspended because the writer was behind, and how many times
+        that began (0 without; see :class:`bgio.lag.LagStatus`).
     """
 
     frames_written: int
@@ -41,3 +45,6 @@ class WriterStats:
     seconds: float
     peak_backlog_bytes: int | None
     closed: bool
+    unpaced_bytes: int = 0
+    unpaced_seconds: float = 0.0
+    unpaced_episodes: int = 0

@@ -40,6 +40,7 @@ from ..h5.layout import (
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
 from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
+from ..lag import refuse_in_process
 from ..pool import FramePool, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -230,8 +231,11 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         on_missing: str = "warn",
         on_drop: str = "warn",
         backend: str | None = "process",
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
         **options: Any,
     ) -> None:
+        refuse_in_process(max_lag, max_lag_bytes)
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
@@ -555,8 +559,11 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         on_missing: str = "warn",
         on_drop: str = "warn",
         backend: str | None = "process",
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
         **options: Any,
     ) -> None:
+        refuse_in_process(max_lag, max_lag_bytes)
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))

@@ -15,6 +15,7 @@ import threading
 from ..api import PriorityLike, hand_over_frames
 from ..closing import Finish
 from ..handle import BackgroundWriteProcess, raise_root_error
+from ..lag import refuse_in_process
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..source import WHOLE, make_source
@@ -51,7 +52,10 @@ class ProcessWriter(Writer):
         max_pending_bytes: int | None = None,
         direct: bool = False,
         backend: str | None = "process",
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
     ) -> None:
+        refuse_in_process(max_lag, max_lag_bytes)
         profile = resolve_priority(priority)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)

@@ -1,0 +1,304 @@
+"""max_lag: a paced writer behind its producer writes unpaced until it catches up."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import h5py
+import numpy as np
+import pytest
+from conftest import Recorder, gate_stores
+
+import bgio
+import bgio.h5
+from bgio.h5.filters import EncodingPool
+from bgio.lag import LagGauge, check_max_lag
+from bgio.throttle import Throttle
+
+CHUNK = 256 * 1024
+#: Preset 10's chunks, capped at 4 MB/s: 16 writes of a chunk take 1 s paced.
+SLOW = bgio.PRESETS[10].replace(default_chunk_size=CHUNK, max_rate=4e6)
+
+
+# -- the arguments ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"max_lag": "1"}, TypeError, "max_lag must be a number of seconds or None, got str"),
+    ({"max_lag": True}, TypeError, "max_lag must be a number of seconds or None, got bool"),
+    ({"max_lag": 0}, ValueError, "max_lag must be finite and > 0 seconds, got 0"),
+    ({"max_lag": float("inf")}, ValueError, "max_lag must be finite and > 0 seconds, got inf"),
+    ({"max_lag_bytes": 1.5}, TypeError, "max_lag_bytes must be an int or None, got float"),
+    ({"max_lag_bytes": 0}, ValueError, "max_lag_bytes must be >= 1, got 0"),
+])
+def test_bad_max_lag_is_refused_in_the_caller_by_every_writer(tmp_path, options, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        bgio.Writer(tmp_path / "out.bin", **options)
+    with pytest.raises(error, match=f"^{message}$"):
+        bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4,), "u1", **options)
+    with pytest.raises(error, match=f"^{message}$"):
+        bgio.h5.RecordWriter(tmp_path / "r.h5", "events", {"x": ((), "f4")}, **options)
+    assert not list(tmp_path.iterdir())  # refused before anything was opened
+
+
+def test_check_max_lag_converts():
+    assert check_max_lag(None, None) == (None, None)
+    assert check_max_lag(1, np.int64(5)) == (1.0, 5)
+
+
+@pytest.mark.parametrize("option", ["max_lag", "max_lag_bytes"])
+def test_the_process_backend_refuses_max_lag(tmp_path, option):
+    message = (f"^{option} applies to backend='thread' writers only; with backend='process', "
+               f"bound the backlog with max_pending_bytes$")
+    with pytest.raises(ValueError, match=message):
+        bgio.Writer(tmp_path / "out.bin", backend="process", **{option: 1})
+    with pytest.raises(ValueError, match=message):
+        bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4,), "u1", backend="process",
+                            **{option: 1})
+    with pytest.raises(ValueError, match=message):
+        bgio.h5.RecordWriter(tmp_path / "r.h5", "events", {"x": ((), "f4")},
+                             backend="process", **{option: 1})
+
+
+# -- the pacing maths ---------------------------------------------------------------------
+
+
+def test_a_hurried_chunk_leaves_no_debt_for_the_paced_ones_after_it():
+    now = [0.0]
+    profile = bgio.BackgroundIOPriority(0, 1024, 25, 1)
+
+    def schedule(hurried: bool) -> float:
+        throttle = Throttle(profile, clock=lambda: now[0])
+        now[0] = 0.0
+        throttle.record(1024, 0.0, 1.0, busy=1.0)  # paced: the next is due at 4
+        now[0] = 1.0
+        assert throttle.delay() == 3.0
+        # Written at once all the same (hurried: behind its max_lag), busy 1 s.
+        throttle.record(1024, 1.0, 2.0, busy=1.0, hurried=hurried)
+        now[0] = 2.0
+        first = throttle.delay()
+        throttle.record(1024, 2.0 + first, 3.0 + first, busy=1.0)  # paced again
+        now[0] = 3.0 + first
+        return first + throttle.delay()
+
+    assert schedule(hurried=True) == 3.0  # paced from the hurried chunk on: 1 s busy, 3 idle
+    assert schedule(hurried=False) == 9.0  # the chunk counted as paced: its 3 s are owed
+
+
+def test_a_hurried_chunk_restarts_the_rate_schedule():
+    now = [0.0]
+    throttle = Throttle(bgio.BackgroundIOPriority(0, 1000, 100, 1, max_rate=1000.0),
+                        clock=lambda: now[0])
+    for start in (0.0, 0.1, 0.2):  # three chunks of a second's worth, each in 0.1 s
+        throttle.record(1000, start, start + 0.1, busy=0.1, hurried=True)
+    now[0] = 0.3
+    assert throttle.delay() == pytest.approx(0.9)  # one interval after the last, no more
+
+
+def test_the_gauge_counts_episodes_and_seconds():
+    pending = [0]
+    gauge = LagGauge(1.0, 100, lambda: pending[0], "w")
+    assert not gauge.behind(accepted=0.0, now=0.5)
+    assert gauge.behind(accepted=0.0, now=1.5)  # too old
+    gauge.wrote(10, 2.0)
+    pending[0] = 50
+    assert gauge.active
+    assert gauge.behind(accepted=2.5, now=3.0) is False  # caught up: the episode ends
+    assert not gauge.active
+    pending[0] = 101
+    assert gauge.behind(accepted=3.0, now=3.0)  # too big
+    gauge.wrote(20, 3.5)
+    status = gauge.status()
+    assert (status.episodes, status.unpaced_bytes, status.behind) == (2, 30, True)
+    assert status.unpaced_seconds == pytest.approx(0.5 + 0.5)
+    pending[0] = 0
+    assert not gauge.status().behind  # nothing left to write: not behind
+
+
+class _Records(list):
+    """A progress callback that keeps its records; ``ended`` is set by the last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+
+    def __call__(self, record: bgio.WriteProgress) -> None:
+        self.append(record)
+        if record.finished:
+            self.ended.set()
+
+
+# -- Writer ------------------------------------------------------------------------------
+
+
+class _HoldAt(Recorder):
+    """A Recorder that stops before its ``at``-th write until ``go`` is set."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(gated=True)
+        self.at = at
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def write(self, data: memoryview) -> int:
+        if len(self.writes) + 1 == self.at:
+            self.reached.set()
+            self.go.wait()
+        return super().write(data)
+
+
+def test_a_writer_behind_its_max_lag_bytes_goes_unpaced_then_paced_again():
+    count = 16
+    out = _HoldAt(at=3)
+    records = _Records()
+    w = bgio.Writer(out, SLOW, max_lag_bytes=4 * CHUNK)
+    w.add_progress_callback(records, interval=0)
+    blocks = [bytes([i]) * CHUNK for i in range(count)]
+    handles = [w.write(block) for block in blocks]
+    assert w.pending_bytes == count * CHUNK
+    out.gate.set()  # the first chunk was held back until everything was queued
+    assert out.reached.wait(30)
+    assert w.lag.behind  # the third chunk, hurried: 14 chunks pending
+    out.go.set()
+    w.close(timeout=60)
+    assert out.getvalue() == b"".join(blocks)
+    unpaced = [handle.unpaced_bytes for handle in handles]
+    # Behind while more than 4 chunks were pending (the writes from the second
+    # on; the first may have been looked at before the rest came), paced after.
+    assert unpaced[1:count - 4] == [CHUNK] * (count - 5)
+    assert unpaced[count - 4:] == [0] * 4
+    status = w.lag
+    assert (status.max_lag, status.max_lag_bytes) == (None, 4 * CHUNK)
+    assert (status.behind, status.episodes) == (False, 1)
+    assert status.unpaced_bytes == sum(unpaced)
+    assert status.unpaced_seconds > 0
+    assert records.ended.wait(30)
+    last = records[-1]
+    assert last.finished and last.behind is False
+    assert last.unpaced_bytes == status.unpaced_bytes
+
+
+def test_a_writer_behind_its_max_lag_seconds_writes_unpaced():
+    # Every write is older than a nanosecond when its turn comes: none is paced
+    # (16 chunks at 4 MB/s would take a second).
+    out = Recorder()
+    w = bgio.Writer(out, SLOW, max_lag=1e-9)
+    handles = [w.write(bytes([i]) * CHUNK) for i in range(16)]
+    last = _Records()
+    handles[-1].add_progress_callback(last)
+    w.close(timeout=60)
+    assert last.ended.wait(30)
+    assert [handle.unpaced_bytes for handle in handles] == [CHUNK] * 16
+    assert w.lag.unpaced_bytes == 16 * CHUNK
+    assert last[-1].unpaced_bytes == CHUNK
+    assert out.getvalue() == b"".join(bytes([i]) * CHUNK for i in range(16))
+
+
+def test_without_max_lag_nothing_changes():
+    out = Recorder()
+    w = bgio.Writer(out, 1)
+    records = _Records()
+    w.add_progress_callback(records, interval=0)
+    handle = w.write(b"x" * 1000)
+    w.close(timeout=30)
+    assert records.ended.wait(30)
+    assert w.lag is None
+    assert handle.unpaced_bytes == 0
+    assert w.pending_bytes == 0
+    assert (records[-1].unpaced_bytes, records[-1].behind) == (None, None)
+
+
+def test_max_lag_works_beside_max_pending_bytes():
+    out = Recorder()
+    w = bgio.Writer(out, SLOW, max_pending_bytes=8 * CHUNK, max_lag=1e-9)
+    for i in range(16):
+        w.write(bytes([i]) * CHUNK)  # waits for room once 8 are pending
+        assert w.pending_bytes <= 8 * CHUNK
+    w.close(timeout=60)
+    assert w.lag.unpaced_bytes == 16 * CHUNK
+
+
+def test_a_writer_with_max_lag_is_freed_without_the_cyclic_collector(tmp_path):
+    gc.disable()
+    try:
+        w = bgio.Writer(tmp_path / "out.bin", 1, max_lag=1.0, max_lag_bytes=10)
+        w.write(b"abc")
+        w.close(timeout=30)
+        gone = weakref.ref(w)
+        del w
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert (tmp_path / "out.bin").read_bytes() == b"abc"
+
+
+# -- HDF5 writers ------------------------------------------------------------------------
+
+
+def test_a_frame_writer_behind_its_max_lag_bytes_catches_up(tmp_path, monkeypatch):
+    gate = gate_stores(monkeypatch)
+    path = tmp_path / "frames.h5"
+    frames = np.arange(32 * 256 * 512, dtype="u2").reshape(32, 256, 512)  # 256 KiB each
+    w = bgio.h5.FrameWriter(path, "frames", (256, 512), "u2", chunk_frames=1,
+                            priority=SLOW, max_lag_bytes=4 * CHUNK)
+    for frame in frames:
+        w.append(frame)
+    gate.set()
+    w.close(timeout=60)
+    status = w.lag
+    assert status.episodes == 1
+    # The 4 chunks queued last are paced; the first may have been looked at alone.
+    assert 27 * CHUNK <= status.unpaced_bytes <= 28 * CHUNK
+    stats = w.stats()
+    assert stats.unpaced_bytes == status.unpaced_bytes
+    assert stats.unpaced_episodes == 1
+    with h5py.File(path, "r") as f:
+        assert f["frames"][...].tobytes() == frames.tobytes()
+
+
+def test_a_record_writer_with_max_lag_writes_unpaced(tmp_path):
+    path = tmp_path / "events.h5"
+    w = bgio.h5.RecordWriter(path, "events", {"x": ((64,), "f4")}, priority=SLOW,
+                             chunk_events=64, max_lag=1e-9)
+    rows = np.arange(4096 * 64, dtype="f4").reshape(4096, 64)
+    for frame, start in enumerate(range(0, 4096, 256)):
+        w.append(frame, {"x": rows[start:start + 256]})
+    w.close(timeout=60)
+    assert w.lag.unpaced_bytes > 0
+    assert w.lag.behind is False
+    with h5py.File(path, "r") as f:
+        assert f["events/x"][...].tobytes() == rows.tobytes()
+
+
+def test_the_encoding_pool_hurries_with_the_writer():
+    now = [0.0]
+    rests: list[float] = []
+    behind = [True]
+
+    class Gauge:
+        @property
+        def active(self) -> bool:
+            return behind[0]
+
+    def rest(seconds: float) -> None:
+        rests.append(seconds)
+        now[0] += seconds
+
+    def encode(chunk):
+        now[0] += 0.1
+        return chunk.nbytes
+
+    pool = EncodingPool(1, bgio.PRESETS[10], clock=lambda: now[0], rest=rest)
+    pool.hurry_when(Gauge())  # type: ignore[arg-type]
+    try:
+        for _ in range(3):
+            pool.submit(encode, np.zeros(8, "u1")).result(timeout=30)
+        assert rests == []  # behind: no rest between chunks
+        behind[0] = False
+        for _ in range(2):
+            pool.submit(encode, np.zeros(8, "u1")).result(timeout=30)
+    finally:
+        pool.shutdown()
+    assert rests == [pytest.approx(0.4)]  # paced again, from the last hurried chunk: 20 %
