@@ -12,7 +12,7 @@ import logging
 from . import compat
 from .api import bgwrite, bgwrite_chunk, wait_all
 from .bars import tqdm
-from .errors import BgioError, ChainError, FramesDropped, QueueFull
+from .errors import BgioError, ChainError, DiskFull, FramesDropped, QueueFull
 from .files import BackgroundFile, open
 from .handle import BackgroundWriteProcess
 from .pool import FramePool
@@ -30,6 +30,7 @@ __all__ = [
     "BackgroundWriteProcess",
     "BgioError",
     "ChainError",
+    "DiskFull",
     "FramePool",
     "FramesDropped",
     "QueueFull",

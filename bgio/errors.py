@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["BgioError", "ChainError", "FramesDropped", "QueueFull"]
+import errno
+
+__all__ = ["BgioError", "ChainError", "DiskFull", "FramesDropped", "QueueFull"]
 
 
 class BgioError(Exception):
@@ -59,3 +61,31 @@ class FramesDropped(BgioError):
     def __reduce__(self) -> tuple[type[FramesDropped], tuple[str, int]]:
         # (Pickled to the producers in other processes with its count.)
         return type(self), (str(self), self.dropped)
+
+
+class DiskFull(BgioError, OSError):
+    """An HDF5 writer stopped because the disk is (nearly) full: ``errno`` is ``ENOSPC``.
+
+    Raised at the start when the disk has less than the writer's
+    ``min_free`` free (or too little for its ``expected_frames`` /
+    ``expected_bytes``), and during a run by the store that would have
+    left less than ``min_free`` (it is not made): that store's handle and
+    :meth:`close` raise it, the later stores fail with
+    :class:`ChainError`, and the file is closed valid, holding what was
+    stored. :attr:`stored` is how many frames (events, for a
+    RecordWriter's group) were stored; :attr:`free` the bytes free when it
+    stopped (None if unknown).
+    """
+
+    def __init__(self, message: str, stored: int, free: int | None) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.stored = stored
+        self.free = free
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[DiskFull], tuple[str, int, int | None]]:
+        # (Pickled from the writer process with its counts.)
+        return type(self), (str(self.strerror), self.stored, self.free)
+

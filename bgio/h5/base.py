@@ -19,6 +19,7 @@ from ..errors import FramesDropped
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..priority import BackgroundIOPriority
 from ..source import Source
+from ..space import SpaceWatch, check_min_free, check_room
 from ..worker import Job
 from .drops import DropCounter, check_frame_id
 from .exit import track
@@ -40,7 +41,11 @@ from .stats import WriterStats
 if TYPE_CHECKING:
     from .producers import ProducerService
 
-__all__ = ["H5Writer", "check_on_missing", "check_target_libver", "open_target"]
+__all__ = ["WATCHED_DRIVERS", "H5Writer", "check_on_missing", "check_space",
+           "check_target_libver", "open_target", "watch_space"]
+
+#: HDF5 file drivers that write one file on a disk, whose free space is watched.
+WATCHED_DRIVERS = ("sec2", "stdio")
 
 
 def check_on_missing(value: object) -> str:
@@ -79,6 +84,34 @@ def check_target_libver(target: object, libver: object, swmr: bool) -> Libver | 
                              f"{file.libver}, not {checked!r}; libver applies to a path the "
                              f"writer opens")
     return checked
+
+
+def check_space(target: object, expected: int | None, min_free: object, compressed: bool,
+                what: str) -> int:
+    """At a writer's start, before anything is opened: ``min_free`` checked (returned as
+    bytes), and the disk of ``target`` refused (:class:`bgio.DiskFull`) if it has less
+    than that free, or too little for ``expected`` bytes (a warning if ``compressed``:
+    see :func:`bgio.space.check_room`)."""
+    minimum = check_min_free(min_free)
+    if isinstance(target, (h5py.File, h5py.Group)):
+        file = target.file
+        if file.driver not in WATCHED_DRIVERS:
+            return minimum  # (not on a disk bgio can ask)
+        where = file.filename
+    else:
+        where = os.path.abspath(os.fsdecode(target))  # type: ignore[arg-type]
+        if not os.path.exists(where):
+            where = os.path.dirname(where)  # (a new file: its folder's disk)
+    check_room(where, expected, minimum, compressed, what)
+    return minimum
+
+
+def watch_space(file: h5py.File, min_free: int, what: str) -> SpaceWatch | None:
+    """The free-space watch of a writer's stores into ``file`` (None for a file not on a
+    disk bgio can ask: HDF5's in-memory and other drivers)."""
+    if file.driver not in WATCHED_DRIVERS:
+        return None
+    return SpaceWatch(file.filename, min_free, what)
 
 
 def open_target(target: str | bytes | os.PathLike[str] | h5py.Group, swmr: bool,

@@ -19,7 +19,14 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .base import H5Writer, check_on_missing, check_target_libver, open_target
+from .base import (
+    H5Writer,
+    check_on_missing,
+    check_space,
+    check_target_libver,
+    open_target,
+    watch_space,
+)
 from .drops import DropCounter, check_on_drop
 from .filters import encoding_pool, pipeline_of
 from .gaps import Gaps
@@ -129,6 +136,19 @@ class FrameWriter(H5Writer):
     max_lag_bytes : int or None, keyword-only
         The same, in bytes: pacing is suspended while :attr:`pending_bytes`
         exceed this. Either or both may be set.
+    expected_frames : int or None, keyword-only
+        Frames the run is expected to store: with it the writer refuses to
+        start (:class:`bgio.DiskFull`) when the disk has less free than
+        their bytes plus ``min_free``, or, with compression (the frames may
+        still fit), warns.
+    min_free : int or None, keyword-only
+        Bytes to leave free on the disk (None: 64 MiB,
+        :data:`bgio.space.DEFAULT_MIN_FREE`): the writer refuses to start
+        with less free, and a store that would leave less is not made: the
+        writer stops with :class:`bgio.DiskFull` (its ``stored`` says how
+        many frames the file holds), later stores fail with
+        :class:`bgio.ChainError`, and the file is closed valid (HDF5 itself
+        does not survive a full disk; see :mod:`bgio.space`).
     copy : bool, keyword-only, default True
         The default of :meth:`append`'s and :meth:`write_at`'s ``copy``:
         store the frames as they are at the call (True), or take the
@@ -236,6 +256,8 @@ class FrameWriter(H5Writer):
         backend: str | None = None,
         max_lag: float | None = None,
         max_lag_bytes: int | None = None,
+        expected_frames: int | None = None,
+        min_free: int | None = None,
     ) -> None:
         lag = check_max_lag(max_lag, max_lag_bytes)
         on_missing = check_on_missing(on_missing)
@@ -270,6 +292,11 @@ class FrameWriter(H5Writer):
             chunks = (1, *self._frame_shape)
         if chunk_frames is not None:
             chunks = (check_count(chunk_frames, "chunk_frames"), *self._frame_shape)
+        frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
+        expected = (None if expected_frames is None
+                    else check_count(expected_frames, "expected_frames") * frame_bytes)
+        min_free = check_space(target, expected, min_free, compression is not None,
+                               f"FrameWriter {name!r}")
         group, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
@@ -307,6 +334,7 @@ class FrameWriter(H5Writer):
             raise
         self._dataset = dataset
         sink = DatasetSink(dataset, pipeline_of(dataset), own_file)
+        sink.space = watch_space(dataset.file, min_free, "frames")
         self._unannounced: list[int] = []  # live: frames accepted, keys not yet set
         self._announcer = Announcer(flush_interval, flush_every, self._tick)
         self._chunk_frames = chunks[0]

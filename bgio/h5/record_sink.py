@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..sinks import Waiter
+from ..space import SpaceWatch
 from .drops import set_dropped
 from .filters import ChunkPipeline, Encoding, pipeline_of
 from .live import Announce, Keys
@@ -105,6 +106,8 @@ class RecordSink:
         self._per_chunk = nevents.chunks[0] if nevents is not None else 1
         self._counts = np.zeros(self._per_chunk, np.int64)  # nevents' last chunk
         self._own_file = own_file
+        #: Free space, checked before each store (set by the writer; None: not watched).
+        self.space: SpaceWatch | None = None
 
     def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
         if isinstance(block, Announce):
@@ -113,20 +116,40 @@ class RecordSink:
             assert self.keys is not None
             self.keys.mark(block.frames)
             return len(block)
+        encoded = []
         for piece in block.pieces:
             column = self.columns[piece.column]
-            start = piece.index * len(piece.rows)
             await_encoded(piece.encoded, self.waiter)
-            data, mask = encode_chunk(column.pipeline, piece.rows, piece.encoded,
-                                      column.raw if piece.raw else None)
+            encoded.append(encode_chunk(column.pipeline, piece.rows, piece.encoded,
+                                        column.raw if piece.raw else None))
+        space = self.space
+        if space is not None:  # the whole store fits, or none of it is made
+            space.check(sum(piece.rows.nbytes if data is None else len(data)
+                            for piece, (data, _) in zip(block.pieces, encoded))
+                        + 8 * len(block.nevents))
+        for piece, (data, mask) in zip(block.pieces, encoded):
+            column = self.columns[piece.column]
+            start = piece.index * len(piece.rows)
             end = start + piece.count
             if end > self._extents[piece.column]:
                 column.dataset.resize(end, axis=0)
                 self._extents[piece.column] = end
-            store_chunk(column.dataset, start, piece.rows, piece.count, data, mask)
+            self._store(column.dataset, start, piece.rows, piece.count, data, mask)
         if block.nevents and self.nevents is not None:
             self._announce(block.nevents)
+        if space is not None:
+            space.stored = self._frames if self.nevents is not None else min(self._extents)
         return len(block)
+
+    def _store(self, dataset: h5py.Dataset, start: int, rows: np.ndarray, count: int,
+               data: bytes | memoryview | None, mask: int) -> None:
+        try:
+            store_chunk(dataset, start, rows, count, data, mask)
+        except OSError as exc:
+            full = self.space.failed(exc) if self.space is not None else None
+            if full is None:
+                raise
+            raise full from exc
 
     def _announce(self, counts: list[int]) -> None:
         """Append the frames' event counts to ``nevents``: stored after the events they count."""
@@ -144,7 +167,7 @@ class RecordSink:
             data, mask = encode_chunk(self.nevents_pipeline, self._counts, None, raw)
             if chunk_start + into + take > dataset.shape[0]:
                 dataset.resize(chunk_start + into + take, axis=0)
-            store_chunk(dataset, chunk_start, self._counts, into + take, data, mask)
+            self._store(dataset, chunk_start, self._counts, into + take, data, mask)
             position += take
             if into + take == per_chunk:
                 self._counts = np.zeros(per_chunk, np.int64)

@@ -33,7 +33,14 @@ from ..priority import resolve_priority, validate_chunk_size
 from ..process import check_backend
 from ..room import wait_for_room
 from ..timeouts import check_timeout
-from .base import H5Writer, check_on_missing, check_target_libver, open_target
+from .base import (
+    H5Writer,
+    check_on_missing,
+    check_space,
+    check_target_libver,
+    open_target,
+    watch_space,
+)
 from .drops import DropCounter, check_on_drop
 from .filters import Encoding, encoding_pool
 from .layout import (
@@ -168,6 +175,19 @@ class RecordWriter(H5Writer):
     max_lag_bytes : int or None, keyword-only
         The same, in bytes: pacing is suspended while :attr:`pending_bytes`
         exceed this. Either or both may be set.
+    expected_bytes : int or None, keyword-only
+        Bytes of events the run is expected to store (before compression):
+        with it the writer refuses to start (:class:`bgio.DiskFull`) when
+        the disk has less free than that plus ``min_free``, or, with
+        compression (they may still fit), warns.
+    min_free : int or None, keyword-only
+        Bytes to leave free on the disk (None: 64 MiB,
+        :data:`bgio.space.DEFAULT_MIN_FREE`): the writer refuses to start
+        with less free, and a store that would leave less is not made: the
+        writer stops with :class:`bgio.DiskFull` (its ``stored`` says how
+        many frames' events the file holds, counted by ``nevents``; events
+        without it), later stores fail with :class:`bgio.ChainError`, and
+        the file is closed valid (see :mod:`bgio.space`).
     index_name, nevents_name : str or None, keyword-only
         Where the ``index`` and ``nevents`` datasets go: a name in the
         group (``"index"``, ``"nevents"`` by default), a path below it
@@ -283,6 +303,8 @@ class RecordWriter(H5Writer):
         backend: str | None = None,
         max_lag: float | None = None,
         max_lag_bytes: int | None = None,
+        expected_bytes: int | None = None,
+        min_free: int | None = None,
     ) -> None:
         lag = check_max_lag(max_lag, max_lag_bytes)
         on_missing = check_on_missing(on_missing)
@@ -325,6 +347,12 @@ class RecordWriter(H5Writer):
                    for name, (shape, dtype) in layouts.items()}
         libver = check_target_libver(target, libver, swmr)
         profile = resolve_priority(priority)
+        if expected_bytes is not None:
+            expected_bytes = check_count(expected_bytes, "expected_bytes")
+        compressed = compression is not None or any(
+            options.get("compression") is not None for options in own_options.values())
+        min_free = check_space(target, expected_bytes, min_free, compressed,
+                               f"RecordWriter {group!r}")
         parent, own_file = open_target(target, swmr, libver)
         key_dataset = finished_flag = None
         created: list[str] = []  # removed again if the rest fails
@@ -391,6 +419,8 @@ class RecordWriter(H5Writer):
         self._features = layouts
         self._row_bytes = sum(column.row_bytes for column in columns)
         sink = RecordSink(where, columns, nevents, own_file)
+        sink.space = watch_space(where.file, min_free,
+                                 "frames" if nevents is not None else "events")
         self._announced = 0  # live: frames below this have their keys set (or queued)
         self._pool = encoding_pool(profile)
         self._bound = max_pending_bytes

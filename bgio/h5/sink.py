@@ -8,7 +8,9 @@ import os
 import h5py
 import numpy as np
 
+from ..errors import DiskFull
 from ..sinks import Waiter
+from ..space import SpaceWatch
 from .drops import set_dropped
 from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
 from .live import Announce, Keys
@@ -275,6 +277,9 @@ class DatasetSink:
         self.keys: Keys | None = None  # live files: the key dataset that announces frames
         self.finished: h5py.Dataset | None = None  # live files: the flag close() sets, if it does
         self._own_file = own_file
+        #: Free space, checked before each store (set by the writer; None: not watched).
+        self.space: SpaceWatch | None = None
+        self._failed_store: DiskFull | None = None  # a store's ENOSPC: trimmed at close
 
     def write(self, chunk: Chunk | Slab | Announce) -> int:  # type: ignore[override]
         dataset = self.dataset
@@ -288,16 +293,49 @@ class DatasetSink:
             self.extent = dataset.shape[0]
         if isinstance(chunk, Slab):
             end = chunk.start + len(chunk.frames)
+            self._make_room(chunk.frames.nbytes)
             self._grow(end)
-            dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
+            try:
+                dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
+            except OSError as exc:
+                full = self._full(exc)
+                if full is None:
+                    raise
+                raise full from exc
+            self._stored()
             return len(chunk)
         start = chunk.index * self.chunk_frames
         await_encoded(chunk.encoded, self.waiter)
         data, mask = encode_chunk(self.pipeline, chunk.frames, chunk.encoded,
                                   self.raw if chunk.raw else None)
+        self._make_room(chunk.frames.nbytes if data is None else len(data))
         self._grow(start + chunk.count)
-        store_chunk(dataset, start, chunk.frames, chunk.count, data, mask)
+        try:
+            store_chunk(dataset, start, chunk.frames, chunk.count, data, mask)
+        except OSError as exc:
+            full = self._full(exc)
+            if full is None:
+                raise
+            raise full from exc
+        self._stored()
         return len(chunk)
+
+    def _make_room(self, nbytes: int) -> None:
+        """Before a store of ``nbytes``: stop if it would leave less than ``min_free``."""
+        if self.space is not None:
+            self.space.check(nbytes)
+
+    def _stored(self) -> None:
+        if self.space is not None:
+            self.space.stored = self.extent or 0  # frames the dataset holds
+
+    def _full(self, error: OSError) -> DiskFull | None:
+        """A store failed: the :class:`bgio.DiskFull` a full disk becomes (the dataset is
+        then trimmed at close to what was stored), or None for other errors."""
+        full = self.space.failed(error) if self.space is not None else None
+        if full is not None:
+            self._failed_store = full
+        return full
 
     def _grow(self, end: int) -> None:
         assert self.extent is not None
@@ -316,8 +354,33 @@ class DatasetSink:
         """Flush HDF5's buffers to the file, then the file to the disk."""
         sync_file(self.dataset.file)
 
+    def _trim(self) -> None:
+        """After a store failed on a full disk: the dataset's length back to the frames
+        stored before it, less any chunk HDF5 lost in the failure (logged)."""
+        assert self.space is not None
+        kept = self.space.stored
+        dataset_id = self.dataset.id
+        if self.chunk_frames:
+            while kept > 0:
+                start = (kept - 1) // self.chunk_frames * self.chunk_frames
+                dataset_id.set_extent((kept, *dataset_id.shape[1:]))
+                where = (start,) + (0,) * (len(dataset_id.shape) - 1)
+                if dataset_id.get_chunk_info_by_coord(where).byte_offset is not None:
+                    break
+                kept = start  # (HDF5 dropped it when the failed store was undone)
+        dataset_id.set_extent((kept, *dataset_id.shape[1:]))
+        if kept != self.space.stored:
+            logger.warning("bgio: %s: HDF5 lost %d frame(s) stored before the disk filled; "
+                           "the dataset holds %d frames", self.name, self.space.stored - kept,
+                           kept)
+        self.space.stored = self.extent = kept
+        assert self._failed_store is not None
+        self._failed_store.stored = kept  # (the error's count: what the file holds)
+
     def close(self) -> None:
         try:
+            if self._failed_store is not None:
+                self._trim()
             if self.missing:
                 set_missing(self.dataset, self.missing)
             if self.dropped is not None:
