@@ -71,7 +71,7 @@ class DiskFull(BgioError, OSError):
     ``expected_bytes``), and during a run by the store that would have
     left less than ``min_free`` (it is not made): that store's handle and
     :meth:`close` raise it, the later stores fail with
-    :class:`ChainError`, and the file is closed valid, holding what was
+    :class:`ChainError`, and the file is left valid, holding what was
     stored. :attr:`stored` is how many frames (events, for a
     RecordWriter's group) were stored; :attr:`free` the bytes free when it
     stopped (None if unknown).

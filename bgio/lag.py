@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,16 +40,22 @@ class LagStatus:
         Seconds: pacing is suspended while data accepted longer ago than
         this is not yet written.
     max_lag_bytes : int or None
-        Pacing is suspended while the writer's ``pending_bytes`` exceed this.
+        Pacing is suspended while more than this is queued behind the data
+        being written (bytes handed to the worker and not yet stored; a
+        chunk an HDF5 writer is still filling is not queued).
     behind : bool
-        Whether pacing is suspended now (the last chunk was written unpaced,
-        and data are still pending).
+        Whether pacing is suspended now: an episode began, and the writer
+        has not caught up yet (it has once nothing, or with only
+        ``max_lag_bytes`` no more than that, is queued behind what it
+        wrote).
     episodes : int
         How many times pacing was suspended.
     unpaced_seconds : float
         Seconds spent writing with pacing suspended, all episodes together.
     unpaced_bytes : int
-        Bytes written with pacing suspended.
+        Bytes written with pacing suspended (an HDF5 writer's stores: a live
+        file's announcements and partly filled chunks stored again count
+        too).
     """
 
     max_lag: float | None
@@ -103,31 +110,25 @@ class LagGauge:
     ----------
     max_seconds, max_bytes : float or None, int or None
         The bounds (checked by :func:`check_max_lag`); at least one is set.
-    pending : callable returning int
-        The writer's bytes accepted and not yet stored (its ``pending_bytes``).
+    queued : callable returning int
+        The writer's bytes queued for the worker and not yet stored (a
+        chunk being filled is not queued; the store in hand is, until done).
     name : str
         What the log calls the writer.
     """
 
-    __slots__ = (
-        "_active",
-        "_pending",
-        "_since",
-        "_unpaced",
-        "_until",
-        "episodes",
-        "max_bytes",
-        "max_seconds",
-        "name",
-        "unpaced_bytes",
-    )
+    __slots__ = ("_active", "_lock", "_queued", "_since", "_unpaced", "_until", "episodes",
+                 "max_bytes", "max_seconds", "name", "unpaced_bytes")
 
     def __init__(self, max_seconds: float | None, max_bytes: int | None,
-                 pending: Callable[[], int], name: str) -> None:
+                 queued: Callable[[], int], name: str) -> None:
         self.max_seconds = max_seconds
         self.max_bytes = max_bytes
-        self._pending = pending
+        self._queued = queued
         self.name = name
+        # (Written by the worker, read by any thread: a status is taken under the lock,
+        # so that it never sees an episode half begun or half ended.)
+        self._lock = threading.Lock()
         self.episodes = 0
         self.unpaced_bytes = 0
         self._active = False
@@ -135,49 +136,72 @@ class LagGauge:
         self._until = 0.0  # when its last unpaced chunk ended
         self._unpaced = 0.0  # seconds of the episodes that ended
 
-    def behind(self, accepted: float, now: float) -> bool:
-        """(The worker, before a chunk of data accepted at ``accepted``) whether to write
-        it unpaced. Both times are :func:`time.perf_counter` readings."""
+    def behind(self, accepted: float, now: float, in_hand: int) -> bool:
+        """(The worker, before a chunk of a run of ``in_hand`` bytes accepted at
+        ``accepted``) whether to write it unpaced: the run is older than ``max_seconds``,
+        or more than ``max_bytes`` are queued behind it. Times are
+        :func:`time.perf_counter` readings."""
         limit, bound = self.max_seconds, self.max_bytes
         age = now - accepted
         over = limit is not None and age > limit
+        behind_it = 0
         if not over and bound is not None:
-            over = self._pending() > bound
-        if over:
-            if not self._active:
-                self._active = True
+            behind_it = self._queued() - in_hand
+            over = behind_it > bound
+        if over and not self._active:
+            with self._lock:
                 self._since = self._until = now
+                self._active = True
                 self.episodes += 1
-                logger.info("bgio: %s is behind (%d bytes pending, the oldest queued %.3f s "
-                            "ago): pacing suspended until it catches up", self.name,
-                            self._pending(), age)
-        elif self._active:
-            self._active = False
-            self._unpaced += self._until - self._since
-            logger.info("bgio: %s caught up after %.3f s unpaced; pacing resumed", self.name,
-                        self._until - self._since)
+            logger.info("bgio: %s is behind (the data in hand queued %.3f s ago, %d bytes "
+                        "queued behind it): pacing suspended until it catches up", self.name,
+                        age, max(behind_it, self._queued() - in_hand))
+        elif not over and self._active:
+            self._end()
         return over
 
     def wrote(self, nbytes: int, finished: float) -> None:
         """(The worker) a chunk of ``nbytes`` was written unpaced, ending at ``finished``."""
-        self.unpaced_bytes += nbytes
-        self._until = finished
+        with self._lock:
+            self.unpaced_bytes += nbytes
+            self._until = finished
+
+    def settle(self, in_hand: int) -> None:
+        """(The worker, at the end of a run of ``in_hand`` bytes written unpaced) end the
+        episode if nothing is queued behind the run, or, with only ``max_lag_bytes``, no
+        more than that: the writer has caught up (an idle writer is not behind)."""
+        if not self._active:
+            return
+        behind_it = self._queued() - in_hand
+        if behind_it <= 0 or (self.max_seconds is None and self.max_bytes is not None
+                              and behind_it <= self.max_bytes):
+            self._end()
+
+    def _end(self) -> None:
+        with self._lock:
+            took = self._until - self._since
+            self._unpaced += took
+            self._active = False
+        logger.info("bgio: %s caught up after %.3f s unpaced; pacing resumed", self.name, took)
 
     @property
     def active(self) -> bool:
-        """Whether pacing is suspended now: the last chunk went unpaced, and data wait."""
-        return self._active and self._pending() > 0
+        """Whether pacing is suspended now (an episode began and has not ended)."""
+        return self._active
 
     @property
     def unpaced_seconds(self) -> float:
         """Seconds written with pacing suspended so far."""
-        current = self._until - self._since if self._active else 0.0
-        return self._unpaced + current
+        with self._lock:
+            return self._unpaced + (self._until - self._since if self._active else 0.0)
 
     def status(self) -> LagStatus:
         """A snapshot of the bounds and the counts."""
-        return LagStatus(self.max_seconds, self.max_bytes, self.active, self.episodes,
-                         self.unpaced_seconds, self.unpaced_bytes)
+        with self._lock:
+            active = self._active
+            seconds = self._unpaced + (self._until - self._since if active else 0.0)
+            return LagStatus(self.max_seconds, self.max_bytes, active, self.episodes, seconds,
+                             self.unpaced_bytes)
 
 
 class KeepsUp:
@@ -187,17 +211,22 @@ class KeepsUp:
 
     def _keep_up(self, max_lag: float | None, max_lag_bytes: int | None, name: str) -> None:
         """Make the gauge of a writer given a ``max_lag`` (checked: :func:`check_max_lag`);
-        it reads the writer's ``pending_bytes``. The jobs that carry the gauge do not keep
-        the writer alive: a writer let go is freed without the cyclic collector."""
+        it reads the writer's :meth:`_backlog_bytes`. The jobs that carry the gauge do not
+        keep the writer alive: a writer let go is freed without the cyclic collector."""
         if max_lag is None and max_lag_bytes is None:
             return
         writer = weakref.ref(self)
 
-        def pending() -> int:
+        def queued() -> int:
             alive = writer()
-            return 0 if alive is None else int(getattr(alive, "pending_bytes", 0))
+            return 0 if alive is None else alive._backlog_bytes()
 
-        self._lag = LagGauge(max_lag, max_lag_bytes, pending, name)
+        self._lag = LagGauge(max_lag, max_lag_bytes, queued, name)
+
+    def _backlog_bytes(self) -> int:
+        """Bytes queued for the worker and not yet stored (each writer with a
+        ``max_lag`` says)."""
+        raise NotImplementedError
 
     @property
     def lag(self) -> LagStatus | None:

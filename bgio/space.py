@@ -25,12 +25,17 @@ import warnings
 
 from .errors import DiskFull
 
-__all__ = ["DEFAULT_MIN_FREE", "RECHECK", "SpaceWatch", "check_min_free", "check_room", "free_bytes"]
+__all__ = ["DEFAULT_MIN_FREE", "RECHECK", "SMALLEST_DEFAULT", "SpaceWatch", "check_min_free",
+           "check_room", "default_min_free", "free_bytes"]
 
 #: Bytes an HDF5 writer leaves free by default: room for the metadata HDF5
 #: writes at close (its metadata cache holds up to 32 MiB of it) and for the
-#: other programs on the disk.
+#: other programs on the disk; on a file system smaller than 20 times this,
+#: a twentieth of its size (at least :data:`SMALLEST_DEFAULT`): a 64 MiB
+#: ``/dev/shm`` keeps 3.2 MiB.
 DEFAULT_MIN_FREE = 64 * 1024 * 1024
+#: The least ``min_free`` chosen for a small file system.
+SMALLEST_DEFAULT = 1024 * 1024
 
 #: Seconds a reading of the free space is trusted for (other programs write too).
 RECHECK = 0.05
@@ -45,10 +50,19 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def check_min_free(min_free: object) -> int:
-    """``min_free`` as bytes (an int >= 0; None means :data:`DEFAULT_MIN_FREE`)."""
+def default_min_free(path: str | os.PathLike[str]) -> int:
+    """The ``min_free`` of a writer to the file system holding ``path`` that was given
+    none (see :data:`DEFAULT_MIN_FREE`)."""
+    stats = os.statvfs(path)
+    size = stats.f_blocks * stats.f_frsize
+    return min(DEFAULT_MIN_FREE, max(SMALLEST_DEFAULT, size // 20))
+
+
+def check_min_free(min_free: object, path: str | os.PathLike[str] | None = None) -> int:
+    """``min_free`` as bytes (an int >= 0); None: :func:`default_min_free` of ``path``
+    (:data:`DEFAULT_MIN_FREE` without one)."""
     if min_free is None:
-        return DEFAULT_MIN_FREE
+        return DEFAULT_MIN_FREE if path is None else default_min_free(path)
     if isinstance(min_free, bool) or not isinstance(min_free, numbers.Integral):
         raise TypeError(f"min_free must be an int (bytes) or None, got "
                         f"{type(min_free).__qualname__}")
@@ -60,6 +74,15 @@ def check_min_free(min_free: object) -> int:
 
 def _mib(nbytes: float) -> str:
     return f"{nbytes / _MIB:.1f} MiB"
+
+
+def _size(nbytes: float) -> str:
+    """A size for messages: MiB, KiB or bytes, whichever says it best."""
+    if abs(nbytes) >= _MIB:
+        return _mib(nbytes)
+    if abs(nbytes) >= 1024:
+        return f"{nbytes / 1024:.1f} KiB"
+    return f"{int(nbytes)} bytes"
 
 
 def check_room(folder: str | os.PathLike[str], expected: int | None, min_free: int,
@@ -93,55 +116,62 @@ class SpaceWatch:
     Parameters
     ----------
     path : path
-        The file written (its file system is the one watched).
+        The file written, as messages name it.
     min_free : int
         Bytes to leave free; 0 still stops a store that cannot fit.
     what : str
         What the messages call the stored items ("frames", "events").
+    fd : int or None
+        The file's descriptor, if it has one: its file system is asked
+        (``fstatvfs``), wherever the file is moved meanwhile; else ``path``'s.
     """
 
-    __slots__ = ("_checked_at", "_free", "_since", "min_free", "path", "stored", "what")
+    __slots__ = ("_checked_at", "_fd", "_free", "_since", "min_free", "path", "what")
 
-    def __init__(self, path: str | os.PathLike[str], min_free: int, what: str) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], min_free: int, what: str,
+                 fd: int | None = None) -> None:
+        self.path = os.path.abspath(path)  # (a relative path would follow os.chdir)
         self.min_free = min_free
         self.what = what
-        self.stored = 0  # items stored so far (the sink counts them)
+        self._fd = fd
         self._free = 0  # bytes free at the last reading
         self._since = 0  # bytes stored since
         self._checked_at = -math.inf
 
-    def check(self, nbytes: int) -> None:
-        """Raise :class:`DiskFull` if storing ``nbytes`` would leave less than ``min_free``;
-        otherwise count them as taken."""
+    def free(self) -> int:
+        """Bytes free now on the file's file system (see :func:`free_bytes`)."""
+        if self._fd is None:
+            return free_bytes(self.path)
+        stats = os.fstatvfs(self._fd)
+        return stats.f_bavail * stats.f_frsize
+
+    def check(self, nbytes: int, stored: int) -> None:
+        """Raise :class:`DiskFull` if storing ``nbytes`` would leave less than
+        ``min_free`` (``stored``: the items stored so far, for its message); otherwise
+        count them as taken."""
         now = time.monotonic()
         if (now - self._checked_at >= RECHECK
                 or 2 * (self._since + nbytes) >= self._free - self.min_free):
-            self._free, self._checked_at, self._since = free_bytes(self.path), now, 0
+            self._free, self._checked_at, self._since = self.free(), now, 0
         free = self._free - self._since  # (an estimate between readings)
         if free - nbytes < self.min_free:
             self._checked_at = -math.inf  # (read again at the next store)
-            raise self.full(free, f"{_mib(free)} free, a store of {_mib(nbytes)} would leave "
-                            f"less than min_free={self.min_free} bytes")
+            raise DiskFull(f"disk full: {stored} {self.what} stored in {self.path!r}, the "
+                           f"rest not ({_size(free)} free, a store of {_size(nbytes)} would "
+                           f"leave less than min_free={self.min_free} bytes); the file is "
+                           f"left valid with those", stored, free)
         self._since += nbytes
 
-    def full(self, free: int, why: str) -> DiskFull:
-        """The error that stops the writer: how many items were stored, and why."""
-        return DiskFull(f"disk full: {self.stored} {self.what} stored in "
-                        f"{os.fspath(self.path)!r}, the rest not ({why}); the file is closed "
-                        f"valid with those", self.stored, free)
-
-    def failed(self, error: OSError) -> DiskFull | None:
-        """The :class:`DiskFull` a store's ``ENOSPC`` means (None for other errors); the
-        caller raises it ``from error``."""
+    def failed(self, error: OSError, stored: int, after: str) -> DiskFull | None:
+        """The :class:`DiskFull` a store's ``ENOSPC`` means (None for other errors), after
+        ``stored`` items (``after``: what the writer makes of it); the caller raises it
+        ``from error``."""
         if error.errno != errno.ENOSPC and "errno = 28" not in str(error):
             return None
         try:
-            free: int | None = free_bytes(self.path)
+            free: int | None = self.free()
         except OSError:
             free = None
-        return DiskFull(f"disk full: a store into {os.fspath(self.path)!r} failed after "
-                        f"{self.stored} {self.what} were stored (another program took the "
-                        f"space min_free kept); HDF5 may lose the last chunk stored before "
-                        f"such a failure: once the file is closed, this error's stored and "
-                        f"the file say what it holds", self.stored, free)
+        return DiskFull(f"disk full: a store into {self.path!r} failed after {stored} "
+                        f"{self.what} were stored (another program took the space min_free "
+                        f"kept); {after}", stored, free)

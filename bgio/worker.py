@@ -666,13 +666,17 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
     # off the CPU meanwhile (waiting for the data) is not.
     lag = first.lag
     hurried = False
+    in_hand = 0  # the run's bytes (what the writer counts queued until it is done)
+    if lag is not None:
+        in_hand = (sum(len(block) for block in group) if group is not None
+                   else first.handle.total_bytes or 0)
     pulling = cpu_clock()
     for piece in pieces:
         pulled = cpu_clock() - pulling
         if leader.cancel_requested:
             return 0, None
         if lag is not None:
-            hurried = lag.behind(first.accepted, clock())
+            hurried = lag.behind(first.accepted, clock(), in_hand)
         pause = 0.0 if hurried else throttle.delay()
         if pause:
             if lane.since_flush:
@@ -730,8 +734,7 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if hurried:
             assert lag is not None
             lag.wrote(written, finished)
-            if group is None:  # (one job's chunks: the leader is its handle)
-                cast("BackgroundWriteProcess", leader).unpaced_bytes += written
+            _credit_unpaced(owners, group, shared, written)
         if timing.first_start < 0:
             timing.first_start = started - pulled
         timing.busy += busy
@@ -740,9 +743,33 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if report is not None:
             report()
         if stop >= 0:
+            if hurried:
+                assert lag is not None
+                lag.settle(in_hand)  # (nothing more of this run will be written)
             return stop, error
         pulling = cpu_clock()
+    if hurried:
+        assert lag is not None
+        lag.settle(in_hand)  # caught up, if nothing waits behind the run
     return -1, None
+
+
+def _credit_unpaced(owners: Sequence[Owner], group: list[Block | bytes] | None,
+                    shared: GroupState | None, written: int) -> None:
+    """``written`` bytes of a piece went unpaced: count them on their handles (a
+    Writer's group, ``shared``, keeps none)."""
+    if shared is not None:
+        return
+    handles = cast("Sequence[BackgroundWriteProcess]", owners)
+    if group is None:  # one job's chunk: the leader's
+        handles[0].unpaced_bytes += written
+        return
+    for handle, block in zip(handles, group):  # a run of small writes, block by block
+        if written <= 0:
+            break
+        taken = min(written, len(block))
+        handle.unpaced_bytes += taken
+        written -= taken
 
 
 class _Windows:

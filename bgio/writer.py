@@ -73,8 +73,9 @@ class Writer(ClosesOnExit):
         with ``max_pending_bytes`` instead). See :attr:`lag` and the "GUI
         programs" page of the manual.
     max_lag_bytes : int or None, keyword-only
-        The same, in bytes: pacing is suspended while
-        :attr:`pending_bytes` exceed this. Either or both may be set.
+        The same, in bytes: pacing is suspended while more than this is
+        queued behind the write in hand (:attr:`pending_bytes`, less that
+        write). Either or both may be set.
 
     Raises
     ------
@@ -187,6 +188,9 @@ class Writer(ClosesOnExit):
     def backend(self) -> str:
         """Who writes: ``"thread"`` (a worker thread) or ``"process"`` (the writer process)."""
         return "thread"
+
+    def _backlog_bytes(self) -> int:
+        return self._pending  # (the writes queued: counted with a max_lag)
 
     def write(
         self, data: object, *, block: bool = True, timeout: float | None = None

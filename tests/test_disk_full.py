@@ -6,6 +6,7 @@ import errno
 import gc
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -62,13 +63,21 @@ def _frames(count: int) -> np.ndarray:
 def test_a_disk_with_less_than_min_free_is_refused_before_anything_is_made(small_disk):
     path = os.path.join(small_disk, "f.h5")
     with pytest.raises(bgio.DiskFull, match=r"^FrameWriter 'frames': 8\.0 MiB free on the disk "
-                       r"of '.*', less than min_free=67108864 bytes; nothing was written$") as info:
-        bgio.h5.FrameWriter(path, "frames", FRAME, "u2")  # the default min_free: 64 MiB
+                       r"of '.*', less than min_free=16777216 bytes; nothing was written$") as info:
+        bgio.h5.FrameWriter(path, "frames", FRAME, "u2", min_free=16 * MIB)
     assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
     assert (info.value.stored, info.value.free) == (0, 8 * MIB)
     with pytest.raises(bgio.DiskFull, match=r"^RecordWriter 'events': 8\.0 MiB free"):
-        bgio.h5.RecordWriter(path, "events", {"x": ((), "f4")})
+        bgio.h5.RecordWriter(path, "events", {"x": ((), "f4")}, min_free=16 * MIB)
     assert os.listdir(small_disk) == []
+
+
+def test_the_default_min_free_is_smaller_on_a_small_file_system(small_disk, tmp_path):
+    assert space.default_min_free(small_disk) == space.SMALLEST_DEFAULT  # 8 MiB / 20 < 1 MiB
+    total = os.statvfs(tmp_path).f_blocks * os.statvfs(tmp_path).f_frsize
+    assert space.default_min_free(tmp_path) == min(space.DEFAULT_MIN_FREE,
+                                                   max(space.SMALLEST_DEFAULT, total // 20))
+    bgio.h5.FrameWriter(os.path.join(small_disk, "f.h5"), "frames", FRAME, "u2").close()
 
 
 def test_an_expected_run_that_cannot_fit_is_refused_or_warned_about(small_disk):
@@ -123,10 +132,10 @@ def test_a_frame_writer_stops_before_the_disk_fills_and_closes_the_file_valid(
         w.close()
     stored = info.value.stored
     assert 20 < stored < 30
-    assert str(info.value) == (
-        f"disk full: {stored} frames stored in {path!r}, the rest not "
-        f"({info.value.free / MIB:.1f} MiB free, a store of 0.2 MiB would leave less than "
-        f"min_free=1048576 bytes); the file is closed valid with those")
+    assert re.fullmatch(
+        rf"disk full: {stored} frames stored in '{re.escape(path)}', the rest not "
+        r"\((1\.[0-9] MiB|[0-9.]+ KiB) free, a store of 256\.0 KiB would leave less than "
+        r"min_free=1048576 bytes\); the file is left valid with those", str(info.value))
     assert info.value.free is not None and info.value.free - 256 * 1024 < MIB
     # Every frame before it stored, the one that did not fit says why, the rest
     # did not run.
@@ -179,28 +188,101 @@ def test_a_record_writer_stops_before_the_disk_fills(small_disk, no_unraisable):
         assert f["events/x"][: stored * 16384].tobytes() == rows[:stored].tobytes()
 
 
-def test_a_store_that_meets_a_full_disk_is_trimmed_to_what_hdf5_kept(
-        small_disk, no_unraisable, monkeypatch, caplog):
+def test_a_store_that_meets_a_full_disk_is_cut_back_to_what_hdf5_kept(
+        small_disk, no_unraisable, monkeypatch, capfd):
     # Another program takes the space between the watch's look and the store: the
-    # store fails with ENOSPC inside HDF5, which may drop the chunk stored before it.
-    monkeypatch.setattr(SpaceWatch, "check", lambda self, nbytes: None)
+    # store fails with ENOSPC inside HDF5, which may then drop the chunk stored before
+    # it when the dataset shrinks. The file is still closed valid, nothing new written
+    # to the full disk, and the error's count is what the file holds.
+    monkeypatch.setattr(SpaceWatch, "check", lambda self, nbytes, stored: None)
     path = os.path.join(small_disk, "f.h5")
     frames = _frames(40)
     w = bgio.h5.FrameWriter(path, "frames", FRAME, "u2", chunk_frames=1, priority=1,
                             min_free=0)
-    for frame in frames:
-        w.append(frame)
+    handles = [w.append(frame) for frame in frames]
     with pytest.raises(bgio.DiskFull, match=r"^disk full: a store into .* failed after \d+ "
                        r"frames were stored \(another program took the space min_free "
-                       r"kept\)") as info:
+                       r"kept\); the dataset is cut back to the frames HDF5 kept, which "
+                       r"this error's stored counts once the file is closed$") as info:
         w.close()
     assert isinstance(info.value.__cause__, OSError)
     assert info.value.__cause__.errno == errno.ENOSPC
+    acknowledged = sum(handle.exception() is None for handle in handles)
+    kept = info.value.stored
+    assert acknowledged - 1 <= kept <= acknowledged and kept > 20
+    gc.collect()
+    with h5py.File(path, "r") as f:  # plain h5py, no repair
+        assert f["frames"].shape[0] == kept
+        assert f["frames"][...].tobytes() == frames[:kept].tobytes()
+    assert capfd.readouterr().err == ""
+
+
+def test_frames_written_out_of_order_that_never_stored_are_missing_not_zeros(
+        small_disk, no_unraisable):
+    path = os.path.join(small_disk, "f.h5")
+    frames = _frames(40)
+    w = bgio.h5.FrameWriter(path, "frames", FRAME, "u2", chunk_frames=1, priority=1,
+                            min_free=MIB, on_missing="ignore")
+    handles = {i: w.write_at(i, frames[i]) for i in range(39, -1, -1)}  # the last first
+    with pytest.raises(bgio.DiskFull) as info:
+        w.close()
+    stored = sorted(i for i, handle in handles.items() if handle.exception() is None)
+    assert info.value.stored == len(stored) > 20
     gc.collect()
     with h5py.File(path, "r") as f:
-        kept = f["frames"].shape[0]
-        assert kept == info.value.stored > 20
-        assert f["frames"][...].tobytes() == frames[:kept].tobytes()
+        dataset = f["frames"]
+        assert dataset.shape[0] == max(stored) + 1 == 40  # frame 39 went first
+        for i in stored:
+            assert dataset[i].tobytes() == frames[i].tobytes()
+        never = sorted(set(range(40)) - set(stored))
+        ranges = f["frames_missing"][...].tolist()
+        assert [i for start, stop in ranges for i in range(start, stop)] == never
+    assert w.missing == never
+    assert w.stats().missing_frames == len(never)
+
+
+def test_a_relative_path_keeps_its_watch_when_the_program_changes_folder(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    frames = _frames(3)
+    w = bgio.h5.FrameWriter("rel.h5", "frames", FRAME, "u2", chunk_frames=1)
+    w.append(frames[0]).result(timeout=30)
+    os.mkdir("moved")
+    os.rename("rel.h5", "moved/rel.h5")  # the file moves, the program goes elsewhere
+    monkeypatch.chdir("/")
+    monkeypatch.setattr(space, "RECHECK", 0.0)  # (asked at every store)
+    for frame in frames[1:]:
+        w.append(frame)
+    w.close()
+    with h5py.File(tmp_path / "moved" / "rel.h5", "r") as f:
+        assert f["frames"][...].tobytes() == frames.tobytes()
+
+
+def test_a_record_store_that_meets_a_full_disk_leaves_the_columns_even(
+        small_disk, no_unraisable, monkeypatch):
+    monkeypatch.setattr(SpaceWatch, "check", lambda self, nbytes, stored: None)
+    path = os.path.join(small_disk, "r.h5")
+    rows = np.random.default_rng(3).random((40, 16384, 2)).astype("f4")  # 128 KiB a column
+    w = bgio.h5.RecordWriter(path, "events", {"x": ((2,), "f4"), "y": ((2,), "f4")},
+                             chunk_events=16384, priority=1, min_free=0)
+    for i in range(40):
+        w.append(i, {"x": rows[i], "y": rows[i] + 1})
+    with pytest.raises(bgio.DiskFull, match=r"^disk full: a store into") as info:
+        w.close()
+    gc.collect()
+    with h5py.File(path, "r") as f:
+        group = f["events"]
+        frames = group["nevents"].shape[0]
+        assert frames == info.value.stored > 10
+        events = frames * 16384
+        assert [group[name].shape[0] for name in ("x", "y")] == [events] * 2
+        assert group["x"][...].tobytes() == rows[:frames].tobytes()
+        assert group["y"][...].tobytes() == (rows[:frames] + 1).tobytes()
+        # The store that met the full disk may leave HDF5 unable to resize that dataset
+        # (logged): what nevents counts is right all the same.
+        index = group["index"]
+        assert index.shape[0] >= events
+        assert (index[:events] == np.repeat(np.arange(frames), 16384)).all()
 
 
 def test_disk_full_pickles_with_its_counts():
@@ -223,24 +305,32 @@ def test_the_watch_reads_the_disk_again_before_the_room_could_run_out(monkeypatc
 
     monkeypatch.setattr(space, "free_bytes", fake_free)
     watch = SpaceWatch(f"/nowhere/{uuid.uuid4()}", 10 * MIB, "frames")
-    watch.check(MIB)
-    watch.check(MIB)
+    watch.check(MIB, 0)
+    watch.check(MIB, 1)
     assert len(readings) == 1  # (trusted for RECHECK seconds)
-    for _ in range(44):  # 46 MiB taken: half the 90 MiB above min_free; read again
-        watch.check(MIB)
+    for stored in range(44):  # 46 MiB taken: half the 90 MiB above min_free; read again
+        watch.check(MIB, stored)
     assert len(readings) == 2
     free[0] = 10 * MIB + 100  # someone else filled the disk meanwhile
     monkeypatch.setattr(space, "RECHECK", 0.0)
-    watch.stored = 7
-    with pytest.raises(bgio.DiskFull, match=r"^disk full: 7 frames stored in '/nowhere/"):
-        watch.check(MIB)
+    with pytest.raises(bgio.DiskFull, match=r"^disk full: 7 frames stored in '/nowhere/.*', "
+                       r"the rest not \(10\.0 MiB free, a store of 1\.0 MiB would leave less "
+                       r"than min_free=10485760 bytes\)"):
+        watch.check(MIB, 7)
+    free[0] = 100
+    with pytest.raises(bgio.DiskFull, match=r"\(100 bytes free, a store of 2\.0 KiB would"):
+        SpaceWatch("/x", 0, "frames").check(2048, 0)
 
 
 def test_the_writer_process_stops_before_the_disk_fills_too(small_disk, no_unraisable):
     path = os.path.join(small_disk, "p.h5")
     frames = _frames(40)
-    with pytest.raises(bgio.DiskFull, match=r"less than min_free=67108864 bytes"):
-        bgio.h5.FrameWriter(path, "frames", FRAME, "u2", backend="process")
+    with pytest.raises(bgio.DiskFull, match=r"less than min_free=16777216 bytes"):
+        bgio.h5.FrameWriter(path, "frames", FRAME, "u2", backend="process", min_free=16 * MIB)
+    with pytest.warns(RuntimeWarning, match="it fits only if compression"):  # (here, not there)
+        bgio.h5.FrameWriter(path, "frames", FRAME, "u2", backend="process", min_free=MIB,
+                            compression="gzip", expected_frames=40).close()
+    os.unlink(path)
     w = bgio.h5.FrameWriter(path, "frames", FRAME, "u2", chunk_frames=1, backend="process",
                             min_free=MIB)
     for frame in frames:

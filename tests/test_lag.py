@@ -98,23 +98,39 @@ def test_a_hurried_chunk_restarts_the_rate_schedule():
 
 
 def test_the_gauge_counts_episodes_and_seconds():
-    pending = [0]
-    gauge = LagGauge(1.0, 100, lambda: pending[0], "w")
-    assert not gauge.behind(accepted=0.0, now=0.5)
-    assert gauge.behind(accepted=0.0, now=1.5)  # too old
+    queued = [0]
+    gauge = LagGauge(1.0, 100, lambda: queued[0], "w")
+    assert not gauge.behind(accepted=0.0, now=0.5, in_hand=10)
+    assert gauge.behind(accepted=0.0, now=1.5, in_hand=10)  # too old
     gauge.wrote(10, 2.0)
-    pending[0] = 50
+    queued[0] = 60
     assert gauge.active
-    assert gauge.behind(accepted=2.5, now=3.0) is False  # caught up: the episode ends
+    assert gauge.behind(accepted=2.5, now=3.0, in_hand=10) is False  # caught up: ended
     assert not gauge.active
-    pending[0] = 101
-    assert gauge.behind(accepted=3.0, now=3.0)  # too big
+    queued[0] = 111
+    assert gauge.behind(accepted=3.0, now=3.0, in_hand=10)  # 101 behind the 10 in hand
+    assert not gauge.behind(accepted=3.0, now=3.0, in_hand=11)  # 100: not over
+    gauge.behind(accepted=3.0, now=3.0, in_hand=10)
     gauge.wrote(20, 3.5)
     status = gauge.status()
-    assert (status.episodes, status.unpaced_bytes, status.behind) == (2, 30, True)
-    assert status.unpaced_seconds == pytest.approx(0.5 + 0.5)
-    pending[0] = 0
-    assert not gauge.status().behind  # nothing left to write: not behind
+    assert (status.episodes, status.unpaced_bytes, status.behind) == (3, 30, True)
+    assert status.unpaced_seconds == pytest.approx(0.5 + 0.0 + 0.5)
+    gauge.settle(in_hand=50)  # 61 queued behind: still behind, with max_lag set
+    assert gauge.active
+    gauge.settle(in_hand=111)  # nothing behind the run: caught up
+    assert not gauge.status().behind
+    assert gauge.status().unpaced_seconds == pytest.approx(1.0)
+
+
+def test_with_only_max_lag_bytes_an_episode_ends_once_under_it():
+    queued = [500]
+    gauge = LagGauge(None, 100, lambda: queued[0], "w")
+    assert gauge.behind(accepted=0.0, now=0.0, in_hand=100)
+    gauge.settle(in_hand=100)  # 400 behind the run
+    assert gauge.active
+    queued[0] = 150
+    gauge.settle(in_hand=100)  # 50: under the bound
+    assert not gauge.active
 
 
 class _Records(list):
@@ -165,10 +181,11 @@ def test_a_writer_behind_its_max_lag_bytes_goes_unpaced_then_paced_again():
     w.close(timeout=60)
     assert out.getvalue() == b"".join(blocks)
     unpaced = [handle.unpaced_bytes for handle in handles]
-    # Behind while more than 4 chunks were pending (the writes from the second
-    # on; the first may have been looked at before the rest came), paced after.
-    assert unpaced[1:count - 4] == [CHUNK] * (count - 5)
-    assert unpaced[count - 4:] == [0] * 4
+    # Behind while more than 4 chunks were queued behind the write in hand (the
+    # writes from the second on; the first may have been looked at before the rest
+    # came), paced after.
+    assert unpaced[1:count - 5] == [CHUNK] * (count - 6)
+    assert unpaced[count - 5:] == [0] * 5
     status = w.lag
     assert (status.max_lag, status.max_lag_bytes) == (None, 4 * CHUNK)
     assert (status.behind, status.episodes) == (False, 1)
@@ -194,6 +211,54 @@ def test_a_writer_behind_its_max_lag_seconds_writes_unpaced():
     assert w.lag.unpaced_bytes == 16 * CHUNK
     assert last[-1].unpaced_bytes == CHUNK
     assert out.getvalue() == b"".join(bytes([i]) * CHUNK for i in range(16))
+
+
+def test_each_burst_is_an_episode_and_an_idle_writer_is_not_behind(caplog):
+    caplog.set_level("INFO", logger="bgio")
+    out = Recorder()
+    w = bgio.Writer(out, SLOW, max_lag_bytes=CHUNK)
+    for burst in range(2):
+        for i in range(8):
+            w.write(bytes([i]) * CHUNK)
+        w.flush(timeout=60)
+        status = w.lag
+        assert (status.behind, status.episodes) == (False, burst + 1)
+    w.close(timeout=60)
+    # 16 chunks, the last two of each burst paced (at most one chunk behind them).
+    assert w.lag.unpaced_bytes == 12 * CHUNK
+    said = [record.getMessage() for record in caplog.records if record.name == "bgio"]
+    assert sum("is behind" in line for line in said) == 2
+    assert sum("caught up after" in line for line in said) == 2
+
+
+def test_one_write_larger_than_max_lag_bytes_is_paced():
+    # Nothing is queued behind it: the writer is not behind (the write in hand is not
+    # a backlog), and 4 chunks at 4 MB/s are paced.
+    out = Recorder()
+    w = bgio.Writer(out, SLOW, max_lag_bytes=1)
+    handle = w.write(b"x" * 4 * CHUNK)
+    w.close(timeout=60)
+    assert handle.unpaced_bytes == 0
+    assert w.lag.unpaced_bytes == 0 and w.lag.episodes == 0
+
+
+def test_small_writes_written_together_are_each_credited():
+    out = Recorder(gated=True)
+    w = bgio.Writer(out, SLOW, max_lag=1e-9)
+    handles = [w.write(bytes([i]) * 16384) for i in range(64)]
+    out.gate.set()
+    w.close(timeout=60)
+    assert [handle.unpaced_bytes for handle in handles] == [16384] * 64
+    assert w.lag.unpaced_bytes == 64 * 16384
+
+
+def test_data_of_unknown_size_goes_unpaced_and_the_episode_ends():
+    out = Recorder()
+    w = bgio.Writer(out, SLOW, max_lag=1e-9)
+    handle = w.write(bytes([i]) * CHUNK for i in range(8))
+    w.close(timeout=60)
+    assert handle.unpaced_bytes == 8 * CHUNK
+    assert (w.lag.behind, w.lag.episodes, w.lag.unpaced_bytes) == (False, 1, 8 * CHUNK)
 
 
 def test_without_max_lag_nothing_changes():
@@ -249,13 +314,27 @@ def test_a_frame_writer_behind_its_max_lag_bytes_catches_up(tmp_path, monkeypatc
     w.close(timeout=60)
     status = w.lag
     assert status.episodes == 1
-    # The 4 chunks queued last are paced; the first may have been looked at alone.
-    assert 27 * CHUNK <= status.unpaced_bytes <= 28 * CHUNK
+    # Unpaced while more than 4 chunks were queued behind the one in hand: the 5 last
+    # are paced (the first may have been looked at before the others came).
+    assert 26 * CHUNK <= status.unpaced_bytes <= 27 * CHUNK
     stats = w.stats()
     assert stats.unpaced_bytes == status.unpaced_bytes
     assert stats.unpaced_episodes == 1
     with h5py.File(path, "r") as f:
         assert f["frames"][...].tobytes() == frames.tobytes()
+
+
+def test_a_frame_writer_is_not_behind_while_it_fills_a_chunk(tmp_path):
+    frames = np.zeros((41, 64, 64), "u2")
+    w = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (64, 64), "u2", chunk_frames=4,
+                            priority=SLOW, max_lag=1e-9)
+    handles = [w.append(frame) for frame in frames[:40]]
+    for handle in handles:
+        handle.result(timeout=60)
+    w.append(frames[40])  # a chunk being filled: nothing queued
+    assert w.lag.behind is False
+    assert w.lag.episodes >= 1
+    w.close(timeout=60)
 
 
 def test_a_record_writer_with_max_lag_writes_unpaced(tmp_path):

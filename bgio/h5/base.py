@@ -92,7 +92,7 @@ def check_space(target: object, expected: int | None, min_free: object, compress
     bytes), and the disk of ``target`` refused (:class:`bgio.DiskFull`) if it has less
     than that free, or too little for ``expected`` bytes (a warning if ``compressed``:
     see :func:`bgio.space.check_room`)."""
-    minimum = check_min_free(min_free)
+    minimum = check_min_free(min_free)  # (checked first: a bad value is the caller's)
     if isinstance(target, (h5py.File, h5py.Group)):
         file = target.file
         if file.driver not in WATCHED_DRIVERS:
@@ -102,6 +102,8 @@ def check_space(target: object, expected: int | None, min_free: object, compress
         where = os.path.abspath(os.fsdecode(target))  # type: ignore[arg-type]
         if not os.path.exists(where):
             where = os.path.dirname(where)  # (a new file: its folder's disk)
+    if min_free is None:
+        minimum = check_min_free(None, where)  # (smaller on a small file system)
     check_room(where, expected, minimum, compressed, what)
     return minimum
 
@@ -111,7 +113,10 @@ def watch_space(file: h5py.File, min_free: int, what: str) -> SpaceWatch | None:
     disk bgio can ask: HDF5's in-memory and other drivers)."""
     if file.driver not in WATCHED_DRIVERS:
         return None
-    return SpaceWatch(file.filename, min_free, what)
+    # sec2 (the default) has a descriptor: its file system is asked even if the file is
+    # moved meanwhile; stdio's handle is a FILE pointer, so its path is asked.
+    fd = file.id.get_vfd_handle() if file.driver == "sec2" else None
+    return SpaceWatch(file.filename, min_free, what, fd)
 
 
 def open_target(target: str | bytes | os.PathLike[str] | h5py.Group, swmr: bool,
@@ -333,6 +338,9 @@ class H5Writer(ClosesOnExit):
         assert last is not None
         if not last.wait(timeout):
             raise TimeoutError(f"{self._what} not stored after {timeout} s")
+        # The close may have found more slots without data (stores that failed, or did
+        # not run after a failure): recorded in the file as missing, and so here.
+        self.missing = list(self._sink.missing)
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # every chunk it filtered has been stored
         raise_root_error(last)

@@ -134,21 +134,23 @@ class FrameWriter(H5Writer):
         the default: paced throughout. See :attr:`lag` and the "GUI
         programs" page of the manual.
     max_lag_bytes : int or None, keyword-only
-        The same, in bytes: pacing is suspended while :attr:`pending_bytes`
-        exceed this. Either or both may be set.
+        The same, in bytes: pacing is suspended while more than this is
+        queued behind the store in hand (chunks handed to the worker and not
+        yet stored). Either or both may be set.
     expected_frames : int or None, keyword-only
         Frames the run is expected to store: with it the writer refuses to
         start (:class:`bgio.DiskFull`) when the disk has less free than
         their bytes plus ``min_free``, or, with compression (the frames may
         still fit), warns.
     min_free : int or None, keyword-only
-        Bytes to leave free on the disk (None: 64 MiB,
-        :data:`bgio.space.DEFAULT_MIN_FREE`): the writer refuses to start
-        with less free, and a store that would leave less is not made: the
+        Bytes to leave free on the disk (None: 64 MiB, or a twentieth of a
+        smaller file system: :func:`bgio.space.default_min_free`): the
+        writer refuses to start with less free, and a store that would leave less is not made: the
         writer stops with :class:`bgio.DiskFull` (its ``stored`` says how
         many frames the file holds), later stores fail with
-        :class:`bgio.ChainError`, and the file is closed valid (HDF5 itself
-        does not survive a full disk; see :mod:`bgio.space`).
+        :class:`bgio.ChainError`, and the file is left valid (HDF5 itself
+        does not survive a full disk; see :mod:`bgio.space`), the slots
+        below its length whose stores never ran listed in :attr:`missing`.
     copy : bool, keyword-only, default True
         The default of :meth:`append`'s and :meth:`write_at`'s ``copy``:
         store the frames as they are at the call (True), or take the
@@ -384,6 +386,10 @@ class FrameWriter(H5Writer):
             index, frame = latest[0], latest[1].copy()  # (under the lock: see _recycling)
         frame.flags.writeable = False
         return index, frame
+
+    def _backlog_bytes(self) -> int:
+        # (Chunks being filled count whole in _pending until stored, but are not queued.)
+        return max(0, self._pending - len(self._open) * self._chunk_bytes)
 
     @property
     def pending_bytes(self) -> int:

@@ -57,6 +57,20 @@ class Gaps:
             self._starts.insert(position + 1, index + 1)
             self._stops.insert(position + 1, stop)
 
+    def tail_start(self, end: int) -> int:
+        """Where the slots not written that run up to ``end`` begin (``end`` if slot
+        ``end - 1`` is written)."""
+        if self._stops and self._stops[-1] >= end:
+            return min(self._starts[-1], end)
+        return end
+
+    def truncate(self, end: int) -> None:
+        """Forget the slots from ``end`` on."""
+        while self._starts and self._starts[-1] >= end:
+            del self._starts[-1], self._stops[-1]
+        if self._stops and self._stops[-1] > end:
+            self._stops[-1] = end
+
     def __len__(self) -> int:
         return sum(stop - start for start, stop in zip(self._starts, self._stops, strict=True))
 

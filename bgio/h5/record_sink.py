@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import h5py
 import numpy as np
 
+from ..errors import DiskFull
 from ..sinks import Waiter
 from ..space import SpaceWatch
 from .drops import set_dropped
@@ -25,6 +27,8 @@ from .sink import (
 
 __all__ = ["LIVE_NEVENTS_CHUNK", "NEVENTS_CHUNK", "Column", "Piece", "RecordBlock",
            "RecordSink"]
+
+logger = logging.getLogger("bgio")
 
 #: Frames per chunk of the ``nevents`` dataset (128 KiB of int64).
 NEVENTS_CHUNK = 16384
@@ -108,6 +112,8 @@ class RecordSink:
         self._own_file = own_file
         #: Free space, checked before each store (set by the writer; None: not watched).
         self.space: SpaceWatch | None = None
+        self._failed_store: DiskFull | None = None  # a store met a full disk in HDF5: _trim
+        self._failed_dataset: str | None = None  # the dataset that store was into
 
     def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
         if isinstance(block, Announce):
@@ -126,7 +132,7 @@ class RecordSink:
         if space is not None:  # the whole store fits, or none of it is made
             space.check(sum(piece.rows.nbytes if data is None else len(data)
                             for piece, (data, _) in zip(block.pieces, encoded))
-                        + 8 * len(block.nevents))
+                        + 8 * len(block.nevents), self.stored)
         for piece, (data, mask) in zip(block.pieces, encoded):
             column = self.columns[piece.column]
             start = piece.index * len(piece.rows)
@@ -137,18 +143,25 @@ class RecordSink:
             self._store(column.dataset, start, piece.rows, piece.count, data, mask)
         if block.nevents and self.nevents is not None:
             self._announce(block.nevents)
-        if space is not None:
-            space.stored = self._frames if self.nevents is not None else min(self._extents)
         return len(block)
+
+    @property
+    def stored(self) -> int:
+        """Frames stored (counted in ``nevents``), or without it events (in every column)."""
+        return self._frames if self.nevents is not None else min(self._extents, default=0)
 
     def _store(self, dataset: h5py.Dataset, start: int, rows: np.ndarray, count: int,
                data: bytes | memoryview | None, mask: int) -> None:
         try:
             store_chunk(dataset, start, rows, count, data, mask)
         except OSError as exc:
-            full = self.space.failed(exc) if self.space is not None else None
+            space = self.space
+            full = None if space is None else space.failed(
+                exc, self.stored, "the datasets are cut back to the frames stored")
             if full is None:
                 raise
+            self._failed_store = full
+            self._failed_dataset = dataset.name
             raise full from exc
 
     def _announce(self, counts: list[int]) -> None:
@@ -186,8 +199,57 @@ class RecordSink:
         """Flush HDF5's buffers to the file, then the file to the disk."""
         sync_file(self.group.file)
 
+    def _trim(self) -> None:
+        """After a store met a full disk inside HDF5 (some columns grown, or stored, past
+        the frames ``nevents`` counts): every column back to the events of the frames
+        stored (but the one whose store failed, which HDF5 may not shrink safely), less
+        a frame whose chunk HDF5 lost in the failure (logged)."""
+        frames = self._frames
+        nevents = self.nevents
+        before = frames
+        for _ in range(64):  # (a lost chunk costs a frame or a few: bounded all the same)
+            if nevents is not None:
+                end = int(np.sum(nevents[:frames], dtype=np.int64)) if frames else 0
+            else:
+                end = min(self._extents, default=0)
+            datasets = [column.dataset for column in self.columns]
+            if nevents is not None:
+                datasets.append(nevents)
+            lost = False
+            for dataset in datasets:
+                rows = frames if dataset is nevents else end
+                if dataset.name == self._failed_dataset and dataset is not nevents:
+                    # HDF5 may drop the chunk stored before a failed one when the dataset
+                    # shrinks: left as it is (nevents says which rows are events).
+                    continue
+                if dataset.shape[0] != rows:
+                    try:
+                        dataset.resize(rows, axis=0)
+                    except (OSError, RuntimeError) as exc:  # HDF5's index of it is broken
+                        logger.warning("bgio: %s: %s could not be cut back to %d rows after "
+                                       "the disk filled (%s); the rows past them are not "
+                                       "events", self.name, dataset.name, rows, exc)
+                        continue
+                if rows and dataset.chunks is not None:
+                    first = (rows - 1) // dataset.chunks[0] * dataset.chunks[0]
+                    where = (first,) + (0,) * (dataset.ndim - 1)
+                    if dataset.id.get_chunk_info_by_coord(where).byte_offset is None:
+                        lost = True
+            if not lost or frames == 0 or nevents is None:
+                break
+            frames -= 1
+        self._frames = frames
+        assert self._failed_store is not None
+        self._failed_store.stored = self.stored  # (the error's count: what the file holds)
+        if frames != before:
+            logger.warning("bgio: %s: HDF5 lost the events of %d frame(s) stored before the "
+                           "disk filled; the group holds %d frames", self.name,
+                           before - frames, frames)
+
     def close(self) -> None:
         try:
+            if self._failed_store is not None:
+                self._trim()
             if self.missing:
                 # The attribute on nevents (the group without it), the ranges beside the group.
                 set_missing(self.nevents if self.nevents is not None else self.group,

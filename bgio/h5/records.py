@@ -173,21 +173,23 @@ class RecordWriter(H5Writer):
         the default: paced throughout. See :attr:`lag` and the "GUI
         programs" page of the manual.
     max_lag_bytes : int or None, keyword-only
-        The same, in bytes: pacing is suspended while :attr:`pending_bytes`
-        exceed this. Either or both may be set.
+        The same, in bytes: pacing is suspended while more than this is
+        queued behind the store in hand (chunks handed to the worker and not
+        yet stored). Either or both may be set.
     expected_bytes : int or None, keyword-only
         Bytes of events the run is expected to store (before compression):
         with it the writer refuses to start (:class:`bgio.DiskFull`) when
         the disk has less free than that plus ``min_free``, or, with
         compression (they may still fit), warns.
     min_free : int or None, keyword-only
-        Bytes to leave free on the disk (None: 64 MiB,
-        :data:`bgio.space.DEFAULT_MIN_FREE`): the writer refuses to start
-        with less free, and a store that would leave less is not made: the
-        writer stops with :class:`bgio.DiskFull` (its ``stored`` says how
-        many frames' events the file holds, counted by ``nevents``; events
-        without it), later stores fail with :class:`bgio.ChainError`, and
-        the file is closed valid (see :mod:`bgio.space`).
+        Bytes to leave free on the disk (None: 64 MiB, or a twentieth of a
+        smaller file system: :func:`bgio.space.default_min_free`): the
+        writer refuses to start with less free, and a store that would
+        leave less is not made: the writer stops with
+        :class:`bgio.DiskFull` (its ``stored`` says how many frames' events
+        the file holds, counted by ``nevents``; events without it), later
+        stores fail with :class:`bgio.ChainError`, and the file is left
+        valid (see :mod:`bgio.space`).
     index_name, nevents_name : str or None, keyword-only
         Where the ``index`` and ``nevents`` datasets go: a name in the
         group (``"index"``, ``"nevents"`` by default), a path below it
@@ -458,6 +460,9 @@ class RecordWriter(H5Writer):
         event_bytes = sum(math.prod(shape) * np.dtype(dtype).itemsize
                           for shape, dtype in self._features.values())
         return self.events_written * event_bytes
+
+    def _backlog_bytes(self) -> int:
+        return self._queued_bytes  # (the stores queued; events held for a frame are not)
 
     @property
     def pending_bytes(self) -> int:

@@ -13,6 +13,7 @@ from ..sinks import Waiter
 from ..space import SpaceWatch
 from .drops import set_dropped
 from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
+from .gaps import Gaps
 from .live import Announce, Keys
 
 __all__ = [
@@ -279,7 +280,18 @@ class DatasetSink:
         self._own_file = own_file
         #: Free space, checked before each store (set by the writer; None: not watched).
         self.space: SpaceWatch | None = None
-        self._failed_store: DiskFull | None = None  # a store's ENOSPC: trimmed at close
+        # Slots below the extent not stored (yet): the extent grows before a store, and a
+        # store that fails (or never runs, after a failure) leaves its slots here. At close
+        # the slots at the end are cut off and the others recorded as missing.
+        self._unstored = Gaps()
+        self._failed_store: DiskFull | None = None  # a store's ENOSPC: see _trim
+        self._failed_in_hdf5 = False  # a store raised inside HDF5: the extent is left
+
+    @property
+    def frames_stored(self) -> int:
+        """Frames stored in the dataset so far (slots below its extent that hold data)."""
+        extent = self.extent or 0
+        return extent - len(self._unstored) if extent else 0
 
     def write(self, chunk: Chunk | Slab | Announce) -> int:  # type: ignore[override]
         dataset = self.dataset
@@ -297,12 +309,13 @@ class DatasetSink:
             self._grow(end)
             try:
                 dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
-            except OSError as exc:
-                full = self._full(exc)
+            except BaseException as exc:
+                self._failed_in_hdf5 = True
+                full = self._full(exc) if isinstance(exc, OSError) else None
                 if full is None:
                     raise
                 raise full from exc
-            self._stored()
+            self._stored(chunk.start, end)
             return len(chunk)
         start = chunk.index * self.chunk_frames
         await_encoded(chunk.encoded, self.waiter)
@@ -312,27 +325,33 @@ class DatasetSink:
         self._grow(start + chunk.count)
         try:
             store_chunk(dataset, start, chunk.frames, chunk.count, data, mask)
-        except OSError as exc:
-            full = self._full(exc)
+        except BaseException as exc:
+            self._failed_in_hdf5 = True
+            full = self._full(exc) if isinstance(exc, OSError) else None
             if full is None:
                 raise
             raise full from exc
-        self._stored()
+        self._stored(start, start + chunk.count)
         return len(chunk)
 
     def _make_room(self, nbytes: int) -> None:
         """Before a store of ``nbytes``: stop if it would leave less than ``min_free``."""
         if self.space is not None:
-            self.space.check(nbytes)
+            self.space.check(nbytes, self.frames_stored)
 
-    def _stored(self) -> None:
-        if self.space is not None:
-            self.space.stored = self.extent or 0  # frames the dataset holds
+    def _stored(self, start: int, end: int) -> None:
+        unstored = self._unstored
+        if unstored:
+            for index in range(start, end):
+                unstored.discard(index)
 
     def _full(self, error: OSError) -> DiskFull | None:
         """A store failed: the :class:`bgio.DiskFull` a full disk becomes (the dataset is
-        then trimmed at close to what was stored), or None for other errors."""
-        full = self.space.failed(error) if self.space is not None else None
+        then trimmed at close to what HDF5 kept), or None for other errors."""
+        space = self.space
+        full = None if space is None else space.failed(
+            error, self.frames_stored, "the dataset is cut back to the frames HDF5 kept, "
+            "which this error's stored counts once the file is closed")
         if full is not None:
             self._failed_store = full
         return full
@@ -345,6 +364,7 @@ class DatasetSink:
             # critical path when chunks compress fast.
             dataset_id = self.dataset.id
             dataset_id.set_extent((end, *dataset_id.shape[1:]))
+            self._unstored.add(self.extent, end)  # (until their store is done)
             self.extent = end
 
     def flush(self) -> None:
@@ -355,36 +375,67 @@ class DatasetSink:
         sync_file(self.dataset.file)
 
     def _trim(self) -> None:
-        """After a store failed on a full disk: the dataset's length back to the frames
-        stored before it, less any chunk HDF5 lost in the failure (logged)."""
-        assert self.space is not None
-        kept = self.space.stored
+        """At close, when slots below the extent hold no data (their stores failed, or
+        never ran after a failure).
+
+        After a clean stop (the disk-space watch, a chunk that failed to
+        encode, a cancel): those at the end are cut off, the others recorded
+        as missing. After a store that failed inside HDF5 on a full disk:
+        cut back to the frames stored, checking the chunk before (HDF5 may
+        drop it when a dataset shrinks after a failed write; then that
+        frame goes too, logged); nothing new is written to a full disk.
+        After other failures inside HDF5 (a file size limit): left as they
+        are, for :func:`bgio.h5.recover`.
+        """
+        extent = self.extent
+        if extent is None:
+            return
+        unstored = self._unstored
         dataset_id = self.dataset.id
-        if self.chunk_frames:
+        kept = unstored.tail_start(extent)
+        if self._failed_store is not None and self.chunk_frames:
             while kept > 0:
-                start = (kept - 1) // self.chunk_frames * self.chunk_frames
+                first = (kept - 1) // self.chunk_frames * self.chunk_frames
                 dataset_id.set_extent((kept, *dataset_id.shape[1:]))
-                where = (start,) + (0,) * (len(dataset_id.shape) - 1)
+                where = (first,) + (0,) * (len(dataset_id.shape) - 1)
                 if dataset_id.get_chunk_info_by_coord(where).byte_offset is not None:
                     break
-                kept = start  # (HDF5 dropped it when the failed store was undone)
-        dataset_id.set_extent((kept, *dataset_id.shape[1:]))
-        if kept != self.space.stored:
-            logger.warning("bgio: %s: HDF5 lost %d frame(s) stored before the disk filled; "
-                           "the dataset holds %d frames", self.name, self.space.stored - kept,
-                           kept)
-        self.space.stored = self.extent = kept
-        assert self._failed_store is not None
-        self._failed_store.stored = kept  # (the error's count: what the file holds)
+                kept = unstored.tail_start(first)
+        elif self._failed_in_hdf5:
+            return
+        stored = self.frames_stored
+        if kept != extent:
+            dataset_id.set_extent((kept, *dataset_id.shape[1:]))
+            unstored.truncate(kept)
+            self.extent = kept
+        if unstored:
+            self.missing = sorted(set(self.missing).union(unstored.indices()))
+        full = self._failed_store
+        if full is not None:
+            if self.frames_stored != stored:
+                logger.warning("bgio: %s: HDF5 lost %d frame(s) stored before the disk "
+                               "filled; the dataset holds %d", self.name,
+                               stored - self.frames_stored, self.frames_stored)
+            full.stored = self.frames_stored  # (the error's count: what the file holds)
 
     def close(self) -> None:
         try:
-            if self._failed_store is not None:
+            if self._unstored:
                 self._trim()
-            if self.missing:
-                set_missing(self.dataset, self.missing)
-            if self.dropped is not None:
-                set_dropped(self.dataset, *self.dropped)
+            records = self.missing or self.dropped is not None
+            if records and self._failed_in_hdf5:
+                # A write failed inside HDF5 (a full disk, a size limit): a new dataset
+                # or attribute would fail too, half made, and HDF5 would raise again in
+                # destructors. The file keeps what it has; the log says what is not in it.
+                logger.warning("bgio: %s: not recorded in the file after its write failed: "
+                               "%d missing slot(s), dropped frames %s", self.name,
+                               len(self.missing),
+                               None if self.dropped is None else self.dropped[0])
+            else:
+                if self.missing:
+                    set_missing(self.dataset, self.missing)
+                if self.dropped is not None:
+                    set_dropped(self.dataset, *self.dropped)
             if self.finished is not None:
                 self.dataset.flush()
                 set_finished(self.finished)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..closing import Finish
 from ..errors import FramesDropped, QueueFull
-from ..h5.base import check_on_missing
+from ..h5.base import check_on_missing, check_space
 from ..h5.drops import DropCounter, check_frame_id, check_on_drop
 from ..h5.frames import FrameWriter
 from ..h5.layout import (
@@ -252,6 +252,14 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         # Frames an HDF5 dataset can hold (check_extent words the error beyond that).
         self._frames_held = MAX_ELEMENTS // max(self._frame_elements, 1)
         frame_bytes = self._frame_elements * self._dtype.itemsize
+        # The disk is checked here (a warning is the caller's), and again, for min_free
+        # only, where the file is opened.
+        expected = options.pop("expected_frames", None)
+        if expected is not None:
+            expected = check_count(expected, "expected_frames") * frame_bytes
+        options["min_free"] = check_space(path, expected, options.get("min_free"),
+                                          options.get("compression") is not None,
+                                          f"FrameWriter {name!r}")
         count = shared_frame_count(frame_bytes, max_pending_bytes)
         self._name = f"{path}:{name}"
         self._lock = threading.RLock()
@@ -573,6 +581,17 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         self._features = check_features(features)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        # The disk is checked here (a warning is the caller's), and again, for min_free
+        # only, where the file is opened.
+        expected = options.pop("expected_bytes", None)
+        if expected is not None:
+            expected = check_count(expected, "expected_bytes")
+        own_options = options.get("dataset_options") or {}
+        compressed = options.get("compression") is not None or any(
+            isinstance(each, Mapping) and each.get("compression") is not None
+            or not isinstance(each, Mapping) for each in own_options.values())
+        options["min_free"] = check_space(path, expected, options.get("min_free"), compressed,
+                                          f"RecordWriter {group!r}")
         if "priority" in options:
             options["priority"] = resolve_priority(options["priority"])
         self._bound = max_pending_bytes
