@@ -1,7 +1,8 @@
 """Keeping up with a camera: a paced FrameWriter with and without ``max_lag``.
 
     python benchmarks/bench_lag.py [--rate MIB_S] [--seconds S] [--repeat R]
-                                   [--presets 7,10] [--max-lag 0.5] [--dir DIR] [--json F]
+                                   [--presets 7,10] [--max-lag 0.5] [--backends thread]
+                                   [--conditions idle,cpu,python] [--dir DIR] [--json F]
 
 A stand-in camera in the main thread hands 1024 x 1024 uint16 frames
 (2 MiB, Poisson noise) to a ``bgio.h5.FrameWriter`` (gzip level 1, a chunk
@@ -10,7 +11,7 @@ then closes it. Between frames the main thread sleeps (``idle``, ``cpu``:
 two other processes spin the cores) or runs Python (``python``: a GUI busy
 in its own code). Sides, interleaved, medians of R rounds (default 3): each
 preset (default 7 and 10) without ``max_lag``, and with ``max_lag`` seconds
-(default 0.5).
+(default 0.5), for each backend (``--backends thread,process``).
 
 Reported per side: the backlog when the camera stops (MiB held for frames
 not yet stored), the seconds the close then takes (catching up), the share
@@ -45,10 +46,11 @@ def _frames() -> list[np.ndarray]:
 
 
 def _run(path: str, preset: int, max_lag: float | None, rate: float, seconds: float,
-         condition: str, frames: list[np.ndarray]) -> dict[str, float]:
+         condition: str, frames: list[np.ndarray], backend: str = "thread",
+         ) -> dict[str, float]:
     writer = bgio.h5.FrameWriter(path, "frames", SHAPE, "u2", compression="gzip",
                                  compression_opts=1, chunk_frames=1, priority=preset,
-                                 max_lag=max_lag)
+                                 max_lag=max_lag, backend=backend)
     period = frames[0].nbytes / (rate * MIB)
     count = int(seconds / period)
     lateness = []
@@ -88,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="7,10", help="presets (7,10)")
     parser.add_argument("--max-lag", type=float, default=0.5, help="max_lag, s (0.5)")
     parser.add_argument("--conditions", default="idle,cpu,python")
+    parser.add_argument("--backends", default="thread", help="thread and/or process")
     parser.add_argument("--dir", default=None, help="where the files go (a temporary dir)")
     parser.add_argument("--json", default=None, help="write the figures here too")
     args = parser.parse_args(argv)
     presets = [int(p) for p in args.presets.split(",")]
-    sides = [(preset, lag) for preset in presets for lag in (None, args.max_lag)]
+    sides = [(preset, lag, backend) for backend in args.backends.split(",")
+             for preset in presets for lag in (None, args.max_lag)]
     frames = _frames()
     folder = args.dir or tempfile.mkdtemp(prefix="bgio-lag-")
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -101,16 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     for condition in args.conditions.split(","):
         per_side = results.setdefault(condition, {})
         with loaded("cpu" if condition == "cpu" else "idle"):
-            _run(os.path.join(folder, "warm.h5"), presets[0], None, args.rate, 0.5,
-                 condition, frames)
+            for backend in {side[2] for side in sides}:
+                _run(os.path.join(folder, "warm.h5"), presets[0], None, args.rate, 0.5,
+                     condition, frames, backend)
             for _ in range(args.repeat):
-                for preset, lag in sides:  # interleaved
-                    key = f"preset {preset}, max_lag={lag}"
+                for preset, lag, backend in sides:  # interleaved
+                    key = f"{backend} {preset}, max_lag={lag}"
                     per_side.setdefault(key, []).append(_run(
                         os.path.join(folder, "lag.h5"), preset, lag, args.rate, args.seconds,
-                        condition, frames))
+                        condition, frames, backend))
         print(f"\n{condition}:")
-        print(f"  {'side':<26} {'backlog MiB':>16} {'close s':>15} {'unpaced %':>10} "
+        print(f"  {'side':<28} {'backlog MiB':>16} {'close s':>15} {'unpaced %':>10} "
               f"{'late p99/max ms':>16}")
         for key, runs in per_side.items():
             def cell(name: str, runs: list[dict[str, float]] = runs, digits: int = 1) -> str:
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"[{min(values):.{digits}f}-{max(values):.{digits}f}]")
             late = (f"{statistics.median(r['late_p99_ms'] for r in runs):.1f}/"
                     f"{statistics.median(r['late_max_ms'] for r in runs):.1f}")
-            print(f"  {key:<26} {cell('backlog_mib'):>16} {cell('close_s', digits=2):>15} "
+            print(f"  {key:<28} {cell('backlog_mib'):>16} {cell('close_s', digits=2):>15} "
                   f"{statistics.median(r['unpaced_pct'] for r in runs):>10.0f} {late:>16}")
     if args.json:
         with open(args.json, "w") as out:

@@ -25,7 +25,8 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["KeepsUp", "LagGauge", "LagStatus", "check_max_lag", "refuse_in_process"]
+__all__ = ["KeepsUp", "LagGauge", "LagStatus", "check_max_lag", "refuse_lag_bytes_in_process",
+           "reported"]
 
 logger = logging.getLogger("bgio")
 
@@ -93,14 +94,25 @@ def check_max_lag(max_lag: object, max_lag_bytes: object) -> tuple[float | None,
     return seconds, size
 
 
-def refuse_in_process(max_lag: object, max_lag_bytes: object) -> None:
-    """A writer with ``backend="process"``: ``ValueError`` if a ``max_lag`` is given (its
-    pacing is applied in the writer process, which does not measure the lag yet)."""
-    check_max_lag(max_lag, max_lag_bytes)
-    for name, value in (("max_lag", max_lag), ("max_lag_bytes", max_lag_bytes)):
-        if value is not None:
-            raise ValueError(f"{name} applies to backend='thread' writers only; with "
-                             f"backend='process', bound the backlog with max_pending_bytes")
+def refuse_lag_bytes_in_process(max_lag_bytes: object) -> None:
+    """A :class:`bgio.Writer` with ``backend="process"``: ``ValueError`` if
+    ``max_lag_bytes`` is given (the writer process gets its data as a stream of
+    pieces, whose size it does not know in advance: the lag is measured in seconds)."""
+    if max_lag_bytes is not None:
+        raise ValueError("max_lag_bytes: a bgio.Writer with backend='process' measures its "
+                         "lag in seconds only; give max_lag")
+
+
+def reported(bounds: tuple[float | None, int | None] | None,
+             status: LagStatus | None) -> LagStatus | None:
+    """A ``backend="process"`` writer's ``lag``: the writer process's last report
+    (``status``) of its ``max_lag`` ``bounds``, all zero before the first (None without
+    a ``max_lag``)."""
+    if bounds is None or bounds == (None, None):
+        return None
+    if status is not None:
+        return status
+    return LagStatus(bounds[0], bounds[1], False, 0, 0.0, 0)
 
 
 class LagGauge:
@@ -118,7 +130,7 @@ class LagGauge:
     """
 
     __slots__ = ("_active", "_lock", "_queued", "_since", "_unpaced", "_until", "episodes",
-                 "max_bytes", "max_seconds", "name", "unpaced_bytes")
+                 "max_bytes", "max_seconds", "name", "observer", "unpaced_bytes")
 
     def __init__(self, max_seconds: float | None, max_bytes: int | None,
                  queued: Callable[[], int], name: str) -> None:
@@ -135,6 +147,8 @@ class LagGauge:
         self._since = 0.0  # when the current episode began
         self._until = 0.0  # when its last unpaced chunk ended
         self._unpaced = 0.0  # seconds of the episodes that ended
+        #: Called with a status as each episode begins and ends (in the worker's thread).
+        self.observer: Callable[[LagStatus], object] | None = None
 
     def behind(self, accepted: float, now: float, in_hand: int) -> bool:
         """(The worker, before a chunk of a run of ``in_hand`` bytes accepted at
@@ -156,6 +170,7 @@ class LagGauge:
             logger.info("bgio: %s is behind (the data in hand queued %.3f s ago, %d bytes "
                         "queued behind it): pacing suspended until it catches up", self.name,
                         age, max(behind_it, self._queued() - in_hand))
+            self._tell()
         elif not over and self._active:
             self._end()
         return over
@@ -183,6 +198,15 @@ class LagGauge:
             self._unpaced += took
             self._active = False
         logger.info("bgio: %s caught up after %.3f s unpaced; pacing resumed", self.name, took)
+        self._tell()
+
+    def _tell(self) -> None:
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer(self.status())
+            except Exception:  # (the worker goes on whatever the observer does)
+                logger.exception("bgio: a max_lag observer raised")
 
     @property
     def active(self) -> bool:
@@ -227,6 +251,17 @@ class KeepsUp:
         """Bytes queued for the worker and not yet stored (each writer with a
         ``max_lag`` says)."""
         raise NotImplementedError
+
+    def report_lag(self, observer: Callable[[LagStatus], object]) -> bool:
+        """Call ``observer`` with a :class:`LagStatus` as each episode of pacing suspended
+        begins and ends (in the worker's thread; the writer process reports its writers'
+        episodes so). Returns False, and does nothing, for a writer without a
+        ``max_lag``."""
+        gauge = self._lag
+        if gauge is None:
+            return False
+        gauge.observer = observer
+        return True
 
     @property
     def lag(self) -> LagStatus | None:

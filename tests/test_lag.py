@@ -13,6 +13,7 @@ from conftest import Recorder, gate_stores
 
 import bgio
 import bgio.h5
+import bgio.lag
 from bgio.h5.filters import EncodingPool
 from bgio.lag import LagGauge, check_max_lag
 from bgio.throttle import Throttle
@@ -48,18 +49,48 @@ def test_check_max_lag_converts():
     assert check_max_lag(1, np.int64(5)) == (1.0, 5)
 
 
-@pytest.mark.parametrize("option", ["max_lag", "max_lag_bytes"])
-def test_the_process_backend_refuses_max_lag(tmp_path, option):
-    message = (f"^{option} applies to backend='thread' writers only; with backend='process', "
-               f"bound the backlog with max_pending_bytes$")
-    with pytest.raises(ValueError, match=message):
-        bgio.Writer(tmp_path / "out.bin", backend="process", **{option: 1})
-    with pytest.raises(ValueError, match=message):
+def test_a_process_writer_measures_its_lag_in_seconds_only(tmp_path):
+    with pytest.raises(ValueError, match=r"^max_lag_bytes: a bgio.Writer with "
+                       r"backend='process' measures its lag in seconds only; give max_lag$"):
+        bgio.Writer(tmp_path / "out.bin", backend="process", max_lag_bytes=1)
+    with pytest.raises(ValueError, match=r"^max_lag must be finite and > 0 seconds, got -1$"):
+        bgio.Writer(tmp_path / "out.bin", backend="process", max_lag=-1)
+    with pytest.raises(TypeError, match=r"^max_lag_bytes must be an int or None, got str$"):
         bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4,), "u1", backend="process",
-                            **{option: 1})
-    with pytest.raises(ValueError, match=message):
-        bgio.h5.RecordWriter(tmp_path / "r.h5", "events", {"x": ((), "f4")},
-                             backend="process", **{option: 1})
+                            max_lag_bytes="1")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_writer_process_applies_max_lag_and_reports_it(tmp_path):
+    data = [bytes([i]) * CHUNK for i in range(16)]
+    w = bgio.Writer(tmp_path / "out.bin", SLOW, backend="process", max_lag=1e-9)
+    assert w.lag == bgio.lag.LagStatus(1e-9, None, False, 0, 0.0, 0)  # nothing reported yet
+    for block in data:
+        w.write(block)
+    w.close(timeout=60)
+    assert (tmp_path / "out.bin").read_bytes() == b"".join(data)
+    assert w.lag.unpaced_bytes == 16 * CHUNK and w.lag.behind is False
+    frames = np.arange(16 * 256 * 512, dtype="u2").reshape(16, 256, 512)
+    f = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (256, 512), "u2", chunk_frames=1,
+                            priority=SLOW, backend="process", max_lag=1e-9)
+    for frame in frames:
+        f.append(frame)
+    f.close(timeout=60)
+    assert f.lag.unpaced_bytes == 16 * CHUNK
+    assert f.stats().unpaced_bytes == 16 * CHUNK and f.stats().unpaced_episodes >= 1
+    with h5py.File(tmp_path / "f.h5", "r") as h:
+        assert h["frames"][...].tobytes() == frames.tobytes()
+    r = bgio.h5.RecordWriter(tmp_path / "r.h5", "events", {"x": ((64,), "f4")},
+                             priority=SLOW, chunk_events=1024, backend="process",
+                             max_lag_bytes=1)
+    rows = np.ones((16, 1024, 64), "f4")
+    for i in range(16):
+        r.append(i, {"x": rows[i]})
+    r.close(timeout=60)
+    assert r.lag.max_lag_bytes == 1 and r.lag.behind is False
+    with h5py.File(tmp_path / "r.h5", "r") as h:
+        assert h["events/x"].shape == (16 * 1024, 64)
 
 
 # -- the pacing maths ---------------------------------------------------------------------

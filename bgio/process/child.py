@@ -493,7 +493,7 @@ class _Server:
         file = self._file(path, key)
         self.writer_keys[ident] = key
         try:
-            self.writers[ident] = bgio.Writer(file, **options)
+            self.writers[ident] = self._reporting(ident, bgio.Writer(file, **options))
         except Exception as exc:  # noqa: BLE001 - each of its writes fails with it
             logging.getLogger("bgio").error("opening a Writer on %s failed: %s", file, exc)
             self.writers[ident] = exc
@@ -537,7 +537,10 @@ class _Server:
                 if isinstance(target, BaseException):
                     raise target  # it was never opened: close says why, as with threads
                 if isinstance(target, bgio.Writer):
-                    target.close()  # waits for its writes
+                    try:
+                        target.close()  # waits for its writes
+                    finally:
+                        self._last_lag(writer, target)
                 handle.set_result(0)
             except BaseException as exc:  # noqa: BLE001 - the Writer's first error
                 handle.set_exception(exc)
@@ -568,8 +571,21 @@ class _Server:
         except Exception as exc:  # noqa: BLE001 - raised by the parent's constructor
             self._done_now(ident, "failed", exc)
             return
-        self.objects[ident] = writer
+        self.objects[ident] = self._reporting(ident, writer)
         self._done_now(ident, "ok", None)
+
+    def _reporting(self, ident: int, writer: Any) -> Any:
+        """``writer``, made to report its ``max_lag`` episodes to the parent (if it has
+        one): ``("lag", ident, status)`` events."""
+        events = self.events
+        writer.report_lag(lambda status: events.send(("lag", ident, status)))
+        return writer
+
+    def _last_lag(self, ident: int, writer: Any) -> None:
+        """A writer with a ``max_lag`` is closed: its final figures to the parent."""
+        status = writer.lag
+        if status is not None:
+            self.events.send(("lag", ident, status))
 
     def _target(self, writer: int) -> Any:
         target = self.objects.get(writer)
@@ -617,7 +633,11 @@ class _Server:
             try:
                 if target is None:
                     raise BgioError("the HDF5 writer is not open in the writer process")
-                getattr(target, method)()
+                try:
+                    getattr(target, method)()
+                finally:
+                    if method == "close" and target is not None:
+                        self._last_lag(writer, target)
                 value = ((list(target.missing), target.frames_written,
                           getattr(target, "extent", None)) if method == "close" else None)
             except BaseException as exc:  # noqa: BLE001 - raised by the parent's call

@@ -13,6 +13,7 @@ with ``copy=False`` read by the writer process from the caller's array.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..closing import Finish
 from ..errors import FramesDropped, QueueFull
-from ..h5.base import check_on_missing, check_space
+from ..h5.base import H5Writer, check_on_missing, check_space
 from ..h5.drops import DropCounter, check_frame_id, check_on_drop
 from ..h5.frames import FrameWriter
 from ..h5.layout import (
@@ -39,8 +40,9 @@ from ..h5.layout import (
 )
 from ..h5.record_layout import check_features
 from ..h5.records import RecordWriter
+from ..h5.stats import WriterStats
 from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
-from ..lag import refuse_in_process
+from ..lag import LagStatus, check_max_lag, reported
 from ..pool import FramePool, claim, claim_handed, shared_frame_count
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
@@ -67,6 +69,7 @@ class _InWriterProcess:
     slots never written reported here, under ``on_missing``), and their repr."""
 
     _remote: RemoteObject
+    _lag_bounds: tuple[float | None, int | None]
     _drops: DropCounter
     _lock: threading.RLock
     _closed: bool
@@ -85,6 +88,23 @@ class _InWriterProcess:
     @property
     def _label(self) -> str:
         return self._name
+
+    @property
+    def lag(self) -> LagStatus | None:
+        """The ``max_lag`` and its episodes, as the writer process last reported them (as
+        each episode begins and ends, and at the close); None without a ``max_lag``."""
+        return reported(self._lag_bounds, self._remote.lag())
+
+    def stats(self) -> WriterStats:
+        """See :meth:`bgio.h5.FrameWriter.stats` (the unpaced figures as the writer
+        process last reported them)."""
+        stats = H5Writer.stats(self)  # type: ignore[arg-type]
+        lag = self.lag
+        if lag is None:
+            return stats
+        return dataclasses.replace(stats, unpaced_bytes=lag.unpaced_bytes,
+                                   unpaced_seconds=lag.unpaced_seconds,
+                                   unpaced_episodes=lag.episodes)
 
     def _closing(self) -> None:
         """What else a close lets go of (called once the writes are done)."""
@@ -235,7 +255,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         max_lag_bytes: int | None = None,
         **options: Any,
     ) -> None:
-        refuse_in_process(max_lag, max_lag_bytes)
+        self._lag_bounds = check_max_lag(max_lag, max_lag_bytes)
+        options.update(max_lag=max_lag, max_lag_bytes=max_lag_bytes)  # (applied there)
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
@@ -571,7 +592,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         max_lag_bytes: int | None = None,
         **options: Any,
     ) -> None:
-        refuse_in_process(max_lag, max_lag_bytes)
+        self._lag_bounds = check_max_lag(max_lag, max_lag_bytes)
+        options.update(max_lag=max_lag, max_lag_bytes=max_lag_bytes)  # (applied there)
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))

@@ -41,6 +41,7 @@ from typing import Any
 from .. import drain, engine
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, WriteTiming, failure_of
+from ..lag import LagStatus
 from ..pool import FramePool, locate
 from ..source import WHOLE, Source
 from . import portable, remote
@@ -181,6 +182,8 @@ class _Backend:
         self._new_conditions()
         self._queue: deque[_Job | _Opening] = deque()
         self.jobs: dict[int, _Job] = {}  # not done yet, by id (queued ones too)
+        # The writers with a max_lag there: their last report (see bgio.lag), by id.
+        self.lags: dict[int, LagStatus] = {}
         self._next = 0
         self.dead: str | None = None
         self._closing = False
@@ -584,6 +587,8 @@ class _Backend:
                     job.let_go()
             elif kind == "log":
                 logger.log(event[1], "writer process: %s", event[2])
+            elif kind == "lag":
+                self.lags[event[1]] = event[2]
         self._gone()
 
     def _progress(self, ident: int, written: int, on_disk: int | None,
@@ -811,6 +816,11 @@ class RemoteWriter:
         finalizer = weakref.finalize(owner, self._backend.forget_writer, self._ident)
         finalizer.atexit = False  # at exit it is closed (close_at_exit), not dropped
 
+    def lag(self) -> LagStatus | None:
+        """The writer process's last report of this Writer's ``max_lag`` (see
+        :meth:`bgio.lag.KeepsUp.report_lag`), or None before the first."""
+        return self._backend.lags.get(self._ident)
+
     def close(self, handle: BackgroundWriteProcess) -> None:
         """Queue the Writer's close; ``handle`` ends with it (and its first error)."""
         self._queue(_Job(0, "close-writer", handle, None, self._destination,
@@ -849,6 +859,11 @@ class RemoteObject:
         self._backend = _submit_anew(job)
         self._ident = job.ident
         handle.result()  # the writer's own errors, raised here
+
+    def lag(self) -> LagStatus | None:
+        """The writer process's last report of this writer's ``max_lag`` (see
+        :meth:`bgio.lag.KeepsUp.report_lag`), or None before the first."""
+        return self._backend.lags.get(self._ident)
 
     @property
     def reads_caller_memory(self) -> bool:
