@@ -53,6 +53,12 @@ class ClosesOnExit(CountsTotals, KeepsUp):
     #: The rest of the close, once a close began (see _Rest).
     _close_rest: _Rest | None = None
 
+    def _closed_rest(self, error: BaseException | None) -> None:
+        # The close has ended: a writer is not behind its max_lag any more, and its
+        # progress callbacks get their last record.
+        self._lag_closed()
+        self._totals_closed(error)
+
     def close(self) -> None:  # pragma: no cover - every user defines it
         raise NotImplementedError
 
@@ -72,7 +78,7 @@ class ClosesOnExit(CountsTotals, KeepsUp):
         mine = False
         with _handles_lock:
             if self._close_rest is None:  # (before any _begin_close: see _again)
-                self._close_rest = _Rest(self._totals_closed)
+                self._close_rest = _Rest(self._closed_rest)
             rest = self._close_rest
             handle = self._close_handle
             if handle is None and not wait:

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["KeepsUp", "LagGauge", "LagStatus", "check_max_lag", "refuse_lag_bytes_in_process",
+__all__ = ["KeepsUp", "LagGauge", "LagStatus", "check_max_lag", "refuse_in_process_writer",
            "reported"]
 
 logger = logging.getLogger("bgio")
@@ -80,7 +80,10 @@ def check_max_lag(max_lag: object, max_lag_bytes: object) -> tuple[float | None,
         if isinstance(max_lag, bool) or not isinstance(max_lag, numbers.Real):
             raise TypeError(f"max_lag must be a number of seconds or None, got "
                             f"{type(max_lag).__qualname__}")
-        seconds = float(max_lag)
+        try:
+            seconds = float(max_lag)
+        except OverflowError:
+            seconds = math.inf
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"max_lag must be finite and > 0 seconds, got {max_lag!r}")
     size: int | None = None
@@ -94,13 +97,17 @@ def check_max_lag(max_lag: object, max_lag_bytes: object) -> tuple[float | None,
     return seconds, size
 
 
-def refuse_lag_bytes_in_process(max_lag_bytes: object) -> None:
-    """A :class:`bgio.Writer` with ``backend="process"``: ``ValueError`` if
-    ``max_lag_bytes`` is given (the writer process gets its data as a stream of
-    pieces, whose size it does not know in advance: the lag is measured in seconds)."""
-    if max_lag_bytes is not None:
-        raise ValueError("max_lag_bytes: a bgio.Writer with backend='process' measures its "
-                         "lag in seconds only; give max_lag")
+def refuse_in_process_writer(max_lag: object, max_lag_bytes: object) -> None:
+    """A :class:`bgio.Writer` with ``backend="process"``: ``ValueError`` if a ``max_lag``
+    is given (checked first). Its data reach the writer process as streams, after the
+    writes ahead of them have taken the shared ring: the writer process knows neither
+    when a write was made nor how large it is, so it cannot measure the lag."""
+    check_max_lag(max_lag, max_lag_bytes)
+    for name, value in (("max_lag", max_lag), ("max_lag_bytes", max_lag_bytes)):
+        if value is not None:
+            raise ValueError(f"{name}: a bgio.Writer with backend='process' has no max_lag "
+                             f"(bound its backlog with max_pending_bytes); the process "
+                             f"backend's HDF5 writers have one")
 
 
 def reported(bounds: tuple[float | None, int | None] | None,
@@ -192,6 +199,12 @@ class LagGauge:
                               and behind_it <= self.max_bytes):
             self._end()
 
+    def stop(self) -> None:
+        """End the episode under way, if any: the run stopped (an error, a cancel) or the
+        writer is closed; nothing waits that it could be behind with."""
+        if self._active:
+            self._end()
+
     def _end(self) -> None:
         with self._lock:
             took = self._until - self._since
@@ -256,12 +269,19 @@ class KeepsUp:
         """Call ``observer`` with a :class:`LagStatus` as each episode of pacing suspended
         begins and ends (in the worker's thread; the writer process reports its writers'
         episodes so). Returns False, and does nothing, for a writer without a
-        ``max_lag``."""
+        ``max_lag`` here (one with ``backend="process"`` has it in the writer
+        process)."""
         gauge = self._lag
         if gauge is None:
             return False
         gauge.observer = observer
         return True
+
+    def _lag_closed(self) -> None:
+        """(For the close) the writer is closed: it is not behind any more."""
+        gauge = self._lag
+        if gauge is not None:
+            gauge.stop()
 
     @property
     def lag(self) -> LagStatus | None:

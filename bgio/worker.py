@@ -5,8 +5,9 @@ what its worker carries between jobs: the throttle, bytes not yet flushed,
 and the first failure. :func:`run_batch` takes the jobs queued on a lane
 and runs them in order. A *run* is what one pass of the write loop writes:
 one job's chunks, or a run of small writes gathered into one chunk. The
-loop, :func:`_write_run`, is the one place that asks the throttle and sleeps;
-:mod:`bgio.pieces` writes each piece it hands on.
+loop, :func:`_write_pieces` (run by :func:`_write_run`), is the one place
+that asks the throttle and sleeps; :mod:`bgio.pieces` writes each piece it
+hands on.
 
 Order: a job after a failed or cancelled one (on its lane, or its
 ``chain_after``) writes nothing and fails with :class:`~bgio.errors.ChainError`,
@@ -629,6 +630,23 @@ def _same_sink(one: Sink, other: Sink) -> bool:
 def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
                group: list[Block | bytes] | None, timing: WriteTiming, cancels: int,
                shared: GroupState | None = None) -> tuple[int, BaseException | None]:
+    """:func:`_write_pieces`; a run that stops short (an error, a cancel) ends its
+    writer's ``max_lag`` episode: nothing after it will be written."""
+    lag = first.lag
+    try:
+        result = _write_pieces(lane, first, owners, group, timing, cancels, shared)
+    except BaseException:
+        if lag is not None:
+            lag.stop()
+        raise
+    if lag is not None and result[0] >= 0:
+        lag.stop()
+    return result
+
+
+def _write_pieces(lane: Lane, first: Job, owners: Sequence[Owner],
+                  group: list[Block | bytes] | None, timing: WriteTiming, cancels: int,
+                  shared: GroupState | None = None) -> tuple[int, BaseException | None]:
     """Write the run's data in order, paced; the one loop that asks the throttle and sleeps.
 
     The run is one job (``first``), written chunk by chunk, or a ``group``
@@ -743,9 +761,6 @@ def _write_run(lane: Lane, first: Job, owners: Sequence[Owner],
         if report is not None:
             report()
         if stop >= 0:
-            if hurried:
-                assert lag is not None
-                lag.settle(in_hand)  # (nothing more of this run will be written)
             return stop, error
         pulling = cpu_clock()
     if hurried:

@@ -81,7 +81,8 @@ class Writer(ClosesOnExit):
     ------
     TypeError, ValueError
         As :func:`bgwrite` does for its arguments; ``max_pending_bytes``
-        or ``max_lag_bytes`` below 1, ``max_lag`` not a number > 0.
+        or ``max_lag_bytes`` below 1, ``max_lag`` not a number > 0; a
+        ``max_lag`` or ``max_lag_bytes`` with ``backend="process"``.
 
     Notes
     -----

@@ -49,35 +49,34 @@ def test_check_max_lag_converts():
     assert check_max_lag(1, np.int64(5)) == (1.0, 5)
 
 
-def test_a_process_writer_measures_its_lag_in_seconds_only(tmp_path):
-    with pytest.raises(ValueError, match=r"^max_lag_bytes: a bgio.Writer with "
-                       r"backend='process' measures its lag in seconds only; give max_lag$"):
-        bgio.Writer(tmp_path / "out.bin", backend="process", max_lag_bytes=1)
-    with pytest.raises(ValueError, match=r"^max_lag must be finite and > 0 seconds, got -1$"):
-        bgio.Writer(tmp_path / "out.bin", backend="process", max_lag=-1)
+@pytest.mark.parametrize("option", ["max_lag", "max_lag_bytes"])
+def test_a_process_writer_has_no_max_lag(tmp_path, option):
+    with pytest.raises(ValueError, match=rf"^{option}: a bgio.Writer with backend='process' "
+                       r"has no max_lag \(bound its backlog with max_pending_bytes\)"):
+        bgio.Writer(tmp_path / "out.bin", backend="process", **{option: 1})
+    with pytest.raises(TypeError, match=rf"^{option} must be"):  # (checked first)
+        bgio.Writer(tmp_path / "out.bin", backend="process", **{option: "1"})
     with pytest.raises(TypeError, match=r"^max_lag_bytes must be an int or None, got str$"):
         bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (4,), "u1", backend="process",
                             max_lag_bytes="1")
     assert not list(tmp_path.iterdir())
 
 
+def test_a_huge_max_lag_is_a_value_error():
+    with pytest.raises(ValueError, match=r"^max_lag must be finite and > 0 seconds"):
+        check_max_lag(10**400, None)
+
+
 @pytest.mark.slow
-def test_the_writer_process_applies_max_lag_and_reports_it(tmp_path):
-    data = [bytes([i]) * CHUNK for i in range(16)]
-    w = bgio.Writer(tmp_path / "out.bin", SLOW, backend="process", max_lag=1e-9)
-    assert w.lag == bgio.lag.LagStatus(1e-9, None, False, 0, 0.0, 0)  # nothing reported yet
-    for block in data:
-        w.write(block)
-    w.close(timeout=60)
-    assert (tmp_path / "out.bin").read_bytes() == b"".join(data)
-    assert w.lag.unpaced_bytes == 16 * CHUNK and w.lag.behind is False
+def test_the_writer_process_applies_an_hdf5_writers_max_lag_and_reports_it(tmp_path):
     frames = np.arange(16 * 256 * 512, dtype="u2").reshape(16, 256, 512)
     f = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (256, 512), "u2", chunk_frames=1,
                             priority=SLOW, backend="process", max_lag=1e-9)
+    assert f.lag == bgio.lag.LagStatus(1e-9, None, False, 0, 0.0, 0)  # nothing reported yet
     for frame in frames:
         f.append(frame)
     f.close(timeout=60)
-    assert f.lag.unpaced_bytes == 16 * CHUNK
+    assert f.lag.unpaced_bytes == 16 * CHUNK and f.lag.behind is False
     assert f.stats().unpaced_bytes == 16 * CHUNK and f.stats().unpaced_episodes >= 1
     with h5py.File(tmp_path / "f.h5", "r") as h:
         assert h["frames"][...].tobytes() == frames.tobytes()
@@ -290,6 +289,28 @@ def test_data_of_unknown_size_goes_unpaced_and_the_episode_ends():
     w.close(timeout=60)
     assert handle.unpaced_bytes == 8 * CHUNK
     assert (w.lag.behind, w.lag.episodes, w.lag.unpaced_bytes) == (False, 1, 8 * CHUNK)
+
+
+def test_a_run_that_stops_short_ends_the_episode():
+    def data():
+        for i in range(4):
+            yield bytes([i]) * CHUNK
+        raise RuntimeError("the camera went away")
+
+    w = bgio.Writer(Recorder(), SLOW, max_lag=1e-9)
+    handle = w.write(data())
+    with pytest.raises(RuntimeError, match="the camera went away"):
+        w.close(timeout=60)
+    assert handle.unpaced_bytes == 4 * CHUNK
+    assert w.lag.behind is False and w.lag.episodes == 1
+
+
+def test_a_closed_writer_is_not_behind(tmp_path):
+    w = bgio.h5.FrameWriter(tmp_path / "f.h5", "frames", (64, 64), "u2", priority=SLOW,
+                            max_lag=1e-9)
+    w.append(np.zeros((64, 64), "u2"))  # one frame of a chunk of many, stored at close
+    w.close(timeout=60)
+    assert w.lag.behind is False
 
 
 def test_without_max_lag_nothing_changes():

@@ -493,7 +493,7 @@ class _Server:
         file = self._file(path, key)
         self.writer_keys[ident] = key
         try:
-            self.writers[ident] = self._reporting(ident, bgio.Writer(file, **options))
+            self.writers[ident] = bgio.Writer(file, **options)
         except Exception as exc:  # noqa: BLE001 - each of its writes fails with it
             logging.getLogger("bgio").error("opening a Writer on %s failed: %s", file, exc)
             self.writers[ident] = exc
@@ -537,10 +537,7 @@ class _Server:
                 if isinstance(target, BaseException):
                     raise target  # it was never opened: close says why, as with threads
                 if isinstance(target, bgio.Writer):
-                    try:
-                        target.close()  # waits for its writes
-                    finally:
-                        self._last_lag(writer, target)
+                    target.close()  # waits for its writes
                 handle.set_result(0)
             except BaseException as exc:  # noqa: BLE001 - the Writer's first error
                 handle.set_exception(exc)
@@ -575,8 +572,8 @@ class _Server:
         self._done_now(ident, "ok", None)
 
     def _reporting(self, ident: int, writer: Any) -> Any:
-        """``writer``, made to report its ``max_lag`` episodes to the parent (if it has
-        one): ``("lag", ident, status)`` events."""
+        """An HDF5 ``writer``, made to report its ``max_lag`` episodes to the parent (if
+        it has one): ``("lag", ident, status)`` events."""
         events = self.events
         writer.report_lag(lambda status: events.send(("lag", ident, status)))
         return writer

@@ -70,6 +70,8 @@ class _InWriterProcess:
 
     _remote: RemoteObject
     _lag_bounds: tuple[float | None, int | None]
+    #: The last report of the writer process, kept once the close has ended.
+    _final_lag: LagStatus | None = None
     _drops: DropCounter
     _lock: threading.RLock
     _closed: bool
@@ -93,7 +95,8 @@ class _InWriterProcess:
     def lag(self) -> LagStatus | None:
         """The ``max_lag`` and its episodes, as the writer process last reported them (as
         each episode begins and ends, and at the close); None without a ``max_lag``."""
-        return reported(self._lag_bounds, self._remote.lag())
+        final = self._final_lag
+        return reported(self._lag_bounds, final if final is not None else self._remote.lag())
 
     def stats(self) -> WriterStats:
         """See :meth:`bgio.h5.FrameWriter.stats` (the unpaced figures as the writer
@@ -162,6 +165,7 @@ class _InWriterProcess:
 
         def finish(timeout: float | None) -> None:
             self._wait(closing, stored, timeout)
+            self._final_lag = self._remote.forget_lag() or self._final_lag
             self._closing()
             raise_root_error(closing)
             self._report_missing()  # type: ignore[attr-defined]
@@ -256,7 +260,8 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
         **options: Any,
     ) -> None:
         self._lag_bounds = check_max_lag(max_lag, max_lag_bytes)
-        options.update(max_lag=max_lag, max_lag_bytes=max_lag_bytes)  # (applied there)
+        # (Applied there, as checked here: plain float and int, which any process reads.)
+        options.update(max_lag=self._lag_bounds[0], max_lag_bytes=self._lag_bounds[1])
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))
@@ -593,7 +598,8 @@ class ProcessRecordWriter(_InWriterProcess, RecordWriter):
         **options: Any,
     ) -> None:
         self._lag_bounds = check_max_lag(max_lag, max_lag_bytes)
-        options.update(max_lag=max_lag, max_lag_bytes=max_lag_bytes)  # (applied there)
+        # (Applied there, as checked here: plain float and int, which any process reads.)
+        options.update(max_lag=self._lag_bounds[0], max_lag_bytes=self._lag_bounds[1])
         path = _check_path(target)
         self._missing_policy = check_on_missing(on_missing)
         self._drops = DropCounter(check_on_drop(on_drop))

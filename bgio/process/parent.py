@@ -22,6 +22,7 @@ starts a new one.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import logging
 import os
@@ -182,7 +183,8 @@ class _Backend:
         self._new_conditions()
         self._queue: deque[_Job | _Opening] = deque()
         self.jobs: dict[int, _Job] = {}  # not done yet, by id (queued ones too)
-        # The writers with a max_lag there: their last report (see bgio.lag), by id.
+        # The HDF5 writers with a max_lag there: their last report (see bgio.lag), by
+        # id, until their close has ended (RemoteObject.forget_lag).
         self.lags: dict[int, LagStatus] = {}
         self._next = 0
         self.dead: str | None = None
@@ -816,11 +818,6 @@ class RemoteWriter:
         finalizer = weakref.finalize(owner, self._backend.forget_writer, self._ident)
         finalizer.atexit = False  # at exit it is closed (close_at_exit), not dropped
 
-    def lag(self) -> LagStatus | None:
-        """The writer process's last report of this Writer's ``max_lag`` (see
-        :meth:`bgio.lag.KeepsUp.report_lag`), or None before the first."""
-        return self._backend.lags.get(self._ident)
-
     def close(self, handle: BackgroundWriteProcess) -> None:
         """Queue the Writer's close; ``handle`` ends with it (and its first error)."""
         self._queue(_Job(0, "close-writer", handle, None, self._destination,
@@ -862,8 +859,16 @@ class RemoteObject:
 
     def lag(self) -> LagStatus | None:
         """The writer process's last report of this writer's ``max_lag`` (see
-        :meth:`bgio.lag.KeepsUp.report_lag`), or None before the first."""
-        return self._backend.lags.get(self._ident)
+        :meth:`bgio.lag.KeepsUp.report_lag`), or None before the first. A writer
+        process that died reports no more: its last episode is then over."""
+        status = self._backend.lags.get(self._ident)
+        if status is not None and status.behind and self._backend.dead:
+            return dataclasses.replace(status, behind=False)
+        return status
+
+    def forget_lag(self) -> LagStatus | None:
+        """The last report, let go of (the writer is closed: the caller keeps it)."""
+        return self._backend.lags.pop(self._ident, None)
 
     @property
     def reads_caller_memory(self) -> bool:

@@ -15,7 +15,7 @@ import threading
 from ..api import PriorityLike, hand_over_frames
 from ..closing import Finish
 from ..handle import BackgroundWriteProcess, raise_root_error
-from ..lag import LagStatus, check_max_lag, refuse_lag_bytes_in_process, reported
+from ..lag import refuse_in_process_writer
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..source import WHOLE, make_source
@@ -55,9 +55,7 @@ class ProcessWriter(Writer):
         max_lag: float | None = None,
         max_lag_bytes: int | None = None,
     ) -> None:
-        refuse_lag_bytes_in_process(max_lag_bytes)
-        lag_seconds, _ = check_max_lag(max_lag, None)
-        self._lag_bounds = (lag_seconds, None)
+        refuse_in_process_writer(max_lag, max_lag_bytes)
         profile = resolve_priority(priority)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -77,7 +75,7 @@ class ProcessWriter(Writer):
             # given (and lets go of at close; this process closes the caller's own).
             self._remote = RemoteWriter(destination, {
                 "priority": profile, "mode": mode, "fsync": bool(fsync),
-                "atomic": bool(atomic), "direct": bool(direct), "max_lag": lag_seconds})
+                "atomic": bool(atomic), "direct": bool(direct)})
         except BaseException:
             destination.discard()
             raise
@@ -107,12 +105,6 @@ class ProcessWriter(Writer):
     def backend(self) -> str:
         """Who writes: ``"process"``."""
         return "process"
-
-    @property
-    def lag(self) -> LagStatus | None:
-        """The ``max_lag`` and its episodes, as the writer process last reported them (as
-        each episode begins and ends, and at the close); None without a ``max_lag``."""
-        return reported(self._lag_bounds, self._remote.lag())
 
     @property
     def pending_bytes(self) -> int:
