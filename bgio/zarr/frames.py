@@ -1,0 +1,387 @@
+"""``bgio.zarr.FrameWriter``: frames appended to a Zarr v3 array in the background, paced."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from typing import Any, Literal, overload
+
+import numpy as np
+
+from ..api import PriorityLike
+from ..closing import ClosesOnExit, Finish
+from ..engine import submit
+from ..h5.exit import track
+from ..h5.gaps import Gaps
+from ..h5.layout import as_frames, check_count, check_dtype, check_shape
+from ..handle import BackgroundWriteProcess, raise_root_error
+from ..priority import resolve_priority, validate_chunk_size
+from ..room import wait_for_room
+from ..source import Source
+from ..timeouts import check_timeout
+from ..worker import Job
+from .sink import ArraySink, Runs
+from .spec import array_spec, check_codec, kvstore_of
+
+__all__ = ["FrameWriter", "context"]
+
+_context: Any = None
+_context_lock = threading.Lock()
+
+
+def context() -> Any:
+    """The ``tensorstore.Context`` bgio opens its arrays in: a ``memory://`` store lives
+    in it, so a reader of one opens it with this context too."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            import tensorstore
+
+            _context = tensorstore.Context()
+        return _context
+
+
+def _tensorstore() -> Any:
+    try:
+        import tensorstore
+    except ImportError as exc:  # (the zarr extra)
+        raise ImportError("bgio.zarr needs tensorstore: pip install 'bgio[zarr]'") from exc
+    return tensorstore
+
+
+class _Open:
+    """A chunk (or shard) being filled, frame by frame, in any order."""
+
+    __slots__ = ("filled", "frames", "handle")
+
+    def __init__(self, frames: int, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.frames = np.zeros((frames, *frame_shape), dtype)
+        self.filled: set[int] = set()
+        self.handle = BackgroundWriteProcess(self.frames.nbytes)
+
+
+class FrameWriter(ClosesOnExit):
+    """Append frames to a Zarr v3 array from a background thread, chunk by chunk.
+
+    The array has shape ``(n, *frame_shape)`` and grows along axis 0 as
+    chunks are stored: it starts empty, so a reader finds no rows of fill
+    values past the frames written. Frames are copied into the chunk (or,
+    with ``shard_frames``, the shard) being filled; a full one is stored
+    by bgio's worker through tensorstore, paced by ``priority``, in order,
+    one object written whole per store (a reader sees a shard whole or
+    not at all). Errors are raised by the handles and by :meth:`close`;
+    after one, every later store fails with :class:`bgio.ChainError`.
+
+    Parameters
+    ----------
+    store : path or str
+        Where the array goes: a local folder (created), ``file://PATH`` or
+        ``memory://NAME`` (in :func:`context`). It must not hold an array
+        already.
+    frame_shape : tuple of int
+        Shape of one frame.
+    dtype : numpy dtype
+        Stored exactly; frames that would lose values in it are refused.
+    codec : {"zstd", "lz4", "gzip", None}, keyword-only, default "zstd"
+        How chunks are compressed (``"lz4"``: Blosc's LZ4 with byte
+        shuffle); None (or ``"none"``) stores them raw.
+    level : int or None, keyword-only
+        The codec's level (None: zstd 3, lz4 5, gzip 4).
+    chunk_frames : int, keyword-only, default 1
+        Frames per chunk.
+    shard_frames : int or None, keyword-only
+        Frames per shard (a multiple of ``chunk_frames``): that many frames'
+        chunks go in one object, written when the shard is full (or at
+        :meth:`flush` and :meth:`close`). None: a chunk per object.
+    priority : int 1..10 or bgio.BackgroundIOPriority, keyword-only, default 4
+        Pacing of the stores (compressing and writing each object).
+    max_pending_bytes : int or None, keyword-only
+        Bound on the bytes held for frames not yet stored (chunks or shards
+        being filled count whole); an append that would exceed it waits for
+        room (or raises :class:`bgio.QueueFull`). None: no bound.
+    on_missing : {"warn", "raise", "ignore"}, keyword-only
+        What :meth:`close` does about slots below the last frame never
+        written (:meth:`write_at`): listed in :attr:`missing` in every case
+        (they read as 0); "warn" warns, "raise" raises ``ValueError``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument (naming it), or a store that holds an array.
+    ImportError
+        Without tensorstore (``pip install 'bgio[zarr]'``).
+
+    Examples
+    --------
+    >>> import bgio.zarr, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "frames.zarr")
+    >>> with bgio.zarr.FrameWriter(path, (4, 4), "uint16", codec="lz4") as w:
+    ...     for i in range(3):
+    ...         _ = w.append(np.full((4, 4), i, dtype="uint16"))
+    >>> w.frames_written, w.extent
+    (3, 3)
+    """
+
+    _counts_frames = True
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        frame_shape: tuple[int, ...],
+        dtype: np.dtype | str,
+        *,
+        codec: str | None = "zstd",
+        level: int | None = None,
+        chunk_frames: int = 1,
+        shard_frames: int | None = None,
+        priority: PriorityLike = 4,
+        max_pending_bytes: int | None = None,
+        on_missing: str = "warn",
+    ) -> None:
+        kvstore = kvstore_of(store)
+        self._frame_shape = check_shape(frame_shape, "frame_shape")
+        self._dtype = check_dtype(dtype)
+        codec, level = check_codec(codec, level)
+        chunk_frames = check_count(chunk_frames, "chunk_frames")
+        if shard_frames is not None:
+            shard_frames = check_count(shard_frames, "shard_frames")
+            if shard_frames % chunk_frames:
+                raise ValueError(f"shard_frames must be a multiple of chunk_frames "
+                                 f"({chunk_frames}), got {shard_frames}")
+        if on_missing not in ("warn", "raise", "ignore"):
+            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got "
+                             f"{on_missing!r}")
+        self._missing_policy = on_missing
+        self._profile = resolve_priority(priority)
+        if max_pending_bytes is not None:
+            max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
+        self._bound = max_pending_bytes
+        tensorstore = _tensorstore()
+        spec = array_spec(kvstore, self._frame_shape, self._dtype, codec, level, chunk_frames,
+                          shard_frames)
+        self._name = str(store)
+        try:
+            array = tensorstore.open(spec, context=context()).result()
+        except ValueError as exc:
+            if "ALREADY_EXISTS" in str(exc):
+                raise ValueError(f"store: {self._name!r} holds an array already") from None
+            raise
+        self._sink = ArraySink(array, self._name)
+        self._group = shard_frames or chunk_frames  # frames per store
+        self._frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._pending = 0  # bytes of groups being filled and of stores not yet done
+        self._open: dict[int, _Open] = {}
+        self._next = 0  # after the highest frame written
+        self._count = 0
+        self._holes = Gaps()  # slots below _next not written (yet)
+        self._last: BackgroundWriteProcess | None = None
+        self._closed = False
+        self.missing: list[int] = []  # after close(): slots never written
+        track(self)  # closed at exit if the program does not
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<bgio.zarr.FrameWriter {state} {self._name!r} frames={self._count}>"
+
+    @property
+    def frames_written(self) -> int:
+        """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
+        return self._count
+
+    @property
+    def extent(self) -> int:
+        """Frames the array holds once closed: one after the highest frame written."""
+        return self._next
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for frames not yet stored: chunks being filled, and stores queued."""
+        return self._pending
+
+    def append(self, frames: object, *, block: bool = True,
+               timeout: float | None = None) -> BackgroundWriteProcess:
+        """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
+
+        Returns the handle of the chunk (or shard) that holds the last of
+        them, done once it is stored (stores go in order: the appends before
+        it are stored by then).
+
+        Raises
+        ------
+        ValueError
+            If the writer is closed, or the frames do not fit ``frame_shape`` and
+            ``dtype`` (see :func:`bgio.h5.layout.as_frames`).
+        bgio.QueueFull
+            No room under ``max_pending_bytes`` (``block=False``, or ``timeout``).
+        """
+        return self._put(None, frames, block, timeout)
+
+    def write_at(self, index: int, frames: object, *, block: bool = True,
+                 timeout: float | None = None) -> BackgroundWriteProcess:
+        """Put frames at ``index`` on, in any order (several threads may); each slot is
+        written once. See :meth:`append` for the rest."""
+        index = check_count(index, "index", minimum=0)
+        return self._put(index, frames, block, timeout)
+
+    def _put(self, index: int | None, frames: object, block: bool,
+             timeout: float | None) -> BackgroundWriteProcess:
+        limit = check_timeout(timeout)
+        stack = as_frames(frames, self._frame_shape, self._dtype)
+        with self._lock:
+            if self._closed:
+                raise ValueError("write to a closed bgio.zarr.FrameWriter")
+            start = self._next if index is None else index
+            count = len(stack)
+            for slot in range(start, start + count):
+                if slot < self._next and slot not in self._holes:
+                    raise ValueError(f"index: frame {slot} was already written")
+            if self._bound is not None:
+                cost = self._cost(start, count)
+
+                def has_room() -> bool:
+                    return (self._closed or cost == 0 or self._pending == 0
+                            or self._pending + cost <= self._bound)  # type: ignore[operator]
+
+                wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
+                              self._bound, f"{count} frames")
+                if self._closed:
+                    raise ValueError("write to a closed bgio.zarr.FrameWriter")
+            if start > self._next:
+                self._holes.add(self._next, start)
+            handle = self._last
+            for offset in range(count):
+                handle = self._place(start + offset, stack[offset])
+            self._next = max(self._next, start + count)
+            self._count += count
+            self._count_write(handle, count * self._frame_bytes, count)  # type: ignore[arg-type]
+        if not count:
+            empty = BackgroundWriteProcess(0)
+            empty.set_running_or_notify_cancel()
+            empty.set_result(0)
+            return empty
+        assert handle is not None
+        return handle
+
+    def _cost(self, start: int, count: int) -> int:
+        """Bytes the frames ``start..start+count-1`` would add (groups they open)."""
+        groups = {slot // self._group for slot in range(start, start + count)}
+        return sum(self._group * self._frame_bytes for group in groups
+                   if group not in self._open)
+
+    def _place(self, slot: int, frame: np.ndarray) -> BackgroundWriteProcess:
+        # (lock held) Copy one frame into its group; store the group once it is full.
+        self._holes.discard(slot)
+        number, position = divmod(slot, self._group)
+        group = self._open.get(number)
+        if group is None:
+            group = self._open[number] = _Open(self._group, self._frame_shape, self._dtype)
+            held = group.frames.nbytes
+            self._pending += held
+            group.handle.add_done_callback(lambda _: self._stored(held))
+        group.frames[position] = frame
+        group.filled.add(position)
+        if len(group.filled) == self._group:
+            del self._open[number]
+            self._submit(Runs([(number * self._group, group.frames)]), group.handle)
+        return group.handle
+
+    def _stored(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+            self._room.notify_all()
+
+    def _submit(self, runs: Runs, handle: BackgroundWriteProcess) -> None:
+        # (lock held) One store, in order after the others.
+        size = len(runs)
+        handle.total_bytes = size
+        source = Source((runs,), None, size, False, size)
+        self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
+                                chunk_size=max(size, 1)))
+
+    def _store_open(self) -> None:
+        # (lock held) Store the groups being filled, as runs of the frames they have.
+        for number in sorted(self._open):
+            group = self._open.pop(number)
+            first = number * self._group
+            runs: list[tuple[int, np.ndarray]] = []
+            for position in sorted(group.filled):
+                if runs and runs[-1][0] + len(runs[-1][1]) == first + position:
+                    start, _ = runs[-1]
+                    runs[-1] = (start, group.frames[start - first : position + 1])
+                else:
+                    runs.append((first + position, group.frames[position : position + 1]))
+            self._submit(Runs(runs), group.handle)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Store everything accepted so far (chunks being filled too, as far as they are
+        filled) and wait for it, or raise the first error.
+
+        Raises
+        ------
+        TimeoutError
+            If the stores are not done after ``timeout`` seconds.
+        """
+        check_timeout(timeout)
+        with self._lock:
+            if not self._closed:
+                self._store_open()
+            last = self._last
+        if last is None:
+            return
+        if not last.wait(timeout):
+            raise TimeoutError(f"frames not stored after {timeout} s")
+        raise_root_error(last)
+
+    @overload
+    def close(self, timeout: float | None = None, *, wait: Literal[True] = True) -> None: ...
+
+    @overload
+    def close(self, timeout: None = None, *, wait: Literal[False]) -> BackgroundWriteProcess: ...
+
+    def close(self, timeout: float | None = None, *,
+              wait: bool = True) -> BackgroundWriteProcess | None:
+        """Store what is left and wait for the stores (``wait=False``: return at once, with
+        a handle that ends when they are done; its ``result()`` raises what ``close()``
+        would have).
+
+        Raises
+        ------
+        TimeoutError
+            If the stores are not done after ``timeout`` seconds.
+        Exception
+            The first error of the stores.
+        ValueError
+            With ``on_missing="raise"``, if slots were never written.
+        """
+        return self._close(timeout, wait)
+
+    def _begin_close(self) -> Finish:
+        with self._lock:
+            if self._closed:
+                return self._again()
+            self._closed = True
+            self._room.notify_all()
+            self._store_open()
+            self.missing = self._holes.indices()
+            closing = BackgroundWriteProcess(0)
+            # Queued last on the array's lane: it runs after every store, even a failed one.
+            self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
+                                    Source((), None, 0, False, 0), self._profile, close=True))
+        return self._finish_close
+
+    def _finish_close(self, timeout: float | None) -> None:
+        last = self._last
+        assert last is not None
+        if not last.wait(timeout):
+            raise TimeoutError(f"frames not stored after {timeout} s")
+        raise_root_error(last)
+        if self.missing and self._missing_policy != "ignore":
+            message = (f"{len(self.missing)} slot(s) below frame {self._next} of "
+                       f"{self._name!r} were never written (they read as 0)")
+            if self._missing_policy == "raise":
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=6)

@@ -1,0 +1,204 @@
+"""bgio.zarr.FrameWriter: frames into a Zarr v3 array through tensorstore, in the background."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import bgio
+import bgio.zarr
+from bgio.zarr import sink as zarr_sink
+from bgio.zarr.spec import array_spec, kvstore_of
+
+ts = pytest.importorskip("tensorstore")
+
+SHAPE = (32, 48)
+
+
+def _frames(count: int) -> np.ndarray:
+    return np.random.default_rng(4).integers(0, 4000, (count, *SHAPE), dtype="u2")
+
+
+def _read(store) -> np.ndarray:
+    array = ts.open({"driver": "zarr3", "kvstore": kvstore_of(store)},
+                    context=bgio.zarr.context()).result()
+    return array.read().result()
+
+
+@pytest.fixture
+def gate(monkeypatch) -> threading.Event:
+    """Hold every store until the Event is set (a slow disk, no sleep)."""
+    held = threading.Event()
+    real = zarr_sink.ArraySink.write
+
+    def write(self, block):
+        held.wait()
+        return real(self, block)
+
+    monkeypatch.setattr(zarr_sink.ArraySink, "write", write)
+    return held
+
+
+@pytest.mark.parametrize("layout", [
+    {},
+    {"codec": "lz4", "chunk_frames": 4},
+    {"codec": "gzip", "level": 1, "chunk_frames": 2, "shard_frames": 8},
+    {"codec": None, "shard_frames": 5},
+])
+def test_frames_appended_and_placed_read_back_exactly(tmp_path, layout):
+    frames = _frames(23)
+    store = tmp_path / "frames.zarr"
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", **layout)
+    for frame in frames[:9]:
+        w.append(frame)
+    w.write_at(14, frames[14:])  # out of order, from another "thread"'s slots
+    w.write_at(9, frames[9:14])
+    w.close()
+    assert (w.frames_written, w.extent, w.missing) == (23, 23, [])
+    back = _read(store)
+    assert back.shape == (23, *SHAPE) and back.tobytes() == frames.tobytes()
+
+
+def test_the_array_grows_with_the_stores_and_starts_empty(tmp_path):
+    store = tmp_path / "grow.zarr"
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", chunk_frames=4)
+    assert _read(store).shape == (0, *SHAPE)  # no rows a reader could take for frames
+    frames = _frames(6)
+    for frame in frames:
+        w.append(frame)
+    assert w.append(frames[:0]).done()  # nothing: done at once
+    w.append(frames[0])
+    w.flush()  # (stores the chunk being filled too, as far as it is)
+    assert _read(store).shape == (7, *SHAPE)
+    w.close()
+
+
+def test_a_memory_store_is_read_in_bgios_context():
+    frames = _frames(3)
+    with bgio.zarr.FrameWriter("memory://bgio-test/frames", SHAPE, "uint16") as w:
+        w.append(frames)
+    assert _read("memory://bgio-test/frames").tobytes() == frames.tobytes()
+
+
+def test_a_slot_is_written_once(tmp_path):
+    w = bgio.zarr.FrameWriter(tmp_path / "once.zarr", SHAPE, "uint16")
+    w.append(_frames(2))
+    with pytest.raises(ValueError, match=r"^index: frame 1 was already written$"):
+        w.write_at(1, _frames(1))
+    w.close()
+
+
+def test_slots_never_written_are_reported(tmp_path):
+    w = bgio.zarr.FrameWriter(tmp_path / "holes.zarr", SHAPE, "uint16")
+    w.write_at(3, _frames(1))
+    with pytest.warns(RuntimeWarning, match=r"^3 slot\(s\) below frame 4 of .* were never "
+                      r"written \(they read as 0\)$"):
+        w.close()
+    assert w.missing == [0, 1, 2]
+    strict = bgio.zarr.FrameWriter(tmp_path / "strict.zarr", SHAPE, "uint16",
+                                   on_missing="raise")
+    strict.write_at(1, _frames(1))
+    with pytest.raises(ValueError, match=r"^1 slot\(s\) below frame 2"):
+        strict.close()
+
+
+def test_back_pressure_waits_or_refuses(tmp_path, gate):
+    frame_bytes = SHAPE[0] * SHAPE[1] * 2
+    w = bgio.zarr.FrameWriter(tmp_path / "bound.zarr", SHAPE, "uint16",
+                              max_pending_bytes=2 * frame_bytes)
+    frames = _frames(3)
+    w.append(frames[0])
+    w.append(frames[1])
+    assert w.pending_bytes == 2 * frame_bytes
+    with pytest.raises(bgio.QueueFull):
+        w.append(frames[2], block=False)
+    with pytest.raises(bgio.QueueFull):
+        w.append(frames[2], timeout=0.01)
+    gate.set()
+    w.append(frames[2], timeout=30)  # room once the stores are done
+    w.close()
+    assert _read(tmp_path / "bound.zarr").tobytes() == frames.tobytes()
+
+
+def test_a_failed_store_fails_its_handle_the_rest_and_the_close(tmp_path, monkeypatch):
+    real = zarr_sink.ArraySink.write
+    calls = []
+
+    def write(self, block):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(5, "the store went away")
+        return real(self, block)
+
+    monkeypatch.setattr(zarr_sink.ArraySink, "write", write)
+    w = bgio.zarr.FrameWriter(tmp_path / "fail.zarr", SHAPE, "uint16")
+    handles = [w.append(frame) for frame in _frames(4)]
+    with pytest.raises(OSError, match="the store went away"):
+        w.close()
+    assert handles[0].exception() is None
+    assert str(handles[1].exception()) == "[Errno 5] the store went away"
+    assert all(isinstance(h.exception(), bgio.ChainError) for h in handles[2:])
+    assert _read(tmp_path / "fail.zarr").shape[0] == 1  # what was stored, no more
+
+
+def test_close_without_waiting_and_progress(tmp_path, gate):
+    records = []
+    ended = threading.Event()
+
+    def tell(record):
+        records.append(record)
+        if record.finished:
+            ended.set()
+
+    w = bgio.zarr.FrameWriter(tmp_path / "later.zarr", SHAPE, "uint16")
+    w.add_progress_callback(tell, interval=0)
+    w.append(_frames(5))
+    closing = w.close(wait=False)
+    assert not closing.done()
+    gate.set()
+    assert closing.result(timeout=30) == 0
+    assert ended.wait(30)
+    assert (records[-1].frames_done, records[-1].frames_total) == (5, 5)
+    with pytest.raises(ValueError, match=r"^write to a closed bgio.zarr.FrameWriter$"):
+        w.append(_frames(1))
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"codec": "brotli"}, ValueError, r"codec must be one of 'zstd', 'lz4', 'gzip' or None"),
+    ({"codec": 3}, TypeError, r"codec must be a str or None, got int"),
+    ({"level": 30}, ValueError, r"level must be 1 to 22 for zstd, got 30"),
+    ({"codec": None, "level": 1}, ValueError, r"level: no codec to give it to"),
+    ({"chunk_frames": 2, "shard_frames": 5}, ValueError,
+     r"shard_frames must be a multiple of chunk_frames \(2\), got 5"),
+    ({"chunk_frames": 0}, ValueError, r"chunk_frames must be an int >= 1, got 0"),
+    ({"on_missing": "shout"}, ValueError, r"on_missing must be 'warn', 'raise' or 'ignore'"),
+    ({"max_pending_bytes": 0}, ValueError, r"max_pending_bytes"),
+])
+def test_bad_arguments_are_refused_before_anything_is_made(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        bgio.zarr.FrameWriter(tmp_path / "bad.zarr", SHAPE, "uint16", **options)
+    assert not list(tmp_path.iterdir())
+
+
+def test_stores_bgio_does_not_write_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"^store: s3:// is not a store bgio writes"):
+        bgio.zarr.FrameWriter("s3://bucket/frames", SHAPE, "uint16")
+    with pytest.raises(TypeError, match=r"^store must be a path or a URL, got int$"):
+        bgio.zarr.FrameWriter(3, SHAPE, "uint16")  # type: ignore[arg-type]
+    bgio.zarr.FrameWriter(tmp_path / "taken.zarr", SHAPE, "uint16").close()
+    with pytest.raises(ValueError, match=r"holds an array already$"):
+        bgio.zarr.FrameWriter(tmp_path / "taken.zarr", SHAPE, "uint16")
+
+
+def test_the_spec_names_what_zarr_readers_expect():
+    spec = array_spec(kvstore_of("memory://x"), (4, 5), np.dtype("<u2"), "lz4", 5, 2, 8)
+    metadata = spec["metadata"]
+    assert metadata["shape"] == [0, 4, 5] and metadata["data_type"] == "uint16"
+    assert metadata["chunk_grid"]["configuration"]["chunk_shape"] == [8, 4, 5]
+    (sharding,) = metadata["codecs"]
+    assert sharding["name"] == "sharding_indexed"
+    assert sharding["configuration"]["chunk_shape"] == [2, 4, 5]
+    assert [codec["name"] for codec in sharding["configuration"]["codecs"]] == ["bytes",
+                                                                              "blosc"]
