@@ -202,3 +202,55 @@ def test_the_spec_names_what_zarr_readers_expect():
     assert sharding["configuration"]["chunk_shape"] == [2, 4, 5]
     assert [codec["name"] for codec in sharding["configuration"]["codecs"]] == ["bytes",
                                                                               "blosc"]
+
+
+def test_a_store_that_fails_after_growing_leaves_no_rows_of_fill_values(tmp_path,
+                                                                        monkeypatch):
+    real = ts.TensorStore.__getitem__
+    calls = []
+
+    class Failing:
+        def write(self, frames):
+            raise OSError(28, "No space left on device")
+
+    def getitem(self, key):
+        calls.append(key)
+        return Failing() if len(calls) == 3 else real(self, key)
+
+    monkeypatch.setattr(ts.TensorStore, "__getitem__", getitem)
+    store = tmp_path / "grown.zarr"
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16")
+    frames = _frames(4)
+    for frame in frames:
+        w.append(frame)
+    with pytest.raises(OSError, match="No space left"):
+        w.close()
+    monkeypatch.undo()
+    back = _read(store)
+    assert back.shape[0] == 2 and back.tobytes() == frames[:2].tobytes()
+
+
+def test_appends_waiting_for_room_go_where_the_others_left_off(tmp_path, gate):
+    frame_bytes = SHAPE[0] * SHAPE[1] * 2
+    w = bgio.zarr.FrameWriter(tmp_path / "race.zarr", SHAPE, "uint16",
+                              max_pending_bytes=frame_bytes)
+    frames = _frames(9)
+    w.append(frames[0])
+    started = threading.Barrier(9)
+
+    def append(frame):
+        started.wait()
+        w.append(frame, timeout=30)
+
+    threads = [threading.Thread(target=append, args=(frame,)) for frame in frames[1:]]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+    w.close()
+    back = _read(tmp_path / "race.zarr")
+    assert back.shape[0] == 9 and w.missing == []
+    # Each frame once, whichever order the threads came in.
+    assert sorted(frame.tobytes() for frame in back) == sorted(f.tobytes() for f in frames)

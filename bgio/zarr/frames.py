@@ -171,7 +171,9 @@ class FrameWriter(ClosesOnExit):
         self._sink = ArraySink(array, self._name)
         self._group = shard_frames or chunk_frames  # frames per store
         self._frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
-        self._lock = threading.Lock()
+        # Reentrant: a store submitted at interpreter exit runs in the submitting thread,
+        # and its done callback takes the lock again.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._pending = 0  # bytes of groups being filled and of stores not yet done
         self._open: dict[int, _Open] = {}
@@ -231,25 +233,26 @@ class FrameWriter(ClosesOnExit):
              timeout: float | None) -> BackgroundWriteProcess:
         limit = check_timeout(timeout)
         stack = as_frames(frames, self._frame_shape, self._dtype)
+        count = len(stack)
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.zarr.FrameWriter")
-            start = self._next if index is None else index
-            count = len(stack)
-            for slot in range(start, start + count):
-                if slot < self._next and slot not in self._holes:
-                    raise ValueError(f"index: frame {slot} was already written")
+            start = self._check_slots(index, count)
             if self._bound is not None:
-                cost = self._cost(start, count)
+                bound = self._bound
 
                 def has_room() -> bool:
+                    cost = self._cost(self._next if index is None else index, count)
                     return (self._closed or cost == 0 or self._pending == 0
-                            or self._pending + cost <= self._bound)  # type: ignore[operator]
+                            or self._pending + cost <= bound)
 
                 wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
-                              self._bound, f"{count} frames")
+                              bound, f"{count} frames")
                 if self._closed:
                     raise ValueError("write to a closed bgio.zarr.FrameWriter")
+                # Others may have written meanwhile: where an append goes, and whether the
+                # slots are still free, is decided now.
+                start = self._check_slots(index, count)
             if start > self._next:
                 self._holes.add(self._next, start)
             handle = self._last
@@ -265,6 +268,14 @@ class FrameWriter(ClosesOnExit):
             return empty
         assert handle is not None
         return handle
+
+    def _check_slots(self, index: int | None, count: int) -> int:
+        # (lock held) Where the frames go; ValueError if a slot was written already.
+        start = self._next if index is None else index
+        for slot in range(start, min(start + count, self._next)):
+            if slot not in self._holes:
+                raise ValueError(f"index: frame {slot} was already written")
+        return start
 
     def _cost(self, start: int, count: int) -> int:
         """Bytes the frames ``start..start+count-1`` would add (groups they open)."""

@@ -3,6 +3,7 @@ its frames (a whole chunk or shard, or at a flush the runs of a partly filled on
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 from ..sinks import Waiter
 
 __all__ = ["ArraySink", "Runs"]
+
+logger = logging.getLogger("bgio")
 
 
 class Runs:
@@ -51,11 +54,25 @@ class ArraySink:
 
     def write(self, block: Runs) -> int:
         end = max(first + len(frames) for first, frames in block.runs)
-        if end > self.extent:
+        before = self.extent
+        if end > before:
             self.array = self.array.resize(exclusive_max=[end, *self._rest]).result()
             self.extent = end
-        for first, frames in block.runs:
-            self.array[first : first + len(frames)].write(frames).result()
+        try:
+            for first, frames in block.runs:
+                self.array[first : first + len(frames)].write(frames).result()
+        except BaseException:
+            if self.extent != before:
+                # The store failed: no rows of fill values past what was stored before.
+                try:
+                    self.array = self.array.resize(
+                        exclusive_max=[before, *self._rest]).result()
+                    self.extent = before
+                except Exception:  # (the store's own error is the one raised)
+                    logger.warning("bgio: %s: its length could not be set back to %d "
+                                   "frames after a failed store", self.name, before,
+                                   exc_info=True)
+            raise
         return len(block)
 
     def flush(self) -> None:
