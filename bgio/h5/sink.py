@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -307,14 +308,12 @@ class DatasetSink:
             end = chunk.start + len(chunk.frames)
             self._make_room(chunk.frames.nbytes)
             self._grow(end)
-            try:
-                dataset[chunk.start : end] = chunk.frames  # an edge: h5py filters it
-            except BaseException as exc:
-                self._failed_in_hdf5 = True
-                full = self._full(exc) if isinstance(exc, OSError) else None
-                if full is None:
-                    raise
-                raise full from exc
+            frames, first = chunk.frames, chunk.start
+
+            def edge() -> None:
+                dataset[first : first + len(frames)] = frames  # an edge: h5py filters it
+
+            self._put(edge)
             self._stored(chunk.start, end)
             return len(chunk)
         start = chunk.index * self.chunk_frames
@@ -323,16 +322,21 @@ class DatasetSink:
                                   self.raw if chunk.raw else None)
         self._make_room(chunk.frames.nbytes if data is None else len(data))
         self._grow(start + chunk.count)
+        self._put(lambda: store_chunk(dataset, start, chunk.frames, chunk.count, data, mask))
+        self._stored(start, start + chunk.count)
+        return len(chunk)
+
+    def _put(self, store: Callable[[], None]) -> None:
+        """Run one store into HDF5: if it fails, HDF5 may be left unsure of the dataset
+        (see :meth:`_trim`), and a full disk becomes :class:`bgio.DiskFull`."""
         try:
-            store_chunk(dataset, start, chunk.frames, chunk.count, data, mask)
+            store()
         except BaseException as exc:
             self._failed_in_hdf5 = True
             full = self._full(exc) if isinstance(exc, OSError) else None
             if full is None:
                 raise
             raise full from exc
-        self._stored(start, start + chunk.count)
-        return len(chunk)
 
     def _make_room(self, nbytes: int) -> None:
         """Before a store of ``nbytes``: stop if it would leave less than ``min_free``."""
