@@ -188,7 +188,7 @@ def test_stores_bgio_does_not_write_are_refused(tmp_path):
     with pytest.raises(TypeError, match=r"^store must be a path or a URL, got int$"):
         bgio.zarr.FrameWriter(3, SHAPE, "uint16")  # type: ignore[arg-type]
     bgio.zarr.FrameWriter(tmp_path / "taken.zarr", SHAPE, "uint16").close()
-    with pytest.raises(ValueError, match=r"holds an array already$"):
+    with pytest.raises(ValueError, match=r"holds a Zarr array or group already$"):
         bgio.zarr.FrameWriter(tmp_path / "taken.zarr", SHAPE, "uint16")
 
 
@@ -254,3 +254,82 @@ def test_appends_waiting_for_room_go_where_the_others_left_off(tmp_path, gate):
     assert back.shape[0] == 9 and w.missing == []
     # Each frame once, whichever order the threads came in.
     assert sorted(frame.tobytes() for frame in back) == sorted(f.tobytes() for f in frames)
+
+
+def test_a_chunk_flushed_half_full_is_stored_whole_once_full(tmp_path):
+    frames = _frames(6)
+    w = bgio.zarr.FrameWriter(tmp_path / "flush.zarr", SHAPE, "uint16", chunk_frames=4,
+                              max_pending_bytes=4 * SHAPE[0] * SHAPE[1] * 2)
+    w.append(frames[:2])
+    w.flush()
+    assert _read(tmp_path / "flush.zarr").shape[0] == 2
+    handle = w.append(frames[2:4])  # completes the chunk flushed half full
+    assert handle.result(timeout=30) >= 0
+    w.append(frames[4], timeout=30)  # room: the chunk is stored and let go of
+    w.close()
+    assert _read(tmp_path / "flush.zarr").tobytes() == frames[:5].tobytes()
+
+
+def test_the_handle_of_frames_in_several_chunks_waits_for_all_of_them(tmp_path, gate):
+    w = bgio.zarr.FrameWriter(tmp_path / "span.zarr", SHAPE, "uint16", chunk_frames=4)
+    frames = _frames(8)
+    w.write_at(1, frames[1])
+    handle = w.append(frames[2:6])  # the rest of chunk 0 (less slot 0), half of chunk 1
+    w.write_at(6, frames[6:8])
+    gate.set()
+    w.write_at(0, frames[0])  # chunk 0 complete: stored
+    w.flush()
+    assert not handle.done() or handle.exception() is None
+    w.close()
+    assert handle.done() and handle.exception() is None
+    assert _read(tmp_path / "span.zarr").tobytes() == frames.tobytes()
+
+
+def test_nothing_written_moves_nothing(tmp_path):
+    w = bgio.zarr.FrameWriter(tmp_path / "empty.zarr", SHAPE, "uint16")
+    assert w.write_at(5, _frames(0)).done()
+    assert w.extent == 0
+    w.append(_frames(1))
+    w.close()
+    assert (w.extent, w.missing) == (1, [])
+
+
+def test_a_call_that_completes_its_own_chunk_is_let_in(tmp_path):
+    chunk = 4 * SHAPE[0] * SHAPE[1] * 2
+    w = bgio.zarr.FrameWriter(tmp_path / "own.zarr", SHAPE, "uint16", chunk_frames=4,
+                              max_pending_bytes=chunk * 3 // 2)
+    frames = _frames(40)
+    w.append(frames[:2])
+    w.append(frames[2:6], timeout=30)  # completes chunk 0, opens chunk 1
+    w.append(frames[6:], timeout=30)  # larger than the bound: let in once alone
+    w.close()
+    assert _read(tmp_path / "own.zarr").tobytes() == frames.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["bool", "complex64", ">f8", "int8"])
+def test_every_kind_of_number_reads_back(tmp_path, dtype):
+    frames = (_frames(3) % 2).astype(dtype)
+    with bgio.zarr.FrameWriter(tmp_path / "k.zarr", SHAPE, dtype) as w:
+        w.append(frames)
+    back = _read(tmp_path / "k.zarr")
+    assert back.dtype == np.dtype(dtype).newbyteorder("=") and (back == frames).all()
+
+
+@pytest.mark.parametrize("dtype", ["S4", "M8[s]", "float128"])
+def test_dtypes_zarr_cannot_hold_as_given_are_refused(tmp_path, dtype):
+    with pytest.raises(TypeError, match=r"^dtype: Zarr stores booleans, integers, floats"):
+        bgio.zarr.FrameWriter(tmp_path / "d.zarr", SHAPE, dtype)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_index_must_fit_tensorstore(tmp_path):
+    w = bgio.zarr.FrameWriter(tmp_path / "far.zarr", SHAPE, "uint16")
+    with pytest.raises(ValueError, match=r"^index: frames up to \d+ fit in a Zarr array"):
+        w.write_at(2**62, _frames(1))
+    w.close()
+
+
+@pytest.mark.parametrize("store", ["/", "memory://", "memory:///"])
+def test_stores_that_name_no_folder_are_refused(store):
+    with pytest.raises(ValueError, match=r"^store"):
+        bgio.zarr.FrameWriter(store, SHAPE, "uint16")

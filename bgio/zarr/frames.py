@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import warnings
+from concurrent.futures import CancelledError
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -25,7 +26,10 @@ from ..worker import Job
 from .sink import ArraySink, Runs
 from .spec import array_spec, check_codec, kvstore_of
 
-__all__ = ["FrameWriter", "context"]
+__all__ = ["MAX_FRAMES", "FrameWriter", "context"]
+
+#: The most frames a Zarr array holds through tensorstore (its largest index, plus 1).
+MAX_FRAMES = 2**62 - 1
 
 _context: Any = None
 _context_lock = threading.Lock()
@@ -49,6 +53,31 @@ def _tensorstore() -> Any:
     except ImportError as exc:  # (the zarr extra)
         raise ImportError("bgio.zarr needs tensorstore: pip install 'bgio[zarr]'") from exc
     return tensorstore
+
+
+def _all_of(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
+    """A handle done once every one of ``handles`` is (failed with the first failure)."""
+    combined = BackgroundWriteProcess(sum(handle.total_bytes or 0 for handle in handles))
+    combined.set_running_or_notify_cancel()
+    left = [len(handles)]
+    lock = threading.Lock()
+
+    def one_done(done: BackgroundWriteProcess) -> None:
+        error = done.exception() if not done.cancelled() else None
+        with lock:  # (one outcome, whichever callbacks race)
+            left[0] -= 1
+            if combined.done():
+                return
+            if error is not None:
+                combined.set_exception(error)
+            elif done.cancelled():
+                combined.set_exception(CancelledError())
+            elif left[0] == 0:
+                combined.set_result(combined.total_bytes or 0)
+
+    for handle in handles:
+        handle.add_done_callback(one_done)
+    return combined
 
 
 class _Open:
@@ -141,8 +170,17 @@ class FrameWriter(ClosesOnExit):
         on_missing: str = "warn",
     ) -> None:
         kvstore = kvstore_of(store)
+        if kvstore["driver"] == "file" and any(
+                os.path.exists(os.path.join(kvstore["path"], name))
+                for name in (".zarray", ".zgroup", "zarr.json")):
+            raise ValueError(f"store: {os.fspath(store)!r} holds a Zarr array or group "
+                             f"already")
         self._frame_shape = check_shape(frame_shape, "frame_shape")
         self._dtype = check_dtype(dtype)
+        if self._dtype.kind not in "biufc" or self._dtype.itemsize > 8 * (
+                1 + (self._dtype.kind == "c")):
+            raise TypeError(f"dtype: Zarr stores booleans, integers, floats and complex "
+                            f"numbers of up to 64 bits, not {self._dtype}")
         codec, level = check_codec(codec, level)
         chunk_frames = check_count(chunk_frames, "chunk_frames")
         if shard_frames is not None:
@@ -164,11 +202,17 @@ class FrameWriter(ClosesOnExit):
         self._name = str(store)
         try:
             array = tensorstore.open(spec, context=context()).result()
+            # The same array, its metadata assumed at the largest length: the stores
+            # write their chunks through it before the length is raised (see ArraySink).
+            assumed = {**spec, "assume_metadata": True}
+            del assumed["create"]
+            assumed["metadata"] = {**spec["metadata"], "shape": [MAX_FRAMES, *self._frame_shape]}
+            chunks = tensorstore.open(assumed, context=context()).result()
         except ValueError as exc:
             if "ALREADY_EXISTS" in str(exc):
                 raise ValueError(f"store: {self._name!r} holds an array already") from None
-            raise
-        self._sink = ArraySink(array, self._name)
+            raise ValueError(f"store: {self._name!r}: {exc}") from None
+        self._sink = ArraySink(array, chunks, self._name)
         self._group = shard_frames or chunk_frames  # frames per store
         self._frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
         # Reentrant: a store submitted at interpreter exit runs in the submitting thread,
@@ -208,15 +252,16 @@ class FrameWriter(ClosesOnExit):
                timeout: float | None = None) -> BackgroundWriteProcess:
         """Queue one frame (``frame_shape``) or a stack of frames after the highest written.
 
-        Returns the handle of the chunk (or shard) that holds the last of
-        them, done once it is stored (stores go in order: the appends before
-        it are stored by then).
+        Returns a handle done once every chunk (or shard) holding the frames
+        is stored (or failed with the first error).
 
         Raises
         ------
         ValueError
-            If the writer is closed, or the frames do not fit ``frame_shape`` and
-            ``dtype`` (see :func:`bgio.h5.layout.as_frames`).
+            If the writer is closed, or the frames do not have ``frame_shape``.
+        TypeError
+            If the frames would lose values in ``dtype`` (see
+            :func:`bgio.h5.layout.as_frames`).
         bgio.QueueFull
             No room under ``max_pending_bytes`` (``block=False``, or ``timeout``).
         """
@@ -234,16 +279,27 @@ class FrameWriter(ClosesOnExit):
         limit = check_timeout(timeout)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         count = len(stack)
+        if index is not None and index + count > MAX_FRAMES:
+            raise ValueError(f"index: frames up to {MAX_FRAMES - 1} fit in a Zarr array "
+                             f"through tensorstore, not {index + count - 1}")
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.zarr.FrameWriter")
+            if not count:
+                empty = BackgroundWriteProcess(0)
+                empty.set_running_or_notify_cancel()
+                empty.set_result(0)
+                return empty  # (nothing placed: the append point stays)
             start = self._check_slots(index, count)
             if self._bound is not None:
                 bound = self._bound
 
                 def has_room() -> bool:
-                    cost = self._cost(self._next if index is None else index, count)
-                    return (self._closed or cost == 0 or self._pending == 0
+                    first = self._next if index is None else index
+                    cost, touched = self._cost(first, count)
+                    # (Room freed only by this call's own frames, completing a group it
+                    # touches, would never come: the held bytes of those do not count.)
+                    return (self._closed or cost == 0 or self._pending <= touched
                             or self._pending + cost <= bound)
 
                 wait_for_room(self._room, has_room, block, limit, lambda: self._pending,
@@ -255,18 +311,15 @@ class FrameWriter(ClosesOnExit):
                 start = self._check_slots(index, count)
             if start > self._next:
                 self._holes.add(self._next, start)
-            handle = self._last
+            handles: list[BackgroundWriteProcess] = []
             for offset in range(count):
                 handle = self._place(start + offset, stack[offset])
+                if not handles or handles[-1] is not handle:
+                    handles.append(handle)
             self._next = max(self._next, start + count)
             self._count += count
-            self._count_write(handle, count * self._frame_bytes, count)  # type: ignore[arg-type]
-        if not count:
-            empty = BackgroundWriteProcess(0)
-            empty.set_running_or_notify_cancel()
-            empty.set_result(0)
-            return empty
-        assert handle is not None
+            handle = handles[0] if len(handles) == 1 else _all_of(handles)
+            self._count_write(handle, count * self._frame_bytes, count)
         return handle
 
     def _check_slots(self, index: int | None, count: int) -> int:
@@ -277,11 +330,13 @@ class FrameWriter(ClosesOnExit):
                 raise ValueError(f"index: frame {slot} was already written")
         return start
 
-    def _cost(self, start: int, count: int) -> int:
-        """Bytes the frames ``start..start+count-1`` would add (groups they open)."""
-        groups = {slot // self._group for slot in range(start, start + count)}
-        return sum(self._group * self._frame_bytes for group in groups
-                   if group not in self._open)
+    def _cost(self, start: int, count: int) -> tuple[int, int]:
+        """Bytes the frames ``start..start+count-1`` would add (the groups they open), and
+        the bytes held now for the open groups they go into."""
+        size = self._group * self._frame_bytes
+        groups = range(start // self._group, (start + count - 1) // self._group + 1)
+        touched = sum(size for group in groups if group in self._open)
+        return len(groups) * size - touched, touched
 
     def _place(self, slot: int, frame: np.ndarray) -> BackgroundWriteProcess:
         # (lock held) Copy one frame into its group; store the group once it is full.
@@ -313,10 +368,12 @@ class FrameWriter(ClosesOnExit):
         self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
                                 chunk_size=max(size, 1)))
 
-    def _store_open(self) -> None:
-        # (lock held) Store the groups being filled, as runs of the frames they have.
+    def _store_open(self, closing: bool) -> None:
+        # (lock held) Store the groups being filled, as runs of the frames they have: at a
+        # flush as a store of its own (the group stays open, and is stored whole once
+        # full), at the close as the group's last.
         for number in sorted(self._open):
-            group = self._open.pop(number)
+            group = self._open.pop(number) if closing else self._open[number]
             first = number * self._group
             runs: list[tuple[int, np.ndarray]] = []
             for position in sorted(group.filled):
@@ -325,7 +382,8 @@ class FrameWriter(ClosesOnExit):
                     runs[-1] = (start, group.frames[start - first : position + 1])
                 else:
                     runs.append((first + position, group.frames[position : position + 1]))
-            self._submit(Runs(runs), group.handle)
+            # (Views: a slot is written once, so what they show does not change.)
+            self._submit(Runs(runs), group.handle if closing else BackgroundWriteProcess(0))
 
     def flush(self, timeout: float | None = None) -> None:
         """Store everything accepted so far (chunks being filled too, as far as they are
@@ -339,7 +397,7 @@ class FrameWriter(ClosesOnExit):
         check_timeout(timeout)
         with self._lock:
             if not self._closed:
-                self._store_open()
+                self._store_open(closing=False)
             last = self._last
         if last is None:
             return
@@ -376,7 +434,7 @@ class FrameWriter(ClosesOnExit):
                 return self._again()
             self._closed = True
             self._room.notify_all()
-            self._store_open()
+            self._store_open(closing=True)
             self.missing = self._holes.indices()
             closing = BackgroundWriteProcess(0)
             # Queued last on the array's lane: it runs after every store, even a failed one.

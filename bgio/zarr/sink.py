@@ -3,7 +3,6 @@ its frames (a whole chunk or shard, or at a flush the runs of a partly filled on
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -11,8 +10,6 @@ import numpy as np
 from ..sinks import Waiter
 
 __all__ = ["ArraySink", "Runs"]
-
-logger = logging.getLogger("bgio")
 
 
 class Runs:
@@ -31,20 +28,22 @@ class Runs:
 class ArraySink:
     """Writes :class:`Runs` into a tensorstore array that grows along axis 0.
 
-    The array's length is the end of the last frame stored: it is grown
-    (its metadata rewritten) before a store past it, so a reader never
-    finds rows that were never written past the end. Tensorstore
-    compresses in its own threads, outside the interpreter lock, and
-    writes each chunk (or shard) object whole, so a reader sees a chunk
-    whole or not at all.
+    The chunks are written first, through ``chunks`` (the same array
+    opened with its metadata assumed at the largest length, so it writes
+    past the stored length), and only then is the length in the array's
+    metadata raised to the end of the frames stored: a reader never finds
+    rows past them, and a store that fails leaves the length as it was.
+    Tensorstore compresses in its own threads, outside the interpreter
+    lock, and writes each chunk (or shard) object whole.
     """
 
     kind = None
     nonblocking = False
     write_many = None
 
-    def __init__(self, array: Any, name: str) -> None:
-        self.array = array  # a tensorstore.TensorStore, reopened at each resize
+    def __init__(self, array: Any, chunks: Any, name: str) -> None:
+        self.array = array  # the array as its metadata says (reopened at each growth)
+        self.chunks = chunks  # the same, assumed as long as can be: where stores go
         self.target: object = array
         self.key: object = ("zarr", name)
         self.name = name
@@ -53,26 +52,16 @@ class ArraySink:
         self._rest = list(array.shape[1:])
 
     def write(self, block: Runs) -> int:
-        end = max(first + len(frames) for first, frames in block.runs)
-        before = self.extent
-        if end > before:
-            self.array = self.array.resize(exclusive_max=[end, *self._rest]).result()
-            self.extent = end
         try:
             for first, frames in block.runs:
-                self.array[first : first + len(frames)].write(frames).result()
-        except BaseException:
-            if self.extent != before:
-                # The store failed: no rows of fill values past what was stored before.
-                try:
-                    self.array = self.array.resize(
-                        exclusive_max=[before, *self._rest]).result()
-                    self.extent = before
-                except Exception:  # (the store's own error is the one raised)
-                    logger.warning("bgio: %s: its length could not be set back to %d "
-                                   "frames after a failed store", self.name, before,
-                                   exc_info=True)
-            raise
+                self.chunks[first : first + len(frames)].write(frames).result()
+            end = max(first + len(frames) for first, frames in block.runs)
+            if end > self.extent:
+                self.array = self.array.resize(exclusive_max=[end, *self._rest],
+                                               resize_metadata_only=True).result()
+                self.extent = end
+        except ValueError as exc:  # tensorstore's way of saying an I/O failed
+            raise OSError(f"{self.name}: {exc}") from exc
         return len(block)
 
     def flush(self) -> None:
@@ -82,4 +71,4 @@ class ArraySink:
         """Tensorstore's file store commits each object with ``fsync`` as it writes it."""
 
     def close(self) -> None:
-        self.array = self.target = None  # (tensorstore has nothing to close)
+        self.array = self.chunks = self.target = None  # (tensorstore has nothing to close)

@@ -58,7 +58,10 @@ def kvstore_of(store: object) -> dict[str, Any]:
     if not isinstance(store, str):
         raise TypeError(f"store must be a path or a URL, got {type(store).__qualname__}")
     if store.startswith("memory://"):
-        return {"driver": "memory", "path": store[len("memory://"):].rstrip("/") + "/"}
+        name = store[len("memory://"):].strip("/")
+        if not name:
+            raise ValueError("store: memory:// needs a name (memory://NAME)")
+        return {"driver": "memory", "path": name + "/"}
     if store.startswith("file://"):
         store = store[len("file://"):]
     elif "://" in store:
@@ -67,7 +70,10 @@ def kvstore_of(store: object) -> dict[str, Any]:
                          f"file:// or memory://)")
     if not store:
         raise ValueError("store must not be empty")
-    return {"driver": "file", "path": os.path.abspath(store).rstrip("/") + "/"}
+    path = os.path.abspath(store)
+    if path == os.path.dirname(path):
+        raise ValueError(f"store must name a folder below the root, got {store!r}")
+    return {"driver": "file", "path": path.rstrip("/") + "/"}
 
 
 def _compressor(codec: str | None, level: int | None, itemsize: int) -> list[dict[str, Any]]:
@@ -113,7 +119,8 @@ def array_spec(kvstore: dict[str, Any], frame_shape: tuple[int, ...], dtype: np.
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
             "chunk_key_encoding": {"name": "default"},
             "codecs": codecs,
-            "fill_value": 0,
+            "fill_value": (False if dtype.kind == "b" else [0.0, 0.0] if dtype.kind == "c"
+                           else 0),
             "dimension_names": ["t", *(f"d{axis}" for axis in range(len(frame_shape)))],
         },
         "create": True,
