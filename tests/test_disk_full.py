@@ -322,6 +322,7 @@ def test_the_watch_reads_the_disk_again_before_the_room_could_run_out(monkeypatc
         SpaceWatch("/x", 0, "frames").check(2048, 0)
 
 
+@pytest.mark.slow  # (starts a writer process)
 def test_the_writer_process_stops_before_the_disk_fills_too(small_disk, no_unraisable):
     path = os.path.join(small_disk, "p.h5")
     frames = _frames(40)

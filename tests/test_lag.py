@@ -195,6 +195,7 @@ class _HoldAt(Recorder):
         return super().write(data)
 
 
+@pytest.mark.slow  # (paced on purpose: a few tenths of a second)
 def test_a_writer_behind_its_max_lag_bytes_goes_unpaced_then_paced_again():
     count = 16
     out = _HoldAt(at=3)
@@ -243,6 +244,7 @@ def test_a_writer_behind_its_max_lag_seconds_writes_unpaced():
     assert out.getvalue() == b"".join(bytes([i]) * CHUNK for i in range(16))
 
 
+@pytest.mark.slow  # (paced on purpose: a few tenths of a second)
 def test_each_burst_is_an_episode_and_an_idle_writer_is_not_behind(caplog):
     caplog.set_level("INFO", logger="bgio")
     out = Recorder()
@@ -261,6 +263,7 @@ def test_each_burst_is_an_episode_and_an_idle_writer_is_not_behind(caplog):
     assert sum("caught up after" in line for line in said) == 2
 
 
+@pytest.mark.slow  # (paced on purpose: a few tenths of a second)
 def test_one_write_larger_than_max_lag_bytes_is_paced():
     # Nothing is queued behind it: the writer is not behind (the write in hand is not
     # a backlog), and 4 chunks at 4 MB/s are paced.
@@ -354,6 +357,7 @@ def test_a_writer_with_max_lag_is_freed_without_the_cyclic_collector(tmp_path):
 # -- HDF5 writers ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # (paced on purpose: a few tenths of a second)
 def test_a_frame_writer_behind_its_max_lag_bytes_catches_up(tmp_path, monkeypatch):
     gate = gate_stores(monkeypatch)
     path = tmp_path / "frames.h5"
