@@ -92,18 +92,16 @@ def check_space(target: object, expected: int | None, min_free: object, compress
     bytes), and the disk of ``target`` refused (:class:`bgio.DiskFull`) if it has less
     than that free, or too little for ``expected`` bytes (a warning if ``compressed``:
     see :func:`bgio.space.check_room`)."""
-    minimum = check_min_free(min_free)  # (checked first: a bad value is the caller's)
     if isinstance(target, (h5py.File, h5py.Group)):
         file = target.file
         if file.driver not in WATCHED_DRIVERS:
-            return minimum  # (not on a disk bgio can ask)
+            return check_min_free(min_free)  # (not on a disk bgio can ask)
         where = file.filename
     else:
         where = os.path.abspath(os.fsdecode(target))  # type: ignore[arg-type]
         if not os.path.exists(where):
             where = os.path.dirname(where)  # (a new file: its folder's disk)
-    if min_free is None:
-        minimum = check_min_free(None, where)  # (smaller on a small file system)
+    minimum = check_min_free(min_free, where)  # (None: smaller on a small file system)
     check_room(where, expected, minimum, compressed, what)
     return minimum
 

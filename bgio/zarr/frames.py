@@ -14,10 +14,11 @@ import numpy as np
 from ..api import PriorityLike
 from ..closing import ClosesOnExit, Finish
 from ..engine import submit
+from ..h5.base import check_on_missing
 from ..h5.exit import track
 from ..h5.gaps import Gaps
 from ..h5.layout import as_frames, check_count, check_dtype, check_shape
-from ..handle import BackgroundWriteProcess, raise_root_error
+from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..source import Source
@@ -57,8 +58,7 @@ def _tensorstore() -> Any:
 
 def _all_of(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
     """A handle done once every one of ``handles`` is (failed with the first failure)."""
-    combined = BackgroundWriteProcess(sum(handle.total_bytes or 0 for handle in handles))
-    combined.set_running_or_notify_cancel()
+    combined = running_handle(sum(handle.total_bytes or 0 for handle in handles))
     left = [len(handles)]
     lock = threading.Lock()
 
@@ -188,10 +188,7 @@ class FrameWriter(ClosesOnExit):
             if shard_frames % chunk_frames:
                 raise ValueError(f"shard_frames must be a multiple of chunk_frames "
                                  f"({chunk_frames}), got {shard_frames}")
-        if on_missing not in ("warn", "raise", "ignore"):
-            raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got "
-                             f"{on_missing!r}")
-        self._missing_policy = on_missing
+        self._missing_policy = check_on_missing(on_missing)
         self._profile = resolve_priority(priority)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -286,8 +283,7 @@ class FrameWriter(ClosesOnExit):
             if self._closed:
                 raise ValueError("write to a closed bgio.zarr.FrameWriter")
             if not count:
-                empty = BackgroundWriteProcess(0)
-                empty.set_running_or_notify_cancel()
+                empty = running_handle(0)
                 empty.set_result(0)
                 return empty  # (nothing placed: the append point stays)
             start = self._check_slots(index, count)
