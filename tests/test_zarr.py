@@ -47,10 +47,11 @@ def gate(monkeypatch) -> threading.Event:
     {"codec": "gzip", "level": 1, "chunk_frames": 2, "shard_frames": 8},
     {"codec": None, "shard_frames": 5},
 ])
-def test_frames_appended_and_placed_read_back_exactly(tmp_path, layout):
+@pytest.mark.parametrize("copy", [True, False])
+def test_frames_appended_and_placed_read_back_exactly(tmp_path, layout, copy):
     frames = _frames(23)
     store = tmp_path / "frames.zarr"
-    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", **layout)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", copy=copy, **layout)
     for frame in frames[:9]:
         w.append(frame)
     w.write_at(14, frames[14:])  # out of order, from another "thread"'s slots

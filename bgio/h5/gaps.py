@@ -74,6 +74,10 @@ class Gaps:
     def __len__(self) -> int:
         return sum(stop - start for start, stop in zip(self._starts, self._stops, strict=True))
 
+    def ranges(self) -> list[tuple[int, int]]:
+        """The ranges, as ``(start, stop)``."""
+        return list(zip(self._starts, self._stops, strict=True))
+
     def indices(self) -> list[int]:
         return [index for start, stop in zip(self._starts, self._stops, strict=True)
                 for index in range(start, stop)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import CancelledError
 from typing import Any, Literal, overload
@@ -18,19 +19,28 @@ from ..h5.base import check_on_missing
 from ..h5.exit import track
 from ..h5.gaps import Gaps
 from ..h5.layout import as_frames, check_count, check_dtype, check_shape
-from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
+from ..h5.live import DEFAULT_FLUSH_INTERVAL, check_flush_options
+from ..handle import (
+    BackgroundWriteProcess,
+    failure_of,
+    raise_root_error,
+    running_handle,
+)
 from ..priority import resolve_priority, validate_chunk_size
 from ..room import wait_for_room
 from ..source import Source
 from ..timeouts import check_timeout
 from ..worker import Job
-from .sink import ArraySink, Runs
+from .record import Record
+from .sink import DEPTH, ArraySink, Runs
 from .spec import array_spec, check_codec, kvstore_of
 
 __all__ = ["MAX_FRAMES", "FrameWriter", "context"]
 
 #: The most frames a Zarr array holds through tensorstore (its largest index, plus 1).
 MAX_FRAMES = 2**62 - 1
+#: Buffers of stored groups kept for the next ones (fresh memory costs page faults).
+_SPARE = 4
 
 _context: Any = None
 _context_lock = threading.Lock()
@@ -81,14 +91,31 @@ def _all_of(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
 
 
 class _Open:
-    """A chunk (or shard) being filled, frame by frame, in any order."""
+    """A chunk (or shard) being filled, frame by frame, in any order: into a buffer of
+    its own (``frames``), or, without copies, as the caller's arrays (``parts``)."""
 
-    __slots__ = ("filled", "frames", "handle")
+    __slots__ = ("filled", "frames", "handle", "parts")
 
-    def __init__(self, frames: int, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.frames = np.zeros((frames, *frame_shape), dtype)
+    def __init__(self, frames: np.ndarray | None, nbytes: int) -> None:
+        self.frames = frames
+        self.parts: list[tuple[int, np.ndarray]] = []  # (first position, frames), no copy
         self.filled: set[int] = set()
-        self.handle = BackgroundWriteProcess(self.frames.nbytes)
+        self.handle = running_handle(nbytes)  # done when the group is stored
+
+    def runs(self, first: int) -> list[tuple[int, np.ndarray]]:
+        """The frames it has, as runs of ``(index, frames)``; frame ``first`` is its first."""
+        if self.frames is None:
+            return [(first + position, frames) for position, frames in sorted(
+                self.parts, key=lambda part: part[0])]
+        runs: list[tuple[int, np.ndarray]] = []
+        for position in sorted(self.filled):
+            if runs and runs[-1][0] + len(runs[-1][1]) == first + position:
+                start, _ = runs[-1]
+                runs[-1] = (start, self.frames[start - first : position + 1])
+            else:
+                runs.append((first + position, self.frames[position : position + 1]))
+        # (Views: a slot is written once, so what they show does not change.)
+        return runs
 
 
 class FrameWriter(ClosesOnExit):
@@ -168,6 +195,9 @@ class FrameWriter(ClosesOnExit):
         priority: PriorityLike = 4,
         max_pending_bytes: int | None = None,
         on_missing: str = "warn",
+        copy: bool = True,
+        flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
+        flush_every: int | None = None,
     ) -> None:
         kvstore = kvstore_of(store)
         if kvstore["driver"] == "file" and any(
@@ -189,6 +219,11 @@ class FrameWriter(ClosesOnExit):
                 raise ValueError(f"shard_frames must be a multiple of chunk_frames "
                                  f"({chunk_frames}), got {shard_frames}")
         self._missing_policy = check_on_missing(on_missing)
+        if not isinstance(copy, bool):
+            raise TypeError(f"copy must be True or False, got {type(copy).__qualname__}")
+        self._copy = copy
+        self._spare: list[np.ndarray] = []
+        flush_interval, flush_every = check_flush_options(flush_interval, flush_every)
         self._profile = resolve_priority(priority)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
@@ -198,18 +233,23 @@ class FrameWriter(ClosesOnExit):
                           shard_frames)
         self._name = str(store)
         try:
-            array = tensorstore.open(spec, context=context()).result()
+            tensorstore.open(spec, context=context()).result()  # creates it, 0 frames long
             # The same array, its metadata assumed at the largest length: the stores
             # write their chunks through it before the length is raised (see ArraySink).
             assumed = {**spec, "assume_metadata": True}
             del assumed["create"]
             assumed["metadata"] = {**spec["metadata"], "shape": [MAX_FRAMES, *self._frame_shape]}
             chunks = tensorstore.open(assumed, context=context()).result()
+            record = Record(tensorstore.KvStore.open(kvstore, context=context()).result(),
+                            self._name, flush_interval, flush_every)
+            record.start()
         except ValueError as exc:
             if "ALREADY_EXISTS" in str(exc):
                 raise ValueError(f"store: {self._name!r} holds an array already") from None
             raise ValueError(f"store: {self._name!r}: {exc}") from None
-        self._sink = ArraySink(array, chunks, self._name)
+        paced = self._profile.bandwidth_pct < 100 or self._profile.max_rate is not None
+        self._sink = ArraySink(chunks, record, self._name, 1 if paced else DEPTH,
+                               tensorstore.Transaction)
         self._group = shard_frames or chunk_frames  # frames per store
         self._frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
         # Reentrant: a store submitted at interpreter exit runs in the submitting thread,
@@ -308,10 +348,11 @@ class FrameWriter(ClosesOnExit):
             if start > self._next:
                 self._holes.add(self._next, start)
             handles: list[BackgroundWriteProcess] = []
-            for offset in range(count):
-                handle = self._place(start + offset, stack[offset])
-                if not handles or handles[-1] is not handle:
-                    handles.append(handle)
+            offset = 0
+            while offset < count:  # the frames going into each group, in turn
+                take = min(count - offset, self._group - (start + offset) % self._group)
+                handles.append(self._place(start + offset, stack[offset : offset + take]))
+                offset += take
             self._next = max(self._next, start + count)
             self._count += count
             handle = handles[0] if len(handles) == 1 else _all_of(handles)
@@ -334,34 +375,59 @@ class FrameWriter(ClosesOnExit):
         touched = sum(size for group in groups if group in self._open)
         return len(groups) * size - touched, touched
 
-    def _place(self, slot: int, frame: np.ndarray) -> BackgroundWriteProcess:
-        # (lock held) Copy one frame into its group; store the group once it is full.
-        self._holes.discard(slot)
+    def _place(self, slot: int, frames: np.ndarray) -> BackgroundWriteProcess:
+        # (lock held) Put frames (all in one group) into their group, copied or not; store
+        # the group once it is full.
         number, position = divmod(slot, self._group)
         group = self._open.get(number)
         if group is None:
-            group = self._open[number] = _Open(self._group, self._frame_shape, self._dtype)
-            held = group.frames.nbytes
+            held = self._group * self._frame_bytes
+            buffer = None
+            if self._copy:
+                buffer = self._spare.pop() if self._spare else np.empty(
+                    (self._group, *self._frame_shape), self._dtype)
+            group = self._open[number] = _Open(buffer, held)
             self._pending += held
-            group.handle.add_done_callback(lambda _: self._stored(held))
-        group.frames[position] = frame
-        group.filled.add(position)
+            group.handle.add_done_callback(lambda _: self._stored(held, buffer))
+        if group.frames is not None:
+            group.frames[position : position + len(frames)] = frames
+        else:
+            group.parts.append((position, frames))
+        for index in range(slot, slot + len(frames)):
+            self._holes.discard(index)
+        group.filled.update(range(position, position + len(frames)))
         if len(group.filled) == self._group:
             del self._open[number]
-            self._submit(Runs([(number * self._group, group.frames)]), group.handle)
+            self._submit(Runs(group.runs(number * self._group), frozenset((number,)),
+                              group.handle))
         return group.handle
 
-    def _stored(self, size: int) -> None:
+    def _stored(self, size: int, buffer: np.ndarray | None) -> None:
         with self._lock:
             self._pending -= size
+            # (Tensorstore is done with it; after a failure a flushed part of the group
+            # may still be in flight, reading it.)
+            if buffer is not None and len(self._spare) < _SPARE and self._sink.failure is None:
+                self._spare.append(buffer)
             self._room.notify_all()
 
-    def _submit(self, runs: Runs, handle: BackgroundWriteProcess) -> None:
-        # (lock held) One store, in order after the others.
+    def _submit(self, runs: Runs) -> None:
+        # (lock held) One store, issued in order after the others. The worker's handle is
+        # done once the store is issued; the store's own (runs.handle) once it is stored.
         size = len(runs)
-        handle.total_bytes = size
+        runs.handle.total_bytes = size
+        issued = BackgroundWriteProcess(size)
+        stored, sink = runs.handle, self._sink
+
+        def not_issued(done: BackgroundWriteProcess) -> None:
+            error = failure_of(done)
+            if error is not None:  # (the store never got to tensorstore)
+                sink.refused(error, stored)
+                stored.set_exception(error)
+
+        issued.add_done_callback(not_issued)
         source = Source((runs,), None, size, False, size)
-        self._last = submit(Job(handle, self._sink, source, self._profile,  # type: ignore[arg-type]
+        self._last = submit(Job(issued, self._sink, source, self._profile,  # type: ignore[arg-type]
                                 chunk_size=max(size, 1)))
 
     def _store_open(self, closing: bool) -> None:
@@ -370,16 +436,9 @@ class FrameWriter(ClosesOnExit):
         # full), at the close as the group's last.
         for number in sorted(self._open):
             group = self._open.pop(number) if closing else self._open[number]
-            first = number * self._group
-            runs: list[tuple[int, np.ndarray]] = []
-            for position in sorted(group.filled):
-                if runs and runs[-1][0] + len(runs[-1][1]) == first + position:
-                    start, _ = runs[-1]
-                    runs[-1] = (start, group.frames[start - first : position + 1])
-                else:
-                    runs.append((first + position, group.frames[position : position + 1]))
-            # (Views: a slot is written once, so what they show does not change.)
-            self._submit(Runs(runs), group.handle if closing else BackgroundWriteProcess(0))
+            runs = group.runs(number * self._group)
+            self._submit(Runs(runs, frozenset((number,)),
+                              group.handle if closing else running_handle(0)))
 
     def flush(self, timeout: float | None = None) -> None:
         """Store everything accepted so far (chunks being filled too, as far as they are
@@ -391,15 +450,27 @@ class FrameWriter(ClosesOnExit):
             If the stores are not done after ``timeout`` seconds.
         """
         check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         with self._lock:
             if not self._closed:
                 self._store_open(closing=False)
             last = self._last
-        if last is None:
-            return
-        if not last.wait(timeout):
+        if last is not None:
+            if not last.wait(timeout):  # (every store issued)
+                raise TimeoutError(f"frames not stored after {timeout} s")
+            raise_root_error(last)
+        sink = self._sink
+        if not sink.drain(left()):  # (every store landed)
             raise TimeoutError(f"frames not stored after {timeout} s")
-        raise_root_error(last)
+        if sink.failure is not None:
+            raise sink.failure
+        sink.record.announce_now()
+        if not sink.record.settle(left()):
+            raise TimeoutError(f"frames not announced after {timeout} s")
 
     @overload
     def close(self, timeout: float | None = None, *, wait: Literal[True] = True) -> None: ...
@@ -432,6 +503,8 @@ class FrameWriter(ClosesOnExit):
             self._room.notify_all()
             self._store_open(closing=True)
             self.missing = self._holes.indices()
+            self._sink.final_length = self._next
+            self._sink.final_missing = self._holes.ranges()
             closing = BackgroundWriteProcess(0)
             # Queued last on the array's lane: it runs after every store, even a failed one.
             self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]

@@ -1,24 +1,47 @@
-"""The worker's side of a Zarr array: each store grows the array if it must, then writes
-its frames (a whole chunk or shard, or at a flush the runs of a partly filled one)."""
+"""The worker's side of a Zarr array: stores issued in order, several in flight at once.
+
+Each store (a whole chunk or shard, or at a flush the runs of a partly
+filled one) is handed to tensorstore, which compresses it in its own
+threads, outside the interpreter lock, and writes each object whole. When
+the profile paces (busy below 100 %, or a ``max_rate``), a store is waited
+for before the next is issued, so the worker's busy time is the store's;
+unpaced, up to :data:`DEPTH` are in flight, as tensorstore's own examples
+write many chunks. A store's handle is done when its objects are written;
+the array's length follows in :class:`bgio.zarr.record.Record`.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import numpy as np
 
+from ..errors import ChainError
+from ..handle import BackgroundWriteProcess
 from ..sinks import Waiter
+from .record import Record
 
-__all__ = ["ArraySink", "Runs"]
+__all__ = ["DEPTH", "ArraySink", "Runs"]
+
+logger = logging.getLogger("bgio")
+
+#: Stores in flight at once when the profile does not pace.
+DEPTH = 64
 
 
 class Runs:
-    """One store for the worker: runs of consecutive frames, ``(first index, frames)``."""
+    """One store for the worker: runs of consecutive frames, ``(first index, frames)``,
+    the chunks (or shards) they touch, and the handle done when they are stored."""
 
-    __slots__ = ("runs",)
+    __slots__ = ("groups", "handle", "runs")
 
-    def __init__(self, runs: list[tuple[int, np.ndarray]]) -> None:
+    def __init__(self, runs: list[tuple[int, np.ndarray]], groups: frozenset[int],
+                 handle: BackgroundWriteProcess) -> None:
         self.runs = runs
+        self.groups = groups
+        self.handle = handle
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: the frames' (before compression).
@@ -26,49 +49,164 @@ class Runs:
 
 
 class ArraySink:
-    """Writes :class:`Runs` into a tensorstore array that grows along axis 0.
+    """Writes :class:`Runs` into a tensorstore array, ``depth`` stores in flight at most.
 
-    The chunks are written first, through ``chunks`` (the same array
-    opened with its metadata assumed at the largest length, so it writes
-    past the stored length), and only then is the length in the array's
-    metadata raised to the end of the frames stored: a reader never finds
-    rows past them, and a store that fails leaves the length as it was.
-    Tensorstore compresses in its own threads, outside the interpreter
-    lock, and writes each chunk (or shard) object whole.
+    ``chunks`` is the array opened with its metadata assumed at the
+    largest length, so stores go past the length ``zarr.json`` states;
+    ``record`` raises that length as the frames land. Two stores touching
+    one chunk are never in flight together (the later would race the
+    earlier). After a store fails, the next store the worker hands in
+    fails with :class:`bgio.ChainError` (the lane's later ones with it),
+    and :meth:`close` raises the failure if no store was left to.
     """
 
     kind = None
     nonblocking = False
     write_many = None
 
-    def __init__(self, array: Any, chunks: Any, name: str) -> None:
-        self.array = array  # the array as its metadata says (reopened at each growth)
-        self.chunks = chunks  # the same, assumed as long as can be: where stores go
-        self.target: object = array
+    def __init__(self, chunks: Any, record: Record, name: str, depth: int,
+                 transaction: Any) -> None:
+        self.chunks = chunks
+        self.record = record
+        self.target: object = chunks
         self.key: object = ("zarr", name)
         self.name = name
         self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
-        self.extent = 0
-        self._rest = list(array.shape[1:])
+        self.depth = depth
+        self._transaction = transaction  # tensorstore.Transaction
+        self.failure: BaseException | None = None  # the first store that failed
+        self.failed_handle: BackgroundWriteProcess | None = None
+        self._told = False  # the failure reached the worker through a write
+        self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)
+        self._flying = 0
+        self._busy: set[int] = set()  # chunks (or shards) of the stores in flight
+        # What close() announces: set by the writer before it queues the close.
+        self.final_length = 0
+        self.final_missing: list[tuple[int, int]] = []
 
     def write(self, block: Runs) -> int:
+        with self._landed:
+            self._landed.wait_for(lambda: self.failure is not None or (
+                self._flying < self.depth and not self._busy.intersection(block.groups)))
+            if self.failure is not None:
+                self._told = True
+                raise ChainError(f"frames not stored in {self.name}: an earlier store failed",
+                                 self.failed_handle, self.failure)
+            self._flying += 1
+            self._busy.update(block.groups)
+        flight = _Flight(self, block)
         try:
-            for first, frames in block.runs:
-                self.chunks[first : first + len(frames)].write(frames).result()
-            end = max(first + len(frames) for first, frames in block.runs)
-            if end > self.extent:
-                self.array = self.array.resize(exclusive_max=[end, *self._rest],
-                                               resize_metadata_only=True).result()
-                self.extent = end
-        except ValueError as exc:  # tensorstore's way of saying an I/O failed
-            raise OSError(f"{self.name}: {exc}") from exc
+            if len(block.runs) == 1:
+                first, frames = block.runs[0]
+                futures = [self.chunks[first : first + len(frames)].write(frames)]
+            else:  # one group's runs: committed together, its object written once
+                transaction = self._transaction()
+                inside = self.chunks.with_transaction(transaction)
+                staged = [inside[first : first + len(frames)].write(frames)
+                          for first, frames in block.runs]
+                for each in staged:  # (copied into the transaction: quick; a commit
+                    each.result()    # before that would leave them out)
+                futures = [transaction.commit_async()]
+        except Exception as exc:  # noqa: BLE001 - tensorstore refused the write at once
+            flight.left = 1
+            flight.landed(_Failed(exc))
+        else:
+            flight.left = len(futures)
+            for future in futures:
+                future.add_done_callback(flight.landed)
+        if self.depth == 1:  # paced: the store's time is the worker's busy time
+            with self._landed:
+                self._landed.wait_for(lambda: flight.left == 0)
+                if flight.error is not None:
+                    self._told = True
+                    raise flight.error
         return len(block)
 
+    def land(self, flight: _Flight) -> None:
+        """A store's objects are written (or one failed): tell its handle and the record."""
+        block, error = flight.block, flight.error
+        with self._landed:
+            self._flying -= 1
+            self._busy.difference_update(block.groups)
+            if error is not None and self.failure is None:
+                self.failure, self.failed_handle = error, block.handle
+            self._landed.notify_all()
+        handle = block.handle
+        if error is None:
+            for first, frames in block.runs:
+                self.record.stored(first, first + len(frames))
+            handle.bytes_written = handle.total_bytes or 0
+            handle.set_result()
+        else:
+            logger.error("storing frames in %s failed", self.name, exc_info=error)
+            handle.set_exception(error)
+
+    def refused(self, error: BaseException, handle: BackgroundWriteProcess) -> None:
+        """The worker failed a store before it reached tensorstore (told by the writer)."""
+        with self._landed:
+            if self.failure is None:
+                self.failure, self.failed_handle = error, handle
+            self._told = True
+            self._landed.notify_all()
+
+    def drain(self, timeout: float | None) -> bool:
+        """Wait until no store is in flight; False on timeout."""
+        with self._landed:
+            return self._landed.wait_for(lambda: self._flying == 0, timeout)
+
     def flush(self) -> None:
-        """Every store is written (and each object committed) when its write returns."""
+        """Stores are written when their handles say so (nothing buffered here)."""
 
     def sync(self) -> None:
         """Tensorstore's file store commits each object with ``fsync`` as it writes it."""
 
     def close(self) -> None:
-        self.array = self.chunks = self.target = None  # (tensorstore has nothing to close)
+        """Wait for the stores in flight, announce the last state (finished), and raise a
+        store's failure the worker was not told of."""
+        self.drain(None)
+        try:
+            self.record.finish(self.final_length, self.final_missing, self.failure)
+        finally:
+            self.chunks = self.target = None  # (tensorstore has nothing to close)
+        if self.failure is not None and not self._told:
+            raise self.failure
+
+    discard = close  # (after a failure: the same, the failure announced)
+
+
+class _Failed:
+    """A future that failed before it was made: for :meth:`_Flight.landed`."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def result(self) -> None:
+        raise self.error
+
+
+class _Flight:
+    """One store in flight: its futures counted down as they land."""
+
+    __slots__ = ("block", "error", "left", "sink")
+
+    def __init__(self, sink: ArraySink, block: Runs) -> None:
+        self.sink = sink
+        self.block = block
+        self.left = 0
+        self.error: BaseException | None = None
+
+    def landed(self, future: Any) -> None:
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - the store's failure, on its handle
+            # (tensorstore says an I/O failed with a ValueError)
+            error = OSError(f"{self.sink.name}: {exc}")
+            error.__cause__ = exc
+            if self.error is None:
+                self.error = error
+        with self.sink._lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self.sink.land(self)

@@ -1,0 +1,213 @@
+"""The array's ``zarr.json``: its length and the frames bgio announces, rewritten as frames
+are stored.
+
+Stores land in any order (several are in flight at once), so the length a
+reader is shown is the end of the run of frames stored from frame 0: past
+it, a slot may still be on its way, and would read as fill values. The
+record is rewritten at most every ``flush_interval`` (or every
+``flush_every`` frames), one rewrite in flight at a time, each a
+conditional write on the last one, so no older length ever overwrites a
+newer one.
+
+The announcement is the ``"bgio"`` attribute::
+
+    {"frames": 120, "finished": false}
+
+``frames`` (equal to the length) are stored and durable (tensorstore's file
+store writes each object with ``fsync`` and a rename before its write is
+done); at the close ``finished`` is true, and ``missing`` lists the
+``[start, stop)`` ranges of slots never written (they read as 0), or
+``error`` says why the writer stopped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import threading
+from typing import Any
+
+from ..h5.live import Announcer
+
+__all__ = ["ATTRIBUTE", "Record", "Stored", "announcement"]
+
+#: The attribute of the array bgio announces its frames in.
+ATTRIBUTE = "bgio"
+
+
+class Stored:
+    """Frames stored so far: :attr:`prefix`, the end of the run from frame 0, and the
+    ranges stored past it (they may overlap: a flushed part of a chunk is stored again
+    with the whole)."""
+
+    __slots__ = ("_later", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = 0
+        self._later: list[tuple[int, int]] = []  # a heap of (start, stop)
+
+    def add(self, start: int, stop: int) -> int:
+        """Frames ``start..stop-1`` are stored; return the new :attr:`prefix`."""
+        heapq.heappush(self._later, (start, stop))
+        while self._later and self._later[0][0] <= self.prefix:
+            self.prefix = max(self.prefix, heapq.heappop(self._later)[1])
+        return self.prefix
+
+    def ends(self) -> int:
+        """One after the highest frame stored."""
+        return max([self.prefix, *(stop for _, stop in self._later)])
+
+
+def announcement(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``"bgio"`` attribute of a parsed ``zarr.json``, or None if it has none."""
+    attributes = document.get("attributes") or {}
+    found = attributes.get(ATTRIBUTE)
+    return found if isinstance(found, dict) else None
+
+
+class Record:
+    """Keeps ``zarr.json`` up to date with the frames stored (see the module's text).
+
+    Parameters
+    ----------
+    kvstore : tensorstore.KvStore
+        The array's folder.
+    name : str
+        The store, for messages.
+    interval, every : float or int or None
+        Announce at most this often, in seconds and in frames.
+    """
+
+    def __init__(self, kvstore: Any, name: str, interval: float | None,
+                 every: int | None) -> None:
+        self._kvstore = kvstore
+        self._name = name
+        read = kvstore.read("zarr.json").result()
+        self._document: dict[str, Any] = json.loads(read.value)
+        self._generation: bytes = read.stamp.generation
+        # Reentrant: a store in memory is written at once, and the write's callback runs
+        # in the thread that made it, the lock still held.
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._stored = Stored()
+        self._announcer = Announcer(interval, every, self._tick)
+        self._writing = False
+        self._wanted: dict[str, Any] | None = None  # the next state, if one is being written
+        self._final = False
+        self.announced = 0  # frames in the zarr.json last written
+        self.error: BaseException | None = None  # the first rewrite that failed
+
+    def start(self) -> None:
+        """Mark the new array as being written (0 frames, not finished), and wait."""
+        with self._lock:
+            self._issue({"frames": 0, "finished": False})
+        self.settle(None)
+
+    @property
+    def stored_prefix(self) -> int:
+        """Frames stored from frame 0 without a gap."""
+        return self._stored.prefix
+
+    def stored(self, start: int, stop: int) -> None:
+        """Frames ``start..stop-1`` are stored (called as each store lands)."""
+        with self._lock:
+            before = self._stored.prefix
+            after = self._stored.add(start, stop)
+            if after > before and not self._final and self._announcer.accepted(after - before):
+                self._want({"frames": after, "finished": False})
+
+    def _tick(self) -> None:
+        with self._lock:
+            if not self._final:
+                self._want({"frames": self._stored.prefix, "finished": False})
+
+    def finish(self, length: int, missing: list[tuple[int, int]],
+               error: BaseException | None) -> None:
+        """Announce the last state: ``length`` frames (slots in ``missing`` never written),
+        or, after ``error``, the frames stored from frame 0; wait until it is written.
+
+        Raises
+        ------
+        OSError
+            If a rewrite of ``zarr.json`` failed.
+        """
+        with self._lock:
+            self._final = True
+            self._announcer.close()
+            state: dict[str, Any] = {"frames": length, "finished": True}
+            if error is not None:
+                state = {"frames": self._stored.prefix, "finished": True,
+                         "error": f"{type(error).__name__}: {error}"}
+            elif missing:
+                state["missing"] = [[start, stop] for start, stop in missing]
+            self._want(state)
+        self.settle(None)
+
+    def announce_now(self) -> None:
+        """Announce every frame stored so far (at a flush); :meth:`settle` waits for it."""
+        with self._lock:
+            if not self._final:
+                self._want({"frames": self._stored.prefix, "finished": False})
+
+    def settle(self, timeout: float | None) -> bool:
+        """Wait until no rewrite is in flight; False on timeout.
+
+        Raises
+        ------
+        OSError
+            If a rewrite failed.
+        """
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._writing, timeout):
+                return False
+            if self.error is not None:
+                raise self.error
+        return True
+
+    def _want(self, state: dict[str, Any]) -> None:
+        # (lock held) Write this state next: now, or once the rewrite in flight lands.
+        self._announcer.announced()
+        if state["frames"] == self.announced and not state["finished"]:
+            return
+        if self._writing:
+            self._wanted = state
+            return
+        self._issue(state)
+
+    def _issue(self, state: dict[str, Any]) -> None:
+        # (lock held)
+        if self.error is not None:
+            return
+        document = dict(self._document)
+        document["shape"] = [state["frames"], *document["shape"][1:]]
+        document["attributes"] = {**(document.get("attributes") or {}), ATTRIBUTE: state}
+        try:
+            future = self._kvstore.write("zarr.json", json.dumps(document, indent=2).encode(),
+                                         if_equal=self._generation)
+        except Exception as exc:  # noqa: BLE001 - kept, raised by settle() and the close
+            self.error = OSError(f"{self._name}: rewriting zarr.json failed: {exc}")
+            return
+        self._writing = True
+        future.add_done_callback(lambda done: self._written(done, document))
+
+    def _written(self, future: Any, document: dict[str, Any]) -> None:
+        with self._lock:
+            self._writing = False
+            try:
+                stamp = future.result()
+            except Exception as exc:  # noqa: BLE001 - kept, raised by settle() and the close
+                self.error = OSError(f"{self._name}: rewriting zarr.json failed: {exc}")
+            else:
+                if not stamp.generation:  # the condition failed
+                    self.error = OSError(
+                        f"{self._name}: zarr.json was changed by someone else while bgio "
+                        f"was writing the array; it was left as they wrote it")
+                else:
+                    self._generation = stamp.generation
+                    self._document = document
+                    self.announced = document["shape"][0]
+            wanted, self._wanted = self._wanted, None
+            if wanted is not None and self.error is None:
+                self._issue(wanted)
+            if not self._writing:
+                self._idle.notify_all()

@@ -1,0 +1,218 @@
+"""bgio.zarr for readers: the length and the announcements in zarr.json, follow(), and
+recover() after a writer was killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import bgio.zarr
+from bgio.h5.followers import FollowTimeout
+from bgio.zarr import record as zarr_record
+
+ts = pytest.importorskip("tensorstore")
+
+SHAPE = (16, 24)
+
+
+def _frames(count: int, seed: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4000, (count, *SHAPE), dtype="u2")
+
+
+def _metadata(store) -> dict:
+    with open(os.path.join(store, "zarr.json")) as file:
+        return json.load(file)
+
+
+def _state(store) -> tuple[int, dict]:
+    document = _metadata(store)
+    return document["shape"][0], document["attributes"]["bgio"]
+
+
+def test_a_flush_announces_the_frames_and_the_close_finishes(tmp_path):
+    store = str(tmp_path / "a.zarr")
+    frames = _frames(9)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", flush_interval=None, flush_every=1000)
+    w.append(frames[:5])
+    w.flush()
+    assert _state(store) == (5, {"frames": 5, "finished": False})
+    w.append(frames[5:])
+    w.close()
+    assert _state(store) == (9, {"frames": 9, "finished": True})
+
+
+def test_the_length_stops_at_the_first_slot_not_stored(tmp_path):
+    store = str(tmp_path / "gap.zarr")
+    frames = _frames(10)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", on_missing="ignore")
+    w.write_at(5, frames[5:])
+    w.flush()
+    assert _state(store) == (0, {"frames": 0, "finished": False})  # 0..4 would read as 0
+    w.write_at(0, frames[:3])
+    w.flush()
+    assert _state(store) == (3, {"frames": 3, "finished": False})
+    w.close()  # 3 and 4 never written: the close says so
+    assert _state(store) == (10, {"frames": 10, "finished": True, "missing": [[3, 5]]})
+
+
+def test_zarr_python_sees_only_frames_stored(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    store = str(tmp_path / "zp.zarr")
+    frames = _frames(7)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", codec="lz4", chunk_frames=2)
+    w.append(frames[:3])
+    w.write_at(4, frames[4:])
+    w.flush()
+    array = zarr.open_array(store, mode="r")
+    assert array.shape == (3, *SHAPE)
+    assert array[:].tobytes() == frames[:3].tobytes()
+    assert array.attrs["bgio"] == {"frames": 3, "finished": False}
+    w.write_at(3, frames[3])  # (the slot left free, filled)
+    w.close()
+    array = zarr.open_array(store, mode="r")
+    assert array[:].tobytes() == frames.tobytes()
+
+
+def test_frames_are_announced_every_flush_every_frames_without_a_flush(tmp_path,
+                                                                       monkeypatch):
+    store = str(tmp_path / "every.zarr")
+    announced = threading.Event()
+    real = zarr_record.Record._written
+
+    def written(self, future, document):
+        real(self, future, document)
+        if self.announced >= 4:
+            announced.set()
+
+    monkeypatch.setattr(zarr_record.Record, "_written", written)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", flush_interval=None, flush_every=2)
+    frames = _frames(5)
+    for frame in frames:
+        w.append(frame)
+    assert announced.wait(30)
+    length, state = _state(store)
+    assert length in (4, 5) and state == {"frames": length, "finished": False}
+    w.close()
+
+
+def test_a_failed_writer_announces_what_it_stored_and_why_it_stopped(tmp_path,
+                                                                     monkeypatch):
+    from bgio.zarr import sink as zarr_sink
+
+    real = zarr_sink.ArraySink.write
+    calls = []
+
+    def write(self, block):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(5, "the store went away")
+        return real(self, block)
+
+    monkeypatch.setattr(zarr_sink.ArraySink, "write", write)
+    store = str(tmp_path / "failed.zarr")
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16")
+    for frame in _frames(5):
+        w.append(frame)
+    with pytest.raises(OSError, match="the store went away"):
+        w.close()
+    assert _state(store) == (2, {"frames": 2, "finished": True,
+                                 "error": "OSError: [Errno 5] the store went away"})
+
+
+@pytest.mark.parametrize("layout", [{}, {"shard_frames": 4, "codec": "lz4"}])
+def test_follow_yields_every_frame_in_order_while_it_is_written(tmp_path, layout):
+    store = str(tmp_path / "followed.zarr")
+    frames = _frames(30)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", flush_interval=0.01, **layout)
+
+    def produce() -> None:
+        for frame in frames:
+            w.append(frame)
+        w.close()
+
+    producer = threading.Thread(target=produce)
+    with bgio.zarr.follow(store, timeout=30) as follower:
+        producer.start()
+        seen = list(follower)
+    producer.join()
+    assert [index for index, _ in seen] == list(range(30))
+    assert np.stack([frame for _, frame in seen]).tobytes() == frames.tobytes()
+    assert follower.finished and not follower.timed_out and follower.error is None
+
+
+def test_follow_stops_or_raises_when_nothing_comes(tmp_path):
+    store = str(tmp_path / "quiet.zarr")
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16")
+    w.append(_frames(2))
+    w.flush()
+    follower = bgio.zarr.follow(store, timeout=0.2)
+    assert [index for index, _ in follower] == [0, 1]
+    assert follower.timed_out and not follower.finished
+    with pytest.raises(FollowTimeout, match="no new frame in"):
+        list(bgio.zarr.follow(str(tmp_path / "never.zarr"), timeout=0.1, on_timeout="raise"))
+    w.close()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"timeout": 0}, r"^timeout must be seconds > 0, got 0$"),
+    ({"on_timeout": "wait"}, r"^on_timeout must be 'stop' or 'raise', got 'wait'$"),
+    ({"batch": 0}, r"^batch must be an int >= 1, got 0$"),
+])
+def test_follow_refuses_bad_options(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        bgio.zarr.follow(str(tmp_path / "x.zarr"), **options)
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import bgio.zarr
+    store, shard = sys.argv[1], int(sys.argv[2]) or None
+    frames = np.random.default_rng(5).integers(0, 4000, (100, 16, 24), dtype="u2")
+    w = bgio.zarr.FrameWriter(store, (16, 24), "uint16", shard_frames=shard,
+                              flush_interval=None, flush_every=10)
+    handles = [w.append(frame) for frame in frames[:60]]
+    for handle in handles[:int(sys.argv[3])]:  # (a shard being filled is not stored)
+        handle.result()
+    print("stored", flush=True)
+    sys.stdin.read()  # (killed here)
+""")
+
+
+@pytest.mark.slow  # (a process started per case)
+@pytest.mark.parametrize("shard, kept", [(0, 60), (8, 56)])
+def test_after_sigkill_announced_frames_read_back_and_recover_finds_the_rest(
+        tmp_path, shard, kept):
+    store = str(tmp_path / "killed.zarr")
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, store, str(shard), str(kept)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "stored\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+    frames = _frames(100)
+    announced, state = _state(store)
+    assert not state["finished"] and state["frames"] == announced <= kept
+    array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert array.read().result().tobytes() == frames[:announced].tobytes()
+    found = bgio.zarr.recover(store)
+    assert found == bgio.zarr.Recovery(kept, announced, 0, False)
+    assert _state(store) == (kept, {"frames": kept, "finished": True, "recovered": {
+        "announced": announced, "stranded": 0}})
+    array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert array.read().result().tobytes() == frames[:kept].tobytes()
+    assert bgio.zarr.recover(store) == bgio.zarr.Recovery(kept, kept, 0, True)  # (again: no-op)
+
+
+def test_recover_refuses_what_is_not_an_array(tmp_path):
+    with pytest.raises(ValueError, match=r"holds no Zarr v3 array \(no zarr.json\)$"):
+        bgio.zarr.recover(str(tmp_path / "nothing.zarr"))
