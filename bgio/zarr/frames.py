@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import socket
 import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import CancelledError
 from typing import Any, Literal, overload
@@ -31,7 +34,7 @@ from ..room import wait_for_room
 from ..source import Source
 from ..timeouts import check_timeout
 from ..worker import Job
-from .record import Record
+from .record import Record, SharedRecord
 from .sink import DEPTH, ArraySink, Runs
 from .spec import array_spec, check_codec, kvstore_of
 
@@ -122,13 +125,17 @@ class FrameWriter(ClosesOnExit):
     """Append frames to a Zarr v3 array from a background thread, chunk by chunk.
 
     The array has shape ``(n, *frame_shape)`` and grows along axis 0 as
-    chunks are stored: it starts empty, so a reader finds no rows of fill
-    values past the frames written. Frames are copied into the chunk (or,
-    with ``shard_frames``, the shard) being filled; a full one is stored
-    by bgio's worker through tensorstore, paced by ``priority``, in order,
-    one object written whole per store (a reader sees a shard whole or
-    not at all). Errors are raised by the handles and by :meth:`close`;
-    after one, every later store fails with :class:`bgio.ChainError`.
+    frames are stored: it starts empty, and its length (in ``zarr.json``)
+    is raised only to frames stored without a gap, every
+    ``flush_interval``, with the ``"bgio"`` attribute announcing them (see
+    :mod:`bgio.zarr.record`), so a reader finds no rows of fill values
+    past the frames written. Frames are copied into the chunk (or, with
+    ``shard_frames``, the shard) being filled (``copy=False``: kept as
+    given); a full one is stored by bgio's worker through tensorstore,
+    paced by ``priority``, issued in order, one object written whole per
+    store (a reader sees a shard whole or not at all). Errors are raised
+    by the handles and by :meth:`close`; after one, every later store
+    fails with :class:`bgio.ChainError`.
 
     Parameters
     ----------
@@ -161,11 +168,32 @@ class FrameWriter(ClosesOnExit):
         What :meth:`close` does about slots below the last frame never
         written (:meth:`write_at`): listed in :attr:`missing` in every case
         (they read as 0); "warn" warns, "raise" raises ``ValueError``.
+    copy : bool, keyword-only, default True
+        Copy frames into the chunk being filled, so the caller may reuse
+        its buffer at once. False keeps the caller's arrays until their
+        handle is done (do not change them before; a chunk's frames are
+        then committed together in one tensorstore transaction): no copy
+        in the caller's thread.
+    flush_interval : float or None, keyword-only, default 0.25
+        Announce the frames stored (raise the length) at most this often,
+        in seconds; None: by ``flush_every`` only.
+    flush_every : int or None, keyword-only
+        Announce, too, once this many more frames are stored.
+    shared : bool, keyword-only, default False
+        The array is written by several writers (threads, processes,
+        machines sharing the store), each its own slots with
+        :meth:`write_at`: it is created if it does not exist, else joined
+        (its layout is then the array's, whatever ``codec`` and the grid
+        arguments say); each call's frames are stored at once (into a
+        shard others fill: a read, merge and rewrite of the shard); the
+        record merges every writer's frames (:class:`bgio.zarr.record.SharedRecord`).
+        ``missing`` stays empty: the record lists the slots no writer wrote.
 
     Raises
     ------
     TypeError, ValueError
-        For a bad argument (naming it), or a store that holds an array.
+        For a bad argument (naming it), a store that holds an array (unless
+        ``shared``), or a shared array of other frames.
     ImportError
         Without tensorstore (``pip install 'bgio[zarr]'``).
 
@@ -198,9 +226,13 @@ class FrameWriter(ClosesOnExit):
         copy: bool = True,
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
         flush_every: int | None = None,
+        shared: bool = False,
     ) -> None:
         kvstore = kvstore_of(store)
-        if kvstore["driver"] == "file" and any(
+        if not isinstance(shared, bool):
+            raise TypeError(f"shared must be True or False, got {type(shared).__qualname__}")
+        self._shared = shared
+        if not shared and kvstore["driver"] == "file" and any(
                 os.path.exists(os.path.join(kvstore["path"], name))
                 for name in (".zarray", ".zgroup", "zarr.json")):
             raise ValueError(f"store: {os.fspath(store)!r} holds a Zarr array or group "
@@ -232,16 +264,21 @@ class FrameWriter(ClosesOnExit):
         spec = array_spec(kvstore, self._frame_shape, self._dtype, codec, level, chunk_frames,
                           shard_frames)
         self._name = str(store)
+        self._group = shard_frames or chunk_frames  # frames per store
         try:
-            tensorstore.open(spec, context=context()).result()  # creates it, 0 frames long
+            keys = tensorstore.KvStore.open(kvstore, context=context()).result()
+            metadata = self._create_or_join(tensorstore, spec, keys)
             # The same array, its metadata assumed at the largest length: the stores
             # write their chunks through it before the length is raised (see ArraySink).
-            assumed = {**spec, "assume_metadata": True}
-            del assumed["create"]
-            assumed["metadata"] = {**spec["metadata"], "shape": [MAX_FRAMES, *self._frame_shape]}
+            assumed = {"driver": "zarr3", "kvstore": kvstore, "assume_metadata": True,
+                       "metadata": {**metadata, "shape": [MAX_FRAMES, *self._frame_shape]}}
             chunks = tensorstore.open(assumed, context=context()).result()
-            record = Record(tensorstore.KvStore.open(kvstore, context=context()).result(),
-                            self._name, flush_interval, flush_every)
+            if shared:
+                record: Record = SharedRecord(keys, self._name, flush_interval, flush_every,
+                                              f"{socket.gethostname()}:{os.getpid()}:"
+                                              f"{uuid.uuid4().hex[:8]}")
+            else:
+                record = Record(keys, self._name, flush_interval, flush_every)
             record.start()
         except ValueError as exc:
             if "ALREADY_EXISTS" in str(exc):
@@ -250,7 +287,6 @@ class FrameWriter(ClosesOnExit):
         paced = self._profile.bandwidth_pct < 100 or self._profile.max_rate is not None
         self._sink = ArraySink(chunks, record, self._name, 1 if paced else DEPTH,
                                tensorstore.Transaction)
-        self._group = shard_frames or chunk_frames  # frames per store
         self._frame_bytes = math.prod(self._frame_shape) * self._dtype.itemsize
         # Reentrant: a store submitted at interpreter exit runs in the submitting thread,
         # and its done callback takes the lock again.
@@ -265,6 +301,26 @@ class FrameWriter(ClosesOnExit):
         self._closed = False
         self.missing: list[int] = []  # after close(): slots never written
         track(self)  # closed at exit if the program does not
+
+    def _create_or_join(self, tensorstore: Any, spec: dict[str, Any], keys: Any
+                        ) -> dict[str, Any]:
+        """Create the array (0 frames long); shared, join it if it exists. Return its
+        metadata (a joined array's layout is its own)."""
+        try:
+            tensorstore.open(spec, context=context()).result()
+            return dict(spec["metadata"])
+        except ValueError as exc:
+            if not self._shared or "ALREADY_EXISTS" not in str(exc):
+                raise
+        document = json.loads(keys.read("zarr.json").result().value)
+        if document.get("node_type") != "array" or document.get("data_type") != \
+                self._dtype.name or tuple(document["shape"][1:]) != self._frame_shape:
+            raise ValueError(
+                f"store: {self._name!r} holds an array of {document.get('data_type')} frames "
+                f"of shape {tuple(document.get('shape', [0])[1:])}, not {self._dtype} "
+                f"{self._frame_shape}") from None
+        self._group = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+        return {key: value for key, value in document.items() if key != "attributes"}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -347,6 +403,12 @@ class FrameWriter(ClosesOnExit):
                 start = self._check_slots(index, count)
             if start > self._next:
                 self._holes.add(self._next, start)
+            if self._shared:  # (others fill the rest of the groups: store the frames now)
+                handle = self._store_now(start, stack)
+                self._next = max(self._next, start + count)
+                self._count += count
+                self._count_write(handle, count * self._frame_bytes, count)
+                return handle
             handles: list[BackgroundWriteProcess] = []
             offset = 0
             while offset < count:  # the frames going into each group, in turn
@@ -401,6 +463,19 @@ class FrameWriter(ClosesOnExit):
             self._submit(Runs(group.runs(number * self._group), frozenset((number,)),
                               group.handle))
         return group.handle
+
+    def _store_now(self, start: int, stack: np.ndarray) -> BackgroundWriteProcess:
+        # (lock held) A shared array's frames: one store of their own, copied if asked.
+        for index in range(start, start + len(stack)):
+            self._holes.discard(index)
+        frames = np.array(stack, copy=True) if self._copy else stack
+        held = frames.nbytes
+        handle = running_handle(held)
+        self._pending += held
+        handle.add_done_callback(lambda _: self._stored(held, None))
+        groups = frozenset(range(start // self._group, (start + len(stack) - 1) // self._group + 1))
+        self._submit(Runs([(start, frames)], groups, handle))
+        return handle
 
     def _stored(self, size: int, buffer: np.ndarray | None) -> None:
         with self._lock:
@@ -502,9 +577,10 @@ class FrameWriter(ClosesOnExit):
             self._closed = True
             self._room.notify_all()
             self._store_open(closing=True)
-            self.missing = self._holes.indices()
+            # (Shared: the slots this writer skipped are others'; the record tells.)
+            self.missing = [] if self._shared else self._holes.indices()
             self._sink.final_length = self._next
-            self._sink.final_missing = self._holes.ranges()
+            self._sink.final_missing = [] if self._shared else self._holes.ranges()
             closing = BackgroundWriteProcess(0)
             # Queued last on the array's lane: it runs after every store, even a failed one.
             self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..h5.live import Announcer
 
-__all__ = ["ATTRIBUTE", "Record", "Stored", "announcement"]
+__all__ = ["ATTRIBUTE", "Record", "SharedRecord", "Stored", "announcement"]
 
 #: The attribute of the array bgio announces its frames in.
 ATTRIBUTE = "bgio"
@@ -56,6 +56,16 @@ class Stored:
     def ends(self) -> int:
         """One after the highest frame stored."""
         return max([self.prefix, *(stop for _, stop in self._later)])
+
+    def ranges_past(self) -> list[list[int]]:
+        """The ranges stored past :attr:`prefix`, merged, as ``[start, stop]``."""
+        merged: list[list[int]] = []
+        for start, stop in sorted(self._later):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return merged
 
 
 def announcement(document: dict[str, Any]) -> dict[str, Any] | None:
@@ -111,10 +121,9 @@ class Record:
     def stored(self, start: int, stop: int) -> None:
         """Frames ``start..stop-1`` are stored (called as each store lands)."""
         with self._lock:
-            before = self._stored.prefix
-            after = self._stored.add(start, stop)
-            if after > before and not self._final and self._announcer.accepted(after - before):
-                self._want({"frames": after, "finished": False})
+            self._stored.add(start, stop)
+            if not self._final and self._announcer.accepted(stop - start):
+                self._want({"frames": self._stored.prefix, "finished": False})
 
     def _tick(self) -> None:
         with self._lock:
@@ -167,20 +176,28 @@ class Record:
     def _want(self, state: dict[str, Any]) -> None:
         # (lock held) Write this state next: now, or once the rewrite in flight lands.
         self._announcer.announced()
-        if state["frames"] == self.announced and not state["finished"]:
+        if self._unchanged(state):
             return
         if self._writing:
             self._wanted = state
             return
         self._issue(state)
 
+    def _unchanged(self, state: dict[str, Any]) -> bool:
+        return bool(state["frames"] == self.announced and not state["finished"])
+
+    def _document_for(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``zarr.json`` as it is to be written for ``state``."""
+        document = dict(self._document)
+        document["shape"] = [state["frames"], *document["shape"][1:]]
+        document["attributes"] = {**(document.get("attributes") or {}), ATTRIBUTE: state}
+        return document
+
     def _issue(self, state: dict[str, Any]) -> None:
         # (lock held)
         if self.error is not None:
             return
-        document = dict(self._document)
-        document["shape"] = [state["frames"], *document["shape"][1:]]
-        document["attributes"] = {**(document.get("attributes") or {}), ATTRIBUTE: state}
+        document = self._document_for(state)
         try:
             future = self._kvstore.write("zarr.json", json.dumps(document, indent=2).encode(),
                                          if_equal=self._generation)
@@ -188,9 +205,18 @@ class Record:
             self.error = OSError(f"{self._name}: rewriting zarr.json failed: {exc}")
             return
         self._writing = True
-        future.add_done_callback(lambda done: self._written(done, document))
+        future.add_done_callback(lambda done: self._written(done, document, state))
 
-    def _written(self, future: Any, document: dict[str, Any]) -> None:
+    def _accepted(self, document: dict[str, Any]) -> None:
+        """(lock held) ``document`` is what ``zarr.json`` holds now."""
+
+    def _conflict(self, state: dict[str, Any]) -> None:
+        """(lock held) Someone else rewrote ``zarr.json`` since we last did."""
+        self.error = OSError(
+            f"{self._name}: zarr.json was changed by someone else while bgio "
+            f"was writing the array; it was left as they wrote it")
+
+    def _written(self, future: Any, document: dict[str, Any], state: dict[str, Any]) -> None:
         with self._lock:
             self._writing = False
             try:
@@ -199,15 +225,109 @@ class Record:
                 self.error = OSError(f"{self._name}: rewriting zarr.json failed: {exc}")
             else:
                 if not stamp.generation:  # the condition failed
-                    self.error = OSError(
-                        f"{self._name}: zarr.json was changed by someone else while bgio "
-                        f"was writing the array; it was left as they wrote it")
+                    self._conflict(state)
+                    if self._writing:  # (trying again)
+                        return
                 else:
                     self._generation = stamp.generation
                     self._document = document
                     self.announced = document["shape"][0]
+                    self._accepted(document)
             wanted, self._wanted = self._wanted, None
             if wanted is not None and self.error is None:
                 self._issue(wanted)
             if not self._writing:
                 self._idle.notify_all()
+
+
+class SharedRecord(Record):
+    """The record of an array several writers share (``shared=True``), in processes or
+    on machines sharing the store.
+
+    Each writer keeps its entry under ``"writers"`` in the ``"bgio"``
+    attribute: the ranges it stored past ``"through"`` (the end of the run
+    of frames every writer together stored from frame 0), whether it
+    finished, and its extent. Every rewrite is conditional on the last
+    ``zarr.json`` seen; when another writer got there first, it is read
+    again and the entries merged, so none is lost. The length is
+    ``"through"`` while any writer is open; once every writer that joined
+    has finished it is the highest extent, ``"missing"`` listing the slots
+    no one wrote.
+    """
+
+    def __init__(self, kvstore: Any, name: str, interval: float | None,
+                 every: int | None, writer: str) -> None:
+        super().__init__(kvstore, name, interval, every)
+        self._writer = writer
+
+    def _unchanged(self, state: dict[str, Any]) -> bool:
+        return False  # (frames past the common run are news too)
+
+    def _document_for(self, state: dict[str, Any]) -> dict[str, Any]:
+        document = dict(self._document)
+        shared = dict(announcement(document) or {})
+        writers = dict(shared.get("writers") or {})
+        through = int(shared.get("through", 0))
+        prefix = self._stored.prefix
+        mine: dict[str, Any] = {"stored": [[0, prefix]] * bool(prefix) + self._stored.ranges_past(),
+                                "finished":
+                                bool(state["finished"]), "extent": self._stored.ends()}
+        if state["finished"]:
+            mine["extent"] = max(mine["extent"], int(state["frames"]))
+        if "error" in state:
+            mine["error"] = state["error"]
+        writers[self._writer] = mine
+        ranges = sorted((int(a), int(b)) for entry in writers.values()
+                        for a, b in entry.get("stored", ()))
+        for start, stop in ranges:
+            if start <= through:
+                through = max(through, stop)
+        for entry in writers.values():
+            entry["stored"] = [[max(int(a), through), int(b)]
+                               for a, b in entry.get("stored", ()) if int(b) > through]
+        finished = all(entry.get("finished") for entry in writers.values())
+        new: dict[str, Any] = {"frames": through, "finished": finished, "through": through,
+                               "writers": writers}
+        if finished:
+            extent = max([through, *(int(entry.get("extent", 0)) for entry in writers.values())])
+            missing, at = [], through
+            for start, stop in sorted((int(a), int(b)) for entry in writers.values()
+                                      for a, b in entry["stored"]):
+                if start > at:
+                    missing.append([at, start])
+                at = max(at, stop)
+            if extent > at:
+                missing.append([at, extent])
+            new["frames"] = extent
+            if missing:
+                new["missing"] = missing
+        document["shape"] = [new["frames"], *document["shape"][1:]]
+        document["attributes"] = {**(document.get("attributes") or {}), ATTRIBUTE: new}
+        return document
+
+    def _accepted(self, document: dict[str, Any]) -> None:
+        # What every writer stored from frame 0 counts as stored here too: it keeps this
+        # writer's entry to the ranges past it.
+        self._stored.add(0, int((announcement(document) or {}).get("through", 0)))
+
+    def _conflict(self, state: dict[str, Any]) -> None:
+        self._writing = True  # (still: read, merge, write again)
+
+        def reread(future: Any) -> None:
+            with self._lock:
+                try:
+                    read = future.result()
+                    self._document = json.loads(read.value)
+                    self._generation = read.stamp.generation
+                except Exception as exc:  # noqa: BLE001 - kept, raised by settle() and the close
+                    self.error = OSError(f"{self._name}: reading zarr.json failed: {exc}")
+                    self._writing = False
+                    self._idle.notify_all()
+                    return
+                wanted, self._wanted = self._wanted, None
+                self._writing = False
+                self._issue(wanted or state)
+                if not self._writing:
+                    self._idle.notify_all()
+
+        self._kvstore.read("zarr.json").add_done_callback(reread)

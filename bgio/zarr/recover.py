@@ -6,6 +6,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from .record import ATTRIBUTE, announcement
 from .spec import kvstore_of
@@ -40,7 +41,7 @@ class Recovery:
     finished: bool
 
 
-def _grid(document: dict) -> tuple[int, int, bool]:
+def _grid(document: dict[str, Any]) -> tuple[int, int, bool]:
     """Frames per object, frames per chunk, and whether objects are shards."""
     per_object = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     codecs = document.get("codecs") or []
