@@ -1,6 +1,7 @@
-"""Zarr v3 frames: bgio.zarr.FrameWriter against tensorstore used directly, and bgio.h5.
+"""Zarr v3 frames: bgio.zarr.FrameWriter against tensorstore used directly, zarr-python
+and bgio.h5.
 
-    python benchmarks/bench_zarr.py [--repeat R] [--dir DIR] [--json F]
+    python benchmarks/bench_zarr.py [--repeat R] [--dir DIR] [--json F] [--sides S,...]
 
 Frames of uint16 Poisson noise (what a camera's dark-ish frames look like
 to a compressor): 500 of 256 x 256 and 100 of 1024 x 1024, with zstd (level
@@ -12,6 +13,13 @@ first frame to the array complete on disk (DIR, default a temporary folder):
 - ``ts``: tensorstore alone, the way its documentation writes many chunks:
   the array created at its final size, every frame's write issued at once
   (futures), then all awaited (a shard's frames in one write);
+- ``nocopy``: the same with ``copy=False`` (the caller's frames kept, a
+  shard's committed in one transaction);
+- ``zarr``: zarr-python 3, the array created at its final size, a frame
+  per assignment (a shard's frames in one assignment);
+- ``bgio-busy``, ``ts-busy``: ``bgio`` and ``ts`` with a thread running
+  Python meanwhile (what a busy GUI or acquisition loop does to the
+  interpreter lock);
 - ``h5``: ``bgio.h5.FrameWriter`` at preset 1 with hdf5plugin's codec of the
   same name and level (absent without hdf5plugin).
 """
@@ -25,6 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -68,6 +77,23 @@ def _ts(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
         future.result()
 
 
+def _zarr_python(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    compressor = (ZstdCodec(level=3) if codec == "zstd"
+                  else BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
+    array = zarr.create_array(path, shape=frames.shape, dtype=frames.dtype,
+                              chunks=(1, *frames.shape[1:]), compressors=compressor,
+                              shards=None if shard is None else (shard, *frames.shape[1:]))
+    if shard is None:
+        for index, frame in enumerate(frames):  # (a frame as it comes, pre-sized)
+            array[index] = frame
+    else:
+        for start in range(0, len(frames), shard):  # (a shard's frames in one write)
+            array[start:start + shard] = frames[start:start + shard]
+
+
 def _h5(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
     import hdf5plugin
 
@@ -81,11 +107,26 @@ def _h5(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
             writer.append(frame)
 
 
-def _timed(side, folder: str, frames: np.ndarray, codec: str, shard: int | None) -> float:
+def _spin(stop: threading.Event) -> None:
+    """Python running beside the writer: what a busy GUI or acquisition loop does."""
+    count = 0
+    while not stop.is_set():
+        count += 1
+
+
+def _timed(side, folder: str, frames: np.ndarray, codec: str, shard: int | None,
+           busy: bool = False) -> float:
     path = os.path.join(folder, "bench.zarr")
+    stop = threading.Event()
+    spinner = threading.Thread(target=_spin, args=(stop,)) if busy else None
+    if spinner is not None:
+        spinner.start()
     started = time.perf_counter()
     side(path, frames, codec, shard)
     elapsed = time.perf_counter() - started
+    if spinner is not None:
+        stop.set()
+        spinner.join()
     shutil.rmtree(path, ignore_errors=True)
     if os.path.exists(path + ".h5"):
         os.remove(path + ".h5")
@@ -97,15 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sides", default="bgio,nocopy,ts,zarr,h5",
+                        help="which sides (bgio, nocopy, ts, zarr, h5, bgio-busy, ts-busy)")
     args = parser.parse_args(argv)
     folder = args.dir or tempfile.mkdtemp(prefix="bgio-zarr-")
-    sides = {"bgio": _bgio, "nocopy": _bgio_nocopy, "ts": _ts}
-    try:
-        import hdf5plugin  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        sides["h5"] = _h5
+    known = {"bgio": _bgio, "nocopy": _bgio_nocopy, "ts": _ts, "zarr": _zarr_python,
+             "h5": _h5, "bgio-busy": _bgio, "ts-busy": _ts}
+    sides = {name: known[name] for name in args.sides.split(",")}
+    for name, module in (("h5", "hdf5plugin"), ("zarr", "zarr")):
+        try:
+            __import__(module)
+        except ImportError:
+            sides.pop(name, None)
     rng = np.random.default_rng(3)
     results: dict[str, dict[str, list[float]]] = {}
     print(f"bgio {bgio.__version__}: ms to write the frames, medians of {args.repeat} "
@@ -118,19 +162,23 @@ def main(argv: list[str] | None = None) -> int:
                 cell = results.setdefault(key, {})
                 for name, side in sides.items():  # warm up
                     if not (name == "h5" and shard is not None):
-                        _timed(side, folder, frames[:8], codec, shard)
+                        _timed(side, folder, frames[:8], codec, shard, name.endswith("-busy"))
                 for _ in range(args.repeat):
                     for name, side in sides.items():
                         if name == "h5" and shard is not None:
                             continue  # (HDF5 has no shards: its figure is the chunk row's)
                         cell.setdefault(name, []).append(
-                            _timed(side, folder, frames, codec, shard))
+                            _timed(side, folder, frames, codec, shard, name.endswith("-busy")))
                 line = "  ".join(
                     f"{name} {statistics.median(times):7.0f} [{min(times):.0f}-{max(times):.0f}]"
                     for name, times in cell.items())
-                ts_median = statistics.median(cell["ts"])
-                ratios = "  ".join(f"{name}/ts {statistics.median(cell[name]) / ts_median:.2f}"
-                                   for name in ("bgio", "nocopy"))
+                base = statistics.median(cell["ts"]) if "ts" in cell else None
+                ratios = "  ".join(f"{name}/ts {statistics.median(cell[name]) / base:.2f}"
+                                   for name in ("bgio", "nocopy", "zarr")
+                                   if name in cell and base)
+                if "bgio-busy" in cell and "bgio" in cell:
+                    ratios += (f"  bgio idle/busy rate "
+                               f"{statistics.median(cell['bgio']) / statistics.median(cell['bgio-busy']):.2f}")
                 print(f"{key:<34} {line}  {ratios}")
     if args.json:
         with open(args.json, "w") as out:

@@ -42,8 +42,9 @@ __all__ = ["MAX_FRAMES", "FrameWriter", "context"]
 
 #: The most frames a Zarr array holds through tensorstore (its largest index, plus 1).
 MAX_FRAMES = 2**62 - 1
-#: Buffers of stored groups kept for the next ones (fresh memory costs page faults).
-_SPARE = 4
+#: Bytes of stored groups' buffers kept for the next ones (fresh memory costs a page
+#: fault per page as it is first filled: half the cost of the copy).
+_SPARE_BYTES = 64 << 20
 
 _context: Any = None
 _context_lock = threading.Lock()
@@ -482,7 +483,8 @@ class FrameWriter(ClosesOnExit):
             self._pending -= size
             # (Tensorstore is done with it; after a failure a flushed part of the group
             # may still be in flight, reading it.)
-            if buffer is not None and len(self._spare) < _SPARE and self._sink.failure is None:
+            if (buffer is not None and (len(self._spare) + 1) * buffer.nbytes <= _SPARE_BYTES
+                    and self._sink.failure is None):
                 self._spare.append(buffer)
             self._room.notify_all()
 
