@@ -279,3 +279,40 @@ def test_four_processes_write_interleaved_slots_into_shared_shards(tmp_path):
     assert "missing" not in state and len(state["writers"]) == 5
     back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
     assert back.read().result().tobytes() == _frames(64).tobytes()
+
+
+def test_an_ome_zarr_image_validates_and_opens_in_zarr_python(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    models = pytest.importorskip("ome_zarr_models.v05.image")
+    store = str(tmp_path / "image.zarr")
+    frames = _frames(4)
+    ome = {"axes": [("t", "time", "millisecond"), ("y", "space", "micrometer"),
+                    {"name": "x", "type": "space", "unit": "micrometer"}],
+           "scale": [100, 0.65, 0.65], "name": "camera"}
+    with bgio.zarr.FrameWriter(store, SHAPE, "uint16", ome=ome) as w:
+        w.append(frames)
+    image = models.Image.from_zarr(zarr.open_group(store, mode="r"))
+    (multiscale,) = image.attributes.ome.multiscales
+    assert [(axis.name, axis.type, axis.unit) for axis in multiscale.axes] == [
+        ("t", "time", "millisecond"), ("y", "space", "micrometer"), ("x", "space", "micrometer")]
+    assert multiscale.datasets[0].path == "0"
+    assert list(multiscale.datasets[0].coordinateTransformations[0].scale) == [100, 0.65, 0.65]
+    level = zarr.open_group(store, mode="r")["0"]
+    assert level.metadata.dimension_names == ("t", "y", "x")
+    assert level[:].tobytes() == frames.tobytes()
+    assert [index for index, _ in bgio.zarr.follow(store, timeout=5)] == [0, 1, 2, 3]
+    assert bgio.zarr.recover(store).finished
+
+
+@pytest.mark.parametrize("ome, error, message", [
+    ("yes", TypeError, r"^ome must be a dict, True or None, got str$"),
+    ({"axes": ["t"]}, ValueError, r"^ome: axes must list 3 axes"),
+    ({"axes": [("y", "space"), ("t", "time"), ("x", "space")]}, ValueError,
+     r"^ome: the first axis \(the one frames grow along\) must be of type 'time'$"),
+    ({"scale": [1, 0, 1]}, ValueError, r"^ome: scale must be 3 numbers > 0"),
+    ({"units": "um"}, ValueError, r"^ome: unknown key\(s\) \['units'\]"),
+])
+def test_bad_ome_metadata_is_refused(tmp_path, ome, error, message):
+    with pytest.raises(error, match=message):
+        bgio.zarr.FrameWriter(str(tmp_path / "bad.zarr"), SHAPE, "uint16", ome=ome)
+    assert not os.path.exists(tmp_path / "bad.zarr")

@@ -17,7 +17,24 @@ from .spec import kvstore_of
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["Follower", "follow"]
+__all__ = ["Follower", "follow", "image_array"]
+
+
+def image_array(tensorstore: Any, spec: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The kvstore of the array ``spec`` names: itself, or for an OME-Zarr image group
+    (as :class:`bgio.zarr.FrameWriter` writes with ``ome``) its first level."""
+    group = tensorstore.KvStore.open(spec, context=context).result()
+    read = group.read("zarr.json").result()
+    if read.state != "value":
+        return spec
+    document = json.loads(read.value)
+    try:
+        path = document["attributes"]["ome"]["multiscales"][0]["datasets"][0]["path"]
+    except (KeyError, IndexError, TypeError):
+        return spec
+    if document.get("node_type") != "group" or not isinstance(path, str):
+        return spec
+    return {**spec, "path": spec["path"] + path.strip("/") + "/"}
 
 
 class Follower:
@@ -54,7 +71,8 @@ class Follower:
 
         self._tensorstore = tensorstore
         self._context = context()
-        self._spec = kvstore_of(store)
+        self._root = kvstore_of(store)
+        self._spec = self._root
         self._kvstore = tensorstore.KvStore.open(self._spec, context=self._context).result()
         self._name = str(store)
         self._timeout = float(timeout)
@@ -127,8 +145,16 @@ class Follower:
         read = self._kvstore.read("zarr.json", if_not_equal=self._generation or None).result()
         if read.state != "value":
             return False  # unchanged, or not there yet
-        self._generation = read.stamp.generation
         document = json.loads(read.value)
+        if document.get("node_type") == "group":  # an OME-Zarr image: follow its level 0
+            spec = image_array(self._tensorstore, self._root, self._context)
+            if spec is not self._root and self._spec is self._root:
+                self._spec = spec
+                self._kvstore = self._tensorstore.KvStore.open(
+                    spec, context=self._context).result()
+                return self._look()
+            return False
+        self._generation = read.stamp.generation
         state = announcement(document) or {}
         self.announced = int(document["shape"][0])
         self.finished = bool(state.get("finished", False))

@@ -36,7 +36,7 @@ from ..timeouts import check_timeout
 from ..worker import Job
 from .record import Record, SharedRecord
 from .sink import DEPTH, ArraySink, Runs
-from .spec import array_spec, check_codec, kvstore_of
+from .spec import array_spec, check_codec, check_ome, kvstore_of, ome_group
 
 __all__ = ["MAX_FRAMES", "FrameWriter", "context"]
 
@@ -189,6 +189,13 @@ class FrameWriter(ClosesOnExit):
         shard others fill: a read, merge and rewrite of the shard); the
         record merges every writer's frames (:class:`bgio.zarr.record.SharedRecord`).
         ``missing`` stays empty: the record lists the slots no writer wrote.
+    ome : dict, True or None, keyword-only
+        Write an OME-Zarr 0.5 image: ``store`` becomes a group whose
+        ``ome`` attributes describe the axes (names, types, units) and the
+        scale, and the array is its level ``"0"``. A dict may give
+        ``axes``, ``scale`` and ``name`` (see
+        :func:`bgio.zarr.spec.check_ome`); True takes the defaults (``t``
+        in seconds, then ``y``, ``x`` in micrometers, scale 1).
 
     Raises
     ------
@@ -228,6 +235,7 @@ class FrameWriter(ClosesOnExit):
         flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
         flush_every: int | None = None,
         shared: bool = False,
+        ome: dict[str, Any] | bool | None = None,
     ) -> None:
         kvstore = kvstore_of(store)
         if not isinstance(shared, bool):
@@ -262,12 +270,22 @@ class FrameWriter(ClosesOnExit):
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)
         self._bound = max_pending_bytes
         tensorstore = _tensorstore()
+        self._ome = check_ome(ome, len(self._frame_shape))
+        root = kvstore
+        if self._ome is not None:  # an image group; the array is its level "0"
+            kvstore = {**kvstore, "path": kvstore["path"] + "0/"}
         spec = array_spec(kvstore, self._frame_shape, self._dtype, codec, level, chunk_frames,
-                          shard_frames)
+                          shard_frames, None if self._ome is None else
+                          [axis["name"] for axis in self._ome["axes"]])
         self._name = str(store)
         self._group = shard_frames or chunk_frames  # frames per store
         try:
             keys = tensorstore.KvStore.open(kvstore, context=context()).result()
+            if self._ome is not None:
+                group = tensorstore.KvStore.open(root, context=context()).result()
+                if group.read("zarr.json").result().state != "value":
+                    group.write("zarr.json",
+                                json.dumps(ome_group(self._ome), indent=2).encode()).result()
             metadata = self._create_or_join(tensorstore, spec, keys)
             # The same array, its metadata assumed at the largest length: the stores
             # write their chunks through it before the length is raised (see ArraySink).

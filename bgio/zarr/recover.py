@@ -83,7 +83,10 @@ def recover(store: str | os.PathLike[str]) -> Recovery:
 
     from .frames import context
 
-    kvstore = tensorstore.KvStore.open(kvstore_of(store), context=context()).result()
+    from .follow import image_array
+
+    spec = image_array(tensorstore, kvstore_of(store), context())
+    kvstore = tensorstore.KvStore.open(spec, context=context()).result()
     read = kvstore.read("zarr.json").result()
     if read.state != "value":
         raise ValueError(f"store: {os.fspath(store)!r} holds no Zarr v3 array (no zarr.json)")

@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CODECS", "array_spec", "check_codec", "kvstore_of"]
+__all__ = ["CODECS", "OME_VERSION", "array_spec", "check_codec", "check_ome", "kvstore_of",
+           "ome_group"]
+
+#: The OME-Zarr (NGFF) version of the metadata bgio writes.
+OME_VERSION = "0.5"
+_AXIS_TYPES = ("time", "space", "channel")
 
 #: The codecs a FrameWriter compresses chunks with, and their default levels.
 #: ``"lz4"`` is Blosc's LZ4 with byte shuffle, what Blosc calls ``lz4``.
@@ -88,9 +93,78 @@ def _compressor(codec: str | None, level: int | None, itemsize: int) -> list[dic
                                                  "blocksize": 0}}]
 
 
+def check_ome(ome: object, frame_ndim: int) -> dict[str, Any] | None:
+    """``ome`` (None, True, or a dict of ``axes``, ``scale``, ``name``), checked and filled in.
+
+    ``axes`` lists one axis per array dimension (time first, then the
+    frame's), each a dict with ``name``, ``type`` ("time", "space",
+    "channel" or another word) and ``unit``, or a ``(name, type, unit)``
+    tuple; by default ``t`` (time, second) then ``y``, ``x`` (or ``z``,
+    ``y``, ``x``; space, micrometer). ``scale`` gives each axis's step (1 by
+    default).
+    """
+    if ome is None or ome is False:
+        return None
+    ndim = frame_ndim + 1
+    if ome is True:
+        ome = {}
+    if not isinstance(ome, dict):
+        raise TypeError(f"ome must be a dict, True or None, got {type(ome).__qualname__}")
+    unknown = set(ome) - {"axes", "scale", "name"}
+    if unknown:
+        raise ValueError(f"ome: unknown key(s) {sorted(unknown)} (axes, scale, name)")
+    axes = ome.get("axes")
+    if axes is None:
+        if frame_ndim > 3:
+            raise ValueError(f"ome: give axes for frames of {frame_ndim} dimensions")
+        names = ["z", "y", "x"][3 - frame_ndim:]
+        axes = [("t", "time", "second"), *((name, "space", "micrometer") for name in names)]
+    if not isinstance(axes, (list, tuple)) or len(axes) != ndim:
+        raise ValueError(f"ome: axes must list {ndim} axes (time, then the frame's), "
+                         f"got {axes!r}")
+    checked: list[dict[str, str]] = []
+    for axis in axes:
+        if isinstance(axis, (list, tuple)) and len(axis) in (2, 3):
+            axis = dict(zip(("name", "type", "unit"), axis, strict=False))
+        if not isinstance(axis, dict) or not isinstance(axis.get("name"), str) \
+                or not axis["name"]:
+            raise ValueError(f"ome: an axis is a (name, type, unit) tuple or a dict with a "
+                             f"name, got {axis!r}")
+        entry = {key: value for key, value in axis.items() if value is not None}
+        if set(entry) - {"name", "type", "unit"}:
+            raise ValueError(f"ome: axis {entry['name']!r} has unknown keys")
+        checked.append(entry)
+    if checked[0].get("type") != "time":
+        raise ValueError("ome: the first axis (the one frames grow along) must be of type "
+                         "'time'")
+    if len({axis["name"] for axis in checked}) != ndim:
+        raise ValueError("ome: axis names must differ")
+    scale = ome.get("scale", [1.0] * ndim)
+    if not isinstance(scale, (list, tuple)) or len(scale) != ndim or not all(
+            isinstance(step, numbers.Real) and not isinstance(step, bool) and step > 0
+            for step in scale):
+        raise ValueError(f"ome: scale must be {ndim} numbers > 0, got {scale!r}")
+    name = ome.get("name", "frames")
+    if not isinstance(name, str):
+        raise TypeError(f"ome: name must be a str, got {type(name).__qualname__}")
+    return {"axes": checked, "scale": [float(step) for step in scale], "name": name}
+
+
+def ome_group(ome: dict[str, Any]) -> dict[str, Any]:
+    """The ``zarr.json`` of an OME-Zarr image group whose one level is the array ``0``."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": {"ome": {
+        "version": OME_VERSION,
+        "multiscales": [{
+            "name": ome["name"],
+            "axes": ome["axes"],
+            "datasets": [{"path": "0", "coordinateTransformations": [
+                {"type": "scale", "scale": ome["scale"]}]}],
+        }]}}}
+
+
 def array_spec(kvstore: dict[str, Any], frame_shape: tuple[int, ...], dtype: np.dtype,
                codec: str | None, level: int | None, chunk_frames: int,
-               shard_frames: int | None) -> dict[str, Any]:
+               shard_frames: int | None, names: list[str] | None = None) -> dict[str, Any]:
     """The tensorstore spec that creates an empty array of ``frame_shape`` frames.
 
     It grows along axis 0 (from 0 frames: no fill values a reader could
@@ -121,7 +195,7 @@ def array_spec(kvstore: dict[str, Any], frame_shape: tuple[int, ...], dtype: np.
             "codecs": codecs,
             "fill_value": (False if dtype.kind == "b" else [0.0, 0.0] if dtype.kind == "c"
                            else 0),
-            "dimension_names": ["t", *(f"d{axis}" for axis in range(len(frame_shape)))],
+            "dimension_names": names or ["t", *(f"d{axis}" for axis in range(len(frame_shape)))],
         },
         "create": True,
     }
