@@ -81,9 +81,8 @@ def recover(store: str | os.PathLike[str]) -> Recovery:
     """
     import tensorstore
 
-    from .frames import context
-
     from .follow import image_array
+    from .frames import context
 
     spec = image_array(tensorstore, kvstore_of(store), context())
     kvstore = tensorstore.KvStore.open(spec, context=context()).result()

@@ -141,7 +141,7 @@ def check_ome(ome: object, frame_ndim: int) -> dict[str, Any] | None:
         raise ValueError("ome: axis names must differ")
     scale = ome.get("scale", [1.0] * ndim)
     if not isinstance(scale, (list, tuple)) or len(scale) != ndim or not all(
-            isinstance(step, numbers.Real) and not isinstance(step, bool) and step > 0
+            isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0
             for step in scale):
         raise ValueError(f"ome: scale must be {ndim} numbers > 0, got {scale!r}")
     name = ome.get("name", "frames")
