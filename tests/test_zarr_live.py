@@ -316,3 +316,88 @@ def test_bad_ome_metadata_is_refused(tmp_path, ome, error, message):
     with pytest.raises(error, match=message):
         bgio.zarr.FrameWriter(str(tmp_path / "bad.zarr"), SHAPE, "uint16", ome=ome)
     assert not os.path.exists(tmp_path / "bad.zarr")
+
+
+class _Broken:
+    """Stands for a store that fails: every write through it is refused."""
+
+    def __getitem__(self, key):
+        raise ValueError("the store went away")
+
+
+def test_shared_writers_in_one_process_fail_alone(tmp_path):
+    store = str(tmp_path / "alone.zarr")
+    one = bgio.zarr.FrameWriter(store, SHAPE, "uint16", shared=True)
+    other = bgio.zarr.FrameWriter(store, SHAPE, "uint16", shared=True)
+    one._sink.chunks = _Broken()
+    with pytest.raises(OSError, match="the store went away"):
+        one.write_at(0, _frames(1)).result(30)
+    assert other.write_at(1, _frames(2)[1]).result(30) == SHAPE[0] * SHAPE[1] * 2
+    with pytest.raises(OSError, match="the store went away"):
+        one.close()
+    other.close()  # (its frames are stored: one's failure is not its own)
+
+
+def test_a_flush_waits_for_what_came_before_it_not_for_what_comes_after(tmp_path):
+    w = bgio.zarr.FrameWriter(tmp_path / "busy.zarr", SHAPE, "uint16", priority=1,
+                              codec=None, max_pending_bytes=16 * SHAPE[0] * SHAPE[1] * 2)
+    stop = threading.Event()
+    started = threading.Event()
+    frame = _frames(1)[0]
+
+    def camera() -> None:
+        while not stop.is_set():
+            w.append(frame)
+            started.set()
+
+    thread = threading.Thread(target=camera)
+    thread.start()
+    try:
+        assert started.wait(30)
+        last = w.append(frame)
+        w.flush(timeout=60)  # (waited for every store in flight before: hung)
+        assert last.done()
+    finally:
+        stop.set()
+        thread.join()
+    w.close()
+
+
+def test_recover_keeps_dark_frames_and_a_writer_recovered_under_it_says_so(tmp_path):
+    store = str(tmp_path / "dark.zarr")
+    frames = _frames(6)
+    frames[2] = 0  # (tensorstore would leave out a chunk equal to the fill value)
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", flush_interval=None, flush_every=1000)
+    for handle in [w.append(frame) for frame in frames]:
+        handle.result(30)
+    assert bgio.zarr.recover(store) == bgio.zarr.Recovery(6, 0, 0, False)
+    back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert back.read().result().tobytes() == frames.tobytes()
+    with pytest.raises(OSError, match="zarr.json was changed by someone else"):
+        w.close()
+
+
+_AT_EXIT = textwrap.dedent("""
+    import atexit, sys
+    import numpy as np
+    import bgio.zarr
+
+    def at_exit():
+        w = bgio.zarr.FrameWriter(sys.argv[1], (16, 24), "uint16", codec=None)
+        for i in range(300):
+            w.append(np.full((16, 24), i, "u2"))
+        w.close()
+        print("closed", w.frames_written, flush=True)
+
+    atexit.register(at_exit)
+""")
+
+
+@pytest.mark.slow  # (a process)
+def test_frames_written_at_exit_are_stored_by_the_exiting_thread(tmp_path):
+    store = str(tmp_path / "exit.zarr")
+    done = subprocess.run([sys.executable, "-c", _AT_EXIT, store], capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "closed 300\n")  # (deadlocked before)
+    back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert (back.read().result()[:, 0, 0] == np.arange(300)).all()

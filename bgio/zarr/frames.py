@@ -17,7 +17,7 @@ import numpy as np
 
 from ..api import PriorityLike
 from ..closing import ClosesOnExit, Finish
-from ..engine import submit
+from ..engine import submit_held
 from ..h5.base import check_on_missing
 from ..h5.exit import track
 from ..h5.gaps import Gaps
@@ -289,7 +289,10 @@ class FrameWriter(ClosesOnExit):
             metadata = self._create_or_join(tensorstore, spec, keys)
             # The same array, its metadata assumed at the largest length: the stores
             # write their chunks through it before the length is raised (see ArraySink).
+            # Every frame gets its object, a dark one too (tensorstore leaves out chunks
+            # equal to the fill value by default): recover() finds frames by their objects.
             assumed = {"driver": "zarr3", "kvstore": kvstore, "assume_metadata": True,
+                       "store_data_equal_to_fill_value": True,
                        "metadata": {**metadata, "shape": [MAX_FRAMES, *self._frame_shape]}}
             chunks = tensorstore.open(assumed, context=context()).result()
             if shared:
@@ -317,6 +320,8 @@ class FrameWriter(ClosesOnExit):
         self._count = 0
         self._holes = Gaps()  # slots below _next not written (yet)
         self._last: BackgroundWriteProcess | None = None
+        self._held: list[Any] = []  # stores this thread must write itself (see _queue)
+        self._stores = 0  # stores made so far (their sequence numbers)
         self._closed = False
         self.missing: list[int] = []  # after close(): slots never written
         track(self)  # closed at exit if the program does not
@@ -388,6 +393,13 @@ class FrameWriter(ClosesOnExit):
 
     def _put(self, index: int | None, frames: object, block: bool,
              timeout: float | None) -> BackgroundWriteProcess:
+        try:
+            return self._accept(index, frames, block, timeout)
+        finally:
+            self._serve_held()
+
+    def _accept(self, index: int | None, frames: object, block: bool,
+                timeout: float | None) -> BackgroundWriteProcess:
         limit = check_timeout(timeout)
         stack = as_frames(frames, self._frame_shape, self._dtype)
         count = len(stack)
@@ -511,6 +523,8 @@ class FrameWriter(ClosesOnExit):
         # done once the store is issued; the store's own (runs.handle) once it is stored.
         size = len(runs)
         runs.handle.total_bytes = size
+        self._stores += 1
+        runs.sequence = self._stores
         issued = BackgroundWriteProcess(size)
         stored, sink = runs.handle, self._sink
 
@@ -522,8 +536,26 @@ class FrameWriter(ClosesOnExit):
 
         issued.add_done_callback(not_issued)
         source = Source((runs,), None, size, False, size)
-        self._last = submit(Job(issued, self._sink, source, self._profile,  # type: ignore[arg-type]
-                                chunk_size=max(size, 1)))
+        self._queue(Job(issued, self._sink, source, self._profile,  # type: ignore[arg-type]
+                        chunk_size=max(size, 1)))
+
+    def _queue(self, job: Job) -> None:
+        # (lock held) Queued in order now; if no worker can take it (the interpreter is
+        # shutting down), this thread writes it once the lock is released (_serve_held):
+        # the stores' callbacks, on tensorstore's threads, take the lock.
+        self._last = job.handle
+        serve = submit_held(job)
+        if serve is not None:
+            self._held.append(serve)
+
+    def _serve_held(self) -> None:
+        # (lock released) Write what _queue left to this thread, in order.
+        while True:
+            with self._lock:
+                if not self._held:
+                    return
+                serve = self._held.pop(0)
+            serve()
 
     def _store_open(self, closing: bool) -> None:
         # (lock held) Store the groups being filled, as runs of the frames they have: at a
@@ -554,17 +586,19 @@ class FrameWriter(ClosesOnExit):
             if not self._closed:
                 self._store_open(closing=False)
             last = self._last
+            mark = self._stores
+        self._serve_held()
         if last is not None:
             if not last.wait(timeout):  # (every store issued)
                 raise TimeoutError(f"frames not stored after {timeout} s")
             raise_root_error(last)
         sink = self._sink
-        if not sink.drain(left()):  # (every store landed)
+        if not sink.drain(left(), mark):  # (every store accepted so far landed)
             raise TimeoutError(f"frames not stored after {timeout} s")
         if sink.failure is not None:
             raise sink.failure
-        sink.record.announce_now()
-        if not sink.record.settle(left()):
+        ticket = sink.record.announce_now()
+        if not sink.record.settle(left(), ticket):
             raise TimeoutError(f"frames not announced after {timeout} s")
 
     @overload
@@ -603,8 +637,9 @@ class FrameWriter(ClosesOnExit):
             self._sink.final_missing = [] if self._shared else self._holes.ranges()
             closing = BackgroundWriteProcess(0)
             # Queued last on the array's lane: it runs after every store, even a failed one.
-            self._last = submit(Job(closing, self._sink,  # type: ignore[arg-type]
-                                    Source((), None, 0, False, 0), self._profile, close=True))
+            self._queue(Job(closing, self._sink,  # type: ignore[arg-type]
+                            Source((), None, 0, False, 0), self._profile, close=True))
+        self._serve_held()
         return self._finish_close
 
     def _finish_close(self, timeout: float | None) -> None:

@@ -104,6 +104,8 @@ class Record:
         self._writing = False
         self._wanted: dict[str, Any] | None = None  # the next state, if one is being written
         self._final = False
+        self._issued = 0  # rewrites issued (a retry after a conflict counts too), and done
+        self._completed = 0
         self.announced = 0  # frames in the zarr.json last written
         self.error: BaseException | None = None  # the first rewrite that failed
 
@@ -122,7 +124,13 @@ class Record:
         """Frames ``start..stop-1`` are stored (called as each store lands)."""
         with self._lock:
             self._stored.add(start, stop)
-            if not self._final and self._announcer.accepted(stop - start):
+            if self._final:
+                return
+            try:
+                now = self._announcer.accepted(stop - start)
+            except RuntimeError:  # no thread for the timer (at exit): announce now
+                now = True
+            if now:
                 self._want({"frames": self._stored.prefix, "finished": False})
 
     def _tick(self) -> None:
@@ -152,14 +160,19 @@ class Record:
             self._want(state)
         self.settle(None)
 
-    def announce_now(self) -> None:
-        """Announce every frame stored so far (at a flush); :meth:`settle` waits for it."""
+    def announce_now(self) -> int:
+        """Announce every frame stored so far (at a flush); return the ticket
+        :meth:`settle` waits for."""
         with self._lock:
             if not self._final:
                 self._want({"frames": self._stored.prefix, "finished": False})
+            # The rewrite that will carry this state: the one in flight if it was just
+            # issued, else the one waiting behind it.
+            return self._issued + (self._wanted is not None)
 
-    def settle(self, timeout: float | None) -> bool:
-        """Wait until no rewrite is in flight; False on timeout.
+    def settle(self, timeout: float | None, ticket: int | None = None) -> bool:
+        """Wait until no rewrite is in flight (or rewrite ``ticket`` of
+        :meth:`announce_now` is done); False on timeout.
 
         Raises
         ------
@@ -167,7 +180,10 @@ class Record:
             If a rewrite failed.
         """
         with self._idle:
-            if not self._idle.wait_for(lambda: not self._writing, timeout):
+            if not self._idle.wait_for(
+                    lambda: self.error is not None or (
+                        not self._writing if ticket is None else self._completed >= ticket),
+                    timeout):
                 return False
             if self.error is not None:
                 raise self.error
@@ -197,14 +213,15 @@ class Record:
         # (lock held)
         if self.error is not None:
             return
-        document = self._document_for(state)
         try:
+            document = self._document_for(state)
             future = self._kvstore.write("zarr.json", json.dumps(document, indent=2).encode(),
                                          if_equal=self._generation)
         except Exception as exc:  # noqa: BLE001 - kept, raised by settle() and the close
             self.error = OSError(f"{self._name}: rewriting zarr.json failed: {exc}")
             return
         self._writing = True
+        self._issued += 1
         future.add_done_callback(lambda done: self._written(done, document, state))
 
     def _accepted(self, document: dict[str, Any]) -> None:
@@ -233,11 +250,11 @@ class Record:
                     self._document = document
                     self.announced = document["shape"][0]
                     self._accepted(document)
+            self._completed = self._issued
             wanted, self._wanted = self._wanted, None
             if wanted is not None and self.error is None:
                 self._issue(wanted)
-            if not self._writing:
-                self._idle.notify_all()
+            self._idle.notify_all()  # (a ticket may be done though the next is in flight)
 
 
 class SharedRecord(Record):

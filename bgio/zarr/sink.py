@@ -35,13 +35,14 @@ class Runs:
     """One store for the worker: runs of consecutive frames, ``(first index, frames)``,
     the chunks (or shards) they touch, and the handle done when they are stored."""
 
-    __slots__ = ("groups", "handle", "runs")
+    __slots__ = ("groups", "handle", "runs", "sequence")
 
     def __init__(self, runs: list[tuple[int, np.ndarray]], groups: frozenset[int],
                  handle: BackgroundWriteProcess) -> None:
         self.runs = runs
         self.groups = groups
         self.handle = handle
+        self.sequence = 0  # its place among the writer's stores (1, 2, ...)
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: the frames' (before compression).
@@ -69,7 +70,7 @@ class ArraySink:
         self.chunks = chunks
         self.record = record
         self.target: object = chunks
-        self.key: object = ("zarr", name)
+        self.key: object = ("zarr", name, id(self))  # (writers of one shared array: a lane each)
         self.name = name
         self.waiter: Waiter | None = None  # the lane's, given when the worker takes the sink
         self.depth = depth
@@ -79,7 +80,7 @@ class ArraySink:
         self._told = False  # the failure reached the worker through a write
         self._lock = threading.Lock()
         self._landed = threading.Condition(self._lock)
-        self._flying = 0
+        self._flying: set[int] = set()  # the sequence numbers of the stores in flight
         self._busy: set[int] = set()  # chunks (or shards) of the stores in flight
         # What close() announces: set by the writer before it queues the close.
         self.final_length = 0
@@ -88,12 +89,12 @@ class ArraySink:
     def write(self, block: Runs) -> int:
         with self._landed:
             self._landed.wait_for(lambda: self.failure is not None or (
-                self._flying < self.depth and not self._busy.intersection(block.groups)))
+                len(self._flying) < self.depth and not self._busy.intersection(block.groups)))
             if self.failure is not None:
                 self._told = True
                 raise ChainError(f"frames not stored in {self.name}: an earlier store failed",
                                  self.failed_handle, self.failure)
-            self._flying += 1
+            self._flying.add(block.sequence)
             self._busy.update(block.groups)
         flight = _Flight(self, block)
         try:
@@ -117,30 +118,39 @@ class ArraySink:
                 future.add_done_callback(flight.landed)
         if self.depth == 1:  # paced: the store's time is the worker's busy time
             with self._landed:
-                self._landed.wait_for(lambda: flight.left == 0)
+                self._landed.wait_for(lambda: flight.settled)
                 if flight.error is not None:
                     self._told = True
                     raise flight.error
         return len(block)
 
     def land(self, flight: _Flight) -> None:
-        """A store's objects are written (or one failed): tell its handle and the record."""
+        """A store's objects are written (or one failed): tell the record and its handle,
+        then let the next stores in (so a drain after it finds both done)."""
         block, error = flight.block, flight.error
-        with self._landed:
-            self._flying -= 1
-            self._busy.difference_update(block.groups)
-            if error is not None and self.failure is None:
-                self.failure, self.failed_handle = error, block.handle
-            self._landed.notify_all()
         handle = block.handle
-        if error is None:
-            for first, frames in block.runs:
-                self.record.stored(first, first + len(frames))
-            handle.bytes_written = handle.total_bytes or 0
-            handle.set_result()
-        else:
-            logger.error("storing frames in %s failed", self.name, exc_info=error)
-            handle.set_exception(error)
+        try:
+            if error is None:
+                for first, frames in block.runs:
+                    self.record.stored(first, first + len(frames))
+                handle.bytes_written = handle.total_bytes or 0
+                handle.set_result()
+            else:
+                if self.depth > 1:  # (paced, the worker is told, and logs it)
+                    logger.error("storing frames in %s failed", self.name, exc_info=error)
+                handle.set_exception(error)
+        except BaseException as exc:
+            logger.error("after storing frames in %s", self.name, exc_info=exc)
+            error = error or exc
+            handle.set_exception(exc)
+        finally:
+            with self._landed:
+                self._flying.discard(block.sequence)
+                self._busy.difference_update(block.groups)
+                if error is not None and self.failure is None:
+                    self.failure, self.failed_handle = error, handle
+                flight.settled = True
+                self._landed.notify_all()
 
     def refused(self, error: BaseException, handle: BackgroundWriteProcess) -> None:
         """The worker failed a store before it reached tensorstore (told by the writer)."""
@@ -150,10 +160,13 @@ class ArraySink:
             self._told = True
             self._landed.notify_all()
 
-    def drain(self, timeout: float | None) -> bool:
-        """Wait until no store is in flight; False on timeout."""
+    def drain(self, timeout: float | None, upto: int | None = None) -> bool:
+        """Wait until no store is in flight (or none of the first ``upto``); False on
+        timeout. The stores to wait for must have been issued."""
         with self._landed:
-            return self._landed.wait_for(lambda: self._flying == 0, timeout)
+            return self._landed.wait_for(
+                lambda: not self._flying if upto is None else
+                all(sequence > upto for sequence in self._flying), timeout)
 
     def flush(self) -> None:
         """Stores are written when their handles say so (nothing buffered here)."""
@@ -188,12 +201,13 @@ class _Failed:
 class _Flight:
     """One store in flight: its futures counted down as they land."""
 
-    __slots__ = ("block", "error", "left", "sink")
+    __slots__ = ("block", "error", "left", "settled", "sink")
 
     def __init__(self, sink: ArraySink, block: Runs) -> None:
         self.sink = sink
         self.block = block
         self.left = 0
+        self.settled = False  # told the record, the handle and the sink
         self.error: BaseException | None = None
 
     def landed(self, future: Any) -> None:
