@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
@@ -334,3 +335,16 @@ def test_the_index_must_fit_tensorstore(tmp_path):
 def test_stores_that_name_no_folder_are_refused(store):
     with pytest.raises(ValueError, match=r"^store"):
         bgio.zarr.FrameWriter(store, SHAPE, "uint16")
+
+
+def test_a_queued_store_is_cancelled_by_its_handle_and_the_ones_before_go_on(tmp_path, gate):
+    store = tmp_path / "cancel.zarr"
+    w = bgio.zarr.FrameWriter(store, SHAPE, "uint16", priority=4)
+    frames = _frames(3)
+    handles = [w.append(frame) for frame in frames]
+    assert handles[2].cancel() and handles[2].cancelled()
+    gate.set()
+    with pytest.raises(CancelledError):
+        w.close()
+    assert [handle.exception() for handle in handles[:2]] == [None, None]
+    assert _read(store).tobytes() == frames[:2].tobytes()  # (the length: what was stored)

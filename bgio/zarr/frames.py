@@ -532,9 +532,14 @@ class FrameWriter(ClosesOnExit):
             error = failure_of(done)
             if error is not None:  # (the store never got to tensorstore)
                 sink.refused(error, stored)
-                stored.set_exception(error)
+                if done.cancelled():
+                    stored.set_stopped()
+                else:
+                    stored.set_exception(error)
 
         issued.add_done_callback(not_issued)
+        # A cancel of the store's handle cancels its job, if the worker has not issued it.
+        stored._on_cancel = issued.cancel
         source = Source((runs,), None, size, False, size)
         self._queue(Job(issued, self._sink, source, self._profile,  # type: ignore[arg-type]
                         chunk_size=max(size, 1)))

@@ -78,6 +78,7 @@ class ArraySink:
         self.failure: BaseException | None = None  # the first store that failed
         self.failed_handle: BackgroundWriteProcess | None = None
         self._told = False  # the failure reached the worker through a write
+        self.refusal: BaseException | None = None  # the first store the worker refused
         self._lock = threading.Lock()
         self._landed = threading.Condition(self._lock)
         self._flying: set[int] = set()  # the sequence numbers of the stores in flight
@@ -153,12 +154,12 @@ class ArraySink:
                 self._landed.notify_all()
 
     def refused(self, error: BaseException, handle: BackgroundWriteProcess) -> None:
-        """The worker failed a store before it reached tensorstore (told by the writer)."""
+        """The worker failed (or a cancel stopped) a store before it reached tensorstore,
+        told by the writer. The worker fails the stores after it itself; stores before it
+        go on, so it is kept apart from :attr:`failure`, for the last announcement."""
         with self._landed:
-            if self.failure is None:
-                self.failure, self.failed_handle = error, handle
-            self._told = True
-            self._landed.notify_all()
+            if self.refusal is None:
+                self.refusal = error
 
     def drain(self, timeout: float | None, upto: int | None = None) -> bool:
         """Wait until no store is in flight (or none of the first ``upto``); False on
@@ -179,7 +180,8 @@ class ArraySink:
         store's failure the worker was not told of."""
         self.drain(None)
         try:
-            self.record.finish(self.final_length, self.final_missing, self.failure)
+            self.record.finish(self.final_length, self.final_missing,
+                               self.failure or self.refusal)
         finally:
             self.chunks = self.target = None  # (tensorstore has nothing to close)
         if self.failure is not None and not self._told:
