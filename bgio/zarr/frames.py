@@ -539,7 +539,10 @@ class FrameWriter(ClosesOnExit):
 
         issued.add_done_callback(not_issued)
         # A cancel of the store's handle cancels its job, if the worker has not issued it.
-        stored._on_cancel = issued.cancel
+        def cancel_job() -> None:
+            issued.cancel()
+
+        stored._on_cancel = cancel_job
         source = Source((runs,), None, size, False, size)
         self._queue(Job(issued, self._sink, source, self._profile,  # type: ignore[arg-type]
                         chunk_size=max(size, 1)))
