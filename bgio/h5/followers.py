@@ -32,7 +32,8 @@ from ..errors import BgioError
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["FollowTimeout", "Follower", "RecordFollower", "follow", "follow_records"]
+__all__ = ["FollowTimeout", "Follower", "RecordFollower", "check_follow_options", "follow",
+           "follow_records"]
 
 #: First pause after a look that found nothing new, in seconds.
 FIRST_POLL = 0.002
@@ -50,22 +51,30 @@ class FollowTimeout(BgioError, TimeoutError):
     """
 
 
+def check_follow_options(timeout: object, poll: object, max_poll: object,
+                         on_timeout: object) -> tuple[float, float, float, bool]:
+    """A follower's ``timeout``, ``poll`` and ``max_poll`` (seconds > 0; ``max_poll`` at
+    least ``poll``) and whether ``on_timeout`` is "raise"; ``TypeError``/``ValueError``
+    naming the argument."""
+    if on_timeout not in ("stop", "raise"):
+        raise ValueError(f"on_timeout must be 'stop' or 'raise', got {on_timeout!r}")
+    checked = []
+    for label, value in (("timeout", timeout), ("poll", poll), ("max_poll", max_poll)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} must be seconds, got {type(value).__name__}")
+        if not 0 < value < float("inf"):
+            raise ValueError(f"{label} must be seconds > 0, got {value!r}")
+        checked.append(float(value))
+    return checked[0], checked[1], max(checked[2], checked[1]), on_timeout == "raise"
+
+
 class _Following:
     """What both followers share: opening the file, the keys, the finished flag, the pacing."""
 
     def __init__(self, source: str | os.PathLike[str] | h5py.File, *, timeout: float,
                  poll: float, max_poll: float, on_timeout: str) -> None:
-        if on_timeout not in ("stop", "raise"):
-            raise ValueError(f"on_timeout must be 'stop' or 'raise', got {on_timeout!r}")
-        for label, value in (("timeout", timeout), ("poll", poll), ("max_poll", max_poll)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{label} must be seconds, got {type(value).__name__}")
-            if not 0 < value < float("inf"):
-                raise ValueError(f"{label} must be seconds > 0, got {value!r}")
-        self.timeout = float(timeout)
-        self._poll = float(poll)
-        self._max_poll = max(float(max_poll), self._poll)
-        self._raise = on_timeout == "raise"
+        self.timeout, self._poll, self._max_poll, self._raise = check_follow_options(
+            timeout, poll, max_poll, on_timeout)
         #: True once iteration stopped because nothing came for ``timeout`` seconds.
         self.timed_out = False
         #: True once iteration stopped because the writer set the finished flag.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..h5.followers import FIRST_POLL, MAX_POLL, FollowTimeout
+from ..h5.followers import FIRST_POLL, MAX_POLL, FollowTimeout, check_follow_options
 from .record import announcement
 from .spec import kvstore_of
 
@@ -58,11 +58,8 @@ class Follower:
     def __init__(self, store: str | os.PathLike[str], *, timeout: float = 10.0,
                  poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
                  on_timeout: str = "stop", batch: int = 64) -> None:
-        if on_timeout not in ("stop", "raise"):
-            raise ValueError(f"on_timeout must be 'stop' or 'raise', got {on_timeout!r}")
-        for label, value in (("timeout", timeout), ("poll", poll), ("max_poll", max_poll)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{label} must be seconds > 0, got {value!r}")
+        self._timeout, self._poll, self._max_poll, self._raise = check_follow_options(
+            timeout, poll, max_poll, on_timeout)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be an int >= 1, got {batch!r}")
         import tensorstore
@@ -75,9 +72,6 @@ class Follower:
         self._spec = self._root
         self._kvstore = tensorstore.KvStore.open(self._spec, context=self._context).result()
         self._name = str(store)
-        self._timeout = float(timeout)
-        self._poll, self._max_poll = float(poll), float(max_poll)
-        self._on_timeout = on_timeout
         self._batch = batch
         self._generation = b""
         self._array: Any = None
@@ -111,7 +105,7 @@ class Follower:
         if self._held is None or index >= self._held_first + len(self._held):
             if index >= self.announced and not self._wait():
                 self._done = True
-                if self.timed_out and self._on_timeout == "raise":
+                if self.timed_out and self._raise:
                     raise FollowTimeout(f"no new frame in {self._name!r} for "
                                         f"{self._timeout} s, and it is not finished")
                 raise StopIteration

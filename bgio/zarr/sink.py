@@ -111,8 +111,8 @@ class ArraySink:
                     each.result()    # before that would leave them out)
                 futures = [transaction.commit_async()]
         except Exception as exc:  # noqa: BLE001 - tensorstore refused the write at once
-            flight.left = 1
-            flight.landed(_Failed(exc))
+            flight.error = _store_error(self.name, exc)
+            self.land(flight)
         else:
             flight.left = len(futures)
             for future in futures:
@@ -190,14 +190,11 @@ class ArraySink:
     discard = close  # (after a failure: the same, the failure announced)
 
 
-class _Failed:
-    """A future that failed before it was made: for :meth:`_Flight.landed`."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def result(self) -> None:
-        raise self.error
+def _store_error(name: str, exc: Exception) -> OSError:
+    """Tensorstore's failure of a store (a ValueError, for an I/O error too), as an OSError."""
+    error = OSError(f"{name}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 class _Flight:
@@ -216,11 +213,8 @@ class _Flight:
         try:
             future.result()
         except Exception as exc:  # noqa: BLE001 - the store's failure, on its handle
-            # (tensorstore says an I/O failed with a ValueError)
-            error = OSError(f"{self.sink.name}: {exc}")
-            error.__cause__ = exc
             if self.error is None:
-                self.error = error
+                self.error = _store_error(self.sink.name, exc)
         with self.sink._lock:
             self.left -= 1
             last = self.left == 0
