@@ -17,9 +17,11 @@ first frame to the array complete on disk (DIR, default a temporary folder):
   shard's committed in one transaction);
 - ``zarr``: zarr-python 3, the array created at its final size, a frame
   per assignment (a shard's frames in one assignment);
-- ``bgio-busy``, ``ts-busy``: ``bgio`` and ``ts`` with a thread running
-  Python meanwhile (what a busy GUI or acquisition loop does to the
-  interpreter lock);
+- ``proc``: ``bgio`` with ``backend="process"`` (the array written by the
+  writer process, each frame copied into shared memory here);
+- ``bgio-busy``, ``ts-busy``, ``proc-busy``: ``bgio``, ``ts`` and ``proc``
+  with a thread running Python meanwhile (what a busy GUI or acquisition
+  loop does to the interpreter lock);
 - ``h5``: ``bgio.h5.FrameWriter`` at preset 1 with hdf5plugin's codec of the
   same name and level (absent without hdf5plugin).
 """
@@ -49,6 +51,13 @@ LAYOUTS = (("chunk", None), ("shard64", 64))
 def _bgio(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
     with bgio.zarr.FrameWriter(path, frames.shape[1:], frames.dtype, codec=codec,
                                shard_frames=shard, priority=1) as writer:
+        for frame in frames:
+            writer.append(frame)
+
+
+def _bgio_process(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
+    with bgio.zarr.FrameWriter(path, frames.shape[1:], frames.dtype, codec=codec,
+                               shard_frames=shard, priority=1, backend="process") as writer:
         for frame in frames:
             writer.append(frame)
 
@@ -139,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--sides", default="bgio,nocopy,ts,zarr,h5",
-                        help="which sides (bgio, nocopy, ts, zarr, h5, bgio-busy, ts-busy)")
+                        help="which sides (bgio, nocopy, ts, zarr, h5, proc, bgio-busy, ts-busy, "
+                             "proc-busy)")
     args = parser.parse_args(argv)
     folder = args.dir or tempfile.mkdtemp(prefix="bgio-zarr-")
     known = {"bgio": _bgio, "nocopy": _bgio_nocopy, "ts": _ts, "zarr": _zarr_python,
-             "h5": _h5, "bgio-busy": _bgio, "ts-busy": _ts}
+             "h5": _h5, "proc": _bgio_process, "bgio-busy": _bgio, "ts-busy": _ts,
+             "proc-busy": _bgio_process}
     sides = {name: known[name] for name in args.sides.split(",")}
     for name, module in (("h5", "hdf5plugin"), ("zarr", "zarr")):
         try:
@@ -176,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = "  ".join(f"{name}/ts {statistics.median(cell[name]) / base:.2f}"
                                    for name in ("bgio", "nocopy", "zarr")
                                    if name in cell and base)
-                if "bgio-busy" in cell and "bgio" in cell:
-                    ratios += (f"  bgio idle/busy rate "
-                               f"{statistics.median(cell['bgio']) / statistics.median(cell['bgio-busy']):.2f}")
+                for name in ("bgio", "ts", "proc"):
+                    if f"{name}-busy" in cell and name in cell:
+                        kept = statistics.median(cell[name]) / statistics.median(
+                            cell[f"{name}-busy"])
+                        ratios += f"  {name} busy/idle rate {kept:.2f}"
                 print(f"{key:<34} {line}  {ratios}")
     if args.json:
         with open(args.json, "w") as out:

@@ -41,6 +41,7 @@ __all__ = [
     "GroupedWrite",
     "TimeoutError",
     "WriteTiming",
+    "all_of",
     "cancels_so_far",
     "failure_of",
     "finish_all",
@@ -865,3 +866,32 @@ def finish_group(group: GroupState, flush_error: BaseException | None = None) ->
                 _tell_finished(member, with_callbacks)
     for handle in with_callbacks:
         handle._invoke_callbacks()
+
+
+def all_of(handles: list[BackgroundWriteProcess], total: int | None = None,
+           ) -> BackgroundWriteProcess:
+    """A handle done once every one of ``handles`` is (failed with the first failure),
+    of ``total`` bytes (None: the sum of theirs)."""
+    if total is None:
+        total = sum(handle.total_bytes or 0 for handle in handles)
+    combined = running_handle(total)
+    left = [len(handles)]
+    lock = threading.Lock()
+
+    def one_done(done: BackgroundWriteProcess) -> None:
+        error = done.exception() if not done.cancelled() else None
+        with lock:  # (one outcome, whichever callbacks race)
+            left[0] -= 1
+            if combined.done():
+                return
+            if error is not None:
+                combined.set_exception(error)
+            elif done.cancelled():
+                combined.set_exception(CancelledError())
+            elif left[0] == 0:
+                combined.bytes_written = combined.total_bytes or 0  # (what result() gives)
+                combined.set_result()
+
+    for handle in handles:
+        handle.add_done_callback(one_done)
+    return combined

@@ -349,6 +349,7 @@ def test_copy_false_takes_the_callers_array_by_reference(tmp_path, monkeypatch):
         FrameWriter(tmp_path / "g.h5", "frames", (4, 4), "u1", copy=1)
 
 
+@pytest.mark.slow  # (one of the longest of the quick run)
 def test_many_missing_slots_are_ranges_beside_the_dataset(tmp_path):
     # 100,000 of 200,000 slots missing, in 1,000 runs: as an attribute, HDF5's
     # 64 KiB object header limit made close() fail from ~5,000 slots.

@@ -359,6 +359,7 @@ def test_a_follower_reads_few_keys_of_a_presized_key_dataset(tmp_path, monkeypat
     assert [index for index, _ in seen] == [0, 1, 2]
 
 
+@pytest.mark.slow  # (one of the longest of the quick run)
 def test_a_live_file_is_not_bloated_by_announcements(tmp_path):
     rng = np.random.default_rng(0)
     frames = rng.normal(1000, 30, (256, 32, 32)).astype("<u2")

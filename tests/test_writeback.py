@@ -59,6 +59,7 @@ def _credits(monkeypatch):
 PROFILE = bgio.PRESETS[1].replace(default_chunk_size=MIB, writeback_window=WINDOW)
 
 
+@pytest.mark.slow  # (one of the longest of the quick run)
 @linux_only
 def test_windows_leave_the_file_on_disk_not_in_the_page_cache(disk_dir, monkeypatch):
     data = os.urandom(MIB) * 64

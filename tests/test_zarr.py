@@ -348,3 +348,13 @@ def test_a_queued_store_is_cancelled_by_its_handle_and_the_ones_before_go_on(tmp
         w.close()
     assert [handle.exception() for handle in handles[:2]] == [None, None]
     assert _read(store).tobytes() == frames[:2].tobytes()  # (the length: what was stored)
+
+
+@pytest.mark.parametrize("layout", [{}, {"shard_frames": 8}, {"chunk_frames": 4}])
+def test_a_handle_counts_its_own_frames_bytes_not_its_groups(layout):
+    frames = np.arange(5 * 16, dtype="<u2").reshape(5, 4, 4)
+    with bgio.zarr.FrameWriter(f"memory://own-bytes-{len(layout)}-{sorted(layout)}", (4, 4),
+                               "<u2", **layout) as writer:
+        stack = writer.append(frames[:3])
+        one = writer.append(frames[3])
+    assert (stack.result(timeout=60), one.result(timeout=60)) == (3 * 32, 32)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from ..copying import copy_frames
 from ..errors import QueueFull
 from ..handle import BackgroundWriteProcess, raise_root_error
 from ..lag import check_max_lag
@@ -561,7 +562,7 @@ class FrameWriter(H5Writer):
             buffer = self._spares.pop()
         except IndexError:
             buffer = np.empty_like(stack)
-        np.copyto(buffer, stack)
+        copy_frames(buffer, stack)
         return buffer
 
     def _recycling(self, snapshot: np.ndarray, stack: np.ndarray,
@@ -659,7 +660,7 @@ class FrameWriter(H5Writer):
             # Registered first, so the room is free before the callbacks of
             # whoever got this handle from append() run.
             chunk.handle.add_done_callback(lambda _: self._stored(held))
-        chunk.frames[position] = stack[offset]
+        copy_frames(chunk.frames[position], stack[offset])
         chunk.filled.add(position)
         self._latest, self._latest_snapshot = (index, chunk.frames[position]), None
         if len(chunk.filled) == per_chunk:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..channel import Channel, Service, connect
+from ..copying import copy_frames
 from ..errors import BgioError
 from ..handle import BackgroundWriteProcess, failure_of
 from ..pool import FramePool, check_shared_size, claim, shared_frame_count
@@ -548,7 +549,7 @@ class FrameProducer(_Producer):
             for position, slot in enumerate(slots):
                 if slot is None:
                     slot = slots[position] = next(fresh)
-                    np.copyto(self._frame(slot), stack[position])
+                    copy_frames(self._frame(slot), stack[position])
         with self._lock:  # from here on the writer's, whatever the outcome
             self._held.difference_update(slots)
         if self._failure is not None:

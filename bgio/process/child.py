@@ -35,8 +35,8 @@ Commands (parent to child), pickled tuples:
   descriptor came just before; ``("shared", id, pool, offset, size)``: the
   write's next data is there; ``("forget-pool", pool)``: the parent freed it;
 - ``("make", id, kind, args, kwargs)``: open a :class:`bgio.h5.FrameWriter`
-  (``kind`` "frames") or :class:`bgio.h5.RecordWriter` ("records") with
-  these arguments; ``id`` names it and is done (None) once it is open;
+  (``kind`` "frames"), :class:`bgio.h5.RecordWriter` ("records") or
+  :class:`bgio.zarr.FrameWriter` ("zarr-frames") with these arguments; ``id`` names it and is done (None) once it is open;
 - ``("frames", id, writer, index, refs)``: store frames at ``index`` on,
   ``refs`` the stacks (:mod:`bgio.process.refs`); a ``("taken", id)`` event
   says they are copied and no longer needed; ``("records", id, writer,
@@ -98,7 +98,7 @@ from bgio import cores
 from bgio.api import open_sink, prepare
 from bgio.engine import submit
 from bgio.errors import BgioError
-from bgio.handle import BackgroundWriteProcess
+from bgio.handle import BackgroundWriteProcess, all_of
 from bgio.process import FeedCancelled, portable, remote
 from bgio.process.refs import RemoteArray, SharedArray, resolve
 from bgio.process.ring import Attached
@@ -423,6 +423,10 @@ class _Server:
         self.objects: dict[int, Any] = {}
         self.gathers: dict[int, bool] = {}
         self.frame_dims: dict[int, int] = {}  # each FrameWriter's frame dimensions
+        # What each FrameWriter's append and write_at are given besides the frames: an
+        # HDF5 writer copy=False (the frames stay in shared memory until stored, or it
+        # copies them into the chunk it fills); a Zarr writer's copy is its own.
+        self.frame_options: dict[int, dict[str, Any]] = {}
 
     def _file(self, path: str | None, key: str | None) -> str | int:
         """The path, or the descriptor for ``key`` that came with this command."""
@@ -553,7 +557,8 @@ class _Server:
 
     def make(self, ident: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> None:
-        """Open an HDF5 writer (``kind`` "frames" or "records"); ``ident`` names it."""
+        """Open a writer (``kind`` "frames", "records" or "zarr-frames"); ``ident``
+        names it."""
         try:
             from bgio import h5
 
@@ -562,6 +567,16 @@ class _Server:
                 self.frame_dims[ident] = len(args[2])  # (path, name, frame_shape, dtype)
                 chunks = writer.dataset.chunks
                 self.gathers[ident] = chunks is not None and chunks[0] > 1
+                self.frame_options[ident] = {"copy": False}
+            elif kind == "zarr-frames":
+                from bgio import zarr
+
+                # (store, frame_shape, dtype); the parent chose copy: True where frames
+                # are gathered into a chunk or shard (their shared frames go back at once)
+                writer = zarr.FrameWriter(*args, **kwargs)
+                self.frame_dims[ident] = len(args[1])
+                self.gathers[ident] = bool(kwargs.get("copy"))
+                self.frame_options[ident] = {}
             else:
                 writer = h5.RecordWriter(*args, **kwargs)
                 self.gathers[ident] = False
@@ -575,19 +590,20 @@ class _Server:
         """An HDF5 ``writer``, made to report its ``max_lag`` episodes to the parent (if
         it has one): ``("lag", ident, status)`` events."""
         events = self.events
-        writer.report_lag(lambda status: events.send(("lag", ident, status)))
+        if hasattr(writer, "report_lag"):  # (a Zarr writer has no max_lag)
+            writer.report_lag(lambda status: events.send(("lag", ident, status)))
         return writer
 
     def _last_lag(self, ident: int, writer: Any) -> None:
         """A writer with a ``max_lag`` is closed: its final figures to the parent."""
-        status = writer.lag
+        status = getattr(writer, "lag", None)
         if status is not None:
             self.events.send(("lag", ident, status))
 
     def _target(self, writer: int) -> Any:
         target = self.objects.get(writer)
         if target is None:
-            raise BgioError("the HDF5 writer is not open in the writer process")
+            raise BgioError("the writer is not open in the writer process")
         return target
 
     def frames(self, ident: int, writer: int, index: int | None,
@@ -595,17 +611,20 @@ class _Server:
         """Store frames at ``index`` on: each ref a stack of them."""
         try:
             target = self._target(writer)
-            handle = None
+            options = self.frame_options[writer]
+            handles = []
             for ref in refs:
                 stack = resolve(ref, self.pools, self.parent)
                 if stack.ndim == self.frame_dims[writer]:  # one frame, sent as it is
                     stack = stack[np.newaxis]
                 if index is None:  # (producers write here too: the highest is known here)
-                    handle = target.append(stack, copy=False)
+                    handles.append(target.append(stack, **options))
                     continue
-                handle = target.write_at(index, stack, copy=False)
+                handles.append(target.write_at(index, stack, **options))
                 index += len(stack)
-            assert handle is not None
+            # (Frames copied into shared memory come one per ref: the call is done, with
+            # all their bytes, once every one is stored.)
+            handle = handles[0] if len(handles) == 1 else all_of(handles)
         except Exception as exc:  # noqa: BLE001 - reported on the handle
             handle = _failed(exc)
         else:
@@ -625,11 +644,14 @@ class _Server:
         """``flush`` or ``close`` an HDF5 writer, in a thread (it waits for the stores);
         a close reports the slots never written."""
         target = self.objects.get(writer) if method == "flush" else self.objects.pop(writer, None)
+        if method == "close":  # (its frames came before: nothing more is sent to it)
+            for kept in (self.frame_dims, self.gathers, self.frame_options):
+                kept.pop(writer, None)
 
         def run() -> None:
             try:
                 if target is None:
-                    raise BgioError("the HDF5 writer is not open in the writer process")
+                    raise BgioError("the writer is not open in the writer process")
                 try:
                     getattr(target, method)()
                 finally:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..closing import Finish
+from ..copying import copy_frames
 from ..errors import FramesDropped, QueueFull
 from ..h5.base import H5Writer, check_on_missing, check_space
 from ..h5.drops import DropCounter, check_frame_id, check_on_drop
@@ -52,7 +53,7 @@ from .parent import RemoteObject, close_at_exit
 if TYPE_CHECKING:
     from ..h5.producers import FrameProducer
 
-__all__ = ["ProcessFrameWriter", "ProcessRecordWriter"]
+__all__ = ["ProcessFrameWriter", "ProcessRecordWriter", "frames_to_send"]
 
 
 def _check_path(target: object) -> str:
@@ -62,6 +63,38 @@ def _check_path(target: object) -> str:
             f"not {type(target).__qualname__}")
     return os.path.abspath(os.fsdecode(os.fspath(target)))
 
+
+def frames_to_send(remote: RemoteObject, shared: FramePool, stack: np.ndarray, copy: bool,
+                   block: bool, limit: float | None, timeout: float | None,
+                   ) -> tuple[list[Any], list[Callable[[], None]]]:
+    """The arrays to send to ``remote`` for ``stack`` (frames not in a FramePool): the
+    stack itself where the writer process reads this process's memory and ``copy`` is
+    False, else copies in ``shared`` frames; and what gives those back."""
+    if not copy and remote.reads_caller_memory:
+        return [stack], []  # read by the writer process from here: keep it unchanged
+    if len(stack) > shared.count:
+        raise ValueError(f"frames: {len(stack)} frames at once are more than the "
+                         f"{shared.count} this writer's shared memory holds; append them "
+                         "in parts or raise max_pending_bytes")
+    copies: list[np.ndarray] = []
+    release: list[Callable[[], None]] = []
+    try:
+        for frame in stack:
+            copy_of = shared.acquire(block, limit)
+            copies.append(copy_of)
+            copy_frames(copy_of, frame)
+    except QueueFull:
+        for copy_of in copies:
+            shared.release(copy_of)
+        if block:
+            raise QueueFull(f"no room for {len(stack)} frame(s) after {timeout} s") from None
+        raise QueueFull(f"no room for {len(stack)} frame(s): all {shared.count} shared "
+                        "frames hold frames not yet stored") from None
+    for copy_of in copies:
+        give_back = claim(copy_of)
+        assert give_back is not None
+        release.append(give_back)
+    return [copy_of.reshape(1, *shared.frame_shape) for copy_of in copies], release
 
 
 class _InWriterProcess:
@@ -529,35 +562,7 @@ class ProcessFrameWriter(_InWriterProcess, FrameWriter):
 
     def _references(self, stack: np.ndarray, copy: bool, block: bool, limit: float | None,
                     timeout: float | None) -> tuple[list[Any], list[Callable[[], None]]]:
-        """The arrays to send for ``stack`` (not in a FramePool), and what gives the
-        shared frames they were copied into back."""
-        if not copy and self._remote.reads_caller_memory:
-            return [stack], []  # read by the writer process from here: keep it unchanged
-        shared = self._shared
-        if len(stack) > shared.count:
-            raise ValueError(f"frames: {len(stack)} frames at once are more than the "
-                             f"{shared.count} this writer's shared memory holds; append them "
-                             "in parts or raise max_pending_bytes")
-        copies: list[np.ndarray] = []
-        release: list[Callable[[], None]] = []
-        try:
-            for frame in stack:
-                copy_of = shared.acquire(block, limit)
-                copies.append(copy_of)
-                np.copyto(copy_of, frame)
-        except QueueFull:
-            for copy_of in copies:
-                shared.release(copy_of)
-            if block:
-                raise QueueFull(f"no room for {len(stack)} frame(s) after {timeout} s") \
-                    from None
-            raise QueueFull(f"no room for {len(stack)} frame(s): all {shared.count} shared "
-                            "frames hold frames not yet stored") from None
-        for copy_of in copies:
-            give_back = claim(copy_of)
-            assert give_back is not None
-            release.append(give_back)
-        return [copy_of.reshape(1, *self._frame_shape) for copy_of in copies], release
+        return frames_to_send(self._remote, self._shared, stack, copy, block, limit, timeout)
 
     def _closing(self) -> None:
         self._shared.close()

@@ -10,13 +10,13 @@ import threading
 import time
 import uuid
 import warnings
-from concurrent.futures import CancelledError
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from ..api import PriorityLike
 from ..closing import ClosesOnExit, Finish
+from ..copying import copy_frames
 from ..engine import submit_held
 from ..h5.base import check_on_missing
 from ..h5.exit import track
@@ -25,11 +25,13 @@ from ..h5.layout import as_frames, check_count, check_dtype, check_shape
 from ..h5.live import DEFAULT_FLUSH_INTERVAL, check_flush_options
 from ..handle import (
     BackgroundWriteProcess,
+    all_of,
     failure_of,
     raise_root_error,
     running_handle,
 )
 from ..priority import resolve_priority, validate_chunk_size
+from ..process import check_backend
 from ..room import wait_for_room
 from ..source import Source
 from ..timeouts import check_timeout
@@ -38,7 +40,10 @@ from .record import Record, SharedRecord
 from .sink import DEPTH, ArraySink, Runs
 from .spec import array_spec, check_codec, check_ome, kvstore_of, ome_group
 
-__all__ = ["MAX_FRAMES", "FrameWriter", "context"]
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
+
+__all__ = ["MAX_FRAMES", "FrameWriter", "context", "report_missing"]
 
 #: The most frames a Zarr array holds through tensorstore (its largest index, plus 1).
 MAX_FRAMES = 2**62 - 1
@@ -68,30 +73,6 @@ def _tensorstore() -> Any:
     except ImportError as exc:  # (the zarr extra)
         raise ImportError("bgio.zarr needs tensorstore: pip install 'bgio[zarr]'") from exc
     return tensorstore
-
-
-def _all_of(handles: list[BackgroundWriteProcess]) -> BackgroundWriteProcess:
-    """A handle done once every one of ``handles`` is (failed with the first failure)."""
-    combined = running_handle(sum(handle.total_bytes or 0 for handle in handles))
-    left = [len(handles)]
-    lock = threading.Lock()
-
-    def one_done(done: BackgroundWriteProcess) -> None:
-        error = done.exception() if not done.cancelled() else None
-        with lock:  # (one outcome, whichever callbacks race)
-            left[0] -= 1
-            if combined.done():
-                return
-            if error is not None:
-                combined.set_exception(error)
-            elif done.cancelled():
-                combined.set_exception(CancelledError())
-            elif left[0] == 0:
-                combined.set_result(combined.total_bytes or 0)
-
-    for handle in handles:
-        handle.add_done_callback(one_done)
-    return combined
 
 
 class _Open:
@@ -196,6 +177,12 @@ class FrameWriter(ClosesOnExit):
         ``axes``, ``scale`` and ``name`` (see
         :func:`bgio.zarr.spec.check_ome`); True takes the defaults (``t``
         in seconds, then ``y``, ``x`` in micrometers, scale 1).
+    backend : {"thread", "process"} or None, keyword-only
+        Where tensorstore is called from: bgio's threads here, or the
+        writer process (see :ref:`process-backend` and
+        :class:`bgio.process.zarr.ProcessFrameWriter`), which a main thread
+        busy in Python does not slow. None: threads, or for a path what
+        :func:`bgio.set_default_backend` set.
 
     Raises
     ------
@@ -218,6 +205,18 @@ class FrameWriter(ClosesOnExit):
 
     _counts_frames = True
 
+    def __new__(cls, *args: object, backend: str | None = None, **options: object) -> Self:
+        # FrameWriter(..., backend="process") is the writer process's kind (same
+        # methods); Python then runs that class's __init__ with the same arguments.
+        store = args[0] if args else options.get("store")
+        if isinstance(store, str) and "://" in store and not store.startswith("file://"):
+            store = None  # (a memory:// array is this process's: the default is threads)
+        if cls is FrameWriter and check_backend(backend, store) == "process":
+            from ..process.zarr import ProcessFrameWriter  # loaded by those who use it
+
+            return object.__new__(ProcessFrameWriter)  # type: ignore[return-value]
+        return object.__new__(cls)
+
     def __init__(
         self,
         store: str | os.PathLike[str],
@@ -236,6 +235,7 @@ class FrameWriter(ClosesOnExit):
         flush_every: int | None = None,
         shared: bool = False,
         ome: dict[str, Any] | bool | None = None,
+        backend: str | None = None,
     ) -> None:
         kvstore = kvstore_of(store)
         if not isinstance(shared, bool):
@@ -448,7 +448,9 @@ class FrameWriter(ClosesOnExit):
                 offset += take
             self._next = max(self._next, start + count)
             self._count += count
-            handle = handles[0] if len(handles) == 1 else _all_of(handles)
+            # (A group's handle counts the group's bytes: the call's handle, its own.)
+            handle = handles[0] if len(handles) == 1 and self._group == 1 else all_of(
+                handles, count * self._frame_bytes)
             self._count_write(handle, count * self._frame_bytes, count)
         return handle
 
@@ -483,7 +485,7 @@ class FrameWriter(ClosesOnExit):
             self._pending += held
             group.handle.add_done_callback(lambda _: self._stored(held, buffer))
         if group.frames is not None:
-            group.frames[position : position + len(frames)] = frames
+            copy_frames(group.frames[position : position + len(frames)], frames)
         else:
             group.parts.append((position, frames))
         for index in range(slot, slot + len(frames)):
@@ -499,7 +501,10 @@ class FrameWriter(ClosesOnExit):
         # (lock held) A shared array's frames: one store of their own, copied if asked.
         for index in range(start, start + len(stack)):
             self._holes.discard(index)
-        frames = np.array(stack, copy=True) if self._copy else stack
+        frames = stack
+        if self._copy:
+            frames = np.empty_like(stack)
+            copy_frames(frames, stack)
         held = frames.nbytes
         handle = running_handle(held)
         self._pending += held
@@ -656,9 +661,15 @@ class FrameWriter(ClosesOnExit):
         if not last.wait(timeout):
             raise TimeoutError(f"frames not stored after {timeout} s")
         raise_root_error(last)
-        if self.missing and self._missing_policy != "ignore":
-            message = (f"{len(self.missing)} slot(s) below frame {self._next} of "
-                       f"{self._name!r} were never written (they read as 0)")
-            if self._missing_policy == "raise":
-                raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=6)
+        report_missing(self.missing, self._missing_policy, self._next, self._name)
+
+
+def report_missing(missing: list[int], policy: str, extent: int, name: str) -> None:
+    """What a close does about the slots below ``extent`` never written, by ``on_missing``
+    (``policy``): warn, raise ``ValueError``, or nothing."""
+    if missing and policy != "ignore":
+        message = (f"{len(missing)} slot(s) below frame {extent} of {name!r} were never "
+                   f"written (they read as 0)")
+        if policy == "raise":
+            raise ValueError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=7)
