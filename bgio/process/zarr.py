@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 
@@ -108,16 +108,6 @@ class ProcessFrameWriter(FrameWriter):
         state = "closed" if self._closed else "open"
         return (f"<bgio.zarr.FrameWriter {state} {self._name!r} frames={self._count} "
                 f"backend='process'>")
-
-    @property
-    def frames_written(self) -> int:
-        """Frames accepted by :meth:`append` and :meth:`write_at` so far."""
-        return self._count
-
-    @property
-    def extent(self) -> int:
-        """Frames the array holds once closed: one after the highest frame written."""
-        return self._next
 
     @property
     def pending_bytes(self) -> int:
@@ -223,17 +213,6 @@ class ProcessFrameWriter(FrameWriter):
         # (Not the last store: frames in a group being filled end with the group.)
         self._wait((flushing,), timeout)
         raise_root_error(flushing)
-
-    @overload
-    def close(self, timeout: float | None = None, *, wait: Literal[True] = True) -> None: ...
-
-    @overload
-    def close(self, timeout: None = None, *, wait: Literal[False]) -> BackgroundWriteProcess: ...
-
-    def close(self, timeout: float | None = None, *,
-              wait: bool = True) -> BackgroundWriteProcess | None:
-        """Store what is left and finish the record; see :meth:`bgio.zarr.FrameWriter.close`."""
-        return self._close(timeout, wait)
 
     def _closed_with(self, outcome: tuple[list[int], int, int | None]) -> None:
         self.missing = list(outcome[0])  # the slots never written, as the close found them
