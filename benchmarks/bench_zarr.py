@@ -5,7 +5,8 @@ and bgio.h5.
 
 Frames of uint16 Poisson noise (what a camera's dark-ish frames look like
 to a compressor): 500 of 256 x 256 and 100 of 1024 x 1024, with zstd (level
-3) and lz4 (Blosc, level 5), a chunk per frame and 64-frame shards. Sides,
+3) and lz4 (Blosc, level 5) (``--codecs none``: uncompressed), a chunk per
+frame and 64-frame shards. Sides,
 interleaved, medians of R rounds (default 5) with the range, in ms from the
 first frame to the array complete on disk (DIR, default a temporary folder):
 
@@ -22,6 +23,8 @@ first frame to the array complete on disk (DIR, default a temporary folder):
 - ``bgio-busy``, ``ts-busy``, ``proc-busy``: ``bgio``, ``ts`` and ``proc``
   with a thread running Python meanwhile (what a busy GUI or acquisition
   loop does to the interpreter lock);
+- ``ts-1core``: ``ts`` compressing on one core (``data_copy_concurrency``
+  1): what is left to a writer when a busy thread takes one of two cores;
 - ``h5``: ``bgio.h5.FrameWriter`` at preset 1 with hdf5plugin's codec of the
   same name and level (absent without hdf5plugin).
 """
@@ -69,13 +72,16 @@ def _bgio_nocopy(path: str, frames: np.ndarray, codec: str, shard: int | None) -
             writer.append(frame)
 
 
-def _ts(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
+def _ts(path: str, frames: np.ndarray, codec: str, shard: int | None,
+        cores: int | None = None) -> None:
     import tensorstore as ts
 
-    level = bgio.zarr.spec.CODECS[codec]
-    spec = array_spec(kvstore_of(path), frames.shape[1:], frames.dtype, codec, level, 1, shard)
+    name = None if codec == "none" else codec
+    spec = array_spec(kvstore_of(path), frames.shape[1:], frames.dtype, name,
+                      bgio.zarr.spec.CODECS[name], 1, shard)
     spec["metadata"]["shape"] = list(frames.shape)  # created at its final size
-    array = ts.open(spec).result()
+    context = ts.Context({"data_copy_concurrency": {"limit": cores}} if cores else {})
+    array = ts.open(spec, context=context).result()
     if shard is None:
         futures = [array[index].write(frame) for index, frame in enumerate(frames)]
     else:
@@ -86,12 +92,16 @@ def _ts(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
         future.result()
 
 
+def _ts_one_core(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
+    _ts(path, frames, codec, shard, cores=1)
+
+
 def _zarr_python(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
 
-    compressor = (ZstdCodec(level=3) if codec == "zstd"
-                  else BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
+    compressor = {"zstd": ZstdCodec(level=3), "none": None,
+                  "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")}[codec]
     array = zarr.create_array(path, shape=frames.shape, dtype=frames.dtype,
                               chunks=(1, *frames.shape[1:]), compressors=compressor,
                               shards=None if shard is None else (shard, *frames.shape[1:]))
@@ -108,7 +118,7 @@ def _h5(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
 
     import bgio.h5
 
-    filters = {"zstd": hdf5plugin.Zstd(clevel=3),
+    filters = {"zstd": hdf5plugin.Zstd(clevel=3), "none": None,
                "lz4": hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)}
     with bgio.h5.FrameWriter(path + ".h5", "frames", frames.shape[1:], frames.dtype,
                              compression=filters[codec], chunk_frames=1, priority=1) as writer:
@@ -149,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--sides", default="bgio,nocopy,ts,zarr,h5",
                         help="which sides (bgio, nocopy, ts, zarr, h5, proc, bgio-busy, ts-busy, "
-                             "proc-busy)")
+                             "proc-busy, ts-1core)")
+    parser.add_argument("--codecs", default=",".join(CODECS),
+                        help="zstd, lz4 and/or none (uncompressed: what is left of a busy "
+                             "thread's cost when compression does not take the cores)")
     args = parser.parse_args(argv)
     folder = args.dir or tempfile.mkdtemp(prefix="bgio-zarr-")
     known = {"bgio": _bgio, "nocopy": _bgio_nocopy, "ts": _ts, "zarr": _zarr_python,
              "h5": _h5, "proc": _bgio_process, "bgio-busy": _bgio, "ts-busy": _ts,
-             "proc-busy": _bgio_process}
+             "proc-busy": _bgio_process, "ts-1core": _ts_one_core}
     sides = {name: known[name] for name in args.sides.split(",")}
     for name, module in (("h5", "hdf5plugin"), ("zarr", "zarr")):
         try:
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
           f"[min-max], interleaved; in {folder}")
     for shape, count in CASES:
         frames = rng.poisson(100, (count, *shape)).astype("<u2")
-        for codec in CODECS:
+        for codec in args.codecs.split(","):
             for layout, shard in LAYOUTS:
                 key = f"{count} x {shape[0]}x{shape[1]} {codec} {layout}"
                 cell = results.setdefault(key, {})
@@ -187,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = "  ".join(f"{name}/ts {statistics.median(cell[name]) / base:.2f}"
                                    for name in ("bgio", "nocopy", "zarr")
                                    if name in cell and base)
+                if "ts-1core" in cell and base:
+                    ratios += f"  ts-1core/ts rate {base / statistics.median(cell['ts-1core']):.2f}"
                 for name in ("bgio", "ts", "proc"):
                     if f"{name}-busy" in cell and name in cell:
                         kept = statistics.median(cell[name]) / statistics.median(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 from .engine import submit
 from .engine import wait_all as wait_threads
 from .handle import BackgroundWriteProcess
+from .objects import is_object_url, object_target
 from .pool import take_frames
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .process import check_backend
@@ -20,6 +22,7 @@ from .sinks import (
     sink_can_sync,
     sink_for,
 )
+from .sinks.objects import DEFAULT_PART_SIZE, ObjectSink
 from .source import WHOLE, Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -64,7 +67,7 @@ def prepare(
     else:
         handle.total_bytes = source.total
     # A path is opened for the write, so it is closed after it too.
-    close = bool(close_when_finished) or isinstance(sink, PathSink)
+    close = bool(close_when_finished) or isinstance(sink, (PathSink, ObjectSink))
     size = fit_chunk_size(sink, chunk_size or profile.default_chunk_size)
     hand_over_frames(source, handle)
     return Job(handle, sink, source, profile, size, close, chain, fsync)
@@ -78,8 +81,20 @@ def hand_over_frames(source: Source, handle: BackgroundWriteProcess) -> None:
 
 
 def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
-              direct: bool = False) -> Sink:
-    """The sink for ``file`` with the path-only options checked (in the caller)."""
+              direct: bool = False, *, profile: BackgroundIOPriority | None = None,
+              storage_options: object = None, store: object = None,
+              exclusive: bool = False) -> Sink:
+    """The sink for ``file`` with the path-only and object-only options checked (in
+    the caller). ``profile`` sets an upload's parts in flight (preset 4's if None)."""
+    if store is not None or is_object_url(file):
+        return _object_sink(file, mode, atomic, direct, profile or resolve_priority(4),
+                            storage_options, store, exclusive)
+    if storage_options is not None:
+        raise ValueError(f"storage_options apply to object-store URLs only, not "
+                         f"{type(file).__qualname__}")
+    if exclusive:
+        raise ValueError("exclusive applies to object-store URLs only (for a path, "
+                         "mode='xb' creates the file or fails)")
     if isinstance(file, (str, bytes, os.PathLike)):
         return PathSink(file, "wb" if mode is None else mode, bool(atomic), direct=bool(direct))
     check_path_options(file, mode, atomic, direct)
@@ -88,6 +103,24 @@ def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
         raise ValueError("fsync=True needs a destination with a file descriptor "
                          f"({type(file).__qualname__} has none)")
     return sink
+
+
+def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
+                 profile: BackgroundIOPriority, storage_options: object, store: object,
+                 exclusive: object) -> ObjectSink:
+    """The sink of an object-store destination, checked in the caller."""
+    if not isinstance(exclusive, bool):
+        raise TypeError(f"exclusive must be True or False, got {type(exclusive).__qualname__}")
+    if mode not in (None, "wb", "xb"):
+        raise ValueError(f"mode: an object is written whole ('wb', or 'xb' to create it "
+                         f"only if it does not exist), not {mode!r}")
+    if direct:
+        raise ValueError("direct applies to paths only, not to an object store")
+    del atomic  # (an object is complete or absent: atomic=True is what it always is)
+    target = object_target(file, storage_options, store)
+    part_size = max(DEFAULT_PART_SIZE, profile.default_chunk_size)
+    return ObjectSink(target, part_size, profile.upload_concurrency,
+                      exclusive=exclusive or mode == "xb")
 
 
 def bgwrite(
@@ -104,6 +137,9 @@ def bgwrite(
     offset: int | None = None,
     direct: bool = False,
     backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
 ) -> BackgroundWriteProcess:
     """Write ``data`` to ``file`` in the background; return a handle at once.
 
@@ -113,12 +149,16 @@ def bgwrite(
 
     Parameters
     ----------
-    file : file object, path, int file descriptor or socket
+    file : file object, path, int file descriptor, socket or object-store URL
         A binary or text stream (anything with a ``write`` method), open and
         writable; a path (``str`` or ``os.PathLike``), opened by the worker
         and closed when the write ends; an int file descriptor (a file, a
-        pipe end, blocking or not); or a connected stream socket. A full
-        non-blocking destination is waited for, never spun on.
+        pipe end, blocking or not); a connected stream socket; or an object
+        in an object store, ``s3://bucket/key``, ``gs://bucket/key`` or
+        ``file:///dir/name`` (through obstore, the ``s3`` extra), uploaded
+        whole: the object appears complete when the handle is done, or not
+        at all (see :ref:`object-stores`). A full non-blocking destination
+        is waited for, never spun on.
     data : bytes-like, numpy array, str, list of those, or iterable of those
         Buffers are written as their raw bytes (numpy arrays in C order; a
         non-contiguous array is refused). str goes to text streams only,
@@ -172,7 +212,21 @@ def bgwrite(
         through their descriptor); a ``BytesIO``, a text stream or a TLS
         socket is a ``ValueError``. Large buffers are read by the writer
         process from this one's memory, small ones and iterables copied
-        into shared memory. See :ref:`process-backend`.
+        into shared memory. See :ref:`process-backend`. An object-store
+        upload is written by threads.
+    storage_options : dict or None, keyword-only, object stores only
+        The store's options, as obstore's ``from_url`` takes them (for S3:
+        ``endpoint``, ``region``, ``access_key_id``, ``secret_access_key``,
+        ``client_options``, ``retry_config``, ...). Without a
+        ``retry_config`` an unreachable store fails the upload after 3
+        retries within 30 s.
+    store : obstore store or None, keyword-only
+        A store made already (``obstore.store.S3Store``, ``MemoryStore``,
+        ...); ``file`` is then the object's key in it.
+    exclusive : bool, keyword-only, default False, object stores only
+        Refuse to replace an existing object: the write fails with
+        ``FileExistsError`` and the object is left as it was (a conditional
+        create, sent in one request; ``mode="xb"`` says the same).
 
     Returns
     -------
@@ -191,7 +245,10 @@ def bgwrite(
         directory); ``priority`` is out of range; a buffer is not contiguous;
         ``mode``, ``atomic`` or ``direct`` given for something that is not
         a path; ``fsync`` for a destination without a file descriptor;
-        ``direct`` where the file system does not support it.
+        ``direct`` where the file system does not support it; an
+        object-store URL without a bucket or key, options the store
+        refuses, ``storage_options``, ``store`` or ``exclusive`` for
+        something that is not an object.
 
     Examples
     --------
@@ -206,12 +263,17 @@ def bgwrite(
                                 fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
+    objects = store is not None or is_object_url(file)
     if check_backend(backend, file) == "process" and not writer_process_ended():
+        if objects:
+            raise ValueError("backend='process' writes files; an object-store upload is "
+                             "written by threads (backend='thread')")
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, None,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
-    sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
+    sink = open_sink(file, mode, fsync, atomic, direct, profile=profile,
+                     storage_options=storage_options, store=store, exclusive=exclusive)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
 

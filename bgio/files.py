@@ -6,9 +6,11 @@ import io
 import os
 import threading
 from collections import deque
+from typing import Any
 
 from .api import PriorityLike
 from .handle import BackgroundWriteProcess, failure_of
+from .objects import is_object_url
 from .writer import Writer
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
@@ -257,6 +259,9 @@ def open(
     errors: str | None = None,
     newline: str | None = None,
     backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
 ) -> BackgroundFile | io.TextIOWrapper:
     """Open a file for writing in the background: ``write`` returns at once.
 
@@ -283,6 +288,11 @@ def open(
         set.)
         As for :func:`bgio.bgwrite`: with ``"process"`` bgio's writer process
         holds the file open and writes it (see :ref:`process-backend`).
+    storage_options, store, exclusive : keyword-only, object stores only
+        As for :func:`bgio.bgwrite`: ``file`` may be an object-store URL
+        (``s3://bucket/key``); the object appears, complete, when
+        :meth:`~BackgroundFile.close` succeeds (mode ``"wb"``/``"w"``, or
+        ``"xb"``/``"x"`` to refuse an existing object).
 
     Returns
     -------
@@ -310,19 +320,26 @@ def open(
     text = "b" not in mode
     if not text and (encoding is not None or errors is not None or newline is not None):
         raise ValueError("encoding, errors and newline apply to text mode only")
-    is_path = isinstance(file, (str, bytes, os.PathLike))
-    if not is_path and mode[0] != "w":
+    is_object = store is not None or is_object_url(file)
+    is_path = isinstance(file, (str, bytes, os.PathLike)) and not is_object
+    if is_object and mode[0] == "a":
+        raise ValueError(f"mode {mode!r}: an object is written whole; use 'w', 'wb', "
+                         "'x' or 'xb'")
+    if not is_path and not is_object and mode[0] != "w":
         raise ValueError(f"mode {mode!r} applies to paths only; use 'w' or 'wb'")
     writer = Writer(
         file,
         priority,
         close_when_finished=True,
-        mode=_BINARY[mode] if is_path else None,
+        mode=_BINARY[mode] if is_path or is_object else None,
         fsync=fsync,
         atomic=atomic,
         max_pending_bytes=max_pending_bytes,
         direct=direct,
         backend=backend,
+        storage_options=storage_options,
+        store=store,
+        exclusive=exclusive,
     )
     if writer.kind == "text":
         raise TypeError("bgio.open needs a binary destination; for a text stream pass its .buffer")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .ioprio import check_io_priority
 
-__all__ = ["DEFAULT_WRITEBACK_WINDOW", "PRESETS", "BackgroundIOPriority", "resolve_priority",
+__all__ = ["DEFAULT_WRITEBACK_WINDOW", "MAX_CONCURRENCY", "PRESETS", "BackgroundIOPriority", "resolve_priority",
            "validate_chunk_size"]
 
 _MIB = 1024 * 1024
@@ -21,6 +21,8 @@ MIN_BANDWIDTH_PCT = 0.01
 MIN_RATE = 1.0
 #: The smallest write-back window: below it the calls per window cost more than they save.
 MIN_WRITEBACK_WINDOW = 64 * 1024
+#: The most parts an object-store upload may keep in flight (``concurrency``).
+MAX_CONCURRENCY = 64
 #: The presets' write-back window (2 to 10): see "Pacing the disk" in the manual.
 DEFAULT_WRITEBACK_WINDOW = 8 * 1024 * 1024
 
@@ -69,6 +71,10 @@ class BackgroundIOPriority:
         when the disk is otherwise idle). None (a profile made without it)
         leaves the thread's own. It governs what the worker submits itself,
         the write-back of its windows included (``writeback_window``).
+    concurrency : int or None, keyword-only
+        Parts in flight at once in an upload to an object store (1 to
+        :data:`MAX_CONCURRENCY`). None (the presets): 8 for a profile that
+        does not pace (``bandwidth_pct`` 100, no ``max_rate``), else 2.
 
     Raises
     ------
@@ -92,6 +98,7 @@ class BackgroundIOPriority:
     max_rate: float | None = None
     writeback_window: int | None = None
     io_priority: tuple[str, int] | None = None
+    concurrency: int | None = None
 
     def __init__(
         self,
@@ -103,6 +110,7 @@ class BackgroundIOPriority:
         max_rate: float | None = None,
         writeback_window: int | None = None,
         io_priority: tuple[str, int] | str | None = None,
+        concurrency: int | None = None,
     ) -> None:
         # The dataclass is frozen (profiles are shared by many writes), so
         # validated values are stored with object.__setattr__.
@@ -133,6 +141,20 @@ class BackgroundIOPriority:
                                  f"or None, got {writeback_window!r}")
         setter(self, "writeback_window", writeback_window)
         setter(self, "io_priority", check_io_priority(io_priority))
+        if concurrency is not None:
+            concurrency = _positive_int("concurrency", concurrency)
+            if concurrency > MAX_CONCURRENCY:
+                raise ValueError(f"concurrency must be 1 to {MAX_CONCURRENCY} or None, "
+                                 f"got {concurrency!r}")
+        setter(self, "concurrency", concurrency)
+
+    @property
+    def upload_concurrency(self) -> int:
+        """Parts an object-store upload keeps in flight with this profile:
+        :attr:`concurrency`, or its default (8 unpaced, else 2)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return 8 if self.bandwidth_pct >= 100 and self.max_rate is None else 2
 
     def replace(self, **changes: object) -> BackgroundIOPriority:
         """Return a copy of this profile with some fields changed (validated again).
@@ -151,13 +173,14 @@ class BackgroundIOPriority:
             "max_rate": self.max_rate,
             "writeback_window": self.writeback_window,
             "io_priority": self.io_priority,
+            "concurrency": self.concurrency,
         }
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"replace() got unknown field(s): {', '.join(sorted(unknown))}")
         fields.update(changes)
         keywords = {name: fields.pop(name)
-                    for name in ("max_rate", "writeback_window", "io_priority")}
+                    for name in ("max_rate", "writeback_window", "io_priority", "concurrency")}
         return BackgroundIOPriority(**fields, **keywords)  # type: ignore[arg-type]
 
 

@@ -958,6 +958,10 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
         failed = stopped is not None or error is not None or flush_error is not None
         error = _close(sink, error if stopped is not None else flush_error, failed)
         lane.since_flush = 0  # whatever was buffered went with the close
+        progress = lane.progress
+        if failed and progress is not None and last.handle.bytes_on_disk:
+            # What a discard left stored (an aborted upload: nothing), if it is less.
+            last.handle.bytes_on_disk = min(last.handle.bytes_on_disk, progress.on_disk)
         if stopped is None:
             if error is None and (last.fsync or _all_on_disk(lane)):  # (flushed above)
                 last.handle.bytes_on_disk = last.handle.bytes_written

@@ -38,7 +38,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Progress", "Writeback", "available", "follow", "unsupported_reason", "write_range"]
+__all__ = ["NoWindows", "Progress", "Writeback", "available", "follow", "unsupported_reason", "write_range"]
 
 logger = logging.getLogger("bgio")
 
@@ -150,6 +150,19 @@ class Progress(Protocol):
     def settled_by_flush(self) -> bool:
         """True if a flush of the sink leaves everything it took on the device (direct
         I/O); then :attr:`on_disk` reaching :attr:`written` says all of it is there."""
+
+
+class NoWindows:
+    """A base for a sink's own account (a :class:`Progress` without windows): its
+    writes reach their end another way, so :meth:`resume` and :meth:`turn` do nothing."""
+
+    __slots__ = ()
+
+    def resume(self) -> None:
+        """Nothing to start."""
+
+    def turn(self, window: int | None = None) -> None:
+        """No window to end."""
 
 
 class Writeback:

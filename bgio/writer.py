@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .api import (
     PriorityLike,
@@ -19,10 +19,12 @@ from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .lag import check_max_lag
+from .objects import is_object_url
 from .priority import resolve_priority, validate_chunk_size
 from .process import check_backend
 from .room import wait_for_room
 from .sinks import PathSink, fit_chunk_size
+from .sinks.objects import ObjectSink
 from .source import Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -56,6 +58,12 @@ class Writer(ClosesOnExit):
         As for :func:`bgwrite`, for every write. With ``atomic=True`` the
         file appears under its name, complete, when :meth:`close` succeeds;
         after a failure the old file is left as it was.
+    storage_options, store, exclusive : keyword-only, object stores only
+        As for :func:`bgwrite`. The writes, in order, are one object's
+        bytes (sent as the parts of one upload); the object appears when
+        :meth:`close` succeeds, and after a failure or a cancel nothing is
+        stored. A write's handle is done once the upload has taken its
+        bytes; the store has them when the close is done.
     max_pending_bytes : int or None, keyword-only
         Bound on bytes accepted but not yet written. A :meth:`write` that
         would exceed it waits for room (or raises :class:`bgio.QueueFull`,
@@ -112,6 +120,9 @@ class Writer(ClosesOnExit):
             return object.__new__(cls)  # (a subclass was written for threads)
         target = args[0] if args else options.get("file")
         if check_backend(backend, target) == "process" and not writer_process_ended():
+            if options.get("store") is not None or is_object_url(target):
+                raise ValueError("backend='process' writes files; an object-store upload "
+                                 "is written by threads (backend='thread')")
             if cls is not Writer:
                 raise ValueError(f"backend='process' makes a bgio.Writer of its own kind; "
                                  f"{cls.__qualname__} (a subclass) takes backend='thread' only")
@@ -135,11 +146,18 @@ class Writer(ClosesOnExit):
         backend: str | None = None,
         max_lag: float | None = None,
         max_lag_bytes: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        store: object = None,
+        exclusive: bool = False,
     ) -> None:
         lag_seconds, lag_bytes = check_max_lag(max_lag, max_lag_bytes)
-        self._sink = open_sink(file, mode, fsync, atomic, direct)
         self._profile = resolve_priority(priority)
-        self._close_when_finished = bool(close_when_finished) or isinstance(self._sink, PathSink)
+        self._sink = open_sink(file, mode, fsync, atomic, direct, profile=self._profile,
+                               storage_options=storage_options, store=store,
+                               exclusive=exclusive)
+        # A path or an object is opened for the Writer, so it is closed with it too.
+        self._close_when_finished = bool(close_when_finished) or isinstance(
+            self._sink, (PathSink, ObjectSink))
         self._fsync = bool(fsync)
         self._copy = bool(copy)
         self._takes_bytes = self._sink.kind != "text"

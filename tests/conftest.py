@@ -167,3 +167,15 @@ def gate_stores(monkeypatch) -> threading.Event:
 
     monkeypatch.setattr(sink, "store_chunk", held_store)
     return gate
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) for the session, on a free 127.0.0.1 port."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("boto3")
+    from s3server import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()

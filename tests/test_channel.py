@@ -121,6 +121,7 @@ def test_no_thread_for_a_connection_drops_it_and_keeps_accepting(service, monkey
     ch.close()
 
 
+@pytest.mark.slow
 def test_the_handshake_timeout_is_for_the_whole_token(monkeypatch):
     monkeypatch.setattr(channel_module, "HANDSHAKE_TIMEOUT", 0.3)
     svc = Service(_echo, "test")

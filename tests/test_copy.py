@@ -102,6 +102,7 @@ def test_atomic_to_stdout_is_refused(payload):
     assert run.stderr.decode() == "bgio copy: error: --atomic needs a file as DST, not standard output\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.bin", "dst.bin"],
      "cannot open 'missing.bin' for reading: No such file or directory"),
@@ -169,6 +170,7 @@ def same(tmp_path):
     assert path.stat().st_mtime_ns == 1_000_000_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source", "destination", "atomic"), [
     ("same.bin", "same.bin", False),
     ("same.bin", "link", False),
@@ -191,6 +193,7 @@ def test_a_directory_destination_that_holds_the_source_is_refused(tmp_path, same
     assert run.stderr == b"bgio copy: 'dir/same.bin' and 'dir/same.bin' are the same file\n"
 
 
+@pytest.mark.slow
 def test_standard_streams_onto_their_own_file_are_refused(tmp_path, same):
     path, _ = same
     with open(path, "rb") as source:

@@ -279,6 +279,7 @@ def test_an_idle_follower_does_not_spin(tmp_path):
     assert used / wall < 0.1  # a generous bound: spinning would be near 1.0
 
 
+@pytest.mark.slow
 def test_a_shared_flag_is_set_after_every_sharers_last_store(tmp_path, monkeypatch):
     from bgio.h5 import base, sink
 

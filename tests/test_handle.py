@@ -207,6 +207,7 @@ def test_progress_of_unknown_and_empty_sizes():
     assert empty.result(timeout=30) == 0 and empty.progress == 1.0
 
 
+@pytest.mark.slow
 def test_measured_duty_cycle_follows_the_profile(tmp_path):
     # Real sleeping: generous bounds, only to catch a pacing that does not act.
     profile = bgio.BackgroundIOPriority(0, 64 * 1024, 25)

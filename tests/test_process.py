@@ -41,6 +41,7 @@ def _blocks_then_signal(count: int, size: int, after: int, seen: threading.Event
     return blocks, generate()
 
 
+@pytest.mark.slow
 def test_bytes_arrays_and_lists_are_written_byte_exact(tmp_path):
     data = os.urandom(3 * SEGMENT + 12345)
     array = np.arange(600_000, dtype=np.float64).reshape(1000, 600)

@@ -132,6 +132,7 @@ def test_copy_false_reads_the_callers_array_and_copy_true_snapshots_it(tmp_path)
         assert int(file["frames"][0, 0, 0]) == 5 and int(file["frames"][1, 0, 0]) == 6
 
 
+@pytest.mark.slow
 def test_back_pressure_on_the_shared_frames(tmp_path):
     # 128-byte frames stored at 1,000 bytes/s, one at a time: the four shared frames
     # fill up long before the stores catch up.

@@ -281,6 +281,7 @@ def test_four_processes_write_interleaved_slots_into_shared_shards(tmp_path):
     assert back.read().result().tobytes() == _frames(64).tobytes()
 
 
+@pytest.mark.slow
 def test_an_ome_zarr_image_validates_and_opens_in_zarr_python(tmp_path):
     zarr = pytest.importorskip("zarr")
     models = pytest.importorskip("ome_zarr_models.v05.image")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BgioError
+from ..objects import is_object_url
 
 __all__ = ["BACKENDS", "FeedCancelled", "check_backend", "default_backend", "portable",
            "set_default_backend"]
@@ -72,6 +73,8 @@ def check_backend(value: object, target: object = None) -> str:
         If it names no backend.
     """
     if value is None:
+        if is_object_url(target):  # (uploaded by threads)
+            return "thread"
         return _default if isinstance(target, (str, bytes, os.PathLike)) else "thread"
     if not isinstance(value, str):
         raise TypeError(f"backend must be 'thread' or 'process', got {type(value).__qualname__}")

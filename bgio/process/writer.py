@@ -11,6 +11,7 @@ small writes; larger ones go as :func:`bgio.bgwrite`'s data does.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from ..api import PriorityLike, hand_over_frames
 from ..closing import Finish
@@ -54,8 +55,14 @@ class ProcessWriter(Writer):
         backend: str | None = "process",
         max_lag: float | None = None,
         max_lag_bytes: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        store: object = None,
+        exclusive: bool = False,
     ) -> None:
         refuse_in_process_writer(max_lag, max_lag_bytes)
+        if storage_options is not None or store is not None or exclusive:
+            raise ValueError("storage_options, store and exclusive apply to object-store "
+                             "URLs, which are written by threads (backend='thread')")
         profile = resolve_priority(priority)
         if max_pending_bytes is not None:
             max_pending_bytes = validate_chunk_size("max_pending_bytes", max_pending_bytes)

@@ -41,8 +41,8 @@ import threading
 import numpy as np
 
 from ..source import Block
+from ..writeback import NoWindows, unsupported_reason, write_range
 from ..writeback import available as writeback_available
-from ..writeback import unsupported_reason, write_range
 
 __all__ = ["DIRECT_FLAG", "DirectProgress", "DirectSink", "alignment", "check_supported",
            "chunk_unit", "refused"]
@@ -197,10 +197,10 @@ def _refusal(name: str, directory: str) -> ValueError:
                       "I/O (O_DIRECT); write without direct=True")
 
 
-class DirectProgress:
+class DirectProgress(NoWindows):
     """How much of a :class:`DirectSink`'s data is on the device: what the worker's
-    write-back windows read (``written``, ``on_disk``); direct writes need no windows,
-    so :meth:`resume` and :meth:`turn` do nothing."""
+    write-back windows read (``written``, ``on_disk``); direct writes are on the
+    device when they return, so there are no windows."""
 
     __slots__ = ("_sink",)
 
@@ -219,12 +219,6 @@ class DirectProgress:
     def on_disk(self) -> int:
         """Of those, the bytes written to the device."""
         return self._sink.on_disk
-
-    def resume(self) -> None:
-        """Nothing to start: direct writes are on the device when they return."""
-
-    def turn(self, window: int | None = None) -> None:
-        """No window to end (see :meth:`resume`)."""
 
 
 class DirectSink:

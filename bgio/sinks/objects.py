@@ -1,0 +1,275 @@
+"""Sink for an object in an object store: the writes become one upload, all or nothing.
+
+The upload is one ``obstore.put`` in a thread of its own, fed the worker's
+pieces through an iterator: obstore gathers them into parts of
+``part_size`` bytes and sends up to ``concurrency`` parts at once (a
+multipart upload once there is more than a part; one request otherwise).
+The object appears when :meth:`ObjectSink.close` completes the upload; a
+failure, a cancel or a ``ChainError`` (the worker then calls
+:meth:`ObjectSink.discard`) makes the iterator raise, and obstore aborts
+the multipart upload: no object, no parts left behind.
+
+obstore asks for the next piece only when it has room for another part in
+flight, so a piece handed over waits there while the store is slow: that
+is the worker's busy time, and what its pacing governs. It also bounds how
+far the bytes taken can run ahead of the bytes the store has acknowledged:
+:attr:`ObjectSink.acknowledged` is ``taken`` less ``concurrency`` parts
+while the upload runs (a lower bound; obstore says nothing per part), and
+all of it once the object is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Hashable, Iterator
+
+from ..objects import ObjectTarget
+from ..source import Block, Kind
+from ..writeback import NoWindows
+from .wait import Waiter
+
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "ObjectProgress", "ObjectSink", "describe",
+           "upload_error"]
+
+logger = logging.getLogger("bgio")
+
+#: The smallest part S3 takes (all but the last part of a multipart upload).
+MIN_PART_SIZE = 5 << 20
+#: Bytes per part unless the profile's chunks are larger.
+DEFAULT_PART_SIZE = 8 << 20
+
+
+class _Abandoned(Exception):
+    """Raised inside obstore's read of the pieces to make it abort the upload."""
+
+
+#: obstore's errors, as the OSError a program would catch for a file.
+_ERRORS: dict[str, type[OSError]] = {
+    "AlreadyExistsError": FileExistsError, "NotFoundError": FileNotFoundError,
+    "PermissionDeniedError": PermissionError, "UnauthenticatedError": PermissionError,
+    "PreconditionError": FileExistsError,
+}
+
+
+def describe(exc: BaseException) -> str:
+    """obstore's message in one line: the HTTP status and the store's own code and
+    message where the server sent them, else the first line."""
+    text = str(exc)
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    if status is None:
+        return text.split("\n\nDebug source:")[0].strip().splitlines()[0] if text else \
+            type(exc).__name__
+    said = f"HTTP {status[1].strip()}"
+    if code is not None:
+        said += f" ({code[1]}" + (f": {message[1]})" if message is not None else ")")
+    return said
+
+
+def upload_error(url: str, exc: BaseException) -> OSError:
+    """obstore's failure of an upload as an ``OSError`` naming the object and the HTTP
+    status (a ``FileExistsError``, ``FileNotFoundError`` or ``PermissionError`` where
+    one fits); the original is its ``__cause__``."""
+    kind = _ERRORS.get(type(exc).__name__, OSError)
+    for builtin in (FileExistsError, FileNotFoundError, PermissionError):
+        if isinstance(exc, builtin):  # (obstore raises some of these itself)
+            kind = builtin
+    if kind is FileExistsError:
+        error: OSError = kind(f"{url}: the object exists (exclusive=True): {describe(exc)}")
+    else:
+        error = kind(f"{url}: upload failed: {describe(exc)}")
+    error.__cause__ = exc
+    return error
+
+
+class ObjectProgress(NoWindows):
+    """What the worker reads of an :class:`ObjectSink`'s account, as it reads a file's
+    write-back (``written``, ``on_disk``: here the bytes the store has acknowledged)."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: ObjectSink) -> None:
+        self._sink = sink
+
+    @property
+    def written(self) -> int:
+        """Bytes handed to the upload."""
+        return self._sink.taken
+
+    @property
+    def on_disk(self) -> int:
+        """Of those, the bytes the store has acknowledged (a lower bound until the end)."""
+        return self._sink.acknowledged
+
+    @property
+    def settled_by_flush(self) -> bool:
+        """True once the object is complete: everything taken is then stored."""
+        return self._sink.complete
+
+
+class ObjectSink:
+    """Uploads one object; its writes, in order, are the object's bytes.
+
+    Parameters
+    ----------
+    target : bgio.objects.ObjectTarget
+        The store and key (checked in the caller).
+    part_size : int
+        Bytes per part (at least :data:`MIN_PART_SIZE`).
+    concurrency : int
+        Parts in flight at once.
+    exclusive : bool
+        Refuse to replace an existing object (a conditional create; obstore
+        then sends the object in one request, held in its memory until sent).
+    """
+
+    __slots__ = ("_abandon", "_concurrency", "_cond", "_ending", "_error", "_exclusive",
+                 "_offered", "_part_size", "_store", "_thread", "acknowledged", "complete",
+                 "key", "kind", "name", "nonblocking", "path", "taken", "target", "waiter",
+                 "write_many")
+
+    key: Hashable
+    target: object
+    kind: Kind | None
+    name: str
+    write_many: Callable[[list[Block | bytes]], int] | None
+    waiter: Waiter | None
+    nonblocking: bool
+
+    def __init__(self, target: ObjectTarget, part_size: int, concurrency: int,
+                 exclusive: bool = False) -> None:
+        self._store = target.store
+        self.path = target.path
+        self.name = target.url
+        self.target = target.url
+        # Writes to one object share a lane; a store given by the caller is its own.
+        self.key = ("object", id(target.store), target.path)
+        self.kind = "bytes"
+        self.nonblocking = False
+        self.write_many = None
+        self.waiter = None
+        self._part_size = max(MIN_PART_SIZE, part_size)
+        self._concurrency = concurrency
+        self._exclusive = exclusive
+        self._cond = threading.Condition()
+        self._offered: memoryview | None = None  # a piece waiting for obstore to take it
+        self._ending = False  # no more pieces: complete the object
+        self._abandon = False  # make obstore abort the upload
+        self._error: BaseException | None = None  # the upload's failure
+        self._thread: threading.Thread | None = None
+        self.taken = 0
+        self.acknowledged = 0
+        self.complete = False
+
+    def use_writeback(self, window: int | None) -> ObjectProgress:
+        """The account of what the store has acknowledged (no windows: ``window`` unused)."""
+        return ObjectProgress(self)
+
+    def _pieces(self) -> Iterator[memoryview]:
+        bound = self._concurrency * self._part_size
+        while True:
+            with self._cond:
+                # Asked for more: at most `concurrency` parts of what was taken are in
+                # flight or gathering, the rest is acknowledged.
+                self.acknowledged = max(self.acknowledged, self.taken - bound)
+                self._cond.wait_for(lambda: self._offered is not None or self._ending
+                                    or self._abandon)
+                if self._abandon:
+                    raise _Abandoned
+                piece = self._offered
+                if piece is None:
+                    return
+                self._offered = None
+                self.taken += len(piece)
+                self._cond.notify_all()
+            yield piece
+
+    def _upload(self) -> None:
+        import obstore
+
+        try:
+            obstore.put(self._store, self.path, self._pieces(), chunk_size=self._part_size,
+                        max_concurrency=self._concurrency,
+                        mode="create" if self._exclusive else None)
+        except _Abandoned:
+            with self._cond:
+                self._error = _Abandoned()
+        except BaseException as exc:  # noqa: BLE001 - the upload's failure, on the handles
+            with self._cond:
+                self._error = upload_error(self.name, exc)
+        else:
+            with self._cond:
+                self.complete = True
+                self.acknowledged = self.taken
+        finally:
+            with self._cond:
+                self._ending = True
+                self._cond.notify_all()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._upload, daemon=True,
+                                            name=f"bgio upload {self.name}")
+            self._thread.start()
+
+    def _failure(self) -> OSError:
+        error = self._error
+        if isinstance(error, OSError):
+            return error
+        return OSError(f"{self.name}: the upload was abandoned")
+
+    def write(self, block: Block) -> int:
+        """Hand ``block`` to the upload; return once obstore has taken it."""
+        piece = memoryview(block).cast("B") if isinstance(block, memoryview) else \
+            memoryview(block.encode() if isinstance(block, str) else block)
+        if not len(piece):
+            return 0
+        self._start()
+        with self._cond:
+            if self._ending or self._error is not None:
+                raise self._failure()
+            self._offered = piece
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._offered is None or self._ending)
+            if self._offered is not None:  # the upload ended without it
+                self._offered = None
+                raise self._failure()
+        return len(piece)
+
+    def flush(self) -> None:
+        """Nothing to hand on: pieces are taken by the upload as they are written."""
+
+    def sync(self) -> None:
+        """An object is durable when complete: :meth:`close` waits for that."""
+
+    def _end(self, abandon: bool) -> None:
+        self._start()  # (an empty object is uploaded too)
+        with self._cond:
+            if abandon:
+                self._abandon = True
+            self._ending = True
+            self._cond.notify_all()
+        assert self._thread is not None
+        self._thread.join()
+
+    def close(self) -> None:
+        """Complete the object (wait for its last parts); raise the upload's failure."""
+        if self.complete:
+            return
+        self._end(abandon=False)
+        if not self.complete:
+            raise self._failure()
+
+    def discard(self) -> None:
+        """Abandon the upload: obstore aborts it, nothing is stored. Idempotent."""
+        if self.complete:
+            return
+        if self._thread is None:
+            return  # nothing was sent
+        self._end(abandon=True)
+        self.acknowledged = 0  # (the parts sent are gone with the upload)
+        if self._error is not None and not isinstance(self._error, _Abandoned):
+            logger.debug("abandoned upload of %s had failed: %r", self.name, self._error)

@@ -1,0 +1,321 @@
+"""Object-store destinations: bgwrite, Writer and bgio.open to s3:// (a local moto server),
+file:// and an obstore MemoryStore; all or nothing on every failure path."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+
+import pytest
+
+import bgio
+from bgio.objects import is_object_url, object_target
+from bgio.sinks.objects import describe, upload_error
+
+obstore = pytest.importorskip("obstore")
+from obstore.store import MemoryStore
+
+MIB = 1 << 20
+
+
+def _stored(store: object, key: str) -> bytes:
+    return bytes(obstore.get(store, key).bytes())
+
+
+def _keys(store: object) -> list[str]:
+    return sorted(item["path"] for item in obstore.list(store).collect())
+
+
+def _payload(size: int) -> bytes:
+    return os.urandom(size)
+
+
+# -- destinations -----------------------------------------------------------------------
+
+
+def test_a_write_to_a_store_is_the_object_byte_exact_in_parts():
+    store = MemoryStore()
+    data = _payload(20 * MIB + 123)  # three 8 MiB parts, the last short
+    handle = bgio.bgwrite("frames/run1.bin", data, priority=1, store=store)
+    assert handle.result(timeout=60) == len(data)
+    assert handle.bytes_written == len(data)
+    assert handle.bytes_on_disk == len(data)  # acknowledged by the store: all of it
+    assert _stored(store, "frames/run1.bin") == data
+
+
+def test_a_file_url_is_written_whole(tmp_path):
+    data = _payload(3 * MIB)
+    handle = bgio.bgwrite(f"file://{tmp_path}/out.bin", data, priority=1)
+    assert handle.result(timeout=60) == len(data)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # no temporary left
+
+
+def test_an_empty_write_makes_an_empty_object():
+    store = MemoryStore()
+    assert bgio.bgwrite("empty", b"", store=store).result(timeout=30) == 0
+    assert _stored(store, "empty") == b""
+
+
+def test_a_writer_appends_its_writes_in_order_as_one_object():
+    store = MemoryStore()
+    big = _payload(9 * MIB)
+    with bgio.Writer("log", store=store, priority=1) as writer:
+        for index in range(2000):
+            writer.write(b"%05d\n" % index)
+        writer.write(big)
+        writer.write(b"end\n")
+    expected = b"".join(b"%05d\n" % index for index in range(2000)) + big + b"end\n"
+    assert _stored(store, "log") == expected
+
+
+def test_bgio_open_text_mode_writes_an_object():
+    store = MemoryStore()
+    with bgio.open("notes.txt", "w", store=store, encoding="utf-8") as out:
+        out.write("température\n")
+    assert _stored(store, "notes.txt") == "température\n".encode()
+
+
+def test_nothing_is_stored_until_the_writer_closes():
+    store = MemoryStore()
+    writer = bgio.Writer("later", store=store, priority=1)
+    writer.write(b"x" * 1000).result(timeout=30)
+    assert _keys(store) == []  # the upload has the bytes; the object is not there yet
+    writer.close()
+    assert _stored(store, "later") == b"x" * 1000
+
+
+def test_exclusive_refuses_an_existing_object_and_leaves_it():
+    store = MemoryStore()
+    bgio.bgwrite("k", b"old", store=store).result(timeout=30)
+    handle = bgio.bgwrite("k", b"new", store=store, exclusive=True)
+    with pytest.raises(FileExistsError, match=r"k: the object exists \(exclusive=True\)"):
+        handle.result(timeout=30)
+    with pytest.raises(FileExistsError):
+        bgio.bgwrite("k", b"new", store=store, mode="xb").result(timeout=30)
+    assert _stored(store, "k") == b"old"
+    assert bgio.bgwrite("fresh", b"new", store=store, exclusive=True).result(timeout=30) == 3
+    assert _stored(store, "fresh") == b"new"
+
+
+# -- all or nothing ---------------------------------------------------------------------
+
+
+class Held:
+    """Data that stops after its first piece until :attr:`go_on` is set: ``taken`` says
+    the upload has the first piece; then it fails or goes on with a last piece."""
+
+    def __init__(self, first: int, last: int, fail: bool = False) -> None:
+        self.taken = threading.Event()
+        self.go_on = threading.Event()
+        self._sizes = (first, last)
+        self._fail = fail
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"a" * self._sizes[0]
+        self.taken.set()
+        self.go_on.wait(60)
+        if self._fail:
+            raise RuntimeError("the producer broke")
+        yield b"b" * self._sizes[1]
+
+
+def _failing(after: int) -> Iterator[bytes]:
+    yield b"a" * after
+    raise RuntimeError("the producer broke")
+
+
+def test_a_failed_write_stores_nothing_and_later_writes_fail_in_order():
+    store = MemoryStore()
+    first = bgio.bgwrite("broken", _failing(9 * MIB), priority=1, store=store)
+    after = bgio.bgwrite("other", b"after", store=store, chain_after=first)
+    with pytest.raises(RuntimeError, match="the producer broke"):
+        first.result(timeout=30)
+    with pytest.raises(bgio.ChainError):
+        after.result(timeout=30)
+    assert first.bytes_on_disk in (None, 0)  # nothing of it is stored
+    assert _keys(store) == []
+
+
+def test_a_cancel_mid_upload_stores_nothing():
+    store = MemoryStore()
+    held = Held(9 * MIB, MIB)
+    handle = bgio.bgwrite("cancelled", iter(held), priority=1, store=store)
+    assert held.taken.wait(30)
+    assert handle.cancel()
+    held.go_on.set()
+    with pytest.raises(CancelledError):
+        handle.result(timeout=30)
+    assert handle.bytes_on_disk in (None, 0)
+    assert _keys(store) == []
+
+
+# -- arguments, checked in the caller --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("file", "options", "error", "message"), [
+    ("s3://", None, ValueError, "names no bucket"),
+    ("s3://bucket", None, ValueError, "names no object"),
+    ("s3://bucket/dir/", None, ValueError, "names no object"),
+    ("s3://bucket/a/../b", None, ValueError, r"'\.\.' part"),
+    ("memory:///key", None, ValueError, "pass it as store="),
+    ("file://relative/name", None, ValueError, "absolute path"),
+    ("file:///no/such/dir/name", None, ValueError, "does not exist"),
+    ("s3://bucket/key", 3, TypeError, "storage_options must be a dict"),
+    ("s3://bucket/key", {"no_such_option": 1}, ValueError, "no_such_option"),
+])
+def test_bad_destinations_are_refused_in_the_caller(file, options, error, message):
+    with pytest.raises(error, match=message):
+        bgio.bgwrite(file, b"x", storage_options=options)
+
+
+def test_options_that_do_not_apply_are_refused(tmp_path):
+    store = MemoryStore()
+    with pytest.raises(ValueError, match="not both"):
+        bgio.bgwrite("k", b"x", store=store, storage_options={"region": "x"})
+    with pytest.raises(TypeError, match="store must be an obstore store"):
+        bgio.bgwrite("k", b"x", store=object())
+    with pytest.raises(TypeError, match="exclusive must be True or False"):
+        bgio.bgwrite("k", b"x", store=store, exclusive=1)
+    with pytest.raises(ValueError, match="an object is written whole"):
+        bgio.bgwrite("k", b"x", store=store, mode="ab")
+    with pytest.raises(ValueError, match="an object is written whole"):
+        bgio.open("k", "ab", store=store)
+    with pytest.raises(ValueError, match="direct applies to paths only"):
+        bgio.bgwrite("k", b"x", store=store, direct=True)
+    with pytest.raises(ValueError, match="written by threads"):
+        bgio.bgwrite("k", b"x", store=store, backend="process")
+    with pytest.raises(ValueError, match="written by threads"):
+        bgio.Writer("s3://bucket/key", backend="process")
+    with pytest.raises(ValueError, match="storage_options apply to object-store URLs only"):
+        bgio.bgwrite(str(tmp_path / "f"), b"x", storage_options={})
+    with pytest.raises(ValueError, match="mode='xb'"):
+        bgio.bgwrite(str(tmp_path / "f"), b"x", exclusive=True)
+    assert _keys(store) == []
+
+
+def test_urls_of_object_stores_are_told_from_paths():
+    assert is_object_url("s3://bucket/key")
+    assert is_object_url("GS://bucket/key")
+    assert is_object_url("file:///tmp/x")
+    assert not is_object_url("/tmp/s3://x")
+    assert not is_object_url("relative/path")
+    assert not is_object_url(b"s3://bucket/key")
+    target = object_target("s3://bucket/deep/key.bin", {"region": "us-east-1"})
+    assert (target.path, target.url) == ("deep/key.bin", "s3://bucket/deep/key.bin")
+
+
+def test_a_default_process_backend_leaves_uploads_to_threads(monkeypatch):
+    import bgio.process
+
+    monkeypatch.setattr(bgio.process, "_default", "process")
+    assert bgio.process.check_backend(None, "s3://bucket/key") == "thread"
+
+
+def test_the_stores_errors_say_the_status_and_the_stores_code():
+    said = ("Error performing PUT http://127.0.0.1:1/b/k in 3ms - Server returned non-2xx "
+            "status code: 404 Not Found: <?xml version=\"1.0\"?><Error><Code>NoSuchBucket"
+            "</Code><Message>The specified bucket does not exist</Message></Error>"
+            "\n\nDebug source:\nNotFound {...}")
+    assert describe(RuntimeError(said)) == (
+        "HTTP 404 Not Found (NoSuchBucket: The specified bucket does not exist)")
+    assert describe(RuntimeError("plain failure\nmore")) == "plain failure"
+    error = upload_error("s3://b/k", FileNotFoundError(said))
+    assert type(error) is FileNotFoundError
+    assert str(error) == ("s3://b/k: upload failed: HTTP 404 Not Found (NoSuchBucket: The "
+                          "specified bucket does not exist)")
+    assert isinstance(error.__cause__, FileNotFoundError)
+
+
+# -- against a real S3-compatible server ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_upload_to_s3_is_byte_exact_in_its_parts(s3_server):
+    bucket = s3_server.bucket()
+    data = _payload(40 * MIB)
+    handle = bgio.bgwrite(f"s3://{bucket}/run/frames.bin", data, priority=1,
+                          storage_options=s3_server.options())
+    assert handle.result(timeout=120) == len(data)
+    assert s3_server.read(bucket, "run/frames.bin") == data
+    assert s3_server.parts(bucket, "run/frames.bin") == 5  # 8 MiB parts
+    assert s3_server.uploads(bucket) == []
+
+
+@pytest.mark.slow
+def test_a_writer_to_s3_appends_its_writes_as_parts(s3_server):
+    bucket = s3_server.bucket()
+    pieces = [_payload(6 * MIB) for _ in range(3)]
+    with bgio.Writer(f"s3://{bucket}/w", storage_options=s3_server.options(),
+                     priority=1) as writer:
+        for piece in pieces:
+            writer.write(piece)
+    assert s3_server.read(bucket, "w") == b"".join(pieces)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["failure", "cancel", "chain"])
+def test_every_failure_aborts_the_upload_on_s3(s3_server, how):
+    bucket = s3_server.bucket()
+    options = s3_server.options()
+    held = Held(20 * MIB, MIB, fail=how == "failure")  # two parts on the server, then held
+    if how == "chain":
+        first = bgio.bgwrite(f"s3://{bucket}/first", _failing(MIB), storage_options=options)
+        handle = bgio.bgwrite(f"s3://{bucket}/k", iter(held), storage_options=options,
+                              chain_after=first, priority=1)
+        held.go_on.set()
+        with pytest.raises(bgio.ChainError):
+            handle.result(timeout=60)
+        assert not held.taken.is_set()  # nothing of it was sent
+    else:
+        handle = bgio.bgwrite(f"s3://{bucket}/k", iter(held), storage_options=options,
+                              priority=1)
+        assert held.taken.wait(60)
+        if how == "cancel":
+            assert handle.cancel()
+        held.go_on.set()
+        with pytest.raises(CancelledError if how == "cancel" else RuntimeError):
+            handle.result(timeout=60)
+    assert s3_server.keys(bucket) == []
+    assert s3_server.uploads(bucket) == []
+
+
+@pytest.mark.slow
+def test_exclusive_create_on_s3(s3_server):
+    bucket = s3_server.bucket()
+    options = s3_server.options()
+    bgio.bgwrite(f"s3://{bucket}/k", b"old", storage_options=options).result(timeout=60)
+    handle = bgio.bgwrite(f"s3://{bucket}/k", b"new", storage_options=options, exclusive=True)
+    with pytest.raises(FileExistsError, match="HTTP 412"):
+        handle.result(timeout=60)
+    assert s3_server.read(bucket, "k") == b"old"
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_fails_the_handle_with_the_status(s3_server):
+    handle = bgio.bgwrite("s3://bgio-no-such-bucket/k", _payload(9 * MIB),
+                          storage_options=s3_server.options())
+    with pytest.raises(FileNotFoundError, match=r"s3://bgio-no-such-bucket/k: upload failed: "
+                                                r"HTTP 404 Not Found \(NoSuchBucket"):
+        handle.result(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_mid_upload_fails_the_handle(tmp_path):
+    from s3server import S3Server
+
+    server = S3Server()
+    try:
+        bucket = server.bucket()
+        held = Held(9 * MIB, 9 * MIB)
+        handle = bgio.bgwrite(f"s3://{bucket}/k", iter(held), storage_options=server.options(),
+                              priority=1)
+        assert held.taken.wait(60)
+        server.stop()
+        held.go_on.set()
+        with pytest.raises(OSError, match=f"s3://{bucket}/k: upload failed"):
+            handle.result(timeout=60)  # (bounded retries: seconds, not minutes)
+    finally:
+        server.stop()
