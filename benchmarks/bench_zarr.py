@@ -23,8 +23,9 @@ first frame to the array complete on disk (DIR, default a temporary folder):
 - ``bgio-busy``, ``ts-busy``, ``proc-busy``: ``bgio``, ``ts`` and ``proc``
   with a thread running Python meanwhile (what a busy GUI or acquisition
   loop does to the interpreter lock);
-- ``ts-1core``: ``ts`` compressing on one core (``data_copy_concurrency``
-  1): what is left to a writer when a busy thread takes one of two cores;
+- ``ts-1core``: ``ts`` with every thread of this process pinned to one core
+  (and ``data_copy_concurrency`` 1): what is left to a writer when a busy
+  thread takes one of two cores;
 - ``h5``: ``bgio.h5.FrameWriter`` at preset 1 with hdf5plugin's codec of the
   same name and level (absent without hdf5plugin).
 """
@@ -92,8 +93,31 @@ def _ts(path: str, frames: np.ndarray, codec: str, shard: int | None,
         future.result()
 
 
+def _pin(cpus: set[int]) -> dict[int, set[int]]:
+    """Pin every thread of this process to ``cpus``; return what each had."""
+    before = {}
+    for name in os.listdir("/proc/self/task"):
+        tid = int(name)
+        try:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # (a thread that just ended)
+            pass
+    return before
+
+
 def _ts_one_core(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:
-    _ts(path, frames, codec, shard, cores=1)
+    """tensorstore with every thread of this process on one core (its pools too): what
+    a writer has left when a busy thread holds the other of two cores."""
+    before = _pin({min(os.sched_getaffinity(0))})
+    try:
+        _ts(path, frames, codec, shard, cores=1)
+    finally:
+        for tid, cpus in before.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
 
 
 def _zarr_python(path: str, frames: np.ndarray, codec: str, shard: int | None) -> None:

@@ -83,12 +83,13 @@ def hand_over_frames(source: Source, handle: BackgroundWriteProcess) -> None:
 def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
               direct: bool = False, *, profile: BackgroundIOPriority | None = None,
               storage_options: object = None, store: object = None,
-              exclusive: bool = False) -> Sink:
+              exclusive: bool = False, many: bool = False) -> Sink:
     """The sink for ``file`` with the path-only and object-only options checked (in
-    the caller). ``profile`` sets an upload's parts in flight (preset 4's if None)."""
+    the caller). ``profile`` sets an upload's parts in flight (preset 4's if None);
+    ``many``: the sink serves several writes (a Writer's), each done before the last."""
     if store is not None or is_object_url(file):
         return _object_sink(file, mode, atomic, direct, profile or resolve_priority(4),
-                            storage_options, store, exclusive)
+                            storage_options, store, exclusive, many)
     if storage_options is not None:
         raise ValueError(f"storage_options apply to object-store URLs only, not "
                          f"{type(file).__qualname__}")
@@ -107,7 +108,7 @@ def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
 
 def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
                  profile: BackgroundIOPriority, storage_options: object, store: object,
-                 exclusive: object) -> ObjectSink:
+                 exclusive: object, many: bool) -> ObjectSink:
     """The sink of an object-store destination, checked in the caller."""
     if not isinstance(exclusive, bool):
         raise TypeError(f"exclusive must be True or False, got {type(exclusive).__qualname__}")
@@ -120,7 +121,7 @@ def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
     target = object_target(file, storage_options, store)
     part_size = max(DEFAULT_PART_SIZE, profile.default_chunk_size)
     return ObjectSink(target, part_size, profile.upload_concurrency,
-                      exclusive=exclusive or mode == "xb")
+                      exclusive=exclusive or mode == "xb", copy=many)
 
 
 def bgwrite(

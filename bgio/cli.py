@@ -287,12 +287,59 @@ def _run_copy(args: argparse.Namespace) -> int:
     profile = PRESETS[args.priority]
     if args.rate is not None:
         profile = profile.replace(max_rate=args.rate)
+    from .objects import is_object_url
+
+    if is_object_url(args.source) or is_object_url(args.destination):
+        _copy_objects(args, profile)
+        return 0
     source = _open_source(args.source)
     try:
         _copy_from(source, args, profile)
     finally:
         source.close()
     return 0
+
+
+def _copy_objects(args: argparse.Namespace, profile: BackgroundIOPriority) -> None:
+    """A copy from or to an object store (``s3://bucket/key``; credentials, region and
+    endpoint from the environment, as obstore reads them): the object is complete at
+    the end, or absent."""
+    from .copy import copy_stream
+    from .objects import ObjectReader, is_object_url, object_target
+
+    try:
+        source: io.RawIOBase = (ObjectReader(object_target(args.source))
+                                if is_object_url(args.source) else _open_source(args.source))
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _CopyFailed(f"cannot open {_quote(args.source)} for reading: {why}") from None
+    try:
+        destination: str | int = args.destination
+        if args.destination == "-":
+            destination = sys.stdout.fileno()
+        elif not is_object_url(args.destination):
+            destination = _destination_name(args)
+        total = getattr(source, "size", 0)
+        if not total and isinstance(source, io.FileIO):
+            info = os.fstat(source.fileno())
+            total = info.st_size if stat.S_ISREG(info.st_mode) else 0
+        label = "stdin" if args.source == "-" else os.path.basename(args.source)
+        shown = "'standard output'" if args.destination == "-" else _quote(args.destination)
+        try:
+            with _progress_bar(total or None, label, args.quiet) as progress:
+                copy_stream(_Reading(source), destination, profile, fsync=args.fsync,
+                            atomic=args.atomic, on_progress=progress)
+        except _ReadFailed as exc:
+            raise _CopyFailed(f"error reading {_quote(args.source)}: "
+                              f"{exc.error.strerror or exc.error}") from None
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            why = why.removeprefix(f"{args.destination}: ")  # (named already)
+            raise _CopyFailed(f"error writing {shown}: {why}") from None
+    finally:
+        source.close()
 
 
 def _open_source(name: str) -> io.RawIOBase:

@@ -14,6 +14,7 @@ Nothing here imports obstore until an object destination is used.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +28,9 @@ __all__ = ["SCHEMES", "ObjectTarget", "is_object_url", "object_target"]
 SCHEMES = ("s3", "s3a", "gs", "memory", "file")
 
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
+
+#: Bytes an object is read in at a time.
+READ_PIECE = 4 << 20
 
 #: Retries when the options do not say: a store that stops answering fails the upload
 #: within about half a minute instead of obstore's three minutes.
@@ -155,3 +159,69 @@ def object_target(file: object, storage_options: object = None,
         text = str(exc).split("\n\nDebug source:")[0].strip()
         raise ValueError(f"storage_options for {file!r}: {text}") from None
     return ObjectTarget(made, key, file)
+
+
+class ObjectReader(io.RawIOBase):
+    """An object read as a raw binary stream (``readinto``), for ``bgio copy s3://...``:
+    obstore streams it in pieces of :data:`READ_PIECE` bytes, each copied once into
+    the reader's buffer.
+
+    Raises
+    ------
+    OSError
+        (From the constructor.) The object cannot be read: a ``FileNotFoundError`` for
+        a missing bucket or key, else an ``OSError``; the message has the HTTP status.
+    """
+
+    def __init__(self, target: ObjectTarget) -> None:
+        super().__init__()
+        obstore = _obstore()
+        self.name = target.url
+        try:
+            result = obstore.get(target.store, target.path)
+        except Exception as exc:
+            raise read_error(target.url, exc) from exc
+        self.size = int(result.meta["size"])
+        self._pieces = iter(result.stream(min_chunk_size=READ_PIECE))
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        if not self._left:
+            try:
+                self._left = memoryview(next(self._pieces))
+            except StopIteration:
+                return 0
+            except Exception as exc:
+                raise read_error(self.name, exc) from exc
+        size = min(len(target), len(self._left))
+        target[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+def read_error(url: str, exc: BaseException) -> OSError:
+    """obstore's failure to read ``url`` as an ``OSError`` whose ``strerror`` says why."""
+    kind = FileNotFoundError if isinstance(exc, FileNotFoundError) else OSError
+    error = kind(0, describe(exc))
+    error.filename = url
+    return error
+
+
+def describe(exc: BaseException) -> str:
+    """obstore's message in one line: the HTTP status and the store's own code and
+    message where the server sent them, else the first line."""
+    text = str(exc)
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    if status is None:
+        return text.split("\n\nDebug source:")[0].strip().splitlines()[0] if text else \
+            type(exc).__name__
+    said = f"HTTP {status[1].strip()}"
+    if code is not None:
+        said += f" ({code[1]}" + (f": {message[1]})" if message is not None else ")")
+    return said

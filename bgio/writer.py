@@ -63,7 +63,8 @@ class Writer(ClosesOnExit):
         bytes (sent as the parts of one upload); the object appears when
         :meth:`close` succeeds, and after a failure or a cancel nothing is
         stored. A write's handle is done once the upload has taken its
-        bytes; the store has them when the close is done.
+        bytes (copied once, so the buffer may be reused then); the store
+        has them when the close is done.
     max_pending_bytes : int or None, keyword-only
         Bound on bytes accepted but not yet written. A :meth:`write` that
         would exceed it waits for room (or raises :class:`bgio.QueueFull`,
@@ -154,7 +155,7 @@ class Writer(ClosesOnExit):
         self._profile = resolve_priority(priority)
         self._sink = open_sink(file, mode, fsync, atomic, direct, profile=self._profile,
                                storage_options=storage_options, store=store,
-                               exclusive=exclusive)
+                               exclusive=exclusive, many=True)
         # A path or an object is opened for the Writer, so it is closed with it too.
         self._close_when_finished = bool(close_when_finished) or isinstance(
             self._sink, (PathSink, ObjectSink))

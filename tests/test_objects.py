@@ -11,8 +11,8 @@ from concurrent.futures import CancelledError
 import pytest
 
 import bgio
-from bgio.objects import is_object_url, object_target
-from bgio.sinks.objects import describe, upload_error
+from bgio.objects import describe, is_object_url, object_target
+from bgio.sinks.objects import upload_error
 
 obstore = pytest.importorskip("obstore")
 from obstore.store import MemoryStore
@@ -69,6 +69,25 @@ def test_a_writer_appends_its_writes_in_order_as_one_object():
         writer.write(b"end\n")
     expected = b"".join(b"%05d\n" % index for index in range(2000)) + big + b"end\n"
     assert _stored(store, "log") == expected
+
+
+def _reused_buffer_writes(destination: str, **options: object) -> bytes:
+    """Write one buffer several times over through a Writer, refilled once each write's
+    handle is done (as bgio copy does); return what was written."""
+    buffer = bytearray(6 * MIB)
+    expected = bytearray()
+    with bgio.Writer(destination, priority=1, **options) as writer:
+        for fill in b"abc":
+            buffer[:] = bytes([fill]) * len(buffer)
+            expected += buffer
+            writer.write(buffer).result(timeout=60)  # done: the buffer may be reused
+    return bytes(expected)
+
+
+def test_a_writers_buffer_may_be_reused_once_its_write_is_done():
+    store = MemoryStore()
+    expected = _reused_buffer_writes("reused", store=store)
+    assert _stored(store, "reused") == expected
 
 
 def test_bgio_open_text_mode_writes_an_object():
@@ -253,6 +272,46 @@ def test_a_writer_to_s3_appends_its_writes_as_parts(s3_server):
         for piece in pieces:
             writer.write(piece)
     assert s3_server.read(bucket, "w") == b"".join(pieces)
+
+
+@pytest.mark.slow
+def test_a_writers_buffer_may_be_reused_on_s3(s3_server):
+    # obstore keeps the memory it is given until the part is sent: a Writer's pieces
+    # are copied, or the refilled buffer would be what the server gets.
+    bucket = s3_server.bucket()
+    expected = _reused_buffer_writes(f"s3://{bucket}/reused",
+                                     storage_options=s3_server.options())
+    assert s3_server.read(bucket, "reused") == expected
+
+
+@pytest.mark.slow
+def test_bgio_copy_to_and_from_s3(s3_server, tmp_path):
+    import subprocess
+    import sys
+
+    bucket = s3_server.bucket()
+    source = tmp_path / "source.bin"
+    source.write_bytes(_payload(12 * MIB + 5))
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "AWS_ALLOW_HTTP": "true"}
+
+    def copy(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "bgio", "copy", "-q", *args],
+                              check=False, env=env, capture_output=True, timeout=120)
+
+    up = copy(str(source), f"s3://{bucket}/up.bin")
+    assert (up.returncode, up.stderr) == (0, b"")
+    assert s3_server.read(bucket, "up.bin") == source.read_bytes()
+    down = copy(f"s3://{bucket}/up.bin", str(tmp_path / "down.bin"))
+    assert (down.returncode, down.stderr) == (0, b"")
+    assert (tmp_path / "down.bin").read_bytes() == source.read_bytes()
+    missing = copy(f"s3://{bucket}/missing", str(tmp_path / "x"))
+    assert missing.returncode == 1
+    assert missing.stderr.decode() == (
+        f"bgio copy: cannot open 's3://{bucket}/missing' for reading: HTTP 404 Not Found "
+        "(NoSuchKey: The specified key does not exist.)\n")
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

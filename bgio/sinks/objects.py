@@ -21,17 +21,15 @@ all of it once the object is complete.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Hashable, Iterator
 
-from ..objects import ObjectTarget
+from ..objects import ObjectTarget, describe
 from ..source import Block, Kind
 from ..writeback import NoWindows
 from .wait import Waiter
 
-__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "ObjectProgress", "ObjectSink", "describe",
-           "upload_error"]
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "ObjectProgress", "ObjectSink", "upload_error"]
 
 logger = logging.getLogger("bgio")
 
@@ -51,22 +49,6 @@ _ERRORS: dict[str, type[OSError]] = {
     "PermissionDeniedError": PermissionError, "UnauthenticatedError": PermissionError,
     "PreconditionError": FileExistsError,
 }
-
-
-def describe(exc: BaseException) -> str:
-    """obstore's message in one line: the HTTP status and the store's own code and
-    message where the server sent them, else the first line."""
-    text = str(exc)
-    status = re.search(r"status code: (\d{3}[^:<]*)", text)
-    code = re.search(r"<Code>([^<]*)</Code>", text)
-    message = re.search(r"<Message>([^<]*)</Message>", text)
-    if status is None:
-        return text.split("\n\nDebug source:")[0].strip().splitlines()[0] if text else \
-            type(exc).__name__
-    said = f"HTTP {status[1].strip()}"
-    if code is not None:
-        said += f" ({code[1]}" + (f": {message[1]})" if message is not None else ")")
-    return said
 
 
 def upload_error(url: str, exc: BaseException) -> OSError:
@@ -124,9 +106,15 @@ class ObjectSink:
     exclusive : bool
         Refuse to replace an existing object (a conditional create; obstore
         then sends the object in one request, held in its memory until sent).
+    copy : bool
+        Copy each piece before the upload takes it. obstore keeps the memory
+        it is given until the part is sent, so a piece must stay unchanged
+        until then: true of a write whose handle ends with the object (one
+        ``bgwrite``), not of a Writer's writes, whose handles end once the
+        upload has taken them (and whose buffers may then be reused).
     """
 
-    __slots__ = ("_abandon", "_concurrency", "_cond", "_ending", "_error", "_exclusive",
+    __slots__ = ("_abandon", "_concurrency", "_cond", "_copy", "_ending", "_error", "_exclusive",
                  "_offered", "_part_size", "_store", "_thread", "acknowledged", "complete",
                  "key", "kind", "name", "nonblocking", "path", "taken", "target", "waiter",
                  "write_many")
@@ -140,7 +128,7 @@ class ObjectSink:
     nonblocking: bool
 
     def __init__(self, target: ObjectTarget, part_size: int, concurrency: int,
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, copy: bool = False) -> None:
         self._store = target.store
         self.path = target.path
         self.name = target.url
@@ -154,6 +142,7 @@ class ObjectSink:
         self._part_size = max(MIN_PART_SIZE, part_size)
         self._concurrency = concurrency
         self._exclusive = exclusive
+        self._copy = copy
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
         self._ending = False  # no more pieces: complete the object
@@ -227,6 +216,9 @@ class ObjectSink:
             memoryview(block.encode() if isinstance(block, str) else block)
         if not len(piece):
             return 0
+        size = len(piece)
+        if self._copy:  # (see the class: the caller may reuse its buffer once taken)
+            piece = memoryview(piece.tobytes())
         self._start()
         with self._cond:
             if self._ending or self._error is not None:
@@ -237,7 +229,7 @@ class ObjectSink:
             if self._offered is not None:  # the upload ended without it
                 self._offered = None
                 raise self._failure()
-        return len(piece)
+        return size
 
     def flush(self) -> None:
         """Nothing to hand on: pieces are taken by the upload as they are written."""
