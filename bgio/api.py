@@ -22,7 +22,7 @@ from .sinks import (
     sink_can_sync,
     sink_for,
 )
-from .sinks.objects import DEFAULT_PART_SIZE, ObjectSink
+from .sinks.objects import DEFAULT_PART_SIZE, MIN_PIECE, ObjectSink
 from .source import WHOLE, Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -120,8 +120,9 @@ def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
     del atomic  # (an object is complete or absent: atomic=True is what it always is)
     target = object_target(file, storage_options, store)
     part_size = max(DEFAULT_PART_SIZE, profile.default_chunk_size)
+    limit = None if profile.max_rate is None else max(MIN_PIECE, int(profile.max_rate / 40))
     return ObjectSink(target, part_size, profile.upload_concurrency,
-                      exclusive=exclusive or mode == "xb", copy=many)
+                      exclusive=exclusive or mode == "xb", copy=many, piece_limit=limit)
 
 
 def bgwrite(

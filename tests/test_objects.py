@@ -215,6 +215,20 @@ def test_options_that_do_not_apply_are_refused(tmp_path):
     assert _keys(store) == []
 
 
+def test_an_upload_with_a_max_rate_is_handed_over_in_small_pieces():
+    from bgio.api import open_sink
+    from bgio.sinks import fit_chunk_size
+
+    store = MemoryStore()
+    capped = bgio.PRESETS[1].replace(max_rate=4e6)
+    sink = open_sink("k", None, False, False, profile=capped, store=store)
+    assert fit_chunk_size(sink, capped.default_chunk_size) == 100_000  # a 40th of a second
+    slow = open_sink("k", None, False, False, profile=capped.replace(max_rate=1e3), store=store)
+    assert fit_chunk_size(slow, capped.default_chunk_size) == 64 * 1024  # at least 64 KiB
+    free = open_sink("k", None, False, False, profile=bgio.PRESETS[1], store=store)
+    assert fit_chunk_size(free, bgio.PRESETS[1].default_chunk_size) == 5 * MIB
+
+
 def test_urls_of_object_stores_are_told_from_paths():
     assert is_object_url("s3://bucket/key")
     assert is_object_url("GS://bucket/key")

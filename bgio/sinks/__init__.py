@@ -7,6 +7,7 @@ import socket
 
 from .base import Sink
 from .fd import FdSink, SocketSink
+from .objects import ObjectSink
 from .path import PathSink
 from .stream import StreamSink
 from .wait import Waiter, WriteInterrupted
@@ -59,6 +60,9 @@ def sink_can_sync(sink: Sink) -> bool:
 
 def fit_chunk_size(sink: Sink, size: int) -> int:
     """``size`` rounded up to a multiple of what the sink writes whole (the page size for
-    a direct path, so that no chunk ends unaligned; else unchanged)."""
+    a direct path, so that no chunk ends unaligned), or cut to the pieces an upload
+    with a ``max_rate`` is paced in; else unchanged."""
+    if isinstance(sink, ObjectSink) and sink.piece_limit is not None:
+        return min(size, sink.piece_limit)
     multiple = sink.chunk_multiple if isinstance(sink, PathSink) else 1
     return -(-size // multiple) * multiple

@@ -29,7 +29,7 @@ from ..source import Block, Kind
 from ..writeback import NoWindows
 from .wait import Waiter
 
-__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "ObjectProgress", "ObjectSink", "upload_error"]
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "MIN_PIECE", "ObjectProgress", "ObjectSink", "upload_error"]
 
 logger = logging.getLogger("bgio")
 
@@ -37,6 +37,8 @@ logger = logging.getLogger("bgio")
 MIN_PART_SIZE = 5 << 20
 #: Bytes per part unless the profile's chunks are larger.
 DEFAULT_PART_SIZE = 8 << 20
+#: The smallest piece an upload with a ``max_rate`` is handed at once.
+MIN_PIECE = 64 << 10
 
 
 class _Abandoned(Exception):
@@ -106,6 +108,11 @@ class ObjectSink:
     exclusive : bool
         Refuse to replace an existing object (a conditional create; obstore
         then sends the object in one request, held in its memory until sent).
+    piece_limit : int or None
+        The largest piece the worker hands over at once (None: its chunk size).
+        A ``max_rate`` is met a piece at a time, so an upload capped at R bytes
+        per second goes in pieces of R / 40 (at least 64 KiB): each second's
+        hand-over then lands within 2.5 % of R (parts are still ``part_size``).
     copy : bool
         Copy each piece before the upload takes it. obstore keeps the memory
         it is given until the part is sent, so a piece must stay unchanged
@@ -116,8 +123,8 @@ class ObjectSink:
 
     __slots__ = ("_abandon", "_concurrency", "_cond", "_copy", "_ending", "_error", "_exclusive",
                  "_offered", "_part_size", "_store", "_thread", "acknowledged", "complete",
-                 "key", "kind", "name", "nonblocking", "path", "taken", "target", "waiter",
-                 "write_many")
+                 "key", "kind", "name", "nonblocking", "path", "piece_limit", "taken", "target",
+                 "waiter", "write_many")
 
     key: Hashable
     target: object
@@ -128,7 +135,8 @@ class ObjectSink:
     nonblocking: bool
 
     def __init__(self, target: ObjectTarget, part_size: int, concurrency: int,
-                 exclusive: bool = False, copy: bool = False) -> None:
+                 exclusive: bool = False, copy: bool = False,
+                 piece_limit: int | None = None) -> None:
         self._store = target.store
         self.path = target.path
         self.name = target.url
@@ -143,6 +151,7 @@ class ObjectSink:
         self._concurrency = concurrency
         self._exclusive = exclusive
         self._copy = copy
+        self.piece_limit = piece_limit
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
         self._ending = False  # no more pieces: complete the object
