@@ -392,3 +392,88 @@ def test_a_server_that_dies_mid_upload_fails_the_handle(tmp_path):
             handle.result(timeout=60)  # (bounded retries: seconds, not minutes)
     finally:
         server.stop()
+
+
+_KILLED_WRITER = """
+import sys, threading, bgio
+from datetime import timedelta
+def data():
+    yield b"a" * (9 << 20)
+    print("sent", flush=True)  # (the upload has taken the first piece: it exists)
+    threading.Event().wait()
+options = {"endpoint": sys.argv[2], "access_key_id": "test", "secret_access_key": "test",
+           "region": "us-east-1", "client_options": {"allow_http": True}}
+bgio.bgwrite(sys.argv[1], data(), priority=1, storage_options=options).result()
+"""
+
+
+@pytest.mark.slow
+def test_cleanup_aborts_what_a_killed_writer_left(s3_server):
+    import signal
+    import subprocess
+    import sys
+
+    from bgio.s3 import cleanup
+
+    bucket = s3_server.bucket()
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, f"s3://{bucket}/k",
+                              s3_server.endpoint], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "sent\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert s3_server.uploads(bucket) == ["k"]  # at most the one upload, no object
+    assert s3_server.keys(bucket) == []
+    options = s3_server.options()
+    del options["client_options"], options["retry_config"]
+    # (moto dates every upload in 2010, so older_than is not tested against it here.)
+    found = cleanup(f"s3://{bucket}", older_than=0, storage_options=options, dry_run=True)
+    assert [upload.key for upload in found] == ["k"]
+    assert s3_server.uploads(bucket) == ["k"]  # (a dry run)
+    aborted = cleanup(f"s3://{bucket}/k", older_than=0, storage_options=options)
+    assert [upload.upload_id for upload in aborted] == [found[0].upload_id]
+    assert s3_server.uploads(bucket) == []
+
+
+def test_cleanup_checks_its_arguments():
+    from bgio.s3 import cleanup
+
+    with pytest.raises(ValueError, match="s3://bucket or s3://bucket/prefix"):
+        cleanup("gs://bucket")
+    with pytest.raises(TypeError, match="older_than must be seconds or a timedelta"):
+        cleanup("s3://bucket", older_than="1d")
+    with pytest.raises(ValueError, match="older_than must be >= 0"):
+        cleanup("s3://bucket", older_than=-1)
+    pytest.importorskip("boto3")
+    with pytest.raises(ValueError, match="nonsense not understood by cleanup"):
+        cleanup("s3://bucket", storage_options={"nonsense": 1})
+
+
+def test_cleanup_leaves_uploads_younger_than_asked(monkeypatch):
+    import datetime
+
+    import bgio.s3
+
+    now = datetime.datetime.now(datetime.UTC)
+    uploads = [{"Key": "young", "UploadId": "1", "Initiated": now - datetime.timedelta(minutes=5)},
+               {"Key": "old", "UploadId": "2", "Initiated": now - datetime.timedelta(days=3)}]
+    aborted: list[tuple[str, str, str]] = []
+
+    class Client:  # what cleanup asks of boto3's client, as it answers
+        def get_paginator(self, name: str):
+            assert name == "list_multipart_uploads"
+            return self
+
+        def paginate(self, Bucket: str, Prefix: str):
+            assert (Bucket, Prefix) == ("bucket", "runs/")
+            return [{"Uploads": uploads}]
+
+        def abort_multipart_upload(self, Bucket: str, Key: str, UploadId: str):
+            aborted.append((Bucket, Key, UploadId))
+
+    monkeypatch.setattr(bgio.s3, "_client", lambda options: Client())
+    found = bgio.s3.cleanup("s3://bucket/runs/", older_than=datetime.timedelta(hours=1))
+    assert [upload.key for upload in found] == ["old"]
+    assert aborted == [("bucket", "old", "2")]
