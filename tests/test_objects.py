@@ -477,3 +477,52 @@ def test_cleanup_leaves_uploads_younger_than_asked(monkeypatch):
     found = bgio.s3.cleanup("s3://bucket/runs/", older_than=datetime.timedelta(hours=1))
     assert [upload.key for upload in found] == ["old"]
     assert aborted == [("bucket", "old", "2")]
+
+
+_DRAINED_UPLOAD = """
+import sys, bgio
+options = {"endpoint": sys.argv[2], "access_key_id": "test", "secret_access_key": "test",
+           "region": "us-east-1", "client_options": {"allow_http": True}}
+slow = bgio.PRESETS[4].replace(max_rate=2e6)  # 24 MiB at 2 MB/s: far longer than the test
+bgio.bgwrite(sys.argv[1], b"x" * (24 << 20), priority=slow, storage_options=options)
+print("ready", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_at_exit_aborts_the_upload(s3_server):
+    import signal
+    import subprocess
+    import sys
+
+    bucket = s3_server.bucket()
+    child = subprocess.Popen([sys.executable, "-c", _DRAINED_UPLOAD, f"s3://{bucket}/k",
+                              s3_server.endpoint], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.readline() == "ready\n"
+    said = []
+    while not said or not said[-1].startswith("bgio: finishing"):  # the exit drain began
+        said.append(child.stderr.readline())
+        assert said[-1], f"the child ended without draining: {said}"
+    child.send_signal(signal.SIGINT)
+    _, rest = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "bgio: abandoned 1 write(s); " in rest
+    assert s3_server.keys(bucket) == []
+    assert s3_server.uploads(bucket) == []  # aborted: no parts left behind
+
+
+@pytest.mark.slow
+def test_an_upload_keeps_to_its_max_rate(s3_server):
+    # A generous bound, only to catch a cap that does nothing: 3 MB at 3 MB/s.
+    import time
+
+    bucket = s3_server.bucket()
+    capped = bgio.PRESETS[1].replace(max_rate=3e6)
+    started = time.perf_counter()
+    handle = bgio.bgwrite(f"s3://{bucket}/capped", _payload(3_000_000), priority=capped,
+                          storage_options=s3_server.options())
+    assert handle.result(timeout=60) == 3_000_000
+    assert time.perf_counter() - started > 0.6
+    assert handle.rate is None or handle.rate < 4e6
