@@ -10,7 +10,7 @@ from typing import Any
 from .engine import submit
 from .engine import wait_all as wait_threads
 from .handle import BackgroundWriteProcess
-from .objects import is_object_url, object_target
+from .objects import is_object_url, local_path, object_target
 from .pool import take_frames
 from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
 from .process import check_backend
@@ -87,6 +87,16 @@ def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
     """The sink for ``file`` with the path-only and object-only options checked (in
     the caller). ``profile`` sets an upload's parts in flight (preset 4's if None);
     ``many``: the sink serves several writes (a Writer's), each done before the last."""
+    path = local_path(file) if store is None else None
+    if path is not None:  # file:///dir/name: a path, written whole as an object is
+        if storage_options is not None:
+            raise ValueError("storage_options do not apply to file:// URLs")
+        if mode not in (None, "wb", "xb"):
+            raise ValueError(f"mode: a file:// URL is written whole ('wb', or 'xb' to "
+                             f"create it only if it does not exist), not {mode!r}")
+        if exclusive or mode == "xb":
+            return PathSink(path, "xb", direct=bool(direct))
+        return PathSink(path, "wb", atomic=True, direct=bool(direct))
     if store is not None or is_object_url(file):
         return _object_sink(file, mode, atomic, direct, profile or resolve_priority(4),
                             storage_options, store, exclusive, many)

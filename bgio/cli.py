@@ -287,8 +287,13 @@ def _run_copy(args: argparse.Namespace) -> int:
     profile = PRESETS[args.priority]
     if args.rate is not None:
         profile = profile.replace(max_rate=args.rate)
-    from .objects import is_object_url
+    from .objects import is_object_url, local_path
 
+    try:  # file:///dir/name is a path
+        args.source = local_path(args.source) or args.source
+        args.destination = local_path(args.destination) or args.destination
+    except ValueError as exc:
+        raise _CopyFailed(str(exc)) from None
     if is_object_url(args.source) or is_object_url(args.destination):
         _copy_objects(args, profile)
         return 0

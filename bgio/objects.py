@@ -55,6 +55,35 @@ def is_object_url(file: object) -> bool:
     return match is not None and match["scheme"].lower() in SCHEMES
 
 
+def local_path(file: object) -> str | None:
+    """The path a ``file:///dir/name`` URL names (checked), or None for anything else.
+
+    A file URL is written as a path, by bgio's own file writing (atomically,
+    as an object is): obstore's local store is not used.
+
+    Raises
+    ------
+    ValueError
+        A relative file URL, one without a name, or in a missing directory.
+    """
+    if not isinstance(file, str):
+        return None
+    match = _URL.match(file)
+    if match is None or match["scheme"].lower() != "file":
+        return None
+    rest = match["rest"]
+    if not rest.startswith("/"):
+        raise ValueError(f"file: {file!r}: a file:// URL needs an absolute path "
+                         "(file:///dir/name)")
+    directory, _, name = rest.rpartition("/")
+    if not name or name in (".", ".."):
+        raise ValueError(f"file: {file!r} names no file")
+    directory = directory or "/"
+    if not os.path.isdir(directory):
+        raise ValueError(f"file: directory {directory!r} does not exist")
+    return rest
+
+
 def _obstore() -> Any:
     try:
         import obstore
@@ -107,8 +136,8 @@ def object_target(file: object, storage_options: object = None,
         ``file`` not a str.
     ValueError
         A URL without a bucket or key, a ``memory://`` URL without
-        ``store``, a ``file://`` URL in a missing directory, options the
-        store refuses, or both ``store`` and ``storage_options``.
+        ``store``, a ``file://`` URL (a path: :func:`local_path`), options
+        the store refuses, or both ``store`` and ``storage_options``.
     """
     options = _check_options(storage_options)
     if store is not None:
@@ -134,19 +163,8 @@ def object_target(file: object, storage_options: object = None,
     if scheme == "memory":
         raise ValueError(f"file: {file!r}: a memory:// object lives in one MemoryStore; "
                          "pass it as store= with the key as file")
-    if scheme == "file":
-        if options:
-            raise ValueError("storage_options do not apply to file:// URLs")
-        if not rest.startswith("/"):
-            raise ValueError(f"file: {file!r}: a file:// URL needs an absolute path "
-                             "(file:///dir/name)")
-        directory, _, name = rest.rpartition("/")
-        _check_key(name, file)
-        directory = directory or "/"
-        if not os.path.isdir(directory):
-            raise ValueError(f"file: directory {directory!r} does not exist")
-        local = obstore.store.LocalStore(prefix=directory)
-        return ObjectTarget(local, name, file)
+    if scheme == "file":  # (a local file: see local_path)
+        raise ValueError(f"file: {file!r} is a local file, written as a path")
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise ValueError(f"file: {file!r} names no bucket")

@@ -53,6 +53,23 @@ def test_a_file_url_is_written_whole(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.bin"]  # no temporary left
 
 
+def test_a_file_url_is_a_path_written_whole_and_exclusive_creates(tmp_path):
+    target = tmp_path / "made.bin"
+    assert bgio.bgwrite(f"file://{target}", b"one", exclusive=True).result(timeout=30) == 3
+    with pytest.raises(FileExistsError):
+        bgio.bgwrite(f"file://{target}", b"two", exclusive=True).result(timeout=30)
+    assert target.read_bytes() == b"one"
+    failed = bgio.bgwrite(f"file://{target}", _failing(MIB))
+    with pytest.raises(RuntimeError):
+        failed.result(timeout=30)
+    assert target.read_bytes() == b"one"  # written whole or not at all
+    assert sorted(os.listdir(tmp_path)) == ["made.bin"]
+    # A folder where no file can be made fails the handle (obstore's local store hangs
+    # there: file URLs are bgio's own paths).
+    with pytest.raises(OSError):
+        bgio.bgwrite("file:///proc/bgio-test", b"x").result(timeout=30)
+
+
 def test_an_empty_write_makes_an_empty_object():
     store = MemoryStore()
     assert bgio.bgwrite("empty", b"", store=store).result(timeout=30) == 0
