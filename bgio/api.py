@@ -166,11 +166,12 @@ def bgwrite(
         writable; a path (``str`` or ``os.PathLike``), opened by the worker
         and closed when the write ends; an int file descriptor (a file, a
         pipe end, blocking or not); a connected stream socket; or an object
-        in an object store, ``s3://bucket/key``, ``gs://bucket/key`` or
-        ``file:///dir/name`` (through obstore, the ``s3`` extra), uploaded
-        whole: the object appears complete when the handle is done, or not
-        at all (see :ref:`object-stores`). A full non-blocking destination
-        is waited for, never spun on.
+        in an object store, ``s3://bucket/key`` or ``gs://bucket/key``
+        (through obstore, the ``s3`` extra), uploaded whole: the object
+        appears complete when the handle is done, or not at all (see
+        :ref:`object-stores`; ``file:///dir/name`` is that path, written
+        the same way). A full non-blocking destination is waited for,
+        never spun on.
     data : bytes-like, numpy array, str, list of those, or iterable of those
         Buffers are written as their raw bytes (numpy arrays in C order; a
         non-contiguous array is refused). str goes to text streams only,
