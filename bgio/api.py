@@ -22,7 +22,7 @@ from .sinks import (
     sink_can_sync,
     sink_for,
 )
-from .sinks.objects import DEFAULT_PART_SIZE, MIN_PIECE, ObjectSink
+from .sinks.objects import DEFAULT_PART_SIZE, MIN_PART_SIZE, MIN_PIECE, ObjectSink
 from .source import WHOLE, Source, make_source
 from .timeouts import check_timeout
 from .worker import Job
@@ -94,10 +94,12 @@ def open_sink(file: object, mode: str | None, fsync: bool, atomic: bool,
         if mode not in (None, "wb", "xb"):
             raise ValueError(f"mode: a file:// URL is written whole ('wb', or 'xb' to "
                              f"create it only if it does not exist), not {mode!r}")
-        if exclusive or mode == "xb":
-            return PathSink(path, "xb", direct=bool(direct))
-        return PathSink(path, "wb", atomic=True, direct=bool(direct))
-    if store is not None or is_object_url(file):
+        atomic = not (exclusive or mode == "xb")  # (exclusive: created, or refused)
+        file, mode, exclusive = path, "wb" if atomic else "xb", False
+    elif store is not None or is_object_url(file):
+        if fsync:
+            raise ValueError("fsync does not apply to an object store: an object is stored "
+                             "durably once complete, when its write (or close) is done")
         return _object_sink(file, mode, atomic, direct, profile or resolve_priority(4),
                             storage_options, store, exclusive, many)
     if storage_options is not None:
@@ -129,10 +131,19 @@ def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
         raise ValueError("direct applies to paths only, not to an object store")
     del atomic  # (an object is complete or absent: atomic=True is what it always is)
     target = object_target(file, storage_options, store)
-    part_size = max(DEFAULT_PART_SIZE, profile.default_chunk_size)
-    limit = None if profile.max_rate is None else max(MIN_PIECE, int(profile.max_rate / 40))
+    chunk = profile.default_chunk_size
+    piece: int | None = None  # (None: the chunk size)
+    if profile.max_rate is not None:  # a 40th of a second's worth at a time
+        part_size = max(DEFAULT_PART_SIZE, chunk)
+        piece = min(chunk, max(MIN_PIECE, int(profile.max_rate / 40)))
+    elif profile.bandwidth_pct < 100:
+        # A piece is a part, one in flight: handing a piece over waits for the part
+        # before it to be sent, so the worker's busy time is the network's.
+        part_size = piece = max(MIN_PART_SIZE, chunk)
+    else:
+        part_size = max(DEFAULT_PART_SIZE, chunk)
     return ObjectSink(target, part_size, profile.upload_concurrency,
-                      exclusive=exclusive or mode == "xb", copy=many, piece_limit=limit)
+                      exclusive=exclusive or mode == "xb", copy=many, piece_size=piece)
 
 
 def bgwrite(
@@ -277,6 +288,8 @@ def bgwrite(
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
     objects = store is not None or is_object_url(file)
+    if objects and backend is None:
+        backend = "thread"  # (uploads are written by threads, whatever the default)
     if check_backend(backend, file) == "process" and not writer_process_ended():
         if objects:
             raise ValueError("backend='process' writes files; an object-store upload is "
@@ -352,6 +365,9 @@ def bgwrite_chunk(
     copy: bool = False,
     direct: bool = False,
     backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
 ) -> BackgroundWriteProcess:
     """Like :func:`bgwrite`, with chunks of ``chunk_size`` bytes instead of the profile's.
 
@@ -376,12 +392,19 @@ def bgwrite_chunk(
     (6, 'abcdef')
     """
     size = validate_chunk_size("chunk_size", chunk_size)
+    objects = store is not None or is_object_url(file)
+    if objects and backend is None:
+        backend = "thread"
     if check_backend(backend, file) == "process" and not writer_process_ended():
+        if objects:
+            raise ValueError("backend='process' writes files; an object-store upload is "
+                             "written by threads (backend='thread')")
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, size,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
-    sink = open_sink(file, mode, fsync, atomic, direct)
     profile = resolve_priority(priority)
+    sink = open_sink(file, mode, fsync, atomic, direct, profile=profile,
+                     storage_options=storage_options, store=store, exclusive=exclusive)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, size, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
 

@@ -348,6 +348,12 @@ def open(
     if text:
         opened = io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,
                                   newline=newline)
+    if is_object:
+        from .h5.exit import track, untrack
+
+        # The file (its buffer first), not its Writer, is what is closed at exit.
+        untrack(writer)
+        track(opened)
     if writer.backend == "process":
         from .process.parent import close_at_exit
 

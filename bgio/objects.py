@@ -39,12 +39,14 @@ DEFAULT_RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=30)}
 
 @dataclass(frozen=True)
 class ObjectTarget:
-    """Where an object goes: an obstore ``store``, the ``path`` (key) in it, and the
-    ``url`` that names both in messages."""
+    """Where an object goes: an obstore ``store``, the ``path`` (key) in it, the ``url``
+    that names both in messages, and the ``lane`` its writes queue on: one per object
+    named by a URL (however many stores are made for it), one per key of a given store."""
 
     store: Any
     path: str
     url: str
+    lane: tuple[object, ...]
 
 
 def is_object_url(file: object) -> bool:
@@ -93,13 +95,27 @@ def _obstore() -> Any:
     return obstore
 
 
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
+
+
 def _check_key(key: str, url: str) -> str:
     if not key or key.endswith("/"):
         raise ValueError(f"file: {url!r} names no object (a key after the bucket, "
                          "not ending with '/')")
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"file: {url!r}: the key {key!r} has an empty, '.' or '..' part")
+    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+        raise ValueError(f"file: {url!r}: the key {key!r} has a control character")
     return key
+
+
+def _check_bucket(bucket: str, url: str) -> str:
+    if not bucket:
+        raise ValueError(f"file: {url!r} names no bucket")
+    if not _BUCKET_NAME.match(bucket):
+        raise ValueError(f"file: {url!r}: {bucket!r} is not a bucket name (3 to 222 lower-case "
+                         "letters, digits, '.', '-' or '_')")
+    return bucket
 
 
 def _check_options(storage_options: object) -> dict[str, Any]:
@@ -152,7 +168,8 @@ def object_target(file: object, storage_options: object = None,
         match = _URL.match(file)
         key = file if match is None else match["rest"].partition("/")[2]
         _check_key(key, file)
-        return ObjectTarget(store, key, file if match else f"{type(store).__name__}:{key}")
+        return ObjectTarget(store, key, file if match else f"{type(store).__name__}:{key}",
+                            ("object", id(store), key))
     if not isinstance(file, str):
         raise TypeError(f"file must be a URL str, got {type(file).__qualname__}")
     match = _URL.match(file)
@@ -166,8 +183,7 @@ def object_target(file: object, storage_options: object = None,
     if scheme == "file":  # (a local file: see local_path)
         raise ValueError(f"file: {file!r} is a local file, written as a path")
     bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"file: {file!r} names no bucket")
+    _check_bucket(bucket, file)
     _check_key(key, file)
     if "retry_config" not in options:
         options["retry_config"] = DEFAULT_RETRY
@@ -176,7 +192,7 @@ def object_target(file: object, storage_options: object = None,
     except Exception as exc:  # noqa: BLE001 - obstore's own errors (an unknown key, ...)
         text = str(exc).split("\n\nDebug source:")[0].strip()
         raise ValueError(f"storage_options for {file!r}: {text}") from None
-    return ObjectTarget(made, key, file)
+    return ObjectTarget(made, key, file, ("object", f"{scheme}://{bucket}/{key}"))
 
 
 class ObjectReader(io.RawIOBase):

@@ -74,7 +74,9 @@ class BackgroundIOPriority:
     concurrency : int or None, keyword-only
         Parts in flight at once in an upload to an object store (1 to
         :data:`MAX_CONCURRENCY`). None (the presets): 8 for a profile that
-        does not pace (``bandwidth_pct`` 100, no ``max_rate``), else 2.
+        does not pace (``bandwidth_pct`` 100, no ``max_rate``), else 1 (the
+        next part is handed over once the one before is sent, so the
+        worker's busy time is the network's and the busy fraction paces it).
 
     Raises
     ------
@@ -151,10 +153,10 @@ class BackgroundIOPriority:
     @property
     def upload_concurrency(self) -> int:
         """Parts an object-store upload keeps in flight with this profile:
-        :attr:`concurrency`, or its default (8 unpaced, else 2)."""
+        :attr:`concurrency`, or its default (8 unpaced, else 1)."""
         if self.concurrency is not None:
             return self.concurrency
-        return 8 if self.bandwidth_pct >= 100 and self.max_rate is None else 2
+        return 8 if self.bandwidth_pct >= 100 and self.max_rate is None else 1
 
     def replace(self, **changes: object) -> BackgroundIOPriority:
         """Return a copy of this profile with some fields changed (validated again).

@@ -959,7 +959,8 @@ def _finish_run(lane: Lane, run: list[Job], owners: list[BackgroundWriteProcess]
         error = _close(sink, error if stopped is not None else flush_error, failed)
         lane.since_flush = 0  # whatever was buffered went with the close
         progress = lane.progress
-        if failed and progress is not None and last.handle.bytes_on_disk:
+        if (failed or error is not None) and progress is not None and \
+                last.handle.bytes_on_disk:
             # What a discard left stored (an aborted upload: nothing), if it is less.
             last.handle.bytes_on_disk = min(last.handle.bytes_on_disk, progress.on_disk)
         if stopped is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -120,8 +121,11 @@ class Writer(ClosesOnExit):
         if backend is None and cls is not Writer:
             return object.__new__(cls)  # (a subclass was written for threads)
         target = args[0] if args else options.get("file")
+        objects = options.get("store") is not None or is_object_url(target)
+        if objects and backend is None:
+            backend = "thread"  # (uploads are written by threads, whatever the default)
         if check_backend(backend, target) == "process" and not writer_process_ended():
-            if options.get("store") is not None or is_object_url(target):
+            if objects:
                 raise ValueError("backend='process' writes files; an object-store upload "
                                  "is written by threads (backend='thread')")
             if cls is not Writer:
@@ -159,6 +163,14 @@ class Writer(ClosesOnExit):
         # A path or an object is opened for the Writer, so it is closed with it too.
         self._close_when_finished = bool(close_when_finished) or isinstance(
             self._sink, (PathSink, ObjectSink))
+        if isinstance(self._sink, ObjectSink):
+            # An object exists only once its upload is completed: one left open is
+            # closed at exit (as a file would hold what was written), and one freed
+            # unclosed is aborted rather than left as an upload that never ends.
+            from .h5.exit import track
+
+            track(self)
+            weakref.finalize(self, self._sink.drop)
         self._fsync = bool(fsync)
         self._copy = bool(copy)
         self._takes_bytes = self._sink.kind != "text"
@@ -190,7 +202,8 @@ class Writer(ClosesOnExit):
 
     @property
     def file(self) -> object:
-        """The destination as given (file object, fd, socket), or None for a path."""
+        """The destination as given (file object, fd, socket), or None for a path or an
+        object."""
         return self._sink.target
 
     @property

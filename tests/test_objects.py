@@ -543,3 +543,108 @@ def test_an_upload_keeps_to_its_max_rate(s3_server):
     assert handle.result(timeout=60) == 3_000_000
     assert time.perf_counter() - started > 0.6
     assert handle.rate is None or handle.rate < 4e6
+
+
+# -- found by review ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_writes_to_one_url_run_in_call_order(s3_server):
+    bucket = s3_server.bucket()
+    url = f"s3://{bucket}/k"
+    first = bgio.bgwrite(url, _payload(20 * MIB), priority=1, storage_options=s3_server.options())
+    second = bgio.bgwrite(url, b"second", priority=1, storage_options=s3_server.options())
+    first.result(timeout=60)
+    assert second.result(timeout=60) == 6
+    assert s3_server.read(bucket, "k") == b"second"  # the later write replaced the first
+
+
+def test_two_writers_to_one_object_never_mix_their_writes():
+    store = MemoryStore()
+    one = bgio.Writer("k", store=store, priority=1)
+    two = bgio.Writer("k", store=store, priority=1)
+    one.write(b"a" * 100)
+    two.write(b"b" * 100)
+    one.close()
+    assert _stored(store, "k") == b"a" * 100
+    two.close()
+    assert _stored(store, "k") == b"b" * 100  # each Writer is its own upload, in order
+
+
+def test_uploads_are_threads_whatever_the_default_backend(monkeypatch):
+    import bgio.process
+
+    monkeypatch.setattr(bgio.process, "_default", "process")
+    store = MemoryStore()
+    assert bgio.bgwrite("k", b"x", store=store).result(timeout=30) == 1
+    with bgio.Writer("w", store=store) as writer:
+        assert writer.backend == "thread"
+        writer.write(b"y")
+    assert bgio.bgwrite_chunk("c", b"xyz", 1, store=store).result(timeout=30) == 3
+    assert (_stored(store, "k"), _stored(store, "w"), _stored(store, "c")) == (b"x", b"y", b"xyz")
+
+
+@pytest.mark.parametrize(("file", "message"), [
+    ("s3://bucket/with\nnewline", "control character"),
+    ("s3://bucket/nul\x00", "control character"),
+    ("s3://bkt?versionId=1/k", "is not a bucket name"),
+    ("s3://bkt#frag/k", "is not a bucket name"),
+    ("s3://UPPER/k", "is not a bucket name"),
+])
+def test_keys_and_buckets_the_store_cannot_take_are_refused(file, message):
+    with pytest.raises(ValueError, match=message):
+        bgio.bgwrite(file, b"x")
+
+
+def test_fsync_is_refused_for_an_object():
+    with pytest.raises(ValueError, match="fsync does not apply to an object store"):
+        bgio.bgwrite("k", b"x", store=MemoryStore(), fsync=True)
+
+
+def test_an_exclusive_write_counts_nothing_stored_until_it_is():
+    store = MemoryStore()
+    handle = bgio.bgwrite("k", _payload(20 * MIB), store=store, exclusive=True, priority=1)
+    handle.result(timeout=60)
+    assert handle.bytes_on_disk == 20 * MIB
+    bgio.bgwrite("k2", b"old", store=store).result(timeout=30)
+    refused = bgio.bgwrite("k2", _payload(20 * MIB), store=store, exclusive=True, priority=1)
+    with pytest.raises(FileExistsError):
+        refused.result(timeout=60)
+    assert refused.bytes_on_disk in (None, 0)  # (one request, refused: nothing stored)
+
+
+def test_a_writer_freed_without_close_aborts_its_upload(caplog):
+    import gc
+
+    store = MemoryStore()
+    writer = bgio.Writer("dropped", store=store, priority=1)
+    writer.write(b"x" * (9 * MIB)).result(timeout=30)  # the upload has begun
+    del writer
+    gc.collect()
+    assert "was freed without close(): its upload is aborted" in caplog.text
+    assert _keys(store) == []
+
+
+_LEFT_OPEN = """
+import sys, bgio
+options = {"endpoint": sys.argv[2], "access_key_id": "test", "secret_access_key": "test",
+           "region": "us-east-1", "client_options": {"allow_http": True}}
+f = bgio.open(sys.argv[1] + "/file", "wb", storage_options=options)
+f.write(b"left open")  # (buffered by the file)
+w = bgio.Writer(sys.argv[1] + "/writer", storage_options=options)
+w.write(b"writer left open")
+"""
+
+
+@pytest.mark.slow
+def test_a_writer_or_file_left_open_at_exit_is_completed(s3_server):
+    import subprocess
+    import sys
+
+    bucket = s3_server.bucket()
+    run = subprocess.run([sys.executable, "-c", _LEFT_OPEN, f"s3://{bucket}",
+                          s3_server.endpoint], capture_output=True, timeout=120, check=False)
+    assert (run.returncode, run.stderr) == (0, b"")
+    assert s3_server.read(bucket, "file") == b"left open"
+    assert s3_server.read(bucket, "writer") == b"writer left open"
+    assert s3_server.uploads(bucket) == []

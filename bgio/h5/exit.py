@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .. import drain, engine
 
-__all__ = ["track"]
+__all__ = ["track", "untrack"]
 
 logger = logging.getLogger("bgio")
 
@@ -31,6 +31,11 @@ _open: weakref.WeakSet[_Closable] = weakref.WeakSet()
 def track(writer: _Closable) -> None:
     """Close ``writer`` at exit if it is still open then (it is only weakly referenced)."""
     _open.add(writer)
+
+
+def untrack(writer: _Closable) -> None:
+    """Forget ``writer``: something that closes it is tracked instead."""
+    _open.discard(writer)
 
 
 def _close_all() -> None:

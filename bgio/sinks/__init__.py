@@ -60,9 +60,9 @@ def sink_can_sync(sink: Sink) -> bool:
 
 def fit_chunk_size(sink: Sink, size: int) -> int:
     """``size`` rounded up to a multiple of what the sink writes whole (the page size for
-    a direct path, so that no chunk ends unaligned), or cut to the pieces an upload
-    with a ``max_rate`` is paced in; else unchanged."""
-    if isinstance(sink, ObjectSink) and sink.piece_limit is not None:
-        return min(size, sink.piece_limit)
+    a direct path, so that no chunk ends unaligned), or the pieces a paced upload is
+    handed over in; else unchanged."""
+    if isinstance(sink, ObjectSink) and sink.piece_size is not None:
+        return sink.piece_size
     multiple = sink.chunk_multiple if isinstance(sink, PathSink) else 1
     return -(-size // multiple) * multiple

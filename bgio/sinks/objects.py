@@ -108,11 +108,15 @@ class ObjectSink:
     exclusive : bool
         Refuse to replace an existing object (a conditional create; obstore
         then sends the object in one request, held in its memory until sent).
-    piece_limit : int or None
-        The largest piece the worker hands over at once (None: its chunk size).
-        A ``max_rate`` is met a piece at a time, so an upload capped at R bytes
+    piece_size : int or None
+        The pieces the worker hands over (None: its chunk size). A
+        ``max_rate`` is met a piece at a time, so an upload capped at R bytes
         per second goes in pieces of R / 40 (at least 64 KiB): each second's
-        hand-over then lands within 2.5 % of R (parts are still ``part_size``).
+        hand-over then lands within 2.5 % of R (parts are still
+        ``part_size``). A paced profile hands over whole parts, one in
+        flight, and each hand-over waits until the part is sent (obstore
+        asks for the next piece only then), so the worker's busy time is the
+        network's and its pauses leave the network idle.
     copy : bool
         Copy each piece before the upload takes it. obstore keeps the memory
         it is given until the part is sent, so a piece must stay unchanged
@@ -121,10 +125,34 @@ class ObjectSink:
         upload has taken them (and whose buffers may then be reused).
     """
 
-    __slots__ = ("_abandon", "_concurrency", "_cond", "_copy", "_ending", "_error", "_exclusive",
-                 "_offered", "_part_size", "_store", "_thread", "acknowledged", "complete",
-                 "key", "kind", "name", "nonblocking", "path", "piece_limit", "taken", "target",
-                 "waiter", "write_many")
+    __slots__ = (
+        "_abandon",
+        "_asked",
+        "_concurrency",
+        "_cond",
+        "_copy",
+        "_ending",
+        "_error",
+        "_exclusive",
+        "_offered",
+        "_part_size",
+        "_store",
+        "_taken_at",
+        "_thread",
+        "_until_sent",
+        "acknowledged",
+        "complete",
+        "key",
+        "kind",
+        "name",
+        "nonblocking",
+        "path",
+        "piece_size",
+        "taken",
+        "target",
+        "waiter",
+        "write_many",
+    )
 
     key: Hashable
     target: object
@@ -136,13 +164,14 @@ class ObjectSink:
 
     def __init__(self, target: ObjectTarget, part_size: int, concurrency: int,
                  exclusive: bool = False, copy: bool = False,
-                 piece_limit: int | None = None) -> None:
+                 piece_size: int | None = None) -> None:
         self._store = target.store
         self.path = target.path
         self.name = target.url
-        self.target = target.url
-        # Writes to one object share a lane; a store given by the caller is its own.
-        self.key = ("object", id(target.store), target.path)
+        # Writes to one object queue in one lane, in call order. No target: each sink is
+        # its own upload, so the writes of two Writers to one object are never gathered.
+        self.target = None
+        self.key = target.lane
         self.kind = "bytes"
         self.nonblocking = False
         self.write_many = None
@@ -151,7 +180,13 @@ class ObjectSink:
         self._concurrency = concurrency
         self._exclusive = exclusive
         self._copy = copy
-        self.piece_limit = piece_limit
+        self.piece_size = piece_size
+        # A paced upload (a piece a part, one in flight): a hand-over ends once obstore
+        # asks for the next piece, that is once the part is sent.
+        self._until_sent = piece_size is not None and piece_size == self._part_size \
+            and concurrency == 1
+        self._asked = 0  # times obstore asked for a piece
+        self._taken_at = 0  # the ask that took the last piece
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
         self._ending = False  # no more pieces: complete the object
@@ -167,12 +202,16 @@ class ObjectSink:
         return ObjectProgress(self)
 
     def _pieces(self) -> Iterator[memoryview]:
-        bound = self._concurrency * self._part_size
+        # (A conditional create is one request, sent once obstore has it all: nothing is
+        # acknowledged before the end.)
+        bound = (1 << 62) if self._exclusive else self._concurrency * self._part_size
         while True:
             with self._cond:
                 # Asked for more: at most `concurrency` parts of what was taken are in
                 # flight or gathering, the rest is acknowledged.
                 self.acknowledged = max(self.acknowledged, self.taken - bound)
+                self._asked += 1
+                self._cond.notify_all()
                 self._cond.wait_for(lambda: self._offered is not None or self._ending
                                     or self._abandon)
                 if self._abandon:
@@ -181,6 +220,7 @@ class ObjectSink:
                 if piece is None:
                     return
                 self._offered = None
+                self._taken_at = self._asked
                 self.taken += len(piece)
                 self._cond.notify_all()
             yield piece
@@ -238,6 +278,8 @@ class ObjectSink:
             if self._offered is not None:  # the upload ended without it
                 self._offered = None
                 raise self._failure()
+            if self._until_sent:  # (the ask after the one that took it: the part is sent)
+                self._cond.wait_for(lambda: self._asked > self._taken_at or self._ending)
         return size
 
     def flush(self) -> None:
@@ -247,6 +289,12 @@ class ObjectSink:
         """An object is durable when complete: :meth:`close` waits for that."""
 
     def _end(self, abandon: bool) -> None:
+        with self._cond:
+            if self._thread is None and (abandon or self._abandon):
+                # Nothing was sent: nothing to abort; writes after this one fail.
+                self._abandon = self._ending = True
+                self._error = self._error or _Abandoned()
+                return
         self._start()  # (an empty object is uploaded too)
         with self._cond:
             if abandon:
@@ -264,12 +312,19 @@ class ObjectSink:
         if not self.complete:
             raise self._failure()
 
+    def drop(self) -> None:
+        """The Writer that owns this upload was freed without a close: abort it (nothing
+        is stored; writes still queued fail), and say so."""
+        if self.complete or (self._thread is not None and not self._thread.is_alive()):
+            return
+        logger.warning("a bgio.Writer to %s was freed without close(): its upload is "
+                       "aborted, nothing is stored", self.name)
+        self.discard()
+
     def discard(self) -> None:
         """Abandon the upload: obstore aborts it, nothing is stored. Idempotent."""
         if self.complete:
             return
-        if self._thread is None:
-            return  # nothing was sent
         self._end(abandon=True)
         self.acknowledged = 0  # (the parts sent are gone with the upload)
         if self._error is not None and not isinstance(self._error, _Abandoned):
