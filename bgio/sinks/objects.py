@@ -21,13 +21,14 @@ all of it once the object is complete.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
 
 from ..objects import ObjectTarget, describe
 from ..source import Block, Kind
 from ..writeback import NoWindows
-from .wait import Waiter
+from .wait import Waiter, WriteInterrupted
 
 __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "MIN_PIECE", "ObjectProgress", "ObjectSink", "upload_error"]
 
@@ -136,6 +137,7 @@ class ObjectSink:
         "_exclusive",
         "_offered",
         "_part_size",
+        "_signal",
         "_store",
         "_taken_at",
         "_thread",
@@ -173,7 +175,9 @@ class ObjectSink:
         self.target = None
         self.key = target.lane
         self.kind = "bytes"
-        self.nonblocking = False
+        # (Not a non-blocking fd, but a hand-over a cancel must be able to cut short: the
+        # worker then hooks the run's cancels to its waiter, which write() waits with.)
+        self.nonblocking = True
         self.write_many = None
         self.waiter = None
         self._part_size = max(MIN_PART_SIZE, part_size)
@@ -186,6 +190,9 @@ class ObjectSink:
         self._until_sent = piece_size is not None and piece_size == self._part_size \
             and concurrency == 1
         self._asked = 0  # times obstore asked for a piece
+        # Written by the upload thread at every change write() may wait for: write()
+        # polls it beside the waiter's wake-up, so a cancel can cut the wait short.
+        self._signal = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._taken_at = 0  # the ask that took the last piece
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
@@ -211,7 +218,7 @@ class ObjectSink:
                 # flight or gathering, the rest is acknowledged.
                 self.acknowledged = max(self.acknowledged, self.taken - bound)
                 self._asked += 1
-                self._cond.notify_all()
+                self._notify()
                 self._cond.wait_for(lambda: self._offered is not None or self._ending
                                     or self._abandon)
                 if self._abandon:
@@ -222,7 +229,7 @@ class ObjectSink:
                 self._offered = None
                 self._taken_at = self._asked
                 self.taken += len(piece)
-                self._cond.notify_all()
+                self._notify()
             yield piece
 
     def _upload(self) -> None:
@@ -245,7 +252,30 @@ class ObjectSink:
         finally:
             with self._cond:
                 self._ending = True
-                self._cond.notify_all()
+                self._notify()
+
+    def _notify(self) -> None:
+        """(Lock held.) Wake a write() waiting for the upload."""
+        self._cond.notify_all()
+        os.eventfd_write(self._signal, 1)
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """(Lock held.) Wait until ``ready()``; a cancel cuts it short (WriteInterrupted,
+        from the lane's waiter), the lock held again either way."""
+        waiter = self.waiter
+        while not ready():
+            if waiter is None:
+                self._cond.wait()
+                continue
+            self._cond.release()
+            try:
+                waiter.wait_for(self._signal)  # (the store's time: busy, not waited)
+                try:
+                    os.eventfd_read(self._signal)
+                except BlockingIOError:
+                    pass
+            finally:
+                self._cond.acquire()
 
     def _start(self) -> None:
         if self._thread is None:
@@ -274,12 +304,21 @@ class ObjectSink:
                 raise self._failure()
             self._offered = piece
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._offered is None or self._ending)
+            try:
+                self._wait(lambda: self._offered is None or self._ending)
+            except WriteInterrupted:
+                if self._offered is piece:  # not taken: withdrawn, nothing of it went
+                    self._offered = None
+                    raise
+                return size  # taken: its bytes are the upload's (the cancel is seen next)
             if self._offered is not None:  # the upload ended without it
                 self._offered = None
                 raise self._failure()
             if self._until_sent:  # (the ask after the one that took it: the part is sent)
-                self._cond.wait_for(lambda: self._asked > self._taken_at or self._ending)
+                try:
+                    self._wait(lambda: self._asked > self._taken_at or self._ending)
+                except WriteInterrupted:
+                    pass  # (taken already)
         return size
 
     def flush(self) -> None:
@@ -294,6 +333,9 @@ class ObjectSink:
                 # Nothing was sent: nothing to abort; writes after this one fail.
                 self._abandon = self._ending = True
                 self._error = self._error or _Abandoned()
+                if self._signal >= 0:
+                    os.close(self._signal)
+                    self._signal = -1
                 return
         self._start()  # (an empty object is uploaded too)
         with self._cond:
@@ -303,6 +345,7 @@ class ObjectSink:
             self._cond.notify_all()
         assert self._thread is not None
         self._thread.join()
+        self._close_signal()
 
     def close(self) -> None:
         """Complete the object (wait for its last parts); raise the upload's failure."""
@@ -311,6 +354,12 @@ class ObjectSink:
         self._end(abandon=False)
         if not self.complete:
             raise self._failure()
+
+    def _close_signal(self) -> None:
+        with self._cond:
+            if self._signal >= 0:
+                os.close(self._signal)
+                self._signal = -1
 
     def drop(self) -> None:
         """The Writer that owns this upload was freed without a close: abort it (nothing

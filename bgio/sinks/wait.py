@@ -46,15 +46,27 @@ class Waiter:
         WriteInterrupted
             If :meth:`interrupt` was called.
         """
+        started = time.perf_counter()
+        try:
+            self.wait_for(fd, events)
+        finally:
+            self.waited += time.perf_counter() - started
+
+    def wait_for(self, fd: int, events: int = select.POLLIN) -> None:
+        """Return once ``fd`` is ready for ``events``, as :meth:`wait_writable`, but the
+        time is not counted in :attr:`waited`: for a sink whose wait is its own work (an
+        upload waiting for the store), which pacing counts as busy.
+
+        Raises
+        ------
+        WriteInterrupted
+            If :meth:`interrupt` was called.
+        """
         poller = select.poll()
         poller.register(fd, events)
         poller.register(self._wake_fd, select.POLLIN)
-        started = time.perf_counter()
-        try:
-            events = poller.poll()
-        finally:
-            self.waited += time.perf_counter() - started
-        if any(ready == self._wake_fd for ready, _ in events):
+        ready = poller.poll()
+        if any(which == self._wake_fd for which, _ in ready):
             self.clear()
             raise WriteInterrupted
 
