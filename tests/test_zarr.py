@@ -185,9 +185,10 @@ def test_bad_arguments_are_refused_before_anything_is_made(tmp_path, options, er
 
 
 def test_stores_bgio_does_not_write_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"^store: s3:// is not a store bgio writes"):
-        bgio.zarr.FrameWriter("s3://bucket/frames", SHAPE, "uint16")
-    with pytest.raises(TypeError, match=r"^store must be a path or a URL, got int$"):
+    with pytest.raises(ValueError, match=r"^store: az:// is not a store bgio writes"):
+        bgio.zarr.FrameWriter("az://account/frames", SHAPE, "uint16")
+    with pytest.raises(TypeError, match=r"^store must be a path, a URL or a kvstore spec "
+                                        r"\(dict\), got int$"):
         bgio.zarr.FrameWriter(3, SHAPE, "uint16")  # type: ignore[arg-type]
     bgio.zarr.FrameWriter(tmp_path / "taken.zarr", SHAPE, "uint16").close()
     with pytest.raises(ValueError, match=r"holds a Zarr array or group already$"):
@@ -358,3 +359,38 @@ def test_a_handle_counts_its_own_frames_bytes_not_its_groups(layout):
         stack = writer.append(frames[:3])
         one = writer.append(frames[3])
     assert (stack.result(timeout=60), one.result(timeout=60)) == (3 * 32, 32)
+
+
+def test_object_store_urls_and_specs_name_their_kvstore():
+    assert kvstore_of("s3://bucket/runs/run1.zarr") == {
+        "driver": "s3", "bucket": "bucket", "path": "runs/run1.zarr/"}
+    assert kvstore_of("gs://bucket/a.zarr/") == {"driver": "gcs", "bucket": "bucket",
+                                                  "path": "a.zarr/"}
+    spec = {"driver": "s3", "bucket": "b", "path": "x.zarr", "endpoint": "http://127.0.0.1:1"}
+    assert kvstore_of(spec) == {**spec, "path": "x.zarr/"}
+    with pytest.raises(ValueError, match="needs a bucket and a path"):
+        kvstore_of("s3://bucket")
+    with pytest.raises(ValueError, match="needs a 'driver'"):
+        kvstore_of({"path": "x"})
+    with pytest.raises(ValueError, match="needs a 'path'"):
+        kvstore_of({"driver": "s3", "bucket": "b"})
+
+
+@pytest.mark.slow
+def test_frames_go_to_an_s3_store_and_are_followed_there(s3_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    bucket = s3_server.bucket()
+    store = {"driver": "s3", "bucket": bucket, "path": "run.zarr", "endpoint": s3_server.endpoint,
+             "aws_region": "us-east-1", "aws_credentials": {"type": "environment"}}
+    frames = np.random.default_rng(5).integers(0, 4096, (12, 32, 32), dtype="<u2")
+    with bgio.zarr.FrameWriter(store, (32, 32), "<u2", codec="zstd", shard_frames=4,
+                               priority=1) as writer:
+        assert "s3://" in repr(writer)
+        for frame in frames:
+            writer.append(frame)
+    assert np.array_equal(_read(store), frames)
+    followed = list(bgio.zarr.follow(store, timeout=30))
+    assert [index for index, _ in followed] == list(range(12))
+    assert np.array_equal(np.stack([frame for _, frame in followed]), frames)
+    assert max(s3_server.keys(bucket)) == "run.zarr/zarr.json"

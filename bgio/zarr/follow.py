@@ -55,7 +55,7 @@ class Follower:
         What the writer said stopped it, if its finished mark says it failed.
     """
 
-    def __init__(self, store: str | os.PathLike[str], *, timeout: float = 10.0,
+    def __init__(self, store: str | os.PathLike[str] | dict[str, Any], *, timeout: float = 10.0,
                  poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
                  on_timeout: str = "stop", batch: int = 64) -> None:
         self._timeout, self._poll, self._max_poll, self._raise = check_follow_options(
@@ -161,7 +161,7 @@ class Follower:
         return True
 
 
-def follow(store: str | os.PathLike[str], *, timeout: float = 10.0,
+def follow(store: str | os.PathLike[str] | dict[str, Any], *, timeout: float = 10.0,
            poll: float = FIRST_POLL, max_poll: float = MAX_POLL,
            on_timeout: str = "stop", batch: int = 64) -> Follower:
     """Follow a Zarr array another process is writing: yield ``(index, frame)`` in order.

@@ -38,7 +38,7 @@ from ..timeouts import check_timeout
 from ..worker import Job
 from .record import Record, SharedRecord
 from .sink import DEPTH, ArraySink, Runs
-from .spec import array_spec, check_codec, check_ome, kvstore_of, ome_group
+from .spec import array_spec, check_codec, check_ome, kvstore_of, ome_group, store_name
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
@@ -121,10 +121,13 @@ class FrameWriter(ClosesOnExit):
 
     Parameters
     ----------
-    store : path or str
-        Where the array goes: a local folder (created), ``file://PATH`` or
-        ``memory://NAME`` (in :func:`context`). It must not hold an array
-        already.
+    store : path, str or dict
+        Where the array goes: a local folder (created), ``file://PATH``,
+        ``memory://NAME`` (in :func:`context`), ``s3://BUCKET/PATH`` or
+        ``gs://BUCKET/PATH``, or a tensorstore kvstore spec (a dict: for S3
+        ``{"driver": "s3", "bucket": ..., "path": ..., "endpoint": ...,
+        "aws_region": ..., "aws_credentials": {"type": "environment"}}``).
+        It must not hold an array already.
     frame_shape : tuple of int
         Shape of one frame.
     dtype : numpy dtype
@@ -219,7 +222,7 @@ class FrameWriter(ClosesOnExit):
 
     def __init__(
         self,
-        store: str | os.PathLike[str],
+        store: str | os.PathLike[str] | dict[str, Any],
         frame_shape: tuple[int, ...],
         dtype: np.dtype | str,
         *,
@@ -244,7 +247,7 @@ class FrameWriter(ClosesOnExit):
         if not shared and kvstore["driver"] == "file" and any(
                 os.path.exists(os.path.join(kvstore["path"], name))
                 for name in (".zarray", ".zgroup", "zarr.json")):
-            raise ValueError(f"store: {os.fspath(store)!r} holds a Zarr array or group "
+            raise ValueError(f"store: {store_name(store, kvstore)!r} holds a Zarr array or group "
                              f"already")
         self._frame_shape = check_shape(frame_shape, "frame_shape")
         self._dtype = check_dtype(dtype)
@@ -277,7 +280,7 @@ class FrameWriter(ClosesOnExit):
         spec = array_spec(kvstore, self._frame_shape, self._dtype, codec, level, chunk_frames,
                           shard_frames, None if self._ome is None else
                           [axis["name"] for axis in self._ome["axes"]])
-        self._name = str(store)
+        self._name = store_name(store, kvstore)
         self._group = shard_frames or chunk_frames  # frames per store
         try:
             keys = tensorstore.KvStore.open(kvstore, context=context()).result()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import ATTRIBUTE, announcement
-from .spec import kvstore_of
+from .spec import kvstore_of, store_name
 
 __all__ = ["Recovery", "recover"]
 
@@ -50,7 +50,7 @@ def _grid(document: dict[str, Any]) -> tuple[int, int, bool]:
     return per_object, per_object, False
 
 
-def recover(store: str | os.PathLike[str]) -> Recovery:
+def recover(store: str | os.PathLike[str] | dict[str, Any]) -> Recovery:
     """Make a Zarr array whose writer died show exactly the frames stored.
 
     Every frame the writer announced is stored (announcements follow the
@@ -84,14 +84,16 @@ def recover(store: str | os.PathLike[str]) -> Recovery:
     from .follow import image_array
     from .frames import context
 
-    spec = image_array(tensorstore, kvstore_of(store), context())
+    root = kvstore_of(store)
+    name = store_name(store, root)
+    spec = image_array(tensorstore, root, context())
     kvstore = tensorstore.KvStore.open(spec, context=context()).result()
     read = kvstore.read("zarr.json").result()
     if read.state != "value":
-        raise ValueError(f"store: {os.fspath(store)!r} holds no Zarr v3 array (no zarr.json)")
+        raise ValueError(f"store: {name!r} holds no Zarr v3 array (no zarr.json)")
     document = json.loads(read.value)
     if document.get("node_type") != "array":
-        raise ValueError(f"store: {os.fspath(store)!r} is not a Zarr v3 array")
+        raise ValueError(f"store: {name!r} is not a Zarr v3 array")
     state = announcement(document) or {}
     announced = int(document["shape"][0])
     if state.get("finished"):
@@ -125,6 +127,6 @@ def recover(store: str | os.PathLike[str]) -> Recovery:
     written = kvstore.write("zarr.json", json.dumps(document, indent=2).encode(),
                             if_equal=read.stamp.generation).result()
     if not written.generation:
-        raise OSError(f"{os.fspath(store)!r}: zarr.json changed while it was recovered: "
+        raise OSError(f"{name!r}: zarr.json changed while it was recovered: "
                       f"is its writer still running?")
     return Recovery(frames, announced, stranded, False)

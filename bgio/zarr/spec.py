@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CODECS", "OME_VERSION", "array_spec", "check_codec", "check_ome", "kvstore_of",
-           "ome_group"]
+           "ome_group", "store_name"]
 
 #: The OME-Zarr (NGFF) version of the metadata bgio writes.
 OME_VERSION = "0.5"
@@ -47,21 +47,49 @@ def check_codec(codec: object, level: object) -> tuple[str | None, int | None]:
     return codec, int(level)
 
 
+#: Object-store URL schemes and tensorstore's kvstore drivers for them.
+_BUCKET_DRIVERS = {"s3": "s3", "gs": "gcs"}
+
+
 def kvstore_of(store: object) -> dict[str, Any]:
     """The tensorstore key-value store a ``store`` names: a local path (``str`` or
-    path-like, made absolute), ``file://PATH`` or ``memory://NAME``.
+    path-like, made absolute), ``file://PATH``, ``memory://NAME``, ``s3://BUCKET/PATH``
+    or ``gs://BUCKET/PATH`` (credentials, region and endpoint as tensorstore finds
+    them), or a tensorstore kvstore spec (a dict with ``"driver"``: for S3 with
+    ``"endpoint"``, ``"aws_region"``, ``"aws_credentials"`` and the like).
 
     Raises
     ------
     TypeError
-        If ``store`` is not a str or path-like.
+        If ``store`` is not a str, path-like or dict.
     ValueError
-        For another URL scheme, or an empty path.
+        For another URL scheme, an empty path, a spec without a driver or path.
     """
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
+    if isinstance(store, dict):
+        spec = dict(store)
+        if "driver" not in spec:
+            raise ValueError("store: a kvstore spec needs a 'driver'")
+        if not isinstance(spec["driver"], str):
+            raise TypeError(f"store: the spec's driver must be a str, "
+                            f"got {type(spec['driver']).__qualname__}")
+        path = spec.get("path", "")
+        if not isinstance(path, str) or not path.strip("/"):
+            raise ValueError("store: a kvstore spec needs a 'path' naming the array's folder")
+        spec["path"] = path.strip("/") + "/" if spec["driver"] != "file" else path
+        return spec
     if not isinstance(store, str):
-        raise TypeError(f"store must be a path or a URL, got {type(store).__qualname__}")
+        raise TypeError(f"store must be a path, a URL or a kvstore spec (dict), "
+                        f"got {type(store).__qualname__}")
+    scheme = store.split("://", 1)[0].lower() if "://" in store else ""
+    if scheme in _BUCKET_DRIVERS:
+        bucket, _, path = store.split("://", 1)[1].partition("/")
+        if not bucket or not path.strip("/"):
+            raise ValueError(f"store: {store!r} needs a bucket and a path "
+                             f"({scheme}://BUCKET/PATH)")
+        return {"driver": _BUCKET_DRIVERS[scheme], "bucket": bucket,
+                "path": path.strip("/") + "/"}
     if store.startswith("memory://"):
         name = store[len("memory://"):].strip("/")
         if not name:
@@ -72,13 +100,21 @@ def kvstore_of(store: object) -> dict[str, Any]:
     elif "://" in store:
         scheme = store.split("://", 1)[0]
         raise ValueError(f"store: {scheme}:// is not a store bgio writes (a local path, "
-                         f"file:// or memory://)")
+                         f"file://, memory://, s3://, gs:// or a kvstore spec)")
     if not store:
         raise ValueError("store must not be empty")
     path = os.path.abspath(store)
     if path == os.path.dirname(path):
         raise ValueError(f"store must name a folder below the root, got {store!r}")
     return {"driver": "file", "path": path.rstrip("/") + "/"}
+
+
+def store_name(store: object, kvstore: dict[str, Any]) -> str:
+    """``store`` as messages name it (a spec by its driver, bucket and path)."""
+    if isinstance(store, dict):
+        bucket = kvstore.get("bucket")
+        return f"{kvstore['driver']}://{bucket + '/' if bucket else ''}{kvstore['path']}"
+    return str(os.fspath(store)) if isinstance(store, os.PathLike) else str(store)
 
 
 def _compressor(codec: str | None, level: int | None, itemsize: int) -> list[dict[str, Any]]:
