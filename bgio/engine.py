@@ -31,7 +31,7 @@ from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
-__all__ = ["pending", "submit", "submit_held", "wait_all"]
+__all__ = ["in_worker_thread", "pending", "submit", "submit_held", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -117,8 +117,18 @@ def submit_held(job: Job) -> Callable[[], None] | None:
     return None
 
 
+_workers = threading.local()
+
+
+def in_worker_thread() -> bool:
+    """True in one of bgio's worker threads, where nothing may wait for a write (that
+    write may need this very thread)."""
+    return getattr(_workers, "serving", False)
+
+
 def _work(worker: Worker) -> None:
     """A worker thread: serve the lane handed over, park, repeat; end when unused for LINGER."""
+    _workers.serving = True
     ioprio.adopt()
     while True:
         lane = worker.lane

@@ -9,6 +9,7 @@ from collections import deque
 from typing import Any
 
 from .api import PriorityLike
+from .engine import in_worker_thread
 from .handle import BackgroundWriteProcess, failure_of
 from .objects import is_object_url
 from .writer import Writer
@@ -180,6 +181,20 @@ class BackgroundFile(io.BufferedIOBase):
             self._writer.close()
         finally:
             super().close()
+
+    def __del__(self) -> None:
+        # Freed in a worker thread (a write's done-callback held the last reference): a
+        # close that waits would wait for the very thread it runs in. The rest is queued
+        # and the Writer closed without waiting (close(wait=False) ends in a thread).
+        if not self.closed and self._buffer is not None and in_worker_thread():
+            with self._lock:
+                self._ok = False
+                self._take_small()
+                self._queue_buffer()
+                self._buffer = None
+            self._writer.close(wait=False)
+            return
+        super().__del__()
 
     def fileno(self) -> int:
         """Not available: the file is written by a worker thread."""

@@ -246,3 +246,19 @@ def test_flush_while_another_thread_closes_waits_and_raises_the_error():
         f.flush()  # waits for what the close is writing, and says how it went
     closer.join(30)
     assert len(errors) == 1
+
+
+def test_a_file_freed_with_its_write_pending_is_closed_without_a_deadlock(tmp_path):
+    # The write's done-callback may hold the file's last reference: the file is then
+    # freed in the worker thread, whose close must not wait for that worker.
+    import gc
+    import os as _os
+
+    path = tmp_path / "freed.bin"
+    data = _os.urandom(12 << 20)
+    out = bgio.open(path, "wb", priority=1)
+    out.write(data)
+    del out
+    gc.collect()
+    assert bgio.wait_all(60)
+    assert path.read_bytes() == data
