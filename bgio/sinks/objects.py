@@ -192,7 +192,7 @@ class ObjectSink:
         self._asked = 0  # times obstore asked for a piece
         # Written by the upload thread at every change write() may wait for: write()
         # polls it beside the waiter's wake-up, so a cancel can cut the wait short.
-        self._signal = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._signal = -1  # (made with the upload thread: a sink never used holds no fd)
         self._taken_at = 0  # the ask that took the last piece
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
@@ -257,14 +257,15 @@ class ObjectSink:
     def _notify(self) -> None:
         """(Lock held.) Wake a write() waiting for the upload."""
         self._cond.notify_all()
-        os.eventfd_write(self._signal, 1)
+        if self._signal >= 0:
+            os.eventfd_write(self._signal, 1)
 
     def _wait(self, ready: Callable[[], bool]) -> None:
         """(Lock held.) Wait until ``ready()``; a cancel cuts it short (WriteInterrupted,
         from the lane's waiter), the lock held again either way."""
         waiter = self.waiter
         while not ready():
-            if waiter is None:
+            if waiter is None or self._signal < 0:
                 self._cond.wait()
                 continue
             self._cond.release()
@@ -279,6 +280,7 @@ class ObjectSink:
 
     def _start(self) -> None:
         if self._thread is None:
+            self._signal = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._thread = threading.Thread(target=self._upload, daemon=True,
                                             name=f"bgio upload {self.name}")
             self._thread.start()
