@@ -11,7 +11,7 @@ from typing import Any
 from .api import PriorityLike
 from .engine import in_worker_thread
 from .handle import BackgroundWriteProcess, failure_of
-from .objects import is_object_url
+from .objects import is_object_url, local_path
 from .writer import Writer
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
@@ -363,7 +363,7 @@ def open(
     if text:
         opened = io.TextIOWrapper(binary, encoding=encoding or "utf-8", errors=errors,
                                   newline=newline)
-    if is_object:
+    if is_object or local_path(file) is not None:
         from .h5.exit import track, untrack
 
         # The file (its buffer first), not its Writer, is what is closed at exit.

@@ -20,7 +20,7 @@ from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .lag import check_max_lag
-from .objects import is_object_url
+from .objects import is_object_url, local_path
 from .priority import resolve_priority, validate_chunk_size
 from .process import check_backend
 from .room import wait_for_room
@@ -163,14 +163,16 @@ class Writer(ClosesOnExit):
         # A path or an object is opened for the Writer, so it is closed with it too.
         self._close_when_finished = bool(close_when_finished) or isinstance(
             self._sink, (PathSink, ObjectSink))
-        if isinstance(self._sink, ObjectSink):
-            # An object exists only once its upload is completed: one left open is
-            # closed at exit (as a file would hold what was written), and one freed
-            # unclosed is aborted rather than left as an upload that never ends.
+        if isinstance(self._sink, ObjectSink) or local_path(file) is not None:
+            # An object (or a file:// URL, written whole as one) exists only once it is
+            # complete: one left open is closed at exit (as a file would hold what was
+            # written), and an upload freed unclosed is aborted rather than left as an
+            # upload that never ends.
             from .h5.exit import track
 
             track(self)
-            weakref.finalize(self, self._sink.drop)
+            if isinstance(self._sink, ObjectSink):
+                weakref.finalize(self, self._sink.drop)
         self._fsync = bool(fsync)
         self._copy = bool(copy)
         self._takes_bytes = self._sink.kind != "text"

@@ -648,3 +648,42 @@ def test_a_writer_or_file_left_open_at_exit_is_completed(s3_server):
     assert s3_server.read(bucket, "file") == b"left open"
     assert s3_server.read(bucket, "writer") == b"writer left open"
     assert s3_server.uploads(bucket) == []
+
+
+def _eventfds() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+               for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def test_writers_freed_with_writes_queued_leave_no_fd_behind():
+    import gc
+
+    store = MemoryStore()
+    bgio.bgwrite("warm", b"x", store=store).result(timeout=30)
+    assert bgio.wait_all(30)
+    before = _eventfds()
+    for index in range(20):
+        writer = bgio.Writer(f"w{index}", store=store, priority=1)
+        writer.write(b"x" * 1000)
+        del writer
+        gc.collect()
+    assert bgio.wait_all(30)
+    assert _eventfds() <= before + 1  # (a lane's waiter may be kept)
+
+
+_FILE_URL_LEFT_OPEN = """
+import sys, bgio
+w = bgio.Writer("file://" + sys.argv[1] + "/writer.bin")
+w.write(b"hello" * 1000)
+"""
+
+
+@pytest.mark.slow
+def test_a_file_url_writer_left_open_at_exit_is_completed(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _FILE_URL_LEFT_OPEN, str(tmp_path)],
+                         capture_output=True, timeout=60, check=False)
+    assert (run.returncode, run.stderr) == (0, b"")
+    assert (tmp_path / "writer.bin").read_bytes() == b"hello" * 1000

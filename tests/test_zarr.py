@@ -368,6 +368,8 @@ def test_object_store_urls_and_specs_name_their_kvstore():
                                                   "path": "a.zarr/"}
     spec = {"driver": "s3", "bucket": "b", "path": "x.zarr", "endpoint": "http://127.0.0.1:1"}
     assert kvstore_of(spec) == {**spec, "path": "x.zarr/"}
+    assert kvstore_of({"driver": "file", "path": "/data/run.zarr"}) == {
+        "driver": "file", "path": "/data/run.zarr/"}  # (a folder, as for a path)
     with pytest.raises(ValueError, match="needs a bucket and a path"):
         kvstore_of("s3://bucket")
     with pytest.raises(ValueError, match="needs a 'driver'"):

@@ -129,6 +129,7 @@ class ObjectSink:
     __slots__ = (
         "_abandon",
         "_asked",
+        "_close_later",
         "_concurrency",
         "_cond",
         "_copy",
@@ -142,6 +143,7 @@ class ObjectSink:
         "_taken_at",
         "_thread",
         "_until_sent",
+        "_waiting",
         "acknowledged",
         "complete",
         "key",
@@ -193,6 +195,8 @@ class ObjectSink:
         # Written by the upload thread at every change write() may wait for: write()
         # polls it beside the waiter's wake-up, so a cancel can cut the wait short.
         self._signal = -1  # (made with the upload thread: a sink never used holds no fd)
+        self._waiting = 0  # write() calls polling it
+        self._close_later = False  # closed by the last of those
         self._taken_at = 0  # the ask that took the last piece
         self._cond = threading.Condition()
         self._offered: memoryview | None = None  # a piece waiting for obstore to take it
@@ -265,18 +269,27 @@ class ObjectSink:
         from the lane's waiter), the lock held again either way."""
         waiter = self.waiter
         while not ready():
-            if waiter is None or self._signal < 0:
+            signal = self._signal
+            if waiter is None or signal < 0:
                 self._cond.wait()
                 continue
+            # The fd is this wait's until it ends: a close meanwhile (a Writer freed in
+            # another thread) is left to the last wait out (see _close_signal).
+            self._waiting += 1
             self._cond.release()
             try:
-                waiter.wait_for(self._signal)  # (the store's time: busy, not waited)
+                waiter.wait_for(signal)  # (the store's time: busy, not waited)
                 try:
-                    os.eventfd_read(self._signal)
+                    os.eventfd_read(signal)
                 except BlockingIOError:
                     pass
             finally:
                 self._cond.acquire()
+                self._waiting -= 1
+                if self._close_later and not self._waiting:
+                    self._close_later = False
+                    os.close(signal)
+                    self._signal = -1
 
     def _start(self) -> None:
         if self._thread is None:
@@ -300,6 +313,9 @@ class ObjectSink:
         size = len(piece)
         if self._copy:  # (see the class: the caller may reuse its buffer once taken)
             piece = memoryview(piece.tobytes())
+        with self._cond:  # (refused before a thread or an fd is made for it)
+            if self._ending or self._error is not None:
+                raise self._failure()
         self._start()
         with self._cond:
             if self._ending or self._error is not None:
@@ -335,9 +351,6 @@ class ObjectSink:
                 # Nothing was sent: nothing to abort; writes after this one fail.
                 self._abandon = self._ending = True
                 self._error = self._error or _Abandoned()
-                if self._signal >= 0:
-                    os.close(self._signal)
-                    self._signal = -1
                 return
         self._start()  # (an empty object is uploaded too)
         with self._cond:
@@ -359,9 +372,14 @@ class ObjectSink:
 
     def _close_signal(self) -> None:
         with self._cond:
-            if self._signal >= 0:
-                os.close(self._signal)
-                self._signal = -1
+            if self._signal < 0:
+                return
+            if self._waiting:  # (a write polls it: the last one out closes it)
+                self._close_later = True
+                os.eventfd_write(self._signal, 1)
+                return
+            os.close(self._signal)
+            self._signal = -1
 
     def drop(self) -> None:
         """The Writer that owns this upload was freed without a close: abort it (nothing

@@ -77,7 +77,10 @@ def kvstore_of(store: object) -> dict[str, Any]:
         path = spec.get("path", "")
         if not isinstance(path, str) or not path.strip("/"):
             raise ValueError("store: a kvstore spec needs a 'path' naming the array's folder")
-        spec["path"] = path.strip("/") + "/" if spec["driver"] != "file" else path
+        if spec["driver"] == "file":  # (as for a path: absolute, a folder)
+            spec["path"] = os.path.abspath(path).rstrip("/") + "/"
+        else:
+            spec["path"] = path.strip("/") + "/"
         return spec
     if not isinstance(store, str):
         raise TypeError(f"store must be a path, a URL or a kvstore spec (dict), "
