@@ -28,7 +28,7 @@ from .timeouts import check_timeout
 from .worker import Job
 
 __all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "hand_over_frames", "open_sink", "prepare",
-           "wait_all", "writer_process_ended"]
+           "uses_writer_process", "wait_all", "writer_process_ended"]
 
 #: A preset number 1..10 or a profile.
 PriorityLike = int | BackgroundIOPriority
@@ -287,13 +287,7 @@ def bgwrite(
                                 fsync, atomic or direct, copy, offset)
     if offset is not None:
         raise ValueError("offset applies to h5py datasets only")
-    objects = store is not None or is_object_url(file)
-    if objects and backend is None:
-        backend = "thread"  # (uploads are written by threads, whatever the default)
-    if check_backend(backend, file) == "process" and not writer_process_ended():
-        if objects:
-            raise ValueError("backend='process' writes files; an object-store upload is "
-                             "written by threads (backend='thread')")
+    if uses_writer_process(backend, file, store):
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, None,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)
@@ -302,6 +296,24 @@ def bgwrite(
                      storage_options=storage_options, store=store, exclusive=exclusive)
     return submit(prepare(BackgroundWriteProcess, sink, data, profile, None, close_when_finished,
                           chain_after, fsync=bool(fsync), copy=bool(copy)))
+
+
+def uses_writer_process(backend: object, file: object, store: object = None) -> bool:
+    """Whether a write of ``file`` goes to bgio's writer process (``backend`` checked).
+
+    An object-store destination (a URL, or a key with ``store``) is uploaded by threads,
+    whatever :func:`bgio.set_default_backend` says; ``backend="process"`` for one is a
+    ``ValueError``.
+    """
+    objects = store is not None or is_object_url(file)
+    if objects and backend is None:
+        backend = "thread"  # (uploads are written by threads, whatever the default)
+    if check_backend(backend, file) != "process" or writer_process_ended():
+        return False
+    if objects:
+        raise ValueError("backend='process' writes files; an object-store upload is "
+                         "written by threads (backend='thread')")
+    return True
 
 
 def writer_process_ended() -> bool:
@@ -392,13 +404,7 @@ def bgwrite_chunk(
     (6, 'abcdef')
     """
     size = validate_chunk_size("chunk_size", chunk_size)
-    objects = store is not None or is_object_url(file)
-    if objects and backend is None:
-        backend = "thread"
-    if check_backend(backend, file) == "process" and not writer_process_ended():
-        if objects:
-            raise ValueError("backend='process' writes files; an object-store upload is "
-                             "written by threads (backend='thread')")
+    if uses_writer_process(backend, file, store):
         return _bgwrite_process(file, data, close_when_finished, chain_after, priority, size,
                                 mode=mode, fsync=fsync,
                                 atomic=atomic, copy=copy, direct=direct)

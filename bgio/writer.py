@@ -13,16 +13,15 @@ from .api import (
     hand_over_frames,
     open_sink,
     prepare,
-    writer_process_ended,
+    uses_writer_process,
 )
 from .closing import ClosesOnExit, Finish
 from .engine import submit_held
 from .group import SMALL_WRITE, WriteGroup
 from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root_error
 from .lag import check_max_lag
-from .objects import is_object_url, local_path
+from .objects import local_path
 from .priority import resolve_priority, validate_chunk_size
-from .process import check_backend
 from .room import wait_for_room
 from .sinks import PathSink, fit_chunk_size
 from .sinks.objects import ObjectSink
@@ -121,13 +120,7 @@ class Writer(ClosesOnExit):
         if backend is None and cls is not Writer:
             return object.__new__(cls)  # (a subclass was written for threads)
         target = args[0] if args else options.get("file")
-        objects = options.get("store") is not None or is_object_url(target)
-        if objects and backend is None:
-            backend = "thread"  # (uploads are written by threads, whatever the default)
-        if check_backend(backend, target) == "process" and not writer_process_ended():
-            if objects:
-                raise ValueError("backend='process' writes files; an object-store upload "
-                                 "is written by threads (backend='thread')")
+        if uses_writer_process(backend, target, options.get("store")):
             if cls is not Writer:
                 raise ValueError(f"backend='process' makes a bgio.Writer of its own kind; "
                                  f"{cls.__qualname__} (a subclass) takes backend='thread' only")

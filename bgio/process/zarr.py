@@ -24,12 +24,12 @@ import numpy as np
 
 from ..closing import Finish
 from ..h5.base import check_on_missing
-from ..h5.layout import as_frames, check_copy, check_count, check_dtype, check_shape
+from ..h5.layout import check_copy, check_count, check_dtype, check_shape
 from ..handle import BackgroundWriteProcess, raise_root_error, running_handle
 from ..pool import FramePool, claim, shared_frame_count
 from ..priority import validate_chunk_size
 from ..timeouts import check_timeout
-from ..zarr.frames import MAX_FRAMES, FrameWriter, report_missing
+from ..zarr.frames import FrameWriter, report_missing
 from ..zarr.spec import kvstore_of
 from .h5 import frames_to_send
 from .parent import RemoteObject, close_at_exit
@@ -128,11 +128,8 @@ class ProcessFrameWriter(FrameWriter):
     def _send(self, index: int | None, frames: object, block: bool,
               timeout: float | None) -> BackgroundWriteProcess:
         limit = check_timeout(timeout)
-        stack = as_frames(frames, self._frame_shape, self._dtype)
+        stack = self._checked_frames(index, frames)
         count = len(stack)
-        if index is not None and index + count > MAX_FRAMES:
-            raise ValueError(f"index: frames up to {MAX_FRAMES - 1} fit in a Zarr array "
-                             f"through tensorstore, not {index + count - 1}")
         if self._closed:
             raise ValueError("write to a closed bgio.zarr.FrameWriter")
         if not count:  # nothing to store: done at once, as with threads

@@ -298,6 +298,11 @@ class ObjectSink:
                                             name=f"bgio upload {self.name}")
             self._thread.start()
 
+    def _check_open(self) -> None:
+        """(Lock held.) Raise the upload's failure if it ended (or was abandoned)."""
+        if self._ending or self._error is not None:
+            raise self._failure()
+
     def _failure(self) -> OSError:
         error = self._error
         if isinstance(error, OSError):
@@ -306,20 +311,19 @@ class ObjectSink:
 
     def write(self, block: Block) -> int:
         """Hand ``block`` to the upload; return once obstore has taken it."""
-        piece = memoryview(block).cast("B") if isinstance(block, memoryview) else \
-            memoryview(block.encode() if isinstance(block, str) else block)
-        if not len(piece):
-            return 0
+        if isinstance(block, str):  # (kind "bytes": the worker hands none)
+            raise TypeError("an object takes bytes, not str")
+        piece = memoryview(block).cast("B")
         size = len(piece)
+        if not size:
+            return 0
         if self._copy:  # (see the class: the caller may reuse its buffer once taken)
             piece = memoryview(piece.tobytes())
         with self._cond:  # (refused before a thread or an fd is made for it)
-            if self._ending or self._error is not None:
-                raise self._failure()
+            self._check_open()
         self._start()
         with self._cond:
-            if self._ending or self._error is not None:
-                raise self._failure()
+            self._check_open()
             self._offered = piece
             self._cond.notify_all()
             try:

@@ -401,14 +401,20 @@ class FrameWriter(ClosesOnExit):
         finally:
             self._serve_held()
 
+    def _checked_frames(self, index: int | None, frames: object) -> np.ndarray:
+        """``frames`` as a stack of this writer's frames, checked to fit from ``index``
+        (in the caller: TypeError/ValueError naming the argument)."""
+        stack = as_frames(frames, self._frame_shape, self._dtype)
+        if index is not None and index + len(stack) > MAX_FRAMES:
+            raise ValueError(f"index: frames up to {MAX_FRAMES - 1} fit in a Zarr array "
+                             f"through tensorstore, not {index + len(stack) - 1}")
+        return stack
+
     def _accept(self, index: int | None, frames: object, block: bool,
                 timeout: float | None) -> BackgroundWriteProcess:
         limit = check_timeout(timeout)
-        stack = as_frames(frames, self._frame_shape, self._dtype)
+        stack = self._checked_frames(index, frames)
         count = len(stack)
-        if index is not None and index + count > MAX_FRAMES:
-            raise ValueError(f"index: frames up to {MAX_FRAMES - 1} fit in a Zarr array "
-                             f"through tensorstore, not {index + count - 1}")
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed bgio.zarr.FrameWriter")
