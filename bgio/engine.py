@@ -31,7 +31,7 @@ from .handle import BackgroundWriteProcess, finish_group
 from .timeouts import check_timeout
 from .worker import Job, Lane, flush_pending, run_batch
 
-__all__ = ["in_worker_thread", "pending", "submit", "submit_held", "wait_all"]
+__all__ = ["in_worker_thread", "pending", "shutting_down", "submit", "submit_held", "wait_all"]
 
 logger = logging.getLogger("bgio")
 
@@ -118,6 +118,12 @@ def submit_held(job: Job) -> Callable[[], None] | None:
 
 
 _workers = threading.local()
+
+
+def shutting_down() -> bool:
+    """True once the interpreter has begun to exit: a thread started now would never be
+    joined, so what would run in one runs in the thread that waits for it instead."""
+    return _shutting_down
 
 
 def in_worker_thread() -> bool:

@@ -402,3 +402,54 @@ def test_frames_written_at_exit_are_stored_by_the_exiting_thread(tmp_path):
     assert (done.returncode, done.stdout) == (0, "closed 300\n")  # (deadlocked before)
     back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
     assert (back.read().result()[:, 0, 0] == np.arange(300)).all()
+
+
+# -- what follows a store runs in bgio's thread, never in tensorstore's ----------------------
+
+
+def test_stores_and_rewrites_land_in_bgios_landing_thread(tmp_path, monkeypatch):
+    # Tensorstore's pool threads must run no Python: one asking for the interpreter lock
+    # while the interpreter finalizes aborts the process (std::terminate) at exit.
+    from bgio.zarr import record, sink
+
+    seen = set()
+    for cls, name in ((sink.ArraySink, "land"), (record.Record, "_written")):
+        original = getattr(cls, name)
+
+        def noted(*args, _original=original, **kwargs):
+            seen.add(threading.current_thread().name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, noted)
+    store = str(tmp_path / "where.zarr")
+    writer = bgio.zarr.FrameWriter(store, SHAPE, "uint16", codec=None, chunk_frames=3)
+    frames = _frames(20)
+    for frame in frames:
+        writer.append(frame)
+    writer.close()
+    assert seen == {f"bgio-landing {writer._name}"}
+    assert not [thread for thread in threading.enumerate() if thread.name in seen]
+    back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert (back.read().result() == frames).all()
+
+
+def test_at_exit_the_waiting_threads_land_the_stores_themselves(tmp_path, monkeypatch):
+    # At interpreter exit no thread may start: the worker and the closing thread land
+    # the stores as they wait for them.
+    from bgio import engine
+
+    monkeypatch.setattr(engine, "shutting_down", lambda: True)
+    before = set(threading.enumerate())
+    store = str(tmp_path / "inline.zarr")
+    writer = bgio.zarr.FrameWriter(store, SHAPE, "uint16", codec=None, chunk_frames=2)
+    frames = _frames(15)
+    for frame in frames:
+        writer.append(frame)
+    writer.flush()
+    assert _state(store)[0] == 15
+    writer.close()
+    assert not [thread for thread in set(threading.enumerate()) - before
+                if thread.name.startswith("bgio-landing")]
+    back = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": store}}).result()
+    assert (back.read().result() == frames).all()
+    assert _metadata(store)["attributes"]["bgio"]["finished"] is True

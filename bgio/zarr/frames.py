@@ -304,7 +304,11 @@ class FrameWriter(ClosesOnExit):
                                               f"{uuid.uuid4().hex[:8]}")
             else:
                 record = Record(keys, self._name, flush_interval, flush_every)
-            record.start()
+            try:
+                record.start()
+            except BaseException:
+                record.abandon()
+                raise
         except ValueError as exc:
             if "ALREADY_EXISTS" in str(exc):
                 raise ValueError(f"store: {self._name!r} holds an array already") from None

@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from ..h5.live import Announcer
+from .landing import Landing
 
 __all__ = ["ATTRIBUTE", "Record", "SharedRecord", "Stored", "announcement"]
 
@@ -95,8 +96,10 @@ class Record:
         read = kvstore.read("zarr.json").result()
         self._document: dict[str, Any] = json.loads(read.value)
         self._generation: bytes = read.stamp.generation
-        # Reentrant: a store in memory is written at once, and the write's callback runs
-        # in the thread that made it, the lock still held.
+        # What follows each rewrite (and the array's stores: the sink's) runs here.
+        self.landing = Landing(name)
+        # Reentrant: at exit a thread waiting with the lock held lands the stores itself
+        # (see bgio.zarr.landing), and what follows a rewrite takes the lock again.
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._stored = Stored()
@@ -158,7 +161,18 @@ class Record:
             elif missing:
                 state["missing"] = [[start, stop] for start, stop in missing]
             self._want(state)
-        self.settle(None)
+        try:
+            self.settle(None)
+        finally:
+            self.landing.close()
+
+    def abandon(self) -> None:
+        """Stop announcing, the array not written (its writer failed to open): no thread is
+        left behind."""
+        with self._lock:
+            self._final = True
+            self._announcer.close()
+        self.landing.close()
 
     def announce_now(self) -> int:
         """Announce every frame stored so far (at a flush); return the ticket
@@ -180,8 +194,8 @@ class Record:
             If a rewrite failed.
         """
         with self._idle:
-            if not self._idle.wait_for(
-                    lambda: self.error is not None or (
+            if not self.landing.wait_for(
+                    self._idle, lambda: self.error is not None or (
                         not self._writing if ticket is None else self._completed >= ticket),
                     timeout):
                 return False
@@ -222,7 +236,7 @@ class Record:
             return
         self._writing = True
         self._issued += 1
-        future.add_done_callback(lambda done: self._written(done, document, state))
+        self.landing.follow(future, lambda done: self._written(done, document, state))
 
     def _accepted(self, document: dict[str, Any]) -> None:
         """(lock held) ``document`` is what ``zarr.json`` holds now."""
@@ -347,4 +361,4 @@ class SharedRecord(Record):
                 if not self._writing:
                     self._idle.notify_all()
 
-        self._kvstore.read("zarr.json").add_done_callback(reread)
+        self.landing.follow(self._kvstore.read("zarr.json"), reread)

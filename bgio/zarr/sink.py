@@ -69,6 +69,7 @@ class ArraySink:
                  transaction: Any) -> None:
         self.chunks = chunks
         self.record = record
+        self._landing = record.landing  # (one thread follows the stores and the rewrites)
         self.target: object = chunks
         self.key: object = ("zarr", name, id(self))  # (writers of one shared array: a lane each)
         self.name = name
@@ -89,7 +90,7 @@ class ArraySink:
 
     def write(self, block: Runs) -> int:
         with self._landed:
-            self._landed.wait_for(lambda: self.failure is not None or (
+            self._landing.wait_for(self._landed, lambda: self.failure is not None or (
                 len(self._flying) < self.depth and not self._busy.intersection(block.groups)))
             if self.failure is not None:
                 self._told = True
@@ -116,10 +117,10 @@ class ArraySink:
         else:
             flight.left = len(futures)
             for future in futures:
-                future.add_done_callback(flight.landed)
+                self._landing.follow(future, flight.landed)
         if self.depth == 1:  # paced: the store's time is the worker's busy time
             with self._landed:
-                self._landed.wait_for(lambda: flight.settled)
+                self._landing.wait_for(self._landed, lambda: flight.settled)
                 if flight.error is not None:
                     self._told = True
                     raise flight.error
@@ -165,8 +166,8 @@ class ArraySink:
         """Wait until no store is in flight (or none of the first ``upto``); False on
         timeout. The stores to wait for must have been issued."""
         with self._landed:
-            return self._landed.wait_for(
-                lambda: not self._flying if upto is None else
+            return self._landing.wait_for(
+                self._landed, lambda: not self._flying if upto is None else
                 all(sequence > upto for sequence in self._flying), timeout)
 
     def flush(self) -> None:
