@@ -1,8 +1,10 @@
-"""Drop-in replacement for ``nonblock.BackgroundWrite``: its names and camelCase keywords.
+"""Drop-in replacement for ``nonblock``: its names and camelCase keywords.
 
 Replace ``from nonblock import bgwrite`` (or ``from nonblock.BackgroundWrite
-import ...``) with ``from bgio.compat import ...``. The calls behave as
-before, with these differences, each a fix:
+import ...``) with ``from bgio.compat import ...``; the readers
+(``nonblock_read``, ``bgread``, ``BackgroundReadData``) are here too, from
+:mod:`bgio.compat_read`, which lists their differences. The writes behave
+as before, with these differences, each a fix:
 
 * ``bandwidthPct`` means what it says: at 20 the writer is busy 20 % of the
   time (the older module's arithmetic gave 56 %).
@@ -31,6 +33,7 @@ import threading
 from typing import Any
 
 from .api import prepare
+from .compat_read import BackgroundReadData, bgread, nonblock_read
 from .engine import submit
 from .handle import BackgroundWriteProcess as _Handle
 from .priority import PRESETS, resolve_priority, validate_chunk_size
@@ -42,10 +45,13 @@ from .source import chunk_data as _chunk_data
 __all__ = [
     "BG_IO_PRIOS",
     "BackgroundIOPriority",
+    "BackgroundReadData",
     "BackgroundWriteProcess",
+    "bgread",
     "bgwrite",
     "bgwrite_chunk",
     "chunk_data",
+    "nonblock_read",
 ]
 
 _FIELDS = ("chainPollTime", "defaultChunkSize", "bandwidthPct", "numChunksRateSmoothing")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["BgioError", "ChainError", "DiskFull", "FramesDropped", "QueueFull"]
+__all__ = ["BgioError", "ChainError", "DiskFull", "FramesDropped", "QueueFull", "ShortRead"]
 
 
 class BgioError(Exception):
@@ -89,3 +89,21 @@ class DiskFull(BgioError, OSError):
         # (Pickled from the writer process with its counts.)
         return type(self), (str(self.strerror), self.stored, self.free)
 
+
+
+class ShortRead(BgioError, EOFError):
+    """A background read of ``size`` bytes met the end of its source first.
+
+    What was read is kept: :attr:`bytes_read` bytes (characters for a text
+    stream) of the :attr:`expected`, and :attr:`data`, the data read (the
+    buffer passed as ``into``, filled that far, or a ``bytearray`` / str
+    of what was read). Being an :class:`EOFError`, it is caught where
+    the end of the data is.
+    """
+
+    def __init__(self, message: str, bytes_read: int, expected: int,
+                 data: object = None) -> None:
+        super().__init__(message)
+        self.bytes_read = bytes_read
+        self.expected = expected
+        self.data = data

@@ -151,6 +151,7 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         :class:`bgio.Writer`); 0 for a write that was paced throughout.
     """
 
+    _what = "write"  # (in messages; a read's handle says "read")
     # Set by the worker where it knows (see bytes_on_disk).
     bytes_on_disk: int | None = None
     unpaced_bytes: int = 0  # set by the worker (see the attribute)
@@ -353,9 +354,9 @@ class BackgroundWriteProcess(Future):  # type: ignore[type-arg]
         limit = check_timeout(timeout)
         with _lock:
             if self._state not in _DONE and not self._condition.wait_for(self.done, limit):
-                raise TimeoutError(f"write not done after {timeout} s")
+                raise TimeoutError(f"{self._what} not done after {timeout} s")
             if self._state in _CANCELLED:
-                raise CancelledError(f"write cancelled after {self.bytes_written} bytes")
+                raise CancelledError(f"{self._what} cancelled after {self.bytes_written} bytes")
 
     def add_done_callback(self, fn: Callable[[BackgroundWriteProcess], object]) -> None:
         """Call ``fn(handle)`` once the write is done (at once if it already is).
