@@ -12,7 +12,12 @@ from .engine import wait_all as wait_threads
 from .handle import BackgroundWriteProcess
 from .objects import is_object_url, local_path, object_target
 from .pool import take_frames
-from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
+from .priority import (
+    BackgroundIOPriority,
+    PriorityLike,
+    resolve_priority,
+    validate_chunk_size,
+)
 from .process import check_backend
 from .sinks import (
     PathSink,
@@ -29,9 +34,6 @@ from .worker import Job
 
 __all__ = ["PriorityLike", "bgwrite", "bgwrite_chunk", "hand_over_frames", "open_sink", "prepare",
            "uses_writer_process", "wait_all", "writer_process_ended"]
-
-#: A preset number 1..10 or a profile.
-PriorityLike = int | BackgroundIOPriority
 
 
 def _check_chain_after(chain_after: object) -> BackgroundWriteProcess | None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from .ioprio import check_io_priority
 
-__all__ = ["DEFAULT_WRITEBACK_WINDOW", "MAX_CONCURRENCY", "PRESETS", "BackgroundIOPriority", "resolve_priority",
-           "validate_chunk_size"]
+__all__ = ["DEFAULT_WRITEBACK_WINDOW", "MAX_CONCURRENCY", "PRESETS", "BackgroundIOPriority", "PriorityLike",
+           "resolve_priority", "validate_chunk_size"]
 
 _MIB = 1024 * 1024
 
@@ -252,6 +252,10 @@ PRESETS: dict[int, BackgroundIOPriority] = {
     9: _preset(0.0031, 0.3, 30, ("best-effort", 7)),
     10: _preset(0.0100, 0.25, 20, "idle"),
 }
+
+
+#: A preset number 1..10 or a profile.
+PriorityLike = int | BackgroundIOPriority
 
 
 def resolve_priority(priority: object, name: str = "priority") -> BackgroundIOPriority:

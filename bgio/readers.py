@@ -57,6 +57,10 @@ class Reader:
     kind: Kind = "bytes"
     fd: int | None = None
     waiter: Waiter | None = None  # the lane's, set before the first read
+    #: Set before :meth:`open` when the profile paces (a busy share below 100 % or a
+    #: rate cap): a file's read-ahead is then turned off for the read, or the kernel
+    #: would keep the device busy reading ahead through the pacing pauses.
+    paced = False
 
     def __init__(self, name: str, key: Hashable) -> None:
         self.name = name
@@ -105,6 +109,7 @@ class FdReader(Reader):
         self._offset = offset  # where the next pread reads; None: the fd's own position
         self._start = 0  # where the read began in the file (for size_left and done_with)
         self._waits = True
+        self._advised = False  # read-ahead turned off (see Reader.paced)
 
     def open(self) -> None:
         assert self.fd is not None
@@ -112,6 +117,9 @@ class FdReader(Reader):
         if not self._waits:
             self._start = (self._offset if self._offset is not None
                            else os.lseek(self.fd, 0, os.SEEK_CUR))
+            if self.paced and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
+                self._advised = True
 
     def size_left(self) -> int | None:
         if self._waits:
@@ -140,8 +148,13 @@ class FdReader(Reader):
                              os.POSIX_FADV_DONTNEED)
 
     def close(self, close_source: bool) -> None:
-        if close_source and self.fd is not None:
-            os.close(self.fd)
+        try:
+            if self._advised and not close_source:  # (the caller's fd: as it was)
+                assert self.fd is not None
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_NORMAL)
+        finally:
+            if close_source and self.fd is not None:
+                os.close(self.fd)
 
 
 class PathReader(FdReader):

@@ -25,10 +25,14 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from . import ioprio
-from .api import PriorityLike
 from .errors import ShortRead
 from .handle import BackgroundWriteProcess, WriteTiming
-from .priority import BackgroundIOPriority, resolve_priority, validate_chunk_size
+from .priority import (
+    BackgroundIOPriority,
+    PriorityLike,
+    resolve_priority,
+    validate_chunk_size,
+)
 from .readers import Reader, make_reader
 from .runqueue import run_delay
 from .sinks.wait import Waiter, WriteInterrupted
@@ -60,7 +64,16 @@ class BackgroundRead(BackgroundWriteProcess):
     """
 
     _what = "read"
-    _data: bytearray | str | None = None  # what result() gives without ``into=``
+    _data: object = None  # what result() gives without ``into=``
+
+    def result_data(self) -> object:
+        """(For the reader) The data set so far with :meth:`set_data`."""
+        return self._data
+
+    def set_data(self, data: object) -> None:
+        """(For the reader) What :meth:`result` gives instead of the count: the data read
+        into a buffer of bgio's own."""
+        self._data = data
 
     @property
     def bytes_read(self) -> int:
@@ -359,6 +372,7 @@ def _read(lane: _Lane, task: _Task) -> None:
         lane.waiter.clear()
         lane.wake.clear()
         handle.watch_cancel(lane.interrupt)
+        reader.paced = task.profile.bandwidth_pct < 100 or task.profile.max_rate is not None
         reader.open()
         stopped = _pace_chunks(lane, task)
     except WriteInterrupted:
@@ -510,10 +524,10 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
     if task.drop_cache and done > dropped:
         reader.done_with(dropped, done)
     if target is not None:
-        handle._data = target.result(done)
+        handle.set_data(target.result(done))
     if task.size is not None and done < task.size:
-        data = handle._data if task.into is None else task.into[:done]
-        handle._data = None
+        data = handle.result_data() if task.into is None else task.into[:done]
+        handle.set_data(None)
         raise ShortRead(f"{reader.name}: the source ended after {done} of the {task.size} "
                         f"{'characters' if reader.kind == 'text' else 'bytes'} asked",
                         done, task.size, data)

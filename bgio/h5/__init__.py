@@ -14,8 +14,21 @@ from .filters import ChunkPipeline, pipeline_of
 from .followers import Follower, FollowTimeout, RecordFollower, follow, follow_records
 from .frames import FrameWriter
 from .live import open_live
+from .reading import read
 from .records import RecordWriter
 from .superblock import recover
 
-__all__ = ["ChunkPipeline", "FollowTimeout", "Follower", "FrameWriter", "RecordFollower",
-           "RecordWriter", "follow", "follow_records", "open_live", "pipeline_of", "recover"]
+__all__ = [
+           "ChunkPipeline",
+           "FollowTimeout",
+           "Follower",
+           "FrameWriter",
+           "RecordFollower",
+           "RecordWriter",
+           "follow",
+           "follow_records",
+           "open_live",
+           "pipeline_of",
+           "read",
+           "recover",
+]
