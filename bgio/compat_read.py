@@ -5,9 +5,16 @@ The names, arguments, return values and end-of-stream signals are the
 older module's; the differences are fixes (see the migration page):
 
 * ``nonblock_read`` takes what is available in a few large reads, not one
-  ``select()`` and one read per byte, and sees what a buffered file object
-  holds already (the older one left it there until more data came); a
-  source with nothing to wait on (``io.BytesIO``) is read, not an error.
+  ``select()`` and one read per byte, and sees what a buffered binary file
+  object over a pipe holds already (the older one left it there until more
+  data came); a source with nothing to wait on (``io.BytesIO``) is read,
+  not an error; a negative ``limit`` is a ``ValueError`` (the older one
+  read one byte).
+* A text stream over a pipe is read through its binary buffer and decoded
+  here (newlines translated as ``open()`` does by default, a character cut
+  across two writes kept for the next call): characters its text layer had
+  decoded already, before the first call (after a ``readline()``), are not
+  seen. Read such a stream with these functions from its start.
 * ``bgread`` waits for data with ``poll()`` instead of waking every
   ``pollTime``; ``blockSizeLimit / pollTime`` stays what the older module
   documented it to be, the most it reads per second (bgio's ``max_rate``).
@@ -19,7 +26,6 @@ older module's; the differences are fixes (see the migration page):
 
 from __future__ import annotations
 
-import codecs
 import io
 import math
 import os
@@ -32,7 +38,7 @@ from typing import Any
 
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority
-from .readers import make_reader, text_decoder
+from .readers import make_reader, own_nonblocking, text_decoder
 from .reads import BackgroundRead, submit_blocks
 
 __all__ = ["BackgroundReadData", "bgread", "detect_stream_mode", "nonblock_read"]
@@ -103,6 +109,10 @@ def nonblock_read(stream: Any, limit: int | None = None, forceMode: str | None =
     ValueError
         If ``stream`` has neither ``read`` nor ``recv``.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 0):
+        raise ValueError(f"limit: expected None, 0 (no limit) or a positive int, got "
+                         f"{limit!r}")
     if forceMode and "b" in forceMode:
         kind: type = bytes
     elif forceMode and "t" in forceMode:
@@ -136,17 +146,25 @@ def _available_from_file(stream: Any, limit: int | None) -> tuple[list[Any], boo
     pieces: list[Any] = []
     got = 0
     readies = 0  # polls in a row that said "readable" with nothing read after
-    restore = os.get_blocking(fd)
-    if restore:
-        os.set_blocking(fd, False)  # (the buffered object returns what it holds first)
+    restore = own_nonblocking(fd)  # (a pipe: its buffer is read first, then "would block")
+    # A socket or a terminal (shared with the program's writes, so left as it is; one
+    # with a timeout would wait in its read): asked with poll() before each read.
+    ask_first = not stat.S_ISFIFO(os.fstat(fd).st_mode)
     try:
         while limit is None or got < limit:
-            piece = read(_READ_SIZE if limit is None else min(_READ_SIZE, limit - got))
+            if ask_first and not _readable_now(fd):
+                return pieces, False
+            try:
+                piece = read(_READ_SIZE if limit is None else min(_READ_SIZE, limit - got))
+            except (BlockingIOError, TimeoutError):  # (a socket with a timeout)
+                return pieces, False
             if piece:
                 pieces.append(piece)
                 got += len(piece)
                 readies = 0
                 continue
+            if ask_first:  # (readable, and nothing: the end)
+                return pieces, True
             # Empty: nothing now, or the end. Readable with nothing read may be half a
             # character of a text stream; readable twice running is the end.
             if not _readable_now(fd):
@@ -155,8 +173,8 @@ def _available_from_file(stream: Any, limit: int | None) -> tuple[list[Any], boo
             if readies == 2:
                 return pieces, True
     finally:
-        if restore:
-            os.set_blocking(fd, True)
+        if restore is not None:
+            os.set_blocking(restore, True)
     return pieces, False
 
 
@@ -167,7 +185,8 @@ def _available_text(stream: Any, buffer: Any, fd: int, limit: int | None
     # in the stream's decoder for the next call.
     decoder = _decoders.get(stream)
     if decoder is None:
-        decoder = _decoders[stream] = text_decoder(stream)
+        decoder = _decoders[stream] = io.IncrementalNewlineDecoder(text_decoder(stream),
+                                                                    translate=True)
     pieces: list[str] = []
     got = 0
     while limit is None or got < limit:
@@ -183,23 +202,30 @@ def _available_text(stream: Any, buffer: Any, fd: int, limit: int | None
 
 
 #: Each text stream's decoder, kept between calls of nonblock_read.
-_decoders: weakref.WeakKeyDictionary[Any, codecs.IncrementalDecoder] = (
+_decoders: weakref.WeakKeyDictionary[Any, io.IncrementalNewlineDecoder] = (
     weakref.WeakKeyDictionary())
 
 
 def _available_from_socket(sock: Any, limit: int | None) -> tuple[list[Any], bool]:
+    # Asked with poll() before each recv: a socket with a timeout would wait in recv
+    # (MSG_DONTWAIT does not stop Python's own wait), and a socket-like object may take
+    # no flags.
     pieces: list[Any] = []
     got = 0
+    fd = _fileno(sock)
     while limit is None or got < limit:
+        if fd is not None and not _readable_now(fd):
+            return pieces, False
         try:
-            piece = sock.recv(_READ_SIZE if limit is None else min(_READ_SIZE, limit - got),
-                              socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+            piece = sock.recv(_READ_SIZE if limit is None else min(_READ_SIZE, limit - got))
+        except (BlockingIOError, InterruptedError, TimeoutError):
             return pieces, False
         if not piece:
             return pieces, True
         pieces.append(piece)
         got += len(piece)
+        if fd is None:  # (nothing to ask: one recv)
+            break
     return pieces, False
 
 
@@ -210,8 +236,6 @@ class BackgroundReadData:
     ----------
     blocks : list of bytes or str
         The non-empty blocks read, in order.
-    data : bytes or str
-        All the data read so far (the blocks joined).
     isFinished : bool
         True once the stream ended and everything was read (and the stream
         closed, with ``closeStream``); stays False after an error.

@@ -6,17 +6,19 @@ a terminal, a non-blocking descriptor) is waited on with ``poll()`` beside
 the lane's wake-up descriptor, so that :meth:`~bgio.BackgroundRead.cancel`
 cuts a stalled source short; regular files are read straight away.
 
-A buffered binary file object over a pipe or socket may hold bytes already
-read from its descriptor (after a ``readline()``, say), which ``poll()``
-cannot see; while bgio reads it, its descriptor is made non-blocking, so
-that a read takes what the buffer holds and then says "would block"
-instead of waiting where no cancel can reach it. The descriptor's mode is
-restored when the read ends.
+A buffered binary file object over a pipe may hold bytes already read from
+its descriptor (after a ``readline()``, say), which ``poll()`` cannot see;
+while bgio reads it, the pipe is made non-blocking, so that a read takes
+what the buffer holds and then says "would block" instead of waiting where
+no cancel can reach it; its mode is restored when the read ends. A socket's
+or a terminal's descriptor is shared with the program's own writes, so it
+is left as it is, and waited on before each read.
 """
 
 from __future__ import annotations
 
 import codecs
+import fcntl
 import io
 import os
 import select
@@ -43,6 +45,21 @@ def _would_wait(fd: int) -> bool:
     """
     mode = os.fstat(fd).st_mode
     return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
+
+
+def own_nonblocking(fd: int) -> int | None:
+    """Make a pipe's (or FIFO's) descriptor non-blocking for a read; return it to be made
+    blocking again after, or None if nothing was changed.
+
+    Only a pipe: its read end is this program's alone, while a socket or a
+    terminal shares its file description with the program's writes (a
+    ``sendall`` or a ``print`` would meet "would block"); those are waited
+    on with ``poll()`` before each read instead.
+    """
+    if stat.S_ISFIFO(os.fstat(fd).st_mode) and os.get_blocking(fd):
+        os.set_blocking(fd, False)
+        return fd
+    return None
 
 
 class Reader:
@@ -161,7 +178,9 @@ class PathReader(FdReader):
     """A path, opened (read-only) by the worker and closed when the read ends."""
 
     def __init__(self, path: str, offset: int | None) -> None:
-        super().__init__(-1, offset or 0, path, ("read path", object()))
+        # (Read at its position, 0 when just opened, unless an offset is asked: a FIFO's
+        # path cannot be read with pread.)
+        super().__init__(-1, offset, path, ("read path", object()))
         self.fd = None
         self._path = path
 
@@ -184,19 +203,20 @@ class StreamReader(Reader):
         self._readinto = readinto
         self._read: Any = None if readinto is not None else stream.read
         self._restore_blocking: int | None = None  # the fd made non-blocking for the read
+        self._poll_first = False
 
     def open(self) -> None:
         try:
             fd = self._stream.fileno()
         except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
             return
-        if not _would_wait(fd):
-            self.fd = fd
-            return
         self.fd = fd
-        if os.get_blocking(fd):
-            os.set_blocking(fd, False)
-            self._restore_blocking = fd
+        if not _would_wait(fd):
+            return
+        self._restore_blocking = own_nonblocking(fd)
+        # A socket or a terminal (left as it is): waited on before each read (what its
+        # buffer holds already is read once more data comes, or the end).
+        self._poll_first = not stat.S_ISFIFO(os.fstat(fd).st_mode)
 
     def size_left(self) -> int | None:
         if self.fd is None or _would_wait(self.fd):
@@ -208,6 +228,9 @@ class StreamReader(Reader):
 
     def readinto(self, view: memoryview) -> int:
         while True:
+            if self._poll_first:
+                assert self.fd is not None
+                self._wait(self.fd)
             if self._readinto is not None:
                 count = self._readinto(view)
             else:  # (a read() only: one copy, into the buffer)
@@ -237,7 +260,7 @@ class StreamReader(Reader):
 class SocketReader(Reader):
     """A connected stream socket: ``recv_into``, waited on with ``poll()``."""
 
-    def __init__(self, sock: socket.socket, name: str) -> None:
+    def __init__(self, sock: Any, name: str) -> None:
         super().__init__(name, ("read", id(sock)))
         self._socket = sock
         self.fd = sock.fileno()
@@ -249,7 +272,11 @@ class SocketReader(Reader):
             if not (pending is not None and pending()):
                 self._wait(sock.fileno())
             try:
-                return sock.recv_into(view)
+                if not hasattr(sock, "recv_into"):  # (socket-like, recv only: one copy)
+                    data = sock.recv(len(view))
+                    view[: len(data)] = data
+                    return len(data)
+                return int(sock.recv_into(view))
             except (BlockingIOError, InterruptedError):
                 continue
             except TimeoutError:  # (a socket with a timeout woken for nothing)
@@ -273,7 +300,7 @@ class TextReader(Reader):
         super().__init__(name, ("read", id(stream)))
         self._stream = stream
         self._binary: StreamReader | None = None
-        self._decoder: codecs.IncrementalDecoder | None = None
+        self._decoder: io.IncrementalNewlineDecoder | None = None
         self._bytes = bytearray(0)
 
     def open(self) -> None:
@@ -287,7 +314,10 @@ class TextReader(Reader):
             self._binary = StreamReader(buffer, self.name)
             self._binary.waiter = self.waiter
             self._binary.open()
-            self._decoder = text_decoder(self._stream)
+            # Newlines as open()'s default translates them: the text layer's own
+            # setting (newline=) is not to be read back from it.
+            self._decoder = io.IncrementalNewlineDecoder(text_decoder(self._stream),
+                                                         translate=True)
 
     def read_text(self, count: int) -> str:
         if self._binary is None:
@@ -353,6 +383,16 @@ def make_reader(source: object, offset: int | None) -> Reader:
     if isinstance(source, int):
         if source < 0:
             raise ValueError(f"source: a file descriptor is >= 0, got {source}")
+        try:
+            mode = os.fstat(source).st_mode
+            flags = fcntl.fcntl(source, fcntl.F_GETFL)
+        except OSError:
+            raise ValueError(f"source: fd {source} is not open") from None
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            raise ValueError(f"source: fd {source} is not open for reading")
+        if offset is not None and not stat.S_ISREG(mode) and not stat.S_ISBLK(mode):
+            raise ValueError(f"offset: fd {source} is not a regular file: it is read where "
+                             f"it stands")
         return FdReader(source, offset, f"fd {source}", ("read fd", source))
     name = describe_source(source)
     if isinstance(source, socket.socket):
@@ -361,6 +401,10 @@ def make_reader(source: object, offset: int | None) -> Reader:
         if source.type != socket.SOCK_STREAM:
             raise ValueError(f"source: {name} is not a stream socket")
         _no_offset(offset, "a socket")
+        return SocketReader(source, name)
+    if not (hasattr(source, "readinto") or hasattr(source, "read")) and (
+            hasattr(source, "recv") and hasattr(source, "fileno")):
+        _no_offset(offset, "a socket")  # (socket-like: recv and a descriptor to wait on)
         return SocketReader(source, name)
     if not (hasattr(source, "readinto") or hasattr(source, "read")):
         raise TypeError(f"source: expected a path, a file descriptor, a file object or a "
@@ -371,7 +415,9 @@ def make_reader(source: object, offset: int | None) -> Reader:
     if readable is not None and not readable():
         raise ValueError(f"source: {name} is not open for reading")
     _no_offset(offset, "a file object")
-    if isinstance(source, io.TextIOBase):
+    if isinstance(source, io.TextIOBase) or (
+            not isinstance(source, (io.RawIOBase, io.BufferedIOBase))
+            and isinstance(getattr(source, "read", bytes)(0), str)):  # (codecs.open, ...)
         return TextReader(source, name)
     return StreamReader(source, name)
 

@@ -17,6 +17,7 @@ simply left (its thread is a daemon): nothing is lost.
 from __future__ import annotations
 
 import logging
+import numbers
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ from .runqueue import run_delay
 from .sinks.wait import Waiter, WriteInterrupted
 from .throttle import Throttle
 
-__all__ = ["BackgroundRead", "bgread"]
+__all__ = ["BackgroundRead", "ChunkTimer", "bgread"]
 
 logger = logging.getLogger("bgio")
 
@@ -156,8 +157,9 @@ _thread_count = 0
 def _check_size(size: object) -> int | None:
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, int):
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise TypeError(f"size: expected an int or None, got {type(size).__name__}")
+    size = int(size)
     if size < 0:
         raise ValueError(f"size: must be >= 0, got {size}")
     return size
@@ -166,8 +168,9 @@ def _check_size(size: object) -> int | None:
 def _check_offset(offset: object) -> int | None:
     if offset is None:
         return None
-    if isinstance(offset, bool) or not isinstance(offset, int):
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
         raise TypeError(f"offset: expected an int or None, got {type(offset).__name__}")
+    offset = int(offset)
     if offset < 0:
         raise ValueError(f"offset: must be >= 0, got {offset}")
     return offset
@@ -237,7 +240,7 @@ def bgread(
         byte with ``pread``, leaving a descriptor's position as it was.
         A path is otherwise read from its start, a descriptor or file
         object from where it stands.
-    priority : int 1..10 or BackgroundIOPriority, default 4
+    priority : int 1..10 or bgio.BackgroundIOPriority, default 4
         The pacing profile, as for :func:`bgio.bgwrite`.
     chunk_size : int, optional
         Bytes per read; the profile's ``default_chunk_size`` by default.
@@ -390,7 +393,7 @@ def _read(lane: _Lane, task: _Task) -> None:
         logger.error("background read of %s failed after %d bytes", reader.name,
                      handle.bytes_written, exc_info=error)
         handle.set_exception(error)
-    elif stopped or handle.cancel_requested:
+    elif stopped:  # (a cancel after the last byte was read: the read is done)
         handle.set_stopped()
     else:
         handle.set_result()
@@ -449,6 +452,51 @@ class _Target:
         return self.buffer
 
 
+class ChunkTimer:
+    """Times each chunk of a read and tells the throttle and the handle (``rate``,
+    ``duty_cycle``): the write loop's accounting, for the read loops (this module's and
+    :mod:`bgio.h5.reading`'s).
+
+    Busy is the chunk's wall time less what was not reading: time runnable but
+    waiting for a CPU (the run queue tells), and ``waited``, the seconds spent
+    waiting for a pipe or a socket to have data.
+    """
+
+    def __init__(self, throttle: Throttle, handle: BackgroundWriteProcess) -> None:
+        self.throttle = throttle
+        self.timing = WriteTiming(-1.0, -1.0, 0.0, None)
+        handle.set_timing(self.timing)
+        self._last_seen = run_delay()
+        self._before = self._cpu = self._started = 0.0
+
+    def start(self) -> None:
+        """A chunk's read begins."""
+        self._before = run_delay()
+        self._cpu = time.thread_time()
+        self._started = time.perf_counter()
+
+    def end(self, nbytes: int, waited: float = 0.0) -> None:
+        """The chunk begun by :meth:`start` took ``nbytes``."""
+        finished = time.perf_counter()
+        cpu = time.thread_time() - self._cpu
+        throttle, started = self.throttle, self._started
+        wall = finished - started
+        queued = 0.0
+        seen = self._before
+        if wall - cpu > throttle.latency:
+            seen = run_delay()
+            queued = max(0.0, seen - self._before)
+        busy = throttle.busy_of(wall, cpu, waited, queued)
+        throttle.record(nbytes, started, finished, busy, max(0.0, seen - self._last_seen))
+        self._last_seen = seen
+        timing = self.timing
+        if timing.first_start < 0:
+            timing.first_start = started
+        timing.busy += busy
+        timing.last_end = finished
+        timing.rate = throttle.rate(timing.first_start)
+
+
 def _pace_chunks(lane: _Lane, task: _Task) -> bool:
     """The read loop; True if a cancel stopped it."""
     handle, reader = task.handle, task.reader
@@ -465,10 +513,7 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
     chunk = task.chunk_size
     waiter = reader.waiter
     assert waiter is not None
-    timing = WriteTiming(-1.0, -1.0, 0.0, None)
-    handle.set_timing(timing)
-    clock, cpu_clock = time.perf_counter, time.thread_time
-    last_seen = run_delay()
+    timer = ChunkTimer(throttle, handle)
     done = 0
     dropped = 0  # bytes dropped from the page cache so far
     block: bytearray | None = None
@@ -479,9 +524,7 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
         if pause and _pause(lane, handle, pause):
             return True
         want = chunk if size is None else min(chunk, size - done)
-        before = run_delay()
-        cpu = cpu_clock()
-        started = clock()
+        timer.start()
         if target is not None:
             got = target.fill(reader, done, want)
         elif reader.kind == "text":
@@ -496,8 +539,6 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
                 got = reader.readinto(view[:want])
             if got:
                 task.on_block(bytes(block[:got]))  # type: ignore[misc]
-        finished = clock()
-        cpu = cpu_clock() - cpu
         if not got:
             break  # the end of the source
         done += got
@@ -505,21 +546,7 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
         if task.drop_cache and done - dropped >= chunk:
             reader.done_with(dropped, done)
             dropped = done
-        wall = finished - started
-        queued = 0.0
-        seen = before
-        if wall - cpu > throttle.latency:
-            seen = run_delay()
-            queued = max(0.0, seen - before)
-        busy = throttle.busy_of(wall, cpu, waiter.take_waited(), queued)
-        cpu_wait = max(0.0, seen - last_seen)
-        last_seen = seen
-        throttle.record(got, started, finished, busy, cpu_wait)
-        if timing.first_start < 0:
-            timing.first_start = started
-        timing.busy += busy
-        timing.last_end = finished
-        timing.rate = throttle.rate(timing.first_start)
+        timer.end(got, waiter.take_waited())
         handle.report_progress()
     if task.drop_cache and done > dropped:
         reader.done_with(dropped, done)

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -199,3 +200,33 @@ def test_a_nonblock_program_feeding_gzip_through_a_pipe_runs_on_bgio():
     assert process.wait(60) == 0
     assert results.isFinished and results.error is None
     assert results.data == DATA * 5
+
+
+def test_nonblock_read_a_socket_with_a_timeout_waits_for_nothing():
+    mine, theirs = socket.socketpair()
+    mine.settimeout(5)
+    with mine, theirs:
+        started = time.perf_counter()
+        assert compat.nonblock_read(mine) == b""
+        theirs.sendall(b"important")
+        assert compat.nonblock_read(mine) == b"important"
+        with mine.makefile("rb") as stream:
+            assert compat.nonblock_read(stream) == b""
+        assert time.perf_counter() - started < 4  # (a wait for the timeout would be 5 s)
+
+
+def test_nonblock_read_leaves_a_shared_socket_blocking():
+    mine, theirs = socket.socketpair()
+    with mine, theirs, mine.makefile("rb") as stream:
+        compat.nonblock_read(stream)
+        assert mine.getblocking() and os.get_blocking(mine.fileno())
+
+
+def test_nonblock_read_a_text_pipe_translates_newlines_and_refuses_a_negative_limit():
+    r, w = os.pipe()
+    os.write(w, b"a\r\nb\rc\n")
+    os.close(w)
+    with os.fdopen(r, encoding="utf-8") as stream:
+        with pytest.raises(ValueError, match="limit: expected None, 0"):
+            compat.nonblock_read(stream, limit=-1)
+        assert compat.nonblock_read(stream) == "a\nb\nc\n"

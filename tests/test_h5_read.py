@@ -33,6 +33,7 @@ def _gzip(file: h5py.File, name: str = "x", **kwargs) -> h5py.Dataset:
 
 @pytest.mark.parametrize("selection", [
     None, np.s_[...], np.s_[3:20], np.s_[5], np.s_[-1, 2:9], np.s_[:, 16, 3:], np.s_[2:2],
+    np.s_[..., 4], np.s_[1, ..., 2:5],
 ])
 def test_a_gzip_dataset_and_its_slabs_read_as_h5py_reads_them(h5file, selection):
     dataset = _gzip(h5file)
@@ -42,6 +43,15 @@ def test_a_gzip_dataset_and_its_slabs_read_as_h5py_reads_them(h5file, selection)
     assert result.dtype == expected.dtype and result.shape == expected.shape
     assert (result == expected).all()
     assert got.bytes_read == expected.nbytes
+
+
+@pytest.mark.parametrize("dtype", ["u1", ">i4", "<f8", ">c16"])
+def test_shuffled_chunks_of_any_dtype_and_byte_order(h5file, dtype):
+    data = (DATA * 3 - 500).astype(dtype)
+    dataset = h5file.create_dataset("typed", data=data, chunks=(5, 6, 7), compression="gzip",
+                                    shuffle=True)
+    got = bgio.h5.read(dataset, np.s_[2:21, 1:16]).result(timeout=30)
+    assert got.dtype == dataset.dtype and (got == data[2:21, 1:16]).all()
 
 
 def test_bgio_decodes_deflate_and_shuffle_itself_and_leaves_the_rest_to_h5py(h5file):
@@ -134,7 +144,25 @@ def test_bad_arguments_raise_in_the_caller(h5file):
         bgio.h5.read(dataset, into=np.zeros((19, 17, 23), "<u2").T)
     with pytest.raises(TypeError, match="into: expected a numpy array"):
         bgio.h5.read(dataset, into=bytearray(10))
+    strings = h5file.create_dataset("strings", (3,), h5py.string_dtype())
+    with pytest.raises(TypeError, match="variable length or subarrays"):
+        bgio.h5.read(strings)
+    with pytest.raises(ValueError, match="a single ellipsis"):
+        bgio.h5.read(dataset, np.s_[..., 1, ...])
     other = h5file.create_dataset("closed", data=DATA)
     h5file.close()
     with pytest.raises(ValueError, match="closed"):
         bgio.h5.read(other)
+
+
+def test_a_shuffle_after_deflate_is_undone_in_its_order(h5file):
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk((4, 8, 8))
+    plist.set_deflate(4)
+    plist.set_shuffle()  # (applied after deflate, undone before inflating)
+    space = h5py.h5s.create_simple(SHAPE)
+    dataset = h5py.Dataset(h5py.h5d.create(h5file.id, b"reversed", h5py.h5t.STD_U16LE, space,
+                                           dcpl=plist))
+    dataset[...] = DATA
+    assert h5read._Decoder(dataset).steps == [1, 2]
+    assert (bgio.h5.read(dataset).result(timeout=30) == DATA).all()

@@ -193,7 +193,9 @@ def test_cancel_stops_a_read_waiting_on_a_stalled_pipe(destination_waits):
     r, w = os.pipe()
     os.write(w, b"abc")
     handle = bgio.bgread(r, 100)
-    assert destination_waits.wait(30)  # (had the 3 bytes, now waits for more)
+    three = threading.Event()
+    handle.add_progress_callback(lambda record: record.done == 3 and three.set(), interval=0)
+    assert three.wait(30) and destination_waits.wait(30)  # (had the 3 bytes, waits for more)
     assert handle.cancel()
     with pytest.raises(CancelledError, match="read cancelled after 3 bytes"):
         handle.result(timeout=30)
@@ -227,10 +229,13 @@ def test_errors_are_on_the_handle_named_and_logged(tmp_path, caplog):
         bgio.bgread(missing).result(timeout=30)
     assert caught.value.filename == str(missing)
     assert f"background read of {missing} failed" in caplog.text
-    unused = os.sysconf("SC_OPEN_MAX") - 1  # (a number just closed may be reused at once)
-    with pytest.raises(OSError) as caught:
-        bgio.bgread(unused).result(timeout=30)
-    assert (caught.value.errno, caught.value.filename) == (errno.EBADF, f"fd {unused}")
+    fd = os.open(tmp_path, os.O_RDONLY)  # a directory: opened, but no read takes from it
+    try:
+        with pytest.raises(IsADirectoryError) as caught:
+            bgio.bgread(fd).result(timeout=30)
+    finally:
+        os.close(fd)
+    assert (caught.value.errno, caught.value.filename) == (errno.EISDIR, f"fd {fd}")
 
 
 def test_drop_cache_advises_the_ranges_read(data_file, small, monkeypatch):
@@ -283,6 +288,22 @@ def test_bad_sources_raise_in_the_caller(source, error, message):
         bgio.bgread(source)
 
 
+def test_bad_file_descriptors_raise_in_the_caller(data_file):
+    unused = os.sysconf("SC_OPEN_MAX") - 1
+    with pytest.raises(ValueError, match=f"source: fd {unused} is not open"):
+        bgio.bgread(unused)
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ValueError, match=f"source: fd {w} is not open for reading"):
+            bgio.bgread(w)
+        with pytest.raises(ValueError, match=f"offset: fd {r} is not a regular file"):
+            bgio.bgread(r, offset=0)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert bgio.bgread(data_file, np.int64(3), offset=np.int64(2)).result(timeout=30) == DATA[2:5]
+
+
 def test_bad_arguments_raise_in_the_caller(data_file, tmp_path):
     with pytest.raises(ValueError, match="size: must be >= 0"):
         bgio.bgread(data_file, -1)
@@ -310,3 +331,56 @@ def test_bad_arguments_raise_in_the_caller(data_file, tmp_path):
         bgio.bgread(closed)
     with open(tmp_path / "out", "wb") as out, pytest.raises(ValueError, match="not open for reading"):
         bgio.bgread(out)
+
+
+def test_a_fifo_path_is_read_as_a_stream(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    handle = bgio.bgread(fifo)
+    with open(fifo, "wb") as writer:  # (the read's open waits for a writer)
+        writer.write(DATA[:5000])
+    assert handle.result(timeout=30) == DATA[:5000]
+
+
+def test_a_text_pipe_translates_newlines_as_open_does():
+    r, w = os.pipe()
+    _feed(w, b"a\r\nb\rc\n", pieces=1).join()
+    with open(r, encoding="utf-8") as stream:
+        assert bgio.bgread(stream).result(timeout=30) == "a\nb\nc\n"
+
+
+def test_a_cancel_after_the_last_byte_lets_the_read_finish(data_file, small):
+    handle = bgio.bgread(data_file, 1000, priority=small)
+    handle.add_progress_callback(lambda record: record.done == 1000 and handle.cancel(),
+                                 interval=0)
+    assert handle.result(timeout=30) == DATA[:1000]
+
+
+def test_text_like_and_socket_like_objects(tmp_path):
+    import codecs
+    import tempfile
+
+    path = tmp_path / "text"
+    path.write_text("héllo", encoding="utf-8")
+    with codecs.open(str(path), encoding="utf-8") as stream:
+        assert bgio.bgread(stream).result(timeout=30) == "héllo"
+    with tempfile.SpooledTemporaryFile(mode="w+") as spooled:
+        spooled.write("spooled")
+        spooled.seek(0)
+        assert bgio.bgread(spooled).result(timeout=30) == "spooled"
+
+    class RecvOnly:
+        def __init__(self, sock):
+            self._sock = sock
+
+        def recv(self, count):
+            return self._sock.recv(count)
+
+        def fileno(self):
+            return self._sock.fileno()
+
+    mine, theirs = socket.socketpair()
+    theirs.sendall(b"hello")
+    theirs.close()
+    with mine:
+        assert bgio.bgread(RecvOnly(mine)).result(timeout=30) == b"hello"

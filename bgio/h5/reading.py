@@ -28,10 +28,8 @@ import h5py
 import numpy as np
 
 from .. import ioprio
-from ..handle import WriteTiming
 from ..priority import PriorityLike, resolve_priority
-from ..reads import BackgroundRead
-from ..runqueue import run_delay
+from ..reads import BackgroundRead, ChunkTimer
 from ..throttle import Throttle
 from .filters import DEFLATE, SHUFFLE
 
@@ -53,12 +51,18 @@ def _selection(selection: object, shape: tuple[int, ...]) -> tuple[Box, tuple[in
     TypeError, ValueError
         For a selection that is not slices (step 1) and ints within the shape.
     """
-    if selection is None or selection is Ellipsis:
+    if selection is None:
         items: tuple[object, ...] = ()
     elif isinstance(selection, tuple):
         items = selection
     else:
         items = (selection,)
+    if any(item is Ellipsis for item in items):
+        if sum(item is Ellipsis for item in items) > 1:
+            raise ValueError("selection: an index can only have a single ellipsis ('...')")
+        at = next(index for index, item in enumerate(items) if item is Ellipsis)
+        fill = (slice(None),) * max(0, len(shape) - len(items) + 1)
+        items = (*items[:at], *fill, *items[at + 1:])
     if len(items) > len(shape):
         raise ValueError(f"selection: {len(items)} indices for a dataset of {len(shape)} "
                          f"dimensions")
@@ -106,7 +110,7 @@ def read(
     into : numpy.ndarray, optional
         Where to put it: C-contiguous, writable, of the dataset's dtype and
         the selection's shape. A new array by default.
-    priority : int 1..10 or BackgroundIOPriority, default 4
+    priority : int 1..10 or bgio.BackgroundIOPriority, default 4
         The pacing profile (busy share, ``max_rate``, I/O priority).
 
     Returns
@@ -142,6 +146,10 @@ def read(
         raise TypeError(f"dataset: expected an h5py.Dataset, got {type(dataset).__qualname__}")
     if not dataset.id.valid:
         raise ValueError("dataset: the dataset (or its file) is closed")
+    if dataset.dtype.hasobject or dataset.dtype.subdtype is not None:
+        raise TypeError(f"dataset: {dataset.name} holds {dataset.dtype} items (variable "
+                        f"length or subarrays); bgio.h5.read reads fixed-size items: read "
+                        f"it with h5py")
     profile = resolve_priority(priority)
     box, out_shape = _selection(selection, dataset.shape)
     if into is None:
@@ -207,19 +215,44 @@ class _Decoder:
                 return
             self.steps.append(filter_id)
 
-    def decode(self, raw: bytes, mask: int) -> np.ndarray:
-        data: Any = raw  # (bytes, then an array once shuffled back)
+    def place(self, raw: bytes, mask: int, into: np.ndarray, inner: tuple[slice, ...]) -> None:
+        """Decode a chunk's stored bytes and put its part ``inner`` (slices of the chunk)
+        in ``into``, undoing the filters in reverse; the byte shuffle is undone in the
+        very copy into place (one pass over the chunk, not two)."""
         assert self.steps is not None and self.chunks is not None
+        data: Any = raw
+        shuffled = False
         for index in reversed(range(len(self.steps))):
             if mask & (1 << index):  # (this filter was skipped for this chunk)
                 continue
+            if shuffled:  # (a shuffle before another filter: undone now)
+                data = self._unshuffled(data)
+                shuffled = False
             if self.steps[index] == DEFLATE:
                 data = zlib.decompress(data)
-            else:  # SHUFFLE: bytes grouped by their place in the element, regrouped
-                itemsize = self.dtype.itemsize
-                flat = np.frombuffer(data, np.uint8)
-                data = flat.reshape(itemsize, -1).T.copy() if itemsize > 1 else flat
-        return np.frombuffer(data, self.dtype).reshape(self.chunks)
+            else:
+                shuffled = self.dtype.itemsize > 1
+        if not shuffled:
+            into[...] = np.frombuffer(data, self.dtype).reshape(self.chunks)[inner]
+            return
+        # Plane k holds byte k of every element: copied to byte k of each element, a
+        # plane at a time (a copy whose inner loop runs over the itemsize is 6x slower).
+        planes = np.frombuffer(data, np.uint8).reshape(self.dtype.itemsize, *self.chunks)
+        places = into[..., np.newaxis].view(np.uint8)
+        for byte in range(self.dtype.itemsize):
+            places[..., byte] = planes[byte][inner]
+
+    def _unshuffled(self, data: bytes) -> bytes:
+        # (Bytes past the last whole element, as a shuffle of compressed bytes leaves,
+        # were not shuffled.)
+        itemsize = self.dtype.itemsize
+        count = len(data) // itemsize
+        raw = np.frombuffer(data, np.uint8)
+        planes = raw[: count * itemsize].reshape(itemsize, count)
+        elements = np.empty((count, itemsize), np.uint8)
+        for byte in range(itemsize):
+            elements[:, byte] = planes[byte]
+        return elements.tobytes() + raw[count * itemsize :].tobytes()
 
 
 def _run(handle: BackgroundRead, dataset: h5py.Dataset, box: Box, target: np.ndarray,
@@ -258,11 +291,9 @@ def _read_pieces(handle: BackgroundRead, dataset: h5py.Dataset, box: Box,
     decoder = _Decoder(dataset)
     # The target seen with every axis of the box (ints dropped theirs).
     full = target.reshape(tuple(stop - start for start, stop in box))
-    timing = WriteTiming(-1.0, -1.0, 0.0, None)
-    handle.set_timing(timing)
-    clock, cpu_clock = time.perf_counter, time.thread_time
+    timer = ChunkTimer(throttle, handle)
+    clock = time.perf_counter
     done = 0
-    last_seen = run_delay()
     for piece in _pieces(dataset, box):
         if handle.cancel_requested:
             return True
@@ -274,9 +305,7 @@ def _read_pieces(handle: BackgroundRead, dataset: h5py.Dataset, box: Box,
             if handle.cancel_requested:
                 return True
             throttle.note_wake(pause, clock() - deadline + pause)
-        before = run_delay()
-        cpu = cpu_clock()
-        started = clock()
+        timer.start()
         inner = tuple(slice(max(a, s), min(b, e)) for (a, b), (s, e) in zip(piece, box))
         into = full[tuple(slice(part.start - s, part.stop - s)
                           for part, (s, _) in zip(inner, box))]
@@ -292,27 +321,12 @@ def _read_pieces(handle: BackgroundRead, dataset: h5py.Dataset, box: Box,
                 # (The mask read_direct_chunk returns is 0 whatever was stored, in h5py
                 # 3.x over HDF5 2.0; the chunk's own record has the right one.)
                 raw = dataset.id.read_direct_chunk(origin)[1]
-                chunk = decoder.decode(raw, int(info.filter_mask))
-                into[...] = chunk[tuple(slice(part.start - a, part.stop - a)
-                                        for part, (a, _) in zip(inner, piece))]
-        finished = clock()
-        cpu = cpu_clock() - cpu
+                decoder.place(raw, int(info.filter_mask), into,
+                              tuple(slice(part.start - a, part.stop - a)
+                                    for part, (a, _) in zip(inner, piece)))
         got = int(into.nbytes)
+        timer.end(got)
         done += got
         handle.bytes_written = done
-        wall = finished - started
-        queued = 0.0
-        seen = before
-        if wall - cpu > throttle.latency:
-            seen = run_delay()
-            queued = max(0.0, seen - before)
-        busy = throttle.busy_of(wall, cpu, 0.0, queued)
-        throttle.record(got, started, finished, busy, max(0.0, seen - last_seen))
-        last_seen = seen
-        if timing.first_start < 0:
-            timing.first_start = started
-        timing.busy += busy
-        timing.last_end = finished
-        timing.rate = throttle.rate(timing.first_start)
         handle.report_progress()
     return False

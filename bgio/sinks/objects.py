@@ -292,6 +292,7 @@ class ObjectSink:
                     self._signal = -1
 
     def _start(self) -> None:
+        # (Lock held: the check and the start are one step.)
         if self._thread is None:
             self._signal = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._thread = threading.Thread(target=self._upload, daemon=True,
@@ -319,11 +320,12 @@ class ObjectSink:
             return 0
         if self._copy:  # (see the class: the caller may reuse its buffer once taken)
             piece = memoryview(piece.tobytes())
-        with self._cond:  # (refused before a thread or an fd is made for it)
-            self._check_open()
-        self._start()
         with self._cond:
+            # Refused before a thread or an fd is made for it; checked and started under
+            # one hold of the lock, or a drop() between the two (in the thread freeing
+            # the Writer) would see no upload to end, and the one started after leaks.
             self._check_open()
+            self._start()
             self._offered = piece
             self._cond.notify_all()
             try:
@@ -356,8 +358,7 @@ class ObjectSink:
                 self._abandon = self._ending = True
                 self._error = self._error or _Abandoned()
                 return
-        self._start()  # (an empty object is uploaded too)
-        with self._cond:
+            self._start()  # (an empty object is uploaded too)
             if abandon:
                 self._abandon = True
             self._ending = True
