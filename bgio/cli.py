@@ -106,11 +106,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         "baseline (needs matplotlib: pip install 'bgio[plot]')")
     c = commands.add_parser(
         "copy",
-        help="copy a file (or stdin, or to stdout) in the background engine, paced",
+        help="copy a file (or stdin, or to stdout) through the background engine",
         description=(
-            "Copy SRC to DST through bgio's engine, at a priority preset and optionally a "
-            "rate cap, with a progress bar (rate and ETA) on stderr when it is a terminal. "
-            "Use - for standard input or standard output."
+            "Copy SRC to DST through bgio's engine, with a progress bar (rate and ETA) on "
+            "stderr when it is a terminal. At full speed by default, as cp and pv without "
+            "-L; --priority paces it at a preset, --rate caps its rate. Use - for standard "
+            "input or standard output."
         ),
         epilog=("Exit status: 0 on success, 1 if the copy failed (SRC missing or unreadable, "
                 "SRC and DST the same file, a full disk), 2 on a usage error, 130 if "
@@ -119,8 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("source", metavar="SRC", help="file to copy, or - for standard input")
     c.add_argument("destination", metavar="DST", help="file to write, or - for standard output")
-    c.add_argument("--priority", type=_preset, default=4, metavar="N",
-                   help="priority preset 1 (fastest) .. 10 (gentlest) (default: 4)")
+    c.add_argument("--priority", type=_preset, default=None, metavar="N",
+                   help="pace the copy at priority preset 1 (fastest) .. 10 (gentlest); "
+                        "default: full speed, unpaced, at the I/O priority bgio copy runs at")
     c.add_argument("--rate", type=_rate, default=None, metavar="RATE",
                    help="at most RATE bytes per second; K, M, G, T are powers of 1024, as for "
                         "pv -L and as the progress bar prints them (50M = 50MiB); KiB, MiB, "
@@ -279,14 +281,21 @@ def _quote(name: str) -> str:
     return f"'{name}'"
 
 
-def _run_copy(args: argparse.Namespace) -> int:
+def copy_profile(priority: int | None, rate: float | None) -> BackgroundIOPriority:
+    """The profile of ``bgio copy --priority P --rate R``: full speed unless asked (preset
+    1's chunks, no pacing, and the process's own I/O priority: preset 1's best-effort 0
+    would put the copy before other programs), a preset's pacing with ``--priority``, a
+    rate cap on top with ``--rate``."""
     from .priority import PRESETS
 
+    profile = PRESETS[1].replace(io_priority=None) if priority is None else PRESETS[priority]
+    return profile if rate is None else profile.replace(max_rate=rate)
+
+
+def _run_copy(args: argparse.Namespace) -> int:
     if args.atomic and args.destination == "-":
         raise _UsageError("--atomic needs a file as DST, not standard output")
-    profile = PRESETS[args.priority]
-    if args.rate is not None:
-        profile = profile.replace(max_rate=args.rate)
+    profile = copy_profile(args.priority, args.rate)
     from .objects import is_object_url, local_path
 
     try:  # file:///dir/name is a path

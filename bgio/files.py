@@ -6,7 +6,7 @@ import io
 import os
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Literal, overload
 
 from .api import PriorityLike
 from .engine import in_worker_thread
@@ -261,6 +261,66 @@ class BackgroundFile(io.BufferedIOBase):
 
 
 # bgio.open is the background counterpart of the builtin, and named so on purpose.
+@overload
+def open(
+    file: str | os.PathLike[str] | int | object,
+    mode: Literal["wb", "ab", "xb"] = "wb",
+    *,
+    priority: PriorityLike = 4,
+    max_pending_bytes: int | None = DEFAULT_MAX_PENDING,
+    fsync: bool = False,
+    atomic: bool = False,
+    direct: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
+) -> BackgroundFile: ...
+
+
+@overload
+def open(
+    file: str | os.PathLike[str] | int | object,
+    mode: Literal["w", "a", "x"],
+    *,
+    priority: PriorityLike = 4,
+    max_pending_bytes: int | None = DEFAULT_MAX_PENDING,
+    fsync: bool = False,
+    atomic: bool = False,
+    direct: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
+) -> io.TextIOWrapper: ...
+
+
+@overload
+def open(
+    file: str | os.PathLike[str] | int | object,
+    mode: str,
+    *,
+    priority: PriorityLike = 4,
+    max_pending_bytes: int | None = DEFAULT_MAX_PENDING,
+    fsync: bool = False,
+    atomic: bool = False,
+    direct: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    backend: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    store: object = None,
+    exclusive: bool = False,
+) -> BackgroundFile | io.TextIOWrapper: ...
+
+
 def open(
     file: str | os.PathLike[str] | int | object,
     mode: str = "wb",

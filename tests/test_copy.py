@@ -301,3 +301,23 @@ def test_format_size_prints_what_parse_rate_reads():
         == ["0B", "512B", "1023B", "1.00KiB", "1.50KiB", "10.0KiB", "50.0MiB", "3.00GiB"]
     for rate in ("50M", "6M", "1.5G", "100k"):
         assert parse_rate(format_size(parse_rate(rate))) == parse_rate(rate)
+
+
+def test_the_copy_is_full_speed_unless_asked():
+    from bgio import PRESETS
+    from bgio.cli import copy_profile
+
+    full = copy_profile(None, None)
+    assert (full.bandwidth_pct, full.max_rate, full.io_priority) == (100, None, None)
+    assert full.default_chunk_size == PRESETS[1].default_chunk_size
+    assert copy_profile(7, None) == PRESETS[7]
+    assert copy_profile(None, 50 << 20).max_rate == 50 << 20
+    assert copy_profile(10, 1000) == PRESETS[10].replace(max_rate=1000)
+
+
+def test_copy_help_says_it_is_full_speed_by_default(capsys):
+    from bgio import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["copy", "--help"])
+    assert "default: full speed, unpaced" in " ".join(capsys.readouterr().out.split())
