@@ -360,7 +360,7 @@ def _bgwrite_dataset(dataset: object, data: object, close_when_finished: bool,
     from .h5.dataset import write_dataset  # h5py is loaded already if we are here
 
     profile = resolve_priority(priority)
-    return write_dataset(dataset, data, profile, offset=offset,  # type: ignore[arg-type]
+    return write_dataset(dataset, data, profile, offset=offset,
                          chain_after=_check_chain_after(chain_after), fsync=bool(fsync),
                          copy=bool(copy))
 

@@ -510,7 +510,7 @@ def _byte_bar() -> Any:
 
     from .copy import format_size
 
-    class ByteBar(tqdm):  # type: ignore[type-arg]  # generic only in its stubs
+    class ByteBar(tqdm):  # type: ignore[misc]  # tqdm is untyped (Any) here
         @property
         def format_dict(self) -> MutableMapping[str, Any]:
             values: MutableMapping[str, Any] = super().format_dict

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api import prepare
 from .compat_read import BackgroundReadData, bgread, nonblock_read
@@ -41,6 +41,9 @@ from .priority import BackgroundIOPriority as _Profile
 from .sinks import sink_for
 from .source import Block
 from .source import chunk_data as _chunk_data
+
+if TYPE_CHECKING:
+    from .worker import Job
 
 __all__ = [
     "BG_IO_PRIOS",
@@ -133,6 +136,9 @@ class BackgroundWriteProcess(_Handle, threading.Thread):
         ``priority`` of :func:`bgio.bgwrite`.
     """
 
+    #: threading.Thread's own (set by its start(); typeshed leaves it out).
+    _started: threading.Event
+
     def __init__(
         self,
         fileObj: object,
@@ -151,8 +157,8 @@ class BackgroundWriteProcess(_Handle, threading.Thread):
         self.closeWhenFinished = bool(closeWhenFinished)
         self.chainAfter = chainAfter
         self.startedWriting = False
-        self._job = prepare(self, sink, dataBlocks, profile, _chunkSize, closeWhenFinished,
-                            chainAfter)
+        self._job: Job | None = prepare(self, sink, dataBlocks, profile, _chunkSize,
+                                        closeWhenFinished, chainAfter)
         # Let go of the file once done: the handle may outlive it in a list,
         # and the file's queue must be free to go with the file.
         self.add_done_callback(_release)

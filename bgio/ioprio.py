@@ -81,7 +81,7 @@ def load() -> bool:
         _loaded = True
         if sys.platform.startswith("linux"):
             try:
-                import psutil  # type: ignore[import-untyped]
+                import psutil
             except ImportError:  # a runtime dependency; without it, nothing is set
                 psutil = None
             if psutil is not None and hasattr(psutil.Process, "ionice"):

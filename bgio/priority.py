@@ -105,7 +105,7 @@ class BackgroundIOPriority:
     def __init__(
         self,
         chain_poll_time: float,
-        default_chunk_size: int,
+        default_chunk_size: float,
         bandwidth_pct: float,
         num_chunks_rate_smoothing: int = 5,
         *,

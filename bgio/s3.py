@@ -49,7 +49,7 @@ def _seconds(older_than: object) -> float:
 
 def _client(storage_options: Mapping[str, Any] | None) -> Any:
     try:
-        import boto3  # type: ignore[import-untyped]
+        import boto3
     except ImportError as exc:
         raise ImportError("bgio.s3.cleanup needs boto3: pip install boto3") from exc
     options = dict(storage_options or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Literal
+from typing import Literal, overload
 
 from .priority import validate_chunk_size
 
@@ -71,6 +71,14 @@ def _kind(block: Block) -> Kind:
     return "text" if isinstance(block, str) else "bytes"
 
 
+@overload
+def _chunks(blocks: Iterable[Block], chunk_size: int) -> Iterator[Block]: ...
+
+
+@overload
+def _chunks(blocks: Iterable[Block | bytes], chunk_size: int) -> Iterator[Block | bytes]: ...
+
+
 def _chunks(blocks: Iterable[Block | bytes], chunk_size: int) -> Iterator[Block | bytes]:
     for block in blocks:
         size = len(block)
@@ -117,12 +125,13 @@ class Source:
         source._lazy = False
         return source
 
-    def chunks(self, chunk_size: int, expected: Kind | None = None) -> Iterator[Block]:
+    def chunks(self, chunk_size: int, expected: Kind | None = None) -> Iterator[Block | bytes]:
         """Yield chunks of at most ``chunk_size`` bytes (characters for text).
 
         Items of a lazy iterable are converted here, in the worker; one of
         the wrong type or kind raises ``TypeError`` there, which ends the
-        write with that error on its handle.
+        write with that error on its handle. A bytes object that fits in a
+        chunk comes out as it is.
         """
         blocks = self._blocks
         if type(blocks) is bytes:
@@ -192,9 +201,9 @@ def make_source(
         data = list(data)  # a lazy iterable: consumed now, then copied block by block
     if isinstance(data, (str, bytearray, memoryview)) or _has_buffer(data):
         block = _snapshot(as_block(data, name)) if copy else as_block(data, name)
-        kind = _kind(block)
-        _check_kind(name, kind, expected)
-        return Source((block,), kind, len(block), False, len(block))
+        block_kind = _kind(block)
+        _check_kind(name, block_kind, expected)
+        return Source((block,), block_kind, len(block), False, len(block))
     if isinstance(data, (list, tuple)):
         blocks = [as_block(item, f"{name}[{index}]") for index, item in enumerate(data)]
         if copy:

@@ -7,6 +7,7 @@ filter itself (see :mod:`bgio.h5.codecs`).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -202,7 +203,7 @@ def codec_scenario(directory: str, frames: np.ndarray, codecs: Sequence[str],
         run.label = label
         return run
 
-    warm_up([(label, lambda label=label: measure(label, frames[:4])) for label in labels], step)
+    warm_up([(label, functools.partial(measure, label, frames[:4])) for label in labels], step)
     runs: dict[str, list[H5Run]] = {label: [] for label in labels}
     for label in interleave(labels, repeat):
         runs[label].append(measure(label, frames))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -249,7 +250,7 @@ def h5_scenario(directory: str, frames: np.ndarray, repeat: int = 5,
     step = progress(on_step)
     labels = list(ARMS if arms is None else arms)
     # One small warm-up per side: thread pools, HDF5's first file, page allocation.
-    warm_up([(label, lambda label=label: run_arm(label, directory, frames[:4]))
+    warm_up([(label, functools.partial(run_arm, label, directory, frames[:4]))
              for label in labels], step)
     runs: dict[str, list[H5Run]] = {label: [] for label in labels}
     for label in interleave(labels, repeat):

@@ -117,7 +117,7 @@ def others_cpu(ours: Sequence[subprocess.Popen[str]] = ()) -> float:
     used in between: on a shared machine, the load nobody asked for.
     """
     times = psutil.cpu_times()
-    used = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    used: float = sum(times) - times.idle - getattr(times, "iowait", 0.0)
     own = psutil.Process().cpu_times()
     used -= own.user + own.system
     for proc in ours:

@@ -55,7 +55,7 @@ class LoopStats:
 
 def rss() -> int:
     """Resident set size of this process, in bytes."""
-    return psutil.Process().memory_info().rss
+    return int(psutil.Process().memory_info().rss)
 
 
 def spin(

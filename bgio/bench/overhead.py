@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from ..api import PriorityLike, bgwrite
 from ..writer import Writer
@@ -14,6 +15,9 @@ from .data import make_data, nbytes
 from .prepare import fresh_file, scratch, workdir
 from .schedule import interleave, progress, warm_up
 from .writes import priority_label, timeout_for
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = ["CallLatency", "SmallWrites", "call_latency", "small_writes"]
 
@@ -115,7 +119,7 @@ def small_writes(
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     source = make_data(count * block_size, seed=1)
-    view = memoryview(source)
+    view = memoryview(cast("Buffer", source))
     blocks = [bytes(view[i : i + block_size]) for i in range(0, count * block_size, block_size)]
     # The blocks are copies: dropping the source keeps RSS at what the writes need.
     del view, source

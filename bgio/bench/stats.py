@@ -54,7 +54,7 @@ def median_of(items: Sequence[_T]) -> _T:
     if len(items) == 1 or not is_dataclass(first):
         return first
     values: dict[str, Any] = {}
-    for f in fields(first):  # type: ignore[arg-type]
+    for f in fields(first):
         column = [getattr(item, f.name) for item in items]
         numbers = [v for v in column if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if numbers and len(numbers) == len([v for v in column if v is not None]):
@@ -64,4 +64,4 @@ def median_of(items: Sequence[_T]) -> _T:
             values[f.name] = any(column)  # e.g. timed_out: report it if it happened once
         else:
             values[f.name] = column[0]
-    return type(first)(**values)
+    return type(items[0])(**values)  # (not type(first): is_dataclass narrowed first)

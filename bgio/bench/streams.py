@@ -63,7 +63,7 @@ def _side_by_side(label: str, size: int, plain: Callable[[], float],
     return StreamRun(label, size, plain_s, bgio_s, plain_s / bgio_s, times[0], times[1])
 
 
-def _to_cat(write: Callable[[int], None]) -> float:
+def _to_cat(write: Callable[[int], object]) -> float:
     """Time ``write(fd)`` into the stdin pipe of a ``cat > /dev/null`` process."""
     with subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
         assert proc.stdin is not None
@@ -74,7 +74,7 @@ def _to_cat(write: Callable[[int], None]) -> float:
     return elapsed
 
 
-def _to_socket(write: Callable[[socket.socket], None]) -> float:
+def _to_socket(write: Callable[[socket.socket], object]) -> float:
     """Time ``write(sock)`` into a socketpair drained by a thread."""
     near, far = socket.socketpair()
 

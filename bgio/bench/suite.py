@@ -273,9 +273,9 @@ def plot_suite(suite: Suite, path: str | os.PathLike[str]) -> None:
         older = list(comparison.nonblock.values())
         axes.plot([run.mib_s for run in older], [run.loop_p99_ms for run in older], "^--",
                   color="tab:green", label="nonblock presets")
-    for run, color in ((comparison.sync, "tab:red"), (comparison.thread, "tab:orange")):
-        if run is not None:
-            axes.plot([run.mib_s], [run.loop_p99_ms], "s", color=color, label=run.label)
+    for plain, color in ((comparison.sync, "tab:red"), (comparison.thread, "tab:orange")):
+        if plain is not None:
+            axes.plot([plain.mib_s], [plain.loop_p99_ms], "s", color=color, label=plain.label)
     if comparison.idle is not None:
         axes.axhline(comparison.idle.p99_ms, color="grey", linestyle=":",
                      label="idle main loop p99")

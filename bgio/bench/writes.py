@@ -6,12 +6,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from ..api import PriorityLike, bgwrite
 from ..priority import PRESETS, BackgroundIOPriority, resolve_priority
 from .data import MIB, nbytes
 from .loop import loop_stats, rss, spin
 from .prepare import fresh_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = [
     "SLOWEST_RATE",
@@ -144,7 +148,7 @@ def measure_sync(path: str | os.PathLike[str], data: object) -> WriteRun:
     with fresh_file(path) as f:
         baseline = rss()
         t0 = time.perf_counter()
-        f.write(data)  # type: ignore[arg-type]
+        f.write(cast("Buffer", data))  # (bytes-like or a numpy array)
         f.flush()
         seconds = time.perf_counter() - t0
         # The main thread cannot sample anything while it is inside write(),
@@ -181,7 +185,7 @@ def measure_thread(path: str | os.PathLike[str], data: object) -> WriteRun:
 
         def write() -> None:
             try:
-                f.write(data)  # type: ignore[arg-type]
+                f.write(cast("Buffer", data))
                 f.flush()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 errors.append(exc)

@@ -52,7 +52,7 @@ def check_on_missing(value: object) -> str:
     """The ``on_missing`` option, checked."""
     if value not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_missing must be 'warn', 'raise' or 'ignore', got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_target_libver(target: object, libver: object, swmr: bool) -> Libver | None:

@@ -33,8 +33,12 @@ import struct
 from collections.abc import Callable
 from importlib import import_module
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = ["BITSHUFFLE", "BLOSC", "CODEC_MODULES", "LZ4", "ZSTD", "bitshuffle_block",
            "encode_step", "unsupported_reason"]
@@ -209,7 +213,7 @@ def _joined(parts: list[_Buffer]) -> memoryview:
     for view in views:
         np.copyto(joined[start : start + len(view)], view)
         start += len(view)
-    return memoryview(joined)
+    return memoryview(cast("Buffer", joined))
 
 
 _ENCODERS: dict[int, Callable[[ModuleType, tuple[int, ...], int, _Buffer], _Buffer]] = {

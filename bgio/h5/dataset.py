@@ -57,8 +57,9 @@ def write_dataset(
     # The blocks are cut in the worker, when this write's turn comes: an
     # append goes after whatever the writes before it stored.
     source = Source(_pieces(sink, frames, offset), None, frames.nbytes, False, 0)
-    job = Job(handle, sink, source, profile, chunk_size=sys.maxsize, chain_after=chain_after,
-              fsync=fsync)
+    # (A sink of chunks and slabs, not of byte blocks, as the other HDF5 writers' sinks.)
+    job = Job(handle, sink, source, profile,  # type: ignore[arg-type]
+              chunk_size=sys.maxsize, chain_after=chain_after, fsync=fsync)
     return submit(job)
 
 

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import h5py
 import numpy as np
@@ -23,6 +23,9 @@ from ..throttle import Throttle
 from ..worker import MIN_PAUSE
 from . import codecs, deflate
 from .codecs import BITSHUFFLE, BLOSC, LZ4, ZSTD
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = [
     "BITSHUFFLE",
@@ -105,7 +108,7 @@ class ChunkPipeline:
         """
         if not chunk.flags.c_contiguous:
             raise ValueError("chunk: must be C-contiguous")
-        data: bytes | memoryview = memoryview(chunk.reshape(-1).view(np.uint8))
+        data: bytes | memoryview = memoryview(cast("Buffer", chunk.reshape(-1).view(np.uint8)))
         for step, options in self.steps:
             if step == SHUFFLE:
                 data = _shuffle(data, self.itemsize)
@@ -125,7 +128,7 @@ def _shuffle(data: bytes | memoryview, itemsize: int) -> bytes | memoryview:
     # would hold it, a millisecond per MiB, stalling the program's threads).
     shuffled = np.empty((itemsize, len(grid)), dtype=np.uint8)
     np.copyto(shuffled, grid.T)
-    return memoryview(shuffled.reshape(-1))
+    return memoryview(cast("Buffer", shuffled.reshape(-1)))
 
 
 def fletcher32(data: bytes | memoryview) -> bytes:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h5py
 import numpy as np
@@ -80,7 +80,7 @@ class _Following:
         #: True once iteration stopped because the writer set the finished flag.
         self.finished = False
         self._own = not isinstance(source, h5py.File)
-        self.file = _open_swmr(source, self.timeout) if self._own else source
+        self.file = _open_swmr(source, self.timeout) if self._own else cast(h5py.File, source)
         self._filename = self.file.filename
         self._done = False
         self._last_progress = time.monotonic()

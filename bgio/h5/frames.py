@@ -6,7 +6,7 @@ import math
 import os
 import posixpath
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h5py
 import numpy as np
@@ -223,6 +223,7 @@ class FrameWriter(H5Writer):
     """
 
     _what = "frames"
+    _sink: DatasetSink
 
     def __new__(cls, *args: object, backend: str | None = None, **options: object) -> Self:
         # FrameWriter(..., backend="process") is the writer process's kind (same
@@ -326,7 +327,7 @@ class FrameWriter(H5Writer):
             check_missing_place(dataset, "name")
             if swmr:
                 created.append(create_missing(dataset).name)  # SWMR creates no dataset
-                key_dataset = create_keys(dataset.parent, keys)
+                key_dataset = create_keys(dataset.parent, cast(str, keys))  # (named above)
                 created.append(key_dataset.name)
                 finished_flag = create_finished(dataset.parent, finished)
         except BaseException:

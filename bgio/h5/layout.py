@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -64,10 +65,10 @@ def check_shape(value: object, name: str) -> tuple[int, ...]:
         value = (value,)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-    sizes = tuple(value)  # type: ignore[arg-type]
+    sizes = tuple(value)
     if not all(_is_int(size) for size in sizes):
         raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-    shape = tuple(int(size) for size in sizes)  # type: ignore[call-overload]
+    shape = tuple(int(size) for size in sizes)
     if any(size < 1 for size in shape):
         raise ValueError(f"{name} must have sizes >= 1, got {shape}")
     if math.prod(shape) > MAX_ELEMENTS:
@@ -95,7 +96,7 @@ def check_count(value: object, name: str, minimum: int = 1) -> int:
     """An int argument (numpy ints too, not bools) of at least ``minimum``."""
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    count = int(value)  # type: ignore[call-overload]
+    count = int(value)
     if count < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {count}")
     return count
@@ -104,7 +105,7 @@ def check_count(value: object, name: str, minimum: int = 1) -> int:
 def check_dtype(value: object, name: str = "dtype") -> np.dtype:
     """A dtype HDF5 can store as numbers or fixed records (no Python objects)."""
     try:
-        dtype = np.dtype(value)  # type: ignore[call-overload]
+        dtype: np.dtype = np.dtype(value)  # type: ignore[call-overload]  # (TypeError below)
     except TypeError as exc:
         raise TypeError(f"{name}: {value!r} is not a dtype") from exc
     if dtype.hasobject:
@@ -112,7 +113,7 @@ def check_dtype(value: object, name: str = "dtype") -> np.dtype:
     return dtype
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 

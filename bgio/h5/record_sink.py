@@ -57,7 +57,7 @@ class Piece:
     __slots__ = ("column", "count", "encoded", "index", "nbytes", "raw", "rows")
 
     def __init__(self, column: int, index: int, rows: np.ndarray, count: int,
-                 encoded: Encoding[bytes] | None, raw: bool, nbytes: int) -> None:
+                 encoded: Encoding[bytes | memoryview] | None, raw: bool, nbytes: int) -> None:
         self.column = column  # the column's position in the group's list
         self.index = index  # the chunk's position along axis 0, in chunks
         self.rows = rows  # one whole chunk; rows past `count` are padding
@@ -115,7 +115,7 @@ class RecordSink:
         self._failed_store: DiskFull | None = None  # a store met a full disk in HDF5: _trim
         self._failed_dataset: str | None = None  # the dataset that store was into
 
-    def write(self, block: RecordBlock | Announce) -> int:  # type: ignore[override]
+    def write(self, block: RecordBlock | Announce) -> int:
         if isinstance(block, Announce):
             # SWMR: events and counts reach the file before the keys that announce them.
             self._flush_data()

@@ -716,11 +716,11 @@ class RecordWriter(H5Writer):
             # store rewrites it in place (SWMR never reuses file space).
             chunk.raw = True
         self._queued[position] = chunk.index * length + chunk.fill
-        encoded: Encoding[bytes] | None = None
+        encoded: Encoding[bytes | memoryview] | None = None
         pipeline = column.pipeline
         if self._pool is not None and not chunk.raw and pipeline is not None \
                 and pipeline.compresses:
-            encoded = self._pool.submit(pipeline.encode, rows)  # type: ignore[arg-type]
+            encoded = self._pool.submit(pipeline.encode, rows)
         return Piece(position, chunk.index, rows, chunk.fill, encoded, chunk.raw,
                      chunk.fill * column.row_bytes)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import h5py
 import numpy as np
@@ -16,6 +17,9 @@ from .drops import set_dropped
 from .filters import FLETCHER32, ChunkPipeline, Encoding, fletcher32
 from .gaps import Gaps
 from .live import Announce, Keys
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = [
     "MISSING_ATTRIBUTE",
@@ -51,7 +55,7 @@ SMALL_MISSING = 1024
 
 
 def encode_chunk(pipeline: ChunkPipeline | None, rows: np.ndarray,
-                 encoded: Encoding[bytes] | None = None,
+                 encoded: Encoding[bytes | memoryview] | None = None,
                  raw: RawForm | None = None) -> tuple[bytes | memoryview | None, int]:
     """The stored bytes of one whole chunk ``rows`` and their filter mask, for
     :func:`store_chunk`; None for bytes when h5py must filter the chunk itself.
@@ -110,7 +114,7 @@ class RawForm:
 
     def encode(self, rows: np.ndarray) -> bytes | memoryview:
         """The stored bytes of the whole chunk ``rows``."""
-        data = memoryview(rows.reshape(-1).view(np.uint8))
+        data = memoryview(cast("Buffer", rows.reshape(-1).view(np.uint8)))
         return bytes(data) + fletcher32(data) if self.checksum else data
 
 
@@ -126,7 +130,7 @@ def raw_form(dataset: h5py.Dataset) -> RawForm:
     return RawForm(mask, checksum)
 
 
-def await_encoded(encoded: Encoding[bytes] | None, waiter: Waiter | None) -> None:
+def await_encoded(encoded: Encoding[bytes | memoryview] | None, waiter: Waiter | None) -> None:
     """Wait for a chunk the pool is encoding, encoding the pool's queued chunks meanwhile
     (:meth:`~bgio.h5.filters.Encoding.wait_helping`).
 
@@ -230,7 +234,7 @@ class Chunk:
     __slots__ = ("count", "encoded", "frames", "index", "raw")
 
     def __init__(self, index: int, frames: np.ndarray, count: int,
-                 encoded: Encoding[bytes] | None = None, raw: bool = False) -> None:
+                 encoded: Encoding[bytes | memoryview] | None = None, raw: bool = False) -> None:
         self.index = index  # position of the chunk along axis 0, in chunks
         self.frames = frames  # (chunk_frames, *frame_shape), padded past `count`
         self.count = count  # frames that are real data
@@ -239,7 +243,7 @@ class Chunk:
 
     def __len__(self) -> int:
         # The engine paces and counts in bytes: a chunk weighs its real frames.
-        return self.count * self.frames[0].nbytes
+        return self.count * int(self.frames[0].nbytes)
 
 
 class Slab:
@@ -294,7 +298,7 @@ class DatasetSink:
         extent = self.extent or 0
         return extent - len(self._unstored) if extent else 0
 
-    def write(self, chunk: Chunk | Slab | Announce) -> int:  # type: ignore[override]
+    def write(self, chunk: Chunk | Slab | Announce) -> int:
         dataset = self.dataset
         if isinstance(chunk, Announce):
             # SWMR: the frames' data reaches the file before the keys that announce them.

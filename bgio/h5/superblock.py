@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from typing import cast
 
 __all__ = ["lookup3", "recover"]
 
@@ -64,7 +65,8 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     if length == 0:
         return c
     # The last 1..12 bytes, as little-endian words padded with zeros.
-    x, y, z = struct.unpack("<3I", bytes(data[position:]) + bytes(12 - length))
+    x, y, z = cast("tuple[int, int, int]",
+                   struct.unpack("<3I", bytes(data[position:]) + bytes(12 - length)))
     a, b, c = (a + x) & _MASK, (b + y) & _MASK, (c + z) & _MASK
     # final(a, b, c)
     c = (c ^ b) - _rotate(b, 14) & _MASK

@@ -14,9 +14,11 @@ object without a descriptor) are refused with a ``ValueError``.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import socket
 from collections.abc import Callable
+from typing import BinaryIO, cast
 
 from ..sinks import (
     FdSink,
@@ -82,7 +84,7 @@ def destination_for(file: object, mode: str | None, atomic: bool, direct: bool,
     sink = sink_for(file)
     closes: Callable[[], None] | None = None
     if isinstance(sink, FdSink):
-        fd = int(file)
+        fd = int(cast(numbers.Integral, file))  # (sink_for: an FdSink is for an integer)
         if close_when_finished:
             closes = functools.partial(os.close, fd)
     elif isinstance(sink, SocketSink):
@@ -104,7 +106,7 @@ def destination_for(file: object, mode: str | None, atomic: bool, direct: bool,
             flush()  # what it buffered goes first, and its position is the descriptor's
         fd = sink.fd
         if close_when_finished:
-            closes = file.close
+            closes = cast(BinaryIO, file).close  # (a binary file object with a descriptor)
     info = os.fstat(fd)
     duplicate = os.dup(fd)
     return Destination(f"fd {fd}", fd=duplicate, key=f"fd {fd} {info.st_dev} {info.st_ino}",

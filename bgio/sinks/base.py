@@ -27,18 +27,26 @@ class Sink(Protocol):
     device.
     """
 
-    key: Hashable
-    target: object
-    kind: Kind | None
-    name: str
+    # Read-only for the worker (properties here): an adapter may have them as
+    # class constants, instance attributes or properties of narrower types.
+    @property
+    def key(self) -> Hashable: ...
+    @property
+    def target(self) -> object: ...
+    @property
+    def kind(self) -> Kind | None: ...
+    @property
+    def name(self) -> str: ...
     #: Optional gather write: takes a list of blocks, returns the bytes taken
     #: (which may end inside a block). None when the destination has none.
-    write_many: Callable[[list[Block | bytes]], int] | None
+    @property
+    def write_many(self) -> Callable[[list[Block | bytes]], int] | None: ...
     #: Set by the worker before writing: how the sink waits for a full destination.
     waiter: Waiter | None
     #: True if the destination may say "would block" (a non-blocking fd or
     #: socket): the worker may then wait on it, and cancel() must wake it.
-    nonblocking: bool
+    @property
+    def nonblocking(self) -> bool: ...
 
     def write(self, block: Block) -> int:
         """Write some of ``block``; return how many bytes (characters) were taken."""

@@ -9,8 +9,9 @@ import select
 import socket
 import stat
 import sys
+from typing import cast
 
-from ..source import Block
+from ..source import Block, Kind
 from ..writeback import Writeback, follow
 from .wait import Waiter
 
@@ -56,14 +57,14 @@ class FdSink:
         # The key names the open file, not just the number: writes through a
         # reused fd number for another file never queue behind this one's.
         self.key: object = f"fd {fd} {info.st_dev} {info.st_ino}"  # a str: its hash is cached
-        self.kind = "bytes"
+        self.kind: Kind = "bytes"
         self.name = f"fd {fd}"
         self.waiter: Waiter | None = None
         self._writeback: Writeback | None = None
 
     def write(self, block: Block | bytes) -> int:
         try:
-            taken = os.write(self._fd, block)
+            taken = os.write(self._fd, cast("memoryview | bytes", block))  # (a bytes sink)
         except BlockingIOError:
             self._wait()
             return 0
@@ -73,7 +74,7 @@ class FdSink:
 
     def write_many(self, blocks: list[Block | bytes]) -> int:
         try:
-            taken = os.writev(self._fd, blocks)
+            taken = os.writev(self._fd, cast("list[memoryview | bytes]", blocks))
         except BlockingIOError:
             self._wait()
             return 0
@@ -125,7 +126,7 @@ class SocketSink:
         self.nonblocking = sock.gettimeout() == 0.0
         self.target: object = sock
         self.key: object = f"file {id(sock)}"
-        self.kind = "bytes"
+        self.kind: Kind = "bytes"
         self.name = f"socket fd {sock.fileno()}"
         self.waiter: Waiter | None = None
         # sendmsg would bypass the encryption of a TLS socket: plain sockets only.
@@ -141,7 +142,7 @@ class SocketSink:
 
     def write(self, block: Block | bytes) -> int:
         try:
-            return self._sock.send(block)
+            return self._sock.send(cast("memoryview | bytes", block))  # (a bytes sink)
         except self._want_write:
             self._wait()
             return 0
@@ -151,7 +152,7 @@ class SocketSink:
 
     def _sendmsg(self, blocks: list[Block | bytes]) -> int:
         try:
-            return self._sock.sendmsg(blocks)
+            return self._sock.sendmsg(cast("list[memoryview | bytes]", blocks))
         except BlockingIOError:
             self._wait()
             return 0

@@ -9,9 +9,10 @@ import stat
 import warnings
 from typing import TYPE_CHECKING
 
-from ..source import Block
+from ..source import Block, Kind
 from ..writeback import Progress
 from .fd import FdSink
+from .wait import Waiter
 
 if TYPE_CHECKING:
     from .direct import DirectSink
@@ -57,8 +58,9 @@ class PathSink:
                  "chunk_multiple", "key", "kind", "name", "nonblocking", "target", "waiter",
                  "write_many")
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "wb", atomic: bool = False,
-                 name: str = "file", direct: bool = False) -> None:
+    def __init__(self, path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+                 mode: str = "wb", atomic: bool = False, name: str = "file",
+                 direct: bool = False) -> None:
         if mode not in PATH_MODES:
             raise ValueError(f"mode must be one of {', '.join(PATH_MODES)} for a path, got {mode!r}")
         if atomic and mode != "wb":
@@ -99,9 +101,9 @@ class PathSink:
         self.target: object = None  # a str cannot be weakly referenced: the lane goes when idle
         self.key: object = "path " + (self._replaced if atomic else os.path.join(
             os.path.realpath(directory), os.path.basename(text)))
-        self.kind = "bytes"
+        self.kind: Kind = "bytes"
         self.name = text
-        self.waiter = None
+        self.waiter: Waiter | None = None
         self.nonblocking = False  # opened by bgio, blocking
         # A direct write goes block by block, each from an aligned offset.
         self.write_many = None if self._direct else self._write_many

@@ -97,7 +97,7 @@ class StreamSink:
         if self._direct:
             return self._write_fd(block)
         try:
-            taken = self._write(block)
+            taken: int | None = self._write(block)  # (a file's write: a count, or None)
         except BlockingIOError as exc:
             # Part of the block may be in the buffer already: say so even
             # if the wait is cut short, or it would be written twice.
