@@ -281,6 +281,10 @@ def _quote(name: str) -> str:
     return f"'{name}'"
 
 
+#: The smallest chunk ``bgio copy --rate`` makes (a very low rate: a pause per chunk).
+_MIN_RATE_CHUNK = 4096
+
+
 def copy_profile(priority: int | None, rate: float | None) -> BackgroundIOPriority:
     """The profile of ``bgio copy --priority P --rate R``: full speed unless asked (preset
     1's chunks, no pacing, and the process's own I/O priority: preset 1's best-effort 0
@@ -289,7 +293,13 @@ def copy_profile(priority: int | None, rate: float | None) -> BackgroundIOPriori
     from .priority import PRESETS
 
     profile = PRESETS[1].replace(io_priority=None) if priority is None else PRESETS[priority]
-    return profile if rate is None else profile.replace(max_rate=rate)
+    if rate is None:
+        return profile
+    # Chunks of a twentieth of a second at the rate (as pv -L's steady flow), no bigger
+    # than the preset's: a 5 MiB chunk at 1 MiB/s would go out in one burst, then wait.
+    chunk = max(_MIN_RATE_CHUNK, min(profile.default_chunk_size, int(rate / 20)))
+    return profile.replace(max_rate=rate, default_chunk_size=chunk)
+
 
 
 def _run_copy(args: argparse.Namespace) -> int:

@@ -311,8 +311,10 @@ def test_the_copy_is_full_speed_unless_asked():
     assert (full.bandwidth_pct, full.max_rate, full.io_priority) == (100, None, None)
     assert full.default_chunk_size == PRESETS[1].default_chunk_size
     assert copy_profile(7, None) == PRESETS[7]
-    assert copy_profile(None, 50 << 20).max_rate == 50 << 20
-    assert copy_profile(10, 1000) == PRESETS[10].replace(max_rate=1000)
+    capped = copy_profile(None, 50 << 20)
+    assert (capped.max_rate, capped.default_chunk_size) == (50 << 20, (50 << 20) // 20)
+    assert copy_profile(1, 1000) == PRESETS[1].replace(max_rate=1000, default_chunk_size=4096)
+    assert copy_profile(10, 1 << 30).default_chunk_size == PRESETS[10].default_chunk_size
 
 
 def test_copy_help_says_it_is_full_speed_by_default(capsys):
