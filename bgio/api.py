@@ -19,6 +19,7 @@ from .priority import (
     validate_chunk_size,
 )
 from .process import check_backend
+from .protocols import Data, Destination
 from .sinks import (
     PathSink,
     Sink,
@@ -149,8 +150,8 @@ def _object_sink(file: object, mode: str | None, atomic: bool, direct: bool,
 
 
 def bgwrite(
-    file: object,
-    data: object,
+    file: Destination,
+    data: Data,
     close_when_finished: bool = False,
     chain_after: BackgroundWriteProcess | None = None,
     priority: PriorityLike = 4,
@@ -366,8 +367,8 @@ def _bgwrite_dataset(dataset: object, data: object, close_when_finished: bool,
 
 
 def bgwrite_chunk(
-    file: object,
-    data: object,
+    file: Destination,
+    data: Data,
     chunk_size: int,
     close_when_finished: bool = False,
     chain_after: BackgroundWriteProcess | None = None,

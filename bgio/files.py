@@ -12,6 +12,7 @@ from .api import PriorityLike
 from .engine import in_worker_thread
 from .handle import BackgroundWriteProcess, failure_of
 from .objects import is_object_url, local_path
+from .protocols import Destination
 from .writer import Writer
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
@@ -263,7 +264,7 @@ class BackgroundFile(io.BufferedIOBase):
 # bgio.open is the background counterpart of the builtin, and named so on purpose.
 @overload
 def open(
-    file: str | os.PathLike[str] | int | object,
+    file: Destination,
     mode: Literal["wb", "ab", "xb"] = "wb",
     *,
     priority: PriorityLike = 4,
@@ -283,7 +284,7 @@ def open(
 
 @overload
 def open(
-    file: str | os.PathLike[str] | int | object,
+    file: Destination,
     mode: Literal["w", "a", "x"],
     *,
     priority: PriorityLike = 4,
@@ -303,7 +304,7 @@ def open(
 
 @overload
 def open(
-    file: str | os.PathLike[str] | int | object,
+    file: Destination,
     mode: str,
     *,
     priority: PriorityLike = 4,
@@ -322,7 +323,7 @@ def open(
 
 
 def open(
-    file: str | os.PathLike[str] | int | object,
+    file: Destination,
     mode: str = "wb",
     *,
     priority: PriorityLike = 4,

@@ -34,6 +34,7 @@ from .priority import (
     resolve_priority,
     validate_chunk_size,
 )
+from .protocols import ReadSource
 from .readers import Reader, make_reader
 from .runqueue import run_delay
 from .sinks.wait import Waiter, WriteInterrupted
@@ -202,7 +203,7 @@ def _writable_view(into: object) -> memoryview:
 
 
 def bgread(
-    source: object,
+    source: ReadSource,
     size: int | None = None,
     *,
     into: object = None,

@@ -22,6 +22,7 @@ from .handle import BackgroundWriteProcess, GroupedWrite, failure_of, raise_root
 from .lag import check_max_lag
 from .objects import local_path
 from .priority import resolve_priority, validate_chunk_size
+from .protocols import Data, Destination
 from .room import wait_for_room
 from .sinks import PathSink, fit_chunk_size
 from .sinks.objects import ObjectSink
@@ -131,7 +132,7 @@ class Writer(ClosesOnExit):
 
     def __init__(
         self,
-        file: object,
+        file: Destination,
         priority: PriorityLike = 4,
         close_when_finished: bool = False,
         *,
@@ -221,7 +222,7 @@ class Writer(ClosesOnExit):
         return self._pending  # (the writes queued: counted with a max_lag)
 
     def write(
-        self, data: object, *, block: bool = True, timeout: float | None = None
+        self, data: Data, *, block: bool = True, timeout: float | None = None
     ) -> BackgroundWriteProcess:
         """Queue ``data`` after everything written so far; return its handle at once.
 

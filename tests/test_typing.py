@@ -36,3 +36,11 @@ def test_the_typed_user_program_runs(tmp_path):
     run = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "typed", "user_script.py")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert (run.returncode, run.stderr) == (0, "")
+
+
+@pytest.mark.slow
+def test_a_checker_catches_wrong_arguments():
+    run = _mypy("--follow-imports=silent", os.path.join("tests", "typed", "user_mistakes.py"))
+    flagged = sorted(int(line.split(":")[1]) for line in run.stdout.splitlines()
+                     if "user_mistakes.py" in line and ": error:" in line)
+    assert flagged == [7, 8, 9, 11], run.stdout

@@ -19,11 +19,15 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from ..api import bgwrite
 from ..priority import PRESETS
 from .data import MIB
 from .prepare import scratch, settle
+
+if TYPE_CHECKING:
+    from ..protocols import Data
 from .schedule import interleave, progress, warm_up
 from .stats import median_of
 
@@ -100,7 +104,7 @@ def _arm(path: str, data: object, preset: int, backend: str, alone: float,
     count = 0
     block = range(_BLOCK)
     started = clock()
-    handle = bgwrite(path, data, priority=preset, backend=backend)
+    handle = bgwrite(path, cast("Data", data), priority=preset, backend=backend)
     give_up = started + window
     while not handle.done() and clock() < give_up:
         for _ in block:

@@ -19,6 +19,8 @@ from .writes import priority_label, timeout_for
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
+    from ..protocols import Data
+
 __all__ = ["CallLatency", "SmallWrites", "call_latency", "small_writes"]
 
 
@@ -227,7 +229,7 @@ def call_latency(
     def timed(path: str) -> float:
         with fresh_file(path) as f:
             t0 = time.perf_counter()
-            handle = bgwrite(f, data, priority=priority)
+            handle = bgwrite(f, cast("Data", data), priority=priority)
             seconds = time.perf_counter() - t0
             # Waited for outside the timer: the next call must not find this write still running.
             handle.result(timeout_for(size))

@@ -17,6 +17,8 @@ from .prepare import fresh_file
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
+    from ..protocols import Data
+
 __all__ = [
     "SLOWEST_RATE",
     "SYNC_LABEL",
@@ -283,7 +285,7 @@ def measure_bgio(
     with fresh_file(path) as f:
         baseline = rss()
         t0 = time.perf_counter()
-        handle = bgwrite(f, data, priority=priority)
+        handle = bgwrite(f, cast("Data", data), priority=priority)
         t1 = time.perf_counter()
         gaps, peak, t_end, timed_out = spin(handle.done, None, t0, timeout)
         if timed_out:

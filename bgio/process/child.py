@@ -510,7 +510,11 @@ class _Server:
                 raise target  # the Writer could not be opened: each write fails with that
             if target is None:
                 raise BgioError("the Writer is not open in the writer process")
-            handle = target.write(inline if feed is None else feed.blocks())
+            if inline is not None:
+                handle = target.write(inline)
+            else:
+                assert feed is not None
+                handle = target.write(feed.blocks())
         except Exception as exc:  # noqa: BLE001 - reported on the handle
             handle = _failed(exc)
         self._started(ident, handle, feed)
