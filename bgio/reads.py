@@ -155,26 +155,16 @@ _lanes: dict[Hashable, _Lane] = {}  # lanes with a thread serving them
 _thread_count = 0
 
 
-def _check_size(size: object) -> int | None:
-    if size is None:
+def _count_or_none(name: str, value: object) -> int | None:
+    """``size=`` and ``offset=``: None, or an int >= 0 (numpy's ints too)."""
+    if value is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-        raise TypeError(f"size: expected an int or None, got {type(size).__name__}")
-    size = int(size)
-    if size < 0:
-        raise ValueError(f"size: must be >= 0, got {size}")
-    return size
-
-
-def _check_offset(offset: object) -> int | None:
-    if offset is None:
-        return None
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
-        raise TypeError(f"offset: expected an int or None, got {type(offset).__name__}")
-    offset = int(offset)
-    if offset < 0:
-        raise ValueError(f"offset: must be >= 0, got {offset}")
-    return offset
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int or None, got {type(value).__name__}")
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"{name}: must be >= 0, got {count}")
+    return count
 
 
 def _writable_view(into: object) -> memoryview:
@@ -283,8 +273,9 @@ def bgread(
     >>> bgio.bgread(path, into=buffer, offset=3).result(), buffer
     (4, bytearray(b'3456'))
     """
-    count = _check_size(size)
-    start = _check_offset(offset)
+    asked = _count_or_none("size", size)
+    count = asked
+    start = _count_or_none("offset", offset)
     profile = resolve_priority(priority)
     chunk = (profile.default_chunk_size if chunk_size is None
              else validate_chunk_size("chunk_size", chunk_size))
@@ -301,7 +292,7 @@ def bgread(
             raise ValueError(f"size: {count} bytes do not fit in into= ({len(view)} bytes)")
         view = view[:count]
     handle = BackgroundRead(count)
-    _submit(_Task(handle, reader, _check_size(size), view, profile, chunk,
+    _submit(_Task(handle, reader, asked, view, profile, chunk,
                   bool(close_when_finished), bool(drop_cache)))
     return handle
 
