@@ -290,7 +290,7 @@ def copy_profile(priority: int | None, rate: float | None) -> BackgroundIOPriori
     1's chunks, no pacing, and the process's own I/O priority: preset 1's best-effort 0
     would put the copy before other programs), a preset's pacing with ``--priority``, a
     rate cap on top with ``--rate``."""
-    from .priority import PRESETS
+    from .priority import DEFAULT_WRITEBACK_WINDOW, PRESETS
 
     profile = PRESETS[1].replace(io_priority=None) if priority is None else PRESETS[priority]
     if rate is None:
@@ -298,6 +298,9 @@ def copy_profile(priority: int | None, rate: float | None) -> BackgroundIOPriori
     # Chunks of a twentieth of a second at the rate (as pv -L's steady flow), no bigger
     # than the preset's: a 5 MiB chunk at 1 MiB/s would go out in one burst, then wait.
     chunk = max(_MIN_RATE_CHUNK, min(profile.default_chunk_size, int(rate / 20)))
+    if priority is None:  # (a rate asked alone is held at the device too, not the cache)
+        return profile.replace(max_rate=rate, default_chunk_size=chunk,
+                               writeback_window=DEFAULT_WRITEBACK_WINDOW)
     return profile.replace(max_rate=rate, default_chunk_size=chunk)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import os
 import queue
 import re
@@ -69,7 +70,10 @@ def parse_rate(text: str) -> int:
             f"{number}{prefix.upper()}iB for powers of 1024; 1000-based units are not taken)")
     if unit is not None and unit.lower() == "ib" and not prefix:
         raise ValueError(f"not a rate: {text!r} (a number, optionally with K, M, G or T)")
-    rate = int(float(number) * _UNITS[prefix.lower()])
+    value = float(number) * _UNITS[prefix.lower()]
+    if not math.isfinite(value):
+        raise ValueError(f"not a rate: {text!r} (too large)")
+    rate = int(value)
     if rate < 1:
         raise ValueError(f"not a rate: {text!r} (below one byte per second)")
     return rate

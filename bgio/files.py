@@ -6,14 +6,17 @@ import io
 import os
 import threading
 from collections import deque
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .api import PriorityLike
 from .engine import in_worker_thread
 from .handle import BackgroundWriteProcess, failure_of
 from .objects import is_object_url, local_path
-from .protocols import Destination
+from .protocols import BufferLike, Destination
 from .writer import Writer
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (numpy's arrays have the buffer protocol)
 
 __all__ = ["DEFAULT_MAX_PENDING", "BackgroundFile", "open"]
 
@@ -102,7 +105,7 @@ class BackgroundFile(io.BufferedIOBase):
             self._take_small()
             return self._queued + len(self._buffer or b"")
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, data: BufferLike) -> int:
         """Accept ``data`` for writing; return its length at once.
 
         Raises
@@ -120,7 +123,7 @@ class BackgroundFile(io.BufferedIOBase):
         if type(data) is bytes:
             size = len(data)
         else:
-            data = memoryview(data).cast("B")
+            data = memoryview(cast("Buffer", data)).cast("B")
             size = len(data)
             if size <= SMALL_WRITE:
                 data = data.tobytes()  # the caller may change it once write() returns

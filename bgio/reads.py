@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, SupportsIndex
 
 from . import ioprio
 from .errors import ShortRead
@@ -194,10 +194,10 @@ def _writable_view(into: object) -> memoryview:
 
 def bgread(
     source: ReadSource,
-    size: int | None = None,
+    size: SupportsIndex | None = None,
     *,
     into: object = None,
-    offset: int | None = None,
+    offset: SupportsIndex | None = None,
     priority: PriorityLike = 4,
     chunk_size: int | None = None,
     close_when_finished: bool = False,

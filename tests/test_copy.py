@@ -269,6 +269,11 @@ def test_ctrl_c_stops_cleanly_and_an_atomic_copy_leaves_the_old_file(tmp_path, p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.bin", "src.bin"]
 
 
+def test_a_rate_too_large_for_a_number_is_refused():
+    with pytest.raises(ValueError, match="too large"):
+        parse_rate("9" * 400)
+
+
 def test_parse_rate():
     assert parse_rate("100M") == 100 * 2**20
     assert parse_rate("2.5k") == 2560
@@ -305,6 +310,7 @@ def test_format_size_prints_what_parse_rate_reads():
 
 def test_the_copy_is_full_speed_unless_asked():
     from bgio import PRESETS
+    from bgio import priority as bgio_priority
     from bgio.cli import copy_profile
 
     full = copy_profile(None, None)
@@ -313,6 +319,7 @@ def test_the_copy_is_full_speed_unless_asked():
     assert copy_profile(7, None) == PRESETS[7]
     capped = copy_profile(None, 50 << 20)
     assert (capped.max_rate, capped.default_chunk_size) == (50 << 20, (50 << 20) // 20)
+    assert capped.writeback_window == bgio_priority.DEFAULT_WRITEBACK_WINDOW
     assert copy_profile(1, 1000) == PRESETS[1].replace(max_rate=1000, default_chunk_size=4096)
     assert copy_profile(10, 1 << 30).default_chunk_size == PRESETS[10].default_chunk_size
 

@@ -31,7 +31,16 @@ def save(directory: str) -> int:
     with bgio.h5.FrameWriter(os.path.join(directory, "e.h5"), "frames", (64, 64),
                              "uint16") as frame_writer:
         frame_writer.append(frames[0])
-    read: bgio.BackgroundRead = bgio.bgread(os.path.join(directory, "a.raw"))
+    # Every kind of data and source the calls take at run time:
+    bgio.bgwrite(os.path.join(directory, "f.raw"), [frames[0], b"x", memoryview(b"y")]).result()
+    bgio.bgwrite(os.fsencode(os.path.join(directory, "g.raw")),
+                 (frame for frame in frames)).result()
+    with open(os.path.join(directory, "h.raw"), "wb") as stream:
+        bgio.bgwrite(stream, bytearray(10)).result()
+    read: bgio.BackgroundRead = bgio.bgread(os.path.join(directory, "a.raw"),
+                                            np.int64(100), offset=np.int64(2))
+    with open(os.path.join(directory, "a.raw"), "rb", buffering=0) as raw:
+        bgio.bgread(raw, into=np.zeros(10, np.uint8)).result()
     data = read.result()
     return written + count + characters + len(done) + len(data)
 
