@@ -38,7 +38,7 @@ from typing import Any
 
 from .handle import BackgroundWriteProcess
 from .priority import BackgroundIOPriority
-from .readers import make_reader, own_nonblocking, text_decoder
+from .readers import fileno_of, make_reader, own_nonblocking, text_decoder, would_wait
 from .reads import BackgroundRead, submit_blocks
 
 __all__ = ["BackgroundReadData", "bgread", "detect_stream_mode", "nonblock_read"]
@@ -64,20 +64,11 @@ def detect_stream_mode(stream: Any) -> type:
     return bytes
 
 
-def _fileno(stream: Any) -> int | None:
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-    return fd if isinstance(fd, int) else None
-
-
 def _may_wait(fd: int) -> bool:
     try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
+        return would_wait(fd)
+    except OSError:  # (the read that follows says what is wrong)
         return True
-    return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
 
 
 def _readable_now(fd: int) -> bool:
@@ -135,7 +126,7 @@ def nonblock_read(stream: Any, limit: int | None = None, forceMode: str | None =
 
 
 def _available_from_file(stream: Any, limit: int | None) -> tuple[list[Any], bool]:
-    fd = _fileno(stream)
+    fd = fileno_of(stream)
     if fd is None or not _may_wait(fd):  # reads that never wait: as much as asked
         data = stream.read(-1 if limit is None else limit)
         return ([data] if data else []), not data
@@ -212,7 +203,7 @@ def _available_from_socket(sock: Any, limit: int | None) -> tuple[list[Any], boo
     # no flags.
     pieces: list[Any] = []
     got = 0
-    fd = _fileno(sock)
+    fd = fileno_of(sock)
     while limit is None or got < limit:
         if fd is not None and not _readable_now(fd):
             return pieces, False

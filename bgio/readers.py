@@ -29,12 +29,13 @@ from typing import Any, Literal
 
 from .sinks.wait import Waiter
 
-__all__ = ["Reader", "describe_source", "make_reader", "text_decoder"]
+__all__ = ["Reader", "describe_source", "fileno_of", "make_reader", "own_nonblocking",
+           "text_decoder", "would_wait"]
 
 Kind = Literal["bytes", "text"]
 
 
-def _would_wait(fd: int) -> bool:
+def would_wait(fd: int) -> bool:
     """True if a read of ``fd`` may wait for data (anything but a regular file or a
     block device, whose reads wait only for the device).
 
@@ -45,6 +46,16 @@ def _would_wait(fd: int) -> bool:
     """
     mode = os.fstat(fd).st_mode
     return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
+
+
+def fileno_of(stream: Any) -> int | None:
+    """A file object's descriptor, or None if it has none (``io.BytesIO``, a closed or
+    detached stream)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 def own_nonblocking(fd: int) -> int | None:
@@ -130,7 +141,7 @@ class FdReader(Reader):
 
     def open(self) -> None:
         assert self.fd is not None
-        self._waits = _would_wait(self.fd)
+        self._waits = would_wait(self.fd)
         if not self._waits:
             self._start = (self._offset if self._offset is not None
                            else os.lseek(self.fd, 0, os.SEEK_CUR))
@@ -206,12 +217,11 @@ class StreamReader(Reader):
         self._poll_first = False
 
     def open(self) -> None:
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        fd = fileno_of(self._stream)
+        if fd is None:
             return
         self.fd = fd
-        if not _would_wait(fd):
+        if not would_wait(fd):
             return
         self._restore_blocking = own_nonblocking(fd)
         # A socket or a terminal (left as it is): waited on before each read (what its
@@ -219,7 +229,7 @@ class StreamReader(Reader):
         self._poll_first = not stat.S_ISFIFO(os.fstat(fd).st_mode)
 
     def size_left(self) -> int | None:
-        if self.fd is None or _would_wait(self.fd):
+        if self.fd is None or would_wait(self.fd):
             return None
         try:
             return max(0, os.fstat(self.fd).st_size - int(self._stream.tell()))
@@ -305,11 +315,8 @@ class TextReader(Reader):
 
     def open(self) -> None:
         buffer = getattr(self._stream, "buffer", None)
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        if buffer is not None and _would_wait(fd):
+        fd = fileno_of(self._stream)
+        if fd is not None and buffer is not None and would_wait(fd):
             self.fd = fd
             self._binary = StreamReader(buffer, self.name)
             self._binary.waiter = self.waiter

@@ -40,7 +40,7 @@ from .runqueue import run_delay
 from .sinks.wait import Waiter, WriteInterrupted
 from .throttle import Throttle
 
-__all__ = ["BackgroundRead", "ChunkTimer", "bgread"]
+__all__ = ["BackgroundRead", "ChunkTimer", "bgread", "pause_cancellably"]
 
 logger = logging.getLogger("bgio")
 
@@ -489,6 +489,32 @@ class ChunkTimer:
         timing.rate = throttle.rate(timing.first_start)
 
 
+class _Blocks:
+    """Where :func:`bgio.compat.bgread`'s bytes go: each read's data, a block of its own,
+    handed to ``on_block`` (one copy, out of a buffer reused for every read)."""
+
+    def __init__(self, on_block: Callable[[Any], None]) -> None:
+        self.on_block = on_block
+        self.buffer = bytearray(0)
+
+    def fill(self, reader: Reader, done: int, want: int) -> int:
+        if reader.kind == "text":
+            text = reader.read_text(want)
+            if text:
+                self.on_block(text)
+            return len(text)
+        if len(self.buffer) < want:
+            self.buffer = bytearray(want)
+        with memoryview(self.buffer) as view:
+            got = reader.readinto(view[:want])
+            if got:
+                self.on_block(bytes(view[:got]))
+        return got
+
+    def result(self, done: int) -> None:
+        """(Nothing kept: the blocks are the caller's.)"""
+
+
 def _pace_chunks(lane: _Lane, task: _Task) -> bool:
     """The read loop; True if a cancel stopped it."""
     handle, reader = task.handle, task.reader
@@ -501,36 +527,22 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
         known = reader.size_left()
         if handle.total_bytes is None and known is not None:
             handle.total_bytes = known
-    target = _Target(task, known) if task.on_block is None else None
+    target = _Target(task, known) if task.on_block is None else _Blocks(task.on_block)
     chunk = task.chunk_size
     waiter = reader.waiter
     assert waiter is not None
     timer = ChunkTimer(throttle, handle)
     done = 0
     dropped = 0  # bytes dropped from the page cache so far
-    block: bytearray | None = None
     while size is None or done < size:
         if handle.cancel_requested:
             return True
         pause = throttle.delay()
-        if pause and _pause(lane, handle, pause):
+        if pause and pause_cancellably(lane.wake, handle, throttle, pause):
             return True
         want = chunk if size is None else min(chunk, size - done)
         timer.start()
-        if target is not None:
-            got = target.fill(reader, done, want)
-        elif reader.kind == "text":
-            text = reader.read_text(want)
-            got = len(text)
-            if got:
-                task.on_block(text)  # type: ignore[misc]
-        else:
-            if block is None or len(block) < want:
-                block = bytearray(want)
-            with memoryview(block) as view:
-                got = reader.readinto(view[:want])
-            if got:
-                task.on_block(bytes(block[:got]))  # type: ignore[misc]
+        got = target.fill(reader, done, want)
         if not got:
             break  # the end of the source
         done += got
@@ -542,8 +554,7 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
         handle.report_progress()
     if task.drop_cache and done > dropped:
         reader.done_with(dropped, done)
-    if target is not None:
-        handle.set_data(target.result(done))
+    handle.set_data(target.result(done))
     if task.size is not None and done < task.size:
         data = handle.result_data() if task.into is None else task.into[:done]
         handle.set_data(None)
@@ -555,8 +566,11 @@ def _pace_chunks(lane: _Lane, task: _Task) -> bool:
     return False
 
 
-def _pause(lane: _Lane, handle: BackgroundRead, seconds: float) -> bool:
-    """Sleep ``seconds`` for pacing, cut short by a cancel; True if cancelled."""
+def pause_cancellably(wake: threading.Event, handle: BackgroundWriteProcess,
+                      throttle: Throttle, seconds: float) -> bool:
+    """Sleep ``seconds`` for pacing, cut short by ``handle``'s cancel (which sets
+    ``wake``); True if cancelled. The read loops' pause (this module's and
+    :mod:`bgio.h5.reading`'s)."""
     started = time.perf_counter()
     deadline = started + seconds
     while True:
@@ -565,8 +579,8 @@ def _pause(lane: _Lane, handle: BackgroundRead, seconds: float) -> bool:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
-        lane.wake.wait(min(remaining, threading.TIMEOUT_MAX))
-        lane.wake.clear()
-    lane.throttle.note_wake(seconds, time.perf_counter() - started)
+        wake.wait(min(remaining, threading.TIMEOUT_MAX))
+        wake.clear()
+    throttle.note_wake(seconds, time.perf_counter() - started)
     return False
 

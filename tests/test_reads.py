@@ -206,13 +206,13 @@ def test_cancel_stops_a_read_waiting_on_a_stalled_pipe(destination_waits):
 
 def test_cancel_cuts_a_pacing_pause_short(data_file, monkeypatch):
     paused = threading.Event()
-    real = reads._pause
+    real = reads.pause_cancellably
 
-    def pause(lane, handle, seconds):
+    def pause(*args):
         paused.set()
-        return real(lane, handle, seconds)
+        return real(*args)
 
-    monkeypatch.setattr(reads, "_pause", pause)
+    monkeypatch.setattr(reads, "pause_cancellably", pause)
     slow = bgio.BackgroundIOPriority(0, 1000, 100, max_rate=1000)  # a pause of ~1 s a chunk
     handle = bgio.bgread(data_file, priority=slow)
     assert paused.wait(30)

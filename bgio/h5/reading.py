@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 
 from .. import ioprio
 from ..priority import PriorityLike, resolve_priority
-from ..reads import BackgroundRead, ChunkTimer
+from ..reads import BackgroundRead, ChunkTimer, pause_cancellably
 from ..throttle import Throttle
 from .filters import DEFLATE, SHUFFLE
 
@@ -292,19 +291,13 @@ def _read_pieces(handle: BackgroundRead, dataset: h5py.Dataset, box: Box,
     # The target seen with every axis of the box (ints dropped theirs).
     full = target.reshape(tuple(stop - start for start, stop in box))
     timer = ChunkTimer(throttle, handle)
-    clock = time.perf_counter
     done = 0
     for piece in _pieces(dataset, box):
         if handle.cancel_requested:
             return True
         pause = throttle.delay()
-        if pause:
-            deadline = clock() + pause
-            while (left := deadline - clock()) > 0 and not handle.cancel_requested:
-                wake.wait(min(left, threading.TIMEOUT_MAX))
-            if handle.cancel_requested:
-                return True
-            throttle.note_wake(pause, clock() - deadline + pause)
+        if pause and pause_cancellably(wake, handle, throttle, pause):
+            return True
         timer.start()
         inner = tuple(slice(max(a, s), min(b, e)) for (a, b), (s, e) in zip(piece, box))
         into = full[tuple(slice(part.start - s, part.stop - s)
