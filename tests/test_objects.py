@@ -655,6 +655,7 @@ def _eventfds() -> int:
                for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
 
 
+@pytest.mark.slow  # (about a second: twenty uploads started and aborted)
 def test_writers_freed_with_writes_queued_leave_no_fd_behind():
     import gc
 
